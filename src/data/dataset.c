@@ -1,0 +1,206 @@
+/* dataset.c - MNIST-layout data sets: load, save, subset, gather, fingerprint. */
+#include "tl/dataset.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "tl/error.h"
+#include "tl/idx.h"
+
+/* Largest label + 1 over n labels (0 when n == 0). */
+static int count_classes(const uint8_t *labels, size_t n) {
+    int max = -1;
+    for (size_t i = 0; i < n; i++)
+        if (labels[i] > max) max = labels[i];
+    return max + 1;
+}
+
+/* Finds "<dir>/<split>-<kind>-<idx>-ubyte.gz", else the raw name; *path gets a
+ * malloc'd string. A missing pair names both paths tried (TL_EIO). */
+static int find_file(const char *dir, const char *split, const char *kind, const char *idx,
+                     char **path) {
+    size_t len = strlen(dir) + strlen(split) + strlen(kind) + strlen(idx) + 32;
+    char *p = malloc(len);
+    struct stat st;
+    *path = NULL;
+    if (!p) return tl_error(TL_ENOMEM, "out of memory");
+    snprintf(p, len, "%s/%s-%s-%s-ubyte.gz", dir, split, kind, idx);
+    if (stat(p, &st) == 0) {
+        *path = p;
+        return 0;
+    }
+    p[strlen(p) - 3] = '\0';
+    if (stat(p, &st) == 0) {
+        *path = p;
+        return 0;
+    }
+    int rc = tl_error(TL_EIO, "%s: %s file not found (tried %s.gz and %s)", dir, kind, p, p);
+    free(p);
+    return rc;
+}
+
+/* Contract in dataset.h. */
+int tl_dataset_load(const char *dir, const char *split, tl_dataset *out) {
+    tl_idx im = {0}, lb = {0};
+    char *im_path = NULL, *lb_path = NULL;
+    int rc;
+    memset(out, 0, sizeof *out);
+    if ((rc = find_file(dir, split, "images", "idx3", &im_path)) < 0) goto cleanup;
+    if ((rc = find_file(dir, split, "labels", "idx1", &lb_path)) < 0) goto cleanup;
+    if ((rc = tl_idx_read(im_path, &im)) < 0) goto cleanup;
+    if (im.rank != 3) {
+        rc = tl_error(TL_EFORMAT, "%s: images must have rank 3 (n, rows, cols), not %d", im_path, im.rank);
+        goto cleanup;
+    }
+    if ((rc = tl_idx_read(lb_path, &lb)) < 0) goto cleanup;
+    if (lb.rank != 1) {
+        rc = tl_error(TL_EFORMAT, "%s: labels must have rank 1, not %d", lb_path, lb.rank);
+        goto cleanup;
+    }
+    if (lb.dims[0] != im.dims[0]) {
+        rc = tl_error(TL_EFORMAT, "%s: %u labels for %u images in %s", lb_path, lb.dims[0],
+                      im.dims[0], im_path);
+        goto cleanup;
+    }
+    out->n = im.dims[0];
+    out->rows = im.dims[1];
+    out->cols = im.dims[2];
+    out->dim = (size_t)im.dims[1] * im.dims[2];
+    out->images = im.data;
+    out->labels = lb.data;
+    out->classes = count_classes(lb.data, out->n);
+    im.data = lb.data = NULL;
+cleanup:
+    tl_idx_free(&im);
+    tl_idx_free(&lb);
+    free(im_path);
+    free(lb_path);
+    return rc;
+}
+
+/* mkdir -p: creates dir and its missing parents (mode 0777 & ~umask). */
+static int make_dirs(const char *dir) {
+    char *p = strdup(dir);
+    int rc = 0;
+    if (!p) return tl_error(TL_ENOMEM, "out of memory");
+    for (char *s = p + 1;; s++) {
+        if (*s != '/' && *s != '\0') continue;
+        char c = *s;
+        *s = '\0';
+        if (mkdir(p, 0777) < 0 && errno != EEXIST) {
+            rc = tl_error(TL_EIO, "%s: cannot create directory: %s", p, strerror(errno));
+            break;
+        }
+        *s = c;
+        if (c == '\0') break;
+    }
+    if (rc == 0) {
+        struct stat st;
+        if (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode))
+            rc = tl_error(TL_EIO, "%s: not a directory", dir);
+    }
+    free(p);
+    return rc;
+}
+
+/* Contract in dataset.h. */
+int tl_dataset_save(const char *dir, const char *split, const tl_dataset *d) {
+    if (d->n == 0 || d->n > UINT32_MAX || d->rows == 0 || d->cols == 0 ||
+        (size_t)d->rows * d->cols != d->dim)
+        return tl_error(TL_EINVAL, "%s: cannot save a data set of %zu samples of %ux%u", dir, d->n,
+                        d->rows, d->cols);
+    int rc = make_dirs(dir);
+    if (rc < 0) return rc;
+    size_t len = strlen(dir) + strlen(split) + 40;
+    char *path = malloc(len);
+    if (!path) return tl_error(TL_ENOMEM, "out of memory");
+    tl_idx im = {.rank = 3, .dims = {(uint32_t)d->n, d->rows, d->cols}, .count = d->n * d->dim,
+                 .data = d->images};
+    tl_idx lb = {.rank = 1, .dims = {(uint32_t)d->n}, .count = d->n, .data = d->labels};
+    snprintf(path, len, "%s/%s-images-idx3-ubyte.gz", dir, split);
+    rc = tl_idx_write(path, &im, 1);
+    if (rc == 0) {
+        snprintf(path, len, "%s/%s-labels-idx1-ubyte.gz", dir, split);
+        rc = tl_idx_write(path, &lb, 1);
+    }
+    free(path);
+    return rc;
+}
+
+/* Contract in dataset.h. */
+int tl_dataset_subset(const tl_dataset *src, const size_t *rows, size_t n, tl_dataset *out) {
+    memset(out, 0, sizeof *out);
+    if (n == 0) return tl_error(TL_EINVAL, "a data set subset needs at least one row");
+    for (size_t i = 0; i < n; i++)
+        if (rows[i] >= src->n)
+            return tl_error(TL_EINVAL, "subset row %zu out of range (data set has %zu)", rows[i], src->n);
+    if (n > SIZE_MAX / (src->dim ? src->dim : 1))
+        return tl_error(TL_ERANGE, "subset of %zu rows too large", n);
+    out->images = malloc(n * src->dim > 0 ? n * src->dim : 1);
+    out->labels = malloc(n);
+    if (!out->images || !out->labels) {
+        tl_dataset_free(out);
+        return tl_error(TL_ENOMEM, "out of memory for a subset of %zu rows", n);
+    }
+    for (size_t i = 0; i < n; i++) {
+        memcpy(out->images + i * src->dim, src->images + rows[i] * src->dim, src->dim);
+        out->labels[i] = src->labels[rows[i]];
+    }
+    out->n = n;
+    out->dim = src->dim;
+    out->rows = src->rows;
+    out->cols = src->cols;
+    out->classes = count_classes(out->labels, n);
+    return 0;
+}
+
+/* Contract in dataset.h. */
+void tl_dataset_gather(const tl_dataset *d, const size_t *rows, size_t n, float mean, float std,
+                       float *x, int32_t *y) {
+    float table[256];
+    for (int b = 0; b < 256; b++) table[b] = ((float)b / 255.0f - mean) / std;
+    for (size_t i = 0; i < n; i++) {
+        size_t r = rows ? rows[i] : i;
+        assert(r < d->n);
+        const uint8_t *src = d->images + r * d->dim;
+        float *dst = x + i * d->dim;
+        for (size_t j = 0; j < d->dim; j++) dst[j] = table[src[j]];
+        if (y) y[i] = d->labels[r];
+    }
+}
+
+#define FNV_OFFSET 0xcbf29ce484222325ull
+#define FNV_PRIME 0x100000001b3ull
+
+/* FNV-1a 64 of n bytes, continuing from h. */
+static uint64_t fnv1a(uint64_t h, const uint8_t *p, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        h ^= p[i];
+        h *= FNV_PRIME;
+    }
+    return h;
+}
+
+/* Contract in dataset.h. */
+uint64_t tl_dataset_fingerprint(const tl_dataset *d) {
+    uint8_t head[16];
+    uint64_t n = d->n;
+    for (int i = 0; i < 8; i++) head[i] = (uint8_t)(n >> (8 * i));
+    for (int i = 0; i < 4; i++) head[8 + i] = (uint8_t)(d->rows >> (8 * i));
+    for (int i = 0; i < 4; i++) head[12 + i] = (uint8_t)(d->cols >> (8 * i));
+    uint64_t h = fnv1a(FNV_OFFSET, head, sizeof head);
+    h = fnv1a(h, d->labels, d->n);
+    return fnv1a(h, d->images, d->n * d->dim);
+}
+
+/* Contract in dataset.h. */
+void tl_dataset_free(tl_dataset *d) {
+    if (!d) return;
+    free(d->images);
+    free(d->labels);
+    memset(d, 0, sizeof *d);
+}
