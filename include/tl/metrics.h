@@ -1,0 +1,22 @@
+/*
+ * metrics.h - training metrics as JSON lines: one object per epoch
+ * {"epoch":1,"steps":938,"train_loss":..,"test_loss":..,"test_accuracy":..,"lr":..,"seconds":..}
+ * and, if asked, one per batch {"epoch":1,"batch":12,"steps":..,"loss":..}.
+ * Each line is flushed as it is written, so a crashed run keeps what it had.
+ */
+#ifndef TL_METRICS_H
+#define TL_METRICS_H
+
+#include <stdio.h>
+
+#include "tl/trainer.h"
+
+typedef struct tl_metrics tl_metrics;
+
+/* Opens path for writing (truncates; append if append is nonzero). */
+int tl_metrics_open(const char *path, int append, tl_metrics **out);
+int tl_metrics_epoch(tl_metrics *m, const tl_epoch_report *r);
+int tl_metrics_batch(tl_metrics *m, const tl_progress *p);
+void tl_metrics_close(tl_metrics *m); /* NULL-safe */
+
+#endif

@@ -1,0 +1,101 @@
+/*
+ * trainer.h - the training loop, written once for every kind of run.
+ *
+ * The loop owns what all runs share: the virtual batches (batch.h), the
+ * optimizer and its schedule, --max-steps, evaluation on the test set after
+ * each epoch, and the callbacks that report progress. What differs between a
+ * centralized and a distributed run is only where the gradient of a batch
+ * comes from, so that is a callback (tl_grad_fn):
+ *
+ *   - `tl train` computes it locally (tl_local_grad_fn, below);
+ *   - the orchestrator gathers it from the nodes (orchestrator.c).
+ *
+ * For every batch the loop zeroes the gradient block, calls the gradient
+ * function, checks the gradient is finite, and takes one optimizer step.
+ */
+#ifndef TL_TRAINER_H
+#define TL_TRAINER_H
+
+#include <stdint.h>
+
+#include "tl/batch.h"
+#include "tl/config.h"
+#include "tl/dataset.h"
+#include "tl/model.h"
+#include "tl/optim.h"
+#include "tl/sched.h"
+
+/* Computes into grads (zeroed by the caller, n_params floats) the gradient of
+ * the MEAN loss over batch b at params; adds the batch's loss sum and correct
+ * count into *loss_sum and *correct. Returns 0 or a negative TL_E* code
+ * (the run stops with it). */
+typedef int (*tl_grad_fn)(void *ctx, const tl_batch *b, const float *params, float *grads,
+                          double *loss_sum, int64_t *correct);
+
+typedef struct tl_progress {
+    int epoch, epochs;        /* 0-based epoch and total */
+    size_t batch, batches;    /* batch just done (1-based count) and per epoch */
+    int64_t steps;            /* optimizer steps so far */
+    double loss;              /* mean training loss of the epoch so far */
+    double samples_per_s;     /* this epoch */
+    double elapsed_s;         /* this epoch */
+} tl_progress;
+
+typedef struct tl_epoch_report {
+    int epoch;                /* 1-based */
+    int64_t steps;
+    double train_loss, train_accuracy;
+    double test_loss, test_accuracy; /* -1 if no test set */
+    double lr;
+    double seconds;
+    int partial;              /* stopped early by max_steps */
+} tl_epoch_report;
+
+typedef struct tl_trainer_hooks {
+    void *ud;
+    void (*on_batch)(void *ud, const tl_progress *p);
+    void (*on_epoch)(void *ud, const tl_epoch_report *r);
+} tl_trainer_hooks;
+
+typedef struct tl_trainer {
+    const tl_runcfg *cfg;
+    const tl_model *model;
+    float *params;           /* caller's, n_params */
+    float *grads;            /* owned */
+    tl_optim optim;
+    tl_sched sched;
+    tl_batcher *batcher;
+    const tl_dataset *test;  /* may be NULL */
+    int64_t steps;
+} tl_trainer;
+
+/* Sets up a loop over nodes with counts[0..n_nodes) samples (one "node" for
+ * centralized training). params must already hold the initial parameters. */
+int tl_trainer_init(tl_trainer *t, const tl_runcfg *cfg, const tl_model *m, float *params,
+                    const uint64_t *counts, int n_nodes, const tl_dataset *test);
+/* Runs all epochs (or until cfg->max_steps). */
+int tl_trainer_run(tl_trainer *t, tl_grad_fn fn, void *ctx, const tl_trainer_hooks *hooks);
+void tl_trainer_free(tl_trainer *t);
+
+/* Mean loss and accuracy of params on all of d (in chunks). */
+int tl_evaluate(const tl_model *m, const float *params, const tl_dataset *d, float mean,
+                float std, double *loss, double *accuracy);
+
+/* The local gradient source: the data set itself, for `tl train`. */
+typedef struct tl_local_grad {
+    const tl_model *model;
+    const tl_dataset *data;
+    float mean, std;
+    tl_ws ws;
+    float *dz;
+    int32_t *y;
+    size_t *rows;
+} tl_local_grad;
+
+int tl_local_grad_init(tl_local_grad *lg, const tl_model *m, const tl_dataset *d, int max_rows,
+                       float mean, float std);
+int tl_local_grad_fn(void *ctx, const tl_batch *b, const float *params, float *grads,
+                     double *loss_sum, int64_t *correct);
+void tl_local_grad_free(tl_local_grad *lg);
+
+#endif

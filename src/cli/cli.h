@@ -1,0 +1,25 @@
+/*
+ * cli.h - the subcommands of the `tl` program.
+ *
+ * Each subcommand lives in its own file src/cli/cmd_<name>.c, parses its
+ * options with getopt_long and calls the library. Contract for every cmd_*:
+ *  - `--help` prints the usage to stdout and returns 0;
+ *  - a bad option or value prints exactly one line "tl <name>: <problem>" (plus
+ *    "Try 'tl <name> --help'.") to stderr and returns 2;
+ *  - a runtime failure prints "tl <name>: <tl_errmsg()>" and returns 1;
+ *  - success returns 0.
+ */
+#ifndef TL_CLI_H
+#define TL_CLI_H
+
+int cmd_train(int argc, char **argv);
+int cmd_partition(int argc, char **argv);
+int cmd_orchestrator(int argc, char **argv);
+int cmd_node(int argc, char **argv);
+int cmd_run(int argc, char **argv);
+int cmd_provision(int argc, char **argv);
+
+/* Prints "tl <cmd>: <msg>" and the --help hint to stderr; returns 2. */
+int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#endif

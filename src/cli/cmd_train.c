@@ -1,0 +1,92 @@
+/* cmd_train.c - `tl train`: centralized training, the baseline of every comparison. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "cli/progress.h"
+#include "cli/runsetup.h"
+#include "cli/trainopts.h"
+#include "tl/error.h"
+#include "tl/gemm.h"
+#include "tl/trainer.h"
+
+static const struct option own_longopts[] = {
+    {"help", no_argument, 0, 'h'},
+    {0, 0, 0, 0},
+};
+
+static void usage(void) {
+    printf("usage: tl train [options]\n\n"
+           "Centralized mini-batch training on one data set: the model that Traversal\n"
+           "Learning must reproduce. Batches are the same virtual batches a distributed\n"
+           "run with the same seed visits.\n\n"
+           "data:\n"
+           "  --data DIR            MNIST-layout directory: train-* files train, t10k-*\n"
+           "                        files evaluate [" TL_DEFAULT_DATA "]\n"
+           "  --test-data DIR       take the t10k-* files from DIR instead\n\n"
+           "%s\n"
+           "  -h, --help            this text\n",
+           cli_train_help);
+}
+
+int cmd_train(int argc, char **argv) {
+    const char *cmd = "train";
+    cli_trainopts o;
+    cli_trainopts_init(&o);
+    struct option *longopts = cli_options_join(cli_train_longopts, own_longopts);
+    if (!longopts) return 1;
+    int c, rc;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        int r = cli_trainopts_parse(&o, c, optarg, cmd);
+        if (r == 1) continue;
+        if (r == 2) goto usage_error;
+        if (c == 'h') {
+            usage();
+            free(longopts);
+            return 0;
+        }
+        free(longopts);
+        fprintf(stderr, "Try 'tl %s --help'.\n", cmd);
+        return 2;
+    }
+    free(longopts);
+    longopts = NULL;
+    if (optind < argc) return cli_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
+    if (cli_trainopts_finish(&o, cmd)) return 2;
+
+    cli_run r;
+    if ((rc = cli_run_setup(&r, &o.cfg, cmd, 1)) != 0) return rc;
+    tl_local_grad lg;
+    tl_trainer t;
+    cli_progress prog;
+    int lg_ok = 0, t_ok = 0, prog_ok = 0;
+    rc = 1;
+    uint64_t count = r.train.n;
+    if (tl_local_grad_init(&lg, &r.model, &r.train, o.cfg.batch_size, o.cfg.mean, o.cfg.std) < 0)
+        goto fail;
+    lg_ok = 1;
+    if (tl_trainer_init(&t, &o.cfg, &r.model, r.params, &count, 1, r.have_test ? &r.test : NULL) < 0)
+        goto fail;
+    t_ok = 1;
+    if (cli_progress_init(&prog, o.cfg.metrics_path, o.cfg.batch_metrics, cmd)) goto cleanup;
+    prog_ok = 1;
+    tl_trainer_hooks hooks = cli_progress_hooks(&prog);
+    if (tl_trainer_run(&t, tl_local_grad_fn, &lg, &hooks) < 0) goto fail;
+    if (cli_run_save(&r, &o.cfg, &prog.last, cmd) != 0) goto cleanup;
+    rc = prog.failed ? 1 : 0;
+    goto cleanup;
+usage_error:
+    free(longopts);
+    return 2;
+fail:
+    fprintf(stderr, "tl %s: %s\n", cmd, tl_errmsg());
+cleanup:
+    if (prog_ok) cli_progress_free(&prog);
+    if (t_ok) tl_trainer_free(&t);
+    if (lg_ok) tl_local_grad_free(&lg);
+    cli_run_free(&r);
+    return rc;
+}

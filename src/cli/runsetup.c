@@ -1,0 +1,131 @@
+/* runsetup.c - data, model and parameters for training commands. */
+#include "cli/runsetup.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "tl/error.h"
+#include "tl/gemm.h"
+#include "tl/optim.h"
+#include "tl/params.h"
+
+/* Does dir hold split's image file, raw or gzipped? */
+static int split_present(const char *dir, const char *split) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s-images-idx3-ubyte.gz", dir, split);
+    if (access(path, F_OK) == 0) return 1;
+    snprintf(path, sizeof path, "%s/%s-images-idx3-ubyte", dir, split);
+    return access(path, F_OK) == 0;
+}
+
+static int fail(const char *cmd) {
+    fprintf(stderr, "tl %s: %s\n", cmd, tl_errmsg());
+    return 1;
+}
+
+/* Loads the test set: --test-data if given (required), else data_dir's t10k
+ * files if present (a note on stderr when absent). */
+static int load_test(cli_run *r, const tl_runcfg *cfg, const char *cmd) {
+    const char *dir = cfg->test_dir;
+    if (!dir) {
+        if (!cfg->data_dir || !split_present(cfg->data_dir, "t10k")) {
+            fprintf(stderr, "tl %s: note: no t10k-* files in %s and no --test-data: not evaluating\n",
+                    cmd, cfg->data_dir ? cfg->data_dir : "(none)");
+            return 0;
+        }
+        dir = cfg->data_dir;
+    }
+    if (tl_dataset_load(dir, "t10k", &r->test) < 0) return fail(cmd);
+    r->have_test = 1;
+    return 0;
+}
+
+static int finish_setup(cli_run *r, const tl_runcfg *cfg, const char *cmd, int in_dim) {
+    if (tl_model_parse(cfg->model, in_dim, &r->model) < 0) return fail(cmd);
+    if (r->have_test && r->test.dim != (size_t)in_dim) {
+        fprintf(stderr, "tl %s: the test images have %zu features, the training images %d\n", cmd,
+                r->test.dim, in_dim);
+        return 1;
+    }
+    r->params = calloc(r->model.n_params, sizeof(float));
+    if (!r->params) {
+        fprintf(stderr, "tl %s: out of memory for %zu parameters\n", cmd, r->model.n_params);
+        return 1;
+    }
+    if (cfg->init_path) {
+        if (tl_params_load(cfg->init_path, &r->model, r->params) < 0) return fail(cmd);
+    } else {
+        tl_model_init(&r->model, r->params, cfg->seed);
+    }
+    return 0;
+}
+
+int cli_run_setup(cli_run *r, const tl_runcfg *cfg, const char *cmd, int with_train) {
+    memset(r, 0, sizeof *r);
+    tl_gemm_set_threads(cfg->threads);
+    int rc = 1;
+    if (with_train) {
+        if (tl_dataset_load(cfg->data_dir, "train", &r->train) < 0) {
+            fail(cmd);
+            goto out;
+        }
+        r->have_train = 1;
+    }
+    if ((rc = load_test(r, cfg, cmd)) != 0) goto out;
+    int in_dim = r->have_train ? (int)r->train.dim : r->have_test ? (int)r->test.dim : 0;
+    rc = finish_setup(r, cfg, cmd, in_dim);
+out:
+    if (rc) cli_run_free(r);
+    return rc;
+}
+
+int cli_run_setup_dim(cli_run *r, const tl_runcfg *cfg, const char *cmd, int in_dim) {
+    memset(r, 0, sizeof *r);
+    tl_gemm_set_threads(cfg->threads);
+    int rc = load_test(r, cfg, cmd);
+    if (rc == 0) {
+        if (r->have_test) in_dim = (int)r->test.dim;
+        if (in_dim <= 0) {
+            fprintf(stderr, "tl %s: input width unknown (no test set)\n", cmd);
+            rc = 1;
+        } else {
+            rc = finish_setup(r, cfg, cmd, in_dim);
+        }
+    }
+    if (rc) cli_run_free(r);
+    return rc;
+}
+
+int cli_run_save(const cli_run *r, const tl_runcfg *cfg, const tl_epoch_report *last,
+                 const char *cmd) {
+    if (!cfg->save_path) return 0;
+    char steps[32], acc[32], seed[32], epochs[32], bs[32];
+    snprintf(steps, sizeof steps, "%lld", (long long)last->steps);
+    snprintf(acc, sizeof acc, "%.6f", last->test_accuracy);
+    snprintf(seed, sizeof seed, "%u", cfg->seed);
+    snprintf(epochs, sizeof epochs, "%d", last->epoch);
+    snprintf(bs, sizeof bs, "%d", cfg->batch_size);
+    tl_st_kv meta[] = {
+        {"format", "pt"},
+        {"optimizer", tl_optim_name(cfg->optim.kind)},
+        {"steps", steps},
+        {"epochs", epochs},
+        {"batch_size", bs},
+        {"seed", seed},
+        {"test_accuracy", acc},
+        {"producer", "tl " TL_VERSION},
+    };
+    if (tl_params_save(cfg->save_path, &r->model, r->params, NULL, 0, meta,
+                       (int)(sizeof meta / sizeof meta[0])) < 0)
+        return fail(cmd);
+    return 0;
+}
+
+void cli_run_free(cli_run *r) {
+    tl_dataset_free(&r->train);
+    tl_dataset_free(&r->test);
+    free(r->params);
+    memset(r, 0, sizeof *r);
+}

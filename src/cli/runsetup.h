@@ -1,0 +1,38 @@
+/*
+ * runsetup.h - the start and end of a training command: load the data sets,
+ * build the model, initialize or load the parameters; save them with the
+ * run's metadata at the end. Shared by `tl train` and `tl orchestrator`.
+ */
+#ifndef TL_CLI_RUNSETUP_H
+#define TL_CLI_RUNSETUP_H
+
+#include "tl/config.h"
+#include "tl/dataset.h"
+#include "tl/model.h"
+#include "tl/trainer.h"
+
+typedef struct cli_run {
+    tl_dataset train, test;
+    int have_train, have_test;
+    tl_model model;
+    float *params;
+} cli_run;
+
+/* Loads the training set from cfg->data_dir if with_train (its width fixes the
+ * model's input), the test set from cfg->test_dir (or data_dir's t10k files),
+ * parses the model, initializes params (cfg->seed) or loads cfg->init_path.
+ * Sets the gemm thread count. Returns 0, or 1 after printing the error. */
+int cli_run_setup(cli_run *r, const tl_runcfg *cfg, const char *cmd, int with_train);
+
+/* Like cli_run_setup without a training set: the input width comes from the
+ * test set, or from in_dim if there is none (in_dim 0: required). */
+int cli_run_setup_dim(cli_run *r, const tl_runcfg *cfg, const char *cmd, int in_dim);
+
+/* Writes cfg->save_path (if set) with metadata from cfg and the last epoch.
+ * Returns 0 or 1 after printing the error. */
+int cli_run_save(const cli_run *r, const tl_runcfg *cfg, const tl_epoch_report *last,
+                 const char *cmd);
+
+void cli_run_free(cli_run *r);
+
+#endif

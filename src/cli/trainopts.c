@@ -1,0 +1,201 @@
+/* trainopts.c - the shared training options. */
+#include "cli/trainopts.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "tl/error.h"
+#include "tl/sched.h"
+
+const struct option cli_train_longopts[] = {
+    {"data", required_argument, 0, OPT_DATA},
+    {"test-data", required_argument, 0, OPT_TEST_DATA},
+    {"model", required_argument, 0, OPT_MODEL},
+    {"epochs", required_argument, 0, OPT_EPOCHS},
+    {"max-steps", required_argument, 0, OPT_MAX_STEPS},
+    {"batch-size", required_argument, 0, OPT_BATCH_SIZE},
+    {"optimizer", required_argument, 0, OPT_OPTIMIZER},
+    {"lr", required_argument, 0, OPT_LR},
+    {"gamma", required_argument, 0, OPT_GAMMA},
+    {"step-size", required_argument, 0, OPT_STEP_SIZE},
+    {"schedule", required_argument, 0, OPT_SCHEDULE},
+    {"momentum", required_argument, 0, OPT_MOMENTUM},
+    {"nesterov", no_argument, 0, OPT_NESTEROV},
+    {"weight-decay", required_argument, 0, OPT_WEIGHT_DECAY},
+    {"seed", required_argument, 0, OPT_SEED},
+    {"reshuffle", required_argument, 0, OPT_RESHUFFLE},
+    {"normalize", required_argument, 0, OPT_NORMALIZE},
+    {"init", required_argument, 0, OPT_INIT},
+    {"save", required_argument, 0, OPT_SAVE},
+    {"metrics", required_argument, 0, OPT_METRICS},
+    {"batch-metrics", no_argument, 0, OPT_BATCH_METRICS},
+    {"threads", required_argument, 0, OPT_THREADS},
+    {0, 0, 0, 0},
+};
+
+const char cli_train_help[] =
+    "training (defaults reproduce the reference configuration):\n"
+    "  --model SPEC          comma list of linear:N, relu, tanh, sigmoid; the input\n"
+    "                        width comes from the data, the last linear layer gives\n"
+    "                        the classes [" TL_DEFAULT_MODEL "]\n"
+    "  --epochs N            epochs [1]\n"
+    "  --max-steps N         stop after N optimizer steps, then evaluate and save [no limit]\n"
+    "  --batch-size N        virtual batch size [64]\n"
+    "  --optimizer NAME      adadelta, sgd, adam, adamw [adadelta]\n"
+    "  --lr X                learning rate [adadelta 1.0, sgd 0.01, adam(w) 0.001]\n"
+    "  --schedule NAME       step (StepLR), cosine (annealing over the epochs), none [step]\n"
+    "  --gamma X             StepLR decay factor [0.7]\n"
+    "  --step-size N         epochs between StepLR decays [1]\n"
+    "  --momentum X          SGD momentum [0]\n"
+    "  --nesterov            SGD Nesterov momentum (needs --momentum)\n"
+    "  --weight-decay X      L2 penalty (decoupled for adamw) [0; adamw 0.01]\n"
+    "  --seed N              seed of the batch order and of the initialization [1]\n"
+    "  --reshuffle MODE      epoch: new order each epoch; none: epoch 1's order every\n"
+    "                        epoch (what the Python reference does) [epoch]\n"
+    "  --normalize MEAN,STD  inputs scaled to [0,1], then (x-MEAN)/STD [0.1307,0.3081]\n"
+    "  --init FILE           start from these parameters (safetensors)\n"
+    "  --save FILE           write the final parameters (safetensors, PyTorch names)\n"
+    "  --metrics FILE        JSON lines, one per epoch: epoch, steps, train_loss,\n"
+    "                        test_loss, test_accuracy (fraction), lr, seconds\n"
+    "  --batch-metrics       also one metrics line per batch\n"
+    "  --threads N           threads for matrix products [1]\n";
+
+void cli_trainopts_init(cli_trainopts *o) {
+    tl_runcfg_defaults(&o->cfg);
+    snprintf(o->optimizer, sizeof o->optimizer, "adadelta");
+    o->lr = o->momentum = o->weight_decay = NAN;
+    o->nesterov = 0;
+}
+
+int cli_parse_long(const char *cmd, const char *opt, const char *arg, long lo, long hi,
+                   long *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(arg, &end, 10);
+    if (errno || end == arg || *end || v < lo || v > hi)
+        return cli_usage_error(cmd, "--%s: '%s' is not a whole number in [%ld, %ld]", opt, arg, lo,
+                               hi);
+    *out = v;
+    return 0;
+}
+
+int cli_parse_double(const char *cmd, const char *opt, const char *arg, double lo, double hi,
+                     double *out) {
+    char *end;
+    errno = 0;
+    double v = strtod(arg, &end);
+    if (errno || end == arg || *end || !isfinite(v) || v < lo || v > hi)
+        return cli_usage_error(cmd, "--%s: '%s' is not a number in [%g, %g]", opt, arg, lo, hi);
+    *out = v;
+    return 0;
+}
+
+int cli_trainopts_parse(cli_trainopts *o, int key, const char *arg, const char *cmd) {
+    tl_runcfg *c = &o->cfg;
+    long v;
+    double d;
+    switch (key) {
+    case OPT_DATA: c->data_dir = arg; return 1;
+    case OPT_TEST_DATA: c->test_dir = arg; return 1;
+    case OPT_MODEL:
+        if (strlen(arg) >= sizeof c->model) return cli_usage_error(cmd, "--model: spec too long");
+        snprintf(c->model, sizeof c->model, "%s", arg);
+        return 1;
+    case OPT_EPOCHS:
+        if (cli_parse_long(cmd, "epochs", arg, 1, 1000000, &v)) return 2;
+        c->epochs = (int)v;
+        return 1;
+    case OPT_MAX_STEPS:
+        if (cli_parse_long(cmd, "max-steps", arg, 1, (long)1 << 62, &v)) return 2;
+        c->max_steps = v;
+        return 1;
+    case OPT_BATCH_SIZE:
+        if (cli_parse_long(cmd, "batch-size", arg, 1, 1 << 20, &v)) return 2;
+        c->batch_size = (int)v;
+        return 1;
+    case OPT_OPTIMIZER: {
+        tl_optim_cfg tmp;
+        if (tl_optim_defaults(arg, &tmp) < 0) return cli_usage_error(cmd, "--optimizer: %s", tl_errmsg());
+        snprintf(o->optimizer, sizeof o->optimizer, "%s", arg);
+        return 1;
+    }
+    case OPT_LR: return cli_parse_double(cmd, "lr", arg, 0, 1e6, &o->lr) ? 2 : 1;
+    case OPT_GAMMA: return cli_parse_double(cmd, "gamma", arg, 0, 1e6, &c->gamma) ? 2 : 1;
+    case OPT_STEP_SIZE:
+        if (cli_parse_long(cmd, "step-size", arg, 1, 1000000, &v)) return 2;
+        c->step_size = (int)v;
+        return 1;
+    case OPT_SCHEDULE: {
+        tl_sched s;
+        if (tl_sched_init(&s, arg, 1, 1, 1, 1) < 0) return cli_usage_error(cmd, "--schedule: %s", tl_errmsg());
+        snprintf(c->sched, sizeof c->sched, "%s", arg);
+        return 1;
+    }
+    case OPT_MOMENTUM: return cli_parse_double(cmd, "momentum", arg, 0, 1, &o->momentum) ? 2 : 1;
+    case OPT_NESTEROV: o->nesterov = 1; return 1;
+    case OPT_WEIGHT_DECAY:
+        return cli_parse_double(cmd, "weight-decay", arg, 0, 1e3, &o->weight_decay) ? 2 : 1;
+    case OPT_SEED:
+        if (cli_parse_long(cmd, "seed", arg, 0, 4294967295L, &v)) return 2;
+        c->seed = (uint32_t)v;
+        return 1;
+    case OPT_RESHUFFLE:
+        if (!strcmp(arg, "epoch")) c->reshuffle = 1;
+        else if (!strcmp(arg, "none")) c->reshuffle = 0;
+        else return cli_usage_error(cmd, "--reshuffle: '%s' (want epoch or none)", arg);
+        return 1;
+    case OPT_NORMALIZE: {
+        char buf[64];
+        snprintf(buf, sizeof buf, "%s", arg);
+        char *comma = strchr(buf, ',');
+        if (!comma) return cli_usage_error(cmd, "--normalize: '%s' (want MEAN,STD)", arg);
+        *comma = 0;
+        if (cli_parse_double(cmd, "normalize", buf, -1e6, 1e6, &d)) return 2;
+        c->mean = (float)d;
+        if (cli_parse_double(cmd, "normalize", comma + 1, 1e-12, 1e6, &d)) return 2;
+        c->std = (float)d;
+        return 1;
+    }
+    case OPT_INIT: c->init_path = arg; return 1;
+    case OPT_SAVE: c->save_path = arg; return 1;
+    case OPT_METRICS: c->metrics_path = arg; return 1;
+    case OPT_BATCH_METRICS: c->batch_metrics = 1; return 1;
+    case OPT_THREADS:
+        if (cli_parse_long(cmd, "threads", arg, 1, 1024, &v)) return 2;
+        c->threads = (int)v;
+        return 1;
+    }
+    return 0;
+}
+
+int cli_trainopts_finish(cli_trainopts *o, const char *cmd) {
+    tl_optim_cfg *oc = &o->cfg.optim;
+    tl_optim_defaults(o->optimizer, oc);
+    if (!isnan(o->lr)) oc->lr = o->lr;
+    if (!isnan(o->weight_decay)) oc->weight_decay = o->weight_decay;
+    if (!isnan(o->momentum)) {
+        if (oc->kind != TL_OPT_SGD) return cli_usage_error(cmd, "--momentum applies to sgd only");
+        oc->momentum = o->momentum;
+    }
+    if (o->nesterov) {
+        if (oc->kind != TL_OPT_SGD || oc->momentum <= 0)
+            return cli_usage_error(cmd, "--nesterov needs --optimizer sgd and --momentum > 0");
+        oc->nesterov = 1;
+    }
+    return 0;
+}
+
+struct option *cli_options_join(const struct option *a, const struct option *b) {
+    size_t na = 0, nb = 0;
+    while (a[na].name) na++;
+    while (b[nb].name) nb++;
+    struct option *all = calloc(na + nb + 1, sizeof *all);
+    if (!all) return NULL;
+    memcpy(all, a, na * sizeof *a);
+    memcpy(all + na, b, nb * sizeof *b);
+    return all;
+}

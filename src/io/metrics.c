@@ -1,0 +1,55 @@
+/* metrics.c - JSON lines metrics. */
+#include "tl/metrics.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tl/error.h"
+
+struct tl_metrics {
+    FILE *f;
+    char path[512];
+};
+
+int tl_metrics_open(const char *path, int append, tl_metrics **out) {
+    tl_metrics *m = calloc(1, sizeof *m);
+    if (!m) return tl_error(TL_ENOMEM, "metrics: out of memory");
+    m->f = fopen(path, append ? "a" : "w");
+    if (!m->f) {
+        int e = errno;
+        free(m);
+        return tl_error(TL_EIO, "%s: %s", path, strerror(e));
+    }
+    snprintf(m->path, sizeof m->path, "%s", path);
+    *out = m;
+    return 0;
+}
+
+/* Flushes and reports a write failure (disk full, ...). */
+static int finish_line(tl_metrics *m) {
+    if (fflush(m->f) != 0 || ferror(m->f))
+        return tl_error(TL_EIO, "%s: write failed: %s", m->path, strerror(errno));
+    return 0;
+}
+
+int tl_metrics_epoch(tl_metrics *m, const tl_epoch_report *r) {
+    fprintf(m->f,
+            "{\"epoch\":%d,\"steps\":%lld,\"train_loss\":%.9g,\"train_accuracy\":%.6g,"
+            "\"test_loss\":%.9g,\"test_accuracy\":%.6g,\"lr\":%.9g,\"seconds\":%.4f%s}\n",
+            r->epoch, (long long)r->steps, r->train_loss, r->train_accuracy, r->test_loss,
+            r->test_accuracy, r->lr, r->seconds, r->partial ? ",\"partial\":true" : "");
+    return finish_line(m);
+}
+
+int tl_metrics_batch(tl_metrics *m, const tl_progress *p) {
+    fprintf(m->f, "{\"epoch\":%d,\"batch\":%zu,\"steps\":%lld,\"loss\":%.9g}\n", p->epoch + 1,
+            p->batch, (long long)p->steps, p->loss);
+    return finish_line(m);
+}
+
+void tl_metrics_close(tl_metrics *m) {
+    if (!m) return;
+    fclose(m->f);
+    free(m);
+}

@@ -1,0 +1,127 @@
+/* optim.c - Adadelta, SGD, Adam, AdamW as flat loops (PyTorch 1.13 rules). */
+#include "tl/optim.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tl/error.h"
+
+int tl_optim_defaults(const char *name, tl_optim_cfg *cfg) {
+    memset(cfg, 0, sizeof *cfg);
+    cfg->beta1 = 0.9;
+    cfg->beta2 = 0.999;
+    if (!strcmp(name, "adadelta")) {
+        cfg->kind = TL_OPT_ADADELTA;
+        cfg->lr = 1.0;
+        cfg->rho = 0.9;
+        cfg->eps = 1e-6;
+    } else if (!strcmp(name, "sgd")) {
+        cfg->kind = TL_OPT_SGD;
+        cfg->lr = 0.01;
+    } else if (!strcmp(name, "adam")) {
+        cfg->kind = TL_OPT_ADAM;
+        cfg->lr = 1e-3;
+        cfg->eps = 1e-8;
+    } else if (!strcmp(name, "adamw")) {
+        cfg->kind = TL_OPT_ADAMW;
+        cfg->lr = 1e-3;
+        cfg->eps = 1e-8;
+        cfg->weight_decay = 1e-2;
+    } else {
+        return tl_error(TL_EINVAL, "unknown optimizer '%s' (adadelta, sgd, adam, adamw)", name);
+    }
+    return 0;
+}
+
+const char *tl_optim_name(tl_optim_kind kind) {
+    switch (kind) {
+    case TL_OPT_ADADELTA: return "adadelta";
+    case TL_OPT_SGD: return "sgd";
+    case TL_OPT_ADAM: return "adam";
+    case TL_OPT_ADAMW: return "adamw";
+    }
+    return "?";
+}
+
+int tl_optim_init(tl_optim *o, const tl_optim_cfg *cfg, size_t n) {
+    memset(o, 0, sizeof *o);
+    o->cfg = *cfg;
+    o->n = n;
+    o->s1 = calloc(2 * n + 1, sizeof(float));
+    if (!o->s1) return tl_error(TL_ENOMEM, "optimizer state: out of memory");
+    o->s2 = o->s1 + n;
+    return 0;
+}
+
+void tl_optim_free(tl_optim *o) {
+    free(o->s1);
+    o->s1 = o->s2 = NULL;
+}
+
+static void adadelta_step(const tl_optim_cfg *c, size_t n, float *restrict p,
+                          const float *restrict grad, float *restrict sq, float *restrict acc,
+                          float lr) {
+    const float rho = (float)c->rho, one_rho = (float)(1.0 - c->rho), eps = (float)c->eps;
+    const float wd = (float)c->weight_decay;
+    for (size_t i = 0; i < n; i++) {
+        float g = wd != 0.0f ? grad[i] + wd * p[i] : grad[i];
+        float s = sq[i] * rho + one_rho * (g * g);
+        float std = sqrtf(s + eps);
+        float d = sqrtf(acc[i] + eps) / std * g;
+        sq[i] = s;
+        acc[i] = acc[i] * rho + one_rho * (d * d);
+        p[i] = p[i] + -lr * d;
+    }
+}
+
+static void sgd_step(const tl_optim_cfg *c, int first, size_t n, float *restrict p,
+                     const float *restrict grad, float *restrict buf, float lr) {
+    const float wd = (float)c->weight_decay, mom = (float)c->momentum;
+    const float keep = (float)(1.0 - c->dampening);
+    for (size_t i = 0; i < n; i++) {
+        float g = wd != 0.0f ? grad[i] + wd * p[i] : grad[i];
+        if (c->momentum != 0.0) {
+            float b = first ? g : buf[i] * mom + keep * g;
+            buf[i] = b;
+            g = c->nesterov ? g + mom * b : b;
+        }
+        p[i] = p[i] + -lr * g;
+    }
+}
+
+static void adam_step(const tl_optim_cfg *c, int64_t t, size_t n, float *restrict p,
+                      const float *restrict grad, float *restrict m, float *restrict v,
+                      double lr) {
+    const float b1 = (float)c->beta1, b2 = (float)c->beta2;
+    const float one_b1 = (float)(1.0 - c->beta1), one_b2 = (float)(1.0 - c->beta2);
+    const float eps = (float)c->eps;
+    const int decoupled = c->kind == TL_OPT_ADAMW;
+    const float wd = (float)c->weight_decay;
+    const float shrink = (float)(1.0 - lr * c->weight_decay);
+    const double bc1 = 1.0 - pow(c->beta1, (double)t), bc2 = 1.0 - pow(c->beta2, (double)t);
+    const float step_size = (float)(lr / bc1);
+    const float bc2_sqrt = (float)sqrt(bc2);
+    for (size_t i = 0; i < n; i++) {
+        float g = grad[i];
+        if (decoupled)
+            p[i] = p[i] * shrink;
+        else if (wd != 0.0f)
+            g = g + wd * p[i];
+        m[i] = m[i] * b1 + one_b1 * g;
+        v[i] = v[i] * b2 + one_b2 * (g * g);
+        float denom = sqrtf(v[i]) / bc2_sqrt + eps;
+        p[i] = p[i] + -step_size * (m[i] / denom);
+    }
+}
+
+void tl_optim_step(tl_optim *o, float *params, const float *grads, double lr) {
+    const tl_optim_cfg *c = &o->cfg;
+    o->steps++;
+    switch (c->kind) {
+    case TL_OPT_ADADELTA: adadelta_step(c, o->n, params, grads, o->s1, o->s2, (float)lr); break;
+    case TL_OPT_SGD: sgd_step(c, o->steps == 1, o->n, params, grads, o->s1, (float)lr); break;
+    case TL_OPT_ADAM:
+    case TL_OPT_ADAMW: adam_step(c, o->steps, o->n, params, grads, o->s1, o->s2, lr); break;
+    }
+}

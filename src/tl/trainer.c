@@ -1,0 +1,201 @@
+/* trainer.c - the epoch/batch loop shared by centralized and distributed runs. */
+#include "tl/trainer.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "tl/error.h"
+#include "tl/loss.h"
+
+#define EVAL_CHUNK 1000
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+int tl_trainer_init(tl_trainer *t, const tl_runcfg *cfg, const tl_model *m, float *params,
+                    const uint64_t *counts, int n_nodes, const tl_dataset *test) {
+    int rc;
+    memset(t, 0, sizeof *t);
+    t->cfg = cfg;
+    t->model = m;
+    t->params = params;
+    t->test = test;
+    t->grads = calloc(m->n_params, sizeof(float));
+    if (!t->grads) return tl_error(TL_ENOMEM, "gradients: out of memory");
+    if ((rc = tl_optim_init(&t->optim, &cfg->optim, m->n_params)) < 0) goto fail;
+    if ((rc = tl_sched_init(&t->sched, cfg->sched, cfg->optim.lr, cfg->gamma, cfg->step_size,
+                            cfg->epochs)) < 0)
+        goto fail;
+    if ((rc = tl_batcher_new(counts, n_nodes, (size_t)cfg->batch_size, cfg->seed, cfg->reshuffle,
+                             &t->batcher)) < 0)
+        goto fail;
+    return 0;
+fail:
+    tl_trainer_free(t);
+    return rc;
+}
+
+void tl_trainer_free(tl_trainer *t) {
+    free(t->grads);
+    tl_optim_free(&t->optim);
+    tl_batcher_free(t->batcher);
+    memset(t, 0, sizeof *t);
+}
+
+/* Index of the first non-finite entry of x[0..n), or -1. */
+static long first_nonfinite(const float *x, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(x[i])) return (long)i;
+    return -1;
+}
+
+int tl_trainer_run(tl_trainer *t, tl_grad_fn fn, void *ctx, const tl_trainer_hooks *hooks) {
+    const tl_runcfg *cfg = t->cfg;
+    const size_t n_params = t->model->n_params;
+    const size_t batches = tl_batcher_batches(t->batcher);
+    const uint64_t total = tl_batcher_total(t->batcher);
+    int rc = 0;
+    for (int e = 0; e < cfg->epochs; e++) {
+        tl_batcher_start_epoch(t->batcher);
+        const double lr = tl_sched_lr(&t->sched, e);
+        const double t0 = now_s();
+        double loss_sum = 0.0;
+        int64_t correct = 0;
+        uint64_t seen = 0;
+        int partial = 0;
+        size_t k;
+        for (k = 0; k < batches; k++) {
+            if (cfg->max_steps > 0 && t->steps >= cfg->max_steps) {
+                partial = 1;
+                break;
+            }
+            tl_batch b;
+            tl_batcher_get(t->batcher, k, &b);
+            memset(t->grads, 0, n_params * sizeof(float));
+            if ((rc = fn(ctx, &b, t->params, t->grads, &loss_sum, &correct)) < 0) return rc;
+            long bad = first_nonfinite(t->grads, n_params);
+            if (bad >= 0)
+                return tl_error(TL_ENUMERIC,
+                                "epoch %d batch %zu: gradient entry %ld is not finite "
+                                "(diverged; try a smaller learning rate)",
+                                e + 1, k, bad);
+            tl_optim_step(&t->optim, t->params, t->grads, lr);
+            t->steps++;
+            seen += b.n;
+            if (hooks && hooks->on_batch) {
+                double el = now_s() - t0;
+                tl_progress p = {e, cfg->epochs, k + 1, batches, t->steps,
+                                 loss_sum / (double)seen, el > 0 ? seen / el : 0, el};
+                hooks->on_batch(hooks->ud, &p);
+            }
+        }
+        tl_epoch_report r = {0};
+        r.epoch = e + 1;
+        r.steps = t->steps;
+        r.train_loss = seen ? loss_sum / (double)seen : 0.0;
+        r.train_accuracy = seen ? (double)correct / (double)seen : 0.0;
+        r.lr = lr;
+        r.partial = partial || seen < total;
+        r.test_loss = r.test_accuracy = -1;
+        if (t->test &&
+            (rc = tl_evaluate(t->model, t->params, t->test, cfg->mean, cfg->std, &r.test_loss,
+                              &r.test_accuracy)) < 0)
+            return rc;
+        r.seconds = now_s() - t0;
+        if (hooks && hooks->on_epoch) hooks->on_epoch(hooks->ud, &r);
+        if (partial) break;
+    }
+    return 0;
+}
+
+int tl_evaluate(const tl_model *m, const float *params, const tl_dataset *d, float mean,
+                float std, double *loss, double *accuracy) {
+    tl_ws ws;
+    int rc;
+    size_t *rows = NULL;
+    int32_t *y = NULL;
+    if (d->dim != (size_t)m->in_dim)
+        return tl_error(TL_EINVAL, "test set has %zu features, the model expects %d", d->dim,
+                        m->in_dim);
+    if ((rc = tl_ws_init(&ws, m, EVAL_CHUNK)) < 0) return rc;
+    rows = malloc(sizeof *rows * EVAL_CHUNK);
+    y = malloc(sizeof *y * EVAL_CHUNK);
+    if (!rows || !y) {
+        rc = tl_error(TL_ENOMEM, "evaluation: out of memory");
+        goto cleanup;
+    }
+    double sum = 0.0;
+    int64_t hits = 0;
+    for (size_t first = 0; first < d->n; first += EVAL_CHUNK) {
+        int n = (int)(d->n - first < EVAL_CHUNK ? d->n - first : EVAL_CHUNK);
+        for (int i = 0; i < n; i++) rows[i] = first + i;
+        tl_dataset_gather(d, rows, n, mean, std, ws.h[0], y);
+        tl_model_forward(m, params, &ws, n, 0, m->n_modules);
+        int64_t c;
+        sum += tl_nll_forward(ws.h[m->n_modules], y, n, m->n_classes, &c);
+        hits += c;
+    }
+    *loss = d->n ? sum / (double)d->n : 0.0;
+    *accuracy = d->n ? (double)hits / (double)d->n : 0.0;
+cleanup:
+    free(rows);
+    free(y);
+    tl_ws_free(&ws);
+    return rc;
+}
+
+int tl_local_grad_init(tl_local_grad *lg, const tl_model *m, const tl_dataset *d, int max_rows,
+                       float mean, float std) {
+    int rc;
+    memset(lg, 0, sizeof *lg);
+    if (d->dim != (size_t)m->in_dim)
+        return tl_error(TL_EINVAL, "data has %zu features, the model expects %d", d->dim,
+                        m->in_dim);
+    if (d->classes > m->n_classes)
+        return tl_error(TL_EINVAL, "data has labels up to %d, the model has %d outputs",
+                        d->classes - 1, m->n_classes);
+    lg->model = m;
+    lg->data = d;
+    lg->mean = mean;
+    lg->std = std;
+    if ((rc = tl_ws_init(&lg->ws, m, max_rows)) < 0) return rc;
+    lg->dz = malloc(sizeof(float) * (size_t)max_rows * m->n_classes);
+    lg->y = malloc(sizeof(int32_t) * (size_t)max_rows);
+    lg->rows = malloc(sizeof(size_t) * (size_t)max_rows);
+    if (!lg->dz || !lg->y || !lg->rows) {
+        tl_local_grad_free(lg);
+        return tl_error(TL_ENOMEM, "training buffers: out of memory");
+    }
+    return 0;
+}
+
+void tl_local_grad_free(tl_local_grad *lg) {
+    tl_ws_free(&lg->ws);
+    free(lg->dz);
+    free(lg->y);
+    free(lg->rows);
+    memset(lg, 0, sizeof *lg);
+}
+
+int tl_local_grad_fn(void *ctx, const tl_batch *b, const float *params, float *grads,
+                     double *loss_sum, int64_t *correct) {
+    tl_local_grad *lg = ctx;
+    const tl_model *m = lg->model;
+    const int n = (int)b->n, L = m->n_modules;
+    for (int i = 0; i < n; i++) lg->rows[i] = (size_t)b->global[i];
+    tl_dataset_gather(lg->data, lg->rows, n, lg->mean, lg->std, lg->ws.h[0], lg->y);
+    tl_model_forward(m, params, &lg->ws, n, 0, L);
+    int64_t c;
+    *loss_sum += tl_nll_forward(lg->ws.h[L], lg->y, n, m->n_classes, &c);
+    *correct += c;
+    /* The same two steps a node and the orchestrator take: g = softmax - onehot, then / B. */
+    tl_nll_grad(lg->dz, lg->ws.h[L], lg->y, n, m->n_classes);
+    tl_nll_scale(lg->dz, (long)n * m->n_classes, n);
+    tl_model_backward(m, params, grads, &lg->ws, n, 0, L, lg->dz, NULL);
+    return 0;
+}
