@@ -52,17 +52,27 @@ typedef struct tl_st_kv {
 
 typedef struct tl_st tl_st; /* a loaded file; owns all strings and data */
 
+/* Loads a file (TL_EIO if it cannot be read, TL_EFORMAT if it is malformed,
+ * TL_ENOMEM). Every string and tensor is owned by *out until tl_st_free.
+ * Tensor data is aligned for its dtype: the data block gets its own allocation,
+ * and a tensor whose offset is misaligned within it is copied. */
 int tl_st_read(const char *path, tl_st **out);
 int tl_st_read_mem(const uint8_t *buf, size_t len, tl_st **out); /* copies buf */
 int tl_st_count(const tl_st *st);
 const tl_st_tensor *tl_st_get(const tl_st *st, int i); /* in file order */
 const tl_st_tensor *tl_st_find(const tl_st *st, const char *name);
 const char *tl_st_meta(const tl_st *st, const char *key);
+/* Metadata entries in file order (for listing; i out of range gives NULL). */
+int tl_st_meta_count(const tl_st *st);
+const tl_st_kv *tl_st_meta_get(const tl_st *st, int i);
 /* Number of elements of t (product of shape; 1 for rank 0). */
 size_t tl_st_numel(const tl_st_tensor *t);
 void tl_st_free(tl_st *st); /* NULL-safe */
 
-/* Writes atomically; meta may be NULL with n_meta 0. */
+/* Writes atomically (path.tmp, fsync, rename; on failure path is untouched and
+ * path.tmp removed). meta may be NULL with n_meta 0; __metadata__ is omitted
+ * then. TL_EINVAL for bad arguments (duplicate names, rank > 8, negative dims,
+ * NULL data of a non-empty tensor, strings not UTF-8), TL_EIO, TL_ENOMEM. */
 int tl_st_write(const char *path, const tl_st_tensor *tensors, int n, const tl_st_kv *meta,
                 int n_meta);
 
