@@ -2,6 +2,7 @@
 #include "tl/loss.h"
 
 #include <math.h>
+#include <stddef.h>
 
 /* Row maximum and log of the sum of exp(z - max): log_softmax = z - max - lse. */
 static void row_stats(const float *z, int classes, float *max_out, float *lse_out) {

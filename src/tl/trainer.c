@@ -47,8 +47,13 @@ void tl_trainer_free(tl_trainer *t) {
     memset(t, 0, sizeof *t);
 }
 
-/* Index of the first non-finite entry of x[0..n), or -1. */
+/* Index of the first non-finite entry of x[0..n), or -1. The scan is an OR of
+ * exponent tests (it vectorizes); only a bad block is searched for the index. */
 static long first_nonfinite(const float *x, size_t n) {
+    const uint32_t *u = (const uint32_t *)x;
+    uint32_t bad = 0;
+    for (size_t i = 0; i < n; i++) bad |= (u[i] & 0x7f800000u) == 0x7f800000u;
+    if (!bad) return -1;
     for (size_t i = 0; i < n; i++)
         if (!isfinite(x[i])) return (long)i;
     return -1;

@@ -1,0 +1,168 @@
+/* test_golden.c - three optimizer steps against numbers dumped from PyTorch 1.13.
+ *
+ * For every file in tests/data/torch_golden (model x optimizer): load x, y and
+ * the initial parameters, then three times: forward, loss, backward, step;
+ * compare the loss, the gradient and the parameters after each step with
+ * PyTorch's, to 1e-5 relative (max abs difference over max abs value).
+ */
+#include <dirent.h>
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "tl/error.h"
+#include "tl/loss.h"
+#include "tl/model.h"
+#include "tl/optim.h"
+#include "tl/safetensors.h"
+
+#define TOL 1e-5
+
+/* Optimizer settings of each fixture, as fixtures/README.md lists them. */
+static void optim_for(const char *name, tl_optim_cfg *c) {
+    if (!strcmp(name, "adadelta")) {
+        assert_int_equal(tl_optim_defaults("adadelta", c), 0);
+    } else if (!strcmp(name, "sgd_momentum")) {
+        assert_int_equal(tl_optim_defaults("sgd", c), 0);
+        c->lr = 0.1;
+        c->momentum = 0.9;
+    } else if (!strcmp(name, "sgd_nesterov_wd")) {
+        assert_int_equal(tl_optim_defaults("sgd", c), 0);
+        c->lr = 0.1;
+        c->momentum = 0.9;
+        c->nesterov = 1;
+        c->weight_decay = 5e-4;
+    } else if (!strcmp(name, "adam")) {
+        assert_int_equal(tl_optim_defaults("adam", c), 0);
+        c->lr = 1e-2;
+    } else if (!strcmp(name, "adamw")) {
+        assert_int_equal(tl_optim_defaults("adamw", c), 0);
+        c->lr = 1e-2;
+        c->weight_decay = 1e-2;
+    } else {
+        fail_msg("unknown optimizer in fixture name: %s", name);
+    }
+}
+
+/* max|a - b| / max|b| over n floats. */
+static double rel_diff(const float *a, const float *b, size_t n) {
+    double num = 0, den = 1e-30;
+    for (size_t i = 0; i < n; i++) {
+        num = fmax(num, fabs((double)a[i] - b[i]));
+        den = fmax(den, fabs((double)b[i]));
+    }
+    return num / den;
+}
+
+/* Compares every parameter tensor of block x with "<prefix><name>" in st. */
+static void compare_block(const tl_st *st, const tl_model *m, const float *x, const char *prefix,
+                          const char *file) {
+    for (int i = 0; i < 2 * m->n_linear; i++) {
+        char name[32], full[64];
+        int rank;
+        int64_t shape[2];
+        size_t off;
+        tl_model_tensor(m, i, name, &rank, shape, &off);
+        snprintf(full, sizeof full, "%s%s", prefix, name);
+        const tl_st_tensor *t = tl_st_find(st, full);
+        if (!t) fail_msg("%s: no tensor %s", file, full);
+        double d = rel_diff(x + off, t->data, tl_st_numel(t));
+        if (d > TOL) fail_msg("%s: %s differs from PyTorch by %.3g relative", file, full, d);
+    }
+}
+
+static void run_fixture(const char *path, const char *file) {
+    tl_st *st;
+    if (tl_st_read(path, &st) < 0) fail_msg("%s", tl_errmsg());
+    const char *spec = tl_st_meta(st, "model");
+    assert_non_null(spec);
+    const tl_st_tensor *x = tl_st_find(st, "x"), *y = tl_st_find(st, "y"),
+                       *loss = tl_st_find(st, "loss");
+    assert_non_null(x);
+    assert_non_null(y);
+    assert_non_null(loss);
+    const int n = (int)x->shape[0], in = (int)x->shape[1];
+    tl_model m;
+    assert_int_equal(tl_model_parse(spec, in, &m), 0);
+
+    char opt_name[64];
+    snprintf(opt_name, sizeof opt_name, "%s", strstr(file, "__") + 2);
+    *strstr(opt_name, ".safetensors") = 0;
+    tl_optim_cfg oc;
+    optim_for(opt_name, &oc);
+
+    float *params = calloc(m.n_params, sizeof(float)), *grads = calloc(m.n_params, sizeof(float));
+    float *dz = calloc((size_t)n * m.n_classes, sizeof(float));
+    int32_t *labels = calloc(n, sizeof(int32_t));
+    for (int i = 0; i < n; i++) labels[i] = (int32_t)((const int64_t *)y->data)[i];
+    for (int i = 0; i < 2 * m.n_linear; i++) {
+        char name[32], full[64];
+        int rank;
+        int64_t shape[2];
+        size_t off;
+        tl_model_tensor(&m, i, name, &rank, shape, &off);
+        snprintf(full, sizeof full, "init.%s", name);
+        const tl_st_tensor *t = tl_st_find(st, full);
+        assert_non_null(t);
+        memcpy(params + off, t->data, tl_st_numel(t) * sizeof(float));
+    }
+    tl_optim o;
+    assert_int_equal(tl_optim_init(&o, &oc, m.n_params), 0);
+    tl_ws ws;
+    assert_int_equal(tl_ws_init(&ws, &m, n), 0);
+    for (int step = 1; step <= 3; step++) {
+        memcpy(ws.h[0], x->data, sizeof(float) * (size_t)n * in);
+        tl_model_forward(&m, params, &ws, n, 0, m.n_modules);
+        double l = tl_nll_forward(ws.h[m.n_modules], labels, n, m.n_classes, NULL) / n;
+        double want = ((const float *)loss->data)[step - 1];
+        if (fabs(l - want) > TOL * fmax(1.0, fabs(want)))
+            fail_msg("%s: loss at step %d is %.8f, PyTorch %.8f", file, step, l, want);
+        tl_nll_grad(dz, ws.h[m.n_modules], labels, n, m.n_classes);
+        tl_nll_scale(dz, (long)n * m.n_classes, n);
+        memset(grads, 0, m.n_params * sizeof(float));
+        tl_model_backward(&m, params, grads, &ws, n, 0, m.n_modules, dz, NULL);
+        char prefix[16];
+        snprintf(prefix, sizeof prefix, "grad%d.", step);
+        compare_block(st, &m, grads, prefix, file);
+        tl_optim_step(&o, params, grads, oc.lr);
+        snprintf(prefix, sizeof prefix, "step%d.", step);
+        compare_block(st, &m, params, prefix, file);
+    }
+    tl_ws_free(&ws);
+    tl_optim_free(&o);
+    free(params);
+    free(grads);
+    free(dz);
+    free(labels);
+    tl_st_free(st);
+}
+
+static void test_all_fixtures(void **state) {
+    (void)state;
+    const char *dir = TL_TEST_DATA "/torch_golden";
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    int count = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (!strstr(e->d_name, ".safetensors")) continue;
+        char path[1024];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        run_fixture(path, e->d_name);
+        count++;
+    }
+    closedir(d);
+    assert_int_equal(count, 15); /* 3 models x 5 optimizers */
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_all_fixtures)};
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
