@@ -74,9 +74,17 @@ static inline size_t tl_conn_pending(tl_conn *c) { return c->ops->pending(c); }
 /* Poll events that would let the last TL_EAGAIN operation progress. */
 static inline short tl_conn_want(const tl_conn *c) { return c->want; }
 
+/* Waits (poll) until c's fd is ready for tl_conn_want(c) (POLLIN if unset),
+ * returning at once if tl_conn_pending(c) > 0; POLLERR/POLLHUP count as ready
+ * (the next operation reports the error). Call it only after an operation
+ * returned TL_EAGAIN. 0, or TL_ETIMEDOUT once deadline_ms (absolute, tl_now_ms
+ * clock; < 0 means none) has passed, or TL_ENET. Retries on EINTR. */
+int tl_conn_wait(tl_conn *c, int64_t deadline_ms);
+
 /* Blocking helpers: loop with poll until done or deadline_ms (absolute,
  * tl_now_ms clock; < 0 means no deadline). 0 or a negative code
- * (TL_ETIMEDOUT, TL_ECLOSED, ...). */
+ * (TL_ETIMEDOUT, TL_ECLOSED, ...). The deadline bounds the whole operation,
+ * also when the peer keeps sending or receiving slowly. */
 int tl_conn_read_full(tl_conn *c, void *buf, size_t len, int64_t deadline_ms);
 int tl_conn_writev_full(tl_conn *c, const struct iovec *iov, int iovcnt, int64_t deadline_ms);
 int tl_conn_handshake_full(tl_conn *c, int64_t deadline_ms);

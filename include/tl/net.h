@@ -7,22 +7,30 @@
 
 #include <stdint.h>
 
-/* Splits "HOST:PORT" ("[::1]:7000" for IPv6). host gets at most hostlen-1 chars. */
+/* Splits "HOST:PORT" ("[::1]:7000" for IPv6; an empty HOST is allowed).
+ * host gets at most hostlen-1 chars; port 0..65535. TL_EINVAL otherwise. */
 int tl_net_parse_addr(const char *addr, char *host, int hostlen, int *port);
 
-/* Listening TCP socket, non-blocking, SO_REUSEADDR; port 0 picks a free port,
- * reported through *bound_port (may be NULL). */
+/* Listening TCP socket, non-blocking, close-on-exec, SO_REUSEADDR; host NULL,
+ * "" or "*" means all interfaces; backlog <= 0 means 64; port 0 picks a free
+ * port, reported through *bound_port (may be NULL). TL_ENET on failure. */
 int tl_net_listen(const char *host, int port, int backlog, int *fd, int *bound_port);
 
-/* Accepts one connection (non-blocking listener): 0 with *fd set, TL_EAGAIN if
- * none is waiting. peer gets "ip:port". */
+/* Accepts one connection (non-blocking listener): 0 with *fd set (a
+ * non-blocking socket; call tl_net_tune next), TL_EAGAIN if none is waiting,
+ * TL_ENET (e.g. out of file descriptors). peer gets "ip:port" ("[ip6]:port"). */
 int tl_net_accept(int lfd, int *fd, char *peer, int peerlen);
 
-/* Connects with a timeout; the returned socket is non-blocking. */
+/* Connects with a timeout (timeout_ms < 0: the kernel's), trying each address
+ * host resolves to; the returned socket is non-blocking. TL_ETIMEDOUT,
+ * or TL_ENET with the reason ("connect to h:p: Connection refused"). */
 int tl_net_connect(const char *host, int port, int timeout_ms, int *fd);
 
 /* Per-connection settings for the data path: non-blocking, TCP_NODELAY,
- * keepalive (idle/interval/count in seconds), large socket buffers. */
+ * keepalive after keepalive_idle_s idle seconds, then probes every idle/3 s
+ * (at least 1), 3 of them (keepalive_idle_s <= 0: no keepalive), and 4 MiB
+ * SO_SNDBUF/SO_RCVBUF where net.core.[rw]mem_max allows it (otherwise the
+ * kernel's autotuning, which a smaller fixed size would only cap). */
 int tl_net_tune(int fd, int keepalive_idle_s);
 
 #endif

@@ -1,0 +1,250 @@
+/*
+ * msg.h - the protocol's messages: encode to iovecs, decode to structs with
+ * zero-copy tensor views (docs/protocol.md §3, §4).
+ *
+ * Encoding writes the fixed fields, strings and tensor headers (with their
+ * alignment padding) into a tl_msg_enc's own small buffer and lists the
+ * pieces as iovecs, pointing at the caller's tensor data in place: the frame
+ * writer then sends everything with writev, copying no tensor data.
+ *
+ * Decoding validates every field against what remains of the payload before
+ * touching it and yields tensors as views into the payload buffer (which the
+ * frame reader keeps 8-byte aligned). Decoding checks structure: lengths,
+ * caps, dtype and rank of each field, zero padding, no trailing bytes. The
+ * receiver checks meaning with the helpers at the end: exact shapes, finite
+ * values, index ranges.
+ *
+ *     // send (node, blocking)
+ *     tl_msg m = {.type = TL_MSG_BACKWARD_RESULT};
+ *     m.u.bwd_result.step = step;
+ *     m.u.bwd_result.grads = tl_tensor_1d(TL_DT_F32, grads, n_params);
+ *     rc = tl_msg_send(c, &w, &m, deadline);
+ *
+ *     // receive (orchestrator, non-blocking)
+ *     if ((rc = tl_frame_read(&r, c, &f)) == 0 && (rc = tl_msg_decode(&f, &m)) == 0
+ *         && m.type == TL_MSG_BACKWARD_RESULT)
+ *         rc = tl_tensor_check(&m.u.bwd_result.grads, TL_DT_F32, 1, &p_node, "grads");
+ */
+#ifndef TL_MSG_H
+#define TL_MSG_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include "tl/conn.h"
+#include "tl/frame.h"
+
+#define TL_PROTO_VERSION 1
+#define TL_MSG_STR_MAX 4096
+#define TL_TENSOR_MAX_RANK 4
+
+typedef enum tl_msg_type {
+    TL_MSG_HELLO = 1,           /* node -> orch */
+    TL_MSG_WELCOME = 2,         /* orch -> node */
+    TL_MSG_REJECT = 3,          /* orch -> node */
+    TL_MSG_FORWARD = 4,         /* orch -> node */
+    TL_MSG_FORWARD_RESULT = 5,  /* node -> orch */
+    TL_MSG_BACKWARD = 6,        /* orch -> node */
+    TL_MSG_BACKWARD_RESULT = 7, /* node -> orch */
+    TL_MSG_HEARTBEAT = 8,       /* either way */
+    TL_MSG_DONE = 9,            /* orch -> node */
+    TL_MSG_ERROR = 10,          /* either way */
+} tl_msg_type;
+
+typedef enum tl_dtype {
+    TL_DT_F32 = 1,
+    TL_DT_I64 = 2,
+    TL_DT_U32 = 3,
+    TL_DT_I32 = 4,
+} tl_dtype;
+
+/* REJECT codes (docs/protocol.md §5). */
+enum {
+    TL_REJECT_UNKNOWN_ID = 1,
+    TL_REJECT_DUPLICATE_ID = 2,
+    TL_REJECT_ID_OUT_OF_RANGE = 3,
+    TL_REJECT_VERSION = 4,
+    TL_REJECT_FINGERPRINT = 5,
+    TL_REJECT_RUN_FULL = 6,
+    TL_REJECT_NOT_AUTHENTICATED = 7,
+    TL_REJECT_BAD_HELLO = 8,
+};
+
+#define TL_HELLO_F_ZSTD 0x1u   /* HELLO.flags: node can do zstd */
+#define TL_WELCOME_F_ZSTD 0x1u /* WELCOME.flags: compression on for this connection */
+
+/* A tensor: on encode, the caller's data to send; on decode, a view into the
+ * frame's payload (valid as long as the payload). data is 8-byte aligned on
+ * decode and may be anything non-NULL (or NULL when numel is 0) on encode.
+ * A dtype of 0 means "absent" (FORWARD_RESULT's unused g / labels). */
+typedef struct tl_tensor {
+    uint8_t dtype; /* tl_dtype */
+    uint8_t rank;  /* 1..TL_TENSOR_MAX_RANK */
+    uint32_t dims[TL_TENSOR_MAX_RANK];
+    uint64_t numel; /* product of dims; set by decode and by the tl_tensor_* builders */
+    const void *data;
+} tl_tensor;
+
+static inline tl_tensor tl_tensor_1d(tl_dtype dt, const void *data, uint32_t n) {
+    tl_tensor t = {(uint8_t)dt, 1, {n, 0, 0, 0}, n, data};
+    return t;
+}
+static inline tl_tensor tl_tensor_2d(tl_dtype dt, const void *data, uint32_t rows,
+                                     uint32_t cols) {
+    tl_tensor t = {(uint8_t)dt, 2, {rows, cols, 0, 0}, (uint64_t)rows * cols, data};
+    return t;
+}
+
+/* Bytes per element of dtype, or 0 for an unknown dtype. */
+size_t tl_dtype_size(int dtype);
+
+typedef struct tl_msg_hello {
+    uint32_t node_id;
+    uint16_t proto_version; /* TL_PROTO_VERSION */
+    uint16_t flags;         /* TL_HELLO_F_*; unknown bits are ignored by receivers */
+    uint64_t sample_count;
+    uint64_t fingerprint;
+    char version[TL_MSG_STR_MAX + 1]; /* software version, NUL-terminated */
+} tl_msg_hello;
+
+typedef struct tl_msg_welcome {
+    uint64_t run_id;
+    uint32_t flags; /* TL_WELCOME_F_*; decode rejects unknown bits */
+    uint32_t cut;   /* number of node-side modules */
+    uint32_t mode;  /* tl_mode (config.h): 0 traverse, 1 split; decode rejects others */
+    uint32_t n_classes;
+    uint32_t input_dim;
+    float mean, std;
+    uint32_t heartbeat_ms; /* 0: no heartbeats */
+    char model[TL_MSG_STR_MAX + 1];
+} tl_msg_welcome;
+
+typedef struct tl_msg_reject {
+    uint32_t code; /* TL_REJECT_* */
+    char reason[TL_MSG_STR_MAX + 1];
+} tl_msg_reject;
+
+typedef struct tl_msg_forward {
+    uint64_t step;
+    tl_tensor rows;   /* U32 [n] local indices */
+    tl_tensor params; /* F32 [P] flat parameter block */
+} tl_msg_forward;
+
+typedef struct tl_msg_forward_result {
+    uint64_t step;
+    double loss_sum;
+    uint32_t correct;
+    tl_tensor h;      /* F32 [n, d_c] */
+    tl_tensor g;      /* traverse: F32 [n, classes]; dtype 0 in split mode */
+    tl_tensor labels; /* split: I32 [n]; dtype 0 in traverse mode */
+} tl_msg_forward_result;
+
+typedef struct tl_msg_backward {
+    uint64_t step;
+    tl_tensor dh; /* F32 [n, d_c] */
+} tl_msg_backward;
+
+typedef struct tl_msg_backward_result {
+    uint64_t step;
+    tl_tensor grads; /* F32 [P_node] */
+} tl_msg_backward_result;
+
+typedef struct tl_msg_heartbeat {
+    uint64_t nonce;
+} tl_msg_heartbeat;
+
+typedef struct tl_msg_done {
+    char reason[TL_MSG_STR_MAX + 1];
+} tl_msg_done;
+
+typedef struct tl_msg_error {
+    uint32_t code; /* positive TL_E* value (-rc) */
+    char message[TL_MSG_STR_MAX + 1];
+} tl_msg_error;
+
+/* One message; type selects the member of u. About 4 KiB (the strings). */
+typedef struct tl_msg {
+    uint16_t type; /* tl_msg_type */
+    union {
+        tl_msg_hello hello;
+        tl_msg_welcome welcome;
+        tl_msg_reject reject;
+        tl_msg_forward forward;
+        tl_msg_forward_result fwd_result;
+        tl_msg_backward backward;
+        tl_msg_backward_result bwd_result;
+        tl_msg_heartbeat heartbeat;
+        tl_msg_done done;
+        tl_msg_error error;
+    } u;
+} tl_msg;
+
+/* "HELLO", "FORWARD_RESULT", ...; for an unknown type "type N" in a
+ * thread-local buffer valid until the next such call. */
+const char *tl_msg_type_name(int type);
+
+#define TL_MSG_MAX_IOV 7
+#define TL_MSG_ENC_BUF (TL_MSG_STR_MAX + 128)
+
+/* An encoded message: iov[0..iovcnt) is the payload. Pieces point into buf
+ * (fields, strings, tensor headers, padding) and at the caller's tensor data.
+ * Because of the pointers into buf, a tl_msg_enc must not be moved or copied
+ * after encoding, and it and the tensor data must stay alive and unchanged
+ * until the frame is sent (tl_frame_writer_flush returned 0). */
+typedef struct tl_msg_enc {
+    uint16_t type;
+    int iovcnt;
+    uint64_t len; /* payload bytes */
+    struct iovec iov[TL_MSG_MAX_IOV];
+    size_t used; /* bytes of buf used */
+    _Alignas(8) uint8_t buf[TL_MSG_ENC_BUF];
+} tl_msg_enc;
+
+/* Encodes m into e (no I/O, no allocation, no copy of tensor data). Checks
+ * what a receiver would reject: strings over TL_MSG_STR_MAX, a tensor with
+ * the wrong dtype or rank for its field, rank 0 or > 4, numel not the product
+ * of dims, NULL data with numel > 0, FORWARD_RESULT with both or neither of g
+ * and labels or row counts that differ, WELCOME with unknown flags or mode.
+ * 0 or TL_EINVAL / TL_ERANGE. */
+int tl_msg_encode(const tl_msg *m, tl_msg_enc *e);
+
+/* Encodes m into e and queues it on w (tl_frame_writer_start): then call
+ * tl_frame_writer_flush(w, c) until 0. e and the tensor data must stay put
+ * until then (see tl_msg_enc). */
+int tl_msg_start(tl_frame_writer *w, tl_msg_enc *e, const tl_msg *m);
+
+/* Blocking send (node side): encode, write, wait until the frame is out or the
+ * absolute deadline passes. */
+int tl_msg_send(tl_conn *c, tl_frame_writer *w, const tl_msg *m, int64_t deadline_ms);
+
+/* Decodes a payload of the given type into m. Tensor views point into payload,
+ * which must be 8-byte aligned (TL_EINVAL otherwise) and outlive their use.
+ * Strings are copied (NUL-terminated). TL_EPROTO with a message naming the
+ * message type and field for anything malformed (see docs/protocol.md §3). */
+int tl_msg_decode_payload(uint16_t type, const void *payload, uint64_t len, tl_msg *m);
+
+/* tl_msg_decode_payload on a received frame. */
+int tl_msg_decode(const tl_frame *f, tl_msg *m);
+
+/* Blocking receive: tl_frame_recv + tl_msg_decode. Views point into r's
+ * buffer (see tl_frame). */
+int tl_msg_recv(tl_conn *c, tl_frame_reader *r, tl_msg *m, int64_t deadline_ms);
+
+/* --- validation helpers for receivers (messages start with `what`) --- */
+
+/* 0 if t has exactly this dtype, rank and dims; else TL_EPROTO, e.g.
+ * "h: expected f32 [64, 128], got f32 [64, 127]". */
+int tl_tensor_check(const tl_tensor *t, tl_dtype dtype, int rank, const uint32_t *dims,
+                    const char *what);
+
+/* 0 if every element of the F32 tensor t is finite; TL_ENUMERIC naming the
+ * first bad element ("grads: element 17 is NaN"); TL_EINVAL if t is not F32. */
+int tl_tensor_check_finite(const tl_tensor *t, const char *what);
+
+/* 0 if every element of the integer tensor t (U32, I32 or I64) is in
+ * [0, bound); TL_EPROTO naming the first that is not (rows below sample_count,
+ * labels below n_classes). */
+int tl_tensor_check_below(const tl_tensor *t, uint64_t bound, const char *what);
+
+#endif

@@ -1,0 +1,624 @@
+/* msg.c - message encode/decode and receiver-side validation (msg.h). */
+#include "tl/msg.h"
+
+#include <assert.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tl/error.h"
+
+static_assert(TL_MSG_ERROR == TL_FRAME_TYPE_MAX, "frame.h knows every message type");
+static_assert(TL_MSG_MAX_IOV <= TL_FRAME_MAX_IOV, "a message fits in one frame's iovecs");
+
+size_t tl_dtype_size(int dtype) {
+    switch (dtype) {
+    case TL_DT_F32: return 4;
+    case TL_DT_I64: return 8;
+    case TL_DT_U32: return 4;
+    case TL_DT_I32: return 4;
+    default: return 0;
+    }
+}
+
+static const char *dtype_name(int dtype) {
+    switch (dtype) {
+    case TL_DT_F32: return "f32";
+    case TL_DT_I64: return "i64";
+    case TL_DT_U32: return "u32";
+    case TL_DT_I32: return "i32";
+    default: return "dtype?";
+    }
+}
+
+const char *tl_msg_type_name(int type) {
+    static const char *names[] = {NULL,      "HELLO",          "WELCOME",  "REJECT",
+                                  "FORWARD", "FORWARD_RESULT", "BACKWARD", "BACKWARD_RESULT",
+                                  "HEARTBEAT", "DONE",         "ERROR"};
+    static _Thread_local char other[24];
+    if (type >= 1 && type <= TL_MSG_ERROR)
+        return names[type];
+    snprintf(other, sizeof other, "type %d", type);
+    return other;
+}
+
+/* "f32 [64, 128]" into buf. */
+static const char *shape_str(char *buf, size_t n, int dtype, int rank, const uint32_t *dims) {
+    int k = snprintf(buf, n, "%s [", dtype_name(dtype));
+    for (int i = 0; i < rank && k > 0 && (size_t)k < n; i++)
+        k += snprintf(buf + k, n - k, i ? ", %u" : "%u", dims[i]);
+    if (k > 0 && (size_t)k < n)
+        snprintf(buf + k, n - k, "]");
+    return buf;
+}
+
+/* Product of dims times the element size, or 0 with *ok = 0 on overflow. */
+static uint64_t data_bytes(int rank, const uint32_t *dims, size_t esz, uint64_t *numel, int *ok) {
+    uint64_t p = 1;
+    *ok = 1;
+    for (int i = 0; i < rank; i++) {
+        if (__builtin_mul_overflow(p, (uint64_t)dims[i], &p)) {
+            *ok = 0;
+            return 0;
+        }
+    }
+    uint64_t bytes;
+    if (__builtin_mul_overflow(p, (uint64_t)esz, &bytes)) {
+        *ok = 0;
+        return 0;
+    }
+    *numel = p;
+    return bytes;
+}
+
+/* ---------------------------------------------------------------- encode */
+
+typedef struct packer {
+    tl_msg_enc *e;
+    size_t piece; /* start in e->buf of the piece being filled */
+    int rc;
+} packer;
+
+static void put_bytes(packer *k, const void *p, size_t n) {
+    tl_msg_enc *e = k->e;
+    if (k->rc)
+        return;
+    if (n > sizeof e->buf - e->used) {
+        k->rc = tl_error(TL_ERANGE, "%s: fixed fields over %zu bytes", tl_msg_type_name(e->type),
+                         sizeof e->buf);
+        return;
+    }
+    memcpy(e->buf + e->used, p, n);
+    e->used += n;
+    e->len += n;
+}
+
+static void put_u8(packer *k, uint8_t v) { put_bytes(k, &v, 1); }
+static void put_u16(packer *k, uint16_t v) {
+    uint8_t b[2] = {(uint8_t)v, (uint8_t)(v >> 8)};
+    put_bytes(k, b, 2);
+}
+static void put_u32(packer *k, uint32_t v) {
+    uint8_t b[4];
+    for (int i = 0; i < 4; i++)
+        b[i] = (uint8_t)(v >> (8 * i));
+    put_bytes(k, b, 4);
+}
+static void put_u64(packer *k, uint64_t v) {
+    uint8_t b[8];
+    for (int i = 0; i < 8; i++)
+        b[i] = (uint8_t)(v >> (8 * i));
+    put_bytes(k, b, 8);
+}
+static void put_f32(packer *k, float v) {
+    uint32_t u;
+    memcpy(&u, &v, 4);
+    put_u32(k, u);
+}
+static void put_f64(packer *k, double v) {
+    uint64_t u;
+    memcpy(&u, &v, 8);
+    put_u64(k, u);
+}
+
+static void put_str(packer *k, const char *s, const char *field) {
+    if (k->rc)
+        return;
+    size_t n = strnlen(s, TL_MSG_STR_MAX + 1);
+    if (n > TL_MSG_STR_MAX) {
+        k->rc = tl_error(TL_ERANGE, "%s: %s longer than %d bytes", tl_msg_type_name(k->e->type),
+                         field, TL_MSG_STR_MAX);
+        return;
+    }
+    put_u32(k, (uint32_t)n);
+    put_bytes(k, s, n);
+}
+
+/* Ends the current buf piece (if any bytes) as an iovec. */
+static void close_piece(packer *k) {
+    tl_msg_enc *e = k->e;
+    if (k->rc || e->used == k->piece)
+        return;
+    if (e->iovcnt >= TL_MSG_MAX_IOV) {
+        k->rc = tl_error(TL_ERANGE, "%s: too many pieces", tl_msg_type_name(e->type));
+        return;
+    }
+    e->iov[e->iovcnt++] = (struct iovec){e->buf + k->piece, e->used - k->piece};
+    k->piece = e->used;
+}
+
+/* Tensor header, padding to 8 from the payload start, then the caller's data
+ * as its own iovec. dtype/rank are the field's required ones. */
+static void put_tensor(packer *k, const tl_tensor *t, int dtype, int rank, const char *field) {
+    tl_msg_enc *e = k->e;
+    const char *mn = tl_msg_type_name(e->type);
+    if (k->rc)
+        return;
+    if (t->dtype != dtype || t->rank != rank) {
+        k->rc = tl_error(TL_EINVAL, "%s: %s must be %s rank %d, got %s rank %u", mn, field,
+                         dtype_name(dtype), rank, dtype_name(t->dtype), t->rank);
+        return;
+    }
+    uint64_t numel = 0;
+    int ok;
+    uint64_t bytes = data_bytes(rank, t->dims, tl_dtype_size(dtype), &numel, &ok);
+    if (!ok || bytes > TL_FRAME_MAX_PAYLOAD) {
+        k->rc = tl_error(TL_ERANGE, "%s: %s is larger than a frame", mn, field);
+        return;
+    }
+    if (numel != t->numel) {
+        k->rc = tl_error(TL_EINVAL, "%s: %s: numel %llu is not the product of its dims (%llu)",
+                         mn, field, (unsigned long long)t->numel, (unsigned long long)numel);
+        return;
+    }
+    if (numel > 0 && !t->data) {
+        k->rc = tl_error(TL_EINVAL, "%s: %s: NULL data", mn, field);
+        return;
+    }
+    put_u8(k, (uint8_t)dtype);
+    put_u8(k, (uint8_t)rank);
+    put_u16(k, 0);
+    for (int i = 0; i < rank; i++)
+        put_u32(k, t->dims[i]);
+    static const uint8_t zeros[8];
+    put_bytes(k, zeros, (size_t)((8 - (e->len & 7)) & 7));
+    if (bytes == 0 || k->rc)
+        return;
+    close_piece(k);
+    if (k->rc)
+        return;
+    if (e->iovcnt >= TL_MSG_MAX_IOV) {
+        k->rc = tl_error(TL_ERANGE, "%s: too many pieces", mn);
+        return;
+    }
+    e->iov[e->iovcnt++] = (struct iovec){(void *)t->data, (size_t)bytes};
+    e->len += bytes;
+}
+
+int tl_msg_encode(const tl_msg *m, tl_msg_enc *e) {
+    e->type = m->type;
+    e->iovcnt = 0;
+    e->len = 0;
+    e->used = 0;
+    packer k = {e, 0, 0};
+    const char *mn = tl_msg_type_name(m->type);
+    switch (m->type) {
+    case TL_MSG_HELLO: {
+        const tl_msg_hello *h = &m->u.hello;
+        put_u32(&k, h->node_id);
+        put_u16(&k, h->proto_version);
+        put_u16(&k, h->flags);
+        put_u64(&k, h->sample_count);
+        put_u64(&k, h->fingerprint);
+        put_str(&k, h->version, "software version");
+        break;
+    }
+    case TL_MSG_WELCOME: {
+        const tl_msg_welcome *w = &m->u.welcome;
+        if (w->flags & ~TL_WELCOME_F_ZSTD)
+            return tl_error(TL_EINVAL, "WELCOME: unknown flags 0x%x", w->flags);
+        if (w->mode > 1)
+            return tl_error(TL_EINVAL, "WELCOME: unknown mode %u", w->mode);
+        put_u64(&k, w->run_id);
+        put_u32(&k, w->flags);
+        put_u32(&k, w->cut);
+        put_u32(&k, w->mode);
+        put_u32(&k, w->n_classes);
+        put_u32(&k, w->input_dim);
+        put_f32(&k, w->mean);
+        put_f32(&k, w->std);
+        put_u32(&k, w->heartbeat_ms);
+        put_str(&k, w->model, "model");
+        break;
+    }
+    case TL_MSG_REJECT:
+        put_u32(&k, m->u.reject.code);
+        put_str(&k, m->u.reject.reason, "reason");
+        break;
+    case TL_MSG_FORWARD:
+        put_u64(&k, m->u.forward.step);
+        put_tensor(&k, &m->u.forward.rows, TL_DT_U32, 1, "rows");
+        put_tensor(&k, &m->u.forward.params, TL_DT_F32, 1, "params");
+        break;
+    case TL_MSG_FORWARD_RESULT: {
+        const tl_msg_forward_result *r = &m->u.fwd_result;
+        int has_g = r->g.dtype != 0, has_l = r->labels.dtype != 0;
+        if (has_g == has_l)
+            return tl_error(TL_EINVAL, "FORWARD_RESULT: needs exactly one of g and labels");
+        uint32_t n2 = has_g ? r->g.dims[0] : r->labels.dims[0];
+        if (r->h.rank >= 1 && n2 != r->h.dims[0])
+            return tl_error(TL_EINVAL, "FORWARD_RESULT: h has %u rows but %s has %u",
+                            r->h.dims[0], has_g ? "g" : "labels", n2);
+        put_u64(&k, r->step);
+        put_f64(&k, r->loss_sum);
+        put_u32(&k, r->correct);
+        put_u32(&k, 0);
+        put_tensor(&k, &r->h, TL_DT_F32, 2, "h");
+        if (has_g)
+            put_tensor(&k, &r->g, TL_DT_F32, 2, "g");
+        else
+            put_tensor(&k, &r->labels, TL_DT_I32, 1, "labels");
+        break;
+    }
+    case TL_MSG_BACKWARD:
+        put_u64(&k, m->u.backward.step);
+        put_tensor(&k, &m->u.backward.dh, TL_DT_F32, 2, "dh");
+        break;
+    case TL_MSG_BACKWARD_RESULT:
+        put_u64(&k, m->u.bwd_result.step);
+        put_tensor(&k, &m->u.bwd_result.grads, TL_DT_F32, 1, "grads");
+        break;
+    case TL_MSG_HEARTBEAT:
+        put_u64(&k, m->u.heartbeat.nonce);
+        break;
+    case TL_MSG_DONE:
+        put_str(&k, m->u.done.reason, "reason");
+        break;
+    case TL_MSG_ERROR:
+        put_u32(&k, m->u.error.code);
+        put_str(&k, m->u.error.message, "message");
+        break;
+    default:
+        return tl_error(TL_EINVAL, "cannot encode %s", mn);
+    }
+    close_piece(&k);
+    return k.rc;
+}
+
+int tl_msg_start(tl_frame_writer *w, tl_msg_enc *e, const tl_msg *m) {
+    int rc = tl_msg_encode(m, e);
+    if (rc < 0)
+        return rc;
+    return tl_frame_writer_start(w, e->type, e->iov, e->iovcnt);
+}
+
+int tl_msg_send(tl_conn *c, tl_frame_writer *w, const tl_msg *m, int64_t deadline_ms) {
+    tl_msg_enc *e = malloc(sizeof *e);
+    if (!e)
+        return tl_error(TL_ENOMEM, "out of memory encoding %s", tl_msg_type_name(m->type));
+    int rc = tl_msg_encode(m, e);
+    if (rc == 0)
+        rc = tl_frame_send(w, c, e->type, e->iov, e->iovcnt, deadline_ms);
+    free(e);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- decode */
+
+typedef struct cursor {
+    const uint8_t *p;
+    uint64_t len, off;
+    const char *mn; /* message name for errors */
+} cursor;
+
+/* 0 if n more bytes remain, else TL_EPROTO naming field. */
+static int need(cursor *c, uint64_t n, const char *field) {
+    if (n > c->len - c->off)
+        return tl_error(TL_EPROTO, "%s: %s needs %llu bytes at offset %llu but only %llu remain",
+                        c->mn, field, (unsigned long long)n, (unsigned long long)c->off,
+                        (unsigned long long)(c->len - c->off));
+    return 0;
+}
+
+static uint32_t rd_u32(const uint8_t *p) {
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) |
+           ((uint32_t)p[3] << 24);
+}
+
+static int get_u16(cursor *c, uint16_t *v, const char *field) {
+    int rc = need(c, 2, field);
+    if (rc < 0)
+        return rc;
+    *v = (uint16_t)(c->p[c->off] | (c->p[c->off + 1] << 8));
+    c->off += 2;
+    return 0;
+}
+static int get_u32(cursor *c, uint32_t *v, const char *field) {
+    int rc = need(c, 4, field);
+    if (rc < 0)
+        return rc;
+    *v = rd_u32(c->p + c->off);
+    c->off += 4;
+    return 0;
+}
+static int get_u64(cursor *c, uint64_t *v, const char *field) {
+    int rc = need(c, 8, field);
+    if (rc < 0)
+        return rc;
+    *v = (uint64_t)rd_u32(c->p + c->off) | ((uint64_t)rd_u32(c->p + c->off + 4) << 32);
+    c->off += 8;
+    return 0;
+}
+static int get_f32(cursor *c, float *v, const char *field) {
+    uint32_t u;
+    int rc = get_u32(c, &u, field);
+    if (rc == 0)
+        memcpy(v, &u, 4);
+    return rc;
+}
+static int get_f64(cursor *c, double *v, const char *field) {
+    uint64_t u;
+    int rc = get_u64(c, &u, field);
+    if (rc == 0)
+        memcpy(v, &u, 8);
+    return rc;
+}
+
+/* u32 length + bytes into out[TL_MSG_STR_MAX + 1], NUL-terminated. */
+static int get_str(cursor *c, char *out, const char *field) {
+    uint32_t n;
+    int rc = get_u32(c, &n, field);
+    if (rc < 0)
+        return rc;
+    if (n > TL_MSG_STR_MAX)
+        return tl_error(TL_EPROTO, "%s: %s of %u bytes is over the %d-byte limit", c->mn, field,
+                        n, TL_MSG_STR_MAX);
+    if ((rc = need(c, n, field)) < 0)
+        return rc;
+    if (memchr(c->p + c->off, 0, n))
+        return tl_error(TL_EPROTO, "%s: %s contains a NUL byte", c->mn, field);
+    memcpy(out, c->p + c->off, n);
+    out[n] = 0;
+    c->off += n;
+    return 0;
+}
+
+/* A tensor whose dtype and rank must be (dtype, rank); dtype2/rank2 is an
+ * accepted alternative (0: none). The view points into the payload. */
+static int get_tensor(cursor *c, tl_tensor *t, const char *field, int dtype, int rank,
+                      int dtype2, int rank2) {
+    memset(t, 0, sizeof *t);
+    int rc = need(c, 4, field);
+    if (rc < 0)
+        return rc;
+    const uint8_t *h = c->p + c->off;
+    int dt = h[0], rk = h[1];
+    if (!tl_dtype_size(dt))
+        return tl_error(TL_EPROTO, "%s: %s has unknown dtype %d", c->mn, field, dt);
+    if (rk < 1 || rk > TL_TENSOR_MAX_RANK)
+        return tl_error(TL_EPROTO, "%s: %s has rank %d (must be 1..%d)", c->mn, field, rk,
+                        TL_TENSOR_MAX_RANK);
+    if (h[2] || h[3])
+        return tl_error(TL_EPROTO, "%s: %s has nonzero reserved bytes", c->mn, field);
+    if (!((dt == dtype && rk == rank) || (dtype2 && dt == dtype2 && rk == rank2))) {
+        if (dtype2)
+            return tl_error(TL_EPROTO, "%s: %s must be %s rank %d or %s rank %d, got %s rank %d",
+                            c->mn, field, dtype_name(dtype), rank, dtype_name(dtype2), rank2,
+                            dtype_name(dt), rk);
+        return tl_error(TL_EPROTO, "%s: %s must be %s rank %d, got %s rank %d", c->mn, field,
+                        dtype_name(dtype), rank, dtype_name(dt), rk);
+    }
+    c->off += 4;
+    if ((rc = need(c, 4 * (uint64_t)rk, field)) < 0)
+        return rc;
+    t->dtype = (uint8_t)dt;
+    t->rank = (uint8_t)rk;
+    for (int i = 0; i < rk; i++)
+        t->dims[i] = rd_u32(c->p + c->off + 4 * i);
+    c->off += 4 * (uint64_t)rk;
+    uint64_t pad = (8 - (c->off & 7)) & 7;
+    if ((rc = need(c, pad, field)) < 0)
+        return rc;
+    for (uint64_t i = 0; i < pad; i++)
+        if (c->p[c->off + i])
+            return tl_error(TL_EPROTO, "%s: %s has nonzero padding", c->mn, field);
+    c->off += pad;
+    int ok;
+    uint64_t bytes = data_bytes(rk, t->dims, tl_dtype_size(dt), &t->numel, &ok);
+    if (!ok)
+        return tl_error(TL_EPROTO, "%s: %s: the product of its dims overflows", c->mn, field);
+    if (bytes > c->len - c->off)
+        return tl_error(TL_EPROTO,
+                        "%s: %s: %llu data bytes at offset %llu run past the end of the "
+                        "payload (%llu remain)",
+                        c->mn, field, (unsigned long long)bytes, (unsigned long long)c->off,
+                        (unsigned long long)(c->len - c->off));
+    t->data = c->p + c->off;
+    c->off += bytes;
+    return 0;
+}
+
+int tl_msg_decode_payload(uint16_t type, const void *payload, uint64_t len, tl_msg *m) {
+    if (((uintptr_t)payload & 7) != 0)
+        return tl_error(TL_EINVAL, "payload buffer is not 8-byte aligned");
+    cursor c = {payload, len, 0, tl_msg_type_name(type)};
+    int rc = 0;
+    m->type = type;
+#define TRY(x)              \
+    do {                    \
+        if ((rc = (x)) < 0) \
+            return rc;      \
+    } while (0)
+    switch (type) {
+    case TL_MSG_HELLO: {
+        tl_msg_hello *h = &m->u.hello;
+        TRY(get_u32(&c, &h->node_id, "node_id"));
+        TRY(get_u16(&c, &h->proto_version, "proto_version"));
+        TRY(get_u16(&c, &h->flags, "flags"));
+        TRY(get_u64(&c, &h->sample_count, "sample_count"));
+        TRY(get_u64(&c, &h->fingerprint, "fingerprint"));
+        TRY(get_str(&c, h->version, "software version"));
+        break;
+    }
+    case TL_MSG_WELCOME: {
+        tl_msg_welcome *w = &m->u.welcome;
+        TRY(get_u64(&c, &w->run_id, "run_id"));
+        TRY(get_u32(&c, &w->flags, "flags"));
+        TRY(get_u32(&c, &w->cut, "cut"));
+        TRY(get_u32(&c, &w->mode, "mode"));
+        TRY(get_u32(&c, &w->n_classes, "n_classes"));
+        TRY(get_u32(&c, &w->input_dim, "input_dim"));
+        TRY(get_f32(&c, &w->mean, "mean"));
+        TRY(get_f32(&c, &w->std, "std"));
+        TRY(get_u32(&c, &w->heartbeat_ms, "heartbeat_ms"));
+        TRY(get_str(&c, w->model, "model"));
+        if (w->flags & ~TL_WELCOME_F_ZSTD)
+            return tl_error(TL_EPROTO, "WELCOME: unknown flags 0x%x", w->flags);
+        if (w->mode > 1)
+            return tl_error(TL_EPROTO, "WELCOME: unknown mode %u", w->mode);
+        break;
+    }
+    case TL_MSG_REJECT:
+        TRY(get_u32(&c, &m->u.reject.code, "code"));
+        TRY(get_str(&c, m->u.reject.reason, "reason"));
+        break;
+    case TL_MSG_FORWARD:
+        TRY(get_u64(&c, &m->u.forward.step, "step"));
+        TRY(get_tensor(&c, &m->u.forward.rows, "rows", TL_DT_U32, 1, 0, 0));
+        TRY(get_tensor(&c, &m->u.forward.params, "params", TL_DT_F32, 1, 0, 0));
+        break;
+    case TL_MSG_FORWARD_RESULT: {
+        tl_msg_forward_result *r = &m->u.fwd_result;
+        uint32_t pad;
+        tl_tensor t;
+        TRY(get_u64(&c, &r->step, "step"));
+        TRY(get_f64(&c, &r->loss_sum, "loss_sum"));
+        TRY(get_u32(&c, &r->correct, "correct"));
+        TRY(get_u32(&c, &pad, "pad"));
+        if (pad)
+            return tl_error(TL_EPROTO, "FORWARD_RESULT: nonzero pad field");
+        TRY(get_tensor(&c, &r->h, "h", TL_DT_F32, 2, 0, 0));
+        TRY(get_tensor(&c, &t, "g/labels", TL_DT_F32, 2, TL_DT_I32, 1));
+        memset(&r->g, 0, sizeof r->g);
+        memset(&r->labels, 0, sizeof r->labels);
+        if (t.dtype == TL_DT_F32)
+            r->g = t;
+        else
+            r->labels = t;
+        if (t.dims[0] != r->h.dims[0])
+            return tl_error(TL_EPROTO, "FORWARD_RESULT: h has %u rows but %s has %u",
+                            r->h.dims[0], t.dtype == TL_DT_F32 ? "g" : "labels", t.dims[0]);
+        break;
+    }
+    case TL_MSG_BACKWARD:
+        TRY(get_u64(&c, &m->u.backward.step, "step"));
+        TRY(get_tensor(&c, &m->u.backward.dh, "dh", TL_DT_F32, 2, 0, 0));
+        break;
+    case TL_MSG_BACKWARD_RESULT:
+        TRY(get_u64(&c, &m->u.bwd_result.step, "step"));
+        TRY(get_tensor(&c, &m->u.bwd_result.grads, "grads", TL_DT_F32, 1, 0, 0));
+        break;
+    case TL_MSG_HEARTBEAT:
+        TRY(get_u64(&c, &m->u.heartbeat.nonce, "nonce"));
+        break;
+    case TL_MSG_DONE:
+        TRY(get_str(&c, m->u.done.reason, "reason"));
+        break;
+    case TL_MSG_ERROR:
+        TRY(get_u32(&c, &m->u.error.code, "code"));
+        TRY(get_str(&c, m->u.error.message, "message"));
+        break;
+    default:
+        return tl_error(TL_EPROTO, "unknown message type %u", type);
+    }
+#undef TRY
+    if (c.off != c.len)
+        return tl_error(TL_EPROTO, "%s: %llu trailing bytes after the last field", c.mn,
+                        (unsigned long long)(c.len - c.off));
+    return 0;
+}
+
+int tl_msg_decode(const tl_frame *f, tl_msg *m) {
+    return tl_msg_decode_payload(f->type, f->payload, f->len, m);
+}
+
+int tl_msg_recv(tl_conn *c, tl_frame_reader *r, tl_msg *m, int64_t deadline_ms) {
+    tl_frame f;
+    int rc = tl_frame_recv(r, c, &f, deadline_ms);
+    if (rc < 0)
+        return rc;
+    if ((rc = tl_msg_decode(&f, m)) < 0) {
+        char msg[400];
+        snprintf(msg, sizeof msg, "%s", tl_errmsg());
+        return tl_error(rc, "%s: %s", c->peer, msg);
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- checks */
+
+int tl_tensor_check(const tl_tensor *t, tl_dtype dtype, int rank, const uint32_t *dims,
+                    const char *what) {
+    int same = t->dtype == dtype && t->rank == rank;
+    for (int i = 0; same && i < rank; i++)
+        same = t->dims[i] == dims[i];
+    if (same)
+        return 0;
+    char want[96], got[96];
+    return tl_error(TL_EPROTO, "%s: expected %s, got %s", what,
+                    shape_str(want, sizeof want, dtype, rank, dims),
+                    shape_str(got, sizeof got, t->dtype, t->rank < 5 ? t->rank : 4, t->dims));
+}
+
+int tl_tensor_check_finite(const tl_tensor *t, const char *what) {
+    if (t->dtype != TL_DT_F32)
+        return tl_error(TL_EINVAL, "%s: finite check on a %s tensor", what, dtype_name(t->dtype));
+    const uint8_t *p = t->data;
+    const uint64_t chunk = 4096;
+    for (uint64_t i0 = 0; i0 < t->numel; i0 += chunk) {
+        uint64_t n = t->numel - i0 < chunk ? t->numel - i0 : chunk;
+        uint32_t bad = 0;
+        for (uint64_t i = 0; i < n; i++) {
+            uint32_t u;
+            memcpy(&u, p + 4 * (i0 + i), 4);
+            bad |= (u & 0x7f800000u) == 0x7f800000u;
+        }
+        if (!bad)
+            continue;
+        for (uint64_t i = 0; i < n; i++) {
+            uint32_t u;
+            memcpy(&u, p + 4 * (i0 + i), 4);
+            if ((u & 0x7f800000u) == 0x7f800000u)
+                return tl_error(TL_ENUMERIC, "%s: element %llu is %s", what,
+                                (unsigned long long)(i0 + i),
+                                (u & 0x007fffffu) ? "NaN" : (u >> 31) ? "-Inf" : "+Inf");
+        }
+    }
+    return 0;
+}
+
+int tl_tensor_check_below(const tl_tensor *t, uint64_t bound, const char *what) {
+    const uint8_t *p = t->data;
+    for (uint64_t i = 0; i < t->numel; i++) {
+        int64_t v;
+        if (t->dtype == TL_DT_U32) {
+            uint32_t u;
+            memcpy(&u, p + 4 * i, 4);
+            v = u;
+        } else if (t->dtype == TL_DT_I32) {
+            int32_t s;
+            memcpy(&s, p + 4 * i, 4);
+            v = s;
+        } else if (t->dtype == TL_DT_I64) {
+            memcpy(&v, p + 8 * i, 8);
+        } else {
+            return tl_error(TL_EINVAL, "%s: range check on a %s tensor", what,
+                            dtype_name(t->dtype));
+        }
+        if (v < 0 || (uint64_t)v >= bound)
+            return tl_error(TL_EPROTO, "%s: element %llu is %lld, outside 0..%llu", what,
+                            (unsigned long long)i, (long long)v,
+                            (unsigned long long)(bound ? bound - 1 : 0));
+    }
+    return 0;
+}
