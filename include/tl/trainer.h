@@ -17,6 +17,7 @@
 #define TL_TRAINER_H
 
 #include <stdint.h>
+#include <stdio.h>
 
 #include "tl/batch.h"
 #include "tl/config.h"
@@ -67,6 +68,7 @@ typedef struct tl_trainer {
     tl_batcher *batcher;
     const tl_dataset *test;  /* may be NULL */
     int64_t steps;
+    FILE *plan;              /* cfg->plan_path: each epoch's plan as JSON lines */
 } tl_trainer;
 
 /* Sets up a loop over nodes with counts[0..n_nodes) samples (one "node" for

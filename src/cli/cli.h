@@ -18,6 +18,7 @@ int cmd_orchestrator(int argc, char **argv);
 int cmd_node(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 int cmd_provision(int argc, char **argv);
+int cmd_compare(int argc, char **argv);
 
 /* Prints "tl <cmd>: <msg>" and the --help hint to stderr; returns 2. */
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

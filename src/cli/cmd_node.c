@@ -1,9 +1,129 @@
-/* cmd_node.c - placeholder until the subcommand lands; it refuses to run. */
+/* cmd_node.c - `tl node`: one data owner serving an orchestrator. */
+#include <getopt.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "cli/cli.h"
+#include "cli/clilog.h"
+#include "cli/trainopts.h"
+#include "tl/error.h"
+#include "tl/gemm.h"
+#include "tl/net.h"
+#include "tl/node.h"
+
+enum { OPT_CONNECT = 1, OPT_ID, OPT_NDATA, OPT_NINSECURE, OPT_NTLS, OPT_NTHREADS, OPT_GIVE_UP,
+       OPT_NZSTD, OPT_QUIET };
+
+static const struct option longopts[] = {
+    {"connect", required_argument, 0, OPT_CONNECT},
+    {"id", required_argument, 0, OPT_ID},
+    {"data", required_argument, 0, OPT_NDATA},
+    {"insecure", no_argument, 0, OPT_NINSECURE},
+    {"tls-dir", required_argument, 0, OPT_NTLS},
+    {"threads", required_argument, 0, OPT_NTHREADS},
+    {"give-up", required_argument, 0, OPT_GIVE_UP},
+    {"zstd", no_argument, 0, OPT_NZSTD},
+    {"quiet", no_argument, 0, OPT_QUIET},
+    {"help", no_argument, 0, 'h'},
+    {0, 0, 0, 0},
+};
+
+static void usage(void) {
+    printf("usage: tl node --connect HOST:PORT --id K --data DIR (--tls-dir DIR | --insecure)\n\n"
+           "Serves this machine's private data to a Traversal Learning orchestrator. The\n"
+           "node connects out (it opens no port), retrying with backoff until the\n"
+           "orchestrator is up; it learns the model and everything else about the run\n"
+           "from the orchestrator, answers forward and backward passes over its own\n"
+           "rows, and exits 0 when the orchestrator says the run is over. If the\n"
+           "connection drops it reconnects and the orchestrator replays the batch.\n"
+           "Raw inputs never leave the node.\n\n"
+           "  --connect HOST:PORT   the orchestrator\n"
+           "  --id K                this node's id, 1..N (must match its certificate)\n"
+           "  --data DIR            MNIST-layout directory holding train-images-idx3-ubyte\n"
+           "                        and train-labels-idx1-ubyte (raw or .gz)\n"
+           "  --tls-dir DIR         this node's kit from 'tl provision' (DIR/node-K:\n"
+           "                        cert.pem, key.pem, ca.pem)\n"
+           "  --insecure            plaintext TCP, no authentication\n"
+           "  --threads N           threads for matrix products [1]\n"
+           "  --give-up SEC         exit after SEC seconds without reaching the\n"
+           "                        orchestrator (0: never) [3600]\n"
+           "  --zstd                offer zstd compression of frames\n"
+           "  --quiet               no progress lines on stderr (errors still)\n"
+           "  -h, --help            this text\n");
+}
 
 int cmd_node(int argc, char **argv) {
-    fprintf(stderr, "tl node: not built yet\n");
-    return 1;
+    const char *cmd = "node", *connect = NULL, *data = NULL, *tls_dir = NULL;
+    long id = 0, threads = 1, give_up = 3600;
+    int insecure = 0, zstd = 0, quiet = 0, c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        switch (c) {
+        case OPT_CONNECT: connect = optarg; break;
+        case OPT_ID:
+            if (cli_parse_long(cmd, "id", optarg, 1, 1000000, &id)) return 2;
+            break;
+        case OPT_NDATA: data = optarg; break;
+        case OPT_NINSECURE: insecure = 1; break;
+        case OPT_NTLS: tls_dir = optarg; break;
+        case OPT_NTHREADS:
+            if (cli_parse_long(cmd, "threads", optarg, 1, 1024, &threads)) return 2;
+            break;
+        case OPT_GIVE_UP:
+            if (cli_parse_long(cmd, "give-up", optarg, 0, 86400 * 365, &give_up)) return 2;
+            break;
+        case OPT_NZSTD: zstd = 1; break;
+        case OPT_QUIET: quiet = 1; break;
+        case 'h': usage(); return 0;
+        default: fprintf(stderr, "Try 'tl %s --help'.\n", cmd); return 2;
+        }
+    }
+    if (optind < argc) return cli_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
+    if (!connect) return cli_usage_error(cmd, "--connect HOST:PORT is required");
+    if (!id) return cli_usage_error(cmd, "--id K is required");
+    if (!data) return cli_usage_error(cmd, "--data DIR is required");
+    if (!tls_dir == !insecure)
+        return cli_usage_error(cmd, insecure ? "--tls-dir and --insecure exclude each other"
+                                             : "TLS is the default: give --tls-dir DIR (see "
+                                               "'tl provision') or --insecure");
+    char host[256];
+    int port;
+    if (tl_net_parse_addr(connect, host, sizeof host, &port) < 0 || port == 0)
+        return cli_usage_error(cmd, "--connect: '%s' (want HOST:PORT)", connect);
+
+    tl_gemm_set_threads((int)threads);
+    tl_tls_ctx *tls = NULL;
+    tl_dataset ds;
+    memset(&ds, 0, sizeof ds);
+    int rc = 1;
+    if (tls_dir) {
+        if (tl_tls_ctx_new(tls_dir, TL_TLS_NODE, &tls) < 0) goto fail;
+        int cert_id = tl_tls_ctx_node_id(tls);
+        if (cert_id != id) {
+            fprintf(stderr, "tl node: --id %ld but the certificate in %s is node %d's\n", id,
+                    tls_dir, cert_id);
+            goto out;
+        }
+    } else {
+        fprintf(stderr, "tl node: warning: --insecure: traffic is plaintext and the "
+                        "orchestrator is not authenticated\n");
+    }
+    if (tl_dataset_load(data, "train", &ds) < 0) goto fail;
+    char tag[32];
+    snprintf(tag, sizeof tag, "node %ld", id);
+    cli_log lg;
+    snprintf(lg.tag, sizeof lg.tag, "%s", tag);
+    lg.quiet = quiet;
+    tl_node_cfg nc = {.host = host, .port = port, .id = (int)id, .data = &ds, .tls = tls,
+                      .give_up_s = (int)give_up, .zstd = zstd, .log = cli_log_line, .log_ud = &lg};
+    if (tl_node_run(&nc) < 0) goto fail;
+    rc = 0;
+    goto out;
+fail:
+    fprintf(stderr, "tl node %ld: %s\n", id, tl_errmsg());
+out:
+    tl_dataset_free(&ds);
+    tl_tls_ctx_free(tls);
+    return rc;
 }

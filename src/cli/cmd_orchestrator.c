@@ -1,9 +1,104 @@
-/* cmd_orchestrator.c - placeholder until the subcommand lands; it refuses to run. */
+/* cmd_orchestrator.c - `tl orchestrator`: coordinate a run over N nodes. */
+#include <getopt.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "cli/cli.h"
+#include "cli/orchopts.h"
+#include "cli/trainopts.h"
+#include "tl/net.h"
+
+enum { OPT_LISTEN = OPT_CMD_BASE, OPT_PORT_FILE };
+
+static const struct option own_longopts[] = {
+    {"listen", required_argument, 0, OPT_LISTEN},
+    {"port-file", required_argument, 0, OPT_PORT_FILE},
+    {"help", no_argument, 0, 'h'},
+    {0, 0, 0, 0},
+};
+
+static void usage(void) {
+    printf("usage: tl orchestrator --nodes N (--tls-dir DIR | --insecure) [options]\n\n"
+           "Coordinates a Traversal Learning run: waits for nodes 1..N to connect, then\n"
+           "trains on their data without seeing it, with the result of centralized\n"
+           "training on the pooled data. The orchestrator holds only the test set.\n\n"
+           "  --listen HOST:PORT    address to listen on; port 0 picks a free one\n"
+           "                        [127.0.0.1:7000; 0.0.0.0:PORT for other machines]\n"
+           "  --port-file FILE      write the port listened on into FILE\n"
+           "  --test-data DIR       MNIST-layout directory with the t10k-* files\n"
+           "                        [" TL_DEFAULT_DATA "]\n\n"
+           "%s\n%s\n"
+           "  -h, --help            this text\n",
+           cli_orch_help, cli_train_help);
+}
+
+typedef struct listen_ctx {
+    const char *port_file;
+} listen_ctx;
+
+static int write_port(void *ud, int port) {
+    listen_ctx *l = ud;
+    if (!l->port_file) return 0;
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp", l->port_file);
+    FILE *f = fopen(tmp, "w");
+    if (!f || fprintf(f, "%d\n", port) < 0 || fclose(f) != 0 || rename(tmp, l->port_file) != 0) {
+        fprintf(stderr, "tl orchestrator: cannot write %s\n", l->port_file);
+        return 1;
+    }
+    return 0;
+}
 
 int cmd_orchestrator(int argc, char **argv) {
-    fprintf(stderr, "tl orchestrator: not built yet\n");
-    return 1;
+    const char *cmd = "orchestrator";
+    cli_trainopts t;
+    cli_orchopts oo;
+    cli_trainopts_init(&t);
+    cli_orchopts_init(&oo);
+    const char *listen = "127.0.0.1:7000";
+    listen_ctx lc = {NULL};
+    struct option *a = cli_options_join(cli_train_longopts, cli_orch_longopts);
+    struct option *all = a ? cli_options_join(a, own_longopts) : NULL;
+    free(a);
+    if (!all) return 1;
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "h", all, NULL)) != -1) {
+        int r = cli_trainopts_parse(&t, c, optarg, cmd);
+        if (!r) r = cli_orchopts_parse(&oo, &t.cfg, c, optarg, cmd);
+        if (r == 1) continue;
+        if (r == 2) {
+            free(all);
+            return 2;
+        }
+        switch (c) {
+        case OPT_LISTEN: listen = optarg; break;
+        case OPT_PORT_FILE: lc.port_file = optarg; break;
+        case 'h':
+            usage();
+            free(all);
+            return 0;
+        default:
+            free(all);
+            fprintf(stderr, "Try 'tl %s --help'.\n", cmd);
+            return 2;
+        }
+    }
+    free(all);
+    if (optind < argc) return cli_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
+    if (!oo.nodes) return cli_usage_error(cmd, "--nodes N is required");
+    if (t.data_given)
+        return cli_usage_error(cmd, "the orchestrator holds no training data; --data is for "
+                                    "nodes (use --test-data for the evaluation set)");
+    if (!oo.tls_dir == !oo.insecure)
+        return cli_usage_error(cmd, oo.insecure ? "--tls-dir and --insecure exclude each other"
+                                                : "TLS is the default: give --tls-dir DIR (see "
+                                                  "'tl provision') or --insecure");
+    char host[256];
+    int port;
+    if (tl_net_parse_addr(listen, host, sizeof host, &port) < 0)
+        return cli_usage_error(cmd, "--listen: '%s' (want HOST:PORT)", listen);
+    if (cli_trainopts_finish(&t, cmd)) return 2;
+    return cli_orchestrate(&t, &oo, host, port, cmd, write_port, &lc);
 }

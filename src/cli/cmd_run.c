@@ -1,9 +1,350 @@
-/* cmd_run.c - placeholder until the subcommand lands; it refuses to run. */
+/* cmd_run.c - `tl run`: a whole Traversal Learning run on this machine. */
+#define _XOPEN_SOURCE 700
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
+#include "cli/orchopts.h"
+#include "cli/trainopts.h"
+#include "tl/batch.h"
+#include "tl/dataset.h"
+#include "tl/error.h"
+#include "tl/idx.h"
+#include "tl/partition.h"
+#include "tl/provision.h"
+
+enum { OPT_PARTITION = OPT_CMD_BASE, OPT_KEEP };
+
+static const struct option own_longopts[] = {
+    {"partition", required_argument, 0, OPT_PARTITION},
+    {"keep", no_argument, 0, OPT_KEEP},
+    {"help", no_argument, 0, 'h'},
+    {0, 0, 0, 0},
+};
+
+static void usage(void) {
+    printf("usage: tl run --nodes N [options]\n\n"
+           "The whole system on one machine: splits the training data into N private\n"
+           "data sets (in a temporary directory), provisions a temporary CA and TLS kits,\n"
+           "starts an orchestrator and N node processes on 127.0.0.1, shows the\n"
+           "orchestrator's progress and exits with its status. Interrupting it stops\n"
+           "every process it started and removes the temporary directory.\n\n"
+           "  --data DIR            MNIST-layout directory: train-* files are split among\n"
+           "                        the nodes, t10k-* files evaluate [" TL_DEFAULT_DATA "]\n"
+           "  --test-data DIR       take the t10k-* files from DIR instead\n"
+           "  --partition SCHEME    contiguous (the reference's split), iid, label,\n"
+           "                        dirichlet:ALPHA [contiguous]; seeded by --seed\n"
+           "  --keep                keep the temporary directory (printed at the end)\n"
+           "  --insecure            skip TLS: plaintext on loopback\n\n"
+           "%s\n%s\n"
+           "  -h, --help            this text\n",
+           cli_orch_help, cli_train_help);
+}
+
+/* ------------------------------------------------------- process control */
+
+static volatile sig_atomic_t got_signal;
+static pid_t children[1 + TL_MAX_NODES];
+static int n_children;
+
+static void on_signal(int sig) { got_signal = sig; }
+
+/* Sends sig to every child still running. */
+static void signal_children(int sig) {
+    for (int i = 0; i < n_children; i++)
+        if (children[i] > 0) kill(children[i], sig);
+}
+
+/* Marks pid as exited; returns its slot or -1. */
+static int reap(pid_t pid) {
+    for (int i = 0; i < n_children; i++)
+        if (children[i] == pid) {
+            children[i] = 0;
+            return i;
+        }
+    return -1;
+}
+
+static int running(void) {
+    int n = 0;
+    for (int i = 0; i < n_children; i++) n += children[i] > 0;
+    return n;
+}
+
+/* Stops every child: TERM, then KILL after grace_ms. */
+static void stop_children(int grace_ms) {
+    signal_children(SIGTERM);
+    struct timespec ts = {0, 20 * 1000000L};
+    for (int waited = 0; running() && waited < grace_ms; waited += 20) {
+        pid_t pid;
+        int st;
+        while ((pid = waitpid(-1, &st, WNOHANG)) > 0) reap(pid);
+        if (running()) nanosleep(&ts, NULL);
+    }
+    signal_children(SIGKILL);
+    pid_t pid;
+    int st;
+    while (running() && (pid = waitpid(-1, &st, 0)) > 0) reap(pid);
+}
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
+    return remove(path);
+}
+
+static void remove_tree(const char *dir) { nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS); }
+
+/* ---------------------------------------------------------- preparation */
+
+/* Writes node k's rows of d as raw IDX files into dir/node-k. */
+static int write_node(const char *dir, int k, const tl_dataset *d, const size_t *rows, size_t n) {
+    char path[4096];
+    tl_dataset sub;
+    int rc = tl_dataset_subset(d, rows, n, &sub);
+    if (rc < 0) return rc;
+    snprintf(path, sizeof path, "%s/node-%d", dir, k);
+    if (mkdir(path, 0700) < 0) {
+        tl_dataset_free(&sub);
+        return tl_error(TL_EIO, "%s: %s", path, strerror(errno));
+    }
+    tl_idx img = {3, {(uint32_t)n, sub.rows, sub.cols, 0}, n * sub.dim, sub.images};
+    tl_idx lab = {1, {(uint32_t)n, 0, 0, 0}, n, sub.labels};
+    snprintf(path, sizeof path, "%s/node-%d/train-images-idx3-ubyte", dir, k);
+    rc = tl_idx_write(path, &img, 0);
+    if (rc == 0) {
+        snprintf(path, sizeof path, "%s/node-%d/train-labels-idx1-ubyte", dir, k);
+        rc = tl_idx_write(path, &lab, 0);
+    }
+    tl_dataset_free(&sub);
+    return rc;
+}
+
+/* Splits cfg's training set into dir/node-1..N. */
+static int prepare_data(const char *dir, const tl_runcfg *cfg, int nodes, const char *scheme) {
+    tl_dataset d;
+    size_t *rows = NULL, *counts = calloc((size_t)nodes, sizeof *counts);
+    int rc = tl_dataset_load(cfg->data_dir, "train", &d);
+    if (rc < 0) {
+        free(counts);
+        return rc;
+    }
+    if (!counts) rc = tl_error(TL_ENOMEM, "out of memory");
+    if (rc == 0) rc = tl_partition(&d, nodes, scheme, cfg->seed, &rows, counts);
+    size_t first = 0;
+    for (int k = 0; rc == 0 && k < nodes; k++) {
+        rc = write_node(dir, k + 1, &d, rows + first, counts[k]);
+        first += counts[k];
+    }
+    free(rows);
+    free(counts);
+    tl_dataset_free(&d);
+    return rc;
+}
+
+typedef struct run_ctx {
+    const char *self, *dir;
+    const cli_trainopts *t;
+    const cli_orchopts *oo;
+    int port_pipe; /* orchestrator child -> parent */
+} run_ctx;
+
+/* In the orchestrator child: tell the parent our port. */
+static int send_port(void *ud, int port) {
+    run_ctx *r = ud;
+    if (write(r->port_pipe, &port, sizeof port) != sizeof port) return 1;
+    close(r->port_pipe);
+    return 0;
+}
+
+/* Starts node k (exec of this program) connected to port. */
+static pid_t spawn_node(const run_ctx *r, int k, int port) {
+    char connect[64], id[16], data[4096], threads[16], tls[4096];
+    snprintf(connect, sizeof connect, "127.0.0.1:%d", port);
+    snprintf(id, sizeof id, "%d", k);
+    snprintf(data, sizeof data, "%s/node-%d", r->dir, k);
+    snprintf(threads, sizeof threads, "%d", r->t->cfg.threads);
+    snprintf(tls, sizeof tls, "%s/tls/node-%d", r->dir, k);
+    char *argv[16];
+    int a = 0;
+    argv[a++] = "tl";
+    argv[a++] = "node";
+    argv[a++] = "--connect";
+    argv[a++] = connect;
+    argv[a++] = "--id";
+    argv[a++] = id;
+    argv[a++] = "--data";
+    argv[a++] = data;
+    argv[a++] = "--threads";
+    argv[a++] = threads;
+    argv[a++] = "--give-up";
+    argv[a++] = "60";
+    argv[a++] = "--quiet";
+    if (r->oo->insecure) {
+        argv[a++] = "--insecure";
+    } else {
+        argv[a++] = "--tls-dir";
+        argv[a++] = tls;
+    }
+    if (r->oo->zstd) argv[a++] = "--zstd";
+    argv[a] = NULL;
+    pid_t pid = fork();
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        int devnull = open("/dev/null", O_RDONLY);
+        if (devnull >= 0) dup2(devnull, STDIN_FILENO);
+        execv(r->self, argv);
+        fprintf(stderr, "tl run: cannot start %s: %s\n", r->self, strerror(errno));
+        _exit(127);
+    }
+    return pid;
+}
 
 int cmd_run(int argc, char **argv) {
-    fprintf(stderr, "tl run: not built yet\n");
-    return 1;
+    const char *cmd = "run", *scheme = "contiguous";
+    cli_trainopts t;
+    cli_orchopts oo;
+    int keep = 0, c;
+    cli_trainopts_init(&t);
+    cli_orchopts_init(&oo);
+    struct option *a = cli_options_join(cli_train_longopts, cli_orch_longopts);
+    struct option *all = a ? cli_options_join(a, own_longopts) : NULL;
+    free(a);
+    if (!all) return 1;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "h", all, NULL)) != -1) {
+        int r = cli_trainopts_parse(&t, c, optarg, cmd);
+        if (!r) r = cli_orchopts_parse(&oo, &t.cfg, c, optarg, cmd);
+        if (r == 1) continue;
+        if (r == 2) {
+            free(all);
+            return 2;
+        }
+        switch (c) {
+        case OPT_PARTITION: scheme = optarg; break;
+        case OPT_KEEP: keep = 1; break;
+        case 'h':
+            usage();
+            free(all);
+            return 0;
+        default:
+            free(all);
+            fprintf(stderr, "Try 'tl %s --help'.\n", cmd);
+            return 2;
+        }
+    }
+    free(all);
+    if (optind < argc) return cli_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
+    if (!oo.nodes) return cli_usage_error(cmd, "--nodes N is required");
+    if (oo.tls_dir)
+        return cli_usage_error(cmd, "tl run provisions its own TLS kits; --tls-dir is for "
+                                    "'tl orchestrator' and 'tl node'");
+    if (tl_partition_check_scheme(scheme) < 0)
+        return cli_usage_error(cmd, "--partition: %s", tl_errmsg());
+    if (cli_trainopts_finish(&t, cmd)) return 2;
+    if (!t.cfg.test_dir) t.cfg.test_dir = t.cfg.data_dir;
+
+    char self[4096];
+    ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (len <= 0) {
+        fprintf(stderr, "tl run: cannot find my own executable\n");
+        return 1;
+    }
+    self[len] = 0;
+    const char *tmp = getenv("TMPDIR");
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s/tl-run-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    if (!mkdtemp(dir)) {
+        fprintf(stderr, "tl run: cannot create a temporary directory in %s: %s\n",
+                tmp && *tmp ? tmp : "/tmp", strerror(errno));
+        return 1;
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+
+    int status = 1, pipefd[2] = {-1, -1};
+    if (prepare_data(dir, &t.cfg, oo.nodes, scheme) < 0) {
+        fprintf(stderr, "tl run: %s\n", tl_errmsg());
+        goto out;
+    }
+    char orch_kit[4200];
+    if (!oo.insecure) {
+        char kits[4200];
+        snprintf(kits, sizeof kits, "%s/tls", dir);
+        tl_provision_opts po;
+        tl_provision_opts_init(&po);
+        po.nodes = oo.nodes;
+        po.not_after_s = 7L * 86400;
+        if (tl_provision(kits, &po) < 0) {
+            fprintf(stderr, "tl run: %s\n", tl_errmsg());
+            goto out;
+        }
+        snprintf(orch_kit, sizeof orch_kit, "%s/orchestrator", kits);
+        oo.tls_dir = orch_kit;
+    }
+    if (got_signal) goto out;
+    if (pipe(pipefd) < 0) goto out;
+    run_ctx rc = {self, dir, &t, &oo, pipefd[1]};
+    fflush(stdout);
+    fflush(stderr);
+    pid_t orch = fork();
+    if (orch < 0) goto out;
+    if (orch == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        signal(SIGINT, SIG_DFL);
+        signal(SIGTERM, SIG_DFL);
+        close(pipefd[0]);
+        _exit(cli_orchestrate(&t, &oo, "127.0.0.1", 0, "run", send_port, &rc));
+    }
+    children[n_children++] = orch;
+    close(pipefd[1]);
+    pipefd[1] = -1;
+    int port = 0;
+    ssize_t got;
+    do got = read(pipefd[0], &port, sizeof port);
+    while (got < 0 && errno == EINTR && !got_signal);
+    if (got == sizeof port && !got_signal)
+        for (int k = 1; k <= oo.nodes; k++) {
+            pid_t pid = spawn_node(&rc, k, port);
+            if (pid > 0) children[n_children++] = pid;
+        }
+    /* Wait for the orchestrator; nodes exit when it says DONE. */
+    while (!got_signal && children[0] > 0) {
+        int st;
+        pid_t pid = waitpid(-1, &st, 0);
+        if (pid < 0) {
+            if (errno == EINTR) continue;
+            break;
+        }
+        int slot = reap(pid);
+        if (slot == 0) status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        else if (slot > 0 && (!WIFEXITED(st) || WEXITSTATUS(st) != 0))
+            fprintf(stderr, "tl run: node %d exited with status %d\n", slot,
+                    WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
+    }
+    if (got_signal) {
+        fprintf(stderr, "\ntl run: interrupted; stopping the orchestrator and the nodes\n");
+        status = 128 + got_signal;
+    }
+out:
+    /* Nodes that got DONE are exiting; give them a moment, then make sure. */
+    stop_children(got_signal ? 500 : 3000);
+    if (pipefd[0] >= 0) close(pipefd[0]);
+    if (pipefd[1] >= 0) close(pipefd[1]);
+    if (keep) fprintf(stderr, "tl run: kept %s\n", dir);
+    else remove_tree(dir);
+    return status;
 }

@@ -18,6 +18,7 @@ static const command commands[] = {
     {"node", cmd_node, "serve one node's private data to an orchestrator"},
     {"run", cmd_run, "partition, start an orchestrator and N nodes locally, train"},
     {"provision", cmd_provision, "create a CA and TLS kits for an orchestrator and nodes"},
+    {"compare", cmd_compare, "how far apart two parameter files are (max|A-B|/max|A|)"},
 };
 
 static void usage(FILE *f) {

@@ -34,6 +34,7 @@ const struct option cli_train_longopts[] = {
     {"metrics", required_argument, 0, OPT_METRICS},
     {"batch-metrics", no_argument, 0, OPT_BATCH_METRICS},
     {"threads", required_argument, 0, OPT_THREADS},
+    {"plan", required_argument, 0, OPT_PLAN},
     {0, 0, 0, 0},
 };
 
@@ -62,6 +63,8 @@ const char cli_train_help[] =
     "  --metrics FILE        JSON lines, one per epoch: epoch, steps, train_loss,\n"
     "                        test_loss, test_accuracy (fraction), lr, seconds\n"
     "  --batch-metrics       also one metrics line per batch\n"
+    "  --plan FILE           write each epoch's virtual batches as JSON lines, one\n"
+    "                        batch a line: which node gives which of its rows\n"
     "  --threads N           threads for matrix products [1]\n";
 
 void cli_trainopts_init(cli_trainopts *o) {
@@ -96,10 +99,13 @@ int cli_parse_double(const char *cmd, const char *opt, const char *arg, double l
 
 int cli_trainopts_parse(cli_trainopts *o, int key, const char *arg, const char *cmd) {
     tl_runcfg *c = &o->cfg;
-    long v;
-    double d;
+    long v = 0;
+    double d = 0;
     switch (key) {
-    case OPT_DATA: c->data_dir = arg; return 1;
+    case OPT_DATA:
+        c->data_dir = arg;
+        o->data_given = 1;
+        return 1;
     case OPT_TEST_DATA: c->test_dir = arg; return 1;
     case OPT_MODEL:
         if (strlen(arg) >= sizeof c->model) return cli_usage_error(cmd, "--model: spec too long");
@@ -164,6 +170,7 @@ int cli_trainopts_parse(cli_trainopts *o, int key, const char *arg, const char *
     case OPT_SAVE: c->save_path = arg; return 1;
     case OPT_METRICS: c->metrics_path = arg; return 1;
     case OPT_BATCH_METRICS: c->batch_metrics = 1; return 1;
+    case OPT_PLAN: c->plan_path = arg; return 1;
     case OPT_THREADS:
         if (cli_parse_long(cmd, "threads", arg, 1, 1024, &v)) return 2;
         c->threads = (int)v;

@@ -24,7 +24,7 @@ enum {
     OPT_DATA = 1000, OPT_TEST_DATA, OPT_MODEL, OPT_EPOCHS, OPT_MAX_STEPS, OPT_BATCH_SIZE,
     OPT_OPTIMIZER, OPT_LR, OPT_GAMMA, OPT_STEP_SIZE, OPT_SCHEDULE, OPT_MOMENTUM, OPT_NESTEROV,
     OPT_WEIGHT_DECAY, OPT_SEED, OPT_RESHUFFLE, OPT_NORMALIZE, OPT_INIT, OPT_SAVE, OPT_METRICS,
-    OPT_BATCH_METRICS, OPT_THREADS,
+    OPT_BATCH_METRICS, OPT_THREADS, OPT_PLAN,
     OPT_CMD_BASE = 1100 /* commands number their own long options from here */
 };
 
@@ -33,6 +33,7 @@ typedef struct cli_trainopts {
     char optimizer[16];
     double lr, momentum, weight_decay; /* NaN: not given, keep the optimizer's default */
     int nesterov;
+    int data_given;   /* --data appeared */
 } cli_trainopts;
 
 extern const struct option cli_train_longopts[];

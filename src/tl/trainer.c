@@ -1,7 +1,9 @@
 /* trainer.c - the epoch/batch loop shared by centralized and distributed runs. */
 #include "tl/trainer.h"
 
+#include <errno.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -34,6 +36,10 @@ int tl_trainer_init(tl_trainer *t, const tl_runcfg *cfg, const tl_model *m, floa
     if ((rc = tl_batcher_new(counts, n_nodes, (size_t)cfg->batch_size, cfg->seed, cfg->reshuffle,
                              &t->batcher)) < 0)
         goto fail;
+    if (cfg->plan_path && !(t->plan = fopen(cfg->plan_path, "w"))) {
+        rc = tl_error(TL_EIO, "%s: %s", cfg->plan_path, strerror(errno));
+        goto fail;
+    }
     return 0;
 fail:
     tl_trainer_free(t);
@@ -41,6 +47,7 @@ fail:
 }
 
 void tl_trainer_free(tl_trainer *t) {
+    if (t->plan) fclose(t->plan);
     free(t->grads);
     tl_optim_free(&t->optim);
     tl_batcher_free(t->batcher);
@@ -67,6 +74,8 @@ int tl_trainer_run(tl_trainer *t, tl_grad_fn fn, void *ctx, const tl_trainer_hoo
     int rc = 0;
     for (int e = 0; e < cfg->epochs; e++) {
         tl_batcher_start_epoch(t->batcher);
+        if (t->plan && (tl_batcher_write_plan(t->batcher, t->plan) < 0 || fflush(t->plan) != 0))
+            return tl_error(TL_EIO, "%s: writing the plan failed", cfg->plan_path);
         const double lr = tl_sched_lr(&t->sched, e);
         const double t0 = now_s();
         double loss_sum = 0.0;

@@ -1,0 +1,44 @@
+/*
+ * node.h - a data owner: serves forward and backward passes over its own
+ * rows to an orchestrator, and nothing else (DESIGN §1, §4).
+ *
+ * The node holds its data set and opens no listening socket: it connects out
+ * to the orchestrator (retrying with backoff until it is up), introduces
+ * itself (HELLO: id, sample count, data fingerprint) and learns the whole run
+ * configuration from WELCOME. Then it answers FORWARD and BACKWARD until DONE.
+ * If the connection is lost it reconnects and goes on (the orchestrator
+ * replays the interrupted batch), until give_up_s passes without a working
+ * connection. Raw inputs never leave it: no message it sends carries them.
+ *
+ *     tl_node_cfg cfg = {.host = "10.0.0.1", .port = 7000, .id = 2, .data = &ds};
+ *     rc = tl_node_run(&cfg);   // 0 when the orchestrator said DONE
+ */
+#ifndef TL_NODE_H
+#define TL_NODE_H
+
+#include <stdint.h>
+
+#include "tl/dataset.h"
+#include "tl/tls.h"
+
+typedef void (*tl_log_fn)(void *ud, const char *msg);
+
+typedef struct tl_node_cfg {
+    const char *host;
+    int port;
+    int id;                  /* 1..N */
+    const tl_dataset *data;  /* the node's own training data */
+    tl_tls_ctx *tls;         /* NULL: plaintext (--insecure) */
+    int give_up_s;           /* stop after this long without a connection; 0: never */
+    int zstd;                /* offer zstd compression */
+    tl_log_fn log;           /* progress and problems, one line each; may be NULL */
+    void *log_ud;
+} tl_node_cfg;
+
+/* Serves one run. 0 after DONE; TL_EREFUSED if the orchestrator refused us
+ * (reason in tl_errmsg()); TL_ETLS if either side's certificate was refused
+ * (retrying cannot help); TL_ETIMEDOUT after give_up_s without a connection;
+ * another negative code for a local failure. */
+int tl_node_run(const tl_node_cfg *cfg);
+
+#endif

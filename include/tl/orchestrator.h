@@ -1,0 +1,85 @@
+/*
+ * orchestrator.h - the orchestrator of a Traversal Learning run (DESIGN §1-6).
+ *
+ * It listens for nodes, runs the handshake (HELLO -> WELCOME or REJECT, with
+ * the node id checked against its certificate under TLS), and then serves as
+ * the gradient source of the shared training loop (trainer.h): for each
+ * virtual batch it sends FORWARD to the nodes that own rows of it, gathers
+ * their cut activations and output gradients (or labels) in plan order, runs
+ * the orchestrator-side layers forward and backward, sends each node its rows
+ * of dL/dH_c, and sums the nodes' parameter gradients in plan order.
+ *
+ * All socket I/O is non-blocking, multiplexed with poll(): a slow, silent or
+ * hostile peer never stalls the others. A node lost in the middle of a batch
+ * (closed, silent past 4 heartbeats, past the task deadline, or sending
+ * anything invalid) is dropped; the batch's partial results are discarded, the
+ * orchestrator waits up to reconnect_timeout_s for the node to come back with
+ * the same id and data fingerprint, and replays the batch. Parameters change
+ * only after a complete batch, so the result is the same as without the loss.
+ *
+ *     tl_orch *o;
+ *     tl_orch_new(&cfg, &o);                       // listens
+ *     tl_orch_wait_nodes(o, counts);               // all N registered
+ *     tl_trainer_init(&t, run, model, params, counts, N, test);
+ *     tl_trainer_run(&t, tl_orch_grad_fn, o, &hooks);
+ *     tl_orch_finish(o, "training complete");      // DONE to every node
+ *     tl_orch_free(o);
+ */
+#ifndef TL_ORCHESTRATOR_H
+#define TL_ORCHESTRATOR_H
+
+#include <stdint.h>
+
+#include "tl/batch.h"
+#include "tl/config.h"
+#include "tl/model.h"
+#include "tl/node.h"
+#include "tl/tls.h"
+
+typedef struct tl_orch_cfg {
+    const char *host;           /* listen address */
+    int port;                   /* 0: pick a free port (tl_orch_port tells which) */
+    int n_nodes;
+    const tl_runcfg *run;       /* batch size, cut, mode, normalization */
+    const tl_model *model;
+    tl_tls_ctx *tls;            /* NULL: plaintext */
+    int heartbeat_ms;           /* 0: none */
+    int task_timeout_ms;        /* longest wait for one reply */
+    int reconnect_timeout_s;    /* wait for a lost node this long, then fail */
+    int handshake_timeout_ms;   /* accept -> HELLO must take less */
+    int max_pending;            /* connections not yet welcomed, at most */
+    int zstd;                   /* allow zstd frames when a node offers it */
+    tl_log_fn log;              /* one line per event; may be NULL */
+    void *log_ud;
+} tl_orch_cfg;
+
+/* Fills the tunables with their defaults (heartbeat 2 s, task timeout 120 s,
+ * reconnect timeout 120 s, handshake 10 s, 64 pending connections). */
+void tl_orch_cfg_defaults(tl_orch_cfg *cfg);
+
+typedef struct tl_orch tl_orch;
+
+int tl_orch_new(const tl_orch_cfg *cfg, tl_orch **out);
+int tl_orch_port(const tl_orch *o);
+
+/* Serves connections until every node 1..N has registered; fills counts[i]
+ * with node i+1's sample count. timeout_s 0: wait forever. */
+int tl_orch_wait_nodes(tl_orch *o, int timeout_s, uint64_t *counts);
+
+/* The trainer's gradient source (trainer.h); ctx is the tl_orch. */
+int tl_orch_grad_fn(void *ctx, const tl_batch *b, const float *params, float *grads,
+                    double *loss_sum, int64_t *correct);
+
+/* Sends DONE {reason} to every connected node and waits (briefly) until sent. */
+void tl_orch_finish(tl_orch *o, const char *reason);
+
+/* Traffic so far, in bytes (frames with headers), and batches completed. */
+typedef struct tl_orch_stats {
+    uint64_t bytes_out, bytes_in;
+    uint64_t batches, replays, node_batches; /* node_batches: sum over batches of nodes contacted */
+} tl_orch_stats;
+void tl_orch_get_stats(const tl_orch *o, tl_orch_stats *s);
+
+void tl_orch_free(tl_orch *o); /* NULL-safe; closes every connection */
+
+#endif

@@ -1,0 +1,46 @@
+/*
+ * orchopts.h - the options of a distributed run, shared by `tl orchestrator`
+ * and `tl run` (besides the training options of trainopts.h), and the body
+ * both commands run once the options are parsed.
+ */
+#ifndef TL_CLI_ORCHOPTS_H
+#define TL_CLI_ORCHOPTS_H
+
+#include <getopt.h>
+
+#include "cli/trainopts.h"
+
+enum {
+    OPT_NODES = 1200, OPT_CUT, OPT_MODE, OPT_INSECURE, OPT_TLS_DIR, OPT_HEARTBEAT,
+    OPT_TASK_TIMEOUT, OPT_RECONNECT_TIMEOUT, OPT_WAIT_TIMEOUT, OPT_ZSTD,
+};
+
+typedef struct cli_orchopts {
+    int nodes;               /* required */
+    int insecure;
+    const char *tls_dir;     /* the orchestrator's kit */
+    int heartbeat_ms;
+    int task_timeout_s;
+    int reconnect_timeout_s;
+    int wait_timeout_s;
+    int zstd;
+} cli_orchopts;
+
+extern const struct option cli_orch_longopts[];
+extern const char cli_orch_help[];
+
+void cli_orchopts_init(cli_orchopts *o);
+/* 1 handled, 0 not ours, 2 reported a bad value. cfg gets --cut and --mode. */
+int cli_orchopts_parse(cli_orchopts *o, tl_runcfg *cfg, int key, const char *arg,
+                       const char *cmd);
+
+/* Called once the orchestrator listens (port is the bound port). Nonzero
+ * return aborts the run with that exit status. */
+typedef int (*cli_on_listen)(void *ud, int port);
+
+/* Runs the orchestrator: test set, model, parameters, TLS, listen on
+ * host:port, wait for the nodes, train, DONE, save. Returns the exit status. */
+int cli_orchestrate(const cli_trainopts *t, const cli_orchopts *oo, const char *host, int port,
+                    const char *cmd, cli_on_listen on_listen, void *ud);
+
+#endif

@@ -1,0 +1,328 @@
+/* node.c - the node: connect out, say HELLO, answer FORWARD/BACKWARD until DONE. */
+#include "tl/node.h"
+
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "tl/config.h"
+#include "tl/conn.h"
+#include "tl/error.h"
+#include "tl/frame.h"
+#include "tl/loss.h"
+#include "tl/model.h"
+#include "tl/msg.h"
+#include "tl/net.h"
+
+#define CONNECT_TIMEOUT_MS 5000
+#define HANDSHAKE_TIMEOUT_MS 30000
+#define SEND_TIMEOUT_MS 60000
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 2000
+
+/* One connection's worth of state: the run as WELCOME described it, and the
+ * buffers of the step in progress. */
+typedef struct session {
+    const tl_node_cfg *cfg;
+    tl_conn *c;
+    tl_frame_reader r;
+    tl_frame_writer w;
+    tl_model model;
+    int cut;           /* node-side modules */
+    tl_mode mode;
+    float mean, std;
+    size_t p_node;     /* node-side parameters */
+    size_t p_recv;     /* parameters FORWARD carries */
+    int hb_ms;
+    int64_t last_sent, last_recv;
+    /* step state */
+    tl_ws ws;
+    int ws_rows;
+    float *g;          /* (rows, classes), traverse mode */
+    int32_t *y;
+    size_t *rows;
+    float *grads;      /* p_node */
+    void *params_buf;  /* the FORWARD payload holding the parameters, kept until BACKWARD */
+    size_t params_cap;
+    const float *params;
+    uint64_t step;
+    int n;             /* rows of the kept FORWARD; 0: none */
+} session;
+
+static void logf_(const tl_node_cfg *cfg, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void logf_(const tl_node_cfg *cfg, const char *fmt, ...) {
+    if (!cfg->log) return;
+    char buf[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    cfg->log(cfg->log_ud, buf);
+}
+
+static void sleep_ms(int ms) {
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static void session_free(session *s) {
+    tl_conn_free(s->c);
+    tl_frame_reader_free(&s->r);
+    tl_frame_writer_free(&s->w);
+    tl_ws_free(&s->ws);
+    free(s->g);
+    free(s->y);
+    free(s->rows);
+    free(s->grads);
+    free(s->params_buf);
+    memset(s, 0, sizeof *s);
+}
+
+/* Sends m (blocking, with a deadline) and notes the time. */
+static int send_msg(session *s, const tl_msg *m) {
+    int rc = tl_msg_send(s->c, &s->w, m, tl_now_ms() + SEND_TIMEOUT_MS);
+    s->last_sent = tl_now_ms();
+    return rc;
+}
+
+/* Tells the orchestrator why we give up on this connection (best effort). */
+static void send_error(session *s, int code, const char *msg) {
+    tl_msg m = {.type = TL_MSG_ERROR};
+    m.u.error.code = (uint32_t)-code;
+    snprintf(m.u.error.message, sizeof m.u.error.message, "%s", msg);
+    tl_msg_send(s->c, &s->w, &m, tl_now_ms() + 1000);
+}
+
+/* Makes room for n rows in the step buffers. */
+static int grow_rows(session *s, int n) {
+    if (n <= s->ws_rows) return 0;
+    tl_ws_free(&s->ws);
+    free(s->g);
+    free(s->y);
+    free(s->rows);
+    s->g = malloc(sizeof(float) * (size_t)n * s->model.n_classes);
+    s->y = malloc(sizeof(int32_t) * (size_t)n);
+    s->rows = malloc(sizeof(size_t) * (size_t)n);
+    s->ws_rows = 0;
+    if (!s->g || !s->y || !s->rows || tl_ws_init(&s->ws, &s->model, n) < 0)
+        return tl_error(TL_ENOMEM, "buffers for %d rows: out of memory", n);
+    s->ws_rows = n;
+    return 0;
+}
+
+/* Applies WELCOME: the model, the cut, the mode; checks our data fits. */
+static int apply_welcome(session *s, const tl_msg_welcome *w) {
+    const tl_dataset *d = s->cfg->data;
+    int rc = tl_model_parse(w->model, (int)w->input_dim, &s->model);
+    if (rc < 0) return rc;
+    if ((size_t)w->input_dim != d->dim)
+        return tl_error(TL_ESTATE, "the run's inputs have %u features, our data has %zu",
+                        w->input_dim, d->dim);
+    if ((int)w->n_classes != s->model.n_classes || d->classes > s->model.n_classes)
+        return tl_error(TL_ESTATE, "the run has %u classes, our labels go up to %d", w->n_classes,
+                        d->classes - 1);
+    if (w->cut < 1 || (int)w->cut >= s->model.n_modules)
+        return tl_error(TL_ESTATE, "WELCOME: cut %u out of range for %s", w->cut, w->model);
+    s->cut = (int)w->cut;
+    s->mode = (tl_mode)w->mode;
+    s->mean = w->mean;
+    s->std = w->std;
+    s->hb_ms = (int)w->heartbeat_ms;
+    s->p_node = tl_model_param_offset(&s->model, s->cut);
+    s->p_recv = s->mode == TL_MODE_TRAVERSE ? s->model.n_params : s->p_node;
+    s->grads = malloc(sizeof(float) * (s->p_node ? s->p_node : 1));
+    if (!s->grads) return tl_error(TL_ENOMEM, "gradients: out of memory");
+    /* Largest frame we accept: FORWARD with every parameter and a generous row count. */
+    tl_frame_reader_set_max(&s->r, (uint64_t)s->p_recv * 4 + (uint64_t)d->n * 4 + (1 << 20));
+    if (w->flags & TL_WELCOME_F_ZSTD) {
+        s->r.zstd = 1;
+        tl_frame_writer_set_zstd(&s->w, 1, 1);
+    }
+    return 0;
+}
+
+/* FORWARD: run our rows through the model, answer with h (and g or labels). */
+static int on_forward(session *s, const tl_msg_forward *f) {
+    const tl_dataset *d = s->cfg->data;
+    uint32_t p = (uint32_t)s->p_recv;
+    int rc;
+    if (f->rows.dtype != TL_DT_U32 || f->rows.rank != 1 || f->rows.numel == 0 ||
+        f->rows.numel > d->n)
+        return tl_error(TL_EPROTO, "FORWARD: rows must be u32 [1..%zu]", d->n);
+    if ((rc = tl_tensor_check_below(&f->rows, d->n, "FORWARD rows")) < 0) return rc;
+    if ((rc = tl_tensor_check(&f->params, TL_DT_F32, 1, &p, "FORWARD params")) < 0) return rc;
+    const int n = (int)f->rows.numel;
+    if ((rc = grow_rows(s, n)) < 0) return rc;
+    /* Keep the parameters (they live in the frame's payload) until BACKWARD. */
+    void *old = s->params_buf;
+    size_t old_cap = s->params_cap;
+    s->params_buf = tl_frame_reader_take(&s->r, &s->params_cap);
+    tl_frame_reader_recycle(&s->r, old, old_cap); /* after the take: it may free */
+    s->params = f->params.data;
+    s->step = f->step;
+    s->n = n;
+
+    const uint32_t *rows = f->rows.data;
+    for (int i = 0; i < n; i++) s->rows[i] = rows[i];
+    tl_dataset_gather(d, s->rows, (size_t)n, s->mean, s->std, s->ws.h[0], s->y);
+    const tl_model *m = &s->model;
+    const int dc = tl_model_width(m, s->cut);
+    tl_msg out = {.type = TL_MSG_FORWARD_RESULT};
+    tl_msg_forward_result *r = &out.u.fwd_result;
+    r->step = f->step;
+    r->h = tl_tensor_2d(TL_DT_F32, s->ws.h[s->cut], (uint32_t)n, (uint32_t)dc);
+    if (s->mode == TL_MODE_TRAVERSE) {
+        tl_model_forward(m, s->params, &s->ws, n, 0, m->n_modules);
+        const float *z = s->ws.h[m->n_modules];
+        int64_t correct;
+        r->loss_sum = tl_nll_forward(z, s->y, n, m->n_classes, &correct);
+        r->correct = (uint32_t)correct;
+        tl_nll_grad(s->g, z, s->y, n, m->n_classes);
+        r->g = tl_tensor_2d(TL_DT_F32, s->g, (uint32_t)n, (uint32_t)m->n_classes);
+    } else {
+        tl_model_forward(m, s->params, &s->ws, n, 0, s->cut);
+        r->labels = tl_tensor_1d(TL_DT_I32, s->y, (uint32_t)n);
+    }
+    return send_msg(s, &out);
+}
+
+/* BACKWARD: back-propagate our rows of dL/dH_c through the node side. */
+static int on_backward(session *s, const tl_msg_backward *b) {
+    if (!s->n || b->step != s->step)
+        return tl_error(TL_EPROTO, "BACKWARD for step %llu, but the last FORWARD was step %llu",
+                        (unsigned long long)b->step, (unsigned long long)s->step);
+    uint32_t dims[2] = {(uint32_t)s->n, (uint32_t)tl_model_width(&s->model, s->cut)};
+    int rc = tl_tensor_check(&b->dh, TL_DT_F32, 2, dims, "BACKWARD dh");
+    if (rc < 0) return rc;
+    memset(s->grads, 0, sizeof(float) * s->p_node);
+    tl_model_backward(&s->model, s->params, s->grads, &s->ws, s->n, 0, s->cut, b->dh.data, NULL);
+    tl_msg out = {.type = TL_MSG_BACKWARD_RESULT};
+    out.u.bwd_result.step = b->step;
+    out.u.bwd_result.grads = tl_tensor_1d(TL_DT_F32, s->grads, (uint32_t)s->p_node);
+    return send_msg(s, &out);
+}
+
+/* Connects and handshakes. 0 when welcomed; TL_EREFUSED when rejected
+ * (final); another code for a connection problem (retry). */
+static int session_open(session *s) {
+    const tl_node_cfg *cfg = s->cfg;
+    int fd, rc;
+    char peer[300];
+    snprintf(peer, sizeof peer, "%s:%d", cfg->host, cfg->port);
+    if ((rc = tl_net_connect(cfg->host, cfg->port, CONNECT_TIMEOUT_MS, &fd)) < 0) return rc;
+    tl_net_tune(fd, 10);
+    rc = cfg->tls ? tl_conn_tls_new(fd, cfg->tls, 0, peer, cfg->host, &s->c)
+                  : tl_conn_tcp_new(fd, peer, &s->c);
+    if (rc < 0) return rc;
+    int64_t deadline = tl_now_ms() + HANDSHAKE_TIMEOUT_MS;
+    if ((rc = tl_conn_handshake_full(s->c, deadline)) < 0) return rc;
+    tl_frame_reader_init(&s->r, TL_FRAME_HANDSHAKE_MAX);
+    tl_frame_writer_init(&s->w);
+
+    tl_msg m = {.type = TL_MSG_HELLO};
+    m.u.hello.node_id = (uint32_t)cfg->id;
+    m.u.hello.proto_version = TL_PROTO_VERSION;
+    m.u.hello.flags = cfg->zstd ? TL_HELLO_F_ZSTD : 0;
+    m.u.hello.sample_count = cfg->data->n;
+    m.u.hello.fingerprint = tl_dataset_fingerprint(cfg->data);
+    snprintf(m.u.hello.version, sizeof m.u.hello.version, "tl %s", TL_VERSION);
+    if ((rc = send_msg(s, &m)) < 0) return rc;
+    if ((rc = tl_msg_recv(s->c, &s->r, &m, deadline)) < 0) return rc;
+    s->last_recv = tl_now_ms();
+    if (m.type == TL_MSG_REJECT)
+        return tl_error(TL_EREFUSED, "the orchestrator refused node %d: %s", cfg->id,
+                        m.u.reject.reason);
+    if (m.type == TL_MSG_ERROR)
+        return tl_error(TL_EPROTO, "the orchestrator reported an error: %s", m.u.error.message);
+    if (m.type != TL_MSG_WELCOME)
+        return tl_error(TL_EPROTO, "expected WELCOME, got %s", tl_msg_type_name(m.type));
+    if ((rc = apply_welcome(s, &m.u.welcome)) < 0) {
+        send_error(s, rc, tl_errmsg());
+        return TL_EREFUSED; /* our data cannot take part in this run: final */
+    }
+    logf_(cfg, "joined the run at %s as node %d (%zu samples, %s, cut after module %d, %s mode)",
+          peer, cfg->id, cfg->data->n, s->c->ops->name, s->cut,
+          s->mode == TL_MODE_TRAVERSE ? "traverse" : "split");
+    return 0;
+}
+
+/* Serves requests until DONE (0) or a failure of this connection. */
+static int session_serve(session *s) {
+    tl_msg m;
+    for (;;) {
+        int64_t now = tl_now_ms(), deadline = -1;
+        if (s->hb_ms > 0) {
+            int64_t hb = s->last_sent + s->hb_ms, dead = s->last_recv + 4 * (int64_t)s->hb_ms;
+            if (now >= dead)
+                return tl_error(TL_ETIMEDOUT, "no word from the orchestrator for %d ms",
+                                4 * s->hb_ms);
+            if (now >= hb) {
+                tl_msg h = {.type = TL_MSG_HEARTBEAT};
+                h.u.heartbeat.nonce = (uint64_t)now;
+                int rc = send_msg(s, &h);
+                if (rc < 0) return rc;
+                continue;
+            }
+            deadline = hb < dead ? hb : dead;
+        }
+        int rc = tl_msg_recv(s->c, &s->r, &m, deadline);
+        if (rc == TL_ETIMEDOUT) continue;
+        if (rc < 0) return rc;
+        s->last_recv = tl_now_ms();
+        switch (m.type) {
+        case TL_MSG_FORWARD: rc = on_forward(s, &m.u.forward); break;
+        case TL_MSG_BACKWARD: rc = on_backward(s, &m.u.backward); break;
+        case TL_MSG_HEARTBEAT: break;
+        case TL_MSG_DONE:
+            logf_(s->cfg, "run finished: %s", m.u.done.reason);
+            return 0;
+        case TL_MSG_ERROR:
+            return tl_error(TL_EPROTO, "the orchestrator closed our connection: %s",
+                            m.u.error.message);
+        default:
+            rc = tl_error(TL_EPROTO, "unexpected %s from the orchestrator",
+                          tl_msg_type_name(m.type));
+        }
+        if (rc < 0) {
+            if (rc == TL_EPROTO || rc == TL_ENOMEM) send_error(s, rc, tl_errmsg());
+            return rc;
+        }
+    }
+}
+
+int tl_node_run(const tl_node_cfg *cfg) {
+    int backoff = BACKOFF_MIN_MS, attempts = 0;
+    int64_t since = tl_now_ms(); /* start of the current stretch without a connection */
+    for (;;) {
+        session s;
+        memset(&s, 0, sizeof s);
+        s.cfg = cfg;
+        int rc = session_open(&s);
+        if (rc == 0) {
+            backoff = BACKOFF_MIN_MS;
+            attempts = 0;
+            rc = session_serve(&s);
+            if (rc == 0) {
+                session_free(&s);
+                return 0;
+            }
+            logf_(cfg, "lost the orchestrator: %s; reconnecting", tl_errmsg());
+            since = tl_now_ms();
+        } else if (rc == TL_EREFUSED || rc == TL_ETLS) {
+            /* Refused, or a certificate problem on either side: retrying cannot help. */
+            session_free(&s);
+            return rc;
+        } else if (attempts++ % 20 == 0) {
+            logf_(cfg, "cannot reach the orchestrator: %s; retrying", tl_errmsg());
+        }
+        session_free(&s);
+        if (cfg->give_up_s > 0 && tl_now_ms() - since > (int64_t)cfg->give_up_s * 1000)
+            return tl_error(TL_ETIMEDOUT, "no orchestrator at %s:%d for %d s, giving up",
+                            cfg->host, cfg->port, cfg->give_up_s);
+        sleep_ms(backoff);
+        backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
+    }
+}

@@ -1,0 +1,770 @@
+/* orchestrator.c - handshakes, the poll loop, and the distributed gradient of a batch. */
+#include "tl/orchestrator.h"
+
+#include <math.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "tl/conn.h"
+#include "tl/error.h"
+#include "tl/frame.h"
+#include "tl/loss.h"
+#include "tl/msg.h"
+#include "tl/net.h"
+
+#define QUEUE_LEN 4          /* outgoing messages a peer may have waiting */
+#define CLOSE_GRACE_MS 2000  /* a refused peer gets this long to read its REJECT */
+
+typedef enum peer_state {
+    PEER_TLS,     /* transport handshake in progress */
+    PEER_HELLO,   /* waiting for HELLO */
+    PEER_READY,   /* a registered node */
+    PEER_CLOSING, /* flushing a last message (REJECT/ERROR/DONE), then closed */
+} peer_state;
+
+typedef struct peer {
+    tl_conn *c;
+    tl_frame_reader r;
+    tl_frame_writer w;
+    peer_state st;
+    int node;              /* node index once READY, else -1 */
+    int64_t deadline;      /* handshake or closing deadline */
+    int64_t last_recv, last_sent;
+    tl_msg_enc q[QUEUE_LEN];
+    int qhead, qlen;
+} peer;
+
+/* What the orchestrator expects from a node within the current batch. */
+typedef enum expect { EXPECT_NONE, EXPECT_FWD, EXPECT_BWD, EXPECT_DONE } expect;
+
+typedef struct node_slot {
+    peer *p;               /* NULL while disconnected */
+    int seen;              /* registered at least once */
+    uint64_t count, fingerprint;
+    /* batch state */
+    expect exp;
+    size_t first, n;       /* the node's rows in the batch */
+    int64_t task_deadline;
+    double loss_sum;
+    uint32_t correct;
+    uint32_t *rows_u32;    /* the node's rows of the batch as sent (batch_size) */
+    void *gbuf;            /* BACKWARD_RESULT payload kept until the plan-order sum */
+    size_t gcap;
+    const float *grads;
+} node_slot;
+
+struct tl_orch {
+    tl_orch_cfg cfg;
+    int lfd, port;
+    peer **peers;
+    int n_peers, cap_peers;
+    node_slot *nodes;
+    int registered;
+    uint64_t run_id;
+    /* model split */
+    int cut;               /* node-side modules */
+    size_t p_node;         /* node-side parameters */
+    int dc, classes;
+    /* central step buffers, batch_size rows */
+    tl_ws ws;
+    float *G, *dH;
+    int32_t *labels;
+    uint64_t step;
+    tl_orch_stats stats;
+    int64_t last_flood_log;
+    int flood_dropped;
+};
+
+static void olog(tl_orch *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void olog(tl_orch *o, const char *fmt, ...) {
+    if (!o->cfg.log) return;
+    char buf[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    o->cfg.log(o->cfg.log_ud, buf);
+}
+
+void tl_orch_cfg_defaults(tl_orch_cfg *cfg) {
+    memset(cfg, 0, sizeof *cfg);
+    cfg->host = "127.0.0.1";
+    cfg->heartbeat_ms = 2000;
+    cfg->task_timeout_ms = 120000;
+    cfg->reconnect_timeout_s = 120;
+    cfg->handshake_timeout_ms = 10000;
+    cfg->max_pending = 64;
+}
+
+/* ---------------------------------------------------------------- peers */
+
+static void peer_free(peer *p) {
+    if (!p) return;
+    tl_conn_free(p->c);
+    tl_frame_reader_free(&p->r);
+    tl_frame_writer_free(&p->w);
+    free(p);
+}
+
+/* Removes peer i from the table (and from its node slot), closing it. */
+static void drop_peer(tl_orch *o, int i) {
+    peer *p = o->peers[i];
+    if (p->node >= 0 && o->nodes[p->node].p == p) o->nodes[p->node].p = NULL;
+    peer_free(p);
+    o->peers[i] = o->peers[--o->n_peers];
+}
+
+static int find_peer(tl_orch *o, peer *p) {
+    for (int i = 0; i < o->n_peers; i++)
+        if (o->peers[i] == p) return i;
+    return -1;
+}
+
+/* Queues m on p (encoded now; tensor data must stay put until sent). */
+static int queue_msg(tl_orch *o, peer *p, const tl_msg *m) {
+    if (p->qlen == QUEUE_LEN) return tl_error(TL_ERANGE, "%s: send queue full", p->c->peer);
+    tl_msg_enc *e = &p->q[(p->qhead + p->qlen) % QUEUE_LEN];
+    int rc = tl_msg_encode(m, e);
+    if (rc < 0) return rc;
+    p->qlen++;
+    return 0;
+}
+
+/* Moves queued frames to the socket until it would block. */
+static int peer_flush(tl_orch *o, peer *p) {
+    for (;;) {
+        if (tl_frame_writer_busy(&p->w)) {
+            int rc = tl_frame_writer_flush(&p->w, p->c);
+            if (rc == TL_EAGAIN) return 0;
+            if (rc < 0) return rc;
+            p->last_sent = tl_now_ms();
+        }
+        if (!p->qlen) return 0;
+        tl_msg_enc *e = &p->q[p->qhead];
+        int rc = tl_frame_writer_start(&p->w, e->type, e->iov, e->iovcnt);
+        if (rc < 0) return rc;
+        o->stats.bytes_out += TL_FRAME_HEADER_SIZE + e->len;
+        p->qhead = (p->qhead + 1) % QUEUE_LEN;
+        p->qlen--;
+    }
+}
+
+/* Sends a last message (REJECT or ERROR) and closes once it is out. */
+static void close_with(tl_orch *o, peer *p, const tl_msg *m) {
+    if (p->node >= 0 && o->nodes[p->node].p == p) o->nodes[p->node].p = NULL;
+    p->node = -1;
+    p->qlen = 0;
+    if (p->st != PEER_TLS && !tl_frame_writer_busy(&p->w)) queue_msg(o, p, m);
+    p->st = PEER_CLOSING;
+    p->deadline = tl_now_ms() + CLOSE_GRACE_MS;
+}
+
+static void close_with_error(tl_orch *o, peer *p, int code, const char *why) {
+    tl_msg m = {.type = TL_MSG_ERROR};
+    m.u.error.code = (uint32_t)(code < 0 ? -code : code);
+    snprintf(m.u.error.message, sizeof m.u.error.message, "%s", why);
+    close_with(o, p, &m);
+}
+
+static void reject(tl_orch *o, peer *p, uint32_t code, const char *why) {
+    olog(o, "refused %s: %s", p->c->peer, why);
+    tl_msg m = {.type = TL_MSG_REJECT};
+    m.u.reject.code = code;
+    snprintf(m.u.reject.reason, sizeof m.u.reject.reason, "%s", why);
+    close_with(o, p, &m);
+}
+
+/* A registered node is gone (or misbehaved): log, drop its connection. */
+static void lose_node(tl_orch *o, peer *p, const char *why) {
+    int k = p->node;
+    olog(o, "node %d (%s) lost: %s", k + 1, p->c->peer, why);
+    close_with_error(o, p, TL_EPROTO, why);
+}
+
+/* ------------------------------------------------------------ handshake */
+
+static void on_hello(tl_orch *o, peer *p, const tl_msg_hello *h) {
+    char why[512];
+    const int n = o->cfg.n_nodes;
+    if (h->proto_version != TL_PROTO_VERSION) {
+        snprintf(why, sizeof why, "protocol version %u, this orchestrator speaks %d",
+                 h->proto_version, TL_PROTO_VERSION);
+        return reject(o, p, TL_REJECT_VERSION, why);
+    }
+    if (h->node_id < 1 || h->node_id > (uint32_t)n) {
+        snprintf(why, sizeof why, "node id %u is out of range: this run has nodes 1..%d",
+                 h->node_id, n);
+        return reject(o, p, TL_REJECT_ID_OUT_OF_RANGE, why);
+    }
+    if (o->cfg.tls && tl_tls_check_node_id(p->c, (int)h->node_id) < 0)
+        return reject(o, p, TL_REJECT_NOT_AUTHENTICATED, tl_errmsg());
+    node_slot *s = &o->nodes[h->node_id - 1];
+    if (s->p) {
+        snprintf(why, sizeof why, "node %u is already connected (from %s)", h->node_id,
+                 s->p->c->peer);
+        return reject(o, p, TL_REJECT_DUPLICATE_ID, why);
+    }
+    if (h->sample_count == 0) return reject(o, p, TL_REJECT_BAD_HELLO, "a node needs samples");
+    if (s->seen && (s->count != h->sample_count || s->fingerprint != h->fingerprint)) {
+        snprintf(why, sizeof why,
+                 "node %u came back with different data (%llu samples, fingerprint %016llx; "
+                 "it had %llu, %016llx)",
+                 h->node_id, (unsigned long long)h->sample_count,
+                 (unsigned long long)h->fingerprint, (unsigned long long)s->count,
+                 (unsigned long long)s->fingerprint);
+        return reject(o, p, TL_REJECT_FINGERPRINT, why);
+    }
+    tl_msg m = {.type = TL_MSG_WELCOME};
+    tl_msg_welcome *w = &m.u.welcome;
+    const tl_runcfg *run = o->cfg.run;
+    int zstd = o->cfg.zstd && (h->flags & TL_HELLO_F_ZSTD);
+    w->run_id = o->run_id;
+    w->flags = zstd ? TL_WELCOME_F_ZSTD : 0;
+    w->cut = (uint32_t)o->cut;
+    w->mode = (uint32_t)run->mode;
+    w->n_classes = (uint32_t)o->classes;
+    w->input_dim = (uint32_t)o->cfg.model->in_dim;
+    w->mean = run->mean;
+    w->std = run->std;
+    w->heartbeat_ms = (uint32_t)o->cfg.heartbeat_ms;
+    snprintf(w->model, sizeof w->model, "%s", o->cfg.model->spec);
+    if (queue_msg(o, p, &m) < 0) return close_with_error(o, p, TL_ENOMEM, tl_errmsg());
+    /* From now on the largest legitimate frame is a node's gradient or a full
+     * batch of cut activations and output gradients. */
+    uint64_t big = (uint64_t)o->p_node * 4, rows = (uint64_t)run->batch_size * (o->dc + o->classes) * 4;
+    tl_frame_reader_set_max(&p->r, (big > rows ? big : rows) + 4096);
+    if (zstd) {
+        p->r.zstd = 1;
+        tl_frame_writer_set_zstd(&p->w, 1, 1);
+    }
+    if (!s->seen) o->registered++;
+    s->seen = 1;
+    s->count = h->sample_count;
+    s->fingerprint = h->fingerprint;
+    s->p = p;
+    s->exp = EXPECT_NONE;
+    p->node = (int)h->node_id - 1;
+    p->st = PEER_READY;
+    olog(o, "node %u joined from %s (%llu samples, %s, %s)", h->node_id, p->c->peer,
+         (unsigned long long)h->sample_count, p->c->ops->name, h->version);
+}
+
+/* ------------------------------------------------------- batch results */
+
+/* FORWARD_RESULT: check it, then copy its rows into the concatenated buffers. */
+static int on_fwd_result(tl_orch *o, node_slot *s, const tl_msg_forward_result *r) {
+    if (s->exp != EXPECT_FWD || r->step != o->step)
+        return tl_error(TL_EPROTO, "unexpected FORWARD_RESULT (step %llu)",
+                        (unsigned long long)r->step);
+    uint32_t hd[2] = {(uint32_t)s->n, (uint32_t)o->dc};
+    int rc = tl_tensor_check(&r->h, TL_DT_F32, 2, hd, "FORWARD_RESULT h");
+    if (rc == 0) rc = tl_tensor_check_finite(&r->h, "FORWARD_RESULT h");
+    if (rc < 0) return rc;
+    if (o->cfg.run->mode == TL_MODE_TRAVERSE) {
+        uint32_t gd[2] = {(uint32_t)s->n, (uint32_t)o->classes};
+        if ((rc = tl_tensor_check(&r->g, TL_DT_F32, 2, gd, "FORWARD_RESULT g")) < 0 ||
+            (rc = tl_tensor_check_finite(&r->g, "FORWARD_RESULT g")) < 0)
+            return rc;
+        if (!isfinite(r->loss_sum) || r->loss_sum < 0 || r->correct > s->n)
+            return tl_error(TL_EPROTO, "FORWARD_RESULT: loss %g / correct %u make no sense",
+                            r->loss_sum, r->correct);
+        memcpy(o->G + s->first * o->classes, r->g.data, sizeof(float) * s->n * o->classes);
+        s->loss_sum = r->loss_sum;
+        s->correct = r->correct;
+    } else {
+        uint32_t ld = (uint32_t)s->n;
+        if ((rc = tl_tensor_check(&r->labels, TL_DT_I32, 1, &ld, "FORWARD_RESULT labels")) < 0 ||
+            (rc = tl_tensor_check_below(&r->labels, (uint64_t)o->classes, "FORWARD_RESULT labels")) < 0)
+            return rc;
+        memcpy(o->labels + s->first, r->labels.data, sizeof(int32_t) * s->n);
+    }
+    memcpy(o->ws.h[o->cut] + s->first * o->dc, r->h.data, sizeof(float) * s->n * o->dc);
+    s->exp = EXPECT_DONE;
+    return 0;
+}
+
+/* BACKWARD_RESULT: check it and keep its payload for the plan-order sum. */
+static int on_bwd_result(tl_orch *o, peer *p, node_slot *s, const tl_msg_backward_result *r) {
+    if (s->exp != EXPECT_BWD || r->step != o->step)
+        return tl_error(TL_EPROTO, "unexpected BACKWARD_RESULT (step %llu)",
+                        (unsigned long long)r->step);
+    uint32_t pd = (uint32_t)o->p_node;
+    int rc = tl_tensor_check(&r->grads, TL_DT_F32, 1, &pd, "BACKWARD_RESULT grads");
+    if (rc == 0) rc = tl_tensor_check_finite(&r->grads, "BACKWARD_RESULT grads");
+    if (rc < 0) return rc;
+    s->gbuf = tl_frame_reader_take(&p->r, &s->gcap);
+    s->grads = r->grads.data;
+    s->exp = EXPECT_DONE;
+    return 0;
+}
+
+/* One complete frame from peer p. Returns 0, or < 0 if p was dropped/closed. */
+static int on_frame(tl_orch *o, peer *p, const tl_frame *f) {
+    tl_msg m;
+    int rc = tl_msg_decode(f, &m);
+    o->stats.bytes_in += f->wire_len;
+    p->last_recv = tl_now_ms();
+    if (rc < 0) {
+        if (p->st == PEER_READY) lose_node(o, p, tl_errmsg());
+        else {
+            olog(o, "closed %s: %s", p->c->peer, tl_errmsg());
+            close_with_error(o, p, rc, tl_errmsg());
+        }
+        return -1;
+    }
+    if (p->st == PEER_HELLO) {
+        if (m.type != TL_MSG_HELLO) {
+            char why[128];
+            snprintf(why, sizeof why, "expected HELLO, got %s", tl_msg_type_name(m.type));
+            reject(o, p, TL_REJECT_BAD_HELLO, why);
+            return -1;
+        }
+        on_hello(o, p, &m.u.hello);
+        return p->st == PEER_READY ? 0 : -1;
+    }
+    if (p->st != PEER_READY) return -1;
+    node_slot *s = &o->nodes[p->node];
+    switch (m.type) {
+    case TL_MSG_FORWARD_RESULT: rc = on_fwd_result(o, s, &m.u.fwd_result); break;
+    case TL_MSG_BACKWARD_RESULT: rc = on_bwd_result(o, p, s, &m.u.bwd_result); break;
+    case TL_MSG_HEARTBEAT: rc = 0; break;
+    case TL_MSG_ERROR:
+        rc = tl_error(TL_EPROTO, "the node reported: %s", m.u.error.message);
+        break;
+    default: rc = tl_error(TL_EPROTO, "a node may not send %s", tl_msg_type_name(m.type));
+    }
+    if (rc < 0) {
+        lose_node(o, p, tl_errmsg());
+        return -1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------ the loop */
+
+static void accept_all(tl_orch *o) {
+    for (;;) {
+        int fd;
+        char addr[64];
+        int rc = tl_net_accept(o->lfd, &fd, addr, sizeof addr);
+        if (rc == TL_EAGAIN) return;
+        if (rc < 0) {
+            olog(o, "accept: %s", tl_errmsg());
+            return;
+        }
+        int pending = 0;
+        for (int i = 0; i < o->n_peers; i++) pending += o->peers[i]->st != PEER_READY;
+        if (pending >= o->cfg.max_pending) {
+            close(fd);
+            o->flood_dropped++;
+            int64_t now = tl_now_ms();
+            if (now - o->last_flood_log > 5000) {
+                olog(o, "too many connections still in handshake (%d): dropped %d, latest from %s",
+                     pending, o->flood_dropped, addr);
+                o->last_flood_log = now;
+                o->flood_dropped = 0;
+            }
+            continue;
+        }
+        tl_net_tune(fd, 10);
+        peer *p = calloc(1, sizeof *p);
+        if (!p) {
+            close(fd);
+            return;
+        }
+        rc = o->cfg.tls ? tl_conn_tls_new(fd, o->cfg.tls, 1, addr, NULL, &p->c)
+                        : tl_conn_tcp_new(fd, addr, &p->c);
+        if (rc < 0) {
+            olog(o, "%s: %s", addr, tl_errmsg());
+            free(p);
+            continue;
+        }
+        tl_frame_reader_init(&p->r, TL_FRAME_HANDSHAKE_MAX);
+        tl_frame_writer_init(&p->w);
+        p->node = -1;
+        p->st = o->cfg.tls ? PEER_TLS : PEER_HELLO;
+        p->deadline = tl_now_ms() + o->cfg.handshake_timeout_ms;
+        p->last_recv = p->last_sent = tl_now_ms();
+        if (o->n_peers == o->cap_peers) {
+            int cap = o->cap_peers ? 2 * o->cap_peers : 16;
+            peer **np = realloc(o->peers, sizeof *np * cap);
+            if (!np) {
+                peer_free(p);
+                return;
+            }
+            o->peers = np;
+            o->cap_peers = cap;
+        }
+        o->peers[o->n_peers++] = p;
+    }
+}
+
+/* Reads every complete frame p has for us. 0, or < 0 if p is finished. */
+static int peer_read(tl_orch *o, peer *p) {
+    for (;;) {
+        tl_frame f;
+        int rc = tl_frame_read(&p->r, p->c, &f);
+        if (rc == TL_EAGAIN) return 0;
+        if (rc < 0) {
+            if (p->st == PEER_READY) lose_node(o, p, tl_errmsg());
+            else if (p->st != PEER_CLOSING) olog(o, "closed %s: %s", p->c->peer, tl_errmsg());
+            return -1;
+        }
+        if (p->st == PEER_CLOSING) continue; /* draining; ignore */
+        if (on_frame(o, p, &f) < 0) return -1;
+    }
+}
+
+/* Timers: handshake deadlines, heartbeats, silent nodes, closing peers. */
+static void run_timers(tl_orch *o) {
+    int64_t now = tl_now_ms();
+    const int hb = o->cfg.heartbeat_ms;
+    for (int i = 0; i < o->n_peers; i++) {
+        peer *p = o->peers[i];
+        if (p->st == PEER_TLS || p->st == PEER_HELLO) {
+            if (now > p->deadline) {
+                olog(o, "closed %s: no handshake within %d ms", p->c->peer,
+                     o->cfg.handshake_timeout_ms);
+                close_with_error(o, p, TL_ETIMEDOUT, "handshake timed out");
+            }
+        } else if (p->st == PEER_READY && hb > 0) {
+            if (now - p->last_recv > 4 * (int64_t)hb) {
+                lose_node(o, p, "silent for more than 4 heartbeats");
+            } else if (now - p->last_sent >= hb && !tl_frame_writer_busy(&p->w) && !p->qlen) {
+                tl_msg m = {.type = TL_MSG_HEARTBEAT};
+                m.u.heartbeat.nonce = (uint64_t)now;
+                queue_msg(o, p, &m);
+            }
+        }
+    }
+}
+
+/* One round of the loop: poll every socket once (at most until deadline),
+ * then do all the I/O that is ready. */
+static void pump(tl_orch *o, int64_t deadline) {
+    int n = o->n_peers;
+    struct pollfd *fds = calloc((size_t)n + 1, sizeof *fds);
+    if (!fds) return;
+    fds[0].fd = o->lfd;
+    fds[0].events = POLLIN;
+    int timeout = 0, ready_now = 0;
+    for (int i = 0; i < n; i++) {
+        peer *p = o->peers[i];
+        fds[i + 1].fd = p->c->fd;
+        if (p->st == PEER_TLS) {
+            fds[i + 1].events = tl_conn_want(p->c) ? tl_conn_want(p->c) : POLLIN;
+        } else {
+            fds[i + 1].events = POLLIN;
+            if (tl_frame_writer_busy(&p->w) || p->qlen) fds[i + 1].events |= POLLOUT;
+            if (tl_conn_pending(p->c)) ready_now = 1;
+        }
+    }
+    if (!ready_now) {
+        int64_t now = tl_now_ms(), until = deadline;
+        /* wake for the nearest timer too */
+        int64_t tick = now + (o->cfg.heartbeat_ms > 0 ? o->cfg.heartbeat_ms / 4 : 500);
+        if (until < 0 || tick < until) until = tick;
+        timeout = until > now ? (int)(until - now) : 0;
+    }
+    int rc = poll(fds, (nfds_t)n + 1, timeout);
+    if (rc > 0 && (fds[0].revents & POLLIN)) accept_all(o);
+    /* Peers may be dropped while we go: walk the snapshot by pointer. */
+    peer **snap = malloc(sizeof *snap * (n ? n : 1));
+    if (snap) memcpy(snap, o->peers, sizeof *snap * n);
+    for (int i = 0; snap && i < n; i++) {
+        peer *p = snap[i];
+        short re = fds[i + 1].revents;
+        int alive = 1;
+        if (p->st == PEER_TLS) {
+            if (!re) continue;
+            int h = tl_conn_handshake(p->c);
+            if (h == 0) {
+                p->st = PEER_HELLO;
+            } else if (h != TL_EAGAIN) {
+                olog(o, "refused %s: %s", p->c->peer, tl_errmsg());
+                alive = 0;
+            }
+        } else {
+            if (re & (POLLIN | POLLHUP | POLLERR) || tl_conn_pending(p->c))
+                alive = peer_read(o, p) == 0 || p->st == PEER_CLOSING;
+            if (alive && peer_flush(o, p) < 0) {
+                if (p->st == PEER_READY) lose_node(o, p, tl_errmsg());
+                alive = 0;
+            }
+            if (p->st == PEER_CLOSING && !tl_frame_writer_busy(&p->w) && !p->qlen) alive = 0;
+        }
+        if (p->st == PEER_CLOSING && tl_now_ms() > p->deadline) alive = 0;
+        if (!alive) {
+            int j = find_peer(o, p);
+            if (j >= 0) drop_peer(o, j);
+        }
+    }
+    free(snap);
+    free(fds);
+    run_timers(o);
+}
+
+/* -------------------------------------------------------------- public */
+
+int tl_orch_new(const tl_orch_cfg *cfg, tl_orch **out) {
+    int rc;
+    tl_orch *o = calloc(1, sizeof *o);
+    if (!o) return tl_error(TL_ENOMEM, "orchestrator: out of memory");
+    o->cfg = *cfg;
+    o->lfd = -1;
+    const tl_model *m = cfg->model;
+    const tl_runcfg *run = cfg->run;
+    if ((rc = tl_model_cut_modules(m, run->cut, &o->cut)) < 0) goto fail;
+    o->p_node = tl_model_param_offset(m, o->cut);
+    o->dc = tl_model_width(m, o->cut);
+    o->classes = m->n_classes;
+    o->nodes = calloc((size_t)cfg->n_nodes, sizeof *o->nodes);
+    o->G = malloc(sizeof(float) * (size_t)run->batch_size * o->classes);
+    o->dH = malloc(sizeof(float) * (size_t)run->batch_size * o->dc);
+    o->labels = malloc(sizeof(int32_t) * (size_t)run->batch_size);
+    if (!o->nodes || !o->G || !o->dH || !o->labels) {
+        rc = tl_error(TL_ENOMEM, "orchestrator: out of memory");
+        goto fail;
+    }
+    for (int i = 0; i < cfg->n_nodes; i++)
+        if (!(o->nodes[i].rows_u32 = malloc(sizeof(uint32_t) * (size_t)run->batch_size))) {
+            rc = tl_error(TL_ENOMEM, "orchestrator: out of memory");
+            goto fail;
+        }
+    if ((rc = tl_ws_init(&o->ws, m, run->batch_size)) < 0) goto fail;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    o->run_id = ((uint64_t)ts.tv_sec << 20) ^ (uint64_t)ts.tv_nsec ^ ((uint64_t)getpid() << 40);
+    if ((rc = tl_net_listen(cfg->host, cfg->port, 128, &o->lfd, &o->port)) < 0) goto fail;
+    *out = o;
+    return 0;
+fail:
+    tl_orch_free(o);
+    return rc;
+}
+
+int tl_orch_port(const tl_orch *o) { return o->port; }
+
+int tl_orch_wait_nodes(tl_orch *o, int timeout_s, uint64_t *counts) {
+    const int n = o->cfg.n_nodes;
+    int64_t start = tl_now_ms(), last_note = start;
+    olog(o, "listening on %s:%d for %d node%s (%s)", o->cfg.host, o->port, n, n == 1 ? "" : "s",
+         o->cfg.tls ? "TLS" : "plaintext");
+    while (o->registered < n) {
+        pump(o, -1);
+        int64_t now = tl_now_ms();
+        if (timeout_s > 0 && now - start > (int64_t)timeout_s * 1000)
+            return tl_error(TL_ETIMEDOUT, "only %d of %d nodes joined within %d s", o->registered,
+                            n, timeout_s);
+        if (now - last_note > 10000) {
+            char missing[256] = "";
+            size_t len = 0;
+            for (int i = 0; i < n && len < sizeof missing - 16; i++)
+                if (!o->nodes[i].p) len += snprintf(missing + len, sizeof missing - len, " %d", i + 1);
+            olog(o, "waiting for node%s%s", strchr(missing + 1, ' ') ? "s" : "", missing);
+            last_note = now;
+        }
+    }
+    for (int i = 0; i < n; i++) counts[i] = o->nodes[i].count;
+    return 0;
+}
+
+/* Pumps until every node of the batch reached EXPECT_DONE. 0, or 1 if one of
+ * them was lost (or timed out; it is dropped). */
+static int await_batch(tl_orch *o, const tl_batch *b) {
+    for (;;) {
+        int waiting = 0;
+        int64_t now = tl_now_ms();
+        for (int i = 0; i < b->n_parts; i++) {
+            node_slot *s = &o->nodes[b->parts[i].node];
+            if (!s->p) return 1;
+            if (s->exp == EXPECT_DONE) continue;
+            if (now > s->task_deadline) {
+                char why[96];
+                snprintf(why, sizeof why, "no reply within %d ms", o->cfg.task_timeout_ms);
+                lose_node(o, s->p, why);
+                return 1;
+            }
+            waiting = 1;
+        }
+        if (!waiting) return 0;
+        pump(o, -1);
+    }
+}
+
+/* Sends each node of the batch its FORWARD (or BACKWARD) and waits for all
+ * the replies. 0, or 1 if a node was lost. */
+static int exchange(tl_orch *o, const tl_batch *b, expect exp, const float *params) {
+    const uint32_t p_sent =
+        (uint32_t)(o->cfg.run->mode == TL_MODE_TRAVERSE ? o->cfg.model->n_params : o->p_node);
+    int64_t deadline = tl_now_ms() + o->cfg.task_timeout_ms;
+    for (int i = 0; i < b->n_parts; i++) {
+        const tl_batch_part *part = &b->parts[i];
+        node_slot *s = &o->nodes[part->node];
+        if (!s->p) return 1;
+        tl_msg m;
+        if (exp == EXPECT_FWD) {
+            /* the batcher's local indices are u64; the wire carries u32 (kept in the slot
+             * until the frame is out) */
+            for (size_t r = 0; r < part->count; r++)
+                s->rows_u32[r] = (uint32_t)b->local[part->first + r];
+            m.type = TL_MSG_FORWARD;
+            m.u.forward.step = o->step;
+            m.u.forward.rows = tl_tensor_1d(TL_DT_U32, s->rows_u32, (uint32_t)part->count);
+            m.u.forward.params = tl_tensor_1d(TL_DT_F32, params, p_sent);
+        } else {
+            m.type = TL_MSG_BACKWARD;
+            m.u.backward.step = o->step;
+            m.u.backward.dh = tl_tensor_2d(TL_DT_F32, o->dH + part->first * o->dc,
+                                           (uint32_t)part->count, (uint32_t)o->dc);
+        }
+        s->first = part->first;
+        s->n = part->count;
+        s->exp = exp;
+        s->task_deadline = deadline;
+        if (queue_msg(o, s->p, &m) < 0 || peer_flush(o, s->p) < 0) {
+            lose_node(o, s->p, tl_errmsg());
+            return 1;
+        }
+    }
+    return await_batch(o, b);
+}
+
+/* Releases the kept gradient payloads and resets the batch state. */
+static void batch_reset(tl_orch *o, const tl_batch *b) {
+    for (int i = 0; i < b->n_parts; i++) {
+        node_slot *s = &o->nodes[b->parts[i].node];
+        if (s->gbuf) {
+            if (s->p) tl_frame_reader_recycle(&s->p->r, s->gbuf, s->gcap);
+            else free(s->gbuf);
+        }
+        s->gbuf = NULL;
+        s->grads = NULL;
+        s->exp = EXPECT_NONE;
+    }
+}
+
+/* The orchestrator's half of a step, between FORWARD and BACKWARD: rows of
+ * H_c are in ws.h[cut]; computes the orchestrator-side gradients into grads
+ * and dL/dH_c into dH. Adds the loss and correct count. */
+static void central_step(tl_orch *o, const tl_batch *b, const float *params, float *grads,
+                         double *loss_sum, int64_t *correct) {
+    const tl_model *m = o->cfg.model;
+    const int n = (int)b->n, L = m->n_modules;
+    tl_model_forward(m, params, &o->ws, n, o->cut, L);
+    if (o->cfg.run->mode == TL_MODE_TRAVERSE) {
+        for (int i = 0; i < b->n_parts; i++) {
+            node_slot *s = &o->nodes[b->parts[i].node];
+            *loss_sum += s->loss_sum;
+            *correct += s->correct;
+        }
+    } else {
+        int64_t c;
+        *loss_sum += tl_nll_forward(o->ws.h[L], o->labels, n, o->classes, &c);
+        *correct += c;
+        tl_nll_grad(o->G, o->ws.h[L], o->labels, n, o->classes);
+    }
+    /* G = (softmax - onehot) / B: the same two steps as centralized training. */
+    tl_nll_scale(o->G, (long)n * o->classes, n);
+    tl_model_backward(m, params, grads, &o->ws, n, o->cut, L, o->G, o->dH);
+}
+
+/* Waits for the nodes of b to be connected again, up to the reconnect timeout. */
+static int await_nodes(tl_orch *o, const tl_batch *b) {
+    int64_t until = tl_now_ms() + (int64_t)o->cfg.reconnect_timeout_s * 1000;
+    for (;;) {
+        int missing = -1;
+        for (int i = 0; i < b->n_parts && missing < 0; i++)
+            if (!o->nodes[b->parts[i].node].p) missing = b->parts[i].node;
+        if (missing < 0) return 0;
+        if (tl_now_ms() > until)
+            return tl_error(TL_ETIMEDOUT,
+                            "node %d did not come back within %d s (--reconnect-timeout)",
+                            missing + 1, o->cfg.reconnect_timeout_s);
+        pump(o, until);
+    }
+}
+
+int tl_orch_grad_fn(void *ctx, const tl_batch *b, const float *params, float *grads,
+                    double *loss_sum, int64_t *correct) {
+    tl_orch *o = ctx;
+    const size_t n_params = o->cfg.model->n_params;
+    for (;;) {
+        int rc = await_nodes(o, b);
+        if (rc < 0) return rc;
+        double ls = 0;
+        int64_t corr = 0;
+        int lost = exchange(o, b, EXPECT_FWD, params);
+        if (!lost) {
+            central_step(o, b, params, grads, &ls, &corr);
+            lost = exchange(o, b, EXPECT_BWD, params);
+        }
+        if (!lost) {
+            /* node-side gradients: summed in plan order, the first one copied */
+            for (int i = 0; i < b->n_parts; i++) {
+                const float *g = o->nodes[b->parts[i].node].grads;
+                if (i == 0) {
+                    memcpy(grads, g, sizeof(float) * o->p_node);
+                } else {
+                    for (size_t j = 0; j < o->p_node; j++) grads[j] += g[j];
+                }
+            }
+            batch_reset(o, b);
+            *loss_sum += ls;
+            *correct += corr;
+            o->stats.batches++;
+            o->stats.node_batches += (uint64_t)b->n_parts;
+            o->step++;
+            return 0;
+        }
+        /* A node was lost: forget everything this batch produced and replay it. */
+        batch_reset(o, b);
+        memset(grads, 0, sizeof(float) * n_params);
+        o->stats.replays++;
+        olog(o, "epoch %d batch %zu: discarded partial results; waiting up to %d s for the "
+                "node to return, then replaying the batch",
+             b->epoch + 1, b->index, o->cfg.reconnect_timeout_s);
+    }
+}
+
+void tl_orch_finish(tl_orch *o, const char *reason) {
+    for (int i = 0; i < o->n_peers; i++) {
+        peer *p = o->peers[i];
+        if (p->st != PEER_READY) continue;
+        tl_msg m = {.type = TL_MSG_DONE};
+        snprintf(m.u.done.reason, sizeof m.u.done.reason, "%s", reason);
+        if (queue_msg(o, p, &m) == 0) {
+            p->st = PEER_CLOSING;
+            p->deadline = tl_now_ms() + 5000;
+            if (p->node >= 0) o->nodes[p->node].p = NULL;
+            p->node = -1;
+        }
+    }
+    int64_t until = tl_now_ms() + 5000;
+    while (o->n_peers > 0 && tl_now_ms() < until) pump(o, until);
+}
+
+void tl_orch_get_stats(const tl_orch *o, tl_orch_stats *s) { *s = o->stats; }
+
+void tl_orch_free(tl_orch *o) {
+    if (!o) return;
+    while (o->n_peers > 0) drop_peer(o, o->n_peers - 1);
+    free(o->peers);
+    if (o->nodes)
+        for (int i = 0; i < o->cfg.n_nodes; i++) {
+            free(o->nodes[i].gbuf);
+            free(o->nodes[i].rows_u32);
+        }
+    free(o->nodes);
+    if (o->lfd >= 0) close(o->lfd);
+    tl_ws_free(&o->ws);
+    free(o->G);
+    free(o->dH);
+    free(o->labels);
+    free(o);
+}
