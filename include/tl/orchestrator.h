@@ -63,8 +63,12 @@ int tl_orch_new(const tl_orch_cfg *cfg, tl_orch **out);
 int tl_orch_port(const tl_orch *o);
 
 /* Serves connections until every node 1..N has registered; fills counts[i]
- * with node i+1's sample count. timeout_s 0: wait forever. */
-int tl_orch_wait_nodes(tl_orch *o, int timeout_s, uint64_t *counts);
+ * with node i+1's sample count and fingerprints[i] (may be NULL) with its data
+ * fingerprint. timeout_s 0: wait forever. */
+int tl_orch_wait_nodes(tl_orch *o, int timeout_s, uint64_t *counts, uint64_t *fingerprints);
+
+/* Numbers the next step (after a resume: the steps already taken). */
+void tl_orch_set_step(tl_orch *o, uint64_t step);
 
 /* The trainer's gradient source (trainer.h); ctx is the tl_orch. */
 int tl_orch_grad_fn(void *ctx, const tl_batch *b, const float *params, float *grads,

@@ -69,13 +69,29 @@ typedef struct tl_trainer {
     const tl_dataset *test;  /* may be NULL */
     int64_t steps;
     FILE *plan;              /* cfg->plan_path: each epoch's plan as JSON lines */
+    char data_sig[512];      /* what the data is (counts, fingerprints), for checkpoints */
+    const char *recovery_path; /* without cfg->checkpoint_path, where a failing run saves */
+    const char *saved_path;  /* set when a failing run saved its state there */
+    int resumed;             /* state came from a checkpoint: continue at `start` */
+    int start_epoch;
+    size_t start_batch;
+    double start_loss_sum;
+    int64_t start_correct;
+    uint64_t start_seen;
 } tl_trainer;
 
 /* Sets up a loop over nodes with counts[0..n_nodes) samples (one "node" for
  * centralized training). params must already hold the initial parameters. */
 int tl_trainer_init(tl_trainer *t, const tl_runcfg *cfg, const tl_model *m, float *params,
                     const uint64_t *counts, int n_nodes, const tl_dataset *test);
-/* Runs all epochs (or until cfg->max_steps). */
+/* Describes the data for checkpoint signatures: e.g. "nodes 20000:9f..,20000:..". */
+void tl_trainer_set_data_sig(tl_trainer *t, const char *sig);
+
+/* Loads cfg->checkpoint_path and continues from it (call after init). */
+int tl_trainer_resume(tl_trainer *t);
+
+/* Runs all epochs (or until cfg->max_steps). With cfg->checkpoint_path it
+ * saves a checkpoint every cfg->checkpoint_every batches and after each epoch. */
 int tl_trainer_run(tl_trainer *t, tl_grad_fn fn, void *ctx, const tl_trainer_hooks *hooks);
 void tl_trainer_free(tl_trainer *t);
 

@@ -128,21 +128,43 @@ int cli_orchestrate(const cli_trainopts *t, const cli_orchopts *oo, const char *
     if (tl_orch_new(&oc, &o) < 0) goto fail;
     if (on_listen && (rc = on_listen(ud, tl_orch_port(o))) != 0) goto cleanup;
     rc = 1;
-    counts = calloc((size_t)oo->nodes, sizeof *counts);
-    if (!counts || tl_orch_wait_nodes(o, oo->wait_timeout_s, counts) < 0) goto fail;
+    counts = calloc(2 * (size_t)oo->nodes, sizeof *counts);
+    if (!counts || tl_orch_wait_nodes(o, oo->wait_timeout_s, counts, counts + oo->nodes) < 0)
+        goto fail;
     if (tl_trainer_init(&tr, cfg, &r.model, r.params, counts, oo->nodes,
                         r.have_test ? &r.test : NULL) < 0)
         goto fail;
     tr_ok = 1;
-    if (cli_progress_init(&prog, cfg->metrics_path, cfg->batch_metrics, cmd)) goto cleanup;
+    /* what the data is, for checkpoints: each node's count and fingerprint */
+    char sig[512] = "nodes";
+    size_t len = strlen(sig);
+    for (int i = 0; i < oo->nodes && len < sizeof sig - 40; i++)
+        len += snprintf(sig + len, sizeof sig - len, "%s%llu:%016llx", i ? "," : " ",
+                        (unsigned long long)counts[i], (unsigned long long)counts[oo->nodes + i]);
+    tl_trainer_set_data_sig(&tr, sig);
+    tr.recovery_path = "tl-recovery.safetensors";
+    if (cfg->resume) {
+        if (tl_trainer_resume(&tr) < 0) goto fail;
+        tl_orch_set_step(o, (uint64_t)tr.steps);
+        lg.quiet = 0;
+        cli_log_line(&lg, "resumed from the checkpoint");
+    }
+    if (cli_progress_init(&prog, cfg->metrics_path, cfg->batch_metrics, cfg->resume, cmd))
+        goto cleanup;
     prog_ok = 1;
     tl_trainer_hooks hooks = cli_progress_hooks(&prog);
     if (tl_trainer_run(&tr, tl_orch_grad_fn, o, &hooks) < 0) {
-        char why[600];
+        char why[1024];
         snprintf(why, sizeof why, "%s", tl_errmsg());
         tl_orch_finish(o, "the orchestrator stopped on an error");
-        tl_error(TL_EIO, "%s", why);
-        goto fail;
+        fprintf(stderr, "tl %s: %s\n", cmd, why);
+        if (tr.saved_path)
+            fprintf(stderr,
+                    "tl %s: the run's state is saved in %s; to continue, start the "
+                    "orchestrator again with the same options plus --checkpoint %s --resume "
+                    "(nodes reconnect by themselves)\n",
+                    cmd, tr.saved_path, tr.saved_path);
+        goto cleanup;
     }
     tl_orch_finish(o, "training complete");
     tl_orch_stats st;

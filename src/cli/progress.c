@@ -14,12 +14,12 @@ static double mono_s(void) {
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-int cli_progress_init(cli_progress *p, const char *metrics_path, int batch_metrics,
+int cli_progress_init(cli_progress *p, const char *metrics_path, int batch_metrics, int append,
                       const char *cmd) {
     memset(p, 0, sizeof *p);
     p->tty = isatty(STDERR_FILENO);
     p->batch_metrics = batch_metrics;
-    if (metrics_path && tl_metrics_open(metrics_path, 0, &p->metrics) < 0) {
+    if (metrics_path && tl_metrics_open(metrics_path, append, &p->metrics) < 0) {
         fprintf(stderr, "tl %s: %s\n", cmd, tl_errmsg());
         return 1;
     }

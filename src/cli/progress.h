@@ -18,8 +18,9 @@ typedef struct cli_progress {
     tl_epoch_report last;  /* the last epoch's report */
 } cli_progress;
 
-/* Opens the metrics file if path is not NULL. 0, or 1 after printing an error. */
-int cli_progress_init(cli_progress *p, const char *metrics_path, int batch_metrics,
+/* Opens the metrics file if path is not NULL (appending when resuming a run).
+ * 0, or 1 after printing an error. */
+int cli_progress_init(cli_progress *p, const char *metrics_path, int batch_metrics, int append,
                       const char *cmd);
 /* Hooks for tl_trainer_run. */
 tl_trainer_hooks cli_progress_hooks(cli_progress *p);

@@ -35,6 +35,9 @@ const struct option cli_train_longopts[] = {
     {"batch-metrics", no_argument, 0, OPT_BATCH_METRICS},
     {"threads", required_argument, 0, OPT_THREADS},
     {"plan", required_argument, 0, OPT_PLAN},
+    {"checkpoint", required_argument, 0, OPT_CHECKPOINT},
+    {"checkpoint-every", required_argument, 0, OPT_CHECKPOINT_EVERY},
+    {"resume", no_argument, 0, OPT_RESUME},
     {0, 0, 0, 0},
 };
 
@@ -65,7 +68,13 @@ const char cli_train_help[] =
     "  --batch-metrics       also one metrics line per batch\n"
     "  --plan FILE           write each epoch's virtual batches as JSON lines, one\n"
     "                        batch a line: which node gives which of its rows\n"
-    "  --threads N           threads for matrix products [1]\n";
+    "  --threads N           threads for matrix products [1]\n"
+    "  --checkpoint FILE     save the whole run state (parameters, optimizer, schedule,\n"
+    "                        position, generator) to FILE after every epoch, atomically\n"
+    "  --checkpoint-every N  ... and also every N batches\n"
+    "  --resume              continue from --checkpoint FILE (same configuration\n"
+    "                        required); the result is bit-identical to an\n"
+    "                        uninterrupted run\n";
 
 void cli_trainopts_init(cli_trainopts *o) {
     tl_runcfg_defaults(&o->cfg);
@@ -171,6 +180,12 @@ int cli_trainopts_parse(cli_trainopts *o, int key, const char *arg, const char *
     case OPT_METRICS: c->metrics_path = arg; return 1;
     case OPT_BATCH_METRICS: c->batch_metrics = 1; return 1;
     case OPT_PLAN: c->plan_path = arg; return 1;
+    case OPT_CHECKPOINT: c->checkpoint_path = arg; return 1;
+    case OPT_CHECKPOINT_EVERY:
+        if (cli_parse_long(cmd, "checkpoint-every", arg, 1, 1L << 40, &v)) return 2;
+        c->checkpoint_every = (int)(v > 1 << 30 ? 1 << 30 : v);
+        return 1;
+    case OPT_RESUME: c->resume = 1; return 1;
     case OPT_THREADS:
         if (cli_parse_long(cmd, "threads", arg, 1, 1024, &v)) return 2;
         c->threads = (int)v;
@@ -181,6 +196,10 @@ int cli_trainopts_parse(cli_trainopts *o, int key, const char *arg, const char *
 
 int cli_trainopts_finish(cli_trainopts *o, const char *cmd) {
     tl_optim_cfg *oc = &o->cfg.optim;
+    if (o->cfg.resume && !o->cfg.checkpoint_path)
+        return cli_usage_error(cmd, "--resume needs --checkpoint FILE");
+    if (o->cfg.checkpoint_every && !o->cfg.checkpoint_path)
+        return cli_usage_error(cmd, "--checkpoint-every needs --checkpoint FILE");
     tl_optim_defaults(o->optimizer, oc);
     if (!isnan(o->lr)) oc->lr = o->lr;
     if (!isnan(o->weight_decay)) oc->weight_decay = o->weight_decay;

@@ -550,7 +550,9 @@ fail:
 
 int tl_orch_port(const tl_orch *o) { return o->port; }
 
-int tl_orch_wait_nodes(tl_orch *o, int timeout_s, uint64_t *counts) {
+void tl_orch_set_step(tl_orch *o, uint64_t step) { o->step = step; }
+
+int tl_orch_wait_nodes(tl_orch *o, int timeout_s, uint64_t *counts, uint64_t *fingerprints) {
     const int n = o->cfg.n_nodes;
     int64_t start = tl_now_ms(), last_note = start;
     olog(o, "listening on %s:%d for %d node%s (%s)", o->cfg.host, o->port, n, n == 1 ? "" : "s",
@@ -570,7 +572,10 @@ int tl_orch_wait_nodes(tl_orch *o, int timeout_s, uint64_t *counts) {
             last_note = now;
         }
     }
-    for (int i = 0; i < n; i++) counts[i] = o->nodes[i].count;
+    for (int i = 0; i < n; i++) {
+        counts[i] = o->nodes[i].count;
+        if (fingerprints) fingerprints[i] = o->nodes[i].fingerprint;
+    }
     return 0;
 }
 

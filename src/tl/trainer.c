@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "tl/checkpoint.h"
 #include "tl/error.h"
 #include "tl/loss.h"
 
@@ -66,24 +67,67 @@ static long first_nonfinite(const float *x, size_t n) {
     return -1;
 }
 
+void tl_trainer_set_data_sig(tl_trainer *t, const char *sig) {
+    snprintf(t->data_sig, sizeof t->data_sig, "%s", sig);
+}
+
+int tl_trainer_resume(tl_trainer *t) {
+    tl_run_pos pos;
+    int rc = tl_checkpoint_load(t->cfg->checkpoint_path, t, &pos);
+    if (rc < 0) return rc;
+    t->resumed = 1;
+    t->steps = pos.steps;
+    t->start_epoch = pos.epoch;
+    t->start_batch = pos.batch;
+    t->start_loss_sum = pos.loss_sum;
+    t->start_correct = pos.correct;
+    t->start_seen = pos.seen;
+    return 0;
+}
+
+/* Saves a checkpoint to the run's checkpoint file, if it has one; on a
+ * failure (failing != 0) to the recovery file otherwise. */
+static int checkpoint(tl_trainer *t, int epoch, size_t batch, double loss_sum, int64_t correct,
+                      uint64_t seen, int failing) {
+    const char *path = t->cfg->checkpoint_path ? t->cfg->checkpoint_path
+                       : failing                 ? t->recovery_path
+                                                 : NULL;
+    if (!path) return 0;
+    tl_run_pos pos = {epoch, batch, t->steps, loss_sum, correct, seen};
+    int rc = tl_checkpoint_save(path, t, &pos);
+    if (rc == 0 && failing) t->saved_path = path;
+    return rc;
+}
+
 int tl_trainer_run(tl_trainer *t, tl_grad_fn fn, void *ctx, const tl_trainer_hooks *hooks) {
     const tl_runcfg *cfg = t->cfg;
     const size_t n_params = t->model->n_params;
     const size_t batches = tl_batcher_batches(t->batcher);
     const uint64_t total = tl_batcher_total(t->batcher);
     int rc = 0;
-    for (int e = 0; e < cfg->epochs; e++) {
-        tl_batcher_start_epoch(t->batcher);
-        if (t->plan && (tl_batcher_write_plan(t->batcher, t->plan) < 0 || fflush(t->plan) != 0))
-            return tl_error(TL_EIO, "%s: writing the plan failed", cfg->plan_path);
-        const double lr = tl_sched_lr(&t->sched, e);
-        const double t0 = now_s();
+    for (int e = t->resumed ? t->start_epoch : 0; e < cfg->epochs; e++) {
         double loss_sum = 0.0;
         int64_t correct = 0;
         uint64_t seen = 0;
+        size_t k = 0;
+        if (t->resumed) {
+            /* the checkpoint restored this epoch's permutation */
+            t->resumed = 0;
+            if (t->start_batch >= batches) continue; /* it had finished this epoch */
+            k = t->start_batch;
+            loss_sum = t->start_loss_sum;
+            correct = t->start_correct;
+            seen = t->start_seen;
+        } else {
+            tl_batcher_start_epoch(t->batcher);
+            if (t->plan && (tl_batcher_write_plan(t->batcher, t->plan) < 0 || fflush(t->plan) != 0))
+                return tl_error(TL_EIO, "%s: writing the plan failed", cfg->plan_path);
+        }
+        const double lr = tl_sched_lr(&t->sched, e);
+        const double t0 = now_s();
+        const uint64_t seen0 = seen;
         int partial = 0;
-        size_t k;
-        for (k = 0; k < batches; k++) {
+        for (; k < batches; k++) {
             if (cfg->max_steps > 0 && t->steps >= cfg->max_steps) {
                 partial = 1;
                 break;
@@ -91,7 +135,14 @@ int tl_trainer_run(tl_trainer *t, tl_grad_fn fn, void *ctx, const tl_trainer_hoo
             tl_batch b;
             tl_batcher_get(t->batcher, k, &b);
             memset(t->grads, 0, n_params * sizeof(float));
-            if ((rc = fn(ctx, &b, t->params, t->grads, &loss_sum, &correct)) < 0) return rc;
+            if ((rc = fn(ctx, &b, t->params, t->grads, &loss_sum, &correct)) < 0) {
+                /* keep what is done: the last complete batch is k - 1 */
+                char why[1024];
+                snprintf(why, sizeof why, "%s", tl_errmsg());
+                int rc2 = checkpoint(t, e, k, loss_sum, correct, seen, 1);
+                if (rc2 < 0) return rc2;
+                return tl_error(rc, "%s", why);
+            }
             long bad = first_nonfinite(t->grads, n_params);
             if (bad >= 0)
                 return tl_error(TL_ENUMERIC,
@@ -104,9 +155,12 @@ int tl_trainer_run(tl_trainer *t, tl_grad_fn fn, void *ctx, const tl_trainer_hoo
             if (hooks && hooks->on_batch) {
                 double el = now_s() - t0;
                 tl_progress p = {e, cfg->epochs, k + 1, batches, t->steps,
-                                 loss_sum / (double)seen, el > 0 ? seen / el : 0, el};
+                                 loss_sum / (double)seen, el > 0 ? (seen - seen0) / el : 0, el};
                 hooks->on_batch(hooks->ud, &p);
             }
+            if (cfg->checkpoint_every > 0 && t->steps % cfg->checkpoint_every == 0 &&
+                k + 1 < batches && (rc = checkpoint(t, e, k + 1, loss_sum, correct, seen, 0)) < 0)
+                return rc;
         }
         tl_epoch_report r = {0};
         r.epoch = e + 1;
@@ -121,6 +175,8 @@ int tl_trainer_run(tl_trainer *t, tl_grad_fn fn, void *ctx, const tl_trainer_hoo
                               &r.test_accuracy)) < 0)
             return rc;
         r.seconds = now_s() - t0;
+        if ((rc = checkpoint(t, e, partial ? k : batches, loss_sum, correct, seen, 0)) < 0)
+            return rc;
         if (hooks && hooks->on_epoch) hooks->on_epoch(hooks->ud, &r);
         if (partial) break;
     }

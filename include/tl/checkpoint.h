@@ -1,0 +1,49 @@
+/*
+ * checkpoint.h - a training run's whole state in one safetensors file, so an
+ * interrupted run continues to the same bit-identical result (DESIGN §6).
+ *
+ * Contents: the parameters under their PyTorch names (the file loads in
+ * PyTorch as a model), "optim.state" F32 [2, P] (the optimizer's moment
+ * buffers), "rng.state" I64 [625] (the batch generator's MT19937 state before
+ * the current epoch's draw, then its index), and __metadata__:
+ *   format      "tl-checkpoint-1"
+ *   config      the run's signature (model, batch size, seed, reshuffle,
+ *               optimizer and schedule, epochs, cut, mode, data); a checkpoint
+ *               is refused by a run whose signature differs, with both shown
+ *   epoch       0-based epoch in progress
+ *   batch       batches of that epoch already done (== batches per epoch once
+ *               the epoch, and its evaluation, is complete)
+ *   steps, optim_steps, epochs_started,
+ *   loss_sum, correct, seen   the epoch's running totals (exact, %a)
+ * Written atomically (temporary file, fsync, rename): a crash mid-write leaves
+ * the previous checkpoint whole.
+ */
+#ifndef TL_CHECKPOINT_H
+#define TL_CHECKPOINT_H
+
+#include <stdint.h>
+
+#include "tl/trainer.h"
+
+/* Where a run stands; what a checkpoint restores besides the tensors. */
+typedef struct tl_run_pos {
+    int epoch;
+    size_t batch;
+    int64_t steps;
+    double loss_sum;
+    int64_t correct;
+    uint64_t seen;
+} tl_run_pos;
+
+/* The signature of t's configuration (and data_sig), into buf. */
+void tl_checkpoint_signature(const tl_trainer *t, char *buf, size_t len);
+
+/* Saves t's state at position pos to path. */
+int tl_checkpoint_save(const char *path, const tl_trainer *t, const tl_run_pos *pos);
+
+/* Restores t (parameters, optimizer, generator) from path and fills *pos.
+ * TL_ESTATE if the file belongs to another configuration (message shows the
+ * first field that differs). */
+int tl_checkpoint_load(const char *path, tl_trainer *t, tl_run_pos *pos);
+
+#endif

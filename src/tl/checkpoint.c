@@ -1,0 +1,144 @@
+/* checkpoint.c - save and restore a training run's state. */
+#include "tl/checkpoint.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tl/error.h"
+#include "tl/params.h"
+#include "tl/safetensors.h"
+
+#define FORMAT "tl-checkpoint-1"
+
+void tl_checkpoint_signature(const tl_trainer *t, char *buf, size_t len) {
+    const tl_runcfg *c = t->cfg;
+    const tl_optim_cfg *o = &c->optim;
+    snprintf(buf, len,
+             "model=%s in=%d batch=%d seed=%u reshuffle=%d optimizer=%s lr=%a rho=%a eps=%a "
+             "momentum=%a dampening=%a weight_decay=%a nesterov=%d betas=%a,%a schedule=%s "
+             "gamma=%a step_size=%d epochs=%d normalize=%a,%a cut=%d mode=%d data=%s",
+             c->model, t->model->in_dim, c->batch_size, c->seed, c->reshuffle,
+             tl_optim_name(o->kind), o->lr, o->rho, o->eps, o->momentum, o->dampening,
+             o->weight_decay, o->nesterov, o->beta1, o->beta2, c->sched, c->gamma, c->step_size,
+             c->epochs, (double)c->mean, (double)c->std, c->cut, (int)c->mode, t->data_sig);
+}
+
+int tl_checkpoint_save(const char *path, const tl_trainer *t, const tl_run_pos *pos) {
+    char sig[2048], epoch[32], batch[32], steps[32], osteps[32], started[32], loss[64], correct[32],
+        seen[32];
+    int64_t rng_state[TL_MT_N + 1];
+    tl_rng rng;
+    int epochs_started;
+    tl_batcher_save(t->batcher, &rng, &epochs_started);
+    for (int i = 0; i < TL_MT_N; i++) rng_state[i] = rng.mt[i];
+    rng_state[TL_MT_N] = rng.mti;
+    tl_checkpoint_signature(t, sig, sizeof sig);
+    snprintf(epoch, sizeof epoch, "%d", pos->epoch);
+    snprintf(batch, sizeof batch, "%zu", pos->batch);
+    snprintf(steps, sizeof steps, "%" PRId64, pos->steps);
+    snprintf(osteps, sizeof osteps, "%" PRId64, t->optim.steps);
+    snprintf(started, sizeof started, "%d", epochs_started);
+    snprintf(loss, sizeof loss, "%a", pos->loss_sum);
+    snprintf(correct, sizeof correct, "%" PRId64, pos->correct);
+    snprintf(seen, sizeof seen, "%" PRIu64, pos->seen);
+    tl_st_kv meta[] = {
+        {"format", FORMAT},    {"config", sig},         {"epoch", epoch},
+        {"batch", batch},      {"steps", steps},        {"optim_steps", osteps},
+        {"epochs_started", started}, {"loss_sum", loss}, {"correct", correct},
+        {"seen", seen},
+    };
+    tl_st_tensor extra[2] = {
+        {"optim.state", TL_ST_F32, 2, {2, (int64_t)t->model->n_params}, t->optim.s1},
+        {"rng.state", TL_ST_I64, 1, {TL_MT_N + 1}, rng_state},
+    };
+    return tl_params_save(path, t->model, t->params, extra, 2, meta,
+                          (int)(sizeof meta / sizeof meta[0]));
+}
+
+/* Reads metadata key as a signed integer in [lo, hi]. */
+static int meta_int(const tl_st *st, const char *path, const char *key, long long lo,
+                    long long hi, long long *out) {
+    const char *v = tl_st_meta(st, key);
+    char *end;
+    if (!v) return tl_error(TL_EFORMAT, "%s: checkpoint lacks '%s'", path, key);
+    long long x = strtoll(v, &end, 10);
+    if (end == v || *end || x < lo || x > hi)
+        return tl_error(TL_EFORMAT, "%s: checkpoint field '%s' = '%s' is invalid", path, key, v);
+    *out = x;
+    return 0;
+}
+
+/* Points at the first space-separated field where a and b differ. */
+static void first_difference(const char *a, const char *b, char *out, size_t len) {
+    const char *fa = a, *fb = b;
+    while (*a && *a == *b) {
+        if (*a == ' ') fa = a + 1, fb = b + 1;
+        a++, b++;
+    }
+    int na = (int)strcspn(fa, " "), nb = (int)strcspn(fb, " ");
+    snprintf(out, len, "this run has '%.*s', the checkpoint '%.*s'", na, fa, nb, fb);
+}
+
+int tl_checkpoint_load(const char *path, tl_trainer *t, tl_run_pos *pos) {
+    tl_st *st;
+    int rc = tl_st_read(path, &st);
+    if (rc < 0) return rc;
+    const char *fmt = tl_st_meta(st, "format"), *cfg = tl_st_meta(st, "config");
+    char sig[2048], diff[512];
+    long long epoch = 0, batch = 0, steps = 0, osteps = 0, started = 0, correct = 0, seen = 0;
+    if (!fmt || strcmp(fmt, FORMAT) != 0 || !cfg) {
+        rc = tl_error(TL_EFORMAT, "%s: not a tl checkpoint (format '%s')", path, fmt ? fmt : "none");
+        goto out;
+    }
+    tl_checkpoint_signature(t, sig, sizeof sig);
+    if (strcmp(sig, cfg) != 0) {
+        first_difference(sig, cfg, diff, sizeof diff);
+        rc = tl_error(TL_ESTATE, "%s: checkpoint of another configuration: %s", path, diff);
+        goto out;
+    }
+    if ((rc = meta_int(st, path, "epoch", 0, t->cfg->epochs - 1, &epoch)) < 0 ||
+        (rc = meta_int(st, path, "batch", 0, (long long)tl_batcher_batches(t->batcher), &batch)) < 0 ||
+        (rc = meta_int(st, path, "steps", 0, INT64_MAX, &steps)) < 0 ||
+        (rc = meta_int(st, path, "optim_steps", 0, INT64_MAX, &osteps)) < 0 ||
+        (rc = meta_int(st, path, "epochs_started", 1, 1 << 30, &started)) < 0 ||
+        (rc = meta_int(st, path, "correct", 0, INT64_MAX, &correct)) < 0 ||
+        (rc = meta_int(st, path, "seen", 0, INT64_MAX, &seen)) < 0)
+        goto out;
+    const char *loss = tl_st_meta(st, "loss_sum");
+    char *end;
+    double loss_sum = loss ? strtod(loss, &end) : 0;
+    if (!loss || end == loss || *end) {
+        rc = tl_error(TL_EFORMAT, "%s: checkpoint field 'loss_sum' is invalid", path);
+        goto out;
+    }
+    const tl_st_tensor *os = tl_st_find(st, "optim.state"), *rs = tl_st_find(st, "rng.state");
+    if (!os || os->dtype != TL_ST_F32 || os->rank != 2 || os->shape[0] != 2 ||
+        os->shape[1] != (int64_t)t->model->n_params || !rs || rs->dtype != TL_ST_I64 ||
+        rs->rank != 1 || rs->shape[0] != TL_MT_N + 1) {
+        rc = tl_error(TL_EFORMAT, "%s: checkpoint lacks a valid optim.state or rng.state", path);
+        goto out;
+    }
+    if ((rc = tl_params_from_st(st, path, t->model, t->params)) < 0) goto out;
+    tl_rng rng;
+    const int64_t *r = rs->data;
+    for (int i = 0; i < TL_MT_N; i++) rng.mt[i] = (uint32_t)r[i];
+    if (r[TL_MT_N] < 0 || r[TL_MT_N] > TL_MT_N) {
+        rc = tl_error(TL_EFORMAT, "%s: rng.state index out of range", path);
+        goto out;
+    }
+    rng.mti = (int)r[TL_MT_N];
+    if ((rc = tl_batcher_restore(t->batcher, &rng, (int)started)) < 0) goto out;
+    memcpy(t->optim.s1, os->data, sizeof(float) * 2 * t->model->n_params);
+    t->optim.steps = osteps;
+    pos->epoch = (int)epoch;
+    pos->batch = (size_t)batch;
+    pos->steps = steps;
+    pos->loss_sum = loss_sum;
+    pos->correct = correct;
+    pos->seen = (uint64_t)seen;
+out:
+    tl_st_free(st);
+    return rc;
+}
