@@ -27,6 +27,7 @@
  * buffers of the step in progress. */
 typedef struct session {
     const tl_node_cfg *cfg;
+    uint64_t fingerprint; /* of our data, computed once */
     tl_conn *c;
     tl_frame_reader r;
     tl_frame_writer w;
@@ -227,7 +228,7 @@ static int session_open(session *s) {
     m.u.hello.proto_version = TL_PROTO_VERSION;
     m.u.hello.flags = cfg->zstd ? TL_HELLO_F_ZSTD : 0;
     m.u.hello.sample_count = cfg->data->n;
-    m.u.hello.fingerprint = tl_dataset_fingerprint(cfg->data);
+    m.u.hello.fingerprint = s->fingerprint;
     snprintf(m.u.hello.version, sizeof m.u.hello.version, "tl %s", TL_VERSION);
     if ((rc = send_msg(s, &m)) < 0) return rc;
     if ((rc = tl_msg_recv(s->c, &s->r, &m, deadline)) < 0) return rc;
@@ -296,10 +297,12 @@ static int session_serve(session *s) {
 int tl_node_run(const tl_node_cfg *cfg) {
     int backoff = BACKOFF_MIN_MS, attempts = 0;
     int64_t since = tl_now_ms(); /* start of the current stretch without a connection */
+    const uint64_t fingerprint = tl_dataset_fingerprint(cfg->data);
     for (;;) {
         session s;
         memset(&s, 0, sizeof s);
         s.cfg = cfg;
+        s.fingerprint = fingerprint;
         int rc = session_open(&s);
         if (rc == 0) {
             backoff = BACKOFF_MIN_MS;

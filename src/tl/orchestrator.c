@@ -75,6 +75,9 @@ struct tl_orch {
     float *G, *dH;
     int32_t *labels;
     uint64_t step;
+    const tl_batch *cur_batch; /* the batch in progress and its gradient block */
+    float *cur_grads;
+    int acc_next;              /* parts already added into cur_grads */
     tl_orch_stats stats;
     int64_t last_flood_log;
     int flood_dropped;
@@ -288,18 +291,58 @@ static int on_fwd_result(tl_orch *o, node_slot *s, const tl_msg_forward_result *
     return 0;
 }
 
-/* BACKWARD_RESULT: check it and keep its payload for the plan-order sum. */
+/* acc = g (first) or acc += g, in one pass that also notes whether g holds a
+ * NaN or Inf (exponent all ones); returns nonzero if it does. */
+static int add_checked(float *restrict acc, const float *restrict g, size_t n, int first) {
+    const uint32_t *u = (const uint32_t *)g;
+    uint32_t bad = 0;
+    if (first)
+        for (size_t i = 0; i < n; i++) {
+            acc[i] = g[i];
+            bad |= (u[i] & 0x7f800000u) == 0x7f800000u;
+        }
+    else
+        for (size_t i = 0; i < n; i++) {
+            acc[i] += g[i];
+            bad |= (u[i] & 0x7f800000u) == 0x7f800000u;
+        }
+    return bad != 0;
+}
+
+/* Adds the node gradients that have arrived into the batch's gradient, in
+ * plan order: part k only after parts 0..k-1. Done as results come in, so the
+ * sum overlaps the wait for slower nodes. A gradient with NaN or Inf loses
+ * its node (the batch is then replayed). */
+static void accumulate(tl_orch *o) {
+    const tl_batch *b = o->cur_batch;
+    while (o->acc_next < b->n_parts) {
+        node_slot *s = &o->nodes[b->parts[o->acc_next].node];
+        if (!s->gbuf) return;
+        int bad = add_checked(o->cur_grads, s->grads, o->p_node, o->acc_next == 0);
+        if (s->p) tl_frame_reader_recycle(&s->p->r, s->gbuf, s->gcap);
+        else free(s->gbuf);
+        s->gbuf = NULL;
+        s->grads = NULL;
+        if (bad) {
+            if (s->p) lose_node(o, s->p, "BACKWARD_RESULT grads: not all finite (NaN or Inf)");
+            return;
+        }
+        o->acc_next++;
+    }
+}
+
+/* BACKWARD_RESULT: check it and add it in (accumulate keeps plan order). */
 static int on_bwd_result(tl_orch *o, peer *p, node_slot *s, const tl_msg_backward_result *r) {
     if (s->exp != EXPECT_BWD || r->step != o->step)
         return tl_error(TL_EPROTO, "unexpected BACKWARD_RESULT (step %llu)",
                         (unsigned long long)r->step);
     uint32_t pd = (uint32_t)o->p_node;
     int rc = tl_tensor_check(&r->grads, TL_DT_F32, 1, &pd, "BACKWARD_RESULT grads");
-    if (rc == 0) rc = tl_tensor_check_finite(&r->grads, "BACKWARD_RESULT grads");
     if (rc < 0) return rc;
     s->gbuf = tl_frame_reader_take(&p->r, &s->gcap);
     s->grads = r->grads.data;
     s->exp = EXPECT_DONE;
+    accumulate(o);
     return 0;
 }
 
@@ -704,21 +747,16 @@ int tl_orch_grad_fn(void *ctx, const tl_batch *b, const float *params, float *gr
         if (rc < 0) return rc;
         double ls = 0;
         int64_t corr = 0;
+        o->cur_batch = b;
+        o->cur_grads = grads;
+        o->acc_next = 0;
         int lost = exchange(o, b, EXPECT_FWD, params);
         if (!lost) {
             central_step(o, b, params, grads, &ls, &corr);
             lost = exchange(o, b, EXPECT_BWD, params);
         }
+        if (!lost && o->acc_next < b->n_parts) lost = 1; /* a gradient was not finite */
         if (!lost) {
-            /* node-side gradients: summed in plan order, the first one copied */
-            for (int i = 0; i < b->n_parts; i++) {
-                const float *g = o->nodes[b->parts[i].node].grads;
-                if (i == 0) {
-                    memcpy(grads, g, sizeof(float) * o->p_node);
-                } else {
-                    for (size_t j = 0; j < o->p_node; j++) grads[j] += g[j];
-                }
-            }
             batch_reset(o, b);
             *loss_sum += ls;
             *correct += corr;
