@@ -38,7 +38,7 @@ static void usage(void) {
            "rows, and exits 0 when the orchestrator says the run is over. If the\n"
            "connection drops it reconnects and the orchestrator replays the batch.\n"
            "Raw inputs never leave the node.\n\n"
-           "  --connect HOST:PORT   the orchestrator\n"
+           "  --connect HOST:PORT   the orchestrator (unix:PATH for one on this machine)\n"
            "  --id K                this node's id, 1..N (must match its certificate)\n"
            "  --data DIR            MNIST-layout directory holding train-images-idx3-ubyte\n"
            "                        and train-labels-idx1-ubyte (raw or .gz)\n"
@@ -87,10 +87,11 @@ int cmd_node(int argc, char **argv) {
         return cli_usage_error(cmd, insecure ? "--tls-dir and --insecure exclude each other"
                                              : "TLS is the default: give --tls-dir DIR (see "
                                                "'tl provision') or --insecure");
-    char host[256];
+    char host[512];
     int port;
-    if (tl_net_parse_addr(connect, host, sizeof host, &port) < 0 || port == 0)
-        return cli_usage_error(cmd, "--connect: '%s' (want HOST:PORT)", connect);
+    if (tl_net_parse_addr(connect, host, sizeof host, &port) < 0 ||
+        (port == 0 && strncmp(host, "unix:", 5)))
+        return cli_usage_error(cmd, "--connect: '%s' (want HOST:PORT or unix:PATH)", connect);
 
     tl_gemm_set_threads((int)threads);
     tl_tls_ctx *tls = NULL;

@@ -24,7 +24,8 @@ static void usage(void) {
            "trains on their data without seeing it, with the result of centralized\n"
            "training on the pooled data. The orchestrator holds only the test set.\n\n"
            "  --listen HOST:PORT    address to listen on; port 0 picks a free one\n"
-           "                        [127.0.0.1:7000; 0.0.0.0:PORT for other machines]\n"
+           "                        [127.0.0.1:7000; 0.0.0.0:PORT for other machines;\n"
+           "                        unix:PATH for nodes on this machine only]\n"
            "  --port-file FILE      write the port listened on into FILE\n"
            "  --test-data DIR       MNIST-layout directory with the t10k-* files\n"
            "                        [" TL_DEFAULT_DATA "]\n\n"
@@ -95,7 +96,7 @@ int cmd_orchestrator(int argc, char **argv) {
         return cli_usage_error(cmd, oo.insecure ? "--tls-dir and --insecure exclude each other"
                                                 : "TLS is the default: give --tls-dir DIR (see "
                                                   "'tl provision') or --insecure");
-    char host[256];
+    char host[512];
     int port;
     if (tl_net_parse_addr(listen, host, sizeof host, &port) < 0)
         return cli_usage_error(cmd, "--listen: '%s' (want HOST:PORT)", listen);

@@ -37,9 +37,9 @@ static void usage(void) {
     printf("usage: tl run --nodes N [options]\n\n"
            "The whole system on one machine: splits the training data into N private\n"
            "data sets (in a temporary directory), provisions a temporary CA and TLS kits,\n"
-           "starts an orchestrator and N node processes on 127.0.0.1, shows the\n"
-           "orchestrator's progress and exits with its status. Interrupting it stops\n"
-           "every process it started and removes the temporary directory.\n\n"
+           "starts an orchestrator and N node processes connected by a unix socket in that\n"
+           "directory, shows the orchestrator's progress and exits with its status.\n"
+           "Interrupting it stops every process it started and removes the directory.\n\n"
            "  --data DIR            MNIST-layout directory: train-* files are split among\n"
            "                        the nodes, t10k-* files evaluate [" TL_DEFAULT_DATA "]\n"
            "  --test-data DIR       take the t10k-* files from DIR instead\n"
@@ -167,9 +167,9 @@ static int send_port(void *ud, int port) {
 }
 
 /* Starts node k (exec of this program) connected to port. */
-static pid_t spawn_node(const run_ctx *r, int k, int port) {
-    char connect[64], id[16], data[4096], threads[16], tls[4096];
-    snprintf(connect, sizeof connect, "127.0.0.1:%d", port);
+static pid_t spawn_node(const run_ctx *r, int k) {
+    char connect[4200], id[16], data[4096], threads[16], tls[4096];
+    snprintf(connect, sizeof connect, "unix:%s/orchestrator.sock", r->dir);
     snprintf(id, sizeof id, "%d", k);
     snprintf(data, sizeof data, "%s/node-%d", r->dir, k);
     snprintf(threads, sizeof threads, "%d", r->t->cfg.threads);
@@ -307,7 +307,11 @@ int cmd_run(int argc, char **argv) {
         signal(SIGINT, SIG_DFL);
         signal(SIGTERM, SIG_DFL);
         close(pipefd[0]);
-        _exit(cli_orchestrate(&t, &oo, "127.0.0.1", 0, "run", send_port, &rc));
+        /* a unix socket: only this machine's processes can reach it, and it moves
+         * bytes about twice as fast as loopback TCP */
+        char addr[4200];
+        snprintf(addr, sizeof addr, "unix:%s/orchestrator.sock", dir);
+        _exit(cli_orchestrate(&t, &oo, addr, 0, "run", send_port, &rc));
     }
     children[n_children++] = orch;
     close(pipefd[1]);
@@ -318,7 +322,7 @@ int cmd_run(int argc, char **argv) {
     while (got < 0 && errno == EINTR && !got_signal);
     if (got == sizeof port && !got_signal)
         for (int k = 1; k <= oo.nodes; k++) {
-            pid_t pid = spawn_node(&rc, k, port);
+            pid_t pid = spawn_node(&rc, k);
             if (pid > 0) children[n_children++] = pid;
         }
     /* Wait for the orchestrator; nodes exit when it says DONE. */

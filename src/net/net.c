@@ -14,6 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "tl/conn.h"
@@ -23,11 +25,39 @@
 #define SOCK_BUF_BYTES (4 << 20)
 #endif
 
+#define UNIX_PREFIX "unix:"
+
+/* The socket path of a "unix:PATH" host, or NULL for a network host. */
+static const char *unix_path(const char *host) {
+    return host && !strncmp(host, UNIX_PREFIX, strlen(UNIX_PREFIX)) ? host + strlen(UNIX_PREFIX)
+                                                                    : NULL;
+}
+
+/* Fills a sockaddr_un for path; TL_EINVAL if it does not fit. */
+static int unix_addr(const char *path, struct sockaddr_un *sa) {
+    memset(sa, 0, sizeof *sa);
+    sa->sun_family = AF_UNIX;
+    if (!*path || strlen(path) >= sizeof sa->sun_path)
+        return tl_error(TL_EINVAL, "unix socket path \"%s\" is empty or too long", path);
+    memcpy(sa->sun_path, path, strlen(path));
+    return 0;
+}
+
 int tl_net_parse_addr(const char *addr, char *host, int hostlen, int *port) {
     const char *h, *colon;
     size_t hl;
     if (!addr || hostlen < 1)
         return tl_error(TL_EINVAL, "no address given");
+    if (unix_path(addr)) {
+        struct sockaddr_un sa;
+        int rc = unix_addr(unix_path(addr), &sa);
+        if (rc < 0) return rc;
+        if (strlen(addr) + 1 > (size_t)hostlen)
+            return tl_error(TL_EINVAL, "address \"%s\" is too long", addr);
+        memcpy(host, addr, strlen(addr) + 1);
+        *port = 0;
+        return 0;
+    }
     if (addr[0] == '[') {
         const char *end = strchr(addr, ']');
         if (!end || end[1] != ':')
@@ -62,6 +92,10 @@ int tl_net_parse_addr(const char *addr, char *host, int hostlen, int *port) {
 /* "ip:port" or "[ip6]:port" of a socket address. */
 static void format_addr(const struct sockaddr *sa, socklen_t len, char *out, int outlen) {
     char h[NI_MAXHOST], s[NI_MAXSERV];
+    if (sa->sa_family == AF_UNIX) {
+        snprintf(out, (size_t)outlen, "unix");
+        return;
+    }
     if (getnameinfo(sa, len, h, sizeof h, s, sizeof s, NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
         snprintf(out, (size_t)outlen, "?");
         return;
@@ -79,10 +113,30 @@ static int set_nonblock(int fd) {
     return 0;
 }
 
+/* Listens on a unix socket at path; a stale socket file there is replaced. */
+static int listen_unix(const char *path, int backlog, int *fd, int *bound_port) {
+    struct sockaddr_un sa;
+    struct stat st;
+    int rc = unix_addr(path, &sa);
+    if (rc < 0) return rc;
+    if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode)) unlink(path);
+    int s = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (s < 0) return tl_error(TL_ENET, "listen on unix:%s: %s", path, strerror(errno));
+    if (bind(s, (struct sockaddr *)&sa, sizeof sa) < 0 || listen(s, backlog > 0 ? backlog : 64) < 0) {
+        int err = errno;
+        close(s);
+        return tl_error(TL_ENET, "listen on unix:%s: %s", path, strerror(err));
+    }
+    if (bound_port) *bound_port = 0;
+    *fd = s;
+    return 0;
+}
+
 int tl_net_listen(const char *host, int port, int backlog, int *fd, int *bound_port) {
     struct addrinfo hints = {0}, *res = NULL, *ai;
     char ps[16];
     int s = -1, rc, err = 0;
+    if (unix_path(host)) return listen_unix(unix_path(host), backlog, fd, bound_port);
     const char *hn = (host && host[0] && strcmp(host, "*") != 0) ? host : NULL;
     *fd = -1;
     hints.ai_family = AF_UNSPEC;
@@ -176,12 +230,38 @@ static int finish_connect(int s, int64_t deadline, int *err) {
     }
 }
 
+/* Connects to a unix socket at path (non-blocking socket returned). */
+static int connect_unix(const char *path, int64_t deadline, int timeout_ms, int *fd) {
+    struct sockaddr_un sa;
+    int rc = unix_addr(path, &sa), err = 0;
+    if (rc < 0) return rc;
+    int s = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (s < 0) return tl_error(TL_ENET, "connect to unix:%s: %s", path, strerror(errno));
+    if (connect(s, (struct sockaddr *)&sa, sizeof sa) < 0) {
+        if (errno == EINPROGRESS || errno == EAGAIN) rc = finish_connect(s, deadline, &err);
+        else {
+            err = errno;
+            rc = TL_ENET;
+        }
+        if (rc < 0) {
+            close(s);
+            if (rc == TL_ETIMEDOUT)
+                return tl_error(TL_ETIMEDOUT, "connect to unix:%s: timed out after %d ms", path,
+                                timeout_ms);
+            return tl_error(TL_ENET, "connect to unix:%s: %s", path, strerror(err));
+        }
+    }
+    *fd = s;
+    return 0;
+}
+
 int tl_net_connect(const char *host, int port, int timeout_ms, int *fd) {
     struct addrinfo hints = {0}, *res = NULL, *ai;
     char ps[16];
     int s = -1, rc, err = 0, last = TL_ENET;
     int64_t deadline = timeout_ms >= 0 ? tl_now_ms() + timeout_ms : -1;
     *fd = -1;
+    if (unix_path(host)) return connect_unix(unix_path(host), deadline, timeout_ms, fd);
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
     snprintf(ps, sizeof ps, "%d", port);
@@ -238,6 +318,18 @@ int tl_net_tune(int fd, int keepalive_idle_s) {
     int one = 1, rc;
     if ((rc = set_nonblock(fd)) < 0)
         return rc;
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0 && ss.ss_family == AF_UNIX) {
+        /* No TCP options; unix sockets have no buffer autotuning, so ask for large
+         * buffers (beyond wmem_max where we may: SO_*BUFFORCE needs CAP_NET_ADMIN). */
+        int sz = SOCK_BUF_BYTES;
+        if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &sz, sizeof sz) < 0)
+            setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
+        if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &sz, sizeof sz) < 0)
+            setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof sz);
+        return 0;
+    }
     if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) < 0)
         return tl_error(TL_ENET, "setsockopt(TCP_NODELAY): %s", strerror(errno));
     if (keepalive_idle_s > 0) {

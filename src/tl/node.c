@@ -212,10 +212,13 @@ static int session_open(session *s) {
     const tl_node_cfg *cfg = s->cfg;
     int fd, rc;
     char peer[300];
-    snprintf(peer, sizeof peer, "%s:%d", cfg->host, cfg->port);
+    if (strncmp(cfg->host, "unix:", 5)) snprintf(peer, sizeof peer, "%s:%d", cfg->host, cfg->port);
+    else snprintf(peer, sizeof peer, "%s", cfg->host);
     if ((rc = tl_net_connect(cfg->host, cfg->port, CONNECT_TIMEOUT_MS, &fd)) < 0) return rc;
     tl_net_tune(fd, 10);
-    rc = cfg->tls ? tl_conn_tls_new(fd, cfg->tls, 0, peer, cfg->host, &s->c)
+    /* over a unix socket the orchestrator is this machine: its certificate names localhost */
+    const char *expect = strncmp(cfg->host, "unix:", 5) ? cfg->host : "localhost";
+    rc = cfg->tls ? tl_conn_tls_new(fd, cfg->tls, 0, peer, expect, &s->c)
                   : tl_conn_tcp_new(fd, peer, &s->c);
     if (rc < 0) return rc;
     int64_t deadline = tl_now_ms() + HANDSHAKE_TIMEOUT_MS;

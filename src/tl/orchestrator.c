@@ -598,7 +598,10 @@ void tl_orch_set_step(tl_orch *o, uint64_t step) { o->step = step; }
 int tl_orch_wait_nodes(tl_orch *o, int timeout_s, uint64_t *counts, uint64_t *fingerprints) {
     const int n = o->cfg.n_nodes;
     int64_t start = tl_now_ms(), last_note = start;
-    olog(o, "listening on %s:%d for %d node%s (%s)", o->cfg.host, o->port, n, n == 1 ? "" : "s",
+    char where[600];
+    if (strncmp(o->cfg.host, "unix:", 5)) snprintf(where, sizeof where, "%s:%d", o->cfg.host, o->port);
+    else snprintf(where, sizeof where, "%s", o->cfg.host);
+    olog(o, "listening on %s for %d node%s (%s)", where, n, n == 1 ? "" : "s",
          o->cfg.tls ? "TLS" : "plaintext");
     while (o->registered < n) {
         pump(o, -1);
