@@ -1,0 +1,167 @@
+#!/usr/bin/env bash
+# e2e_manual.sh - the README's manual multi-process recipe.
+#
+#   bash tests/e2e_manual.sh <path to tl> <tests/data dir>
+#
+# The same run by hand, as on separate machines: `tl partition` into 3
+# contiguous node data sets, one `tl orchestrator`, three `tl node` processes
+# each started on its own (in the background here) with only its own data
+# directory. 20 steps, then the same with `tl run --nodes 3`: the two models
+# must be bit-identical (same plan, same data split, same sums in plan order).
+# The commands are printed ("# $ ...") so that the README can show them.
+# Last line: "N passed, M failed"; exit status 1 on any failure.
+set -u
+
+TL=${1:?usage: e2e_manual.sh <tl> <tests/data dir>}
+DATA=/usr/share/datasets/fashion-mnist
+TMO=120 # seconds, for every tl invocation
+STEPS=20
+pass=0
+fail=0
+
+ok() { pass=$((pass + 1)); echo "ok - $1"; }
+bad() { fail=$((fail + 1)); echo "FAIL - $1: $2"; }
+check() { # check "description" "detail if it fails" command...
+    local what=$1 detail=$2
+    shift 2
+    if "$@"; then ok "$what"; else bad "$what" "$detail"; fi
+}
+finish() {
+    echo "$pass passed, $fail failed"
+    [ "$fail" -eq 0 ] && exit 0
+    exit 1
+}
+
+W=$(mktemp -d)
+PIDS=() # background processes still to reap
+cleanup() {
+    local p
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
+    rm -rf "$W"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+if [ ! -r "$DATA/train-images-idx3-ubyte.gz" ] || [ ! -r "$DATA/t10k-images-idx3-ubyte.gz" ]; then
+    bad "Fashion-MNIST" "not installed in $DATA (apt-get install dataset-fashion-mnist)"
+    finish
+fi
+
+# show cmd...: print a command as the README would write it (tl for the path,
+# paths relative to the work directory).
+show() {
+    local s="$*"
+    s=${s//"$TL"/tl}
+    s=${s//"$W/"/}
+    echo "# \$ $s"
+}
+LAST=
+bg() { # bg OUT ERR cmd...: start in the background under timeout; LAST = its pid
+    local out=$1 err=$2
+    shift 2
+    show "$@" "&"
+    timeout "$TMO" "$@" >"$out" 2>"$err" &
+    LAST=$!
+    PIDS+=("$LAST")
+}
+RC=0
+reap() { # reap PID: wait for it and forget it; RC = its exit status
+    wait "$1"
+    RC=$?
+    local p keep=()
+    for p in "${PIDS[@]}"; do [ "$p" != "$1" ] && keep+=("$p"); done
+    PIDS=("${keep[@]}")
+}
+fg() { # fg LOG cmd...: run in the foreground under timeout; RC = its status
+    local log=$1
+    shift
+    show "$@"
+    timeout "$TMO" "$@" >"$log" 2>&1
+    RC=$?
+    return "$RC"
+}
+wait_port() { # wait_port FILE PID: print the port once FILE holds one (30 s at most)
+    local f=$1 pid=$2 i a b
+    for ((i = 0; i < 300; i++)); do
+        if [ -s "$f" ]; then
+            a=$(tr -d ' \n' <"$f")
+            sleep 0.05
+            b=$(tr -d ' \n' <"$f")
+            if [ "$a" = "$b" ] && [[ $a =~ ^[0-9]+$ ]] && [ "$a" -gt 0 ]; then
+                echo "$a"
+                return 0
+            fi
+        fi
+        kill -0 "$pid" 2>/dev/null || return 1
+        sleep 0.1
+    done
+    return 1
+}
+oneline() { tr '\n' '|' <"$1" | cut -c 1-400; }
+
+echo "# 1. split the training data: one directory per node (copy node-K to machine K)"
+if ! fg "$W/partition.log" "$TL" partition --data "$DATA" --nodes 3 --scheme contiguous --out "$W/parts"; then
+    bad "tl partition --nodes 3 --scheme contiguous" "exit $RC: $(oneline "$W/partition.log")"
+    finish
+fi
+ok "tl partition --nodes 3 --scheme contiguous --out parts"
+for k in 1 2 3; do
+    check "parts/node-$k holds its train files" "$(ls "$W/parts/node-$k" 2>&1 | tr '\n' ' ')" \
+        test -s "$W/parts/node-$k/train-images-idx3-ubyte.gz" -a -s "$W/parts/node-$k/train-labels-idx1-ubyte.gz"
+done
+
+echo "# 2. on the orchestrator's machine (here port 0 picks a free port, written to --port-file;"
+echo "#    on a real deployment: --listen 0.0.0.0:7000 and TLS kits from tl provision)"
+bg "$W/orch.out" "$W/orch.err" "$TL" orchestrator --nodes 3 --listen 127.0.0.1:0 --port-file "$W/port" \
+    --insecure --max-steps "$STEPS" --save "$W/manual.st" --threads 1
+orch=$LAST
+if ! port=$(wait_port "$W/port" "$orch"); then
+    bad "orchestrator writes its port to --port-file" "$(oneline "$W/orch.err")"
+    finish
+fi
+ok "orchestrator listening on 127.0.0.1:$port"
+
+echo "# 3. on each node's machine, with only its own data"
+nodes=()
+for k in 1 2 3; do
+    # Each node from its own working directory, as on a machine of its own.
+    mkdir -p "$W/machine-$k"
+    (cd "$W/machine-$k" && exec timeout "$TMO" "$TL" node --connect "127.0.0.1:$port" --id "$k" \
+        --data "$W/parts/node-$k" --insecure --threads 1 >"$W/node-$k.out" 2>"$W/node-$k.err") &
+    show "$TL" node --connect "127.0.0.1:$port" --id "$k" --data "$W/parts/node-$k" --insecure --threads 1 "&"
+    nodes+=($!)
+    PIDS+=($!)
+done
+
+reap "$orch"
+check "orchestrator exits 0" "exit $RC: $(oneline "$W/orch.err")" test "$RC" -eq 0
+check "orchestrator saved manual.st" "missing" test -s "$W/manual.st"
+check "orchestrator reports $STEPS steps" "$(oneline "$W/orch.out")" grep -q "$STEPS steps" "$W/orch.out" "$W/orch.err"
+for k in 1 2 3; do
+    reap "${nodes[$((k - 1))]}"
+    check "node $k exits 0 when the run is over" "exit $RC: $(oneline "$W/node-$k.err")" test "$RC" -eq 0
+done
+
+echo "# 4. the same run in one command"
+if fg "$W/auto.log" "$TL" run --nodes 3 --max-steps "$STEPS" --save "$W/auto.st" --insecure --threads 1; then
+    ok "tl run --nodes 3 --max-steps $STEPS exits 0"
+    fg "$W/cmp" "$TL" compare "$W/auto.st" "$W/manual.st"
+    cat "$W/cmp" | sed 's/^/#   /'
+    check "manual recipe bit-identical to tl run --nodes 3" "$(oneline "$W/cmp")" grep -q '(bit-identical)' "$W/cmp"
+else
+    bad "tl run --nodes 3 --max-steps $STEPS" "exit $RC: $(oneline "$W/auto.log")"
+fi
+
+echo "# 5. and against centralized training"
+if fg "$W/train.log" "$TL" train --max-steps "$STEPS" --save "$W/train.st" --threads 1; then
+    fg "$W/cmp-train" "$TL" compare "$W/train.st" "$W/manual.st" --tolerance 1e-5
+    rc=$RC
+    cat "$W/cmp-train" | sed 's/^/#   /'
+    check "manual recipe within 1e-5 of tl train ($(sed -n 's/.*\(relative [^ ]*\).*/\1/p' "$W/cmp-train"))" \
+        "exit $rc: $(oneline "$W/cmp-train")" test "$rc" -eq 0
+else
+    bad "tl train --max-steps $STEPS" "exit $RC: $(oneline "$W/train.log")"
+fi
+
+finish
