@@ -39,14 +39,15 @@ static void usage(void) {
            "data sets (in a temporary directory), provisions a temporary CA and TLS kits,\n"
            "starts an orchestrator and N node processes connected by a unix socket in that\n"
            "directory, shows the orchestrator's progress and exits with its status.\n"
-           "Interrupting it stops every process it started and removes the directory.\n\n"
+           "Interrupting it stops every process it started and removes the directory.\n"
+           "With --insecure the processes talk plaintext (no --tls-dir: tl run makes\n"
+           "its own kits).\n\n"
            "  --data DIR            MNIST-layout directory: train-* files are split among\n"
            "                        the nodes, t10k-* files evaluate [" TL_DEFAULT_DATA "]\n"
            "  --test-data DIR       take the t10k-* files from DIR instead\n"
            "  --partition SCHEME    contiguous (the reference's split), iid, label,\n"
            "                        dirichlet:ALPHA [contiguous]; seeded by --seed\n"
-           "  --keep                keep the temporary directory (printed at the end)\n"
-           "  --insecure            skip TLS: plaintext on loopback\n\n"
+           "  --keep                keep the temporary directory (printed at the end)\n\n"
            "%s\n%s\n"
            "  -h, --help            this text\n",
            cli_orch_help, cli_train_help);

@@ -454,8 +454,9 @@ static int peer_read(tl_orch *o, peer *p) {
         int rc = tl_frame_read(&p->r, p->c, &f);
         if (rc == TL_EAGAIN) return 0;
         if (rc < 0) {
+            /* transport and frame errors already name the peer */
             if (p->st == PEER_READY) lose_node(o, p, tl_errmsg());
-            else if (p->st != PEER_CLOSING) olog(o, "closed %s: %s", p->c->peer, tl_errmsg());
+            else if (p->st != PEER_CLOSING) olog(o, "closed %s", tl_errmsg());
             return -1;
         }
         if (p->st == PEER_CLOSING) continue; /* draining; ignore */
