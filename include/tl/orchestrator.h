@@ -67,6 +67,15 @@ int tl_orch_port(const tl_orch *o);
  * fingerprint. timeout_s 0: wait forever. */
 int tl_orch_wait_nodes(tl_orch *o, int timeout_s, uint64_t *counts, uint64_t *fingerprints);
 
+/* One round of the event loop: waits up to timeout_ms for I/O, then accepts,
+ * handshakes, reads and writes whatever is ready and runs the timers. For
+ * embedding the orchestrator in another loop, and for the handshake fuzzer.
+ * Returns the number of connections open. */
+int tl_orch_serve(tl_orch *o, int timeout_ms);
+
+/* Nodes registered so far. */
+int tl_orch_registered(const tl_orch *o);
+
 /* Numbers the next step (after a resume: the steps already taken). */
 void tl_orch_set_step(tl_orch *o, uint64_t step);
 

@@ -596,6 +596,13 @@ int tl_orch_port(const tl_orch *o) { return o->port; }
 
 void tl_orch_set_step(tl_orch *o, uint64_t step) { o->step = step; }
 
+int tl_orch_serve(tl_orch *o, int timeout_ms) {
+    pump(o, tl_now_ms() + (timeout_ms > 0 ? timeout_ms : 0));
+    return o->n_peers;
+}
+
+int tl_orch_registered(const tl_orch *o) { return o->registered; }
+
 int tl_orch_wait_nodes(tl_orch *o, int timeout_s, uint64_t *counts, uint64_t *fingerprints) {
     const int n = o->cfg.n_nodes;
     int64_t start = tl_now_ms(), last_note = start;
