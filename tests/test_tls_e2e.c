@@ -1,0 +1,745 @@
+/*
+ * test_tls_e2e.c - issue 5's refusal cases against a real `tl orchestrator`
+ * process (TL_BIN), over TCP on 127.0.0.1.
+ *
+ * Once: `tl provision --nodes 3 --out KIT`, a second CA `--out OTHER`, an
+ * expired node-1 kit signed by KIT's CA (tl_provision_add_node on a copy of
+ * KIT/ca with a validity period in the past), a hybrid kit that trusts KIT's
+ * CA but presents OTHER's node-1 certificate, and `tl partition --nodes 3`.
+ *
+ * Each case starts `tl orchestrator --nodes 3 --max-steps 5 --tls-dir ...`,
+ * throws one bad client at it, then starts the three legitimate nodes and
+ * checks that
+ *   - the bad client was refused (non-zero exit and the reason on stderr, or
+ *     for a raw client the failure it got); a `tl node` refused on certificate
+ *     grounds stops at its first attempt (no "retrying" line). Where that
+ *     depends on timing (whether the node's HELLO leaves before the
+ *     orchestrator's alert and reset arrive) the bad node runs REPEAT times,
+ *   - the orchestrator logged one line saying whom it refused and why,
+ *   - the orchestrator still finished the run with the legitimate nodes
+ *     (exit 0, --save file written).
+ * Plus: no --tls-dir and no --insecure is a usage error (2); --insecure warns.
+ *
+ * Every child is killed and reaped in the teardown, also after a failed
+ * assertion, and an alarm bounds each case.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <limits.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
+#include "tl/conn.h"
+#include "tl/error.h"
+#include "tl/frame.h"
+#include "tl/msg.h"
+#include "tl/net.h"
+#include "tl/provision.h"
+#include "tl/tls.h"
+
+#define DATA_DIR "/usr/share/datasets/fashion-mnist"
+#define CASE_ALARM_S 90     /* hard bound on one case */
+#define NODE_TIMEOUT_MS 60000
+/* Cases where the node's reaction depends on timing (whether its HELLO goes
+ * out before the orchestrator's alert and reset arrive) run it this often. */
+#define REPEAT 3
+
+static char root[PATH_MAX];
+static int have_setup; /* group setup succeeded */
+
+/* ---- children ----------------------------------------------------------- */
+
+#define MAX_KIDS 32
+static volatile pid_t kids[MAX_KIDS];
+
+static void kids_add(pid_t p) {
+    for (int i = 0; i < MAX_KIDS; i++)
+        if (!kids[i]) {
+            kids[i] = p;
+            return;
+        }
+    kill(p, SIGKILL);
+    fail_msg("too many children");
+}
+
+static void kids_forget(pid_t p) {
+    for (int i = 0; i < MAX_KIDS; i++)
+        if (kids[i] == p) kids[i] = 0;
+}
+
+static void kids_kill_all(void) {
+    for (int i = 0; i < MAX_KIDS; i++) {
+        pid_t p = kids[i];
+        if (p > 0) {
+            kill(p, SIGKILL);
+            waitpid(p, NULL, 0);
+            kids[i] = 0;
+        }
+    }
+}
+
+static void on_alarm(int sig) {
+    (void)sig;
+    static const char msg[] = "test_tls_e2e: time limit reached, killing children\n";
+    for (int i = 0; i < MAX_KIDS; i++)
+        if (kids[i] > 0) kill(kids[i], SIGKILL);
+    ssize_t w = write(2, msg, sizeof msg - 1);
+    (void)w;
+    _exit(3);
+}
+
+static int64_t now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(int ms) {
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* Runs TL_BIN with argv (argv[0] is ignored), stdout and stderr to log. */
+static pid_t spawn(const char *log, const char *const *argv) {
+    fflush(NULL);
+    pid_t p = fork();
+    assert_true(p >= 0);
+    if (p == 0) {
+        int in = open("/dev/null", O_RDONLY);
+        int out = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (in < 0 || out < 0) _exit(126);
+        dup2(in, 0);
+        dup2(out, 1);
+        dup2(out, 2);
+        alarm(0);
+        signal(SIGALRM, SIG_DFL);
+        execv(TL_BIN, (char *const *)argv);
+        _exit(127);
+    }
+    kids_add(p);
+    return p;
+}
+
+/* Waits up to timeout_ms for p: its wait status, or -1 on timeout (p is then
+ * killed and reaped). */
+static int wait_exit(pid_t p, int timeout_ms) {
+    int64_t end = now_ms() + timeout_ms;
+    int st;
+    for (;;) {
+        pid_t r = waitpid(p, &st, WNOHANG);
+        if (r == p) {
+            kids_forget(p);
+            return st;
+        }
+        if (r < 0 && errno != EINTR) fail_msg("waitpid: %s", strerror(errno));
+        if (now_ms() > end) {
+            kill(p, SIGKILL);
+            waitpid(p, NULL, 0);
+            kids_forget(p);
+            return -1;
+        }
+        sleep_ms(20);
+    }
+}
+
+/* Exit code of a wait status; 1000+signal for a signal; -1 for a timeout. */
+static int exit_code(int st) {
+    if (st == -1) return -1;
+    if (WIFEXITED(st)) return WEXITSTATUS(st);
+    if (WIFSIGNALED(st)) return 1000 + WTERMSIG(st);
+    return 2000;
+}
+
+/* ---- files -------------------------------------------------------------- */
+
+static const char *pathf(const char *fmt, ...) {
+    static char buf[16][PATH_MAX + 128];
+    static int next;
+    char *b = buf[next++ % 16];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(b, sizeof buf[0], fmt, ap);
+    va_end(ap);
+    return b;
+}
+
+static char *slurp(const char *path) {
+    FILE *f = fopen(path, "rb");
+    size_t cap = 1 << 16, n = 0;
+    char *s = malloc(cap);
+    assert_non_null(s);
+    if (f) {
+        size_t r;
+        while ((r = fread(s + n, 1, cap - n - 1, f)) > 0) {
+            n += r;
+            if (cap - n < 2) {
+                cap *= 2;
+                s = realloc(s, cap);
+                assert_non_null(s);
+            }
+        }
+        fclose(f);
+    }
+    s[n] = '\0';
+    return s;
+}
+
+/* The first line of text that contains needle (in a static buffer), or NULL. */
+static const char *line_with(const char *text, const char *needle) {
+    static char line[2048];
+    const char *hit = strstr(text, needle);
+    if (!hit) return NULL;
+    const char *b = hit, *e = hit;
+    while (b > text && b[-1] != '\n') b--;
+    while (*e && *e != '\n') e++;
+    size_t n = (size_t)(e - b) < sizeof line - 1 ? (size_t)(e - b) : sizeof line - 1;
+    memcpy(line, b, n);
+    line[n] = '\0';
+    return line;
+}
+
+/* Asserts that the file at path contains needle, showing the file if not;
+ * prints the matching line prefixed with what. */
+static void expect_in_file(const char *path, const char *needle, const char *what) {
+    char *s = slurp(path);
+    const char *l = line_with(s, needle);
+    if (!l) {
+        print_error("%s: no \"%s\" in %s:\n%s\n", what, needle, path, s);
+        free(s);
+        fail();
+    }
+    print_message("    %s: %s\n", what, l);
+    free(s);
+}
+
+static void expect_not_in_file(const char *path, const char *needle) {
+    char *s = slurp(path);
+    if (strstr(s, needle)) {
+        print_error("unexpected \"%s\" in %s:\n%s\n", needle, path, s);
+        free(s);
+        fail();
+    }
+    free(s);
+}
+
+static long file_size(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 ? (long)st.st_size : -1;
+}
+
+static int rm_entry(const char *p, const struct stat *st, int flag, struct FTW *ftw) {
+    (void)st, (void)flag, (void)ftw;
+    return remove(p);
+}
+
+static void copy_file(const char *from, const char *to, mode_t mode) {
+    char *s = NULL;
+    FILE *f = fopen(from, "rb");
+    assert_non_null(f);
+    s = malloc(1 << 16);
+    size_t n = fread(s, 1, 1 << 16, f);
+    fclose(f);
+    int fd = open(to, O_WRONLY | O_CREAT | O_TRUNC, mode);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, s, n), (ssize_t)n);
+    close(fd);
+    free(s);
+}
+
+/* Runs TL_BIN to completion (bounded) and returns its exit code. */
+static int run_tl(const char *log, int timeout_ms, const char *const *argv) {
+    return exit_code(wait_exit(spawn(log, argv), timeout_ms));
+}
+
+/* ---- the orchestrator and the legitimate nodes -------------------------- */
+
+typedef struct orch {
+    pid_t pid;
+    int port;
+    char dir[PATH_MAX]; /* this case's working directory */
+    char log[PATH_MAX + 32];
+    char out[PATH_MAX + 32];
+} orch;
+
+/* Starts `tl orchestrator` with the given kit in root/<name>/ and waits for its
+ * port. */
+static void orch_start(orch *o, const char *name, const char *kit) {
+    snprintf(o->dir, sizeof o->dir, "%s/%s", root, name);
+    assert_int_equal(mkdir(o->dir, 0700), 0);
+    snprintf(o->log, sizeof o->log, "%s/orch.log", o->dir);
+    snprintf(o->out, sizeof o->out, "%s/out.st", o->dir);
+    const char *pf = pathf("%s/port", o->dir);
+    const char *argv[] = {"tl", "orchestrator", "--listen", "127.0.0.1:0", "--port-file", pf,
+                          "--nodes", "3", "--max-steps", "5", "--heartbeat", "500",
+                          "--wait-timeout", "60", "--test-data", DATA_DIR,
+                          "--tls-dir", pathf("%s/orchestrator", kit), "--save", o->out, NULL};
+    o->pid = spawn(o->log, argv);
+    int64_t end = now_ms() + 15000;
+    o->port = 0;
+    while (!o->port) {
+        FILE *f = fopen(pf, "r");
+        if (f) {
+            if (fscanf(f, "%d", &o->port) != 1) o->port = 0;
+            fclose(f);
+        }
+        if (o->port) break;
+        int st;
+        if (waitpid(o->pid, &st, WNOHANG) == o->pid) {
+            kids_forget(o->pid);
+            char *s = slurp(o->log);
+            print_error("orchestrator exited early (%d):\n%s\n", exit_code(st), s);
+            free(s);
+            fail();
+        }
+        if (now_ms() > end) fail_msg("orchestrator wrote no port file in 15 s");
+        sleep_ms(20);
+    }
+}
+
+static const char *addr(const orch *o) { return pathf("127.0.0.1:%d", o->port); }
+
+/* `tl node` as node `id` with kit dir `kitdir` and node-`data_k`'s data. */
+static pid_t node_start(const orch *o, const char *log, int id, const char *kitdir,
+                        int data_k, const char *extra) {
+    char ids[16];
+    snprintf(ids, sizeof ids, "%d", id);
+    const char *argv[16] = {"tl", "node", "--connect", addr(o), "--id", ids,
+                            "--data", pathf("%s/parts/node-%d", root, data_k)};
+    int n = 8;
+    if (kitdir) {
+        argv[n++] = "--tls-dir";
+        argv[n++] = kitdir;
+    } else {
+        argv[n++] = "--insecure";
+    }
+    if (extra) argv[n++] = extra;
+    argv[n] = NULL;
+    return spawn(log, argv);
+}
+
+/* Starts nodes 1..3 with kit/node-K, checks they and the orchestrator finish
+ * cleanly and out.st is written. */
+static void finish_with_legit_nodes(orch *o, const char *kit) {
+    pid_t p[3];
+    for (int k = 1; k <= 3; k++)
+        p[k - 1] = node_start(o, pathf("%s/node%d.log", o->dir, k), k,
+                              pathf("%s/node-%d", kit, k), k, "--quiet");
+    for (int k = 1; k <= 3; k++) {
+        int code = exit_code(wait_exit(p[k - 1], NODE_TIMEOUT_MS));
+        if (code != 0) {
+            char *s = slurp(pathf("%s/node%d.log", o->dir, k)), *l = slurp(o->log);
+            print_error("legitimate node %d: exit %d\n%s\norchestrator log:\n%s\n", k, code, s,
+                        l);
+            free(s);
+            free(l);
+            fail();
+        }
+    }
+    int code = exit_code(wait_exit(o->pid, 30000));
+    if (code != 0) {
+        char *l = slurp(o->log);
+        print_error("orchestrator: exit %d\n%s\n", code, l);
+        free(l);
+        fail();
+    }
+    for (int k = 1; k <= 3; k++) expect_in_file(o->log, pathf("node %d joined", k), "joined");
+    assert_true(file_size(o->out) > 0);
+}
+
+/* A bad `tl node`: started, then waited for with a bound; its outcome is
+ * checked last (bad_check), after the orchestrator's behaviour, so that a
+ * failure there does not hide what the orchestrator did. */
+typedef struct bad {
+    pid_t pid;
+    char name[64];
+    char log[PATH_MAX + 96];
+    int64_t t0, ms;
+    int code; /* exit code, -1: had to be killed */
+} bad;
+
+static void bad_start(bad *b, const orch *o, const char *name, int id, const char *kitdir,
+                      int data_k, const char *extra) {
+    snprintf(b->name, sizeof b->name, "%s", name);
+    snprintf(b->log, sizeof b->log, "%s/%s.log", o->dir, name);
+    b->t0 = now_ms();
+    b->pid = node_start(o, b->log, id, kitdir, data_k, extra);
+}
+
+static void bad_wait(bad *b, int timeout_ms) {
+    b->code = exit_code(wait_exit(b->pid, timeout_ms));
+    b->ms = now_ms() - b->t0;
+    if (b->code == -1)
+        print_message("    %s: still running after %lld ms: killed\n", b->name, (long long)b->ms);
+    else
+        print_message("    %s: exit %d after %lld ms\n", b->name, b->code, (long long)b->ms);
+}
+
+/* Asserts that the bad node stopped by itself with a non-zero exit and that
+ * its output contains want. */
+static void bad_check(const bad *b, const char *want) {
+    if (b->code == 0 || b->code == -1) {
+        char *s = slurp(b->log);
+        print_error("%s: expected it to stop by itself with a non-zero exit, got %s; its "
+                    "output:\n%s\n",
+                    b->name, b->code == 0 ? "exit 0" : "no exit (killed)", s);
+        free(s);
+        fail();
+    }
+    expect_in_file(b->log, want, "client");
+}
+
+/* A refusal on certificate grounds is final: the node must stop at its first
+ * attempt, not report "cannot reach the orchestrator ...; retrying". */
+static void bad_check_no_retry(const bad *b) {
+    char *s = slurp(b->log);
+    int retried = strstr(s, "retrying") != NULL;
+    if (retried)
+        print_error("%s: a certificate refusal must be final, but the node retried:\n%s\n",
+                    b->name, s);
+    free(s);
+    if (retried) fail();
+}
+
+/* Waits up to timeout_ms for needle to appear in the file at path. */
+static void wait_for_text(const char *path, const char *needle, int timeout_ms) {
+    int64_t end = now_ms() + timeout_ms;
+    for (;;) {
+        char *s = slurp(path);
+        int hit = strstr(s, needle) != NULL;
+        free(s);
+        if (hit || now_ms() > end) return;
+        sleep_ms(20);
+    }
+}
+
+/* ---- group setup: kits and data ---------------------------------------- */
+
+static int group_setup(void **state) {
+    (void)state;
+    signal(SIGPIPE, SIG_IGN);
+    signal(SIGALRM, on_alarm);
+    if (access(DATA_DIR "/train-images-idx3-ubyte.gz", R_OK) != 0 &&
+        access(DATA_DIR "/train-images-idx3-ubyte", R_OK) != 0) {
+        print_message("no Fashion-MNIST at " DATA_DIR ": skipping\n");
+        return 0;
+    }
+    alarm(CASE_ALARM_S);
+    snprintf(root, sizeof root, "%s/tl-tls-e2e-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+    if (!mkdtemp(root)) return -1;
+    char kit[PATH_MAX + 16], other[PATH_MAX + 16], exp[PATH_MAX + 16], hyb[PATH_MAX + 16];
+    snprintf(kit, sizeof kit, "%s/kit", root);
+    snprintf(other, sizeof other, "%s/other", root);
+    snprintf(exp, sizeof exp, "%s/expired", root);
+    snprintf(hyb, sizeof hyb, "%s/hybrid", root);
+    const char *prov1[] = {"tl", "provision", "--nodes", "3", "--out", kit, NULL};
+    const char *prov2[] = {"tl", "provision", "--nodes", "3", "--out", other, NULL};
+    const char *part[] = {"tl", "partition", "--nodes", "3", "--data", DATA_DIR, "--out",
+                          pathf("%s/parts", root), NULL};
+    pid_t pp = spawn(pathf("%s/partition.log", root), part);
+    if (run_tl(pathf("%s/provision.log", root), 30000, prov1) != 0) return -1;
+    if (run_tl(pathf("%s/provision2.log", root), 30000, prov2) != 0) return -1;
+
+    /* An expired node-1 kit signed by KIT's CA: a copy of KIT/ca, then
+     * tl_provision_add_node with a period that ended an hour ago. */
+    if (mkdir(exp, 0700) || mkdir(pathf("%s/ca", exp), 0700)) return -1;
+    copy_file(pathf("%s/ca/ca.pem", kit), pathf("%s/ca/ca.pem", exp), 0644);
+    copy_file(pathf("%s/ca/ca-key.pem", kit), pathf("%s/ca/ca-key.pem", exp), 0600);
+    tl_provision_opts po;
+    tl_provision_opts_init(&po);
+    po.not_before_s = -2 * 86400;
+    po.not_after_s = -3600;
+    if (tl_provision_add_node(exp, 1, &po) < 0) {
+        print_error("tl_provision_add_node: %s\n", tl_errmsg());
+        return -1;
+    }
+
+    /* A kit that trusts KIT's CA (so the node accepts the orchestrator) but
+     * presents OTHER's node-1 certificate (so the orchestrator must refuse it). */
+    if (mkdir(hyb, 0700)) return -1;
+    copy_file(pathf("%s/node-1/cert.pem", other), pathf("%s/cert.pem", hyb), 0644);
+    copy_file(pathf("%s/node-1/key.pem", other), pathf("%s/key.pem", hyb), 0600);
+    copy_file(pathf("%s/ca/ca.pem", kit), pathf("%s/ca.pem", hyb), 0644);
+
+    if (exit_code(wait_exit(pp, 60000)) != 0) {
+        char *s = slurp(pathf("%s/partition.log", root));
+        print_error("tl partition failed:\n%s\n", s);
+        free(s);
+        return -1;
+    }
+    alarm(0);
+    have_setup = 1;
+    return 0;
+}
+
+static int group_teardown(void **state) {
+    (void)state;
+    kids_kill_all();
+    if (root[0] && !getenv("TL_KEEP_TMP")) nftw(root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    return 0;
+}
+
+static int case_setup(void **state) {
+    (void)state;
+    if (!have_setup) skip();
+    alarm(CASE_ALARM_S);
+    return 0;
+}
+
+static int case_teardown(void **state) {
+    (void)state;
+    kids_kill_all();
+    alarm(0);
+    return 0;
+}
+
+static const char *KIT(void) {
+    static char b[PATH_MAX + 16];
+    snprintf(b, sizeof b, "%s/kit", root);
+    return b;
+}
+
+static const char *OTHER(void) {
+    static char b[PATH_MAX + 16];
+    snprintf(b, sizeof b, "%s/other", root);
+    return b;
+}
+
+/* ---- cases ------------------------------------------------------------- */
+
+/* a. A plaintext node against the TLS orchestrator. */
+static void test_plaintext_node(void **state) {
+    (void)state;
+    orch o;
+    orch_start(&o, "a_plaintext", KIT());
+    /* The orchestrator resets the connection without a word the plaintext
+     * node could read, so the node cannot tell this from an orchestrator that
+     * is still starting: it retries. --give-up bounds that. */
+    bad b;
+    bad_start(&b, &o, "plaintext", 1, NULL, 1, "--give-up=3");
+    wait_for_text(o.log, "refused", 10000);
+    bad_wait(&b, 15000);
+    expect_in_file(o.log, "does not speak TLS", "orchestrator");
+    expect_not_in_file(o.log, "joined from");
+    finish_with_legit_nodes(&o, KIT());
+    bad_check(&b, "cannot reach the orchestrator");
+}
+
+/* b. A client with no certificate: a raw OpenSSL TLS 1.3 client. */
+static void test_no_client_certificate(void **state) {
+    (void)state;
+    orch o;
+    orch_start(&o, "b_nocert", KIT());
+    int fd = -1;
+    assert_int_equal(tl_net_connect("127.0.0.1", o.port, 5000, &fd), 0);
+    /* blocking, with timeouts, for plain SSL_connect / SSL_read */
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+    struct timeval tv = {10, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    SSL_CTX *x = SSL_CTX_new(TLS_client_method());
+    assert_non_null(x);
+    SSL_CTX_set_min_proto_version(x, TLS1_3_VERSION);
+    SSL_CTX_set_verify(x, SSL_VERIFY_NONE, NULL);
+    SSL *s = SSL_new(x);
+    assert_non_null(s);
+    SSL_set_fd(s, fd);
+    ERR_clear_error();
+    int r = SSL_connect(s), err = 0;
+    const char *stage = "handshake";
+    char reason[256] = "";
+    if (r == 1) { /* TLS 1.3: the server checks our (missing) certificate after */
+        char b[16];
+        stage = "first read";
+        r = SSL_read(s, b, sizeof b);
+        assert_true(r <= 0);
+    }
+    err = SSL_get_error(s, r);
+    ERR_error_string_n(ERR_peek_error(), reason, sizeof reason);
+    print_message("    client: %s failed: SSL_get_error %d: %s\n", stage, err, reason);
+    /* An alert from the server, not a timeout or a silent close. */
+    assert_int_equal(err, SSL_ERROR_SSL);
+    assert_non_null(strstr(reason, "certificate required"));
+    SSL_free(s);
+    SSL_CTX_free(x);
+    close(fd);
+    expect_in_file(o.log, "did not return a certificate", "orchestrator");
+    finish_with_legit_nodes(&o, KIT());
+}
+
+/* c. A kit from another CA. `tl node --tls-dir OTHER/node-1` refuses the
+ * orchestrator first (it trusts OTHER's CA only); the hybrid kit trusts KIT's
+ * CA but presents OTHER's certificate, so the orchestrator must refuse it. */
+static void test_kit_from_another_ca(void **state) {
+    (void)state;
+    orch o;
+    orch_start(&o, "c_otherca", KIT());
+    bad b1, b2[REPEAT];
+    bad_start(&b1, &o, "other", 1, pathf("%s/node-1", OTHER()), 1, NULL);
+    wait_for_text(o.log, "unknown ca", 10000);
+    bad_wait(&b1, 10000);
+    expect_in_file(o.log, "alert unknown ca", "orchestrator");
+    for (int i = 0; i < REPEAT; i++) {
+        bad_start(&b2[i], &o, pathf("hybrid%d", i + 1), 1, pathf("%s/hybrid", root), 1, NULL);
+        bad_wait(&b2[i], 10000);
+    }
+    expect_in_file(o.log, "certificate verify failed for 'tl-node-1'", "orchestrator");
+    expect_not_in_file(o.log, "joined from");
+    finish_with_legit_nodes(&o, KIT());
+    bad_check(&b1, "certificate verify failed for 'tl-orchestrator'");
+    bad_check_no_retry(&b1);
+    /* the orchestrator refused its certificate: the node learns it from the
+     * alert on its first read ("the peer refused the TLS session: ... unknown
+     * ca") and must stop there, not retry */
+    for (int i = 0; i < REPEAT; i++) {
+        bad_check(&b2[i], "unknown ca");
+        bad_check_no_retry(&b2[i]);
+    }
+}
+
+/* d. An expired node certificate signed by the run's CA. */
+static void test_expired_certificate(void **state) {
+    (void)state;
+    orch o;
+    orch_start(&o, "d_expired", KIT());
+    bad b[REPEAT];
+    for (int i = 0; i < REPEAT; i++) {
+        bad_start(&b[i], &o, pathf("expired%d", i + 1), 1, pathf("%s/expired/node-1", root), 1,
+                  NULL);
+        bad_wait(&b[i], 10000);
+    }
+    expect_in_file(o.log, "certificate has expired", "orchestrator");
+    expect_not_in_file(o.log, "joined from");
+    finish_with_legit_nodes(&o, KIT());
+    /* "... the peer refused the TLS session: sslv3 alert certificate expired",
+     * then a non-zero exit without retrying */
+    for (int i = 0; i < REPEAT; i++) {
+        bad_check(&b[i], "certificate expired");
+        bad_check_no_retry(&b[i]);
+    }
+}
+
+/* e. Node 2's kit claiming id 3: refused locally by `tl node`, and, from a raw
+ * client on the library, by the orchestrator with NOT_AUTHENTICATED. */
+static void test_wrong_node_id(void **state) {
+    (void)state;
+    orch o;
+    orch_start(&o, "e_wrongid", KIT());
+    bad b;
+    bad_start(&b, &o, "claim3", 3, pathf("%s/node-2", KIT()), 3, NULL);
+    bad_wait(&b, 10000);
+    bad_check(&b, "--id 3 but the certificate");
+
+    tl_tls_ctx *ctx = NULL;
+    tl_conn *c = NULL;
+    int fd = -1;
+    int64_t deadline = tl_now_ms() + 10000;
+    assert_int_equal(tl_tls_ctx_new(pathf("%s/node-2", KIT()), TL_TLS_NODE, &ctx), 0);
+    assert_int_equal(tl_tls_ctx_node_id(ctx), 2);
+    assert_int_equal(tl_net_connect("127.0.0.1", o.port, 5000, &fd), 0);
+    assert_int_equal(tl_conn_tls_new(fd, ctx, 0, addr(&o), "127.0.0.1", &c), 0);
+    int rc = tl_conn_handshake_full(c, deadline);
+    if (rc < 0) fail_msg("handshake: %s", tl_errmsg());
+    tl_frame_writer w;
+    tl_frame_reader r;
+    tl_frame_writer_init(&w);
+    tl_frame_reader_init(&r, TL_FRAME_HANDSHAKE_MAX);
+    static tl_msg m;
+    memset(&m, 0, sizeof m);
+    m.type = TL_MSG_HELLO;
+    m.u.hello.node_id = 3;
+    m.u.hello.proto_version = TL_PROTO_VERSION;
+    m.u.hello.sample_count = 20000;
+    m.u.hello.fingerprint = 0x1234;
+    snprintf(m.u.hello.version, sizeof m.u.hello.version, "test_tls_e2e");
+    rc = tl_msg_send(c, &w, &m, deadline);
+    if (rc < 0) fail_msg("send HELLO: %s", tl_errmsg());
+    memset(&m, 0, sizeof m);
+    rc = tl_msg_recv(c, &r, &m, deadline);
+    if (rc < 0) fail_msg("recv: %s", tl_errmsg());
+    assert_int_equal(m.type, TL_MSG_REJECT);
+    print_message("    raw client: REJECT code %u: %s\n", m.u.reject.code, m.u.reject.reason);
+    assert_int_equal(m.u.reject.code, TL_REJECT_NOT_AUTHENTICATED);
+    assert_non_null(strstr(m.u.reject.reason, "claims node id 3 but its certificate is for node 2"));
+    tl_frame_writer_free(&w);
+    tl_frame_reader_free(&r);
+    tl_conn_free(c);
+    tl_tls_ctx_free(ctx);
+
+    expect_in_file(o.log, "claims node id 3 but its certificate is for node 2", "orchestrator");
+    expect_not_in_file(o.log, "joined from");
+    finish_with_legit_nodes(&o, KIT());
+}
+
+/* f. A node refusing an orchestrator certified by another CA: it must stop at
+ * once (a certificate error is final), not retry. */
+static void test_orchestrator_from_another_ca(void **state) {
+    (void)state;
+    orch o;
+    const char *other = OTHER();
+    orch_start(&o, "f_otherorch", other);
+    bad b;
+    bad_start(&b, &o, "kitnode", 1, pathf("%s/node-1", KIT()), 1, NULL);
+    bad_wait(&b, 10000);
+    bad_check(&b, "certificate verify failed for 'tl-orchestrator'");
+    expect_in_file(b.log, "not issued by this run's CA", "client");
+    bad_check_no_retry(&b);
+    expect_in_file(o.log, "refused", "orchestrator");
+    expect_not_in_file(o.log, "joined from");
+    /* the orchestrator's own nodes (OTHER's kits) still complete the run */
+    finish_with_legit_nodes(&o, other);
+}
+
+/* Neither --tls-dir nor --insecure: usage error; --insecure: a warning. */
+static void test_orchestrator_security_flags(void **state) {
+    (void)state;
+    const char *dir = pathf("%s/flags", root);
+    assert_int_equal(mkdir(dir, 0700), 0);
+    const char *log = pathf("%s/usage.log", dir);
+    const char *a1[] = {"tl", "orchestrator", "--nodes", "3", "--listen", "127.0.0.1:0", NULL};
+    assert_int_equal(run_tl(log, 10000, a1), 2);
+    expect_in_file(log, "--tls-dir", "usage");
+
+    const char *log2 = pathf("%s/insecure.log", dir), *pf = pathf("%s/port", dir);
+    const char *a2[] = {"tl", "orchestrator", "--nodes", "3", "--listen", "127.0.0.1:0",
+                        "--port-file", pf, "--insecure", NULL};
+    pid_t p = spawn(log2, a2);
+    int64_t end = now_ms() + 10000;
+    while (access(pf, R_OK) != 0 && now_ms() < end) sleep_ms(20);
+    assert_int_equal(access(pf, R_OK), 0);
+    kill(p, SIGTERM);
+    wait_exit(p, 5000);
+    expect_in_file(log2, "warning", "insecure");
+    expect_in_file(log2, "plaintext", "insecure");
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_orchestrator_security_flags, case_setup, case_teardown),
+        cmocka_unit_test_setup_teardown(test_plaintext_node, case_setup, case_teardown),
+        cmocka_unit_test_setup_teardown(test_no_client_certificate, case_setup, case_teardown),
+        cmocka_unit_test_setup_teardown(test_kit_from_another_ca, case_setup, case_teardown),
+        cmocka_unit_test_setup_teardown(test_expired_certificate, case_setup, case_teardown),
+        cmocka_unit_test_setup_teardown(test_wrong_node_id, case_setup, case_teardown),
+        cmocka_unit_test_setup_teardown(test_orchestrator_from_another_ca, case_setup,
+                                        case_teardown),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
