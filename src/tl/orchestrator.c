@@ -1,6 +1,7 @@
 /* orchestrator.c - handshakes, the poll loop, and the distributed gradient of a batch. */
 #include "tl/orchestrator.h"
 
+#include <errno.h>
 #include <math.h>
 #include <poll.h>
 #include <stdarg.h>
@@ -8,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "tl/conn.h"
@@ -24,7 +26,10 @@ typedef enum peer_state {
     PEER_TLS,     /* transport handshake in progress */
     PEER_HELLO,   /* waiting for HELLO */
     PEER_READY,   /* a registered node */
-    PEER_CLOSING, /* flushing a last message (REJECT/ERROR/DONE), then closed */
+    PEER_CLOSING, /* flushing a last message (REJECT/ERROR/DONE), then DRAIN */
+    PEER_DRAIN,   /* our side shut down; discarding what the peer still sends until it
+                   * closes, so that closing does not reset the connection before the
+                   * peer read our last words (a REJECT, a TLS alert) */
 } peer_state;
 
 typedef struct peer {
@@ -154,6 +159,25 @@ static int peer_flush(tl_orch *o, peer *p) {
         o->stats.bytes_out += TL_FRAME_HEADER_SIZE + e->len;
         p->qhead = (p->qhead + 1) % QUEUE_LEN;
         p->qlen--;
+    }
+}
+
+/* Shuts our side down and waits (briefly) for the peer to close. */
+static void start_drain(peer *p) {
+    shutdown(p->c->fd, SHUT_WR);
+    p->st = PEER_DRAIN;
+    p->deadline = tl_now_ms() + CLOSE_GRACE_MS;
+}
+
+/* Discards bytes from a draining peer. 0 while it is still open. */
+static int drain(peer *p) {
+    char buf[4096];
+    for (;;) {
+        ssize_t r = recv(p->c->fd, buf, sizeof buf, MSG_DONTWAIT);
+        if (r > 0) continue;
+        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
+        if (r < 0 && errno == EINTR) continue;
+        return -1; /* closed or failed */
     }
 }
 
@@ -524,14 +548,18 @@ static void pump(tl_orch *o, int64_t deadline) {
         peer *p = snap[i];
         short re = fds[i + 1].revents;
         int alive = 1;
-        if (p->st == PEER_TLS) {
+        if (p->st == PEER_DRAIN) {
+            if (re && drain(p) < 0) alive = 0;
+        } else if (p->st == PEER_TLS) {
             if (!re) continue;
             int h = tl_conn_handshake(p->c);
             if (h == 0) {
                 p->st = PEER_HELLO;
             } else if (h != TL_EAGAIN) {
-                olog(o, "refused %s: %s", p->c->peer, tl_errmsg());
-                alive = 0;
+                /* the TLS alert is on its way: let the peer read it (the message
+                 * names the peer) */
+                olog(o, "refused %s", tl_errmsg());
+                start_drain(p);
             }
         } else {
             if (re & (POLLIN | POLLHUP | POLLERR) || tl_conn_pending(p->c))
@@ -540,9 +568,10 @@ static void pump(tl_orch *o, int64_t deadline) {
                 if (p->st == PEER_READY) lose_node(o, p, tl_errmsg());
                 alive = 0;
             }
-            if (p->st == PEER_CLOSING && !tl_frame_writer_busy(&p->w) && !p->qlen) alive = 0;
+            if (alive && p->st == PEER_CLOSING && !tl_frame_writer_busy(&p->w) && !p->qlen)
+                start_drain(p);
         }
-        if (p->st == PEER_CLOSING && tl_now_ms() > p->deadline) alive = 0;
+        if ((p->st == PEER_CLOSING || p->st == PEER_DRAIN) && tl_now_ms() > p->deadline) alive = 0;
         if (!alive) {
             int j = find_peer(o, p);
             if (j >= 0) drop_peer(o, j);
