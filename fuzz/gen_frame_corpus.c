@@ -1,0 +1,273 @@
+/* gen_frame_corpus.c - writes the seed corpus of fuzz_frame.
+ *
+ *     gen_frame_corpus DIR       (the committed seeds are fuzz/corpus/frame/)
+ *
+ * Each file is an input of fuzz_frame: a settings byte, a chunk-seed byte,
+ * then a stream of frames made by the real encoder and frame writer: one
+ * file per message type, a whole conversation, zstd-compressed frames, and
+ * near-valid streams (each with one thing wrong) so the fuzzer starts next
+ * to every rejection path. Deterministic: same bytes on every run. */
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tl/error.h"
+#include "tl/frame.h"
+#include "tl/msg.h"
+
+/* fuzz_frame's settings byte. */
+enum { S_ZSTD = 1, S_HANDSHAKE_CAP = 2 };
+
+typedef struct bytes {
+    uint8_t *p;
+    size_t n;
+} bytes;
+
+static void die(const char *what) {
+    fprintf(stderr, "gen_frame_corpus: %s: %s\n", what, tl_errmsg());
+    exit(1);
+}
+
+static void append(bytes *b, const void *p, size_t n) {
+    uint8_t *q = realloc(b->p, b->n + n + 1);
+    if (!q) {
+        fprintf(stderr, "gen_frame_corpus: out of memory\n");
+        exit(1);
+    }
+    b->p = q;
+    if (n) memcpy(b->p + b->n, p, n);
+    b->n += n;
+}
+
+/* Appends m as one frame (compressed if zstd and it is large enough). */
+static void append_msg(bytes *b, const tl_msg *m, int zstd) {
+    static tl_msg_enc e;
+    tl_frame_writer w;
+    tl_frame_writer_init(&w);
+    tl_frame_writer_set_zstd(&w, zstd, 1);
+    uint8_t *wire;
+    size_t len;
+    if (tl_msg_start(&w, &e, m) < 0) die("encode");
+    if (tl_frame_writer_flush_mem(&w, &wire, &len) < 0) die("flush_mem");
+    append(b, wire, len);
+    free(wire);
+    tl_frame_writer_free(&w);
+}
+
+static void write_file(const char *dir, const char *name, uint8_t settings, uint8_t seed,
+                       const bytes *stream) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "wb");
+    if (!f) {
+        fprintf(stderr, "gen_frame_corpus: %s: %s\n", path, strerror(errno));
+        exit(1);
+    }
+    uint8_t head[2] = {settings, seed};
+    if (fwrite(head, 1, 2, f) != 2 || (stream->n && fwrite(stream->p, 1, stream->n, f) != stream->n) ||
+        fclose(f) != 0) {
+        fprintf(stderr, "gen_frame_corpus: %s: write failed\n", path);
+        exit(1);
+    }
+}
+
+/* Small payload data shared by the messages. */
+static uint32_t rows[4] = {0, 3, 5, 7};
+static float params[300];
+static float h[4 * 3], g[4 * 2], dh[4 * 3];
+static int32_t labels[4] = {0, 1, 1, 0};
+
+/* One message of each type, in protocol order. */
+static int make_msgs(tl_msg *ms) {
+    memset(ms, 0, 12 * sizeof *ms);
+    int n = 0;
+    tl_msg *m;
+    m = &ms[n++];
+    m->type = TL_MSG_HELLO;
+    m->u.hello = (tl_msg_hello){.node_id = 1, .proto_version = TL_PROTO_VERSION,
+                                .flags = TL_HELLO_F_ZSTD, .sample_count = 30000,
+                                .fingerprint = 0x0123456789abcdefull};
+    strcpy(m->u.hello.version, "0.1.0");
+    m = &ms[n++];
+    m->type = TL_MSG_WELCOME;
+    m->u.welcome = (tl_msg_welcome){.run_id = 42, .flags = TL_WELCOME_F_ZSTD, .cut = 2, .mode = 0,
+                                    .n_classes = 10, .input_dim = 784, .mean = 0.1307f,
+                                    .std = 0.3081f, .heartbeat_ms = 1000};
+    strcpy(m->u.welcome.model, "linear:3,relu,linear:2");
+    m = &ms[n++];
+    m->type = TL_MSG_REJECT;
+    m->u.reject.code = TL_REJECT_FINGERPRINT;
+    strcpy(m->u.reject.reason, "data fingerprint differs");
+    m = &ms[n++];
+    m->type = TL_MSG_FORWARD;
+    m->u.forward.step = 7;
+    m->u.forward.rows = tl_tensor_1d(TL_DT_U32, rows, 4);
+    m->u.forward.params = tl_tensor_1d(TL_DT_F32, params, 20);
+    m = &ms[n++];
+    m->type = TL_MSG_FORWARD_RESULT; /* traverse mode: g */
+    m->u.fwd_result.step = 7;
+    m->u.fwd_result.loss_sum = 2.5;
+    m->u.fwd_result.correct = 3;
+    m->u.fwd_result.h = tl_tensor_2d(TL_DT_F32, h, 4, 3);
+    m->u.fwd_result.g = tl_tensor_2d(TL_DT_F32, g, 4, 2);
+    m = &ms[n++];
+    m->type = TL_MSG_FORWARD_RESULT; /* split mode: labels */
+    m->u.fwd_result.step = 8;
+    m->u.fwd_result.h = tl_tensor_2d(TL_DT_F32, h, 4, 3);
+    m->u.fwd_result.labels = tl_tensor_1d(TL_DT_I32, labels, 4);
+    m = &ms[n++];
+    m->type = TL_MSG_BACKWARD;
+    m->u.backward.step = 8;
+    m->u.backward.dh = tl_tensor_2d(TL_DT_F32, dh, 4, 3);
+    m = &ms[n++];
+    m->type = TL_MSG_BACKWARD_RESULT;
+    m->u.bwd_result.step = 8;
+    m->u.bwd_result.grads = tl_tensor_1d(TL_DT_F32, params, 9);
+    m = &ms[n++];
+    m->type = TL_MSG_HEARTBEAT;
+    m->u.heartbeat.nonce = 99;
+    m = &ms[n++];
+    m->type = TL_MSG_DONE;
+    strcpy(m->u.done.reason, "training finished");
+    m = &ms[n++];
+    m->type = TL_MSG_ERROR;
+    m->u.error.code = (uint32_t)-TL_EPROTO;
+    strcpy(m->u.error.message, "bad frame");
+    return n;
+}
+
+int main(int argc, char **argv) {
+    if (argc != 2) {
+        fprintf(stderr, "usage: gen_frame_corpus DIR\n");
+        return 2;
+    }
+    const char *dir = argv[1];
+    for (int i = 0; i < 300; i++) params[i] = (float)(i % 17) * 0.25f - 1.0f;
+    for (int i = 0; i < 12; i++) h[i] = (float)i * 0.5f, dh[i] = -(float)i;
+    for (int i = 0; i < 8; i++) g[i] = (float)i - 4.0f;
+
+    static tl_msg ms[12];
+    int n = make_msgs(ms);
+    char name[64];
+
+    /* One file per message (per FORWARD_RESULT variant), whole, in one chunk
+     * pattern; HELLO under the handshake cap as the orchestrator reads it. */
+    for (int i = 0; i < n; i++) {
+        bytes b = {0};
+        append_msg(&b, &ms[i], 0);
+        snprintf(name, sizeof name, "%02d_%s", i, tl_msg_type_name(ms[i].type));
+        write_file(dir, name, ms[i].type == TL_MSG_HELLO ? S_HANDSHAKE_CAP : 0, (uint8_t)(i * 37),
+                   &b);
+        free(b.p);
+    }
+
+    /* A conversation: all messages back to back, fed in varied chunks. */
+    bytes conv = {0};
+    for (int i = 0; i < n; i++) append_msg(&conv, &ms[i], 0);
+    write_file(dir, "conversation", 0, 1, &conv);
+    write_file(dir, "conversation_chunks", 0, 200, &conv);
+    free(conv.p);
+
+    /* Compressed frames (payload >= TL_FRAME_ZSTD_MIN): a FORWARD with 300
+     * parameters and a long DONE reason, then a plain HEARTBEAT. */
+    {
+        static tl_msg big[3];
+        memset(big, 0, sizeof big);
+        big[0].type = TL_MSG_FORWARD;
+        big[0].u.forward.step = 1;
+        big[0].u.forward.rows = tl_tensor_1d(TL_DT_U32, rows, 4);
+        big[0].u.forward.params = tl_tensor_1d(TL_DT_F32, params, 300);
+        big[1].type = TL_MSG_DONE;
+        memset(big[1].u.done.reason, 'z', 1500);
+        big[2].type = TL_MSG_HEARTBEAT;
+        big[2].u.heartbeat.nonce = 5;
+        bytes b = {0};
+        for (int i = 0; i < 3; i++) append_msg(&b, &big[i], 1);
+        write_file(dir, "zstd_frames", S_ZSTD, 3, &b);
+        /* The same bytes to a reader that did not negotiate zstd. */
+        write_file(dir, "bad_zstd_not_negotiated", 0, 3, &b);
+        /* A compressed payload whose zstd bytes are damaged. */
+        if (b.n > 100) b.p[TL_FRAME_HEADER_SIZE + 40] ^= 0x55;
+        write_file(dir, "bad_zstd_corrupt", S_ZSTD, 3, &b);
+        free(b.p);
+    }
+
+    /* Near-valid: a good HEARTBEAT then one damaged header field each. */
+    {
+        bytes hb = {0};
+        append_msg(&hb, &ms[8], 0);
+        struct {
+            const char *name;
+            size_t off;
+            uint8_t val;
+        } bad[] = {
+            {"bad_magic", 0, 'X'},        {"bad_version", 4, 2},      {"bad_type_0", 6, 0},
+            {"bad_type_11", 6, 11},       {"bad_flags", 9, 1},        {"bad_reserved", 12, 1},
+            {"bad_len_over_cap", 19, 1}, /* payload_len += 16 MiB */
+        };
+        for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+            bytes b = {0};
+            append(&b, hb.p, hb.n);
+            append(&b, hb.p, hb.n);
+            b.p[hb.n + bad[i].off] = bad[i].val;
+            write_file(dir, bad[i].name, 0, (uint8_t)i, &b);
+            free(b.p);
+        }
+        /* Truncated: a header and half of a FORWARD payload. */
+        bytes fw = {0};
+        append_msg(&fw, &ms[3], 0);
+        fw.n = TL_FRAME_HEADER_SIZE + (fw.n - TL_FRAME_HEADER_SIZE) / 2;
+        write_file(dir, "bad_truncated", 0, 9, &fw);
+        free(fw.p);
+        free(hb.p);
+    }
+
+    /* Near-valid payloads: well-framed, but the message inside is wrong. */
+    {
+        struct {
+            const char *name;
+            int msg;      /* index into ms */
+            size_t off;   /* payload offset to change */
+            uint8_t val;
+        } bad[] = {
+            {"bad_fwd_dtype", 3, 8, TL_DT_I64},        /* rows must be U32 */
+            {"bad_fwd_rank", 3, 9, 0},                 /* rank 0 */
+            {"bad_fwd_reserved", 3, 10, 1},            /* tensor reserved byte */
+            {"bad_fwdres_hpad", 4, 36, 1},             /* h header padding */
+            {"bad_fwd_dim", 3, 12, 0xff},              /* data runs past the end */
+            {"bad_fwdres_pad", 4, 20, 1},              /* FORWARD_RESULT pad field */
+            {"bad_fwdres_g_short", 4, 92, 5},          /* g data runs past the end */
+            {"bad_welcome_mode", 1, 16, 2},            /* unknown mode */
+            {"bad_welcome_flags", 1, 8, 2},            /* unknown flag */
+            {"bad_hello_strlen", 0, 24, 0xff},         /* string past the end */
+            {"bad_hello_nul", 0, 29, 0},               /* NUL in the string */
+        };
+        for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+            bytes b = {0};
+            append_msg(&b, &ms[bad[i].msg], 0);
+            if (TL_FRAME_HEADER_SIZE + bad[i].off < b.n)
+                b.p[TL_FRAME_HEADER_SIZE + bad[i].off] = bad[i].val;
+            write_file(dir, bad[i].name, ms[bad[i].msg].type == TL_MSG_HELLO ? S_HANDSHAKE_CAP : 0,
+                       (uint8_t)(i + 100), &b);
+            free(b.p);
+        }
+        /* g as [2, 4] instead of [4, 2]: same size, rows differ from h's. */
+        bytes b = {0};
+        append_msg(&b, &ms[4], 0);
+        b.p[TL_FRAME_HEADER_SIZE + 92] = 2;
+        b.p[TL_FRAME_HEADER_SIZE + 96] = 4;
+        write_file(dir, "bad_fwdres_rows", 0, 111, &b);
+        free(b.p);
+        /* A trailing byte after the last field (payload_len + 1). */
+        b = (bytes){0};
+        append_msg(&b, &ms[8], 0);
+        b.p[16] += 1;
+        uint8_t z = 0;
+        append(&b, &z, 1);
+        write_file(dir, "bad_trailing_byte", 0, 7, &b);
+        free(b.p);
+    }
+    return 0;
+}
