@@ -1,0 +1,1207 @@
+/*
+ * test_hostile.c - hostile and broken input thrown at a live `tl orchestrator`
+ * (TL_BIN) while it trains with three real nodes (DESIGN §6, issue 4 items 4
+ * and 7).
+ *
+ * Once: `tl partition --nodes 3`, and an undisturbed reference run
+ *   tl orchestrator --nodes 3 --insecure --threads 1 --max-steps 200
+ *                   --heartbeat 300 --reconnect-timeout 30 --save ref.st
+ * with three `tl node`s.
+ *
+ * Run 1 (framing and handshake): the same orchestrator command and the three
+ * nodes; node 3 talks to it through a relay in this program that delays each
+ * FORWARD by RELAY_DELAY_MS (a slow link: the bytes are unchanged), so that the
+ * 200 steps take ~15 s and every case below is thrown while training is live.
+ * Each case is its own connection (crafted with the library's frame/msg API);
+ * each asserts an orchestrator log line naming that connection and what was
+ * wrong: bad magic, wrong frame version, wrong HELLO protocol version, unknown
+ * type, unknown flag bits, zstd flag before negotiation, nonzero reserved,
+ * payload_len 2^40, an oversized string, a length past the data then close
+ * (truncated payload), a first frame that is not HELLO, a HELLO with garbage
+ * in its payload, a HELLO followed by garbage on the stream, a second
+ * connection claiming a live id, an id out of range, half a frame then stall
+ * (cut by the handshake timeout while the steps keep coming), and a flood of
+ * 200 idle connections (some dropped at once; the rest cut by the handshake
+ * timeout).
+ *
+ * Run 2 (rogue nodes): nodes 1 and 2 start; rogues register one after the
+ * other as node 3 with node 3's real sample count and data fingerprint and
+ * answer the orchestrator with: a wrong-shape h, NaN in g, a wrong dtype, Inf
+ * in h, a wrong step, a forbidden message type, a wrong-length gradient and
+ * NaN in the gradient (the last two after a well-formed FORWARD_RESULT, so
+ * that partial results exist and must be discarded). Each must be dropped as
+ * "lost"; then node 3 returning with other data is refused; then the real
+ * node 3 starts.
+ *
+ * Both runs must exit 0 with a model bit-identical to the reference run
+ * (`tl compare` says "(bit-identical)"), and no legitimate node may be
+ * declared lost. A table (input -> orchestrator log line -> outcome) is
+ * printed at the end.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <limits.h>
+#include <math.h>
+#include <poll.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <netinet/in.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "tl/conn.h"
+#include "tl/dataset.h"
+#include "tl/error.h"
+#include "tl/frame.h"
+#include "tl/model.h"
+#include "tl/msg.h"
+#include "tl/net.h"
+
+#define DATA_DIR "/usr/share/datasets/fashion-mnist"
+#define STEPS "200"
+#define CHILD_ALARM_S 240     /* SIGALRM bound on every child */
+#define PROGRAM_ALARM_S 420   /* bound on this whole program */
+#define RELAY_DELAY_MS 75     /* per FORWARD to node 3 in run 1 */
+#define HANDSHAKE_TIMEOUT_MS 10000 /* the orchestrator's (tl_orch_cfg_defaults) */
+#define FLOOD 200
+
+static char root[PATH_MAX];
+static int have_setup;
+static int have_data;
+static uint64_t count3, fp3; /* node 3's data, as its HELLO says */
+
+/* ---- children ----------------------------------------------------------- */
+
+#define MAX_KIDS 32
+static volatile pid_t kids[MAX_KIDS];
+
+static void kids_add(pid_t p) {
+    for (int i = 0; i < MAX_KIDS; i++)
+        if (!kids[i]) {
+            kids[i] = p;
+            return;
+        }
+    kill(p, SIGKILL);
+    fail_msg("too many children");
+}
+
+static void kids_forget(pid_t p) {
+    for (int i = 0; i < MAX_KIDS; i++)
+        if (kids[i] == p) kids[i] = 0;
+}
+
+static void kids_kill_all(void) {
+    for (int i = 0; i < MAX_KIDS; i++) {
+        pid_t p = kids[i];
+        if (p > 0) {
+            kill(p, SIGKILL);
+            waitpid(p, NULL, 0);
+            kids[i] = 0;
+        }
+    }
+}
+
+static void on_alarm(int sig) {
+    (void)sig;
+    static const char msg[] = "test_hostile: time limit reached, killing children\n";
+    for (int i = 0; i < MAX_KIDS; i++)
+        if (kids[i] > 0) kill(kids[i], SIGKILL);
+    ssize_t w = write(2, msg, sizeof msg - 1);
+    (void)w;
+    _exit(3);
+}
+
+static int64_t now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(int ms) {
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* Runs TL_BIN with argv (argv[0] ignored) in the background, stdout and stderr
+ * to log, under an alarm of CHILD_ALARM_S (kept across exec). */
+static pid_t spawn(const char *log, const char *const *argv) {
+    fflush(NULL);
+    pid_t p = fork();
+    assert_true(p >= 0);
+    if (p == 0) {
+        int in = open("/dev/null", O_RDONLY);
+        int out = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (in < 0 || out < 0) _exit(126);
+        dup2(in, 0);
+        dup2(out, 1);
+        dup2(out, 2);
+        signal(SIGALRM, SIG_DFL);
+        alarm(CHILD_ALARM_S);
+        execv(TL_BIN, (char *const *)argv);
+        _exit(127);
+    }
+    kids_add(p);
+    return p;
+}
+
+/* Waits up to timeout_ms for p: its exit code, 128 + signal, or -1 on timeout
+ * (p is then killed and reaped). */
+static int wait_exit(pid_t p, int timeout_ms) {
+    int64_t until = now_ms() + timeout_ms;
+    int st;
+    for (;;) {
+        pid_t r = waitpid(p, &st, WNOHANG);
+        if (r == p) {
+            kids_forget(p);
+            return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        }
+        if (now_ms() > until) {
+            kill(p, SIGKILL);
+            waitpid(p, NULL, 0);
+            kids_forget(p);
+            return -1;
+        }
+        sleep_ms(10);
+    }
+}
+
+/* 1 while p runs (without reaping it: wait_exit still gets its status). */
+static int alive(pid_t p) {
+    siginfo_t si;
+    memset(&si, 0, sizeof si);
+    return waitid(P_PID, (id_t)p, &si, WEXITED | WNOHANG | WNOWAIT) == 0 && si.si_pid == 0;
+}
+
+/* Runs TL_BIN argv to completion with output into out (NUL-terminated). */
+static int run_capture(const char *log, const char *const *argv, char *out, size_t cap,
+                       int timeout_ms);
+
+/* ---- files ----------------------------------------------------------------- */
+
+static char *slurp(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    size_t cap = 1 << 16, len = 0;
+    char *b = malloc(cap + 1);
+    size_t n;
+    while (b && (n = fread(b + len, 1, cap - len, f)) > 0) {
+        len += n;
+        if (len == cap) {
+            char *nb = realloc(b, 2 * cap + 1);
+            if (!nb) {
+                free(b);
+                b = NULL;
+                break;
+            }
+            b = nb;
+            cap *= 2;
+        }
+    }
+    fclose(f);
+    if (b) b[len] = 0;
+    return b;
+}
+
+static int run_capture(const char *log, const char *const *argv, char *out, size_t cap,
+                       int timeout_ms) {
+    pid_t p = spawn(log, argv);
+    int rc = wait_exit(p, timeout_ms);
+    char *s = slurp(log);
+    snprintf(out, cap, "%s", s ? s : "");
+    free(s);
+    return rc;
+}
+
+/* The first line of the file holding every one of the needles (a, b; b may be
+ * NULL), without the timestamp, into out. 1 if found. */
+static int log_find(const char *path, const char *a, const char *b, char *out, size_t cap) {
+    char *s = slurp(path);
+    if (!s) return 0;
+    int found = 0;
+    for (char *line = s; line && *line;) {
+        char *nl = strchr(line, '\n');
+        if (nl) *nl = 0;
+        if (strstr(line, a) && (!b || strstr(line, b))) {
+            const char *t = strstr(line, "orchestrator: ");
+            snprintf(out, cap, "%s", t ? t + strlen("orchestrator: ") : line);
+            found = 1;
+            break;
+        }
+        line = nl ? nl + 1 : NULL;
+    }
+    free(s);
+    return found;
+}
+
+static int log_wait(const char *path, const char *a, const char *b, char *out, size_t cap,
+                    int timeout_ms) {
+    int64_t until = now_ms() + timeout_ms;
+    do {
+        if (log_find(path, a, b, out, cap)) return 1;
+        sleep_ms(20);
+    } while (now_ms() < until);
+    return 0;
+}
+
+/* Lines holding a (and b if not NULL). */
+static int log_count(const char *path, const char *a, const char *b) {
+    char *s = slurp(path);
+    if (!s) return 0;
+    int n = 0;
+    for (char *line = s; line && *line;) {
+        char *nl = strchr(line, '\n');
+        if (nl) *nl = 0;
+        if (strstr(line, a) && (!b || strstr(line, b))) n++;
+        line = nl ? nl + 1 : NULL;
+    }
+    free(s);
+    return n;
+}
+
+/* The "steps" of the last complete line of a --batch-metrics file (0: none). */
+static long metrics_steps(const char *path) {
+    char *s = slurp(path);
+    if (!s) return 0;
+    long steps = 0;
+    for (char *p = s; (p = strstr(p, "\"steps\":")); p++) steps = strtol(p + 8, NULL, 10);
+    free(s);
+    return steps;
+}
+
+static int wait_steps(const char *path, long n, pid_t orch, int timeout_ms) {
+    int64_t until = now_ms() + timeout_ms;
+    while (now_ms() < until) {
+        if (metrics_steps(path) >= n) return 1;
+        if (!alive(orch)) return 0;
+        sleep_ms(10);
+    }
+    return 0;
+}
+
+static int wait_file(const char *path, int timeout_ms) {
+    int64_t until = now_ms() + timeout_ms;
+    struct stat st;
+    while (now_ms() < until) {
+        if (stat(path, &st) == 0 && st.st_size > 0) return 1;
+        sleep_ms(10);
+    }
+    return 0;
+}
+
+static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(p);
+}
+
+/* ---- the table -------------------------------------------------------------- */
+
+typedef struct row {
+    char input[120];
+    char line[400];
+    char outcome[200];
+    int ok;
+} row;
+
+#define MAX_ROWS 64
+static row rows[MAX_ROWS];
+static int n_rows, n_bad;
+
+static void add_row(int ok, const char *input, const char *line, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void add_row(int ok, const char *input, const char *line, const char *fmt, ...) {
+    if (n_rows == MAX_ROWS) return;
+    row *r = &rows[n_rows++];
+    r->ok = ok;
+    snprintf(r->input, sizeof r->input, "%s", input);
+    snprintf(r->line, sizeof r->line, "%s", line && *line ? line : "(no such line)");
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(r->outcome, sizeof r->outcome, fmt, ap);
+    va_end(ap);
+    if (!ok) n_bad++;
+    printf("%s - %s -> %s -> %s\n", ok ? "ok" : "FAIL", r->input, r->line, r->outcome);
+    fflush(stdout);
+}
+
+static void print_table(const char *title) {
+    printf("\n%s\n", title);
+    printf("| # | input | orchestrator log line | outcome |\n|---|---|---|---|\n");
+    for (int i = 0; i < n_rows; i++)
+        printf("| %d | %s | %s | %s%s |\n", i + 1, rows[i].input, rows[i].line,
+               rows[i].ok ? "" : "**FAIL** ", rows[i].outcome);
+    printf("\n");
+    fflush(stdout);
+}
+
+/* ---- runs -------------------------------------------------------------------- */
+
+typedef struct run {
+    char dir[PATH_MAX];
+    char log[PATH_MAX + 32], metrics[PATH_MAX + 32], out[PATH_MAX + 32], portf[PATH_MAX + 32];
+    pid_t orch;
+    pid_t node[4];
+    int port;
+} run;
+
+static void run_paths(run *r, const char *name) {
+    memset(r, 0, sizeof *r);
+    snprintf(r->dir, sizeof r->dir, "%s/%s", root, name);
+    mkdir(r->dir, 0755);
+    snprintf(r->log, sizeof r->log, "%s/orch.log", r->dir);
+    snprintf(r->metrics, sizeof r->metrics, "%s/orch.metrics", r->dir);
+    snprintf(r->out, sizeof r->out, "%s/out.st", r->dir);
+    snprintf(r->portf, sizeof r->portf, "%s/orch.port", r->dir);
+}
+
+/* The orchestrator of every run: the same training configuration. */
+static void start_orch(run *r) {
+    const char *argv[] = {"tl", "orchestrator", "--nodes", "3", "--insecure", "--listen",
+                          "127.0.0.1:0", "--port-file", r->portf, "--threads", "1",
+                          "--max-steps", STEPS, "--heartbeat", "300", "--reconnect-timeout",
+                          "30", "--save", r->out, "--metrics", r->metrics, "--batch-metrics",
+                          NULL};
+    r->orch = spawn(r->log, argv);
+    if (!wait_file(r->portf, 20000)) {
+        char *s = slurp(r->log);
+        fail_msg("the orchestrator wrote no port file: %s", s ? s : "");
+    }
+    char *s = slurp(r->portf);
+    r->port = s ? atoi(s) : 0;
+    free(s);
+    assert_true(r->port > 0);
+}
+
+static void start_node(run *r, int id, int port) {
+    char portarg[32], idarg[16], data[PATH_MAX + 32], log[PATH_MAX + 32];
+    snprintf(portarg, sizeof portarg, "127.0.0.1:%d", port);
+    snprintf(idarg, sizeof idarg, "%d", id);
+    snprintf(data, sizeof data, "%s/parts/node-%d", root, id);
+    snprintf(log, sizeof log, "%s/node%d.log", r->dir, id);
+    const char *argv[] = {"tl", "node", "--connect", portarg, "--id", idarg, "--data", data,
+                          "--insecure", "--threads", "1", NULL};
+    r->node[id] = spawn(log, argv);
+}
+
+/* Orchestrator exits 0, nodes exit 0, out.st bit-identical to ref.st, no node
+ * declared lost except those in `may_lose` (a string of digits). */
+static void finish_run(run *r, const char *what, const char *may_lose, int timeout_ms) {
+    int rc = wait_exit(r->orch, timeout_ms);
+    char *log = slurp(r->log);
+    const char *tail = log ? (strlen(log) > 600 ? log + strlen(log) - 600 : log) : "";
+    char line[400] = "";
+    log_find(r->log, " batches, ", NULL, line, sizeof line);
+    add_row(rc == 0, what, line, "orchestrator exit %d%s%s", rc, rc ? ": " : "", rc ? tail : "");
+    free(log);
+    int nrc[4] = {0, 0, 0, 0}, nodes_ok = 1;
+    for (int k = 1; k <= 3; k++) {
+        nrc[k] = r->node[k] ? wait_exit(r->node[k], 15000) : 0;
+        if (nrc[k] != 0) nodes_ok = 0;
+    }
+    add_row(nodes_ok, "the legitimate nodes", "", "exit codes %d %d %d", nrc[1], nrc[2], nrc[3]);
+
+    char ref[PATH_MAX + 32], clog[PATH_MAX + 32], out[4096];
+    snprintf(ref, sizeof ref, "%s/ref/out.st", root);
+    snprintf(clog, sizeof clog, "%s/compare.log", r->dir);
+    const char *argv[] = {"tl", "compare", ref, r->out, NULL};
+    int crc = run_capture(clog, argv, out, sizeof out, 60000);
+    char *nl = strchr(out, '\n');
+    if (nl) *nl = 0;
+    /* byte-for-byte too */
+    char *a = NULL, *b = NULL;
+    size_t la = 0, lb = 0;
+    FILE *fa = fopen(ref, "rb"), *fb = fopen(r->out, "rb");
+    if (fa && fb) {
+        fseek(fa, 0, SEEK_END);
+        fseek(fb, 0, SEEK_END);
+        la = (size_t)ftell(fa);
+        lb = (size_t)ftell(fb);
+        rewind(fa);
+        rewind(fb);
+        a = malloc(la + 1);
+        b = malloc(lb + 1);
+        if (a && b && (fread(a, 1, la, fa) != la || fread(b, 1, lb, fb) != lb)) la = lb + 1;
+    }
+    int same_bytes = a && b && la == lb && memcmp(a, b, la) == 0;
+    if (fa) fclose(fa);
+    if (fb) fclose(fb);
+    free(a);
+    free(b);
+    add_row(crc == 0 && strstr(out, "(bit-identical)") != NULL, "final model vs. reference",
+            out, "tl compare exit %d; files %s", crc,
+            same_bytes ? "byte-for-byte equal" : "differ byte-wise");
+
+    /* nodes declared lost */
+    char lost[64] = "";
+    size_t len = 0;
+    int unexpected = 0;
+    char example[400] = "";
+    for (int k = 1; k <= 3; k++) {
+        char needle[32];
+        snprintf(needle, sizeof needle, "node %d (", k);
+        int n = log_count(r->log, needle, ") lost: ");
+        if (n) {
+            len += snprintf(lost + len, sizeof lost - len, " %d(x%d)", k, n);
+            if (!strchr(may_lose, '0' + k)) {
+                unexpected = 1;
+                if (!example[0]) log_find(r->log, needle, ") lost: ", example, sizeof example);
+            }
+        }
+    }
+    char what2[160];
+    snprintf(what2, sizeof what2, "healthy nodes are never dropped (allowed: %s)",
+             *may_lose ? may_lose : "none");
+    add_row(!unexpected, what2, example, "nodes declared lost:%s", lost[0] ? lost : " none");
+}
+
+/* ---- crafted peers -------------------------------------------------------------- */
+
+typedef struct client {
+    tl_conn *c;
+    tl_frame_reader r;
+    tl_frame_writer w;
+    char name[32]; /* "127.0.0.1:PORT" as the orchestrator logs it */
+    char tag[40];  /* name + ": " : what a log line about us contains */
+} client;
+
+static int client_open(client *k, int port) {
+    memset(k, 0, sizeof *k);
+    int fd;
+    if (tl_net_connect("127.0.0.1", port, 5000, &fd) < 0) return -1;
+    struct sockaddr_in sa;
+    socklen_t sl = sizeof sa;
+    getsockname(fd, (struct sockaddr *)&sa, &sl);
+    snprintf(k->name, sizeof k->name, "127.0.0.1:%d", ntohs(sa.sin_port));
+    snprintf(k->tag, sizeof k->tag, "%s: ", k->name);
+    if (tl_conn_tcp_new(fd, k->name, &k->c) < 0) return -1;
+    tl_frame_reader_init(&k->r, 0);
+    tl_frame_writer_init(&k->w);
+    return 0;
+}
+
+static void client_close(client *k) {
+    tl_conn_free(k->c);
+    tl_frame_reader_free(&k->r);
+    tl_frame_writer_free(&k->w);
+    memset(k, 0, sizeof *k);
+}
+
+static int client_send(client *k, const void *p, size_t n) {
+    struct iovec v = {(void *)p, n};
+    return tl_conn_writev_full(k->c, &v, 1, tl_now_ms() + 5000);
+}
+
+/* What the orchestrator says and does after our input: the frames it sends
+ * until it closes (or timeout_ms passes). */
+static void client_outcome(client *k, int timeout_ms, char *out, size_t cap) {
+    int64_t until = tl_now_ms() + timeout_ms;
+    size_t len = 0;
+    out[0] = 0;
+    for (;;) {
+        tl_msg m;
+        int rc = tl_msg_recv(k->c, &k->r, &m, until);
+        if (rc == TL_ETIMEDOUT) {
+            snprintf(out + len, cap - len, "%sconnection still open after %d ms", len ? ", " : "",
+                     timeout_ms);
+            return;
+        }
+        if (rc < 0) {
+            snprintf(out + len, cap - len, "%sconnection closed", len ? ", then " : "");
+            return;
+        }
+        if (m.type == TL_MSG_ERROR)
+            len += snprintf(out + len, cap - len, "%sERROR %u \"%.80s\"", len ? ", " : "",
+                            m.u.error.code, m.u.error.message);
+        else if (m.type == TL_MSG_REJECT)
+            len += snprintf(out + len, cap - len, "%sREJECT %u \"%.80s\"", len ? ", " : "",
+                            m.u.reject.code, m.u.reject.reason);
+        else
+            len += snprintf(out + len, cap - len, "%s%s", len ? ", " : "",
+                            tl_msg_type_name(m.type));
+        if (len >= cap) return;
+    }
+}
+
+/* Flattens the encoded payload of m into buf; returns its length. */
+static size_t encode_flat(const tl_msg *m, uint8_t *buf, size_t cap) {
+    static tl_msg_enc e;
+    assert_int_equal(tl_msg_encode(m, &e), 0);
+    size_t len = 0;
+    for (int i = 0; i < e.iovcnt; i++) {
+        assert_true(len + e.iov[i].iov_len <= cap);
+        memcpy(buf + len, e.iov[i].iov_base, e.iov[i].iov_len);
+        len += e.iov[i].iov_len;
+    }
+    return len;
+}
+
+static void put_header(uint8_t *out, uint32_t magic, uint16_t version, uint16_t type,
+                       uint32_t flags, uint32_t reserved, uint64_t len) {
+    tl_frame_header h = {magic, version, type, flags, reserved, len};
+    tl_frame_header_encode(&h, out);
+}
+
+static size_t hello_payload(uint8_t *buf, size_t cap, uint32_t id, uint16_t proto,
+                            uint64_t count, uint64_t fp) {
+    tl_msg m;
+    memset(&m, 0, sizeof m);
+    m.type = TL_MSG_HELLO;
+    m.u.hello.node_id = id;
+    m.u.hello.proto_version = proto;
+    m.u.hello.sample_count = count;
+    m.u.hello.fingerprint = fp;
+    snprintf(m.u.hello.version, sizeof m.u.hello.version, "test_hostile");
+    return encode_flat(&m, buf, cap);
+}
+
+/* A whole frame: header (fields as given, payload_len = len unless claim) +
+ * payload. */
+static size_t frame(uint8_t *out, uint32_t magic, uint16_t version, uint16_t type,
+                    uint32_t flags, uint32_t reserved, uint64_t claim, const uint8_t *p,
+                    size_t len) {
+    put_header(out, magic, version, type, flags, reserved, claim);
+    memcpy(out + TL_FRAME_HEADER_SIZE, p, len);
+    return TL_FRAME_HEADER_SIZE + len;
+}
+
+/* One hostile connection: send bytes (then optionally shut down our side),
+ * read what comes back, find the orchestrator's log line naming us and
+ * containing `expect`. */
+static void hostile_case(run *r, const char *input, const uint8_t *bytes, size_t n,
+                         int shut, const char *expect) {
+    client k;
+    char outcome[300], line[400] = "";
+    if (client_open(&k, r->port) < 0) {
+        add_row(0, input, "", "cannot connect: %s", tl_errmsg());
+        return;
+    }
+    int rc = client_send(&k, bytes, n);
+    if (shut) shutdown(k.c->fd, SHUT_WR);
+    client_outcome(&k, 5000, outcome, sizeof outcome);
+    int found = log_wait(r->log, k.tag, expect, line, sizeof line, 5000);
+    if (!found) log_find(r->log, k.tag, NULL, line, sizeof line);
+    add_row(found && rc == 0, input, line, "%s%s", outcome,
+            found ? "" : " [expected a log line with this peer and the words given]");
+    client_close(&k);
+}
+
+/* ---- the slow link for node 3 in run 1 ----------------------------------------- */
+
+typedef struct relay {
+    int lfd, port, orch_port, delay_ms;
+    volatile int stop;
+    volatile long delayed;
+    pthread_t th;
+    int started;
+} relay;
+
+static void *relay_main(void *arg) {
+    relay *R = arg;
+    uint8_t *buf = malloc(1 << 16);
+    while (!R->stop && buf) {
+        struct pollfd lp = {R->lfd, POLLIN, 0};
+        if (poll(&lp, 1, 100) <= 0) continue;
+        int nfd, ofd;
+        char peer[64];
+        if (tl_net_accept(R->lfd, &nfd, peer, sizeof peer) < 0) continue;
+        if (tl_net_connect("127.0.0.1", R->orch_port, 5000, &ofd) < 0) {
+            close(nfd);
+            continue;
+        }
+        tl_net_tune(nfd, 10);
+        tl_net_tune(ofd, 10);
+        tl_conn *nc = NULL, *oc = NULL;
+        if (tl_conn_tcp_new(nfd, peer, &nc) < 0 || tl_conn_tcp_new(ofd, "orchestrator", &oc) < 0) {
+            tl_conn_free(nc);
+            continue;
+        }
+        tl_frame_reader r;
+        tl_frame_reader_init(&r, 0);
+        while (!R->stop) {
+            struct pollfd fds[2] = {{nfd, POLLIN, 0}, {ofd, POLLIN, 0}};
+            int prc = poll(fds, 2, 100);
+            if (prc < 0 && errno != EINTR) break;
+            if (prc <= 0) continue;
+            int bad = 0;
+            if (fds[0].revents) { /* node -> orchestrator: as is */
+                ssize_t n = tl_conn_read(nc, buf, 1 << 16);
+                if (n > 0) {
+                    struct iovec v = {buf, (size_t)n};
+                    if (tl_conn_writev_full(oc, &v, 1, tl_now_ms() + 10000) < 0) bad = 1;
+                } else if (n != TL_EAGAIN) {
+                    bad = 1;
+                }
+            }
+            while (!bad && fds[1].revents) { /* orchestrator -> node: frame by frame */
+                tl_frame f;
+                int rc = tl_frame_read(&r, oc, &f);
+                if (rc == TL_EAGAIN) break;
+                if (rc < 0) {
+                    bad = 1;
+                    break;
+                }
+                if (f.type == TL_MSG_FORWARD) {
+                    sleep_ms(R->delay_ms);
+                    R->delayed++;
+                }
+                uint8_t hdr[TL_FRAME_HEADER_SIZE];
+                put_header(hdr, TL_FRAME_MAGIC, TL_FRAME_VERSION, f.type, f.flags, 0, f.len);
+                struct iovec v[2] = {{hdr, sizeof hdr}, {(void *)f.payload, (size_t)f.len}};
+                if (tl_conn_writev_full(nc, v, 2, tl_now_ms() + 10000) < 0) bad = 1;
+            }
+            if (bad) break;
+        }
+        tl_frame_reader_free(&r);
+        tl_conn_free(nc);
+        tl_conn_free(oc);
+    }
+    free(buf);
+    return NULL;
+}
+
+static relay the_relay;
+
+static void relay_start(relay *R, int orch_port, int delay_ms) {
+    memset(R, 0, sizeof *R);
+    R->orch_port = orch_port;
+    R->delay_ms = delay_ms;
+    assert_int_equal(tl_net_listen("127.0.0.1", 0, 8, &R->lfd, &R->port), 0);
+    assert_int_equal(pthread_create(&R->th, NULL, relay_main, R), 0);
+    R->started = 1;
+}
+
+static void relay_stop(relay *R) {
+    if (!R->started) return;
+    R->stop = 1;
+    pthread_join(R->th, NULL);
+    close(R->lfd);
+    R->started = 0;
+}
+
+/* ---- setup ------------------------------------------------------------------------ */
+
+static int group_setup(void **state) {
+    (void)state;
+    signal(SIGPIPE, SIG_IGN);
+    signal(SIGALRM, on_alarm);
+    alarm(PROGRAM_ALARM_S);
+    if (access(DATA_DIR "/train-images-idx3-ubyte.gz", R_OK) != 0 &&
+        access(DATA_DIR "/train-images-idx3-ubyte", R_OK) != 0)
+        return 0; /* tests skip */
+    have_data = 1;
+    const char *tmp = getenv("TMPDIR");
+    snprintf(root, sizeof root, "%s/tl-hostile-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    if (!mkdtemp(root)) return -1;
+
+    char parts[PATH_MAX + 16], log[PATH_MAX + 32], out[4096];
+    snprintf(parts, sizeof parts, "%s/parts", root);
+    snprintf(log, sizeof log, "%s/partition.log", root);
+    const char *pargv[] = {"tl", "partition", "--data", DATA_DIR, "--nodes", "3", "--out", parts,
+                           NULL};
+    if (run_capture(log, pargv, out, sizeof out, 120000) != 0) {
+        fprintf(stderr, "tl partition failed: %s\n", out);
+        return -1;
+    }
+    char n3[PATH_MAX + 32];
+    snprintf(n3, sizeof n3, "%s/node-3", parts);
+    tl_dataset d;
+    if (tl_dataset_load(n3, "train", &d) < 0) {
+        fprintf(stderr, "%s\n", tl_errmsg());
+        return -1;
+    }
+    count3 = d.n;
+    fp3 = tl_dataset_fingerprint(&d);
+    tl_dataset_free(&d);
+
+    /* the undisturbed reference */
+    int64_t t0 = now_ms();
+    run r;
+    run_paths(&r, "ref");
+    r.orch = 0;
+    const char *argv[] = {"tl", "orchestrator", "--nodes", "3", "--insecure", "--listen",
+                          "127.0.0.1:0", "--port-file", r.portf, "--threads", "1",
+                          "--max-steps", STEPS, "--heartbeat", "300", "--reconnect-timeout",
+                          "30", "--save", r.out, NULL};
+    r.orch = spawn(r.log, argv);
+    if (!wait_file(r.portf, 20000)) return -1;
+    char *s = slurp(r.portf);
+    r.port = s ? atoi(s) : 0;
+    free(s);
+    for (int k = 1; k <= 3; k++) start_node(&r, k, r.port);
+    int rc = wait_exit(r.orch, 120000);
+    for (int k = 1; k <= 3; k++) wait_exit(r.node[k], 15000);
+    if (rc != 0) {
+        s = slurp(r.log);
+        fprintf(stderr, "reference run failed (%d): %s\n", rc, s ? s : "");
+        free(s);
+        return -1;
+    }
+    printf("reference run (%s steps, undisturbed): %.1f s\n", STEPS, (now_ms() - t0) / 1000.0);
+    have_setup = 1;
+    return 0;
+}
+
+static int group_teardown(void **state) {
+    (void)state;
+    kids_kill_all();
+    if (root[0] && !getenv("TL_KEEP_TMP")) nftw(root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    return 0;
+}
+
+static int case_teardown(void **state) {
+    (void)state;
+    relay_stop(&the_relay);
+    kids_kill_all();
+    return 0;
+}
+
+#define NEED_SETUP()                                                   \
+    do {                                                               \
+        if (!have_data) {                                              \
+            print_message("Fashion-MNIST not installed in " DATA_DIR "\n"); \
+            skip();                                                    \
+        }                                                              \
+        assert_true(have_setup);                                       \
+        n_rows = n_bad = 0;                                            \
+    } while (0)
+
+/* ---- run 1: framing and handshake ------------------------------------------------- */
+
+static void test_framing_and_handshake(void **state) {
+    (void)state;
+    NEED_SETUP();
+    int64_t t0 = now_ms();
+    run r;
+    run_paths(&r, "run1");
+    start_orch(&r);
+    relay_start(&the_relay, r.port, RELAY_DELAY_MS);
+    start_node(&r, 1, r.port);
+    start_node(&r, 2, r.port);
+    start_node(&r, 3, the_relay.port);
+    if (!wait_steps(r.metrics, 2, r.orch, 60000)) fail_msg("run 1 did not start training");
+
+    uint8_t hp[512], buf[2048], big[256];
+    size_t hl = hello_payload(hp, sizeof hp, 3, TL_PROTO_VERSION, count3, fp3);
+    size_t n;
+    char label[160];
+
+    n = frame(buf, 0x46454542u /* "BEEF" */, 1, TL_MSG_HELLO, 0, 0, hl, hp, hl);
+    hostile_case(&r, "bad magic \"BEEF\"", buf, n, 0, "bad frame magic");
+
+    n = frame(buf, TL_FRAME_MAGIC, 2, TL_MSG_HELLO, 0, 0, hl, hp, hl);
+    hostile_case(&r, "frame version 2", buf, n, 0, "unsupported protocol version 2");
+
+    {
+        uint8_t p2[512];
+        size_t l2 = hello_payload(p2, sizeof p2, 3, 2, count3, fp3);
+        n = frame(buf, TL_FRAME_MAGIC, 1, TL_MSG_HELLO, 0, 0, l2, p2, l2);
+        hostile_case(&r, "HELLO proto_version 2", buf, n, 0, "protocol version 2");
+    }
+
+    n = frame(buf, TL_FRAME_MAGIC, 1, 11, 0, 0, hl, hp, hl);
+    hostile_case(&r, "unknown message type 11", buf, n, 0, "unknown message type 11");
+
+    n = frame(buf, TL_FRAME_MAGIC, 1, 0, 0, 0, hl, hp, hl);
+    hostile_case(&r, "message type 0", buf, n, 0, "unknown message type 0");
+
+    n = frame(buf, TL_FRAME_MAGIC, 1, TL_MSG_HELLO, 0, 0x01000000u, hl, hp, hl);
+    hostile_case(&r, "nonzero reserved header field", buf, n, 0, "nonzero reserved");
+
+    n = frame(buf, TL_FRAME_MAGIC, 1, TL_MSG_HELLO, 0x10, 0, hl, hp, hl);
+    hostile_case(&r, "unknown flag bit 4", buf, n, 0, "unknown frame flags");
+
+    n = frame(buf, TL_FRAME_MAGIC, 1, TL_MSG_HELLO, TL_FRAME_F_ZSTD, 0, hl, hp, hl);
+    hostile_case(&r, "zstd flag before negotiation", buf, n, 0, "compression was not negotiated");
+
+    put_header(big, TL_FRAME_MAGIC, 1, TL_MSG_HELLO, 0, 0, UINT64_C(1) << 40);
+    memset(big + TL_FRAME_HEADER_SIZE, 0xAB, 64);
+    hostile_case(&r, "payload_len 2^40 (64 bytes follow)", big, TL_FRAME_HEADER_SIZE + 64, 0,
+                 "exceeds the limit");
+
+    put_header(big, TL_FRAME_MAGIC, 1, TL_MSG_HELLO, 0, 0, (UINT64_C(64) << 10) + 1);
+    hostile_case(&r, "payload_len 64 KiB + 1 before WELCOME", big, TL_FRAME_HEADER_SIZE, 0,
+                 "exceeds the limit of 65536");
+
+    n = frame(buf, TL_FRAME_MAGIC, 1, TL_MSG_HELLO, 0, 0, hl, hp, hl / 2);
+    snprintf(label, sizeof label, "length past the data: header says %zu, %zu sent, then close",
+             hl, hl / 2);
+    hostile_case(&r, label, buf, n, 1, "closed");
+
+    {
+        uint8_t hb[8] = {42};
+        n = frame(buf, TL_FRAME_MAGIC, 1, TL_MSG_HEARTBEAT, 0, 0, 8, hb, 8);
+        hostile_case(&r, "HEARTBEAT as the first frame", buf, n, 0, "expected HELLO, got HEARTBEAT");
+    }
+
+    {
+        uint8_t g[600];
+        memcpy(g, hp, hl);
+        memcpy(g + hl, "GARBAGE!GARBAGE!", 16);
+        n = frame(buf, TL_FRAME_MAGIC, 1, TL_MSG_HELLO, 0, 0, hl + 16, g, hl + 16);
+        hostile_case(&r, "HELLO with 16 garbage bytes inside its payload", buf, n, 0,
+                     "trailing bytes");
+    }
+
+    {
+        /* HELLO whose string length field says 5000 (over the 4096 cap) */
+        uint8_t g[600];
+        memcpy(g, hp, hl);
+        uint32_t bad = 5000;
+        memcpy(g + 24, &bad, 4); /* software_version length at payload offset 24 */
+        n = frame(buf, TL_FRAME_MAGIC, 1, TL_MSG_HELLO, 0, 0, hl, g, hl);
+        hostile_case(&r, "HELLO string length 5000 (cap 4096)", buf, n, 0, "over the 4096-byte limit");
+    }
+
+    {
+        uint8_t p1[512];
+        size_t l1 = hello_payload(p1, sizeof p1, 1, TL_PROTO_VERSION, count3, fp3);
+        n = frame(buf, TL_FRAME_MAGIC, 1, TL_MSG_HELLO, 0, 0, l1, p1, l1);
+        memset(buf + n, 0x5A, 200);
+        hostile_case(&r, "valid HELLO for live node 1, then 200 garbage bytes on the stream", buf,
+                     n + 200, 0, "node 1 is already connected");
+    }
+
+    {
+        uint8_t p2[512];
+        size_t l2 = hello_payload(p2, sizeof p2, 2, TL_PROTO_VERSION, count3, fp3);
+        n = frame(buf, TL_FRAME_MAGIC, 1, TL_MSG_HELLO, 0, 0, l2, p2, l2);
+        hostile_case(&r, "second connection claiming live node 2", buf, n, 0,
+                     "node 2 is already connected");
+    }
+
+    {
+        uint8_t p4[512];
+        size_t l4 = hello_payload(p4, sizeof p4, 4, TL_PROTO_VERSION, count3, fp3);
+        n = frame(buf, TL_FRAME_MAGIC, 1, TL_MSG_HELLO, 0, 0, l4, p4, l4);
+        hostile_case(&r, "HELLO node id 4 (run has 3)", buf, n, 0, "out of range");
+    }
+
+    long steps_mid = metrics_steps(r.metrics);
+    add_row(alive(r.orch), "after the single-connection cases", "",
+            "orchestrator running, at step %ld of %s", steps_mid, STEPS);
+
+    /* half a frame, then stall: cut by the handshake timeout, nobody waits for it */
+    client stall;
+    int stall_ok = client_open(&stall, r.port) == 0;
+    n = frame(buf, TL_FRAME_MAGIC, 1, TL_MSG_HELLO, 0, 0, hl, hp, hl);
+    if (stall_ok) stall_ok = client_send(&stall, buf, n / 2) == 0;
+    int64_t stall_t = now_ms();
+    long s0 = metrics_steps(r.metrics);
+    sleep_ms(1500);
+    long s1 = metrics_steps(r.metrics);
+    snprintf(label, sizeof label, "half a frame (%zu of %zu bytes), then stall: the run goes on",
+             n / 2, n);
+    add_row(stall_ok && s1 > s0, label, "", "steps %ld -> %ld during the next 1.5 s", s0, s1);
+
+    /* the flood */
+    int flood[FLOOD], opened = 0;
+    for (int i = 0; i < FLOOD; i++) {
+        flood[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)r.port)};
+        sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        if (flood[i] >= 0 &&
+            (connect(flood[i], (struct sockaddr *)&sa, sizeof sa) == 0 || errno == EINPROGRESS))
+            opened++;
+    }
+    int64_t flood_t = now_ms();
+    char line[400] = "";
+    int flood_logged = log_wait(r.log, "too many connections still in handshake", NULL, line,
+                                sizeof line, 5000);
+    snprintf(label, sizeof label, "flood: %d connections opened at once, left idle", FLOOD);
+    add_row(flood_logged && alive(r.orch), label, line, "%d connected; run at step %ld", opened,
+            metrics_steps(r.metrics));
+
+    /* the stall is cut by the handshake timeout */
+    int left = (int)(HANDSHAKE_TIMEOUT_MS + 8000 - (now_ms() - stall_t));
+    line[0] = 0;
+    int cut = stall_ok && log_wait(r.log, stall.tag, "no handshake within", line, sizeof line,
+                                   left > 0 ? left : 1);
+    char outc[300] = "";
+    if (stall_ok) client_outcome(&stall, 2000, outc, sizeof outc);
+    long s2 = metrics_steps(r.metrics);
+    add_row(cut, "... the stalled half frame", line, "after %.1f s: %s; run at step %ld, %s",
+            (now_ms() - stall_t) / 1000.0, outc, s2, alive(r.orch) ? "training" : "finished");
+    if (stall_ok) client_close(&stall);
+
+    /* Every flood connection is closed by the orchestrator: at once (EOF, no
+     * data) if it was over the pending limit, else at the handshake timeout
+     * (ERROR "handshake timed out" first). */
+    int dropped = 0, timed_out = 0, open_left = 0;
+    int64_t until = flood_t + HANDSHAKE_TIMEOUT_MS + 8000;
+    for (int i = 0; i < FLOOD; i++) {
+        if (flood[i] < 0) continue;
+        struct pollfd pf = {flood[i], POLLIN, 0};
+        int64_t wait = until - now_ms();
+        if (poll(&pf, 1, wait > 0 ? (int)wait : 0) <= 0) {
+            open_left++;
+            continue;
+        }
+        uint8_t b[64];
+        ssize_t k = recv(flood[i], b, sizeof b, MSG_DONTWAIT);
+        if (k >= 4 && memcmp(b, "TLN1", 4) == 0) timed_out++;
+        else dropped++;
+    }
+    for (int i = 0; i < FLOOD; i++)
+        if (flood[i] >= 0) close(flood[i]);
+    int cut_lines = log_count(r.log, "no handshake within", NULL) - 1; /* minus the stall */
+    snprintf(label, sizeof label, "... what became of the %d flood connections", opened);
+    add_row(open_left == 0 && timed_out >= 1 && timed_out <= 63 && cut_lines == timed_out &&
+                dropped + timed_out == opened,
+            label, "closed 127.0.0.1:*: no handshake within 10000 ms",
+            "%d dropped at once (over the 64 pending), %d held then cut with ERROR \"handshake "
+            "timed out\" (%d such log lines), %d never closed",
+            dropped, timed_out, cut_lines, open_left);
+
+    finish_run(&r, "run 1 completes", "", 120000);
+    printf("run 1: %.1f s, %ld FORWARDs to node 3 delayed by %d ms\n", (now_ms() - t0) / 1000.0,
+           the_relay.delayed, RELAY_DELAY_MS);
+    print_table("Run 1: framing and handshake attacks on a live run");
+    assert_int_equal(n_bad, 0);
+}
+
+/* ---- run 2: rogue nodes ------------------------------------------------------------ */
+
+typedef enum rogue_kind {
+    R_H_SHAPE,    /* h [n, d_c - 1] */
+    R_G_NAN,      /* NaN in g */
+    R_H_DTYPE,    /* h as i32 */
+    R_H_INF,      /* +Inf in h */
+    R_BAD_STEP,   /* step + 1000 */
+    R_SEND_FWD,   /* a FORWARD (orchestrator -> node only) */
+    R_GRAD_LEN,   /* good-looking FORWARD_RESULT, then grads of P_node - 1 */
+    R_GRAD_NAN,   /* good-looking FORWARD_RESULT, then NaN in grads */
+} rogue_kind;
+
+static const struct {
+    rogue_kind kind;
+    const char *input;
+    const char *expect;
+} rogues[] = {
+    {R_H_SHAPE, "rogue node 3: FORWARD_RESULT h of shape [n, d_c-1]", "FORWARD_RESULT h: expected"},
+    {R_G_NAN, "rogue node 3: NaN in FORWARD_RESULT g", "FORWARD_RESULT g: element"},
+    {R_H_DTYPE, "rogue node 3: FORWARD_RESULT h as i32 (wrong dtype)", "h must be f32"},
+    {R_H_INF, "rogue node 3: +Inf in FORWARD_RESULT h", "FORWARD_RESULT h: element"},
+    {R_BAD_STEP, "rogue node 3: FORWARD_RESULT for step s+1000", "unexpected FORWARD_RESULT"},
+    {R_SEND_FWD, "rogue node 3: answers with a FORWARD", "may not send FORWARD"},
+    {R_GRAD_LEN, "rogue node 3: zero FORWARD_RESULT, then grads of P_node-1",
+     "BACKWARD_RESULT grads: expected"},
+    {R_GRAD_NAN, "rogue node 3: zero FORWARD_RESULT, then NaN in grads",
+     "BACKWARD_RESULT grads: "},
+};
+
+/* Registers as node 3, waits for a FORWARD, misbehaves as told. Adds a row. */
+static void rogue(run *r, rogue_kind kind, const char *input, const char *expect) {
+    client k;
+    char line[400] = "", outcome[300] = "", what[200] = "";
+    if (client_open(&k, r->port) < 0) {
+        add_row(0, input, "", "cannot connect: %s", tl_errmsg());
+        return;
+    }
+    tl_msg m;
+    memset(&m, 0, sizeof m);
+    m.type = TL_MSG_HELLO;
+    m.u.hello.node_id = 3;
+    m.u.hello.proto_version = TL_PROTO_VERSION;
+    m.u.hello.sample_count = count3;
+    m.u.hello.fingerprint = fp3;
+    snprintf(m.u.hello.version, sizeof m.u.hello.version, "rogue");
+    int64_t deadline = tl_now_ms() + 30000;
+    if (tl_msg_send(k.c, &k.w, &m, deadline) < 0 || tl_msg_recv(k.c, &k.r, &m, deadline) < 0 ||
+        m.type != TL_MSG_WELCOME) {
+        add_row(0, input, "", "not welcomed: %s",
+                m.type == TL_MSG_REJECT ? m.u.reject.reason : tl_errmsg());
+        client_close(&k);
+        return;
+    }
+    tl_model model;
+    assert_int_equal(tl_model_parse(m.u.welcome.model, (int)m.u.welcome.input_dim, &model), 0);
+    const int cut = (int)m.u.welcome.cut, classes = (int)m.u.welcome.n_classes;
+    const uint32_t dc = (uint32_t)tl_model_width(&model, cut);
+    const uint32_t p_node = (uint32_t)tl_model_param_offset(&model, cut);
+    /* wait for our FORWARD (heartbeats may come first) */
+    uint64_t step = 0;
+    uint32_t nrows = 0;
+    for (;;) {
+        if (tl_msg_recv(k.c, &k.r, &m, deadline) < 0) {
+            add_row(0, input, "", "no FORWARD: %s", tl_errmsg());
+            client_close(&k);
+            return;
+        }
+        if (m.type == TL_MSG_FORWARD) {
+            step = m.u.forward.step;
+            nrows = (uint32_t)m.u.forward.rows.numel;
+            break;
+        }
+    }
+    float *h = calloc((size_t)nrows * (dc + 1), sizeof(float));
+    float *g = calloc((size_t)nrows * classes, sizeof(float));
+    float *grads = calloc(p_node, sizeof(float));
+    assert_non_null(h);
+    assert_non_null(g);
+    assert_non_null(grads);
+    tl_msg out;
+    memset(&out, 0, sizeof out);
+    out.type = TL_MSG_FORWARD_RESULT;
+    out.u.fwd_result.step = step;
+    out.u.fwd_result.h = tl_tensor_2d(TL_DT_F32, h, nrows, dc);
+    out.u.fwd_result.g = tl_tensor_2d(TL_DT_F32, g, nrows, (uint32_t)classes);
+    int rc = 0;
+    switch (kind) {
+    case R_H_SHAPE:
+        out.u.fwd_result.h = tl_tensor_2d(TL_DT_F32, h, nrows, dc - 1);
+        rc = tl_msg_send(k.c, &k.w, &out, deadline);
+        break;
+    case R_G_NAN:
+        g[3] = NAN;
+        rc = tl_msg_send(k.c, &k.w, &out, deadline);
+        break;
+    case R_H_INF:
+        h[5] = INFINITY;
+        rc = tl_msg_send(k.c, &k.w, &out, deadline);
+        break;
+    case R_BAD_STEP:
+        out.u.fwd_result.step = step + 1000;
+        rc = tl_msg_send(k.c, &k.w, &out, deadline);
+        break;
+    case R_H_DTYPE: {
+        /* encode a valid one, then turn h's dtype byte (payload offset 24) into i32 */
+        size_t cap = 64 + (size_t)nrows * (dc + classes) * 4 + 64;
+        uint8_t *p = malloc(cap + TL_FRAME_HEADER_SIZE);
+        assert_non_null(p);
+        size_t len = encode_flat(&out, p + TL_FRAME_HEADER_SIZE, cap);
+        assert_int_equal(p[TL_FRAME_HEADER_SIZE + 24], TL_DT_F32);
+        p[TL_FRAME_HEADER_SIZE + 24] = TL_DT_I32;
+        put_header(p, TL_FRAME_MAGIC, 1, TL_MSG_FORWARD_RESULT, 0, 0, len);
+        rc = client_send(&k, p, TL_FRAME_HEADER_SIZE + len);
+        free(p);
+        break;
+    }
+    case R_SEND_FWD: {
+        uint32_t rws[1] = {0};
+        tl_msg f;
+        memset(&f, 0, sizeof f);
+        f.type = TL_MSG_FORWARD;
+        f.u.forward.step = step;
+        f.u.forward.rows = tl_tensor_1d(TL_DT_U32, rws, 1);
+        f.u.forward.params = tl_tensor_1d(TL_DT_F32, grads, 4);
+        rc = tl_msg_send(k.c, &k.w, &f, deadline);
+        break;
+    }
+    case R_GRAD_LEN:
+    case R_GRAD_NAN:
+        /* a well-formed (wrong-valued) FORWARD_RESULT: the orchestrator computes
+         * with it and sends BACKWARD; then the gradient is bad */
+        rc = tl_msg_send(k.c, &k.w, &out, deadline);
+        for (; rc == 0;) {
+            rc = tl_msg_recv(k.c, &k.r, &m, deadline);
+            if (rc < 0) break;
+            if (m.type == TL_MSG_BACKWARD) {
+                snprintf(what + strlen(what), sizeof what - strlen(what),
+                         "got BACKWARD for step %llu; ", (unsigned long long)m.u.backward.step);
+                break;
+            }
+            if (m.type == TL_MSG_FORWARD && m.u.forward.rows.numel == nrows) {
+                /* the orchestrator abandoned the step (another node was lost) and
+                 * replays it: answer the same way again */
+                snprintf(what + strlen(what), sizeof what - strlen(what),
+                         "FORWARD replayed (step %llu); ", (unsigned long long)m.u.forward.step);
+                out.u.fwd_result.step = step = m.u.forward.step;
+                rc = tl_msg_send(k.c, &k.w, &out, deadline);
+                continue;
+            }
+            if (m.type != TL_MSG_HEARTBEAT) {
+                rc = tl_error(TL_EPROTO, "expected BACKWARD, got %s", tl_msg_type_name(m.type));
+                break;
+            }
+        }
+        if (rc == 0) {
+            tl_msg b;
+            memset(&b, 0, sizeof b);
+            b.type = TL_MSG_BACKWARD_RESULT;
+            b.u.bwd_result.step = step;
+            if (kind == R_GRAD_LEN) {
+                b.u.bwd_result.grads = tl_tensor_1d(TL_DT_F32, grads, p_node - 1);
+            } else {
+                grads[p_node / 2] = NAN;
+                b.u.bwd_result.grads = tl_tensor_1d(TL_DT_F32, grads, p_node);
+            }
+            rc = tl_msg_send(k.c, &k.w, &b, deadline);
+        }
+        break;
+    }
+    if (rc < 0) snprintf(what + strlen(what), sizeof what - strlen(what), "send: %s; ", tl_errmsg());
+    client_outcome(&k, 5000, outcome, sizeof outcome);
+    char tag[48];
+    snprintf(tag, sizeof tag, "node 3 (%s) lost: ", k.name);
+    int found = log_wait(r->log, tag, expect, line, sizeof line, 5000);
+    if (!found && !log_find(r->log, tag, NULL, line, sizeof line))
+        log_find(r->log, k.name, NULL, line, sizeof line);
+    add_row(found, input, line, "step %llu, %u rows; %s%s%s", (unsigned long long)step, nrows,
+            what, outcome,
+            !found && strstr(line, "unexpected")
+                ? " [the step was abandoned before this reply was judged: another node was "
+                  "dropped meanwhile, see 'healthy nodes' below]"
+                : "");
+    free(h);
+    free(g);
+    free(grads);
+    client_close(&k);
+}
+
+static void test_rogue_nodes(void **state) {
+    (void)state;
+    NEED_SETUP();
+    int64_t t0 = now_ms();
+    run r;
+    run_paths(&r, "run2");
+    start_orch(&r);
+    start_node(&r, 1, r.port);
+    start_node(&r, 2, r.port);
+    char line[400];
+    for (size_t i = 0; i < sizeof rogues / sizeof rogues[0]; i++) {
+        rogue(&r, rogues[i].kind, rogues[i].input, rogues[i].expect);
+        if (!alive(r.orch)) break;
+    }
+    /* node 3 coming back with other data */
+    {
+        uint8_t p[512], buf[600];
+        size_t l = hello_payload(p, sizeof p, 3, TL_PROTO_VERSION, count3, fp3 ^ 1);
+        size_t n = frame(buf, TL_FRAME_MAGIC, 1, TL_MSG_HELLO, 0, 0, l, p, l);
+        hostile_case(&r, "node 3 returns with another data fingerprint", buf, n, 0,
+                     "came back with different data");
+    }
+    line[0] = 0;
+    log_find(r.log, "discarded partial results", NULL, line, sizeof line);
+    int replays = log_count(r.log, "discarded partial results", NULL);
+    add_row(replays >= (int)(sizeof rogues / sizeof rogues[0]) && alive(r.orch),
+            "while node 3 is away", line, "%d batch replays announced; orchestrator %s",
+            replays, alive(r.orch) ? "waiting" : "GONE");
+    start_node(&r, 3, r.port);
+    finish_run(&r, "run 2 completes with the real node 3", "3", 120000);
+    printf("run 2: %.1f s\n", (now_ms() - t0) / 1000.0);
+    print_table("Run 2: rogue nodes (registered as node 3)");
+    assert_int_equal(n_bad, 0);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(test_framing_and_handshake, case_teardown),
+        cmocka_unit_test_teardown(test_rogue_nodes, case_teardown),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
