@@ -193,10 +193,41 @@ static void run_all(int forced) {
 }
 
 static void test_free_running(void **state) { run_all(0); }
+
+/* tl_model_init(seed) draws what torch.manual_seed(seed) + building the
+ * nn.Sequential draws: the fixtures were made with seed 7. */
+static void test_init_is_torch(void **state) {
+    const char *dir = TL_TEST_DATA "/torch_golden";
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    struct dirent *e;
+    int files = 0;
+    while ((e = readdir(d))) {
+        if (!strstr(e->d_name, ".safetensors")) continue;
+        char path[1024];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        tl_st *st;
+        if (tl_st_read(path, &st) < 0) fail_msg("%s", tl_errmsg());
+        tl_model m;
+        assert_int_equal(tl_model_parse(tl_st_meta(st, "model"), (int)tl_st_find(st, "x")->shape[1], &m), 0);
+        float *mine = calloc(m.n_params, sizeof(float)), *torch = calloc(m.n_params, sizeof(float));
+        tl_model_init(&m, mine, 7);
+        load_block(st, &m, torch, "init.");
+        if (memcmp(mine, torch, m.n_params * sizeof(float)) != 0)
+            fail_msg("%s: tl_model_init(seed 7) differs from PyTorch's initialization", e->d_name);
+        free(mine);
+        free(torch);
+        tl_st_free(st);
+        files++;
+    }
+    closedir(d);
+    assert_int_equal(files, 15);
+}
 static void test_teacher_forced(void **state) { run_all(1); }
 
 int main(void) {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_teacher_forced),
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_init_is_torch),
+                                       cmocka_unit_test(test_teacher_forced),
                                        cmocka_unit_test(test_free_running)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

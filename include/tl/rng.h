@@ -36,4 +36,10 @@ void tl_rng_shuffle(tl_rng *r, uint64_t *a, size_t n);
 /* Float uniform in [lo, hi), from 24 random bits. */
 float tl_rng_uniform(tl_rng *r, float lo, float hi);
 
+/* PyTorch's Tensor.uniform_(from, to) on a CPU float tensor, one element:
+ * 24 low bits of one 32-bit output x, then (x / 2^24) * (to - from) + from with
+ * to - from in float and the rest in double, rounded to float. With
+ * tl_rng_seed(r, s) this is the stream of torch.manual_seed(s). */
+float tl_rng_torch_uniform(tl_rng *r, float from, float to);
+
 #endif

@@ -71,10 +71,12 @@ int cmd_train(int argc, char **argv) {
     if (tl_trainer_init(&t, &o.cfg, &r.model, r.params, &count, 1, r.have_test ? &r.test : NULL) < 0)
         goto fail;
     t_ok = 1;
-    char sig[96];
-    snprintf(sig, sizeof sig, "train %zu:%016llx", r.train.n,
-             (unsigned long long)tl_dataset_fingerprint(&r.train));
-    tl_trainer_set_data_sig(&t, sig);
+    if (o.cfg.checkpoint_path) { /* the data's identity, for the checkpoint's signature */
+        char sig[96];
+        snprintf(sig, sizeof sig, "train %zu:%016llx", r.train.n,
+                 (unsigned long long)tl_dataset_fingerprint(&r.train));
+        tl_trainer_set_data_sig(&t, sig);
+    }
     if (o.cfg.resume && tl_trainer_resume(&t) < 0) goto fail;
     if (cli_progress_init(&prog, o.cfg.metrics_path, o.cfg.batch_metrics, o.cfg.resume, cmd))
         goto cleanup;

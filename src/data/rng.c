@@ -95,3 +95,9 @@ float tl_rng_uniform(tl_rng *r, float lo, float hi) {
         v = nextafterf(hi, lo); /* only through rounding; keeps [lo, hi) */
     return v;
 }
+
+float tl_rng_torch_uniform(tl_rng *r, float from, float to) {
+    double x = (double)(tl_rng_u32(r) & 0xFFFFFFu) * (1.0 / 16777216.0);
+    float span = to - from;
+    return (float)(x * (double)span + (double)from);
+}

@@ -142,10 +142,17 @@ void tl_model_init(const tl_model *m, float *params, uint32_t seed) {
     for (int k = 0; k < m->n_modules; k++) {
         const tl_module *mod = &m->mod[k];
         if (mod->kind != TL_MOD_LINEAR) continue;
-        float bound = (float)(1.0 / sqrt((double)mod->in));
+        /* nn.Linear.reset_parameters: kaiming_uniform_(w, a=sqrt(5)) has bound
+         * gain * sqrt(3 / fan_in) with gain = sqrt(2 / (1 + 5)); the bias is
+         * uniform in +-1/sqrt(fan_in). Bounds in double, as Python computes them. */
+        const double fan_in = (double)mod->in;
+        const double wb = sqrt(2.0 / (1.0 + 5.0)) / sqrt(fan_in) * sqrt(3.0);
+        const double bb = 1.0 / sqrt(fan_in);
         size_t nw = (size_t)mod->out * mod->in;
-        for (size_t i = 0; i < nw; i++) params[mod->w_off + i] = tl_rng_uniform(&r, -bound, bound);
-        for (int i = 0; i < mod->out; i++) params[mod->b_off + i] = tl_rng_uniform(&r, -bound, bound);
+        for (size_t i = 0; i < nw; i++)
+            params[mod->w_off + i] = tl_rng_torch_uniform(&r, (float)-wb, (float)wb);
+        for (int i = 0; i < mod->out; i++)
+            params[mod->b_off + i] = tl_rng_torch_uniform(&r, (float)-bb, (float)bb);
     }
 }
 
