@@ -543,7 +543,7 @@ static void pump(tl_orch *o, int64_t deadline) {
     if (rc > 0 && (fds[0].revents & POLLIN)) accept_all(o);
     /* Peers may be dropped while we go: walk the snapshot by pointer. */
     peer **snap = malloc(sizeof *snap * (n ? n : 1));
-    if (snap) memcpy(snap, o->peers, sizeof *snap * n);
+    if (snap && n) memcpy(snap, o->peers, sizeof *snap * n);
     for (int i = 0; snap && i < n; i++) {
         peer *p = snap[i];
         short re = fds[i + 1].revents;
