@@ -156,7 +156,8 @@ int cli_orchestrate(const cli_trainopts *t, const cli_orchopts *oo, const char *
     if (tl_trainer_run(&tr, tl_orch_grad_fn, o, &hooks) < 0) {
         char why[1024];
         snprintf(why, sizeof why, "%s", tl_errmsg());
-        tl_orch_finish(o, "the orchestrator stopped on an error");
+        /* No DONE: the nodes see the connection close and keep retrying, so that
+         * the orchestrator restarted with --resume finds them. */
         fprintf(stderr, "tl %s: %s\n", cmd, why);
         if (tr.saved_path)
             fprintf(stderr,

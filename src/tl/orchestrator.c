@@ -45,7 +45,15 @@ typedef struct peer {
 } peer;
 
 /* What the orchestrator expects from a node within the current batch. */
-typedef enum expect { EXPECT_NONE, EXPECT_FWD, EXPECT_BWD, EXPECT_DONE } expect;
+typedef enum expect {
+    EXPECT_NONE,
+    EXPECT_FWD,   /* FORWARD sent, its result awaited */
+    EXPECT_BWD,   /* BACKWARD sent, its result awaited */
+    EXPECT_DONE,  /* this node's part of the current phase is in */
+    EXPECT_STALE, /* the batch was abandoned while a request was out: its reply is
+                   * dropped when it comes, and nothing new is sent before it
+                   * (one outstanding request per connection) */
+} expect;
 
 typedef struct node_slot {
     peer *p;               /* NULL while disconnected */
@@ -285,6 +293,10 @@ static void on_hello(tl_orch *o, peer *p, const tl_msg_hello *h) {
 
 /* FORWARD_RESULT: check it, then copy its rows into the concatenated buffers. */
 static int on_fwd_result(tl_orch *o, node_slot *s, const tl_msg_forward_result *r) {
+    if (s->exp == EXPECT_STALE && r->step == o->step) {
+        s->exp = EXPECT_NONE; /* the answer to an abandoned request */
+        return 0;
+    }
     if (s->exp != EXPECT_FWD || r->step != o->step)
         return tl_error(TL_EPROTO, "unexpected FORWARD_RESULT (step %llu)",
                         (unsigned long long)r->step);
@@ -357,6 +369,10 @@ static void accumulate(tl_orch *o) {
 
 /* BACKWARD_RESULT: check it and add it in (accumulate keeps plan order). */
 static int on_bwd_result(tl_orch *o, peer *p, node_slot *s, const tl_msg_backward_result *r) {
+    if (s->exp == EXPECT_STALE && r->step == o->step) {
+        s->exp = EXPECT_NONE; /* the answer to an abandoned request */
+        return 0;
+    }
     if (s->exp != EXPECT_BWD || r->step != o->step)
         return tl_error(TL_EPROTO, "unexpected BACKWARD_RESULT (step %llu)",
                         (unsigned long long)r->step);
@@ -431,10 +447,9 @@ static void accept_all(tl_orch *o) {
             o->flood_dropped++;
             int64_t now = tl_now_ms();
             if (now - o->last_flood_log > 5000) {
-                olog(o, "too many connections still in handshake (%d): dropped %d, latest from %s",
-                     pending, o->flood_dropped, addr);
+                olog(o, "too many connections still in handshake (%d): dropping new ones "
+                        "(latest from %s)", pending, addr);
                 o->last_flood_log = now;
-                o->flood_dropped = 0;
             }
             continue;
         }
@@ -492,6 +507,12 @@ static int peer_read(tl_orch *o, peer *p) {
 static void run_timers(tl_orch *o) {
     int64_t now = tl_now_ms();
     const int hb = o->cfg.heartbeat_ms;
+    if (o->flood_dropped && now - o->last_flood_log > 5000) {
+        olog(o, "dropped %d connection%s beyond %d in handshake", o->flood_dropped,
+             o->flood_dropped == 1 ? "" : "s", o->cfg.max_pending);
+        o->flood_dropped = 0;
+        o->last_flood_log = now;
+    }
     for (int i = 0; i < o->n_peers; i++) {
         peer *p = o->peers[i];
         if (p->st == PEER_TLS || p->st == PEER_HELLO) {
@@ -733,7 +754,8 @@ static void batch_reset(tl_orch *o, const tl_batch *b) {
         }
         s->gbuf = NULL;
         s->grads = NULL;
-        s->exp = EXPECT_NONE;
+        /* a node that still owes a reply keeps owing it */
+        s->exp = s->p && (s->exp == EXPECT_FWD || s->exp == EXPECT_BWD) ? EXPECT_STALE : EXPECT_NONE;
     }
 }
 
@@ -762,15 +784,26 @@ static void central_step(tl_orch *o, const tl_batch *b, const float *params, flo
     tl_model_backward(m, params, grads, &o->ws, n, o->cut, L, o->G, o->dH);
 }
 
-/* Waits for the nodes of b to be connected again, up to the reconnect timeout. */
+/* Waits for the nodes of b to be connected again (up to the reconnect
+ * timeout) and to have answered any request of an abandoned attempt (up to
+ * the task timeout; a node that does not is lost). */
 static int await_nodes(tl_orch *o, const tl_batch *b) {
-    int64_t until = tl_now_ms() + (int64_t)o->cfg.reconnect_timeout_s * 1000;
+    int64_t now = tl_now_ms(), until = now + (int64_t)o->cfg.reconnect_timeout_s * 1000;
+    int64_t stale_until = now + o->cfg.task_timeout_ms;
     for (;;) {
-        int missing = -1;
-        for (int i = 0; i < b->n_parts && missing < 0; i++)
-            if (!o->nodes[b->parts[i].node].p) missing = b->parts[i].node;
-        if (missing < 0) return 0;
-        if (tl_now_ms() > until)
+        int missing = -1, stale = 0;
+        now = tl_now_ms();
+        for (int i = 0; i < b->n_parts; i++) {
+            node_slot *s = &o->nodes[b->parts[i].node];
+            if (!s->p) {
+                if (missing < 0) missing = b->parts[i].node;
+            } else if (s->exp == EXPECT_STALE) {
+                if (now > stale_until) lose_node(o, s->p, "no reply to an abandoned request");
+                else stale = 1;
+            }
+        }
+        if (missing < 0 && !stale) return 0;
+        if (missing >= 0 && now > until)
             return tl_error(TL_ETIMEDOUT,
                             "node %d did not come back within %d s (--reconnect-timeout)",
                             missing + 1, o->cfg.reconnect_timeout_s);
@@ -816,6 +849,13 @@ int tl_orch_grad_fn(void *ctx, const tl_batch *b, const float *params, float *gr
 }
 
 void tl_orch_finish(tl_orch *o, const char *reason) {
+    for (int i = o->n_peers - 1; i >= 0; i--) /* strangers still in handshake: just close */
+        if (o->peers[i]->st == PEER_TLS || o->peers[i]->st == PEER_HELLO) drop_peer(o, i);
+    if (o->flood_dropped) {
+        olog(o, "dropped %d connection%s beyond %d in handshake", o->flood_dropped,
+             o->flood_dropped == 1 ? "" : "s", o->cfg.max_pending);
+        o->flood_dropped = 0;
+    }
     for (int i = 0; i < o->n_peers; i++) {
         peer *p = o->peers[i];
         if (p->st != PEER_READY) continue;
