@@ -14,7 +14,6 @@ enum { OPT_LISTEN = OPT_CMD_BASE, OPT_PORT_FILE };
 static const struct option own_longopts[] = {
     {"listen", required_argument, 0, OPT_LISTEN},
     {"port-file", required_argument, 0, OPT_PORT_FILE},
-    {"help", no_argument, 0, 'h'},
     {0, 0, 0, 0},
 };
 
@@ -35,8 +34,15 @@ static void usage(void) {
 }
 
 typedef struct listen_ctx {
-    const char *port_file;
+    const char *listen, *port_file;
 } listen_ctx;
+
+static int own_option(void *ud, int key, const char *arg) {
+    listen_ctx *l = ud;
+    if (key == OPT_LISTEN) l->listen = arg;
+    else l->port_file = arg;
+    return 0;
+}
 
 static int write_port(void *ud, int port) {
     listen_ctx *l = ud;
@@ -57,37 +63,9 @@ int cmd_orchestrator(int argc, char **argv) {
     cli_orchopts oo;
     cli_trainopts_init(&t);
     cli_orchopts_init(&oo);
-    const char *listen = "127.0.0.1:7000";
-    listen_ctx lc = {NULL};
-    struct option *a = cli_options_join(cli_train_longopts, cli_orch_longopts);
-    struct option *all = a ? cli_options_join(a, own_longopts) : NULL;
-    free(a);
-    if (!all) return 1;
-    int c;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "h", all, NULL)) != -1) {
-        int r = cli_trainopts_parse(&t, c, optarg, cmd);
-        if (!r) r = cli_orchopts_parse(&oo, &t.cfg, c, optarg, cmd);
-        if (r == 1) continue;
-        if (r == 2) {
-            free(all);
-            return 2;
-        }
-        switch (c) {
-        case OPT_LISTEN: listen = optarg; break;
-        case OPT_PORT_FILE: lc.port_file = optarg; break;
-        case 'h':
-            usage();
-            free(all);
-            return 0;
-        default:
-            free(all);
-            fprintf(stderr, "Try 'tl %s --help'.\n", cmd);
-            return 2;
-        }
-    }
-    free(all);
-    if (optind < argc) return cli_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
+    listen_ctx lc = {"127.0.0.1:7000", NULL};
+    int rc = cli_parse_options(argc, argv, cmd, &t, &oo, own_longopts, own_option, &lc, usage);
+    if (rc >= 0) return rc;
     if (!oo.nodes) return cli_usage_error(cmd, "--nodes N is required");
     if (t.data_given)
         return cli_usage_error(cmd, "the orchestrator holds no training data; --data is for "
@@ -98,8 +76,8 @@ int cmd_orchestrator(int argc, char **argv) {
                                                   "'tl provision') or --insecure");
     char host[512];
     int port;
-    if (tl_net_parse_addr(listen, host, sizeof host, &port) < 0)
-        return cli_usage_error(cmd, "--listen: '%s' (want HOST:PORT)", listen);
+    if (tl_net_parse_addr(lc.listen, host, sizeof host, &port) < 0)
+        return cli_usage_error(cmd, "--listen: '%s' (want HOST:PORT or unix:PATH)", lc.listen);
     if (cli_trainopts_finish(&t, cmd)) return 2;
     return cli_orchestrate(&t, &oo, host, port, cmd, write_port, &lc);
 }

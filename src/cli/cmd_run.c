@@ -29,7 +29,6 @@ enum { OPT_PARTITION = OPT_CMD_BASE, OPT_KEEP };
 static const struct option own_longopts[] = {
     {"partition", required_argument, 0, OPT_PARTITION},
     {"keep", no_argument, 0, OPT_KEEP},
-    {"help", no_argument, 0, 'h'},
     {0, 0, 0, 0},
 };
 
@@ -210,41 +209,29 @@ static pid_t spawn_node(const run_ctx *r, int k) {
     return pid;
 }
 
+typedef struct run_opts {
+    const char *scheme;
+    int keep;
+} run_opts;
+
+static int own_option(void *ud, int key, const char *arg) {
+    run_opts *r = ud;
+    if (key == OPT_PARTITION) r->scheme = arg;
+    else r->keep = 1;
+    return 0;
+}
+
 int cmd_run(int argc, char **argv) {
-    const char *cmd = "run", *scheme = "contiguous";
+    const char *cmd = "run";
     cli_trainopts t;
     cli_orchopts oo;
-    int keep = 0, c;
+    run_opts ro = {"contiguous", 0};
     cli_trainopts_init(&t);
     cli_orchopts_init(&oo);
-    struct option *a = cli_options_join(cli_train_longopts, cli_orch_longopts);
-    struct option *all = a ? cli_options_join(a, own_longopts) : NULL;
-    free(a);
-    if (!all) return 1;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "h", all, NULL)) != -1) {
-        int r = cli_trainopts_parse(&t, c, optarg, cmd);
-        if (!r) r = cli_orchopts_parse(&oo, &t.cfg, c, optarg, cmd);
-        if (r == 1) continue;
-        if (r == 2) {
-            free(all);
-            return 2;
-        }
-        switch (c) {
-        case OPT_PARTITION: scheme = optarg; break;
-        case OPT_KEEP: keep = 1; break;
-        case 'h':
-            usage();
-            free(all);
-            return 0;
-        default:
-            free(all);
-            fprintf(stderr, "Try 'tl %s --help'.\n", cmd);
-            return 2;
-        }
-    }
-    free(all);
-    if (optind < argc) return cli_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
+    int rc0 = cli_parse_options(argc, argv, cmd, &t, &oo, own_longopts, own_option, &ro, usage);
+    if (rc0 >= 0) return rc0;
+    const char *scheme = ro.scheme;
+    const int keep = ro.keep;
     if (!oo.nodes) return cli_usage_error(cmd, "--nodes N is required");
     if (oo.tls_dir)
         return cli_usage_error(cmd, "tl run provisions its own TLS kits; --tls-dir is for "

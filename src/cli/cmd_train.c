@@ -5,17 +5,13 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "cli/orchopts.h"
 #include "cli/progress.h"
 #include "cli/runsetup.h"
 #include "cli/trainopts.h"
 #include "tl/error.h"
 #include "tl/gemm.h"
 #include "tl/trainer.h"
-
-static const struct option own_longopts[] = {
-    {"help", no_argument, 0, 'h'},
-    {0, 0, 0, 0},
-};
 
 static void usage(void) {
     printf("usage: tl train [options]\n\n"
@@ -35,26 +31,8 @@ int cmd_train(int argc, char **argv) {
     const char *cmd = "train";
     cli_trainopts o;
     cli_trainopts_init(&o);
-    struct option *longopts = cli_options_join(cli_train_longopts, own_longopts);
-    if (!longopts) return 1;
-    int c, rc;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-        int r = cli_trainopts_parse(&o, c, optarg, cmd);
-        if (r == 1) continue;
-        if (r == 2) goto usage_error;
-        if (c == 'h') {
-            usage();
-            free(longopts);
-            return 0;
-        }
-        free(longopts);
-        fprintf(stderr, "Try 'tl %s --help'.\n", cmd);
-        return 2;
-    }
-    free(longopts);
-    longopts = NULL;
-    if (optind < argc) return cli_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
+    int rc = cli_parse_options(argc, argv, cmd, &o, NULL, NULL, NULL, NULL, usage);
+    if (rc >= 0) return rc;
     if (cli_trainopts_finish(&o, cmd)) return 2;
 
     cli_run r;
@@ -86,9 +64,6 @@ int cmd_train(int argc, char **argv) {
     if (cli_run_save(&r, &o.cfg, &prog.last, cmd) != 0) goto cleanup;
     rc = prog.failed ? 1 : 0;
     goto cleanup;
-usage_error:
-    free(longopts);
-    return 2;
 fail:
     fprintf(stderr, "tl %s: %s\n", cmd, tl_errmsg());
 cleanup:

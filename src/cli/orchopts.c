@@ -95,6 +95,46 @@ int cli_orchopts_parse(cli_orchopts *o, tl_runcfg *cfg, int key, const char *arg
     return 0;
 }
 
+int cli_parse_options(int argc, char **argv, const char *cmd, cli_trainopts *t, cli_orchopts *oo,
+                      const struct option *own, cli_own_fn own_fn, void *ud, void (*usage)(void)) {
+    static const struct option help[] = {{"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    static const struct option none[] = {{0, 0, 0, 0}};
+    struct option *a = cli_options_join(cli_train_longopts, oo ? cli_orch_longopts : none);
+    struct option *b = a ? cli_options_join(a, own ? own : none) : NULL;
+    struct option *all = b ? cli_options_join(b, help) : NULL;
+    free(a);
+    free(b);
+    if (!all) {
+        fprintf(stderr, "tl %s: out of memory\n", cmd);
+        return 1;
+    }
+    int c, status = -1;
+    optind = 1;
+    opterr = 0; /* our own one-line messages */
+    while (status < 0 && (c = getopt_long(argc, argv, ":h", all, NULL)) != -1) {
+        int r = cli_trainopts_parse(t, c, optarg, cmd);
+        if (!r && oo) r = cli_orchopts_parse(oo, &t->cfg, c, optarg, cmd);
+        if (r == 1) continue;
+        if (r == 2) status = 2;
+        else if (c == 'h') {
+            usage();
+            status = 0;
+        } else if (c == '?') {
+            status = cli_usage_error(cmd, "unknown option '%s'", argv[optind - 1]);
+        } else if (c == ':') {
+            status = cli_usage_error(cmd, "option '%s' needs a value", argv[optind - 1]);
+        } else if (!own_fn) {
+            status = cli_usage_error(cmd, "unknown option '%s'", argv[optind - 1]);
+        } else if (own_fn(ud, c, optarg)) {
+            status = 2;
+        }
+    }
+    free(all);
+    if (status < 0 && optind < argc)
+        status = cli_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
+    return status;
+}
+
 int cli_orchestrate(const cli_trainopts *t, const cli_orchopts *oo, const char *host, int port,
                     const char *cmd, cli_on_listen on_listen, void *ud) {
     const tl_runcfg *cfg = &t->cfg;

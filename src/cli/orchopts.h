@@ -34,6 +34,17 @@ void cli_orchopts_init(cli_orchopts *o);
 int cli_orchopts_parse(cli_orchopts *o, tl_runcfg *cfg, int key, const char *arg,
                        const char *cmd);
 
+/* A command's own options: handle key (0, or 2 after reporting a bad value). */
+typedef int (*cli_own_fn)(void *ud, int key, const char *arg);
+
+/* The option loop of the training commands: the shared training options (into
+ * t), the distributed ones (into oo; NULL for none), the command's own
+ * options (own, given to own_fn), -h/--help (prints usage). Rejects stray
+ * arguments. Returns -1 when the command should go on, else its exit status
+ * (0 after --help, 2 after a usage error). Does not call cli_trainopts_finish. */
+int cli_parse_options(int argc, char **argv, const char *cmd, cli_trainopts *t, cli_orchopts *oo,
+                      const struct option *own, cli_own_fn own_fn, void *ud, void (*usage)(void));
+
 /* Called once the orchestrator listens (port is the bound port). Nonzero
  * return aborts the run with that exit status. */
 typedef int (*cli_on_listen)(void *ud, int port);
