@@ -77,6 +77,7 @@ const char cli_train_help[] =
     "                        uninterrupted run\n";
 
 void cli_trainopts_init(cli_trainopts *o) {
+    memset(o, 0, sizeof *o);
     tl_runcfg_defaults(&o->cfg);
     snprintf(o->optimizer, sizeof o->optimizer, "adadelta");
     o->lr = o->momentum = o->weight_decay = NAN;
