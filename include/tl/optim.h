@@ -50,8 +50,11 @@ const char *tl_optim_name(tl_optim_kind kind);
 int tl_optim_init(tl_optim *o, const tl_optim_cfg *cfg, size_t n);
 void tl_optim_free(tl_optim *o);
 
-/* One step on params with gradient grads at learning rate lr (the scheduler's). */
-void tl_optim_step(tl_optim *o, float *params, const float *grads, double lr);
+/* One step on params with gradient grads at learning rate lr (the
+ * scheduler's). In the same pass it clears grads (ready for the next batch's
+ * accumulation) and checks them: returns -1 if any entry was NaN or Inf (the
+ * parameters are then no longer meaningful), else 0. */
+int tl_optim_step(tl_optim *o, float *params, float *grads, double lr);
 
 /* The state block (2 x n floats) for checkpoints. */
 static inline float *tl_optim_state(tl_optim *o) { return o->s1; }

@@ -7,11 +7,12 @@
  * centralized and a distributed run is only where the gradient of a batch
  * comes from, so that is a callback (tl_grad_fn):
  *
- *   - `tl train` computes it locally (tl_local_grad_fn, below);
+ *   - `tl train` computes it locally (localgrad.h);
  *   - the orchestrator gathers it from the nodes (orchestrator.c).
  *
- * For every batch the loop zeroes the gradient block, calls the gradient
- * function, checks the gradient is finite, and takes one optimizer step.
+ * For every batch the loop calls the gradient function on a zeroed gradient
+ * block and takes one optimizer step, which also checks that the gradient is
+ * finite and clears it for the next batch.
  */
 #ifndef TL_TRAINER_H
 #define TL_TRAINER_H
@@ -26,7 +27,7 @@
 #include "tl/optim.h"
 #include "tl/sched.h"
 
-/* Computes into grads (zeroed by the caller, n_params floats) the gradient of
+/* Computes into grads (all zero on entry, n_params floats) the gradient of
  * the MEAN loss over batch b at params; adds the batch's loss sum and correct
  * count into *loss_sum and *correct. Returns 0 or a negative TL_E* code
  * (the run stops with it). */
@@ -58,6 +59,11 @@ typedef struct tl_trainer_hooks {
     void (*on_epoch)(void *ud, const tl_epoch_report *r);
 } tl_trainer_hooks;
 
+/* Optional: told which batch comes next while the current one is computed,
+ * so a gradient source can prepare it (the local source gathers its rows on
+ * a loader thread). b's pointers are only valid during the call. */
+typedef void (*tl_prefetch_fn)(void *ctx, const tl_batch *b);
+
 typedef struct tl_trainer {
     const tl_runcfg *cfg;
     const tl_model *model;
@@ -69,6 +75,7 @@ typedef struct tl_trainer {
     const tl_dataset *test;  /* may be NULL */
     int64_t steps;
     FILE *plan;              /* cfg->plan_path: each epoch's plan as JSON lines */
+    tl_prefetch_fn prefetch; /* optional, called with the same ctx as the gradient fn */
     char data_sig[512];      /* what the data is (counts, fingerprints), for checkpoints */
     const char *recovery_path; /* without cfg->checkpoint_path, where a failing run saves */
     const char *saved_path;  /* set when a failing run saved its state there */
@@ -99,21 +106,5 @@ void tl_trainer_free(tl_trainer *t);
 int tl_evaluate(const tl_model *m, const float *params, const tl_dataset *d, float mean,
                 float std, double *loss, double *accuracy);
 
-/* The local gradient source: the data set itself, for `tl train`. */
-typedef struct tl_local_grad {
-    const tl_model *model;
-    const tl_dataset *data;
-    float mean, std;
-    tl_ws ws;
-    float *dz;
-    int32_t *y;
-    size_t *rows;
-} tl_local_grad;
-
-int tl_local_grad_init(tl_local_grad *lg, const tl_model *m, const tl_dataset *d, int max_rows,
-                       float mean, float std);
-int tl_local_grad_fn(void *ctx, const tl_batch *b, const float *params, float *grads,
-                     double *loss_sum, int64_t *correct);
-void tl_local_grad_free(tl_local_grad *lg);
 
 #endif

@@ -11,6 +11,7 @@
 #include "cli/trainopts.h"
 #include "tl/error.h"
 #include "tl/gemm.h"
+#include "tl/localgrad.h"
 #include "tl/trainer.h"
 
 static void usage(void) {
@@ -49,6 +50,7 @@ int cmd_train(int argc, char **argv) {
     if (tl_trainer_init(&t, &o.cfg, &r.model, r.params, &count, 1, r.have_test ? &r.test : NULL) < 0)
         goto fail;
     t_ok = 1;
+    t.prefetch = tl_local_grad_prefetch;
     if (o.cfg.checkpoint_path) { /* the data's identity, for the checkpoint's signature */
         char sig[96];
         snprintf(sig, sizeof sig, "train %zu:%016llx", r.train.n,

@@ -1,6 +1,7 @@
 /* runsetup.c - data, model and parameters for training commands. */
 #include "cli/runsetup.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,18 +63,35 @@ static int finish_setup(cli_run *r, const tl_runcfg *cfg, const char *cmd, int i
     return 0;
 }
 
+typedef struct test_job {
+    cli_run *r;
+    const tl_runcfg *cfg;
+    const char *cmd;
+    int rc;
+} test_job;
+
+static void *load_test_job(void *arg) {
+    test_job *j = arg;
+    j->rc = load_test(j->r, j->cfg, j->cmd);
+    return NULL;
+}
+
 int cli_run_setup(cli_run *r, const tl_runcfg *cfg, const char *cmd, int with_train) {
     memset(r, 0, sizeof *r);
     tl_gemm_set_threads(cfg->threads);
     int rc = 1;
+    /* the test set loads on a second thread while the training set loads here */
+    test_job job = {r, cfg, cmd, 1};
+    pthread_t th;
+    int threaded = pthread_create(&th, NULL, load_test_job, &job) == 0;
+    if (!threaded) load_test_job(&job);
     if (with_train) {
-        if (tl_dataset_load(cfg->data_dir, "train", &r->train) < 0) {
-            fail(cmd);
-            goto out;
-        }
-        r->have_train = 1;
+        if (tl_dataset_load(cfg->data_dir, "train", &r->train) < 0) fail(cmd);
+        else r->have_train = 1;
     }
-    if ((rc = load_test(r, cfg, cmd)) != 0) goto out;
+    if (threaded) pthread_join(th, NULL);
+    if (with_train && !r->have_train) goto out;
+    if ((rc = job.rc) != 0) goto out;
     int in_dim = r->have_train ? (int)r->train.dim : r->have_test ? (int)r->test.dim : 0;
     rc = finish_setup(r, cfg, cmd, in_dim);
 out:

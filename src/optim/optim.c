@@ -59,13 +59,25 @@ void tl_optim_free(tl_optim *o) {
     o->s1 = o->s2 = NULL;
 }
 
-static void adadelta_step(const tl_optim_cfg *c, size_t n, float *restrict p,
-                          const float *restrict grad, float *restrict sq, float *restrict acc,
-                          float lr) {
+/* Whether float bits u are NaN or Inf (exponent all ones). */
+#define NONFINITE(u) (((u) & 0x7f800000u) == 0x7f800000u)
+
+/* Each step function also clears the gradient it consumed (ready for the next
+ * batch) and returns nonzero if any gradient entry was NaN or Inf: one pass
+ * over memory instead of three. */
+static uint32_t adadelta_step(const tl_optim_cfg *c, size_t n, float *restrict p,
+                              float *restrict grad, float *restrict sq, float *restrict acc,
+                              float lr) {
     const float rho = (float)c->rho, one_rho = (float)(1.0 - c->rho), eps = (float)c->eps;
     const float wd = (float)c->weight_decay;
+    uint32_t bad = 0;
     for (size_t i = 0; i < n; i++) {
-        float g = wd != 0.0f ? grad[i] + wd * p[i] : grad[i];
+        float g0 = grad[i];
+        uint32_t u;
+        memcpy(&u, &g0, sizeof u);
+        bad |= NONFINITE(u);
+        grad[i] = 0.0f;
+        float g = wd != 0.0f ? g0 + wd * p[i] : g0;
         float s = sq[i] * rho + one_rho * (g * g);
         float std = sqrtf(s + eps);
         float d = sqrtf(acc[i] + eps) / std * g;
@@ -73,14 +85,21 @@ static void adadelta_step(const tl_optim_cfg *c, size_t n, float *restrict p,
         acc[i] = acc[i] * rho + one_rho * (d * d);
         p[i] = p[i] + -lr * d;
     }
+    return bad;
 }
 
-static void sgd_step(const tl_optim_cfg *c, int first, size_t n, float *restrict p,
-                     const float *restrict grad, float *restrict buf, float lr) {
+static uint32_t sgd_step(const tl_optim_cfg *c, int first, size_t n, float *restrict p,
+                         float *restrict grad, float *restrict buf, float lr) {
     const float wd = (float)c->weight_decay, mom = (float)c->momentum;
     const float keep = (float)(1.0 - c->dampening);
+    uint32_t bad = 0;
     for (size_t i = 0; i < n; i++) {
-        float g = wd != 0.0f ? grad[i] + wd * p[i] : grad[i];
+        float g0 = grad[i];
+        uint32_t u;
+        memcpy(&u, &g0, sizeof u);
+        bad |= NONFINITE(u);
+        grad[i] = 0.0f;
+        float g = wd != 0.0f ? g0 + wd * p[i] : g0;
         if (c->momentum != 0.0) {
             float b = first ? g : buf[i] * mom + keep * g;
             buf[i] = b;
@@ -88,11 +107,11 @@ static void sgd_step(const tl_optim_cfg *c, int first, size_t n, float *restrict
         }
         p[i] = p[i] + -lr * g;
     }
+    return bad;
 }
 
-static void adam_step(const tl_optim_cfg *c, int64_t t, size_t n, float *restrict p,
-                      const float *restrict grad, float *restrict m, float *restrict v,
-                      double lr) {
+static uint32_t adam_step(const tl_optim_cfg *c, int64_t t, size_t n, float *restrict p,
+                          float *restrict grad, float *restrict m, float *restrict v, double lr) {
     const float b1 = (float)c->beta1, b2 = (float)c->beta2;
     const float one_b1 = (float)(1.0 - c->beta1), one_b2 = (float)(1.0 - c->beta2);
     const float eps = (float)c->eps;
@@ -102,8 +121,13 @@ static void adam_step(const tl_optim_cfg *c, int64_t t, size_t n, float *restric
     const double bc1 = 1.0 - pow(c->beta1, (double)t), bc2 = 1.0 - pow(c->beta2, (double)t);
     const float step_size = (float)(lr / bc1);
     const float bc2_sqrt = (float)sqrt(bc2);
+    uint32_t bad = 0;
     for (size_t i = 0; i < n; i++) {
         float g = grad[i];
+        uint32_t u;
+        memcpy(&u, &g, sizeof u);
+        bad |= NONFINITE(u);
+        grad[i] = 0.0f;
         if (decoupled)
             p[i] = p[i] * shrink;
         else if (wd != 0.0f)
@@ -113,15 +137,18 @@ static void adam_step(const tl_optim_cfg *c, int64_t t, size_t n, float *restric
         float denom = sqrtf(v[i]) / bc2_sqrt + eps;
         p[i] = p[i] + -step_size * (m[i] / denom);
     }
+    return bad;
 }
 
-void tl_optim_step(tl_optim *o, float *params, const float *grads, double lr) {
+int tl_optim_step(tl_optim *o, float *params, float *grads, double lr) {
     const tl_optim_cfg *c = &o->cfg;
+    uint32_t bad = 0;
     o->steps++;
     switch (c->kind) {
-    case TL_OPT_ADADELTA: adadelta_step(c, o->n, params, grads, o->s1, o->s2, (float)lr); break;
-    case TL_OPT_SGD: sgd_step(c, o->steps == 1, o->n, params, grads, o->s1, (float)lr); break;
+    case TL_OPT_ADADELTA: bad = adadelta_step(c, o->n, params, grads, o->s1, o->s2, (float)lr); break;
+    case TL_OPT_SGD: bad = sgd_step(c, o->steps == 1, o->n, params, grads, o->s1, (float)lr); break;
     case TL_OPT_ADAM:
-    case TL_OPT_ADAMW: adam_step(c, o->steps, o->n, params, grads, o->s1, o->s2, lr); break;
+    case TL_OPT_ADAMW: bad = adam_step(c, o->steps, o->n, params, grads, o->s1, o->s2, lr); break;
     }
+    return bad ? -1 : 0;
 }

@@ -55,17 +55,6 @@ void tl_trainer_free(tl_trainer *t) {
     memset(t, 0, sizeof *t);
 }
 
-/* Index of the first non-finite entry of x[0..n), or -1. The scan is an OR of
- * exponent tests (it vectorizes); only a bad block is searched for the index. */
-static long first_nonfinite(const float *x, size_t n) {
-    const uint32_t *u = (const uint32_t *)x;
-    uint32_t bad = 0;
-    for (size_t i = 0; i < n; i++) bad |= (u[i] & 0x7f800000u) == 0x7f800000u;
-    if (!bad) return -1;
-    for (size_t i = 0; i < n; i++)
-        if (!isfinite(x[i])) return (long)i;
-    return -1;
-}
 
 void tl_trainer_set_data_sig(tl_trainer *t, const char *sig) {
     snprintf(t->data_sig, sizeof t->data_sig, "%s", sig);
@@ -101,7 +90,6 @@ static int checkpoint(tl_trainer *t, int epoch, size_t batch, double loss_sum, i
 
 int tl_trainer_run(tl_trainer *t, tl_grad_fn fn, void *ctx, const tl_trainer_hooks *hooks) {
     const tl_runcfg *cfg = t->cfg;
-    const size_t n_params = t->model->n_params;
     const size_t batches = tl_batcher_batches(t->batcher);
     const uint64_t total = tl_batcher_total(t->batcher);
     int rc = 0;
@@ -134,7 +122,7 @@ int tl_trainer_run(tl_trainer *t, tl_grad_fn fn, void *ctx, const tl_trainer_hoo
             }
             tl_batch b;
             tl_batcher_get(t->batcher, k, &b);
-            memset(t->grads, 0, n_params * sizeof(float));
+            /* t->grads is zero here: calloc'ed, then cleared by each optimizer step */
             if ((rc = fn(ctx, &b, t->params, t->grads, &loss_sum, &correct)) < 0) {
                 /* keep what is done: the last complete batch is k - 1 */
                 char why[1024];
@@ -143,15 +131,18 @@ int tl_trainer_run(tl_trainer *t, tl_grad_fn fn, void *ctx, const tl_trainer_hoo
                 if (rc2 < 0) return rc2;
                 return tl_error(rc, "%s", why);
             }
-            long bad = first_nonfinite(t->grads, n_params);
-            if (bad >= 0)
+            const size_t rows = b.n;
+            if (t->prefetch && k + 1 < batches) { /* prepared while the optimizer runs */
+                tl_batcher_get(t->batcher, k + 1, &b);
+                t->prefetch(ctx, &b);
+            }
+            if (tl_optim_step(&t->optim, t->params, t->grads, lr) < 0)
                 return tl_error(TL_ENUMERIC,
-                                "epoch %d batch %zu: gradient entry %ld is not finite "
-                                "(diverged; try a smaller learning rate)",
-                                e + 1, k, bad);
-            tl_optim_step(&t->optim, t->params, t->grads, lr);
+                                "epoch %d batch %zu: the gradient is not finite (the run "
+                                "diverged; try a smaller learning rate)",
+                                e + 1, k);
             t->steps++;
-            seen += b.n;
+            seen += rows;
             if (hooks && hooks->on_batch) {
                 double el = now_s() - t0;
                 tl_progress p = {e, cfg->epochs, k + 1, batches, t->steps,
@@ -217,55 +208,4 @@ cleanup:
     free(y);
     tl_ws_free(&ws);
     return rc;
-}
-
-int tl_local_grad_init(tl_local_grad *lg, const tl_model *m, const tl_dataset *d, int max_rows,
-                       float mean, float std) {
-    int rc;
-    memset(lg, 0, sizeof *lg);
-    if (d->dim != (size_t)m->in_dim)
-        return tl_error(TL_EINVAL, "data has %zu features, the model expects %d", d->dim,
-                        m->in_dim);
-    if (d->classes > m->n_classes)
-        return tl_error(TL_EINVAL, "data has labels up to %d, the model has %d outputs",
-                        d->classes - 1, m->n_classes);
-    lg->model = m;
-    lg->data = d;
-    lg->mean = mean;
-    lg->std = std;
-    if ((rc = tl_ws_init(&lg->ws, m, max_rows)) < 0) return rc;
-    lg->dz = malloc(sizeof(float) * (size_t)max_rows * m->n_classes);
-    lg->y = malloc(sizeof(int32_t) * (size_t)max_rows);
-    lg->rows = malloc(sizeof(size_t) * (size_t)max_rows);
-    if (!lg->dz || !lg->y || !lg->rows) {
-        tl_local_grad_free(lg);
-        return tl_error(TL_ENOMEM, "training buffers: out of memory");
-    }
-    return 0;
-}
-
-void tl_local_grad_free(tl_local_grad *lg) {
-    tl_ws_free(&lg->ws);
-    free(lg->dz);
-    free(lg->y);
-    free(lg->rows);
-    memset(lg, 0, sizeof *lg);
-}
-
-int tl_local_grad_fn(void *ctx, const tl_batch *b, const float *params, float *grads,
-                     double *loss_sum, int64_t *correct) {
-    tl_local_grad *lg = ctx;
-    const tl_model *m = lg->model;
-    const int n = (int)b->n, L = m->n_modules;
-    for (int i = 0; i < n; i++) lg->rows[i] = (size_t)b->global[i];
-    tl_dataset_gather(lg->data, lg->rows, n, lg->mean, lg->std, lg->ws.h[0], lg->y);
-    tl_model_forward(m, params, &lg->ws, n, 0, L);
-    int64_t c;
-    *loss_sum += tl_nll_forward(lg->ws.h[L], lg->y, n, m->n_classes, &c);
-    *correct += c;
-    /* The same two steps a node and the orchestrator take: g = softmax - onehot, then / B. */
-    tl_nll_grad(lg->dz, lg->ws.h[L], lg->y, n, m->n_classes);
-    tl_nll_scale(lg->dz, (long)n * m->n_classes, n);
-    tl_model_backward(m, params, grads, &lg->ws, n, 0, L, lg->dz, NULL);
-    return 0;
 }
