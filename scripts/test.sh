@@ -19,9 +19,9 @@ if [ "${1:-}" != "--quick" ]; then
 
   if [ -f fuzz/CMakeLists.txt ]; then
     echo "== libFuzzer targets: short runs"
-    CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Debug -DTL_FUZZ=ON -DTL_TESTS=OFF >/dev/null &&
+    CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTL_FUZZ=ON -DTL_TESTS=OFF >/dev/null &&
       cmake --build build-fuzz -j"$jobs" >/dev/null &&
-      ctest --test-dir build-fuzz --output-on-failure -R '^fuzz_' || status=1
+      ctest --test-dir build-fuzz/fuzz --output-on-failure -R '^fuzz_' || status=1
   fi
 fi
 exit $status
