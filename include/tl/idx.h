@@ -44,11 +44,14 @@ int tl_idx_read(const char *path, tl_idx *out);
  * checks and codes as tl_idx_read. buf is only read, never kept. */
 int tl_idx_read_mem(const uint8_t *buf, size_t len, const char *name, tl_idx *out);
 
-/* Writes an unsigned-byte IDX file; gzip-compressed (gzip format) if gz is
- * nonzero. Written atomically: "<path>.tmp.<pid>", fsync, rename over path.
- * t must have rank 1..4, nonzero dims and count == their product (else
- * TL_EINVAL); TL_EIO on any file error (the temporary file is removed). */
-int tl_idx_write(const char *path, const tl_idx *t, int gz);
+#define TL_IDX_GZ 1     /* flags: gzip-compress (gzip format) */
+#define TL_IDX_NOSYNC 2 /* flags: skip the fsync (scratch files that need not survive a crash) */
+
+/* Writes an unsigned-byte IDX file. Written atomically: "<path>.tmp.<pid>",
+ * fsync (unless TL_IDX_NOSYNC), rename over path. t must have rank 1..4,
+ * nonzero dims and count == their product (else TL_EINVAL); TL_EIO on any
+ * file error (the temporary file is removed). */
+int tl_idx_write(const char *path, const tl_idx *t, int flags);
 
 /* Frees t->data and empties *t. Safe on an empty or zeroed tl_idx. */
 void tl_idx_free(tl_idx *t);

@@ -120,17 +120,20 @@ static int write_node(const char *dir, int k, const tl_dataset *d, const size_t 
     tl_idx img = {3, {(uint32_t)n, sub.rows, sub.cols, 0}, n * sub.dim, sub.images};
     tl_idx lab = {1, {(uint32_t)n, 0, 0, 0}, n, sub.labels};
     snprintf(path, sizeof path, "%s/node-%d/train-images-idx3-ubyte", dir, k);
-    rc = tl_idx_write(path, &img, 0);
+    /* scratch data for this run only: no fsync */
+    rc = tl_idx_write(path, &img, TL_IDX_NOSYNC);
     if (rc == 0) {
         snprintf(path, sizeof path, "%s/node-%d/train-labels-idx1-ubyte", dir, k);
-        rc = tl_idx_write(path, &lab, 0);
+        rc = tl_idx_write(path, &lab, TL_IDX_NOSYNC);
     }
     tl_dataset_free(&sub);
     return rc;
 }
 
-/* Splits cfg's training set into dir/node-1..N. */
-static int prepare_data(const char *dir, const tl_runcfg *cfg, int nodes, const char *scheme) {
+/* Splits cfg's training set into dir/node-1..N, calling after(ud, k) once
+ * node k's data is written (so it can start while the others are written). */
+static int prepare_data(const char *dir, const tl_runcfg *cfg, int nodes, const char *scheme,
+                        void (*after)(void *ud, int k), void *ud) {
     tl_dataset d;
     size_t *rows = NULL, *counts = calloc((size_t)nodes, sizeof *counts);
     int rc = tl_dataset_load(cfg->data_dir, "train", &d);
@@ -144,6 +147,7 @@ static int prepare_data(const char *dir, const tl_runcfg *cfg, int nodes, const 
     for (int k = 0; rc == 0 && k < nodes; k++) {
         rc = write_node(dir, k + 1, &d, rows + first, counts[k]);
         first += counts[k];
+        if (rc == 0 && after) after(ud, k + 1);
     }
     free(rows);
     free(counts);
@@ -155,7 +159,8 @@ typedef struct run_ctx {
     const char *self, *dir;
     const cli_trainopts *t;
     const cli_orchopts *oo;
-    int port_pipe; /* orchestrator child -> parent */
+    int port_pipe;    /* orchestrator child -> parent: it listens */
+    int listening;    /* parent: 1 once the orchestrator said so, -1 if it never will */
 } run_ctx;
 
 /* In the orchestrator child: tell the parent our port. */
@@ -166,7 +171,23 @@ static int send_port(void *ud, int port) {
     return 0;
 }
 
-/* Starts node k (exec of this program) connected to port. */
+/* prepare_data's callback: once the orchestrator listens, starts node k. */
+static pid_t spawn_node(const run_ctx *r, int k);
+static void start_node(void *ud, int k) {
+    run_ctx *r = ud;
+    if (r->listening == 0) {
+        int port;
+        ssize_t got;
+        do got = read(r->port_pipe, &port, sizeof port);
+        while (got < 0 && errno == EINTR && !got_signal);
+        r->listening = got == sizeof port ? 1 : -1; /* -1: it failed; it says why */
+    }
+    if (r->listening < 0 || got_signal) return;
+    pid_t pid = spawn_node(r, k);
+    if (pid > 0) children[n_children++] = pid;
+}
+
+/* Starts node k (exec of this program) on the orchestrator's unix socket. */
 static pid_t spawn_node(const run_ctx *r, int k) {
     char connect[4200], id[16], data[4096], threads[16], tls[4096];
     snprintf(connect, sizeof connect, "unix:%s/orchestrator.sock", r->dir);
@@ -264,10 +285,6 @@ int cmd_run(int argc, char **argv) {
     sigaction(SIGHUP, &sa, NULL);
 
     int status = 1, pipefd[2] = {-1, -1};
-    if (prepare_data(dir, &t.cfg, oo.nodes, scheme) < 0) {
-        fprintf(stderr, "tl run: %s\n", tl_errmsg());
-        goto out;
-    }
     char orch_kit[4200];
     if (!oo.insecure) {
         char kits[4200];
@@ -285,9 +302,12 @@ int cmd_run(int argc, char **argv) {
     }
     if (got_signal) goto out;
     if (pipe(pipefd) < 0) goto out;
-    run_ctx rc = {self, dir, &t, &oo, pipefd[1]};
+    run_ctx rc = {self, dir, &t, &oo, pipefd[1], 0};
     fflush(stdout);
     fflush(stderr);
+    /* The orchestrator starts first (it loads the test set and listens) while
+     * this process splits the data; each node starts as soon as its data is
+     * written. */
     pid_t orch = fork();
     if (orch < 0) goto out;
     if (orch == 0) {
@@ -304,15 +324,11 @@ int cmd_run(int argc, char **argv) {
     children[n_children++] = orch;
     close(pipefd[1]);
     pipefd[1] = -1;
-    int port = 0;
-    ssize_t got;
-    do got = read(pipefd[0], &port, sizeof port);
-    while (got < 0 && errno == EINTR && !got_signal);
-    if (got == sizeof port && !got_signal)
-        for (int k = 1; k <= oo.nodes; k++) {
-            pid_t pid = spawn_node(&rc, k);
-            if (pid > 0) children[n_children++] = pid;
-        }
+    rc.port_pipe = pipefd[0];
+    if (prepare_data(dir, &t.cfg, oo.nodes, scheme, start_node, &rc) < 0) {
+        fprintf(stderr, "tl run: %s\n", tl_errmsg());
+        goto out;
+    }
     /* Wait for the orchestrator; nodes exit when it says DONE. */
     while (!got_signal && children[0] > 0) {
         int st;

@@ -122,10 +122,10 @@ int tl_dataset_save(const char *dir, const char *split, const tl_dataset *d) {
                  .data = d->images};
     tl_idx lb = {.rank = 1, .dims = {(uint32_t)d->n}, .count = d->n, .data = d->labels};
     snprintf(path, len, "%s/%s-images-idx3-ubyte.gz", dir, split);
-    rc = tl_idx_write(path, &im, 1);
+    rc = tl_idx_write(path, &im, TL_IDX_GZ);
     if (rc == 0) {
         snprintf(path, len, "%s/%s-labels-idx1-ubyte.gz", dir, split);
-        rc = tl_idx_write(path, &lb, 1);
+        rc = tl_idx_write(path, &lb, TL_IDX_GZ);
     }
     free(path);
     return rc;

@@ -377,7 +377,8 @@ cleanup:
 }
 
 /* Contract in idx.h. */
-int tl_idx_write(const char *path, const tl_idx *t, int gz) {
+int tl_idx_write(const char *path, const tl_idx *t, int flags) {
+    const int gz = flags & TL_IDX_GZ;
     uint8_t hdr[HDR_MAX];
     size_t count = 1;
     if (t->rank < 1 || t->rank > TL_IDX_MAX_RANK)
@@ -411,7 +412,8 @@ int tl_idx_write(const char *path, const tl_idx *t, int gz) {
         rc = write_all(fd, hdr, hlen, path);
         if (rc == 0) rc = write_all(fd, t->data, t->count, path);
     }
-    if (rc == 0 && fsync(fd) < 0) rc = tl_error(TL_EIO, "%s: fsync failed: %s", path, strerror(errno));
+    if (rc == 0 && !(flags & TL_IDX_NOSYNC) && fsync(fd) < 0)
+        rc = tl_error(TL_EIO, "%s: fsync failed: %s", path, strerror(errno));
     if (close(fd) < 0 && rc == 0) rc = tl_error(TL_EIO, "%s: close failed: %s", path, strerror(errno));
     fd = -1;
     if (rc == 0 && rename(tmp, path) < 0)
