@@ -96,6 +96,13 @@ typedef struct tl_ws {
 int tl_ws_init(tl_ws *ws, const tl_model *m, int max_rows);
 void tl_ws_free(tl_ws *ws);
 
+/* Runs a forward and backward pass of `rows` rows of zeros through m on
+ * scratch buffers and throws the results away: the matrix-product backend
+ * generates its kernels on first use, and this moves that cost to a moment
+ * of the caller's choosing (e.g. while data loads). Best effort: does
+ * nothing if memory is short. */
+void tl_model_warmup(const tl_model *m, int rows);
+
 /* Runs modules from..to-1 on n rows: reads ws->h[from], writes h[from+1..to]. */
 void tl_model_forward(const tl_model *m, const float *params, tl_ws *ws, int n, int from,
                       int to);

@@ -1,8 +1,10 @@
 /*
- * optim.h - optimizers with PyTorch's exact update rules (torch 1.13,
- * single-tensor path), as flat loops over the one parameter block.
+ * optim.h - optimizers with PyTorch's update rules (torch 1.13, single-tensor
+ * path), as flat loops over the one parameter block. The golden tests hold
+ * them to PyTorch's numbers to 1e-5.
  *
- *   adadelta  sq = rho sq + (1-rho) g^2; d = sqrt(acc+eps)/sqrt(sq+eps) g;
+ *   adadelta  sq = rho sq + (1-rho) g^2; d = sqrt((acc+eps)/(sq+eps)) g (PyTorch
+ *             takes the two roots apart: equal to within a rounding);
  *             acc = rho acc + (1-rho) d^2; p -= lr d
  *   sgd       g += wd p; buf = g (first step) or momentum buf + (1-dampening) g;
  *             g = nesterov ? g + momentum buf : buf; p -= lr g

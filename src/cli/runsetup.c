@@ -70,9 +70,16 @@ typedef struct test_job {
     int rc;
 } test_job;
 
+/* Loads the test set, then has the matrix-product kernels generated (the
+ * backend compiles them on first use, ~40 ms here) while the training set is
+ * still loading on the other thread. */
 static void *load_test_job(void *arg) {
     test_job *j = arg;
     j->rc = load_test(j->r, j->cfg, j->cmd);
+    tl_model m;
+    if (j->rc == 0 && j->r->have_test && !getenv("TL_NO_WARMUP") &&
+        tl_model_parse(j->cfg->model, (int)j->r->test.dim, &m) == 0)
+        tl_model_warmup(&m, j->cfg->batch_size);
     return NULL;
 }
 
@@ -80,7 +87,8 @@ int cli_run_setup(cli_run *r, const tl_runcfg *cfg, const char *cmd, int with_tr
     memset(r, 0, sizeof *r);
     tl_gemm_set_threads(cfg->threads);
     int rc = 1;
-    /* the test set loads on a second thread while the training set loads here */
+    /* the test set loads (and the kernels warm up) on a second thread while the
+     * training set loads here */
     test_job job = {r, cfg, cmd, 1};
     pthread_t th;
     int threaded = pthread_create(&th, NULL, load_test_job, &job) == 0;

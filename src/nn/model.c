@@ -231,3 +231,19 @@ void tl_model_backward(const tl_model *m, const float *params, float *grads, tl_
         alt ^= 1;
     }
 }
+
+void tl_model_warmup(const tl_model *m, int rows) {
+    tl_ws ws;
+    const int n = rows > 0 ? rows : 1;
+    float *p = calloc(m->n_params, sizeof(float)), *g = calloc(m->n_params, sizeof(float));
+    float *d = calloc((size_t)n * m->n_classes, sizeof(float));
+    if (p && g && d && tl_ws_init(&ws, m, n) == 0) {
+        memset(ws.h[0], 0, sizeof(float) * (size_t)n * m->in_dim);
+        tl_model_forward(m, p, &ws, n, 0, m->n_modules);
+        tl_model_backward(m, p, g, &ws, n, 0, m->n_modules, d, NULL);
+        tl_ws_free(&ws);
+    }
+    free(p);
+    free(g);
+    free(d);
+}

@@ -79,8 +79,10 @@ static uint32_t adadelta_step(const tl_optim_cfg *c, size_t n, float *restrict p
         grad[i] = 0.0f;
         float g = wd != 0.0f ? g0 + wd * p[i] : g0;
         float s = sq[i] * rho + one_rho * (g * g);
-        float std = sqrtf(s + eps);
-        float d = sqrtf(acc[i] + eps) / std * g;
+        /* PyTorch divides two square roots; one root of the quotient is the same
+         * value to within a rounding and a third cheaper (roots and divisions
+         * are what this loop waits on) */
+        float d = sqrtf((acc[i] + eps) / (s + eps)) * g;
         sq[i] = s;
         acc[i] = acc[i] * rho + one_rho * (d * d);
         p[i] = p[i] + -lr * d;
