@@ -167,6 +167,7 @@ int cli_orchestrate(const cli_trainopts *t, const cli_orchopts *oo, const char *
     oc.log_ud = &lg;
     if (tl_orch_new(&oc, &o) < 0) goto fail;
     if (on_listen && (rc = on_listen(ud, tl_orch_port(o))) != 0) goto cleanup;
+    tl_model_warmup(&r.model, cfg->batch_size); /* while the nodes start */
     rc = 1;
     counts = calloc(2 * (size_t)oo->nodes, sizeof *counts);
     if (!counts || tl_orch_wait_nodes(o, oo->wait_timeout_s, counts, counts + oo->nodes) < 0)

@@ -247,6 +247,9 @@ static int session_open(session *s) {
         send_error(s, rc, tl_errmsg());
         return TL_EREFUSED; /* our data cannot take part in this run: final */
     }
+    /* the first FORWARD comes once every node has joined: generate the
+     * matrix-product kernels now rather than then */
+    tl_model_warmup(&s->model, 64);
     logf_(cfg, "joined the run at %s as node %d (%zu samples, %s, cut after module %d, %s mode)",
           peer, cfg->id, cfg->data->n, s->c->ops->name, s->cut,
           s->mode == TL_MODE_TRAVERSE ? "traverse" : "split");
