@@ -216,11 +216,18 @@ static const char *line_with(const char *text, const char *needle) {
     return line;
 }
 
-/* Asserts that the file at path contains needle, showing the file if not;
+/* Asserts that the file at path contains needle (within 5 s), showing the file if not;
  * prints the matching line prefixed with what. */
 static void expect_in_file(const char *path, const char *needle, const char *what) {
     char *s = slurp(path);
     const char *l = line_with(s, needle);
+    /* the other process may log a moment after the client saw the result */
+    for (int tries = 0; !l && tries < 100; tries++) {
+        usleep(50 * 1000);
+        free(s);
+        s = slurp(path);
+        l = line_with(s, needle);
+    }
     if (!l) {
         print_error("%s: no \"%s\" in %s:\n%s\n", what, needle, path, s);
         free(s);
