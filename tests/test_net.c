@@ -123,6 +123,9 @@ static int child_node(int port, int zstd) {
     r.zstd = zstd;
     tl_frame f;
     int eagains = 0;
+    /* let the sender fill both (small) buffers first, so that it must meet a
+     * full socket whatever the scheduling (sanitizer builds are slow) */
+    usleep(200 * 1000);
     while ((rc = tl_frame_read(&r, c, &f)) == TL_EAGAIN) {
         eagains++;
         if (tl_conn_wait(c, tl_now_ms() + 10000) < 0)
