@@ -64,7 +64,9 @@ void tl_optim_free(tl_optim *o) {
 
 /* Each step function also clears the gradient it consumed (ready for the next
  * batch) and returns nonzero if any gradient entry was NaN or Inf: one pass
- * over memory instead of three. */
+ * over memory instead of three. The few lines doing that are repeated in each
+ * loop on purpose: a shared helper with the flag behind a pointer measured 20%
+ * slower (the compiler no longer vectorizes the OR-reduction as well). */
 static uint32_t adadelta_step(const tl_optim_cfg *c, size_t n, float *restrict p,
                               float *restrict grad, float *restrict sq, float *restrict acc,
                               float lr) {
