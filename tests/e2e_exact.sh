@@ -10,39 +10,14 @@
 # --plan file of a 3-node run. Prints a table of the relative differences,
 # then as the last line "N passed, M failed"; exit status 1 on any failure.
 set -u
+. "$(dirname "$0")/lib.sh"
 
 TL=${1:?usage: e2e_exact.sh <tl> <tests/data dir>}
-DATA=/usr/share/datasets/fashion-mnist
-TMO=120 # seconds, for every tl invocation
 RC=0 # status of the last run()
-pass=0
-fail=0
 
-ok() { pass=$((pass + 1)); echo "ok - $1"; }
-bad() { fail=$((fail + 1)); echo "FAIL - $1: $2"; }
-finish() {
-    echo "$pass passed, $fail failed"
-    [ "$fail" -eq 0 ] && exit 0
-    exit 1
-}
 
-W=$(mktemp -d)
-# Every tl below runs in the foreground under `timeout`; PIDS is for anything
-# started in the background (none today, kept so that additions stay tidy).
-PIDS=()
-cleanup() {
-    local p
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
-    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
-    rm -rf "$W"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
 
-if [ ! -r "$DATA/train-images-idx3-ubyte.gz" ] || [ ! -r "$DATA/t10k-images-idx3-ubyte.gz" ]; then
-    bad "Fashion-MNIST" "not installed in $DATA (apt-get install dataset-fashion-mnist)"
-    finish
-fi
+require_data
 
 # run LOG cmd...: runs tl under timeout, stdout+stderr into LOG; returns its status.
 run() {

@@ -24,46 +24,19 @@
 # Each check prints "ok - ..." or "FAIL - ...: detail"; the last line is
 # "N passed, M failed"; exit status 1 on any failure.
 set -u
+. "$(dirname "$0")/lib.sh"
 
 TL=${1:?usage: e2e_faults.sh <tl> <tests/data dir>}
 case $TL in /*) ;; *) TL=$PWD/$TL ;; esac
-DATA=/usr/share/datasets/fashion-mnist
-TMO=120 # seconds: bound on every tl invocation
 STEPS=300
-pass=0
-fail=0
 
-ok() { pass=$((pass + 1)); echo "ok - $1"; }
-bad() { fail=$((fail + 1)); echo "FAIL - $1: $2"; }
-finish() {
-    echo "$pass passed, $fail failed"
-    [ "$fail" -eq 0 ] && exit 0
-    exit 1
-}
 
 SEED=${TL_FAULT_SEED:-$(( $(date +%s) % 32768 ))}
 RANDOM=$SEED
 echo "# random seed $SEED (rerun with TL_FAULT_SEED=$SEED)"
 
-W=$(mktemp -d)
-# Every background tl runs as `timeout ... tl ...`; timeout makes itself a
-# process group leader, so killing the group -PID reaps the tl under it too.
-PIDS=()
-cleanup() {
-    local p
-    for p in "${PIDS[@]}"; do
-        kill -KILL -- "-$p" 2>/dev/null || kill -KILL "$p" 2>/dev/null
-    done
-    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
-    rm -rf "$W"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
 
-if [ ! -r "$DATA/train-images-idx3-ubyte.gz" ] || [ ! -r "$DATA/t10k-images-idx3-ubyte.gz" ]; then
-    bad "Fashion-MNIST" "not installed in $DATA (apt-get install dataset-fashion-mnist)"
-    finish
-fi
+require_data
 
 T0=$SECONDS
 if ! timeout "$TMO" "$TL" partition --data "$DATA" --nodes 3 --out "$W/parts" >"$W/partition.log" 2>&1; then

@@ -11,42 +11,14 @@
 # The commands are printed ("# $ ...") so that the README can show them.
 # Last line: "N passed, M failed"; exit status 1 on any failure.
 set -u
+. "$(dirname "$0")/lib.sh"
 
 TL=${1:?usage: e2e_manual.sh <tl> <tests/data dir>}
-DATA=/usr/share/datasets/fashion-mnist
-TMO=120 # seconds, for every tl invocation
 STEPS=10 # DESIGN §2 promises 1e-5 after 10 steps (float32 drift grows with steps)
-pass=0
-fail=0
 
-ok() { pass=$((pass + 1)); echo "ok - $1"; }
-bad() { fail=$((fail + 1)); echo "FAIL - $1: $2"; }
-check() { # check "description" "detail if it fails" command...
-    local what=$1 detail=$2
-    shift 2
-    if "$@"; then ok "$what"; else bad "$what" "$detail"; fi
-}
-finish() {
-    echo "$pass passed, $fail failed"
-    [ "$fail" -eq 0 ] && exit 0
-    exit 1
-}
 
-W=$(mktemp -d)
-PIDS=() # background processes still to reap
-cleanup() {
-    local p
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
-    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
-    rm -rf "$W"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
 
-if [ ! -r "$DATA/train-images-idx3-ubyte.gz" ] || [ ! -r "$DATA/t10k-images-idx3-ubyte.gz" ]; then
-    bad "Fashion-MNIST" "not installed in $DATA (apt-get install dataset-fashion-mnist)"
-    finish
-fi
+require_data
 
 # show cmd...: print a command as the README would write it (tl for the path,
 # paths relative to the work directory).

@@ -1,0 +1,48 @@
+# lib.sh - what the tests/e2e_*.sh scripts share; sourced, not run:
+#
+#   . "$(dirname "$0")/lib.sh"     # counters, work dir $W, cleanup of $PIDS
+#   require_data                   # Fashion-MNIST present, or fail and stop
+#   ok "what"; bad "what" "detail"; check "what" "detail" command...
+#   finish                         # prints "N passed, M failed"; exit 0 or 1
+#
+# Background processes go into PIDS; they are killed (with their process
+# group: run them under `timeout`, which leads its own group) and reaped on
+# exit, and the work directory $W is removed.
+
+DATA=/usr/share/datasets/fashion-mnist
+TMO=120 # seconds: bound on every tl invocation
+pass=0
+fail=0
+
+ok() { pass=$((pass + 1)); echo "ok - $1"; }
+bad() { fail=$((fail + 1)); echo "FAIL - $1: $2"; }
+check() { # check "description" "detail if it fails" command...
+    local what=$1 detail=$2
+    shift 2
+    if "$@"; then ok "$what"; else bad "$what" "$detail"; fi
+}
+finish() {
+    echo "$pass passed, $fail failed"
+    [ "$fail" -eq 0 ] && exit 0
+    exit 1
+}
+
+W=$(mktemp -d)
+PIDS=()
+cleanup() {
+    local p
+    for p in "${PIDS[@]}"; do
+        kill -KILL -- "-$p" 2>/dev/null || kill -KILL "$p" 2>/dev/null
+    done
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
+    rm -rf "$W"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+require_data() {
+    if [ ! -r "$DATA/train-images-idx3-ubyte.gz" ] || [ ! -r "$DATA/t10k-images-idx3-ubyte.gz" ]; then
+        bad "Fashion-MNIST" "not installed in $DATA (apt-get install dataset-fashion-mnist)"
+        finish
+    fi
+}
