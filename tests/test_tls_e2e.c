@@ -67,76 +67,9 @@ static int have_setup; /* group setup succeeded */
 
 /* ---- children ----------------------------------------------------------- */
 
-#define MAX_KIDS 32
-static volatile pid_t kids[MAX_KIDS];
-
-static void kids_add(pid_t p) {
-    for (int i = 0; i < MAX_KIDS; i++)
-        if (!kids[i]) {
-            kids[i] = p;
-            return;
-        }
-    kill(p, SIGKILL);
-    fail_msg("too many children");
-}
-
-static void kids_forget(pid_t p) {
-    for (int i = 0; i < MAX_KIDS; i++)
-        if (kids[i] == p) kids[i] = 0;
-}
-
-static void kids_kill_all(void) {
-    for (int i = 0; i < MAX_KIDS; i++) {
-        pid_t p = kids[i];
-        if (p > 0) {
-            kill(p, SIGKILL);
-            waitpid(p, NULL, 0);
-            kids[i] = 0;
-        }
-    }
-}
-
-static void on_alarm(int sig) {
-    (void)sig;
-    static const char msg[] = "test_tls_e2e: time limit reached, killing children\n";
-    for (int i = 0; i < MAX_KIDS; i++)
-        if (kids[i] > 0) kill(kids[i], SIGKILL);
-    ssize_t w = write(2, msg, sizeof msg - 1);
-    (void)w;
-    _exit(3);
-}
-
-static int64_t now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(int ms) {
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-/* Runs TL_BIN with argv (argv[0] is ignored), stdout and stderr to log. */
-static pid_t spawn(const char *log, const char *const *argv) {
-    fflush(NULL);
-    pid_t p = fork();
-    assert_true(p >= 0);
-    if (p == 0) {
-        int in = open("/dev/null", O_RDONLY);
-        int out = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        if (in < 0 || out < 0) _exit(126);
-        dup2(in, 0);
-        dup2(out, 1);
-        dup2(out, 2);
-        alarm(0);
-        signal(SIGALRM, SIG_DFL);
-        execv(TL_BIN, (char *const *)argv);
-        _exit(127);
-    }
-    kids_add(p);
-    return p;
-}
+#define PROC_NAME "test_tls_e2e"
+#define PROC_CHILD_ALARM_S 0
+#include "proc.h"
 
 /* Waits up to timeout_ms for p: its wait status, or -1 on timeout (p is then
  * killed and reaped). */
