@@ -46,25 +46,6 @@ stop() {
     kill "$1" 2>/dev/null
     reap "$1"
 }
-# wait_port FILE PID: print the port once FILE holds one (30 s at most, and
-# only while PID lives); status 1 if it never does.
-wait_port() {
-    local f=$1 pid=$2 i a b
-    for ((i = 0; i < 300; i++)); do
-        if [ -s "$f" ]; then
-            a=$(tr -d ' \n' <"$f")
-            sleep 0.05
-            b=$(tr -d ' \n' <"$f")
-            if [ "$a" = "$b" ] && [[ $a =~ ^[0-9]+$ ]] && [ "$a" -gt 0 ]; then
-                echo "$a"
-                return 0
-            fi
-        fi
-        kill -0 "$pid" 2>/dev/null || return 1
-        sleep 0.1
-    done
-    return 1
-}
 # wait_grep FILE PATTERN [SECONDS]: until FILE has a line matching PATTERN (ERE).
 wait_grep() {
     local i n=$((${3:-30} * 10))

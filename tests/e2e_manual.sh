@@ -53,23 +53,6 @@ fg() { # fg LOG cmd...: run in the foreground under timeout; RC = its status
     RC=$?
     return "$RC"
 }
-wait_port() { # wait_port FILE PID: print the port once FILE holds one (30 s at most)
-    local f=$1 pid=$2 i a b
-    for ((i = 0; i < 300; i++)); do
-        if [ -s "$f" ]; then
-            a=$(tr -d ' \n' <"$f")
-            sleep 0.05
-            b=$(tr -d ' \n' <"$f")
-            if [ "$a" = "$b" ] && [[ $a =~ ^[0-9]+$ ]] && [ "$a" -gt 0 ]; then
-                echo "$a"
-                return 0
-            fi
-        fi
-        kill -0 "$pid" 2>/dev/null || return 1
-        sleep 0.1
-    done
-    return 1
-}
 oneline() { tr '\n' '|' <"$1" | cut -c 1-400; }
 
 echo "# 1. split the training data: one directory per node (copy node-K to machine K)"

@@ -4,6 +4,7 @@
 #   require_data                   # Fashion-MNIST present, or fail and stop
 #   ok "what"; bad "what" "detail"; check "what" "detail" command...
 #   finish                         # prints "N passed, M failed"; exit 0 or 1
+#   wait_port FILE PID             # the port an orchestrator wrote to --port-file
 #
 # Background processes go into PIDS; they are killed (with their process
 # group: run them under `timeout`, which leads its own group) and reaped on
@@ -45,4 +46,25 @@ require_data() {
         bad "Fashion-MNIST" "not installed in $DATA (apt-get install dataset-fashion-mnist)"
         finish
     fi
+}
+
+# wait_port FILE PID: prints the port once FILE (an orchestrator's --port-file)
+# holds one, read twice to be sure it is whole; waits 30 s at most and only
+# while PID lives; status 1 if it never does.
+wait_port() {
+    local f=$1 pid=$2 i a b
+    for ((i = 0; i < 300; i++)); do
+        if [ -s "$f" ]; then
+            a=$(tr -d ' \n' <"$f")
+            sleep 0.05
+            b=$(tr -d ' \n' <"$f")
+            if [ "$a" = "$b" ] && [[ $a =~ ^[0-9]+$ ]] && [ "$a" -gt 0 ]; then
+                echo "$a"
+                return 0
+            fi
+        fi
+        kill -0 "$pid" 2>/dev/null || return 1
+        sleep 0.1
+    done
+    return 1
 }
