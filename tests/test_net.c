@@ -122,19 +122,16 @@ static int child_node(int port, int zstd) {
     tl_frame_reader_init(&r, 8 << 20);
     r.zstd = zstd;
     tl_frame f;
-    int eagains = 0;
     /* let the sender fill both (small) buffers first, so that it must meet a
-     * full socket whatever the scheduling (sanitizer builds are slow) */
+     * full socket whatever the scheduling (sanitizer builds are slow). Whether
+     * this side then meets an empty socket depends on the scheduler, so it is
+     * not asserted here: test_frame covers the piecewise reader exactly. */
     usleep(200 * 1000);
-    while ((rc = tl_frame_read(&r, c, &f)) == TL_EAGAIN) {
-        eagains++;
+    while ((rc = tl_frame_read(&r, c, &f)) == TL_EAGAIN)
         if (tl_conn_wait(c, tl_now_ms() + 10000) < 0)
             return 4;
-    }
     if (rc < 0 || f.type != TL_MSG_FORWARD)
         return 5;
-    if (!zstd && eagains == 0)
-        return 6;
     if (zstd != !!(f.flags & TL_FRAME_F_ZSTD))
         return 16;
     tl_msg *m = malloc(sizeof *m);
@@ -231,8 +228,12 @@ static void big_exchange(int zstd) {
 
     tl_frame_reader r;
     tl_frame_reader_init(&r, 8 << 20);
-    if (tl_msg_recv(c, &r, m, tl_now_ms() + 10000) < 0)
-        fail_msg("recv: %s", tl_errmsg());
+    if (tl_msg_recv(c, &r, m, tl_now_ms() + 10000) < 0) {
+        char why[256];
+        snprintf(why, sizeof why, "%s", tl_errmsg());
+        tl_conn_free(c);
+        fail_msg("recv: %s (the node child exited with %d)", why, wait_child(pid, 5000));
+    }
     assert_int_equal(m->type, TL_MSG_BACKWARD_RESULT);
     assert_int_equal(m->u.bwd_result.step, 42);
     uint32_t dim = BIG_N;
