@@ -166,6 +166,38 @@ static void test_read_mem_and_multimember(void **state) {
     free(b.p), free(gh.p), free(gd.p), free(cat.p);
 }
 
+/* Large gzip files take the mapped-file and prefault paths: read back exactly,
+ * also when the ISIZE trailer lies short and the buffer must grow after the
+ * prefault helper has finished with it. */
+static void test_large_gzip(void **state) {
+    uint32_t dims[2] = {3000, 4000}; /* 12 MB: over the prefault threshold */
+    buf b = make_idx(8, 2, dims, 12000000);
+    buf g = gzip_bytes(b);
+    const char *path = tpath("large.gz");
+    tl_idx t;
+    for (int lie = 0; lie <= 1; lie++) {
+        if (lie) { /* ISIZE says 9 MB: prefaulted, then grown */
+            uint32_t small = 9u << 20;
+            for (int i = 0; i < 4; i++) g.p[g.n - 4 + i] = (uint8_t)(small >> (8 * i));
+        }
+        put_file(path, g.p, g.n);
+        for (int mem = 0; mem <= 1; mem++) {
+            int rc = mem ? tl_idx_read_mem(g.p, g.n, "large.gz", &t) : tl_idx_read(path, &t);
+            if (lie) { /* libdeflate checks ISIZE: a lying trailer is a corrupt file */
+                assert_int_equal(rc, TL_EFORMAT);
+                assert_null(t.data);
+                continue;
+            }
+            assert_int_equal(rc, 0);
+            assert_int_equal(t.count, 12000000);
+            assert_memory_equal(t.data, b.p + 12, t.count);
+            tl_idx_free(&t);
+        }
+    }
+    unlink(path);
+    free(b.p), free(g.p);
+}
+
 static void test_bad_header(void **state) {
     uint32_t dims[4] = {2, 2, 2, 2};
     buf b = make_idx(8, 1, dims, 2);
@@ -321,6 +353,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_roundtrip),
         cmocka_unit_test(test_read_mem_and_multimember),
+        cmocka_unit_test(test_large_gzip),
         cmocka_unit_test(test_bad_header),
         cmocka_unit_test(test_too_large),
         cmocka_unit_test(test_truncated_and_trailing),

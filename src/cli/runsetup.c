@@ -75,6 +75,9 @@ typedef struct test_job {
  * still loading on the other thread. */
 static void *load_test_job(void *arg) {
     test_job *j = arg;
+    /* OpenMP's thread count is per thread: unset, this one would start a team
+     * of one per core whose idle members spin against the training-set load */
+    tl_gemm_set_threads(j->cfg->threads);
     j->rc = load_test(j->r, j->cfg, j->cmd);
     tl_model m;
     if (j->rc == 0 && j->r->have_test && !getenv("TL_NO_WARMUP") &&
