@@ -134,6 +134,12 @@ static void test_header_malformed(void **state) {
     assert_int_equal(tl_frame_header_decode(b, 0, 0, &h), TL_EPROTO);
     expect_errmsg("magic");
 
+    /* a TLS ClientHello where a frame belongs: named as such */
+    memset(b, 0, sizeof b);
+    b[0] = 0x16, b[1] = 0x03, b[2] = 0x01, b[3] = 0x02;
+    assert_int_equal(tl_frame_header_decode(b, 0, 0, &h), TL_ETLS);
+    expect_errmsg("speaks TLS");
+
     hdr_bytes(b, 1, 0, 10);
     b[4] = 2;
     assert_int_equal(tl_frame_header_decode(b, 0, 0, &h), TL_EPROTO);

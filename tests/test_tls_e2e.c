@@ -219,8 +219,8 @@ typedef struct orch {
     char out[PATH_MAX + 32];
 } orch;
 
-/* Starts `tl orchestrator` with the given kit in root/<name>/ and waits for its
- * port. */
+/* Starts `tl orchestrator` with the given kit (NULL: --insecure) in
+ * root/<name>/ and waits for its port. */
 static void orch_start(orch *o, const char *name, const char *kit) {
     snprintf(o->dir, sizeof o->dir, "%s/%s", root, name);
     assert_int_equal(mkdir(o->dir, 0700), 0);
@@ -229,8 +229,9 @@ static void orch_start(orch *o, const char *name, const char *kit) {
     const char *pf = pathf("%s/port", o->dir);
     const char *argv[] = {"tl", "orchestrator", "--listen", "127.0.0.1:0", "--port-file", pf,
                           "--nodes", "3", "--max-steps", "5", "--heartbeat", "500",
-                          "--wait-timeout", "60", "--test-data", DATA_DIR,
-                          "--tls-dir", pathf("%s/orchestrator", kit), "--save", o->out, NULL};
+                          "--wait-timeout", "60", "--test-data", DATA_DIR, "--save", o->out,
+                          kit ? "--tls-dir" : "--insecure",
+                          kit ? pathf("%s/orchestrator", kit) : NULL, NULL};
     o->pid = spawn(o->log, argv);
     int64_t end = now_ms() + 15000;
     o->port = 0;
@@ -275,13 +276,13 @@ static pid_t node_start(const orch *o, const char *log, int id, const char *kitd
     return spawn(log, argv);
 }
 
-/* Starts nodes 1..3 with kit/node-K, checks they and the orchestrator finish
- * cleanly and out.st is written. */
+/* Starts nodes 1..3 with kit/node-K (kit NULL: --insecure), checks they and
+ * the orchestrator finish cleanly and out.st is written. */
 static void finish_with_legit_nodes(orch *o, const char *kit) {
     pid_t p[3];
     for (int k = 1; k <= 3; k++)
         p[k - 1] = node_start(o, pathf("%s/node%d.log", o->dir, k), k,
-                              pathf("%s/node-%d", kit, k), k, "--quiet");
+                              kit ? pathf("%s/node-%d", kit, k) : NULL, k, "--quiet");
     for (int k = 1; k <= 3; k++) {
         int code = exit_code(wait_exit(p[k - 1], NODE_TIMEOUT_MS));
         if (code != 0) {
@@ -469,17 +470,36 @@ static void test_plaintext_node(void **state) {
     (void)state;
     orch o;
     orch_start(&o, "a_plaintext", KIT());
-    /* The orchestrator resets the connection without a word the plaintext
-     * node could read, so the node cannot tell this from an orchestrator that
-     * is still starting: it retries. --give-up bounds that. */
+    /* The orchestrator sees "TLN1" where a ClientHello belongs and answers in
+     * the node's own protocol: a REJECT the node can read, so it stops at
+     * once with the reason instead of retrying until --give-up. */
     bad b;
-    bad_start(&b, &o, "plaintext", 1, NULL, 1, "--give-up=3");
+    bad_start(&b, &o, "plaintext", 1, NULL, 1, "--give-up=30");
     wait_for_text(o.log, "refused", 10000);
     bad_wait(&b, 15000);
-    expect_in_file(o.log, "does not speak TLS", "orchestrator");
+    expect_in_file(o.log, "speaks plaintext", "orchestrator");
     expect_not_in_file(o.log, "joined from");
     finish_with_legit_nodes(&o, KIT());
-    bad_check(&b, "cannot reach the orchestrator");
+    bad_check(&b, "requires TLS 1.3");
+    bad_check_no_retry(&b);
+}
+
+/* a2. The reverse: a TLS node against a plaintext (--insecure) orchestrator.
+ * The orchestrator refuses the ClientHello in plaintext; the node's TLS stack
+ * cannot parse that, and the node stops at once saying why. */
+static void test_tls_node_plaintext_orchestrator(void **state) {
+    (void)state;
+    orch o;
+    orch_start(&o, "a2_tlsnode", NULL);
+    bad b;
+    bad_start(&b, &o, "tlsnode", 1, pathf("%s/node-1", KIT()), 1, "--give-up=30");
+    wait_for_text(o.log, "refused", 10000);
+    bad_wait(&b, 15000);
+    expect_in_file(o.log, "runs --insecure", "orchestrator");
+    expect_not_in_file(o.log, "joined from");
+    finish_with_legit_nodes(&o, NULL);
+    bad_check(&b, "does not speak TLS 1.3");
+    bad_check_no_retry(&b);
 }
 
 /* b. A client with no certificate: a raw OpenSSL TLS 1.3 client. */
@@ -674,6 +694,8 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_orchestrator_security_flags, case_setup, case_teardown),
         cmocka_unit_test_setup_teardown(test_plaintext_node, case_setup, case_teardown),
+        cmocka_unit_test_setup_teardown(test_tls_node_plaintext_orchestrator, case_setup,
+                                        case_teardown),
         cmocka_unit_test_setup_teardown(test_no_client_certificate, case_setup, case_teardown),
         cmocka_unit_test_setup_teardown(test_kit_from_another_ca, case_setup, case_teardown),
         cmocka_unit_test_setup_teardown(test_expired_certificate, case_setup, case_teardown),

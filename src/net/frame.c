@@ -90,6 +90,10 @@ int tl_frame_header_decode(const uint8_t in[TL_FRAME_HEADER_SIZE], uint64_t max_
     h->flags = get_u32(in + 8);
     h->reserved = get_u32(in + 12);
     h->payload_len = get_u64(in + 16);
+    if (in[0] == 0x16 && in[1] == 0x03) /* a TLS handshake record: a ClientHello */
+        return tl_error(TL_ETLS,
+                        "the peer speaks TLS where plaintext frames were expected (TLS needs "
+                        "--tls-dir on both sides, plaintext --insecure on both)");
     if (h->magic != TL_FRAME_MAGIC)
         return tl_error(TL_EPROTO,
                         "bad frame magic %02x %02x %02x %02x (expected \"TLN1\"): not a tl peer",

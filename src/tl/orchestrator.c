@@ -40,6 +40,7 @@ typedef struct peer {
     int node;              /* node index once READY, else -1 */
     int64_t deadline;      /* handshake or closing deadline */
     int64_t last_recv, last_sent;
+    int sniffed;           /* PEER_TLS: the first byte has been looked at */
     tl_msg_enc q[QUEUE_LEN];
     int qhead, qlen;
 } peer;
@@ -486,6 +487,65 @@ static void accept_all(tl_orch *o) {
     }
 }
 
+/* The reasons given to a node whose setting does not match ours. */
+#define WANT_TLS "this orchestrator requires TLS 1.3 with certificates: run the node with " \
+                 "--tls-dir, not --insecure"
+#define WANT_PLAIN "this orchestrator runs --insecure (plaintext): give the node --insecure " \
+                   "too, or the orchestrator --tls-dir"
+
+/* Before a TLS handshake: does the peer speak our plaintext protocol? A TLS
+ * ClientHello starts with 0x16; a tl frame with 'T' ("TLN1"), which no TLS
+ * record does. 1 if so (then the peer is answered in plaintext, with a REJECT
+ * it can read, instead of with a TLS alert it cannot), 0 if not or unknown. */
+static int speaks_plaintext(peer *p) {
+    uint8_t b;
+    ssize_t n = recv(p->c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n == 1 && b == (TL_FRAME_MAGIC & 0xff); /* little-endian: its first byte */
+}
+
+/* A plaintext node at a TLS orchestrator: drop the TLS session (nothing was
+ * read or sent through it) and refuse the node in its own protocol. */
+static void refuse_plaintext(tl_orch *o, peer *p) {
+    int fd = dup(p->c->fd);
+    char addr[sizeof p->c->peer];
+    snprintf(addr, sizeof addr, "%s", p->c->peer);
+    tl_conn_free(p->c);
+    p->c = NULL;
+    if (fd < 0 || tl_conn_tcp_new(fd, addr, &p->c) < 0) {
+        olog(o, "refused %s: plaintext peer (could not answer it: %s)", addr, tl_errmsg());
+        return;
+    }
+    p->st = PEER_HELLO;
+    olog(o, "refused %s: the node speaks plaintext (it runs --insecure) and this orchestrator "
+            "requires TLS", addr);
+    tl_msg m = {.type = TL_MSG_REJECT};
+    m.u.reject.code = TL_REJECT_NOT_AUTHENTICATED;
+    snprintf(m.u.reject.reason, sizeof m.u.reject.reason, "%s", WANT_TLS);
+    close_with(o, p, &m);
+}
+
+/* A peer in the TLS handshake has something for us: advance it. Returns 0 if
+ * the peer is to be dropped at once. */
+static int tls_step(tl_orch *o, peer *p) {
+    if (!p->sniffed) {
+        p->sniffed = 1;
+        if (speaks_plaintext(p)) {
+            refuse_plaintext(o, p); /* the REJECT goes out on the next round */
+            return p->c != NULL;
+        }
+    }
+    int h = tl_conn_handshake(p->c);
+    if (h == 0) {
+        p->st = PEER_HELLO;
+    } else if (h != TL_EAGAIN) {
+        /* the TLS alert is on its way: let the peer read it (the message names
+         * the peer) */
+        olog(o, "refused %s", tl_errmsg());
+        start_drain(p);
+    }
+    return 1;
+}
+
 /* Reads every complete frame p has for us. 0, or < 0 if p is finished. */
 static int peer_read(tl_orch *o, peer *p) {
     for (;;) {
@@ -495,6 +555,8 @@ static int peer_read(tl_orch *o, peer *p) {
         if (rc < 0) {
             /* transport and frame errors already name the peer */
             if (p->st == PEER_READY) lose_node(o, p, tl_errmsg());
+            else if (p->st == PEER_HELLO && rc == TL_ETLS) /* a TLS node; we are plaintext */
+                reject(o, p, TL_REJECT_NOT_AUTHENTICATED, WANT_PLAIN);
             else if (p->st != PEER_CLOSING) olog(o, "closed %s", tl_errmsg());
             return -1;
         }
@@ -573,15 +635,7 @@ static void pump(tl_orch *o, int64_t deadline) {
             if (re && drain(p) < 0) alive = 0;
         } else if (p->st == PEER_TLS) {
             if (!re) continue;
-            int h = tl_conn_handshake(p->c);
-            if (h == 0) {
-                p->st = PEER_HELLO;
-            } else if (h != TL_EAGAIN) {
-                /* the TLS alert is on its way: let the peer read it (the message
-                 * names the peer) */
-                olog(o, "refused %s", tl_errmsg());
-                start_drain(p);
-            }
+            alive = tls_step(o, p);
         } else {
             if (re & (POLLIN | POLLHUP | POLLERR) || tl_conn_pending(p->c))
                 alive = peer_read(o, p) == 0 || p->st == PEER_CLOSING;
