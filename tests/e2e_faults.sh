@@ -14,6 +14,7 @@
 #   d. kill -9 the orchestrator (--checkpoint, --checkpoint-every 50), start it
 #      again on the same port with --resume; the nodes reconnect by themselves
 #   e. --resume with a checkpoint of another configuration (--seed 2): refused
+#      at once, before listening and without any node
 #   f. a node lost for good with --reconnect-timeout 3: non-zero exit, a message
 #      saying how to resume, a recovery file; the other nodes keep retrying (as
 #      the message says); resuming on the same port with node K restarted completes
@@ -340,21 +341,21 @@ D=$W/e
 mkdir -p "$D"
 if [ -s "$W/d/ck.st" ]; then
     cp "$W/d/ck.st" "$D/ck.st"
-    run_start "$D" orch --seed 2 --checkpoint "$D/ck.st" --resume --reconnect-timeout 30 --save "$D/out.st"
+    # No node is started: the configuration is checked before waiting for them.
+    t=$SECONDS
+    start_orch OP "$D" orch --seed 2 --checkpoint "$D/ck.st" --resume --reconnect-timeout 30 --save "$D/out.st"
     wait_rc "$OP"
     msg=$(grep -m1 'another configuration' "$D/orch.log")
-    if [ "$RC" -ne 0 ] && grep -q "seed=2" <<<"$msg" && grep -q "seed=1" <<<"$msg"; then
-        ok "e: --seed 2 --resume from a seed-1 checkpoint is refused (exit $RC): ${msg#tl orchestrator: }"
+    if [ "$RC" -ne 0 ] && grep -q "seed=2" <<<"$msg" && grep -q "seed=1" <<<"$msg" && [ ! -e "$D/orch.port" ]; then
+        ok "e: --seed 2 --resume from a seed-1 checkpoint is refused before listening, without nodes ($((SECONDS - t)) s, exit $RC): ${msg#tl orchestrator: }"
     else
-        bad "e: --seed 2 --resume from a seed-1 checkpoint is refused naming the difference" "exit $RC: $(tailof "$D/orch.log")"
+        bad "e: --seed 2 --resume from a seed-1 checkpoint is refused before listening, naming the difference" "exit $RC: $(tailof "$D/orch.log")"
     fi
     if cmp -s "$W/d/ck.st" "$D/ck.st" && [ ! -e "$D/out.st" ]; then
         ok "e: the refused run left the checkpoint untouched and saved no model"
     else
         bad "e: the refused run left the checkpoint untouched" "ck.st changed or out.st written"
     fi
-    # The nodes were never told the run is over: they keep retrying. Stop them.
-    for p in "$N1" "$N2" "$N3"; do kill -KILL -- "-$p" 2>/dev/null; wait "$p" 2>/dev/null; done
 else
     bad "e: checkpoint from another configuration" "no checkpoint from d to try"
 fi

@@ -41,6 +41,14 @@ void tl_checkpoint_signature(const tl_trainer *t, char *buf, size_t len);
 /* Saves t's state at position pos to path. */
 int tl_checkpoint_save(const char *path, const tl_trainer *t, const tl_run_pos *pos);
 
+/* Checks, before any data is known, that path is a checkpoint of the
+ * configuration cfg with model m: everything in the signature but the data.
+ * A run that must wait for its data (an orchestrator, for its nodes) calls
+ * this first, so that a wrong --resume fails at once instead of after the
+ * wait. 0, or TL_EIO/TL_EFORMAT (unreadable, not a checkpoint) or TL_ESTATE
+ * (another configuration; the message shows the first field that differs). */
+int tl_checkpoint_check(const char *path, const tl_runcfg *cfg, const tl_model *m);
+
 /* Restores t (parameters, optimizer, generator) from path and fills *pos.
  * TL_ESTATE if the file belongs to another configuration (message shows the
  * first field that differs). */

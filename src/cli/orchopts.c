@@ -9,6 +9,7 @@
 #include "cli/clilog.h"
 #include "cli/progress.h"
 #include "cli/runsetup.h"
+#include "tl/checkpoint.h"
 #include "tl/error.h"
 #include "tl/orchestrator.h"
 #include "tl/tls.h"
@@ -147,6 +148,8 @@ int cli_orchestrate(const cli_trainopts *t, const cli_orchopts *oo, const char *
     int tr_ok = 0, prog_ok = 0, rc = 1;
     uint64_t *counts = NULL;
     if (cli_run_setup_dim(&r, cfg, cmd, 0) != 0) return 1;
+    /* a wrong --resume fails now, not once every node has joined */
+    if (cfg->resume && tl_checkpoint_check(cfg->checkpoint_path, cfg, &r.model) < 0) goto fail;
     if (oo->tls_dir && tl_tls_ctx_new(oo->tls_dir, TL_TLS_ORCHESTRATOR, &tls) < 0) goto fail;
     if (!tls)
         fprintf(stderr, "tl %s: warning: --insecure: traffic is plaintext and any peer that "

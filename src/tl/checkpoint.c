@@ -81,6 +81,30 @@ static void first_difference(const char *a, const char *b, char *out, size_t len
     snprintf(out, len, "this run has '%.*s', the checkpoint '%.*s'", na, fa, nb, fb);
 }
 
+int tl_checkpoint_check(const char *path, const tl_runcfg *cfg, const tl_model *m) {
+    tl_st *st;
+    int rc = tl_st_read(path, &st);
+    if (rc < 0) return rc;
+    tl_trainer t = {.cfg = cfg, .model = m}; /* no data yet: the signature ends in "data=" */
+    char sig[2048], have[2048], diff[512];
+    tl_checkpoint_signature(&t, sig, sizeof sig);
+    const char *fmt = tl_st_meta(st, "format"), *cf = tl_st_meta(st, "config");
+    if (!fmt || strcmp(fmt, FORMAT) != 0 || !cf) {
+        rc = tl_error(TL_EFORMAT, "%s: not a tl checkpoint (format '%s')", path, fmt ? fmt : "none");
+    } else {
+        snprintf(have, sizeof have, "%s", cf);
+        char *d = strstr(have, " data="), *e = strstr(sig, " data=");
+        if (d) *d = 0;
+        if (e) *e = 0;
+        if (strcmp(sig, have) != 0) {
+            first_difference(sig, have, diff, sizeof diff);
+            rc = tl_error(TL_ESTATE, "%s: checkpoint of another configuration: %s", path, diff);
+        }
+    }
+    tl_st_free(st);
+    return rc;
+}
+
 int tl_checkpoint_load(const char *path, tl_trainer *t, tl_run_pos *pos) {
     tl_st *st;
     int rc = tl_st_read(path, &st);
