@@ -208,7 +208,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 CHECK(off == chunk);
             } else {
                 if (verbose) fprintf(stderr, "reader: %s\n", tl_errmsg());
-                CHECK(rc == TL_EPROTO || rc == TL_ENOMEM);
+                CHECK(rc == TL_EPROTO || rc == TL_ETLS || rc == TL_ENOMEM);
                 dead = 1; /* out of sync: stop, as a real connection would close */
                 break;
             }

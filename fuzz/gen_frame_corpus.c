@@ -215,6 +215,13 @@ int main(int argc, char **argv) {
             write_file(dir, bad[i].name, 0, (uint8_t)i, &b);
             free(b.p);
         }
+        /* A TLS record (a ClientHello's first bytes) where the second frame belongs. */
+        bytes tb = {0};
+        append(&tb, hb.p, hb.n);
+        append(&tb, hb.p, hb.n);
+        tb.p[hb.n] = 0x16, tb.p[hb.n + 1] = 0x03;
+        write_file(dir, "bad_tls_record", 0, 10, &tb);
+        free(tb.p);
         /* Truncated: a header and half of a FORWARD payload. */
         bytes fw = {0};
         append_msg(&fw, &ms[3], 0);

@@ -67,8 +67,9 @@ void tl_frame_header_encode(const tl_frame_header *h, uint8_t out[TL_FRAME_HEADE
 
 /* Parses and validates 24 wire bytes: magic, version, type range, flags (bit 0
  * only if allow_zstd), reserved == 0, payload_len <= max_payload (0 or above
- * TL_FRAME_MAX_PAYLOAD means TL_FRAME_MAX_PAYLOAD). 0 or
- * TL_EPROTO with a message saying which field is wrong. */
+ * TL_FRAME_MAX_PAYLOAD means TL_FRAME_MAX_PAYLOAD). 0, TL_EPROTO with a
+ * message saying which field is wrong, or TL_ETLS if the bytes are a TLS
+ * handshake record (0x16 0x03: the peer speaks TLS where frames belong). */
 int tl_frame_header_decode(const uint8_t in[TL_FRAME_HEADER_SIZE], uint64_t max_payload,
                            int allow_zstd, tl_frame_header *h);
 
@@ -119,8 +120,9 @@ void tl_frame_reader_set_max(tl_frame_reader *r, uint64_t max_payload);
  * filled) or c would block (TL_EAGAIN: wait for tl_conn_want(c), see
  * tl_conn_wait()). Never reads beyond the current frame, so after 0 there may
  * be more bytes (or TLS-pending bytes) for the next one: call again. Errors:
- * TL_EPROTO (bad header, over cap, bad compressed data), TL_ENOMEM, and the
- * transport's TL_ECLOSED / TL_ENET / TL_ETLS; messages name c->peer. */
+ * TL_EPROTO (bad header, over cap, bad compressed data), TL_ETLS (a TLS
+ * record where a frame belongs, see tl_frame_header_decode), TL_ENOMEM, and
+ * the transport's TL_ECLOSED / TL_ENET / TL_ETLS; messages name c->peer. */
 int tl_frame_read(tl_frame_reader *r, tl_conn *c, tl_frame *f);
 
 /* As tl_frame_read, but from memory: consumes at most what the current frame

@@ -555,7 +555,7 @@ static int peer_read(tl_orch *o, peer *p) {
         if (rc < 0) {
             /* transport and frame errors already name the peer */
             if (p->st == PEER_READY) lose_node(o, p, tl_errmsg());
-            else if (p->st == PEER_HELLO && rc == TL_ETLS) /* a TLS node; we are plaintext */
+            else if (p->st == PEER_HELLO && rc == TL_ETLS && !o->cfg.tls) /* a TLS node */
                 reject(o, p, TL_REJECT_NOT_AUTHENTICATED, WANT_PLAIN);
             else if (p->st != PEER_CLOSING) olog(o, "closed %s", tl_errmsg());
             return -1;
