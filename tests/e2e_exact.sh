@@ -146,6 +146,34 @@ else
     bad "TLS: tl run --nodes 1 (no --insecure)" "exit $RC: $(tailof "$W/tls1.log")"
 fi
 
+# --- shared memory: tl run's nodes (unix sockets) map the parameters and write
+# their gradients in shared memory; --no-shm sends both over the sockets. The
+# numbers must not change, in either mode.
+D=$W/linear
+for M in traverse split; do
+    ref=$D/run-3-2-$M.st
+    if [ ! -s "$ref" ]; then
+        bad "shm: $M" "no 3-node result to compare with"
+        continue
+    fi
+    if grep -q 'shared memory' "$D/run-3-2-$M.log"; then
+        ok "shm: $M: the nodes joined with shared memory ($(grep -c 'shared memory' "$D/run-3-2-$M.log") of 3)"
+    else
+        bad "shm: $M: the nodes joined with shared memory" "$(grep -m 3 'joined' "$D/run-3-2-$M.log" | tr '\n' '|')"
+    fi
+    if run "$W/noshm-$M.log" run --nodes 3 --cut 2 --mode "$M" --init "$D/init.st" --max-steps 10 \
+        --save "$W/noshm-$M.st" --insecure --threads 1 --no-shm; then
+        timeout "$TMO" "$TL" compare "$ref" "$W/noshm-$M.st" >"$W/cmp-noshm-$M" 2>&1
+        if grep -q '(bit-identical)' "$W/cmp-noshm-$M" && ! grep -q 'shared memory' "$W/noshm-$M.log"; then
+            ok "shm: $M: --no-shm (tensors over the sockets) bit-identical to shared memory"
+        else
+            bad "shm: $M: --no-shm bit-identical to shared memory" "$(cat "$W/cmp-noshm-$M")"
+        fi
+    else
+        bad "shm: $M: tl run --no-shm" "exit $RC: $(tailof "$W/noshm-$M.log")"
+    fi
+done
+
 # --- the traversal plan ---------------------------------------------------------
 # Summarize a plan line as "node:count ..." and list its rows as global indices
 # (node k's local row r is global (k-1)*SIZE + r, SIZE = 20000 for 3 contiguous

@@ -72,7 +72,10 @@ enum {
 };
 
 #define TL_HELLO_F_ZSTD 0x1u   /* HELLO.flags: node can do zstd */
+#define TL_HELLO_F_SHM 0x2u    /* HELLO.flags: node can map shared parameters (unix socket) */
 #define TL_WELCOME_F_ZSTD 0x1u /* WELCOME.flags: compression on for this connection */
+#define TL_WELCOME_F_SHM 0x2u  /* WELCOME.flags: the shared-parameters fd follows (shm.h);
+                                  FORWARD then carries no parameters */
 
 /* A tensor: on encode, the caller's data to send; on decode, a view into the
  * frame's payload (valid as long as the payload). data is 8-byte aligned on

@@ -49,6 +49,8 @@ typedef struct tl_orch_cfg {
     int handshake_timeout_ms;   /* accept -> HELLO must take less */
     int max_pending;            /* connections not yet welcomed, at most */
     int zstd;                   /* allow zstd frames when a node offers it */
+    int no_shm;                 /* never share the parameters in memory (shm.h) with
+                                 * nodes on a unix socket, which is otherwise done */
     tl_log_fn log;              /* one line per event; may be NULL */
     void *log_ud;
 } tl_orch_cfg;

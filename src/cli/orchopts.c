@@ -25,6 +25,7 @@ const struct option cli_orch_longopts[] = {
     {"reconnect-timeout", required_argument, 0, OPT_RECONNECT_TIMEOUT},
     {"wait-timeout", required_argument, 0, OPT_WAIT_TIMEOUT},
     {"zstd", no_argument, 0, OPT_ZSTD},
+    {"no-shm", no_argument, 0, OPT_NO_SHM},
     {0, 0, 0, 0},
 };
 
@@ -44,6 +45,9 @@ const char cli_orch_help[] =
     "                        wait this long for a lost node, then stop [120]\n"
     "  --wait-timeout SEC    wait this long for all nodes to join (0: forever) [0]\n"
     "  --zstd                compress frames with zstd when a node offers it\n"
+    "  --no-shm              send the parameters over the socket to every node; by\n"
+    "                        default nodes on a unix:PATH socket map them from\n"
+    "                        shared memory the orchestrator writes once per step\n"
     "security (TLS 1.3 with mutual certificates is the default):\n"
     "  --tls-dir DIR         the orchestrator's kit from 'tl provision'\n"
     "                        (DIR/orchestrator: cert.pem, key.pem, ca.pem)\n"
@@ -92,6 +96,7 @@ int cli_orchopts_parse(cli_orchopts *o, tl_runcfg *cfg, int key, const char *arg
         o->wait_timeout_s = (int)v;
         return 1;
     case OPT_ZSTD: o->zstd = 1; return 1;
+    case OPT_NO_SHM: o->no_shm = 1; return 1;
     }
     return 0;
 }
@@ -166,6 +171,7 @@ int cli_orchestrate(const cli_trainopts *t, const cli_orchopts *oo, const char *
     oc.task_timeout_ms = oo->task_timeout_s * 1000;
     oc.reconnect_timeout_s = oo->reconnect_timeout_s;
     oc.zstd = oo->zstd;
+    oc.no_shm = oo->no_shm;
     oc.log = cli_log_line;
     oc.log_ud = &lg;
     if (tl_orch_new(&oc, &o) < 0) goto fail;

@@ -12,7 +12,7 @@
 
 enum {
     OPT_NODES = 1200, OPT_CUT, OPT_MODE, OPT_INSECURE, OPT_TLS_DIR, OPT_HEARTBEAT,
-    OPT_TASK_TIMEOUT, OPT_RECONNECT_TIMEOUT, OPT_WAIT_TIMEOUT, OPT_ZSTD,
+    OPT_TASK_TIMEOUT, OPT_RECONNECT_TIMEOUT, OPT_WAIT_TIMEOUT, OPT_ZSTD, OPT_NO_SHM,
 };
 
 typedef struct cli_orchopts {
@@ -24,6 +24,7 @@ typedef struct cli_orchopts {
     int reconnect_timeout_s;
     int wait_timeout_s;
     int zstd;
+    int no_shm;
 } cli_orchopts;
 
 extern const struct option cli_orch_longopts[];

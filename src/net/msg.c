@@ -215,7 +215,7 @@ int tl_msg_encode(const tl_msg *m, tl_msg_enc *e) {
     }
     case TL_MSG_WELCOME: {
         const tl_msg_welcome *w = &m->u.welcome;
-        if (w->flags & ~TL_WELCOME_F_ZSTD)
+        if (w->flags & ~(TL_WELCOME_F_ZSTD | TL_WELCOME_F_SHM))
             return tl_error(TL_EINVAL, "WELCOME: unknown flags 0x%x", w->flags);
         if (w->mode > 1)
             return tl_error(TL_EINVAL, "WELCOME: unknown mode %u", w->mode);
@@ -472,7 +472,7 @@ int tl_msg_decode_payload(uint16_t type, const void *payload, uint64_t len, tl_m
         TRY(get_f32(&c, &w->std, "std"));
         TRY(get_u32(&c, &w->heartbeat_ms, "heartbeat_ms"));
         TRY(get_str(&c, w->model, "model"));
-        if (w->flags & ~TL_WELCOME_F_ZSTD)
+        if (w->flags & ~(TL_WELCOME_F_ZSTD | TL_WELCOME_F_SHM))
             return tl_error(TL_EPROTO, "WELCOME: unknown flags 0x%x", w->flags);
         if (w->mode > 1)
             return tl_error(TL_EPROTO, "WELCOME: unknown mode %u", w->mode);

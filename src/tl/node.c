@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "tl/config.h"
 #include "tl/conn.h"
@@ -16,6 +17,7 @@
 #include "tl/model.h"
 #include "tl/msg.h"
 #include "tl/net.h"
+#include "tl/shm.h"
 
 #define CONNECT_TIMEOUT_MS 5000
 #define HANDSHAKE_TIMEOUT_MS 30000
@@ -48,6 +50,8 @@ typedef struct session {
     float *grads;      /* p_node */
     void *params_buf;  /* the FORWARD payload holding the parameters, kept until BACKWARD */
     size_t params_cap;
+    const float *shm_params; /* the orchestrator's shared parameters, mapped (p_recv); */
+    int shm_grads;           /* then grads is our shared gradient region, mapped (p_node) */
     const float *params;
     uint64_t step;
     int n;             /* rows of the kept FORWARD; 0: none */
@@ -77,8 +81,10 @@ static void session_free(session *s) {
     free(s->g);
     free(s->y);
     free(s->rows);
-    free(s->grads);
+    if (s->shm_grads) tl_shm_unmap(s->grads, sizeof(float) * s->p_node);
+    else free(s->grads);
     free(s->params_buf);
+    tl_shm_unmap(s->shm_params, sizeof(float) * s->p_recv);
     memset(s, 0, sizeof *s);
 }
 
@@ -154,15 +160,21 @@ static int on_forward(session *s, const tl_msg_forward *f) {
         f->rows.numel > d->n)
         return tl_error(TL_EPROTO, "FORWARD: rows must be u32 [1..%zu]", d->n);
     if ((rc = tl_tensor_check_below(&f->rows, d->n, "FORWARD rows")) < 0) return rc;
+    if (s->shm_params) p = 0; /* they are in shared memory */
     if ((rc = tl_tensor_check(&f->params, TL_DT_F32, 1, &p, "FORWARD params")) < 0) return rc;
     const int n = (int)f->rows.numel;
     if ((rc = grow_rows(s, n)) < 0) return rc;
-    /* Keep the parameters (they live in the frame's payload) until BACKWARD. */
-    void *old = s->params_buf;
-    size_t old_cap = s->params_cap;
-    s->params_buf = tl_frame_reader_take(&s->r, &s->params_cap);
-    tl_frame_reader_recycle(&s->r, old, old_cap); /* after the take: it may free */
-    s->params = f->params.data;
+    if (s->shm_params) {
+        /* the orchestrator changes them only once every node has answered BACKWARD */
+        s->params = s->shm_params;
+    } else {
+        /* Keep the parameters (they live in the frame's payload) until BACKWARD. */
+        void *old = s->params_buf;
+        size_t old_cap = s->params_cap;
+        s->params_buf = tl_frame_reader_take(&s->r, &s->params_cap);
+        tl_frame_reader_recycle(&s->r, old, old_cap); /* after the take: it may free */
+        s->params = f->params.data;
+    }
     s->step = f->step;
     s->n = n;
 
@@ -202,7 +214,9 @@ static int on_backward(session *s, const tl_msg_backward *b) {
     tl_model_backward(&s->model, s->params, s->grads, &s->ws, s->n, 0, s->cut, b->dh.data, NULL);
     tl_msg out = {.type = TL_MSG_BACKWARD_RESULT};
     out.u.bwd_result.step = b->step;
-    out.u.bwd_result.grads = tl_tensor_1d(TL_DT_F32, s->grads, (uint32_t)s->p_node);
+    /* shared: the orchestrator reads them where we computed them */
+    out.u.bwd_result.grads = s->shm_grads ? tl_tensor_1d(TL_DT_F32, NULL, 0)
+                                          : tl_tensor_1d(TL_DT_F32, s->grads, (uint32_t)s->p_node);
     return send_msg(s, &out);
 }
 
@@ -229,7 +243,8 @@ static int session_open(session *s) {
     tl_msg m = {.type = TL_MSG_HELLO};
     m.u.hello.node_id = (uint32_t)cfg->id;
     m.u.hello.proto_version = TL_PROTO_VERSION;
-    m.u.hello.flags = cfg->zstd ? TL_HELLO_F_ZSTD : 0;
+    m.u.hello.flags = (cfg->zstd ? TL_HELLO_F_ZSTD : 0) |
+                      (tl_shm_possible(s->c->fd) ? TL_HELLO_F_SHM : 0);
     m.u.hello.sample_count = cfg->data->n;
     m.u.hello.fingerprint = s->fingerprint;
     snprintf(m.u.hello.version, sizeof m.u.hello.version, "tl %s", TL_VERSION);
@@ -246,6 +261,23 @@ static int session_open(session *s) {
     if ((rc = apply_welcome(s, &m.u.welcome)) < 0) {
         send_error(s, rc, tl_errmsg());
         return TL_EREFUSED; /* our data cannot take part in this run: final */
+    }
+    if (m.u.welcome.flags & TL_WELCOME_F_SHM) {
+        /* the fd comes on the byte after WELCOME: nothing of it may be buffered */
+        if (tl_conn_pending(s->c))
+            return tl_error(TL_EPROTO, "bytes after WELCOME where the shared parameters belong");
+        int fds[2];
+        void *pp, *gp;
+        if ((rc = tl_shm_recv_fds(s->c->fd, deadline, fds, 2)) < 0) return rc;
+        if ((rc = tl_shm_map(fds[0], sizeof(float) * s->p_recv, 0, &pp)) < 0) {
+            close(fds[1]);
+            return rc;
+        }
+        s->shm_params = pp;
+        if ((rc = tl_shm_map(fds[1], sizeof(float) * s->p_node, 1, &gp)) < 0) return rc;
+        free(s->grads);
+        s->grads = gp;
+        s->shm_grads = 1;
     }
     /* the first FORWARD comes once every node has joined: generate the
      * matrix-product kernels now rather than then */

@@ -18,6 +18,7 @@
 #include "tl/loss.h"
 #include "tl/msg.h"
 #include "tl/net.h"
+#include "tl/shm.h"
 
 #define QUEUE_LEN 4          /* outgoing messages a peer may have waiting */
 #define CLOSE_GRACE_MS 2000  /* a refused peer gets this long to read its REJECT */
@@ -41,6 +42,8 @@ typedef struct peer {
     int64_t deadline;      /* handshake or closing deadline */
     int64_t last_recv, last_sent;
     int sniffed;           /* PEER_TLS: the first byte has been looked at */
+    int shm_fd;            /* the shared-parameters fd is owed: 1 once WELCOME is queued,
+                            * 2 once it is being written (the fd goes when it is out) */
     tl_msg_enc q[QUEUE_LEN];
     int qhead, qlen;
 } peer;
@@ -70,6 +73,8 @@ typedef struct node_slot {
     void *gbuf;            /* BACKWARD_RESULT payload kept until the plan-order sum */
     size_t gcap;
     const float *grads;
+    int shm;               /* this connection shares memory: the parameters, and gshm */
+    tl_shm gshm;           /* the node's gradient region (this connection's) */
 } node_slot;
 
 struct tl_orch {
@@ -95,6 +100,8 @@ struct tl_orch {
     tl_orch_stats stats;
     int64_t last_flood_log;
     int flood_dropped;
+    tl_shm shm;            /* the parameters for nodes on a unix socket (shm.p NULL: none) */
+    size_t p_sent;         /* parameters a FORWARD carries */
 };
 
 static void olog(tl_orch *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -161,6 +168,13 @@ static int peer_flush(tl_orch *o, peer *p) {
             if (rc < 0) return rc;
             p->last_sent = tl_now_ms();
         }
+        if (p->shm_fd == 2) { /* WELCOME is out: the fds go next, before any frame */
+            int fds[2] = {o->shm.fd_ro, o->nodes[p->node].gshm.fd};
+            int rc = p->node >= 0 ? tl_shm_send_fds(p->c->fd, fds, 2) : 0;
+            if (rc == TL_EAGAIN) return 0;
+            if (rc < 0) return rc;
+            p->shm_fd = 0;
+        }
         if (!p->qlen) return 0;
         tl_msg_enc *e = &p->q[p->qhead];
         int rc = tl_frame_writer_start(&p->w, e->type, e->iov, e->iovcnt);
@@ -168,6 +182,7 @@ static int peer_flush(tl_orch *o, peer *p) {
         o->stats.bytes_out += TL_FRAME_HEADER_SIZE + e->len;
         p->qhead = (p->qhead + 1) % QUEUE_LEN;
         p->qlen--;
+        if (p->shm_fd == 1) p->shm_fd = 2; /* that was WELCOME, the first frame */
     }
 }
 
@@ -195,6 +210,7 @@ static void close_with(tl_orch *o, peer *p, const tl_msg *m) {
     if (p->node >= 0 && o->nodes[p->node].p == p) o->nodes[p->node].p = NULL;
     p->node = -1;
     p->qlen = 0;
+    p->shm_fd = 0;
     if (p->st != PEER_TLS && !tl_frame_writer_busy(&p->w)) queue_msg(o, p, m);
     p->st = PEER_CLOSING;
     p->deadline = tl_now_ms() + CLOSE_GRACE_MS;
@@ -259,8 +275,20 @@ static void on_hello(tl_orch *o, peer *p, const tl_msg_hello *h) {
     tl_msg_welcome *w = &m.u.welcome;
     const tl_runcfg *run = o->cfg.run;
     int zstd = o->cfg.zstd && (h->flags & TL_HELLO_F_ZSTD);
+    /* shared parameters: offered by the node, possible on this connection (a
+     * unix socket, nothing queued before WELCOME) */
+    int shm = o->shm.p && (h->flags & TL_HELLO_F_SHM) && !p->qlen &&
+              !tl_frame_writer_busy(&p->w) && tl_shm_possible(p->c->fd);
+    /* a fresh gradient region for every connection: whatever an old process of
+     * this node still writes goes to the old one */
+    if (s->grads && s->grads == s->gshm.p) s->grads = NULL; /* that batch is replayed */
+    if (s->gshm.p) tl_shm_free(&s->gshm);
+    if (shm && tl_shm_create(sizeof(float) * o->p_node, &s->gshm) < 0) {
+        olog(o, "node %u: no shared memory (%s): using the socket", h->node_id, tl_errmsg());
+        shm = 0;
+    }
     w->run_id = o->run_id;
-    w->flags = zstd ? TL_WELCOME_F_ZSTD : 0;
+    w->flags = (zstd ? TL_WELCOME_F_ZSTD : 0) | (shm ? TL_WELCOME_F_SHM : 0);
     w->cut = (uint32_t)o->cut;
     w->mode = (uint32_t)run->mode;
     w->n_classes = (uint32_t)o->classes;
@@ -270,6 +298,8 @@ static void on_hello(tl_orch *o, peer *p, const tl_msg_hello *h) {
     w->heartbeat_ms = (uint32_t)o->cfg.heartbeat_ms;
     snprintf(w->model, sizeof w->model, "%s", o->cfg.model->spec);
     if (queue_msg(o, p, &m) < 0) return close_with_error(o, p, TL_ENOMEM, tl_errmsg());
+    p->shm_fd = shm;
+    s->shm = shm;
     /* From now on the largest legitimate frame is a node's gradient or a full
      * batch of cut activations and output gradients. */
     uint64_t big = (uint64_t)o->p_node * 4, rows = (uint64_t)run->batch_size * (o->dc + o->classes) * 4;
@@ -286,8 +316,9 @@ static void on_hello(tl_orch *o, peer *p, const tl_msg_hello *h) {
     s->exp = EXPECT_NONE;
     p->node = (int)h->node_id - 1;
     p->st = PEER_READY;
-    olog(o, "node %u joined from %s (%llu samples, %s, %s)", h->node_id, p->c->peer,
-         (unsigned long long)h->sample_count, p->c->ops->name, h->version);
+    olog(o, "node %u joined from %s (%llu samples, %s%s, %s)", h->node_id, p->c->peer,
+         (unsigned long long)h->sample_count, p->c->ops->name,
+         shm ? ", shared memory" : "", h->version);
 }
 
 /* ------------------------------------------------------- batch results */
@@ -346,6 +377,22 @@ static int add_checked(float *restrict acc, const float *restrict g, size_t n, i
     return bad != 0;
 }
 
+/* add_checked on memory the node may still be writing: each element is read
+ * once (copied a chunk at a time, then checked and added from the copy), so
+ * what is checked is what is added. */
+static int add_checked_shared(float *restrict acc, const float *g, size_t n, int first) {
+    enum { CHUNK = 2048 };
+    float tmp[CHUNK];
+    int bad = 0;
+    for (size_t i = 0; i < n; i += CHUNK) {
+        size_t k = n - i < CHUNK ? n - i : CHUNK;
+        memcpy(tmp, g + i, sizeof(float) * k);
+        __asm__ volatile("" ::: "memory"); /* the copy is taken before the checks */
+        bad |= add_checked(acc + i, tmp, k, first);
+    }
+    return bad;
+}
+
 /* Adds the node gradients that have arrived into the batch's gradient, in
  * plan order: part k only after parts 0..k-1. Done as results come in, so the
  * sum overlaps the wait for slower nodes. A gradient with NaN or Inf loses
@@ -354,9 +401,11 @@ static void accumulate(tl_orch *o) {
     const tl_batch *b = o->cur_batch;
     while (o->acc_next < b->n_parts) {
         node_slot *s = &o->nodes[b->parts[o->acc_next].node];
-        if (!s->gbuf) return;
-        int bad = add_checked(o->cur_grads, s->grads, o->p_node, o->acc_next == 0);
-        if (s->p) tl_frame_reader_recycle(&s->p->r, s->gbuf, s->gcap);
+        if (!s->grads) return;
+        int bad = s->gbuf ? add_checked(o->cur_grads, s->grads, o->p_node, o->acc_next == 0)
+                          : add_checked_shared(o->cur_grads, s->grads, o->p_node,
+                                               o->acc_next == 0);
+        if (s->gbuf && s->p) tl_frame_reader_recycle(&s->p->r, s->gbuf, s->gcap);
         else free(s->gbuf);
         s->gbuf = NULL;
         s->grads = NULL;
@@ -377,11 +426,15 @@ static int on_bwd_result(tl_orch *o, peer *p, node_slot *s, const tl_msg_backwar
     if (s->exp != EXPECT_BWD || r->step != o->step)
         return tl_error(TL_EPROTO, "unexpected BACKWARD_RESULT (step %llu)",
                         (unsigned long long)r->step);
-    uint32_t pd = (uint32_t)o->p_node;
+    uint32_t pd = s->shm ? 0 : (uint32_t)o->p_node; /* shared: the node wrote them in gshm */
     int rc = tl_tensor_check(&r->grads, TL_DT_F32, 1, &pd, "BACKWARD_RESULT grads");
     if (rc < 0) return rc;
-    s->gbuf = tl_frame_reader_take(&p->r, &s->gcap);
-    s->grads = r->grads.data;
+    if (s->shm) {
+        s->grads = s->gshm.p;
+    } else {
+        s->gbuf = tl_frame_reader_take(&p->r, &s->gcap);
+        s->grads = r->grads.data;
+    }
     s->exp = EXPECT_DONE;
     accumulate(o);
     return 0;
@@ -611,7 +664,7 @@ static void pump(tl_orch *o, int64_t deadline) {
             fds[i + 1].events = tl_conn_want(p->c) ? tl_conn_want(p->c) : POLLIN;
         } else {
             fds[i + 1].events = POLLIN;
-            if (tl_frame_writer_busy(&p->w) || p->qlen) fds[i + 1].events |= POLLOUT;
+            if (tl_frame_writer_busy(&p->w) || p->qlen || p->shm_fd) fds[i + 1].events |= POLLOUT;
             if (tl_conn_pending(p->c)) ready_now = 1;
         }
     }
@@ -669,6 +722,7 @@ int tl_orch_new(const tl_orch_cfg *cfg, tl_orch **out) {
     const tl_runcfg *run = cfg->run;
     if ((rc = tl_model_cut_modules(m, run->cut, &o->cut)) < 0) goto fail;
     o->p_node = tl_model_param_offset(m, o->cut);
+    o->p_sent = run->mode == TL_MODE_TRAVERSE ? m->n_params : o->p_node;
     o->dc = tl_model_width(m, o->cut);
     o->classes = m->n_classes;
     o->nodes = calloc((size_t)cfg->n_nodes, sizeof *o->nodes);
@@ -689,6 +743,9 @@ int tl_orch_new(const tl_orch_cfg *cfg, tl_orch **out) {
     clock_gettime(CLOCK_REALTIME, &ts);
     o->run_id = ((uint64_t)ts.tv_sec << 20) ^ (uint64_t)ts.tv_nsec ^ ((uint64_t)getpid() << 40);
     if ((rc = tl_net_listen(cfg->host, cfg->port, 128, &o->lfd, &o->port)) < 0) goto fail;
+    if (!cfg->no_shm && tl_shm_possible(o->lfd) &&
+        tl_shm_create(sizeof(float) * o->p_sent, &o->shm) < 0)
+        olog(o, "parameters go over the sockets: %s", tl_errmsg());
     *out = o;
     return 0;
 fail:
@@ -763,9 +820,14 @@ static int await_batch(tl_orch *o, const tl_batch *b) {
 /* Sends each node of the batch its FORWARD (or BACKWARD) and waits for all
  * the replies. 0, or 1 if a node was lost. */
 static int exchange(tl_orch *o, const tl_batch *b, expect exp, const float *params) {
-    const uint32_t p_sent =
-        (uint32_t)(o->cfg.run->mode == TL_MODE_TRAVERSE ? o->cfg.model->n_params : o->p_node);
+    const uint32_t p_sent = (uint32_t)o->p_sent;
     int64_t deadline = tl_now_ms() + o->cfg.task_timeout_ms;
+    if (exp == EXPECT_FWD && o->shm.p) /* written once for every node that maps it */
+        for (int i = 0; i < b->n_parts; i++)
+            if (o->nodes[b->parts[i].node].shm) {
+                memcpy(o->shm.p, params, sizeof(float) * p_sent);
+                break;
+            }
     for (int i = 0; i < b->n_parts; i++) {
         const tl_batch_part *part = &b->parts[i];
         node_slot *s = &o->nodes[part->node];
@@ -779,7 +841,8 @@ static int exchange(tl_orch *o, const tl_batch *b, expect exp, const float *para
             m.type = TL_MSG_FORWARD;
             m.u.forward.step = o->step;
             m.u.forward.rows = tl_tensor_1d(TL_DT_U32, s->rows_u32, (uint32_t)part->count);
-            m.u.forward.params = tl_tensor_1d(TL_DT_F32, params, p_sent);
+            m.u.forward.params = s->shm ? tl_tensor_1d(TL_DT_F32, NULL, 0)
+                                        : tl_tensor_1d(TL_DT_F32, params, p_sent);
         } else {
             m.type = TL_MSG_BACKWARD;
             m.u.backward.step = o->step;
@@ -936,9 +999,11 @@ void tl_orch_free(tl_orch *o) {
         for (int i = 0; i < o->cfg.n_nodes; i++) {
             free(o->nodes[i].gbuf);
             free(o->nodes[i].rows_u32);
+            if (o->nodes[i].gshm.p) tl_shm_free(&o->nodes[i].gshm);
         }
     free(o->nodes);
     if (o->lfd >= 0) close(o->lfd);
+    if (o->shm.p) tl_shm_free(&o->shm);
     tl_ws_free(&o->ws);
     free(o->G);
     free(o->dH);

@@ -1,0 +1,62 @@
+/*
+ * shm.h - the parameters in shared memory, for nodes on the orchestrator's
+ * machine (unix-socket connections).
+ *
+ * Every step the orchestrator sends the same parameters to every node of the
+ * batch: over a socket that is one copy into the kernel and one out per node
+ * (and, with TLS, an encryption and a decryption each). A node connected over
+ * a unix socket can instead map a memfd the orchestrator writes once per
+ * step. The fd travels as SCM_RIGHTS on a single byte ('S') sent right after
+ * WELCOME (docs/protocol.md §5), and it is a read-only descriptor: the node
+ * can read the parameters (which FORWARD would have carried anyway) and
+ * nothing else, and cannot write or resize the region.
+ *
+ * The same way each node gets a region of its own, read-write, for its
+ * gradient: it computes straight into it and BACKWARD_RESULT carries nothing.
+ * The orchestrator reads that region once per element (a node may write it
+ * at any time) and creates a fresh one for every connection, so a stale
+ * process of a node cannot touch what its successor sends.
+ *
+ *     orchestrator:  tl_shm_create(bytes, &s); ... memcpy(s.p, params, bytes);
+ *                    tl_shm_send_fds(sock, fds, 2);   // after WELCOME is out
+ *     node:          tl_shm_recv_fds(sock, deadline, fds, 2);  // after WELCOME
+ *                    tl_shm_map(fds[0], bytes, 0, &p);
+ */
+#ifndef TL_SHM_H
+#define TL_SHM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct tl_shm {
+    float *p;     /* the writable mapping (orchestrator) */
+    size_t bytes;
+    int fd;       /* the memfd, size sealed */
+    int fd_ro;    /* a read-only descriptor of it */
+} tl_shm;
+
+/* Whether sock is a unix-domain socket (the only kind fds can travel on). */
+int tl_shm_possible(int sock);
+
+/* Creates a sealed memfd of bytes bytes, maps it, opens a read-only fd of it.
+ * 0, or TL_ENOMEM / TL_EIO with the reason (then *s is empty). */
+int tl_shm_create(size_t bytes, tl_shm *s);
+void tl_shm_free(tl_shm *s);
+
+/* Sends one byte 'S' with the n fds attached (n <= 4) on a non-blocking unix
+ * socket: 0, TL_EAGAIN (socket full: wait for POLLOUT and call again) or
+ * TL_ENET. */
+int tl_shm_send_fds(int sock, const int *fds, int n);
+
+/* Receives that byte with exactly n fds (waiting until deadline, tl_now_ms
+ * clock). 0, or TL_ETIMEDOUT, TL_ECLOSED, TL_EPROTO (another byte, another
+ * number of fds), TL_ENET; fds beyond n are closed. */
+int tl_shm_recv_fds(int sock, int64_t deadline, int *fds, int n);
+
+/* Maps fd (read-only, or read-write if writable) after checking it is a
+ * region of exactly bytes bytes; closes fd either way. 0 with *p, or
+ * TL_EPROTO (wrong size or kind), TL_EIO. */
+int tl_shm_map(int fd, size_t bytes, int writable, void **p);
+void tl_shm_unmap(const void *p, size_t bytes);
+
+#endif
