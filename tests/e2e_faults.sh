@@ -18,6 +18,7 @@
 #   f. a node lost for good with --reconnect-timeout 3: non-zero exit, a message
 #      saying how to resume, a recovery file; the other nodes keep retrying (as
 #      the message says); resuming on the same port with node K restarted completes
+#   h. b over a unix socket, where the nodes share memory with the orchestrator
 #   g. (not simulated) a crash in the middle of writing a checkpoint: covered by
 #      the atomic write (temporary file, fsync, rename)
 # b, c, d, f end with `tl compare ref.st X` printing "(bit-identical)".
@@ -433,6 +434,48 @@ if wait_steps "$D/orch.metrics" "$R" "$OP" 60 && victim=$(tl_pid "$NK") && kill 
     fi
 else
     bad "f: kill -9 node $K at step $R" "the run ended (or stalled) before step $R: $(tailof "$D/orch.log")"
+fi
+unset -n NK
+
+# --- h. b over a unix socket, where nodes share memory with the orchestrator --
+D=$W/h
+mkdir -p "$D"
+K=$((1 + RANDOM % 3))
+R=$((20 + RANDOM % 150))
+t=$SECONDS
+SOCK=$D/orch.sock
+spawn OP "$D" "$D/orch.log" "$TL" orchestrator --listen "unix:$SOCK" --metrics "$D/orch.metrics" \
+    --batch-metrics "${COMMON[@]}" --reconnect-timeout 30 --save "$D/out.st"
+start_unix_node() {
+    spawn "$1" "$D" "$3" "$TL" node --connect "unix:$SOCK" --id "$2" --data "$W/parts/node-$2" \
+        --insecure --threads 1
+}
+start_unix_node N1 1 "$D/n1.log"
+start_unix_node N2 2 "$D/n2.log"
+start_unix_node N3 3 "$D/n3.log"
+declare -n NK=N$K
+if wait_steps "$D/orch.metrics" "$R" "$OP" 60 && victim=$(tl_pid "$NK") && kill -KILL "$victim"; then
+    at=$(steps_of "$D/orch.metrics")
+    wait "$NK" 2>/dev/null
+    start_unix_node NEW "$K" "$D/n$K-restarted.log"
+    wait_rc "$OP"
+    if [ "$RC" -eq 0 ]; then
+        ok "h: unix socket: kill -9 node $K at step $at (target $R), restarted: the run completes ($((SECONDS - t)) s)"
+    else
+        bad "h: unix socket: kill -9 node $K, restarted: the run completes" "exit $RC: $(tailof "$D/orch.log")"
+    fi
+    joins=$(grep -c 'joined from unix.*shared memory' "$D/orch.log")
+    if [ "$joins" -eq 4 ]; then
+        ok "h: all 4 connections (3 + the restarted node) shared memory"
+    else
+        bad "h: all 4 connections shared memory" "$joins: $(grep 'joined' "$D/orch.log" | tr '\n' '|')"
+    fi
+    others=()
+    for i in 1 2 3; do [ "$i" -ne "$K" ] && others+=("$(eval echo "\$N$i")"); done
+    check_nodes_done "h" "${others[@]}" "$NEW"
+    check_bit "h" "$D/out.st"
+else
+    bad "h: unix socket: kill -9 node $K at step $R" "the run ended (or stalled) before step $R: $(tailof "$D/orch.log")"
 fi
 unset -n NK
 
