@@ -152,6 +152,14 @@ check_bit() {
     fi
 }
 # check_nodes_done WHAT LOGDIR PIDVAR...: every listed node job exited 0.
+# check_restarted TAG: node K was replaced by NEW; every node exits 0 and
+# $D/out.st is bit-identical to the reference.
+check_restarted() {
+    local others=() i
+    for i in 1 2 3; do [ "$i" -ne "$K" ] && others+=("$(eval echo "\$N$i")"); done
+    check_nodes_done "$1" "${others[@]}" "$NEW"
+    check_bit "$1" "$D/out.st"
+}
 check_nodes_done() {
     local what=$1 p rcs="" allok=1
     shift
@@ -236,10 +244,7 @@ if wait_steps "$D/orch.metrics" "$R" "$OP" 60 && victim=$(tl_pid "$NK") && kill 
     else
         bad "b: only node $K was dropped" "nodes declared lost: $lost; $(grep ' lost: ' "$D/orch.log" | tr '\n' '|')"
     fi
-    others=()
-    for i in 1 2 3; do [ "$i" -ne "$K" ] && others+=("$(eval echo "\$N$i")"); done
-    check_nodes_done "b" "${others[@]}" "$NEW"
-    check_bit "b" "$D/out.st"
+    check_restarted "b"
 else
     bad "b: kill -9 node $K at step $R" "the run ended (or stalled) before step $R: $(tailof "$D/orch.log")"
 fi
@@ -470,10 +475,7 @@ if wait_steps "$D/orch.metrics" "$R" "$OP" 60 && victim=$(tl_pid "$NK") && kill 
     else
         bad "h: all 4 connections shared memory" "$joins: $(grep 'joined' "$D/orch.log" | tr '\n' '|')"
     fi
-    others=()
-    for i in 1 2 3; do [ "$i" -ne "$K" ] && others+=("$(eval echo "\$N$i")"); done
-    check_nodes_done "h" "${others[@]}" "$NEW"
-    check_bit "h" "$D/out.st"
+    check_restarted "h"
 else
     bad "h: unix socket: kill -9 node $K at step $R" "the run ended (or stalled) before step $R: $(tailof "$D/orch.log")"
 fi
