@@ -72,7 +72,7 @@ enum {
 };
 
 #define TL_HELLO_F_ZSTD 0x1u   /* HELLO.flags: node can do zstd */
-#define TL_HELLO_F_SHM 0x2u    /* HELLO.flags: node can map shared parameters (unix socket) */
+#define TL_HELLO_F_SHM 0x2u    /* HELLO.flags: node can share memory (unix socket) */
 #define TL_WELCOME_F_ZSTD 0x1u /* WELCOME.flags: compression on for this connection */
 #define TL_WELCOME_F_SHM 0x2u  /* WELCOME.flags: the shared-parameters fd follows (shm.h);
                                   FORWARD then carries no parameters */

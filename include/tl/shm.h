@@ -1,5 +1,5 @@
 /*
- * shm.h - the parameters in shared memory, for nodes on the orchestrator's
+ * shm.h - parameters and gradients in shared memory, for nodes on the orchestrator's
  * machine (unix-socket connections).
  *
  * Every step the orchestrator sends the same parameters to every node of the
@@ -7,7 +7,7 @@
  * (and, with TLS, an encryption and a decryption each). A node connected over
  * a unix socket can instead map a memfd the orchestrator writes once per
  * step. The fd travels as SCM_RIGHTS on a single byte ('S') sent right after
- * WELCOME (docs/protocol.md §5), and it is a read-only descriptor: the node
+ * WELCOME (docs/protocol.md §5.1), and it is a read-only descriptor: the node
  * can read the parameters (which FORWARD would have carried anyway) and
  * nothing else, and cannot write or resize the region.
  *

@@ -1,4 +1,4 @@
-/* shm.c - the parameters in shared memory: memfd, read-only fd, SCM_RIGHTS. */
+/* shm.c - shared memory regions: sealed memfds, read-only fds, SCM_RIGHTS. */
 #define _GNU_SOURCE
 #include "tl/shm.h"
 
@@ -28,19 +28,19 @@ int tl_shm_create(size_t bytes, tl_shm *s) {
     char path[64];
     memset(s, 0, sizeof *s);
     s->fd = s->fd_ro = -1;
-    s->fd = memfd_create("tl-params", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    s->fd = memfd_create("tl-shared", MFD_CLOEXEC | MFD_ALLOW_SEALING);
     if (s->fd < 0) return tl_error(TL_EIO, "memfd_create: %s", strerror(errno));
     if (ftruncate(s->fd, (off_t)bytes) < 0 ||
         fcntl(s->fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0) {
         int e = errno;
         tl_shm_free(s);
-        return tl_error(TL_EIO, "shared parameters: %s", strerror(e));
+        return tl_error(TL_EIO, "shared memory: %s", strerror(e));
     }
     void *p = mmap(NULL, bytes ? bytes : 1, PROT_READ | PROT_WRITE, MAP_SHARED, s->fd, 0);
     if (p == MAP_FAILED) {
         int e = errno;
         tl_shm_free(s);
-        return tl_error(TL_ENOMEM, "shared parameters: mmap: %s", strerror(e));
+        return tl_error(TL_ENOMEM, "shared memory: mmap: %s", strerror(e));
     }
     s->p = p;
     s->bytes = bytes;
@@ -50,7 +50,7 @@ int tl_shm_create(size_t bytes, tl_shm *s) {
     if (s->fd_ro < 0) {
         int e = errno;
         tl_shm_free(s);
-        return tl_error(TL_EIO, "shared parameters: %s: %s", path, strerror(e));
+        return tl_error(TL_EIO, "shared memory: %s: %s", path, strerror(e));
     }
     return 0;
 }

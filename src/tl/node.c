@@ -265,7 +265,7 @@ static int session_open(session *s) {
     if (m.u.welcome.flags & TL_WELCOME_F_SHM) {
         /* the fd comes on the byte after WELCOME: nothing of it may be buffered */
         if (tl_conn_pending(s->c))
-            return tl_error(TL_EPROTO, "bytes after WELCOME where the shared parameters belong");
+            return tl_error(TL_EPROTO, "bytes after WELCOME where the shared memory belongs");
         int fds[2];
         void *pp, *gp;
         if ((rc = tl_shm_recv_fds(s->c->fd, deadline, fds, 2)) < 0) return rc;

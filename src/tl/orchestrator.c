@@ -275,7 +275,7 @@ static void on_hello(tl_orch *o, peer *p, const tl_msg_hello *h) {
     tl_msg_welcome *w = &m.u.welcome;
     const tl_runcfg *run = o->cfg.run;
     int zstd = o->cfg.zstd && (h->flags & TL_HELLO_F_ZSTD);
-    /* shared parameters: offered by the node, possible on this connection (a
+    /* shared memory: offered by the node, possible on this connection (a
      * unix socket, nothing queued before WELCOME) */
     int shm = o->shm.p && (h->flags & TL_HELLO_F_SHM) && !p->qlen &&
               !tl_frame_writer_busy(&p->w) && tl_shm_possible(p->c->fd);
