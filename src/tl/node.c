@@ -220,6 +220,26 @@ static int on_backward(session *s, const tl_msg_backward *b) {
     return send_msg(s, &out);
 }
 
+/* WELCOME said shared memory: the two descriptors come on the byte after it
+ * (shm.h); map the parameters read-only and our gradient region. */
+static int take_shared_memory(session *s, int64_t deadline) {
+    int fds[2], rc;
+    void *pp, *gp;
+    if (tl_conn_pending(s->c)) /* nothing of that byte may sit in a buffer */
+        return tl_error(TL_EPROTO, "bytes after WELCOME where the shared memory belongs");
+    if ((rc = tl_shm_recv_fds(s->c->fd, deadline, fds, 2)) < 0) return rc;
+    if ((rc = tl_shm_map(fds[0], sizeof(float) * s->p_recv, 0, &pp)) < 0) {
+        close(fds[1]);
+        return rc;
+    }
+    s->shm_params = pp;
+    if ((rc = tl_shm_map(fds[1], sizeof(float) * s->p_node, 1, &gp)) < 0) return rc;
+    free(s->grads);
+    s->grads = gp;
+    s->shm_grads = 1;
+    return 0;
+}
+
 /* Connects and handshakes. 0 when welcomed; TL_EREFUSED when rejected
  * (final); another code for a connection problem (retry). */
 static int session_open(session *s) {
@@ -262,22 +282,14 @@ static int session_open(session *s) {
         send_error(s, rc, tl_errmsg());
         return TL_EREFUSED; /* our data cannot take part in this run: final */
     }
-    if (m.u.welcome.flags & TL_WELCOME_F_SHM) {
-        /* the fd comes on the byte after WELCOME: nothing of it may be buffered */
-        if (tl_conn_pending(s->c))
-            return tl_error(TL_EPROTO, "bytes after WELCOME where the shared memory belongs");
-        int fds[2];
-        void *pp, *gp;
-        if ((rc = tl_shm_recv_fds(s->c->fd, deadline, fds, 2)) < 0) return rc;
-        if ((rc = tl_shm_map(fds[0], sizeof(float) * s->p_recv, 0, &pp)) < 0) {
-            close(fds[1]);
-            return rc;
-        }
-        s->shm_params = pp;
-        if ((rc = tl_shm_map(fds[1], sizeof(float) * s->p_node, 1, &gp)) < 0) return rc;
-        free(s->grads);
-        s->grads = gp;
-        s->shm_grads = 1;
+    if ((m.u.welcome.flags & TL_WELCOME_F_SHM) && (rc = take_shared_memory(s, deadline)) < 0) {
+        /* the same would happen on every attempt (a proxy on the socket that
+         * drops descriptors, say): final, with the way out */
+        if (rc != TL_EPROTO) return rc;
+        char why[512];
+        snprintf(why, sizeof why, "%s", tl_errmsg());
+        send_error(s, rc, why);
+        return tl_error(TL_EREFUSED, "%s (the orchestrator's --no-shm avoids shared memory)", why);
     }
     /* the first FORWARD comes once every node has joined: generate the
      * matrix-product kernels now rather than then */
