@@ -13,6 +13,7 @@ set -u
 . "$(dirname "$0")/lib.sh"
 
 TL=${1:?usage: e2e_exact.sh <tl> <tests/data dir>}
+TL=$(realpath "$TL") # the script changes directory
 RC=0 # status of the last run()
 
 

@@ -29,6 +29,7 @@ set -u
 . "$(dirname "$0")/lib.sh"
 
 TL=${1:?usage: e2e_faults.sh <tl> <tests/data dir>}
+TL=$(realpath "$TL") # the script changes directory
 case $TL in /*) ;; *) TL=$PWD/$TL ;; esac
 STEPS=300
 

@@ -17,6 +17,7 @@ set -u
 . "$(dirname "$0")/lib.sh"
 
 TL=${1:?usage: e2e_handshake.sh <tl> <tests/data dir>}
+TL=$(realpath "$TL") # the script changes directory
 
 
 

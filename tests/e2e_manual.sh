@@ -14,6 +14,7 @@ set -u
 . "$(dirname "$0")/lib.sh"
 
 TL=${1:?usage: e2e_manual.sh <tl> <tests/data dir>}
+TL=$(realpath "$TL") # the script changes directory
 STEPS=10 # DESIGN §2 promises 1e-5 after 10 steps (float32 drift grows with steps)
 
 

@@ -12,6 +12,7 @@
 set -u
 
 TL=${1:?usage: e2e_partition.sh <tl> <tests/data dir>}
+TL=$(realpath "$TL") # the script changes directory
 DATA=/usr/share/datasets/fashion-mnist
 pass=0
 fail=0
