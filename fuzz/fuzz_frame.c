@@ -30,14 +30,7 @@
 #include "tl/frame.h"
 #include "tl/msg.h"
 
-/* Like assert, but never compiled out (release builds define NDEBUG). */
-#define CHECK(c)                                                                   \
-    do {                                                                           \
-        if (!(c)) {                                                                \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #c); \
-            abort();                                                               \
-        }                                                                          \
-    } while (0)
+#include "check.h"
 
 #define FUZZ_CAP (UINT64_C(1) << 20)
 

@@ -10,14 +10,7 @@
 
 #include "tl/idx.h"
 
-/* Like assert, but never compiled out (release builds define NDEBUG). */
-#define CHECK(c)                                                               \
-    do {                                                                       \
-        if (!(c)) {                                                            \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #c); \
-            abort();                                                           \
-        }                                                                      \
-    } while (0)
+#include "check.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     tl_idx t;

@@ -13,14 +13,7 @@
 
 #include "tl/safetensors.h"
 
-/* Like assert, but never compiled out (release builds define NDEBUG). */
-#define CHECK(c)                                                               \
-    do {                                                                       \
-        if (!(c)) {                                                            \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #c); \
-            abort();                                                           \
-        }                                                                      \
-    } while (0)
+#include "check.h"
 
 /* Reads every byte of p[0..n) into a sum the optimizer cannot drop. */
 static void touch(const void *p, size_t n) {
