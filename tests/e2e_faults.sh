@@ -153,13 +153,26 @@ check_bit() {
     fi
 }
 # check_nodes_done WHAT LOGDIR PIDVAR...: every listed node job exited 0.
-# check_restarted TAG: node K was replaced by NEW; every node exits 0 and
-# $D/out.st is bit-identical to the reference.
+# check_restarted TAG PID: node K's process is now PID; every node exits 0
+# and $D/out.st is bit-identical to the reference.
 check_restarted() {
     local others=() i
     for i in 1 2 3; do [ "$i" -ne "$K" ] && others+=("$(eval echo "\$N$i")"); done
-    check_nodes_done "$1" "${others[@]}" "$NEW"
+    check_nodes_done "$1" "${others[@]}" "$2"
     check_bit "$1" "$D/out.st"
+}
+# signal_node SIG: picks a node K and a step R (20..169) at random, waits for
+# the run in $D to reach step R and sends node K's tl process SIG. Sets K, R,
+# victim (that pid), at (the step it was signalled at) and NK (a name for the
+# variable holding node K's spawned pid). Nonzero if the run ended or stalled
+# before step R.
+signal_node() {
+    K=$((1 + RANDOM % 3))
+    R=$((20 + RANDOM % 150))
+    declare -gn NK=N$K
+    wait_steps "$D/orch.metrics" "$R" "$OP" 60 && victim=$(tl_pid "$NK") && kill "-$1" "$victim" ||
+        return 1
+    at=$(steps_of "$D/orch.metrics")
 }
 check_nodes_done() {
     local what=$1 p rcs="" allok=1
@@ -216,13 +229,9 @@ fi
 
 # --- b. kill -9 a node at a random step, restart it -------------------------
 D=$W/b
-K=$((1 + RANDOM % 3))
-R=$((20 + RANDOM % 150))
 t=$SECONDS
 run_start "$D" orch --reconnect-timeout 30 --save "$D/out.st"
-declare -n NK=N$K
-if wait_steps "$D/orch.metrics" "$R" "$OP" 60 && victim=$(tl_pid "$NK") && kill -KILL "$victim"; then
-    at=$(steps_of "$D/orch.metrics")
+if signal_node KILL; then
     wait "$NK" 2>/dev/null
     start_node NEW "$D" "$K" "$PORT" "$D/n$K-restarted.log"
     wait_rc "$OP"
@@ -245,7 +254,7 @@ if wait_steps "$D/orch.metrics" "$R" "$OP" 60 && victim=$(tl_pid "$NK") && kill 
     else
         bad "b: only node $K was dropped" "nodes declared lost: $lost; $(grep ' lost: ' "$D/orch.log" | tr '\n' '|')"
     fi
-    check_restarted "b"
+    check_restarted "b" "$NEW"
 else
     bad "b: kill -9 node $K at step $R" "the run ended (or stalled) before step $R: $(tailof "$D/orch.log")"
 fi
@@ -254,13 +263,9 @@ unset -n NK
 # --- c. a node stops responding (SIGSTOP) -----------------------------------
 for variant in cont fresh; do
     D=$W/c-$variant
-    K=$((1 + RANDOM % 3))
-    R=$((20 + RANDOM % 150))
     t=$SECONDS
     run_start "$D" orch --reconnect-timeout 30 --save "$D/out.st"
-    declare -n NK=N$K
-    if wait_steps "$D/orch.metrics" "$R" "$OP" 60 && victim=$(tl_pid "$NK") && kill -STOP "$victim"; then
-        at=$(steps_of "$D/orch.metrics")
+    if signal_node STOP; then
         if wait_log "$D/orch.log" "node $K \(.*\) lost: silent for more than 4 heartbeats" 20; then
             ok "c/$variant: node $K stopped at step $at: $(grep -m1 -oE "node $K \(.*\) lost: .*" "$D/orch.log")"
         else
@@ -295,10 +300,7 @@ for variant in cont fresh; do
         else
             bad "c/$variant: only node $K was dropped" "nodes declared lost: $lost; $(grep ' lost: ' "$D/orch.log" | tr '\n' '|')"
         fi
-        others=()
-        for i in 1 2 3; do [ "$i" -ne "$K" ] && others+=("$(eval echo "\$N$i")"); done
-        check_nodes_done "c/$variant" "${others[@]}" "$restarted"
-        check_bit "c/$variant" "$D/out.st"
+        check_restarted "c/$variant" "$restarted"
     else
         bad "c/$variant: kill -STOP node $K at step $R" "the run ended (or stalled) before step $R: $(tailof "$D/orch.log")"
     fi
@@ -369,13 +371,9 @@ fi
 
 # --- f. a node that never returns --------------------------------------------
 D=$W/f
-K=$((1 + RANDOM % 3))
-R=$((20 + RANDOM % 150))
 t=$SECONDS
 run_start "$D" orch --reconnect-timeout 3 --save "$D/out.st"
-declare -n NK=N$K
-if wait_steps "$D/orch.metrics" "$R" "$OP" 60 && victim=$(tl_pid "$NK") && kill -KILL "$victim"; then
-    at=$(steps_of "$D/orch.metrics")
+if signal_node KILL; then
     wait "$NK" 2>/dev/null
     wait_rc "$OP"
     secs=$((SECONDS - t))
@@ -446,8 +444,6 @@ unset -n NK
 # --- h. b over a unix socket, where nodes share memory with the orchestrator --
 D=$W/h
 mkdir -p "$D"
-K=$((1 + RANDOM % 3))
-R=$((20 + RANDOM % 150))
 t=$SECONDS
 SOCK=$D/orch.sock
 spawn OP "$D" "$D/orch.log" "$TL" orchestrator --listen "unix:$SOCK" --metrics "$D/orch.metrics" \
@@ -459,9 +455,7 @@ start_unix_node() {
 start_unix_node N1 1 "$D/n1.log"
 start_unix_node N2 2 "$D/n2.log"
 start_unix_node N3 3 "$D/n3.log"
-declare -n NK=N$K
-if wait_steps "$D/orch.metrics" "$R" "$OP" 60 && victim=$(tl_pid "$NK") && kill -KILL "$victim"; then
-    at=$(steps_of "$D/orch.metrics")
+if signal_node KILL; then
     wait "$NK" 2>/dev/null
     start_unix_node NEW "$K" "$D/n$K-restarted.log"
     wait_rc "$OP"
@@ -476,7 +470,7 @@ if wait_steps "$D/orch.metrics" "$R" "$OP" 60 && victim=$(tl_pid "$NK") && kill 
     else
         bad "h: all 4 connections shared memory" "$joins: $(grep 'joined' "$D/orch.log" | tr '\n' '|')"
     fi
-    check_restarted "h"
+    check_restarted "h" "$NEW"
 else
     bad "h: unix socket: kill -9 node $K at step $R" "the run ended (or stalled) before step $R: $(tailof "$D/orch.log")"
 fi
