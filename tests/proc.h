@@ -7,15 +7,20 @@
  *   PROC_NAME           the program's name, for the time-limit message
  *   PROC_CHILD_ALARM_S  SIGALRM bound (seconds) set in each child across exec;
  *                       0 for none
- * and TL_BIN (the tl binary, from CMake) must be defined.
+ * and TL_BIN (the tl binary, from CMake) must be defined. Also here: waiting
+ * with a bound, reading a log whole, removing a scratch tree.
  */
 #ifndef TL_TESTS_PROC_H
 #define TL_TESTS_PROC_H
 
+#include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -96,6 +101,71 @@ static pid_t spawn(const char *log, const char *const *argv) {
     }
     kids_add(p);
     return p;
+}
+
+/* Waits up to timeout_ms for p: its wait status, or -1 on timeout (p is then
+ * killed and reaped). */
+static int wait_status(pid_t p, int timeout_ms) {
+    int64_t end = now_ms() + timeout_ms;
+    int st;
+    for (;;) {
+        pid_t r = waitpid(p, &st, WNOHANG);
+        if (r == p) {
+            kids_forget(p);
+            return st;
+        }
+        if (r < 0 && errno != EINTR) fail_msg("waitpid: %s", strerror(errno));
+        if (now_ms() > end) {
+            kill(p, SIGKILL);
+            waitpid(p, NULL, 0);
+            kids_forget(p);
+            return -1;
+        }
+        sleep_ms(10);
+    }
+}
+
+/* Exit code of a wait status; 1000+signal for a signal; -1 for a timeout. */
+static int exit_code(int st) {
+    if (st == -1) return -1;
+    if (WIFEXITED(st)) return WEXITSTATUS(st);
+    if (WIFSIGNALED(st)) return 1000 + WTERMSIG(st);
+    return 2000;
+}
+
+/* exit_code(wait_status(p, timeout_ms)). */
+static int wait_exit(pid_t p, int timeout_ms) { return exit_code(wait_status(p, timeout_ms)); }
+
+/* The whole file as a string ("" if it does not exist); free() it. */
+static char *slurp(const char *path) {
+    FILE *f = fopen(path, "rb");
+    size_t cap = 1 << 16, n = 0;
+    char *s = malloc(cap);
+    assert_non_null(s);
+    if (f) {
+        size_t r;
+        while ((r = fread(s + n, 1, cap - n - 1, f)) > 0) {
+            n += r;
+            if (cap - n < 2) {
+                cap *= 2;
+                s = realloc(s, cap);
+                assert_non_null(s);
+            }
+        }
+        fclose(f);
+    }
+    s[n] = 0;
+    return s;
+}
+
+static int rm_entry(const char *p, const struct stat *st, int flag, struct FTW *ftw) {
+    (void)st, (void)flag, (void)ftw;
+    return remove(p);
+}
+
+/* Removes the scratch tree at dir (unless TL_KEEP_TMP is set, to look at it). */
+static void rm_tree(const char *dir) {
+    if (dir[0] && !getenv("TL_KEEP_TMP")) nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 #endif

@@ -90,27 +90,6 @@ static uint64_t count3, fp3; /* node 3's data, as its HELLO says */
 #define PROC_CHILD_ALARM_S CHILD_ALARM_S
 #include "proc.h"
 
-/* Waits up to timeout_ms for p: its exit code, 128 + signal, or -1 on timeout
- * (p is then killed and reaped). */
-static int wait_exit(pid_t p, int timeout_ms) {
-    int64_t until = now_ms() + timeout_ms;
-    int st;
-    for (;;) {
-        pid_t r = waitpid(p, &st, WNOHANG);
-        if (r == p) {
-            kids_forget(p);
-            return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-        }
-        if (now_ms() > until) {
-            kill(p, SIGKILL);
-            waitpid(p, NULL, 0);
-            kids_forget(p);
-            return -1;
-        }
-        sleep_ms(10);
-    }
-}
-
 /* 1 while p runs (without reaping it: wait_exit still gets its status). */
 static int alive(pid_t p) {
     siginfo_t si;
@@ -124,36 +103,12 @@ static int run_capture(const char *log, const char *const *argv, char *out, size
 
 /* ---- files ----------------------------------------------------------------- */
 
-static char *slurp(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    size_t cap = 1 << 16, len = 0;
-    char *b = malloc(cap + 1);
-    size_t n;
-    while (b && (n = fread(b + len, 1, cap - len, f)) > 0) {
-        len += n;
-        if (len == cap) {
-            char *nb = realloc(b, 2 * cap + 1);
-            if (!nb) {
-                free(b);
-                b = NULL;
-                break;
-            }
-            b = nb;
-            cap *= 2;
-        }
-    }
-    fclose(f);
-    if (b) b[len] = 0;
-    return b;
-}
-
 static int run_capture(const char *log, const char *const *argv, char *out, size_t cap,
                        int timeout_ms) {
     pid_t p = spawn(log, argv);
     int rc = wait_exit(p, timeout_ms);
     char *s = slurp(log);
-    snprintf(out, cap, "%s", s ? s : "");
+    snprintf(out, cap, "%s", s);
     free(s);
     return rc;
 }
@@ -162,7 +117,6 @@ static int run_capture(const char *log, const char *const *argv, char *out, size
  * NULL), without the timestamp, into out. 1 if found. */
 static int log_find(const char *path, const char *a, const char *b, char *out, size_t cap) {
     char *s = slurp(path);
-    if (!s) return 0;
     int found = 0;
     for (char *line = s; line && *line;) {
         char *nl = strchr(line, '\n');
@@ -192,7 +146,6 @@ static int log_wait(const char *path, const char *a, const char *b, char *out, s
 /* Lines holding a (and b if not NULL). */
 static int log_count(const char *path, const char *a, const char *b) {
     char *s = slurp(path);
-    if (!s) return 0;
     int n = 0;
     for (char *line = s; line && *line;) {
         char *nl = strchr(line, '\n');
@@ -207,7 +160,6 @@ static int log_count(const char *path, const char *a, const char *b) {
 /* The "steps" of the last complete line of a --batch-metrics file (0: none). */
 static long metrics_steps(const char *path) {
     char *s = slurp(path);
-    if (!s) return 0;
     long steps = 0;
     for (char *p = s; (p = strstr(p, "\"steps\":")); p++) steps = strtol(p + 8, NULL, 10);
     free(s);
@@ -232,13 +184,6 @@ static int wait_file(const char *path, int timeout_ms) {
         sleep_ms(10);
     }
     return 0;
-}
-
-static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(p);
 }
 
 /* ---- the table -------------------------------------------------------------- */
@@ -311,10 +256,10 @@ static void start_orch(run *r) {
     r->orch = spawn(r->log, argv);
     if (!wait_file(r->portf, 20000)) {
         char *s = slurp(r->log);
-        fail_msg("the orchestrator wrote no port file: %s", s ? s : "");
+        fail_msg("the orchestrator wrote no port file: %s", s);
     }
     char *s = slurp(r->portf);
-    r->port = s ? atoi(s) : 0;
+    r->port = atoi(s);
     free(s);
     assert_true(r->port > 0);
 }
@@ -335,7 +280,7 @@ static void start_node(run *r, int id, int port) {
 static void finish_run(run *r, const char *what, const char *may_lose, int timeout_ms) {
     int rc = wait_exit(r->orch, timeout_ms);
     char *log = slurp(r->log);
-    const char *tail = log ? (strlen(log) > 600 ? log + strlen(log) - 600 : log) : "";
+    const char *tail = strlen(log) > 600 ? log + strlen(log) - 600 : log;
     char line[400] = "";
     log_find(r->log, " batches, ", NULL, line, sizeof line);
     add_row(rc == 0, what, line, "orchestrator exit %d%s%s", rc, rc ? ": " : "", rc ? tail : "");
@@ -672,14 +617,14 @@ static int group_setup(void **state) {
     r.orch = spawn(r.log, argv);
     if (!wait_file(r.portf, 20000)) return -1;
     char *s = slurp(r.portf);
-    r.port = s ? atoi(s) : 0;
+    r.port = atoi(s);
     free(s);
     for (int k = 1; k <= 3; k++) start_node(&r, k, r.port);
     int rc = wait_exit(r.orch, 120000);
     for (int k = 1; k <= 3; k++) wait_exit(r.node[k], 15000);
     if (rc != 0) {
         s = slurp(r.log);
-        fprintf(stderr, "reference run failed (%d): %s\n", rc, s ? s : "");
+        fprintf(stderr, "reference run failed (%d): %s\n", rc, s);
         free(s);
         return -1;
     }
@@ -691,7 +636,7 @@ static int group_setup(void **state) {
 static int group_teardown(void **state) {
     (void)state;
     kids_kill_all();
-    if (root[0] && !getenv("TL_KEEP_TMP")) nftw(root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    rm_tree(root);
     return 0;
 }
 

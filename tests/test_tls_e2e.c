@@ -71,36 +71,6 @@ static int have_setup; /* group setup succeeded */
 #define PROC_CHILD_ALARM_S 0
 #include "proc.h"
 
-/* Waits up to timeout_ms for p: its wait status, or -1 on timeout (p is then
- * killed and reaped). */
-static int wait_exit(pid_t p, int timeout_ms) {
-    int64_t end = now_ms() + timeout_ms;
-    int st;
-    for (;;) {
-        pid_t r = waitpid(p, &st, WNOHANG);
-        if (r == p) {
-            kids_forget(p);
-            return st;
-        }
-        if (r < 0 && errno != EINTR) fail_msg("waitpid: %s", strerror(errno));
-        if (now_ms() > end) {
-            kill(p, SIGKILL);
-            waitpid(p, NULL, 0);
-            kids_forget(p);
-            return -1;
-        }
-        sleep_ms(20);
-    }
-}
-
-/* Exit code of a wait status; 1000+signal for a signal; -1 for a timeout. */
-static int exit_code(int st) {
-    if (st == -1) return -1;
-    if (WIFEXITED(st)) return WEXITSTATUS(st);
-    if (WIFSIGNALED(st)) return 1000 + WTERMSIG(st);
-    return 2000;
-}
-
 /* ---- files -------------------------------------------------------------- */
 
 static const char *pathf(const char *fmt, ...) {
@@ -112,27 +82,6 @@ static const char *pathf(const char *fmt, ...) {
     vsnprintf(b, sizeof buf[0], fmt, ap);
     va_end(ap);
     return b;
-}
-
-static char *slurp(const char *path) {
-    FILE *f = fopen(path, "rb");
-    size_t cap = 1 << 16, n = 0;
-    char *s = malloc(cap);
-    assert_non_null(s);
-    if (f) {
-        size_t r;
-        while ((r = fread(s + n, 1, cap - n - 1, f)) > 0) {
-            n += r;
-            if (cap - n < 2) {
-                cap *= 2;
-                s = realloc(s, cap);
-                assert_non_null(s);
-            }
-        }
-        fclose(f);
-    }
-    s[n] = '\0';
-    return s;
 }
 
 /* The first line of text that contains needle (in a static buffer), or NULL. */
@@ -185,11 +134,6 @@ static long file_size(const char *path) {
     return stat(path, &st) == 0 ? (long)st.st_size : -1;
 }
 
-static int rm_entry(const char *p, const struct stat *st, int flag, struct FTW *ftw) {
-    (void)st, (void)flag, (void)ftw;
-    return remove(p);
-}
-
 static void copy_file(const char *from, const char *to, mode_t mode) {
     char *s = NULL;
     FILE *f = fopen(from, "rb");
@@ -206,7 +150,7 @@ static void copy_file(const char *from, const char *to, mode_t mode) {
 
 /* Runs TL_BIN to completion (bounded) and returns its exit code. */
 static int run_tl(const char *log, int timeout_ms, const char *const *argv) {
-    return exit_code(wait_exit(spawn(log, argv), timeout_ms));
+    return wait_exit(spawn(log, argv), timeout_ms);
 }
 
 /* ---- the orchestrator and the legitimate nodes -------------------------- */
@@ -284,7 +228,7 @@ static void finish_with_legit_nodes(orch *o, const char *kit) {
         p[k - 1] = node_start(o, pathf("%s/node%d.log", o->dir, k), k,
                               kit ? pathf("%s/node-%d", kit, k) : NULL, k, "--quiet");
     for (int k = 1; k <= 3; k++) {
-        int code = exit_code(wait_exit(p[k - 1], NODE_TIMEOUT_MS));
+        int code = wait_exit(p[k - 1], NODE_TIMEOUT_MS);
         if (code != 0) {
             char *s = slurp(pathf("%s/node%d.log", o->dir, k)), *l = slurp(o->log);
             print_error("legitimate node %d: exit %d\n%s\norchestrator log:\n%s\n", k, code, s,
@@ -294,7 +238,7 @@ static void finish_with_legit_nodes(orch *o, const char *kit) {
             fail();
         }
     }
-    int code = exit_code(wait_exit(o->pid, 30000));
+    int code = wait_exit(o->pid, 30000);
     if (code != 0) {
         char *l = slurp(o->log);
         print_error("orchestrator: exit %d\n%s\n", code, l);
@@ -325,7 +269,7 @@ static void bad_start(bad *b, const orch *o, const char *name, int id, const cha
 }
 
 static void bad_wait(bad *b, int timeout_ms) {
-    b->code = exit_code(wait_exit(b->pid, timeout_ms));
+    b->code = wait_exit(b->pid, timeout_ms);
     b->ms = now_ms() - b->t0;
     if (b->code == -1)
         print_message("    %s: still running after %lld ms: killed\n", b->name, (long long)b->ms);
@@ -419,7 +363,7 @@ static int group_setup(void **state) {
     copy_file(pathf("%s/node-1/key.pem", other), pathf("%s/key.pem", hyb), 0600);
     copy_file(pathf("%s/ca/ca.pem", kit), pathf("%s/ca.pem", hyb), 0644);
 
-    if (exit_code(wait_exit(pp, 60000)) != 0) {
+    if (wait_exit(pp, 60000) != 0) {
         char *s = slurp(pathf("%s/partition.log", root));
         print_error("tl partition failed:\n%s\n", s);
         free(s);
@@ -433,7 +377,7 @@ static int group_setup(void **state) {
 static int group_teardown(void **state) {
     (void)state;
     kids_kill_all();
-    if (root[0] && !getenv("TL_KEEP_TMP")) nftw(root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    rm_tree(root);
     return 0;
 }
 
