@@ -36,15 +36,6 @@
 
 static int verbose = -1;
 
-/* Reads every byte of p[0..n) into a sum the optimizer cannot drop. */
-static void touch(const void *p, size_t n) {
-    const uint8_t *b = p;
-    unsigned sum = 0;
-    for (size_t i = 0; i < n; i++) sum += b[i];
-    volatile unsigned sink = sum;
-    (void)sink;
-}
-
 /* A decoded tensor must be consistent and lie inside the payload. */
 static void touch_tensor(const tl_tensor *t, const uint8_t *payload, uint64_t len) {
     if (t->dtype == 0) return; /* absent (FORWARD_RESULT's unused g / labels) */

@@ -15,15 +15,6 @@
 
 #include "check.h"
 
-/* Reads every byte of p[0..n) into a sum the optimizer cannot drop. */
-static void touch(const void *p, size_t n) {
-    const uint8_t *b = p;
-    unsigned sum = 0;
-    for (size_t i = 0; i < n; i++) sum += b[i];
-    volatile unsigned sink = sum;
-    (void)sink;
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     tl_st *st;
     if (tl_st_read_mem(data, size, &st) < 0) {
