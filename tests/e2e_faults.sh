@@ -153,10 +153,17 @@ check_bit() {
     fi
 }
 # check_nodes_done WHAT LOGDIR PIDVAR...: every listed node job exited 0.
-# check_restarted TAG PID: node K's process is now PID; every node exits 0
-# and $D/out.st is bit-identical to the reference.
+# check_restarted TAG PID: node K's process is now PID; only node K was
+# declared lost, every node exits 0 and $D/out.st is bit-identical to the
+# reference.
 check_restarted() {
-    local others=() i
+    local others=() i lost
+    lost=$(lost_ids "$D/orch.log")
+    if [ "$lost" = "$K " ]; then
+        ok "$1: only node $K was dropped"
+    else
+        bad "$1: only node $K was dropped" "nodes declared lost: $lost; $(grep ' lost: ' "$D/orch.log" | tr '\n' '|')"
+    fi
     for i in 1 2 3; do [ "$i" -ne "$K" ] && others+=("$(eval echo "\$N$i")"); done
     check_nodes_done "$1" "${others[@]}" "$2"
     check_bit "$1" "$D/out.st"
@@ -248,12 +255,6 @@ if signal_node KILL; then
     else
         bad "b: the log shows the loss and the replay" "$(grep -E 'lost|discarded|replayed' "$D/orch.log" | tr '\n' '|')"
     fi
-    lost=$(lost_ids "$D/orch.log")
-    if [ "$lost" = "$K " ]; then
-        ok "b: only node $K was dropped"
-    else
-        bad "b: only node $K was dropped" "nodes declared lost: $lost; $(grep ' lost: ' "$D/orch.log" | tr '\n' '|')"
-    fi
     check_restarted "b" "$NEW"
 else
     bad "b: kill -9 node $K at step $R" "the run ended (or stalled) before step $R: $(tailof "$D/orch.log")"
@@ -293,12 +294,6 @@ for variant in cont fresh; do
             else
                 bad "c/cont: the resumed node reconnected by itself" "$(tailof "$D/n$K.log")"
             fi
-        fi
-        lost=$(lost_ids "$D/orch.log")
-        if [ "$lost" = "$K " ]; then
-            ok "c/$variant: only node $K was dropped"
-        else
-            bad "c/$variant: only node $K was dropped" "nodes declared lost: $lost; $(grep ' lost: ' "$D/orch.log" | tr '\n' '|')"
         fi
         check_restarted "c/$variant" "$restarted"
     else
