@@ -73,8 +73,8 @@ typedef struct node_slot {
     void *gbuf;            /* BACKWARD_RESULT payload kept until the plan-order sum */
     size_t gcap;
     const float *grads;
-    int shm;               /* this connection shares memory: the parameters, and gshm */
-    tl_shm gshm;           /* the node's gradient region (this connection's) */
+    tl_shm gshm;           /* the node's gradient region, created for this connection
+                            * when it shares memory (gshm.p NULL: it does not) */
 } node_slot;
 
 struct tl_orch {
@@ -169,8 +169,9 @@ static int peer_flush(tl_orch *o, peer *p) {
             p->last_sent = tl_now_ms();
         }
         if (p->shm_fd == 2) { /* WELCOME is out: the fds go next, before any frame */
+            /* a welcomed peer: close_with clears shm_fd when it unlinks one */
             int fds[2] = {o->shm.fd_ro, o->nodes[p->node].gshm.fd};
-            int rc = p->node >= 0 ? tl_shm_send_fds(p->c->fd, fds, 2) : 0;
+            int rc = tl_shm_send_fds(p->c->fd, fds, 2);
             if (rc == TL_EAGAIN) return 0;
             if (rc < 0) return rc;
             p->shm_fd = 0;
@@ -299,7 +300,6 @@ static void on_hello(tl_orch *o, peer *p, const tl_msg_hello *h) {
     snprintf(w->model, sizeof w->model, "%s", o->cfg.model->spec);
     if (queue_msg(o, p, &m) < 0) return close_with_error(o, p, TL_ENOMEM, tl_errmsg());
     p->shm_fd = shm;
-    s->shm = shm;
     /* From now on the largest legitimate frame is a node's gradient or a full
      * batch of cut activations and output gradients. */
     uint64_t big = (uint64_t)o->p_node * 4, rows = (uint64_t)run->batch_size * (o->dc + o->classes) * 4;
@@ -426,10 +426,10 @@ static int on_bwd_result(tl_orch *o, peer *p, node_slot *s, const tl_msg_backwar
     if (s->exp != EXPECT_BWD || r->step != o->step)
         return tl_error(TL_EPROTO, "unexpected BACKWARD_RESULT (step %llu)",
                         (unsigned long long)r->step);
-    uint32_t pd = s->shm ? 0 : (uint32_t)o->p_node; /* shared: the node wrote them in gshm */
+    uint32_t pd = s->gshm.p ? 0 : (uint32_t)o->p_node; /* shared: the node wrote them in gshm */
     int rc = tl_tensor_check(&r->grads, TL_DT_F32, 1, &pd, "BACKWARD_RESULT grads");
     if (rc < 0) return rc;
-    if (s->shm) {
+    if (s->gshm.p) {
         s->grads = s->gshm.p;
     } else {
         s->gbuf = tl_frame_reader_take(&p->r, &s->gcap);
@@ -824,7 +824,7 @@ static int exchange(tl_orch *o, const tl_batch *b, expect exp, const float *para
     int64_t deadline = tl_now_ms() + o->cfg.task_timeout_ms;
     if (exp == EXPECT_FWD && o->shm.p) /* written once for every node that maps it */
         for (int i = 0; i < b->n_parts; i++)
-            if (o->nodes[b->parts[i].node].shm) {
+            if (o->nodes[b->parts[i].node].gshm.p) {
                 memcpy(o->shm.p, params, sizeof(float) * p_sent);
                 break;
             }
@@ -841,7 +841,7 @@ static int exchange(tl_orch *o, const tl_batch *b, expect exp, const float *para
             m.type = TL_MSG_FORWARD;
             m.u.forward.step = o->step;
             m.u.forward.rows = tl_tensor_1d(TL_DT_U32, s->rows_u32, (uint32_t)part->count);
-            m.u.forward.params = s->shm ? tl_tensor_1d(TL_DT_F32, NULL, 0)
+            m.u.forward.params = s->gshm.p ? tl_tensor_1d(TL_DT_F32, NULL, 0)
                                         : tl_tensor_1d(TL_DT_F32, params, p_sent);
         } else {
             m.type = TL_MSG_BACKWARD;
