@@ -81,26 +81,36 @@ static void first_difference(const char *a, const char *b, char *out, size_t len
     snprintf(out, len, "this run has '%.*s', the checkpoint '%.*s'", na, fa, nb, fb);
 }
 
+/* Checks that st (read from path) is a tl checkpoint of the configuration
+ * whose signature is sig; with no_data, only the fields before " data=".
+ * 0, TL_EFORMAT or TL_ESTATE (the message shows the first field that differs). */
+static int check_config(const tl_st *st, const char *path, const char *sig, int no_data) {
+    const char *fmt = tl_st_meta(st, "format"), *cfg = tl_st_meta(st, "config");
+    char diff[512];
+    if (!fmt || strcmp(fmt, FORMAT) != 0 || !cfg)
+        return tl_error(TL_EFORMAT, "%s: not a tl checkpoint (format '%s')", path,
+                        fmt ? fmt : "none");
+    size_t ls = strlen(sig), lc = strlen(cfg);
+    if (no_data) {
+        const char *ds = strstr(sig, " data="), *dc = strstr(cfg, " data=");
+        if (ds) ls = (size_t)(ds - sig);
+        if (dc) lc = (size_t)(dc - cfg);
+    }
+    if (ls != lc || memcmp(sig, cfg, ls) != 0) {
+        first_difference(sig, cfg, diff, sizeof diff);
+        return tl_error(TL_ESTATE, "%s: checkpoint of another configuration: %s", path, diff);
+    }
+    return 0;
+}
+
 int tl_checkpoint_check(const char *path, const tl_runcfg *cfg, const tl_model *m) {
     tl_st *st;
     int rc = tl_st_read(path, &st);
     if (rc < 0) return rc;
-    tl_trainer t = {.cfg = cfg, .model = m}; /* no data yet: the signature ends in "data=" */
-    char sig[2048], have[2048], diff[512];
+    tl_trainer t = {.cfg = cfg, .model = m}; /* no data yet */
+    char sig[2048];
     tl_checkpoint_signature(&t, sig, sizeof sig);
-    const char *fmt = tl_st_meta(st, "format"), *cf = tl_st_meta(st, "config");
-    if (!fmt || strcmp(fmt, FORMAT) != 0 || !cf) {
-        rc = tl_error(TL_EFORMAT, "%s: not a tl checkpoint (format '%s')", path, fmt ? fmt : "none");
-    } else {
-        snprintf(have, sizeof have, "%s", cf);
-        char *d = strstr(have, " data="), *e = strstr(sig, " data=");
-        if (d) *d = 0;
-        if (e) *e = 0;
-        if (strcmp(sig, have) != 0) {
-            first_difference(sig, have, diff, sizeof diff);
-            rc = tl_error(TL_ESTATE, "%s: checkpoint of another configuration: %s", path, diff);
-        }
-    }
+    rc = check_config(st, path, sig, 1);
     tl_st_free(st);
     return rc;
 }
@@ -109,19 +119,10 @@ int tl_checkpoint_load(const char *path, tl_trainer *t, tl_run_pos *pos) {
     tl_st *st;
     int rc = tl_st_read(path, &st);
     if (rc < 0) return rc;
-    const char *fmt = tl_st_meta(st, "format"), *cfg = tl_st_meta(st, "config");
-    char sig[2048], diff[512];
+    char sig[2048];
     long long epoch = 0, batch = 0, steps = 0, osteps = 0, started = 0, correct = 0, seen = 0;
-    if (!fmt || strcmp(fmt, FORMAT) != 0 || !cfg) {
-        rc = tl_error(TL_EFORMAT, "%s: not a tl checkpoint (format '%s')", path, fmt ? fmt : "none");
-        goto out;
-    }
     tl_checkpoint_signature(t, sig, sizeof sig);
-    if (strcmp(sig, cfg) != 0) {
-        first_difference(sig, cfg, diff, sizeof diff);
-        rc = tl_error(TL_ESTATE, "%s: checkpoint of another configuration: %s", path, diff);
-        goto out;
-    }
+    if ((rc = check_config(st, path, sig, 0)) < 0) goto out;
     if ((rc = meta_int(st, path, "epoch", 0, t->cfg->epochs - 1, &epoch)) < 0 ||
         (rc = meta_int(st, path, "batch", 0, (long long)tl_batcher_batches(t->batcher), &batch)) < 0 ||
         (rc = meta_int(st, path, "steps", 0, INT64_MAX, &steps)) < 0 ||
