@@ -8,14 +8,14 @@
  *   PROC_CHILD_ALARM_S  SIGALRM bound (seconds) set in each child across exec;
  *                       0 for none
  * and TL_BIN (the tl binary, from CMake) must be defined. Also here: waiting
- * with a bound, reading a log whole, removing a scratch tree.
+ * for a child with a bound; files.h (paths, logs, the scratch tree) comes
+ * with it.
  */
 #ifndef TL_TESTS_PROC_H
 #define TL_TESTS_PROC_H
 
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -24,6 +24,8 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "files.h"
 
 #define MAX_KIDS 32
 static volatile pid_t kids[MAX_KIDS];
@@ -135,37 +137,5 @@ static int exit_code(int st) {
 
 /* exit_code(wait_status(p, timeout_ms)). */
 static int wait_exit(pid_t p, int timeout_ms) { return exit_code(wait_status(p, timeout_ms)); }
-
-/* The whole file as a string ("" if it does not exist); free() it. */
-static char *slurp(const char *path) {
-    FILE *f = fopen(path, "rb");
-    size_t cap = 1 << 16, n = 0;
-    char *s = malloc(cap);
-    assert_non_null(s);
-    if (f) {
-        size_t r;
-        while ((r = fread(s + n, 1, cap - n - 1, f)) > 0) {
-            n += r;
-            if (cap - n < 2) {
-                cap *= 2;
-                s = realloc(s, cap);
-                assert_non_null(s);
-            }
-        }
-        fclose(f);
-    }
-    s[n] = 0;
-    return s;
-}
-
-static int rm_entry(const char *p, const struct stat *st, int flag, struct FTW *ftw) {
-    (void)st, (void)flag, (void)ftw;
-    return remove(p);
-}
-
-/* Removes the scratch tree at dir (unless TL_KEEP_TMP is set, to look at it). */
-static void rm_tree(const char *dir) {
-    if (dir[0] && !getenv("TL_KEEP_TMP")) nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
 
 #endif

@@ -41,30 +41,17 @@
 #include "tl/provision.h"
 #include "tl/tls.h"
 
+#include "files.h"
+
 static char root[PATH_MAX]; /* mkdtemp */
 static char kit_a[PATH_MAX + 8], kit_b[PATH_MAX + 8];
 
 /* ---- small helpers ----------------------------------------------------- */
 
-static const char *pathf(const char *fmt, ...) {
-    static char buf[4][PATH_MAX + 64];
-    static int next;
-    char *b = buf[next++ % 4];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(b, sizeof buf[0], fmt, ap);
-    va_end(ap);
-    return b;
-}
-
 static int file_mode(const char *path) {
     struct stat st;
     if (stat(path, &st) < 0) return -1;
     return (int)(st.st_mode & 07777);
-}
-
-static int rm_entry(const char *p, const struct stat *st, int flag, struct FTW *ftw) {
-    return remove(p);
 }
 
 static X509 *load_cert(const char *path) {
@@ -325,7 +312,7 @@ static int group_setup(void **state) {
 }
 
 static int group_teardown(void **state) {
-    if (root[0]) nftw(root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    rm_tree(root);
     return 0;
 }
 

@@ -73,17 +73,6 @@ static int have_setup; /* group setup succeeded */
 
 /* ---- files -------------------------------------------------------------- */
 
-static const char *pathf(const char *fmt, ...) {
-    static char buf[16][PATH_MAX + 128];
-    static int next;
-    char *b = buf[next++ % 16];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(b, sizeof buf[0], fmt, ap);
-    va_end(ap);
-    return b;
-}
-
 /* The first line of text that contains needle (in a static buffer), or NULL. */
 static const char *line_with(const char *text, const char *needle) {
     static char line[2048];
