@@ -40,7 +40,12 @@ typedef struct tl_dataset {
  * file exists, else raw. Images must have rank 3, labels rank 1, and their
  * counts must agree. classes = largest label + 1. On failure *out is empty
  * and the message names the file: TL_EIO (missing: both paths tried are
- * named; or unreadable), TL_EFORMAT, TL_ERANGE, TL_ENOMEM as tl_idx_read. */
+ * named; or unreadable), TL_EFORMAT, TL_ERANGE, TL_ENOMEM as tl_idx_read.
+ * A partition directory (what `tl partition` writes: dir/node-1, dir/node-2,
+ * ... each in the MNIST layout) loads as its nodes' data concatenated in node
+ * order, so that centralized training on it visits exactly the rows of a
+ * distributed run over those nodes, in the same order. Every node directory
+ * must hold the split. */
 int tl_dataset_load(const char *dir, const char *split, tl_dataset *out);
 
 /* Writes d as split ("train"/"t10k") into dir (created with its parents if

@@ -43,8 +43,8 @@ static int find_file(const char *dir, const char *split, const char *kind, const
     return rc;
 }
 
-/* Contract in dataset.h. */
-int tl_dataset_load(const char *dir, const char *split, tl_dataset *out) {
+/* Loads split from the MNIST-layout directory dir itself. */
+static int load_one(const char *dir, const char *split, tl_dataset *out) {
     tl_idx im = {0}, lb = {0};
     char *im_path = NULL, *lb_path = NULL;
     int rc;
@@ -79,6 +79,50 @@ cleanup:
     tl_idx_free(&lb);
     free(im_path);
     free(lb_path);
+    return rc;
+}
+
+/* Appends b to a (same image shape required); b is left as it was. */
+static int append(tl_dataset *a, const tl_dataset *b, const char *bdir) {
+    if (a->rows != b->rows || a->cols != b->cols)
+        return tl_error(TL_EFORMAT, "%s: images of %ux%u, the nodes before it have %ux%u", bdir,
+                        b->rows, b->cols, a->rows, a->cols);
+    uint8_t *im = realloc(a->images, (a->n + b->n) * a->dim);
+    if (!im) return tl_error(TL_ENOMEM, "%s: out of memory", bdir);
+    a->images = im;
+    uint8_t *lb = realloc(a->labels, a->n + b->n);
+    if (!lb) return tl_error(TL_ENOMEM, "%s: out of memory", bdir);
+    a->labels = lb;
+    memcpy(a->images + a->n * a->dim, b->images, b->n * b->dim);
+    memcpy(a->labels + a->n, b->labels, b->n);
+    a->n += b->n;
+    if (b->classes > a->classes) a->classes = b->classes;
+    return 0;
+}
+
+/* Contract in dataset.h. */
+int tl_dataset_load(const char *dir, const char *split, tl_dataset *out) {
+    char sub[4096];
+    struct stat st;
+    snprintf(sub, sizeof sub, "%s/node-1", dir);
+    if (stat(sub, &st) < 0 || !S_ISDIR(st.st_mode)) return load_one(dir, split, out);
+    /* a partition directory: node-1, node-2, ... concatenated in node order,
+     * the order of a distributed run's global index space */
+    int rc = 0;
+    memset(out, 0, sizeof *out);
+    for (int k = 1;; k++) {
+        snprintf(sub, sizeof sub, "%s/node-%d", dir, k);
+        if (stat(sub, &st) < 0 || !S_ISDIR(st.st_mode)) break;
+        tl_dataset part;
+        if ((rc = load_one(sub, split, &part)) < 0) break;
+        if (k == 1) *out = part;
+        else {
+            rc = append(out, &part, sub);
+            tl_dataset_free(&part);
+            if (rc < 0) break;
+        }
+    }
+    if (rc < 0) tl_dataset_free(out);
     return rc;
 }
 
