@@ -9,7 +9,13 @@
  * step. The fd travels as SCM_RIGHTS on a single byte ('S') sent right after
  * WELCOME (docs/protocol.md §5.1), and it is a read-only descriptor: the node
  * can read the parameters (which FORWARD would have carried anyway) and
- * nothing else, and cannot write or resize the region.
+ * nothing else. The region itself is sealed (F_SEAL_FUTURE_WRITE, size and
+ * seals fixed) once the orchestrator has mapped it: the orchestrator's mapping
+ * is the only writable view there will ever be, so a node that reopens its
+ * descriptor read-write (/proc/self/fd/N) still cannot map it writable,
+ * mprotect a mapping writable, write(2) to it, punch holes in it, resize it or
+ * lift the seals. A private writable mapping stays possible but is the node's
+ * own copy. A system without those seals gets no shared memory at all.
  *
  * The same way each node gets a region of its own, read-write, for its
  * gradient: it computes straight into it and BACKWARD_RESULT carries nothing.
@@ -17,7 +23,7 @@
  * at any time) and creates a fresh one for every connection, so a stale
  * process of a node cannot touch what its successor sends.
  *
- *     orchestrator:  tl_shm_create(bytes, &s); ... memcpy(s.p, params, bytes);
+ *     orchestrator:  tl_shm_create_readonly(bytes, &s); ... memcpy(s.p, params, bytes);
  *                    tl_shm_send_fds(sock, fds, 2);   // after WELCOME is out
  *     node:          tl_shm_recv_fds(sock, deadline, fds, 2);  // after WELCOME
  *                    tl_shm_map(fds[0], bytes, 0, &p);
@@ -38,9 +44,18 @@ typedef struct tl_shm {
 /* Whether sock is a unix-domain socket (the only kind fds can travel on). */
 int tl_shm_possible(int sock);
 
-/* Creates a sealed memfd of bytes bytes, maps it, opens a read-only fd of it.
- * 0, or TL_ENOMEM / TL_EIO with the reason (then *s is empty). */
+/* Creates a memfd of bytes bytes (its memory reserved), maps it writable for
+ * this process only (a fork does not inherit the mapping), seals its size and
+ * its seals, and opens a read-only fd of it. Whoever gets s->fd can write the
+ * region (a node's gradient region). 0, or TL_ENOMEM / TL_EIO with the reason
+ * (then *s is empty). */
 int tl_shm_create(size_t bytes, tl_shm *s);
+
+/* tl_shm_create, and sealed against writes too: s->p is then the only
+ * writable view of the region, whatever any process does with s->fd or
+ * s->fd_ro (the parameters). TL_EIO if the kernel cannot seal it that way
+ * (before Linux 5.1): share nothing then. */
+int tl_shm_create_readonly(size_t bytes, tl_shm *s);
 void tl_shm_free(tl_shm *s);
 
 /* Sends one byte 'S' with the n fds attached (n <= 4) on a non-blocking unix

@@ -24,14 +24,23 @@ int tl_shm_possible(int sock) {
     return getsockname(sock, (struct sockaddr *)&ss, &sl) == 0 && ss.ss_family == AF_UNIX;
 }
 
-int tl_shm_create(size_t bytes, tl_shm *s) {
+/* The seals of every region: its size is fixed (a reader's mapping cannot
+ * fault on a page cut off under it), and so is the set of seals (F_SEAL_SEAL:
+ * whoever holds a descriptor can add none, e.g. F_SEAL_WRITE on a gradient
+ * region; seals are never removed). */
+#define SEALS (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL)
+
+/* Creates the memfd, reserves and maps its bytes (writable, shared, not
+ * inherited by a fork), seals it with SEALS plus extra, checks the seals
+ * took, and opens the read-only descriptor. */
+static int create(size_t bytes, int extra, tl_shm *s) {
     char path[64];
     memset(s, 0, sizeof *s);
     s->fd = s->fd_ro = -1;
     s->fd = memfd_create("tl-shared", MFD_CLOEXEC | MFD_ALLOW_SEALING);
     if (s->fd < 0) return tl_error(TL_EIO, "memfd_create: %s", strerror(errno));
-    if (ftruncate(s->fd, (off_t)bytes) < 0 ||
-        fcntl(s->fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0) {
+    /* the memory is reserved now: a shortage shows here, not on a first touch */
+    if (ftruncate(s->fd, (off_t)bytes) < 0 || (bytes && fallocate(s->fd, 0, 0, (off_t)bytes) < 0)) {
         int e = errno;
         tl_shm_free(s);
         return tl_error(TL_EIO, "shared memory: %s", strerror(e));
@@ -44,6 +53,17 @@ int tl_shm_create(size_t bytes, tl_shm *s) {
     }
     s->p = p;
     s->bytes = bytes;
+    /* a child of this process gets no writable view (nothing forks it today) */
+    madvise(p, bytes ? bytes : 1, MADV_DONTFORK);
+    /* after the mapping: F_SEAL_FUTURE_WRITE leaves this one writable and
+     * refuses every later writable mapping and write(2), whatever the fd */
+    int want = SEALS | extra, got = -1;
+    if (fcntl(s->fd, F_ADD_SEALS, want) < 0 || (got = fcntl(s->fd, F_GET_SEALS)) < 0 ||
+        (got & want) != want) {
+        int e = got < 0 ? errno : EPERM;
+        tl_shm_free(s);
+        return tl_error(TL_EIO, "shared memory: cannot seal it (%s)", strerror(e));
+    }
     /* a descriptor that can only read: what the nodes get */
     snprintf(path, sizeof path, "/proc/self/fd/%d", s->fd);
     s->fd_ro = open(path, O_RDONLY | O_CLOEXEC);
@@ -53,6 +73,12 @@ int tl_shm_create(size_t bytes, tl_shm *s) {
         return tl_error(TL_EIO, "shared memory: %s: %s", path, strerror(e));
     }
     return 0;
+}
+
+int tl_shm_create(size_t bytes, tl_shm *s) { return create(bytes, 0, s); }
+
+int tl_shm_create_readonly(size_t bytes, tl_shm *s) {
+    return create(bytes, F_SEAL_FUTURE_WRITE, s);
 }
 
 void tl_shm_free(tl_shm *s) {

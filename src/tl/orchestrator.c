@@ -744,7 +744,7 @@ int tl_orch_new(const tl_orch_cfg *cfg, tl_orch **out) {
     o->run_id = ((uint64_t)ts.tv_sec << 20) ^ (uint64_t)ts.tv_nsec ^ ((uint64_t)getpid() << 40);
     if ((rc = tl_net_listen(cfg->host, cfg->port, 128, &o->lfd, &o->port)) < 0) goto fail;
     if (!cfg->no_shm && tl_shm_possible(o->lfd) &&
-        tl_shm_create(sizeof(float) * o->p_sent, &o->shm) < 0)
+        tl_shm_create_readonly(sizeof(float) * o->p_sent, &o->shm) < 0)
         olog(o, "parameters go over the sockets: %s", tl_errmsg());
     *out = o;
     return 0;
