@@ -397,12 +397,42 @@ static void test_breast_cancer(void **state) {
     tl_table_free(&t);
 }
 
+/* The other three converted tables: shapes and classes as the package describes them. */
+static void test_sklearn_tables(void **state) {
+    static const struct {
+        const char *file;
+        size_t n, features;
+        int classes;
+        const char *first_name;
+    } tabs[] = {{"wine.csv", 178, 13, 3, "alcohol"},
+                {"iris.csv", 150, 4, 3, "sepal length (cm)"},
+                {"digits.csv", 1797, 64, 10, "pixel_0_0"}};
+    const char *dir = getenv("TL_SKLEARN_DIR");
+    char path[4096];
+    for (size_t i = 0; i < sizeof tabs / sizeof *tabs; i++) {
+        tl_table t;
+        snprintf(path, sizeof path, "%s/%s", dir ? dir : "", tabs[i].file);
+        if (!dir || access(path, R_OK) != 0) {
+            print_message("SKIPPED: %s not found (run scripts/sklearn-data.sh DIR and set "
+                          "TL_SKLEARN_DIR=DIR)\n", tabs[i].file);
+            skip();
+        }
+        assert_int_equal(tl_csv_read(path, NULL, &t), 0);
+        assert_int_equal(t.n, tabs[i].n);
+        assert_int_equal(t.features, tabs[i].features);
+        assert_int_equal(t.classes, tabs[i].classes);
+        assert_string_equal(t.feature_names[0], tabs[i].first_name);
+        assert_string_equal(t.label_name, "target");
+        tl_table_free(&t);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_float_edges),  cmocka_unit_test(test_float_random),
         cmocka_unit_test(test_table_basic),  cmocka_unit_test(test_table_label_column),
         cmocka_unit_test(test_gzip),         cmocka_unit_test(test_reject),
-        cmocka_unit_test(test_breast_cancer),
+        cmocka_unit_test(test_breast_cancer), cmocka_unit_test(test_sklearn_tables),
     };
     return cmocka_run_group_tests(tests, setup_all, teardown_all);
 }
