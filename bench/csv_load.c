@@ -10,7 +10,10 @@
  * With --gz the file is gzipped first (libdeflate's inflate is then part of
  * the time).
  *
- * usage: csv_load [--rows N] [--cols F] [--reps R] [--gz] [--keep]
+ * --digits D prints the features with %.Dg instead (17: what pandas writes for
+ * float64; cells over 15-16 significant digits mostly take the strtod path).
+ *
+ * usage: csv_load [--rows N] [--cols F] [--digits D] [--reps R] [--gz] [--keep]
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -40,7 +43,7 @@ static uint64_t rnd(uint64_t *s) {
 }
 
 /* Writes the CSV to path (gzipped with gz); returns its size in bytes of text. */
-static size_t write_csv(const char *path, long rows, long cols, int gz) {
+static size_t write_csv(const char *path, long rows, long cols, int digits, int gz) {
     uint64_t s = 42;
     size_t text = 0;
     FILE *f = gz ? NULL : fopen(path, "w");
@@ -60,7 +63,7 @@ static size_t write_csv(const char *path, long rows, long cols, int gz) {
             /* magnitudes from 1e-3 to 1e4, both signs: %.7g gives "-1234.567", "0.001234567" */
             double u = (double)(rnd(&s) >> 11) / 9007199254740992.0;
             double mag = 1e-3 * (double)(1u << (rnd(&s) % 24));
-            k += snprintf(line + k, sizeof line - k, "%.7g,", (u - 0.5) * mag);
+            k += snprintf(line + k, sizeof line - k, "%.*g,", digits, (u - 0.5) * mag);
         }
         if (r < 0) k += snprintf(line + k, sizeof line - k, "label\n");
         else k += snprintf(line + k, sizeof line - k, "%d\n", (int)(rnd(&s) % 10));
@@ -85,26 +88,27 @@ static const char *map_file(const char *path, size_t *n) {
 }
 
 int main(int argc, char **argv) {
-    long rows = 200000, cols = 50, reps = 3;
+    long rows = 200000, cols = 50, reps = 3, digits = 7;
     int gz = 0, keep = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--rows") && i + 1 < argc) rows = atol(argv[++i]);
         else if (!strcmp(argv[i], "--cols") && i + 1 < argc) cols = atol(argv[++i]);
         else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atol(argv[++i]);
+        else if (!strcmp(argv[i], "--digits") && i + 1 < argc) digits = atol(argv[++i]);
         else if (!strcmp(argv[i], "--gz")) gz = 1;
         else if (!strcmp(argv[i], "--keep")) keep = 1;
         else {
-            fprintf(stderr, "usage: csv_load [--rows N] [--cols F] [--reps R] [--gz] [--keep]\n");
+            fprintf(stderr, "usage: csv_load [--rows N] [--cols F] [--digits D] [--reps R] [--gz] [--keep]\n");
             return 2;
         }
     }
     char path[256];
     const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
     snprintf(path, sizeof path, "%s/tl_csv_load_%d.csv%s", tmp, (int)getpid(), gz ? ".gz" : "");
-    size_t text = write_csv(path, rows, cols, gz);
+    size_t text = write_csv(path, rows, cols, (int)digits, gz);
     double mb = text / 1e6, best = 1e30, best_scan = 1e30, best_strtod = 1e30;
-    printf("csv_load: %ld rows x %ld features + label, %.1f MB of text%s\n", rows, cols, mb,
-           gz ? " (gzipped)" : "");
+    printf("csv_load: %ld rows x %ld features (%%.%ldg) + label, %.1f MB of text%s\n", rows, cols,
+           digits, mb, gz ? " (gzipped)" : "");
     for (long r = 0; r < reps; r++) {
         tl_table t;
         double t0 = now_s();

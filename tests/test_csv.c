@@ -193,8 +193,9 @@ static void test_float_random(void **state) {
         check_cell(b);
     }
     /* halfway cases between adjacent floats, and just around them, as decimals */
-    for (int i = 0; i < 20000; i++) {
+    for (int i = 0; i < 40000; i++) {
         uint32_t bits = (uint32_t)rnd(&s) & 0x7f7fffff;
+        if (i % 2) bits = (bits & 0x807fffff) | (uint32_t)(100 + rnd(&s) % 56) << 23; /* 2^-27..2^28 */
         float lo, hi;
         memcpy(&lo, &bits, 4);
         hi = nextafterf(lo, INFINITY);
@@ -205,6 +206,10 @@ static void test_float_random(void **state) {
         check_cell(b);
         snprintf(b, sizeof b, "%.17e", nextafter(mid, INFINITY));
         check_cell(b);
+        for (int digits = 9; digits <= 18; digits++) { /* 10..19 digits near the midpoint */
+            snprintf(b, sizeof b, "%.*e", digits, mid);
+            check_cell(b);
+        }
     }
 }
 
@@ -226,6 +231,12 @@ static void test_table_basic(void **state) {
     tl_table_free(&t);
     tl_table_free(&t); /* twice is safe */
     tl_table_free(NULL);
+
+    /* a UTF-8 byte order mark (Excel writes one) is not part of the first cell */
+    assert_int_equal(read_text("\xef\xbb\xbftarget,a\n1,2.5\n", "target", -1, &t), 0);
+    assert_string_equal(t.label_name, "target");
+    assert_true(t.x[0] == 2.5f && t.y[0] == 1);
+    tl_table_free(&t);
 
     /* no header; labels not dense: classes = max + 1; trailing blank lines ignored */
     assert_int_equal(read_text("1,2,5\n3,4,0\n\n\r\n", NULL, -1, &t), 0);

@@ -133,14 +133,14 @@ static void test_read_versions_and_dtypes(void **state) {
 }
 
 static void test_read_reject(void **state) {
-    float xf[6] = {0};
+    float xf[16] = {0}; /* 64 bytes: enough for every case below */
     const char *p = tpath("r.npy");
 #define DICT(descr, fo, shape) "{'descr': '" descr "', 'fortran_order': " fo ", 'shape': " shape ", }"
-    write_npy(p, DICT("<f4", "True", "(2, 3)"), xf, sizeof xf);
+    write_npy(p, DICT("<f4", "True", "(2, 3)"), xf, 24);
     expect_read_reject(p, TL_EFORMAT, "Fortran order is not supported");
-    write_npy(p, DICT("|O", "False", "(2, 3)"), xf, sizeof xf);
+    write_npy(p, DICT("|O", "False", "(2, 3)"), xf, 24);
     expect_read_reject(p, TL_EFORMAT, "object arrays ('|O') are not supported");
-    write_npy(p, DICT(">f4", "False", "(2, 3)"), xf, sizeof xf);
+    write_npy(p, DICT(">f4", "False", "(2, 3)"), xf, 24);
     expect_read_reject(p, TL_EFORMAT, "big-endian data ('>f4') is not supported");
     write_npy(p, DICT("<f8", "False", "(3,)"), xf, 24);
     expect_read_reject(p, TL_EFORMAT, "unsupported dtype '<f8'");
@@ -150,7 +150,7 @@ static void test_read_reject(void **state) {
     expect_read_reject(p, TL_EFORMAT, "unsupported dtype '<U5'");
     write_npy(p, "{'descr': [('a', '<f4')], 'fortran_order': False, 'shape': (3,), }", xf, 12);
     expect_read_reject(p, TL_EFORMAT, "structured dtypes are not supported");
-    write_npy(p, DICT("<f4", "False", "(2, 3)"), xf, sizeof xf - 4);
+    write_npy(p, DICT("<f4", "False", "(2, 3)"), xf, 20);
     expect_read_reject(p, TL_EFORMAT, "truncated: 20 bytes of data, the shape needs 24");
     write_npy(p, DICT("<f4", "False", "(2, 3)"), xf, 0);
     expect_read_reject(p, TL_EFORMAT, "truncated");

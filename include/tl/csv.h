@@ -7,7 +7,7 @@
  * cells. One column holds the label; every other column is a feature. A cell
  * may be wrapped in double quotes ("1.5", "benign") only if it contains no
  * quote itself and no line break (no "" escapes). Spaces and tabs around a
- * cell are ignored. A gzip file is recognised by its magic (1f 8b), not by
+ * cell are ignored, and so is a UTF-8 byte order mark at the start. A gzip file is recognised by its magic (1f 8b), not by
  * its name; concatenated gzip members are read as one stream.
  *
  * Features. Each feature cell must be a decimal number: [+-] digits [. digits]
@@ -82,8 +82,8 @@ typedef struct tl_table {
 
 /* Reads the CSV file at path (raw or gzip) into *out; o may be NULL (label:
  * last column; header: detect). On failure *out is left empty (every pointer
- * NULL) and the message names the file. Returns 0 or: TL_EIO (cannot open or
- * read), TL_EFORMAT (a bad cell or row as listed above, no data rows, fewer
+ * NULL) and the message names the file. Returns 0 or: TL_EIO (cannot open,
+ * map or read; not a regular file), TL_EFORMAT (a bad cell or row as listed above, no data rows, fewer
  * than 2 columns, a label name not in the header, an index out of range,
  * corrupt gzip), TL_ERANGE (more than TL_CSV_MAX_COLUMNS columns,
  * TL_CSV_MAX_BYTES bytes or TL_DATASET_MAX_CLASSES classes), TL_EINVAL (o's

@@ -13,10 +13,14 @@
  * decimal exponent. When the digits fit in a double's 53-bit mantissa and the
  * power of ten is exact in a double (10^0..10^22), one IEEE multiplication or
  * division gives the correctly rounded double (Clinger's fast path), hence
- * the same double as strtod. Everything else (more than 19 significant
- * digits, larger exponents, wider mantissas) goes to strtod_l in the C locale,
- * which is exact. The double is then rounded to float by the cast, after an
- * explicit overflow test (|d| >= 2^128 - 2^103 rounds to infinity).
+ * the same double as strtod. Wider mantissas (what %.17g prints) with powers
+ * up to 10^27 are computed in x87 long double (64-bit mantissa) and accepted
+ * when provably on the same side of every float rounding boundary as the true
+ * value (ld_path). Everything else (more than 19 significant digits, larger
+ * exponents, the rare value too close to a float midpoint) goes to strtod_l in
+ * the C locale, which is exact. The double is then rounded to float by the
+ * cast, after an explicit overflow test (|d| >= 2^128 - 2^103 rounds to
+ * infinity).
  */
 #define _GNU_SOURCE
 #include "tl/csv.h"
@@ -24,6 +28,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <float.h>
 #include <libdeflate.h>
 #include <locale.h>
 #include <math.h>
@@ -46,6 +51,35 @@
 static const double pow10_exact[23] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
                                        1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
                                        1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+
+#if LDBL_MANT_DIG >= 64
+/* 10^0..10^27: exact in an x87 long double (5^27 < 2^64). */
+static const long double pow10_ld[28] = {
+    1e0L,  1e1L,  1e2L,  1e3L,  1e4L,  1e5L,  1e6L,  1e7L,  1e8L,  1e9L,
+    1e10L, 1e11L, 1e12L, 1e13L, 1e14L, 1e15L, 1e16L, 1e17L, 1e18L, 1e19L,
+    1e20L, 1e21L, 1e22L, 1e23L, 1e24L, 1e25L, 1e26L, 1e27L};
+
+/* w * 10^e10 rounded to float as (float)strtod would, for |e10| <= 27, when
+ * that can be decided from a 64-bit-mantissa approximation: returns 1 with
+ * *out set, or 0 (the caller falls back to strtod). The approximation a has a
+ * relative error of at most 2^-64 (w and the power are exact, one rounding);
+ * the correctly rounded double of the true value is within 2^-53 of it, so
+ * when a is farther than 2^-50 (relative) from both midpoints around
+ * f = (float)a, that double rounds to f too. Values here are at least 1e-27
+ * and at most 2^64 * 1e27: no subnormal float; near float overflow we give up. */
+static int ld_path(uint64_t w, long e10, int neg, float *out) {
+    long double a = (long double)w;
+    a = e10 < 0 ? a / pow10_ld[-e10] : a * pow10_ld[e10];
+    if (a >= 0x1p127L) return 0;
+    float f = (float)a;
+    long double up = ((long double)f + nextafterf(f, INFINITY)) / 2;
+    long double dn = ((long double)f + nextafterf(f, 0)) / 2;
+    long double margin = a * 0x1p-50L;
+    if (up - a <= margin || a - dn <= margin) return 0;
+    *out = neg ? -f : f;
+    return 1;
+}
+#endif
 
 static locale_t c_locale;
 static pthread_once_t c_locale_once = PTHREAD_ONCE_INIT;
@@ -127,6 +161,9 @@ static int parse_num(const char *p, const char *end, const char **stop, float *o
         d = e10 < 0 ? d / pow10_exact[-e10] : d * pow10_exact[e10];
         d = neg ? -d : d;
     } else {
+#if LDBL_MANT_DIG >= 64
+        if (!inexact && e10 >= -27 && e10 <= 27 && ld_path(w, e10, neg, out)) return 0;
+#endif
         int rc = slow_strtod(s, (size_t)(p - s), &d);
         if (rc < 0) return rc;
     }
@@ -436,13 +473,15 @@ static int find_label(const csv *c, const cell *cells, size_t ncols, const tl_cs
 /* Parses the whole text [buf, buf+len). */
 static int parse(const char *buf, size_t len, const char *name, const tl_csv_opts *o,
                  tl_table *t) {
-    csv c = {name, buf, buf + len, 1, buf};
+    csv c;
     cell *cells = NULL;
     label_ref *lab = NULL;
     size_t ncols = 0, cap = 16, label_col = 0, rows_max, n = 0, first_line;
     int rc, by_name, header;
     const char *p;
 
+    if (len >= 3 && !memcmp(buf, "\xef\xbb\xbf", 3)) buf += 3, len -= 3; /* a UTF-8 BOM */
+    c = (csv){name, buf, buf + len, 1, buf};
     if (len == 0 || at_eol(&c, buf))
         return tl_error(TL_EFORMAT, "%s:1: %s", name, len ? "empty first line" : "empty file");
     /* the first line, generically */
