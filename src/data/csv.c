@@ -375,7 +375,7 @@ static int cmp_label(const void *a, const void *b, void *base) {
     return r ? r : x->row < y->row ? -1 : x->row > y->row;
 }
 
-/* Frees a NULL-terminated-or-counted string array of n entries. */
+/* Frees the n strings of v, then v (v may be NULL). */
 static void free_strs(char **v, size_t n) {
     if (!v) return;
     for (size_t i = 0; i < n; i++) free(v[i]);

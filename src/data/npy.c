@@ -41,6 +41,7 @@ typedef struct hdr {
     const char *p, *end, *path;
 } hdr;
 
+/* Skips blanks (spaces and tabs) in the header. */
 static void skip_ws(hdr *h) {
     while (h->p < h->end && (*h->p == ' ' || *h->p == '\t')) h->p++;
 }
