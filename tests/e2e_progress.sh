@@ -63,6 +63,14 @@ check "epoch 2 lines" "$(tail -n 3 "$W/err2")" has "$W/err2" 'train: epoch 2/2 b
 check "summary without --save says so" "$(tail -n 1 "$W/err2")" \
     has "$W/err2" '^tl train: done in .*1876 steps, epoch 2 of 2, test accuracy [0-9.]+%; model not saved \(no --save\)$'
 
+# 2b. --max-steps in the second epoch: the total is --max-steps, and its last step has a line.
+timeout "$TMO" "$TL" train --epochs 2 --max-steps 1500 >"$W/out2b" 2>"$W/err2b"
+rc=$?
+check "tl train --epochs 2 --max-steps 1500 succeeds" "exit $rc" [ $rc -eq 0 ]
+check "the step total is --max-steps" "$(head -n 3 "$W/err2b")" has "$W/err2b" "${LINE}1500 "
+check "a line at the last step" "$(tail -n 3 "$W/err2b")" \
+    has "$W/err2b" 'train: epoch 2/2 batch 562/938 \(59%\), step 1500/1500 \(100%\)'
+
 # 3. No test set: "not evaluated", null in the metrics.
 mkdir -p "$W/notest"
 ln -s "$DATA/train-images-idx3-ubyte.gz" "$DATA/train-labels-idx1-ubyte.gz" "$W/notest/"

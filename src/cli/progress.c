@@ -112,13 +112,13 @@ static void on_batch(void *ud, const tl_progress *pr) {
     int64_t total = run_steps(p, pr);
     double eta = eta_s(p, pr, now, total);
     if (p->tty) {
-        if (pr->batch != pr->batches && now - p->last_draw < 0.1) return;
+        if (pr->batch != pr->batches && pr->steps != total && now - p->last_draw < 0.1) return;
         p->last_draw = now;
         draw_bar(pr, eta);
         return;
     }
     long tick = tick_of(pr, total);
-    if (tick == p->last_tick && now - p->last_draw < LOG_EVERY_S) return;
+    if (tick == p->last_tick && pr->steps != total && now - p->last_draw < LOG_EVERY_S) return;
     p->last_tick = tick;
     p->last_draw = now;
     log_line(p, pr, now, eta, total);

@@ -4,8 +4,8 @@
  *   - on a terminal (stderr is a tty): a progress bar redrawn in place
  *     (epoch, batch, loss, samples/s, ETA of the whole run);
  *   - otherwise (nohup, systemd, a log file): one timestamped line per tenth
- *     of an epoch (of the run, if it is shorter than an epoch) and at least
- *     every 10 s, never a \r:
+ *     of an epoch (of the run, if it is shorter than an epoch), at the run's
+ *     last step, and at least every 10 s, never a \r:
  *       2026-11-29 21:05:05 train: epoch 2/3 batch 94/938 (10%), step 1032/2814 (36%),
  *       loss 0.4831, 24904 samples/s, elapsed 0:01, ETA 0:02
  *   - one line per epoch on stdout (test results, or "not evaluated" without
