@@ -22,4 +22,4 @@ fi
 
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j"$(nproc)"
-echo "setup: built build/tl"
+echo "setup: built build/tl (portable; -DTL_NATIVE=ON compiles for this CPU only, README \"Build options\")"

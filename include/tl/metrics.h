@@ -1,8 +1,11 @@
 /*
  * metrics.h - training metrics as JSON lines: one object per epoch
- * {"epoch":1,"steps":938,"train_loss":..,"test_loss":..,"test_accuracy":..,"lr":..,"seconds":..}
- * and, if asked, one per batch {"epoch":1,"batch":12,"steps":..,"loss":..}.
+ * {"epoch":1,"steps":938,"train_loss":..,"train_accuracy":..,"test_loss":..,
+ *  "test_accuracy":..,"lr":..,"seconds":..} (plus "partial":true for an epoch
+ * cut short by --max-steps; test_loss and test_accuracy are null when there is
+ * no test set) and, if asked, one per batch {"epoch":1,"batch":12,"steps":..,"loss":..}.
  * Each line is flushed as it is written, so a crashed run keeps what it had.
+ * README.md ("Metrics") documents every field.
  */
 #ifndef TL_METRICS_H
 #define TL_METRICS_H

@@ -58,12 +58,13 @@ int cmd_train(int argc, char **argv) {
         tl_trainer_set_data_sig(&t, sig);
     }
     if (o.cfg.resume && tl_trainer_resume(&t) < 0) goto fail;
-    if (cli_progress_init(&prog, o.cfg.metrics_path, o.cfg.batch_metrics, o.cfg.resume, cmd))
+    if (cli_progress_init(&prog, &o.cfg, cmd))
         goto cleanup;
     prog_ok = 1;
     tl_trainer_hooks hooks = cli_progress_hooks(&prog);
     if (tl_trainer_run(&t, tl_local_grad_fn, &lg, &hooks) < 0) goto fail;
     if (cli_run_save(&r, &o.cfg, &prog.last, cmd) != 0) goto cleanup;
+    cli_progress_summary(&prog);
     rc = prog.failed ? 1 : 0;
     goto cleanup;
 fail:

@@ -199,7 +199,7 @@ int cli_orchestrate(const cli_trainopts *t, const cli_orchopts *oo, const char *
         lg.quiet = 0;
         cli_log_line(&lg, "resumed from the checkpoint");
     }
-    if (cli_progress_init(&prog, cfg->metrics_path, cfg->batch_metrics, cfg->resume, cmd))
+    if (cli_progress_init(&prog, cfg, cmd))
         goto cleanup;
     prog_ok = 1;
     tl_trainer_hooks hooks = cli_progress_hooks(&prog);
@@ -228,6 +228,7 @@ int cli_orchestrate(const cli_trainopts *t, const cli_orchopts *oo, const char *
                 st.bytes_out / 1e6, st.bytes_in / 1e6, st.bytes_out / 1e3 / st.node_batches,
                 st.bytes_in / 1e3 / st.node_batches);
     if (cli_run_save(&r, cfg, &prog.last, cmd) != 0) goto cleanup;
+    cli_progress_summary(&prog);
     rc = prog.failed ? 1 : 0;
     goto cleanup;
 fail:

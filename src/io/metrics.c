@@ -2,6 +2,7 @@
 #include "tl/metrics.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -33,12 +34,22 @@ static int finish_line(tl_metrics *m) {
     return 0;
 }
 
+/* Writes ,"name":value with %.*g, or ,"name":null for the trainer's -1 (no
+ * test set) and for a value JSON cannot hold (NaN, infinity). */
+static void put_opt(FILE *f, const char *name, double v, int digits) {
+    if (v < 0 || !isfinite(v))
+        fprintf(f, ",\"%s\":null", name);
+    else
+        fprintf(f, ",\"%s\":%.*g", name, digits, v);
+}
+
 int tl_metrics_epoch(tl_metrics *m, const tl_epoch_report *r) {
-    fprintf(m->f,
-            "{\"epoch\":%d,\"steps\":%lld,\"train_loss\":%.9g,\"train_accuracy\":%.6g,"
-            "\"test_loss\":%.9g,\"test_accuracy\":%.6g,\"lr\":%.9g,\"seconds\":%.4f%s}\n",
-            r->epoch, (long long)r->steps, r->train_loss, r->train_accuracy, r->test_loss,
-            r->test_accuracy, r->lr, r->seconds, r->partial ? ",\"partial\":true" : "");
+    fprintf(m->f, "{\"epoch\":%d,\"steps\":%lld,\"train_loss\":%.9g,\"train_accuracy\":%.6g",
+            r->epoch, (long long)r->steps, r->train_loss, r->train_accuracy);
+    put_opt(m->f, "test_loss", r->test_loss, 9);
+    put_opt(m->f, "test_accuracy", r->test_accuracy, 6);
+    fprintf(m->f, ",\"lr\":%.9g,\"seconds\":%.4f%s}\n", r->lr, r->seconds,
+            r->partial ? ",\"partial\":true" : "");
     return finish_line(m);
 }
 
