@@ -157,12 +157,15 @@ static uint32_t adam_step(const tl_optim_cfg *c, int64_t t, size_t n, float *res
 /* Index of the first NaN or Inf in g[0, n), or n: an OR-reduction over the
  * exponent bits (vectorized), then a scan only if something was found. */
 static size_t first_nonfinite(const float *g, size_t n) {
-    const uint32_t *u = (const uint32_t *)g;
     uint32_t bad = 0;
-    for (size_t i = 0; i < n; i++) bad |= NONFINITE(u[i]);
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, g + i, sizeof u);
+        bad |= NONFINITE(u);
+    }
     if (!bad) return n;
     for (size_t i = 0; i < n; i++)
-        if (NONFINITE(u[i])) return i;
+        if (!isfinite(g[i])) return i;
     return n;
 }
 
