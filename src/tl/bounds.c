@@ -28,6 +28,19 @@
  * each is slackened over bounds of already slackened inputs. */
 static double slack(size_t terms) { return 1.01 + 4.0 * ((double)terms + 2.0) * 0x1p-24; }
 
+/* sum_j |w[j]| u[j] over n terms, in double, with 8 independent partial sums
+ * (vectorized; a single running sum is latency-bound and made the forward
+ * bound cost ~0.4 ms a step for the default model). */
+static double abs_dot(const float *restrict w, const double *restrict u, int n) {
+    double a[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int j = 0;
+    for (; j + 8 <= n; j += 8)
+        for (int l = 0; l < 8; l++) a[l] += fabs((double)w[j + l]) * u[j + l];
+    double acc = ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+    for (; j < n; j++) acc += fabs((double)w[j]) * u[j];
+    return acc;
+}
+
 /* A bound that became NaN (Inf * 0) or overflowed is "no bound". */
 static double clean(double v) { return v == v ? v : INFINITY; }
 
@@ -83,12 +96,8 @@ void tl_bounds_forward(tl_bounds *b, const float *params) {
         case TL_MOD_LINEAR: {
             const float *W = params + md->w_off, *bias = params + md->b_off; /* W is (out, in) */
             const double s = slack((size_t)md->in + 1);
-            for (int i = 0; i < md->out; i++) {
-                double acc = fabs((double)bias[i]);
-                const float *w = W + (size_t)i * md->in;
-                for (int j = 0; j < md->in; j++) acc += fabs((double)w[j]) * ui[j];
-                uo[i] = clean(acc * s);
-            }
+            for (int i = 0; i < md->out; i++)
+                uo[i] = clean((fabs((double)bias[i]) + abs_dot(W + (size_t)i * md->in, ui, md->in)) * s);
             break;
         }
         case TL_MOD_RELU:
