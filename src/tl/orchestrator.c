@@ -845,7 +845,6 @@ static int await_batch(tl_orch *o, const tl_batch *b) {
 static int exchange(tl_orch *o, const tl_batch *b, expect exp, const float *params) {
     const uint32_t p_sent = (uint32_t)o->p_sent;
     int64_t deadline = tl_now_ms() + o->cfg.task_timeout_ms;
-    if (exp == EXPECT_FWD) tl_bounds_forward(&o->bounds, params); /* these params, this step */
     if (exp == EXPECT_FWD && o->shm.p) /* written once for every node that maps it */
         for (int i = 0; i < b->n_parts; i++)
             if (o->nodes[b->parts[i].node].gshm.p) {
@@ -882,6 +881,9 @@ static int exchange(tl_orch *o, const tl_batch *b, expect exp, const float *para
             return 1;
         }
     }
+    /* while the nodes compute (no reply is read before await_batch): what an
+     * honest node can send back for these params */
+    if (exp == EXPECT_FWD) tl_bounds_forward(&o->bounds, params);
     return await_batch(o, b);
 }
 
