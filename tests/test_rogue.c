@@ -17,6 +17,9 @@
  * --reconnect-timeout with "node 3 did not come back" and its checkpoint. (A
  * rogue that keeps coming back is stopped, attributed, by the orchestrator's
  * replay bound, which is tested with the other replay cases.)
+ *
+ * Then --resume from that checkpoint with one NaN put into it must fail at
+ * once (before any node joins), naming the tensor and index.
  */
 #define _GNU_SOURCE
 #include <float.h>
@@ -245,6 +248,27 @@ static void scenario(const char *name, rogue_kind kind, const char *expect) {
     }
 }
 
+/* Writes a copy of safetensors file src to dst with element e of tensor name
+ * set to v (forging what tl never writes). */
+static void forge(const char *src, const char *dst, const char *name, size_t e, float v) {
+    tl_st *st;
+    assert_int_equal(tl_st_read(src, &st), 0);
+    int n = tl_st_count(st), nm = tl_st_meta_count(st);
+    tl_st_tensor *t = calloc((size_t)n, sizeof *t);
+    tl_st_kv *kv = calloc((size_t)nm + 1, sizeof *kv);
+    assert_non_null(t);
+    assert_non_null(kv);
+    for (int i = 0; i < n; i++) {
+        t[i] = *tl_st_get(st, i);
+        if (!strcmp(t[i].name, name)) ((float *)t[i].data)[e] = v;
+    }
+    for (int i = 0; i < nm; i++) kv[i] = *tl_st_meta_get(st, i);
+    assert_int_equal(tl_st_write(dst, t, n, kv, nm), 0);
+    free(t);
+    free(kv);
+    tl_st_free(st);
+}
+
 static void test_forward_h_flt_max(void **state) {
     (void)state;
     scenario("h", ROGUE_H_FLT_MAX, "lost: FORWARD_RESULT h: element [");
@@ -253,6 +277,29 @@ static void test_forward_h_flt_max(void **state) {
 static void test_backward_grads_3e38_sgd(void **state) {
     (void)state;
     scenario("g", ROGUE_GRAD_3E38, "lost: BACKWARD_RESULT grads: 0.weight[0,0] = 3e+38 exceeds");
+}
+
+/* --resume from a checkpoint holding a NaN fails at once with the reason
+ * (uses the checkpoint the "g" run left). */
+static void test_resume_nan_refused(void **state) {
+    (void)state;
+    if (!have_data) skip();
+    const char *ck = pathf("%s/g/ck.st", root), *bad = pathf("%s/g/nan.st", root);
+    const char *log = pathf("%s/g/resume.log", root), *portf = pathf("%s/g/resume.port", root);
+    struct stat st;
+    if (stat(ck, &st) != 0) fail_msg("no checkpoint from the g run");
+    forge(ck, bad, "2.weight", 5 * 128 + 7, NAN); /* 2.weight [64, 128]: [5,7] */
+    const char *argv[] = {"tl", "orchestrator", "--nodes", "3", "--insecure", "--listen",
+                          "127.0.0.1:0", "--port-file", portf, "--threads", "1", "--optimizer",
+                          "sgd", "--max-steps", "40", "--heartbeat", "300",
+                          "--reconnect-timeout", "3", "--checkpoint", bad, "--resume", NULL};
+    int rc = wait_exit(spawn(log, argv), 20000);
+    char *text = slurp(log);
+    printf("--resume from a checkpoint with a NaN: exit %d: %s", rc, text);
+    assert_int_equal(rc, 1);
+    if (!strstr(text, "nan.st: 2.weight[5,7] is NaN")) fail_msg("reason not given:\n%s", text);
+    assert_true(stat(portf, &st) != 0); /* it never listened */
+    free(text);
 }
 
 static int group_setup(void **state) {
@@ -295,6 +342,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_forward_h_flt_max, case_teardown),
         cmocka_unit_test_teardown(test_backward_grads_3e38_sgd, case_teardown),
+        cmocka_unit_test_teardown(test_resume_nan_refused, case_teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
