@@ -2,7 +2,8 @@
  * real forward and backward passes of random models (relu, tanh, sigmoid, none;
  * several cuts; random and extreme inputs; honest and arbitrary cut gradients)
  * never fail them; an element scaled by 1e6 or set to FLT_MAX does, and the
- * message names it; the bound is tight where it can be reached. */
+ * message names it; the bound is tight where it can be reached; likewise h,
+ * g (in [-1, 1]) and the loss sum. */
 #include <float.h>
 #include <math.h>
 #include <setjmp.h>
@@ -32,6 +33,7 @@ typedef struct scene {
     int cm, rows, dc;
     size_t p_node;
     float *params, *grads, *dh, *g;
+    double loss; /* the rows' loss sum, as FORWARD_RESULT carries it */
     tl_ws ws;
     tl_bounds b;
 } scene;
@@ -72,6 +74,7 @@ static void scene_make(scene *s, const char *spec, int in_dim, int cut, int rows
     /* the node: the whole forward, g = softmax - onehot */
     tl_model_forward(m, s->params, &s->ws, rows, 0, L);
     tl_nll_grad(s->g, s->ws.h[L], y, rows, C);
+    s->loss = tl_nll_forward(s->ws.h[L], y, rows, C, NULL);
     if (dh_scale == 0) { /* the orchestrator's honest dL/dH_c */
         float *G = malloc(sizeof(float) * (size_t)rows * C), *scratch = calloc(m->n_params, 4);
         assert_non_null(G);
@@ -106,6 +109,8 @@ static void scene_free(scene *s) {
 static void assert_honest_passes(scene *s) {
     if (tl_bounds_check_h(&s->b, s->ws.h[s->cm], s->rows, "h") < 0) fail_msg("%s", tl_errmsg());
     if (tl_bounds_check_g(s->g, (size_t)s->rows * s->m.n_classes, "g") < 0)
+        fail_msg("%s", tl_errmsg());
+    if (tl_bounds_check_loss(&s->b, s->loss, (size_t)s->rows, "loss") < 0)
         fail_msg("%s", tl_errmsg());
     if (tl_bounds_check_grads(&s->b, s->grads, 0, s->p_node, "grads") < 0)
         fail_msg("%s: %s", s->m.spec, tl_errmsg());
@@ -236,6 +241,10 @@ static void test_poison_is_named(void **state) {
         assert_int_equal(tl_bounds_check_g(s.g, (size_t)s.rows * m->n_classes, "FORWARD_RESULT g"),
                          TL_EPROTO);
         assert_non_null(strstr(tl_errmsg(), "FORWARD_RESULT g: element 7 = 1.5"));
+        /* a loss no row can have */
+        assert_int_equal(tl_bounds_check_loss(&s.b, 1e30, (size_t)s.rows, "FORWARD_RESULT"),
+                         TL_EPROTO);
+        assert_non_null(strstr(tl_errmsg(), "FORWARD_RESULT: loss_sum = 1e+30 exceeds the bound"));
         scene_free(&s);
     }
 }

@@ -18,9 +18,10 @@
  * each stage multiplied by a slack that covers float32 rounding (slack() in
  * bounds.c says why it is enough), so that an honest node can never fail
  * them, whatever its data. In traverse mode the output gradient
- * g = softmax - onehot lies in [-1, 1] by construction.
+ * g = softmax - onehot lies in [-1, 1] by construction, and a row's loss is at
+ * most 2 max|logit| + log(classes).
  *
- * Cost: the forward bound is O(node-side parameters) once per step (the
+ * Cost: the forward bound is O(parameters) once per step (the
  * parameters change once per step); the backward bound is the same per part.
  *
  *     tl_bounds b;
@@ -48,7 +49,7 @@ typedef struct tl_bounds {
     double x_max;                   /* bound on |normalized input| */
     const float *params;            /* of the last tl_bounds_forward; must stay put */
     size_t off[TL_MAX_MODULES + 1]; /* unit j of h[k] is entry off[k] + j below */
-    double *u;                      /* forward: |h[k][j]| <= u[off[k] + j] */
+    double *u;                      /* forward: |h[k][j]| <= u[off[k] + j], k = 0..n_modules */
     double *d;                      /* backward, current part: |dL/dh[k][j]| <= d[off[k] + j] */
     float *uf;                      /* u as floats, for the checks */
     float *rowf;                    /* current part: per unit of h[k+1] of a linear module k,
@@ -64,9 +65,10 @@ double tl_bounds_x_max(float mean, float std);
 int tl_bounds_init(tl_bounds *b, const tl_model *m, int cut, double x_max);
 void tl_bounds_free(tl_bounds *b);
 
-/* Computes the forward bounds from params (m->n_params floats; only the node
- * side is read). params must stay unchanged until tl_bounds_backward and the
- * grads checks of this step are done. */
+/* Computes the forward bounds from params (m->n_params floats), through the
+ * whole model (the logits' bound is for tl_bounds_check_loss). params must
+ * stay unchanged until tl_bounds_backward and the grads checks of this step
+ * are done. */
 void tl_bounds_forward(tl_bounds *b, const float *params);
 
 /* Checks h (rows, d_c) of a FORWARD_RESULT against the forward bound at the
@@ -74,6 +76,11 @@ void tl_bounds_forward(tl_bounds *b, const float *params);
  * element [r, i] = 3.4e+38 exceeds the bound 12.5 any honest node can
  * produce"). NaN/Inf are not judged here (the finiteness checks name them). */
 int tl_bounds_check_h(const tl_bounds *b, const float *h, size_t rows, const char *what);
+
+/* Checks a traverse-mode loss_sum of `rows` rows: each row's NLL is at most
+ * 2 max|logit| + log(classes), with the logits' forward bound. 0, or
+ * TL_EPROTO (NaN is not judged here). */
+int tl_bounds_check_loss(const tl_bounds *b, double loss_sum, size_t rows, const char *what);
 
 /* Checks a traverse-mode output gradient g (count floats): softmax - onehot,
  * so every element in [-1, 1]. 0 or TL_EPROTO naming the element. */

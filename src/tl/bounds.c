@@ -75,7 +75,7 @@ int tl_bounds_init(tl_bounds *b, const tl_model *m, int cut, double x_max) {
     b->cut = cut;
     b->x_max = x_max;
     size_t total = 0;
-    for (int k = 0; k <= cut; k++) {
+    for (int k = 0; k <= m->n_modules; k++) { /* the forward bound covers the whole model */
         b->off[k] = total;
         total += (size_t)tl_model_width(m, k);
     }
@@ -105,7 +105,7 @@ void tl_bounds_forward(tl_bounds *b, const float *params) {
     const double x0 = clean(b->x_max * slack(3));
     for (int j = 0; j < in0; j++) b->u[j] = x0;
     to_float(b, 0);
-    for (int k = 0; k < b->cut; k++) {
+    for (int k = 0; k < m->n_modules; k++) {
         const tl_module *md = &m->mod[k];
         const double *ui = b->u + b->off[k];
         const float *uif = b->uf + b->off[k];
@@ -150,6 +150,22 @@ int tl_bounds_check_h(const tl_bounds *b, const float *h, size_t rows, const cha
                                 "node can produce",
                                 what, r, i, (double)x[i], (double)lim[i]);
     }
+    return 0;
+}
+
+int tl_bounds_check_loss(const tl_bounds *b, double loss_sum, size_t rows, const char *what) {
+    /* a row's loss is (max_j z_j - z_y) + log sum_j exp(z_j - max) <= 2 max|z| + log C */
+    const tl_model *m = b->m;
+    const double *uz = b->u + b->off[m->n_modules];
+    double zmax = 0;
+    for (int j = 0; j < m->n_classes; j++)
+        if (!(uz[j] <= zmax)) zmax = uz[j];
+    double lim = (double)rows * (2 * zmax + log((double)m->n_classes)) * slack((size_t)m->n_classes) +
+                 1e-6;
+    if (loss_sum > lim)
+        return tl_error(TL_EPROTO,
+                        "%s: loss_sum = %g exceeds the bound %g any honest node can produce", what,
+                        loss_sum, lim);
     return 0;
 }
 

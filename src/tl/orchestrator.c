@@ -361,8 +361,9 @@ static int on_fwd_result(tl_orch *o, node_slot *s, const tl_msg_forward_result *
     if ((rc = tl_bounds_check_h(&o->bounds, o->ws.h[o->cut] + s->first * o->dc, s->n,
                                 "FORWARD_RESULT h")) < 0 ||
         (o->cfg.run->mode == TL_MODE_TRAVERSE &&
-         (rc = tl_bounds_check_g(o->G + s->first * o->classes, s->n * o->classes,
-                                 "FORWARD_RESULT g")) < 0))
+         ((rc = tl_bounds_check_g(o->G + s->first * o->classes, s->n * o->classes,
+                                  "FORWARD_RESULT g")) < 0 ||
+          (rc = tl_bounds_check_loss(&o->bounds, r->loss_sum, s->n, "FORWARD_RESULT")) < 0)))
         return rc;
     s->exp = EXPECT_DONE;
     return 0;
