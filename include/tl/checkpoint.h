@@ -38,20 +38,24 @@ typedef struct tl_run_pos {
 /* The signature of t's configuration (and data_sig), into buf. */
 void tl_checkpoint_signature(const tl_trainer *t, char *buf, size_t len);
 
-/* Saves t's state at position pos to path. */
+/* Saves t's state at position pos to path. TL_ENUMERIC, and nothing
+ * written, if a parameter or optimizer state entry is NaN or Inf. */
 int tl_checkpoint_save(const char *path, const tl_trainer *t, const tl_run_pos *pos);
 
 /* Checks, before any data is known, that path is a checkpoint of the
  * configuration cfg with model m: everything in the signature but the data.
  * A run that must wait for its data (an orchestrator, for its nodes) calls
  * this first, so that a wrong --resume fails at once instead of after the
- * wait. 0, or TL_EIO/TL_EFORMAT (unreadable, not a checkpoint) or TL_ESTATE
- * (another configuration; the message shows the first field that differs). */
+ * wait. 0, or TL_EIO/TL_EFORMAT (unreadable, not a checkpoint), TL_ESTATE
+ * (another configuration; the message shows the first field that differs) or
+ * TL_ENUMERIC (a NaN/Inf parameter or optimizer state entry; the message
+ * names the tensor and index). */
 int tl_checkpoint_check(const char *path, const tl_runcfg *cfg, const tl_model *m);
 
 /* Restores t (parameters, optimizer, generator) from path and fills *pos.
  * TL_ESTATE if the file belongs to another configuration (message shows the
- * first field that differs). */
+ * first field that differs); TL_ENUMERIC, with t unchanged, if it holds a
+ * NaN/Inf parameter or optimizer state entry (named). */
 int tl_checkpoint_load(const char *path, tl_trainer *t, tl_run_pos *pos);
 
 #endif

@@ -53,9 +53,14 @@ int tl_optim_init(tl_optim *o, const tl_optim_cfg *cfg, size_t n);
 void tl_optim_free(tl_optim *o);
 
 /* One step on params with gradient grads at learning rate lr (the
- * scheduler's). In the same pass it clears grads (ready for the next batch's
- * accumulation) and checks them: returns -1 if any entry was NaN or Inf (the
- * parameters are then no longer meaningful), else 0. */
+ * scheduler's), which also clears grads (ready for the next batch's
+ * accumulation). Returns 0, or
+ *   TL_ENUMERIC  a gradient entry is NaN or Inf (the message names the first):
+ *                checked BEFORE anything is modified, so params, the state,
+ *                the step count and grads are exactly as before the call;
+ *   TL_ERANGE    the step itself overflowed: some parameter or state entry it
+ *                wrote is NaN or Inf (checked in the same pass as the update).
+ *                The state is poisoned: do not save or use it. */
 int tl_optim_step(tl_optim *o, float *params, float *grads, double lr);
 
 /* The state block (2 x n floats) for checkpoints. */

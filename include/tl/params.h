@@ -8,7 +8,8 @@
  *
  * Loading checks that every tensor the model needs is present with exactly its
  * shape and dtype F32, and that there is nothing else (besides names listed
- * in `ignore_prefixes` such as "optim." for checkpoints).
+ * in `ignore_prefixes` such as "optim." for checkpoints), and that every
+ * value is finite (TL_ENUMERIC naming the tensor and index otherwise).
  */
 #ifndef TL_PARAMS_H
 #define TL_PARAMS_H

@@ -13,6 +13,13 @@
  * For every batch the loop calls the gradient function on a zeroed gradient
  * block and takes one optimizer step, which also checks that the gradient is
  * finite and clears it for the next batch.
+ *
+ * Poison is never committed or saved: a gradient with NaN/Inf (a sum of
+ * finite parts can overflow) stops the run before the step, with the state
+ * before the batch saved (to the checkpoint, else the recovery file); a step
+ * that makes a parameter or optimizer state entry NaN/Inf stops the run
+ * without saving that state (the last checkpoint stays as it was); and
+ * tl_checkpoint_save refuses non-finite state in any case.
  */
 #ifndef TL_TRAINER_H
 #define TL_TRAINER_H
@@ -98,7 +105,11 @@ void tl_trainer_set_data_sig(tl_trainer *t, const char *sig);
 int tl_trainer_resume(tl_trainer *t);
 
 /* Runs all epochs (or until cfg->max_steps). With cfg->checkpoint_path it
- * saves a checkpoint every cfg->checkpoint_every batches and after each epoch. */
+ * saves a checkpoint every cfg->checkpoint_every batches and after each epoch.
+ * When the gradient function fails, or the gradient is not finite, it saves
+ * the state before the failing batch (to cfg->checkpoint_path, else to
+ * recovery_path; saved_path then says where) and returns the error; when the
+ * step overflows it returns TL_ENUMERIC and saves nothing. */
 int tl_trainer_run(tl_trainer *t, tl_grad_fn fn, void *ctx, const tl_trainer_hooks *hooks);
 void tl_trainer_free(tl_trainer *t);
 

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tl/bounds.h"
 #include "tl/error.h"
 
 int tl_params_save(const char *path, const tl_model *m, const float *params,
@@ -53,6 +54,9 @@ int tl_params_from_st(const tl_st *st, const char *path, const tl_model *m, floa
                             "%s: tensor '%s' has the wrong dtype or shape (want F32 [%lld%s%lld])",
                             path, name, (long long)shape[0], rank == 2 ? "," : "",
                             rank == 2 ? (long long)shape[1] : 0LL);
+        /* a model file with NaN/Inf would poison a run (--init, --resume) */
+        int rc = tl_bounds_check_tensor(path, name, t->data, rank, shape);
+        if (rc < 0) return rc;
         memcpy(params + off, t->data, tl_st_numel(t) * sizeof(float));
     }
     return 0;

@@ -63,10 +63,12 @@ void tl_optim_free(tl_optim *o) {
 #define NONFINITE(u) (((u) & 0x7f800000u) == 0x7f800000u)
 
 /* Each step function also clears the gradient it consumed (ready for the next
- * batch) and returns nonzero if any gradient entry was NaN or Inf: one pass
- * over memory instead of three. The few lines doing that are repeated in each
- * loop on purpose: a shared helper with the flag behind a pointer measured 20%
- * slower (the compiler no longer vectorizes the OR-reduction as well). */
+ * batch) and returns nonzero if any parameter or state entry it wrote is NaN
+ * or Inf (the step overflowed): one pass over memory instead of three. The
+ * few lines doing that are repeated in each loop on purpose: a shared helper
+ * with the flag behind a pointer measured 20% slower (the compiler no longer
+ * vectorizes the OR-reduction as well). The gradient itself is checked before
+ * (grads_finite), so that a bad one changes nothing. */
 static uint32_t adadelta_step(const tl_optim_cfg *c, size_t n, float *restrict p,
                               float *restrict grad, float *restrict sq, float *restrict acc,
                               float lr) {
@@ -75,9 +77,6 @@ static uint32_t adadelta_step(const tl_optim_cfg *c, size_t n, float *restrict p
     uint32_t bad = 0;
     for (size_t i = 0; i < n; i++) {
         float g0 = grad[i];
-        uint32_t u;
-        memcpy(&u, &g0, sizeof u);
-        bad |= NONFINITE(u);
         grad[i] = 0.0f;
         float g = wd != 0.0f ? g0 + wd * p[i] : g0;
         float s = sq[i] * rho + one_rho * (g * g);
@@ -86,8 +85,14 @@ static uint32_t adadelta_step(const tl_optim_cfg *c, size_t n, float *restrict p
          * are what this loop waits on) */
         float d = sqrtf((acc[i] + eps) / (s + eps)) * g;
         sq[i] = s;
-        acc[i] = acc[i] * rho + one_rho * (d * d);
-        p[i] = p[i] + -lr * d;
+        float a = acc[i] * rho + one_rho * (d * d), q = p[i] + -lr * d;
+        acc[i] = a;
+        p[i] = q;
+        uint32_t us, ua, uq;
+        memcpy(&us, &s, sizeof us);
+        memcpy(&ua, &a, sizeof ua);
+        memcpy(&uq, &q, sizeof uq);
+        bad |= NONFINITE(us | ua | uq);
     }
     return bad;
 }
@@ -99,9 +104,6 @@ static uint32_t sgd_step(const tl_optim_cfg *c, int first, size_t n, float *rest
     uint32_t bad = 0;
     for (size_t i = 0; i < n; i++) {
         float g0 = grad[i];
-        uint32_t u;
-        memcpy(&u, &g0, sizeof u);
-        bad |= NONFINITE(u);
         grad[i] = 0.0f;
         float g = wd != 0.0f ? g0 + wd * p[i] : g0;
         if (c->momentum != 0.0) {
@@ -109,7 +111,12 @@ static uint32_t sgd_step(const tl_optim_cfg *c, int first, size_t n, float *rest
             buf[i] = b;
             g = c->nesterov ? g + mom * b : b;
         }
-        p[i] = p[i] + -lr * g;
+        float q = p[i] + -lr * g; /* g is finite iff buf is (the state checked by proxy) */
+        p[i] = q;
+        uint32_t ug, uq;
+        memcpy(&ug, &g, sizeof ug);
+        memcpy(&uq, &q, sizeof uq);
+        bad |= NONFINITE(ug | uq);
     }
     return bad;
 }
@@ -128,9 +135,6 @@ static uint32_t adam_step(const tl_optim_cfg *c, int64_t t, size_t n, float *res
     uint32_t bad = 0;
     for (size_t i = 0; i < n; i++) {
         float g = grad[i];
-        uint32_t u;
-        memcpy(&u, &g, sizeof u);
-        bad |= NONFINITE(u);
         grad[i] = 0.0f;
         if (decoupled)
             p[i] = p[i] * shrink;
@@ -139,14 +143,39 @@ static uint32_t adam_step(const tl_optim_cfg *c, int64_t t, size_t n, float *res
         m[i] = m[i] * b1 + one_b1 * g;
         v[i] = v[i] * b2 + one_b2 * (g * g);
         float denom = sqrtf(v[i]) / bc2_sqrt + eps;
-        p[i] = p[i] + -step_size * (m[i] / denom);
+        float q = p[i] + -step_size * (m[i] / denom);
+        p[i] = q;
+        uint32_t um, uv, uq;
+        memcpy(&um, &m[i], sizeof um);
+        memcpy(&uv, &v[i], sizeof uv);
+        memcpy(&uq, &q, sizeof uq);
+        bad |= NONFINITE(um | uv | uq);
     }
     return bad;
+}
+
+/* Index of the first NaN or Inf in g[0, n), or n: an OR-reduction over the
+ * exponent bits (vectorized), then a scan only if something was found. */
+static size_t first_nonfinite(const float *g, size_t n) {
+    uint32_t bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, g + i, sizeof u);
+        bad |= NONFINITE(u);
+    }
+    if (!bad) return n;
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(g[i])) return i;
+    return n;
 }
 
 int tl_optim_step(tl_optim *o, float *params, float *grads, double lr) {
     const tl_optim_cfg *c = &o->cfg;
     uint32_t bad = 0;
+    size_t e = first_nonfinite(grads, o->n);
+    if (e < o->n)
+        return tl_error(TL_ENUMERIC, "gradient element %zu is %s", e,
+                        isnan(grads[e]) ? "NaN" : grads[e] > 0 ? "+Inf" : "-Inf");
     o->steps++;
     switch (c->kind) {
     case TL_OPT_ADADELTA: bad = adadelta_step(c, o->n, params, grads, o->s1, o->s2, (float)lr); break;
@@ -154,5 +183,9 @@ int tl_optim_step(tl_optim *o, float *params, float *grads, double lr) {
     case TL_OPT_ADAM:
     case TL_OPT_ADAMW: bad = adam_step(c, o->steps, o->n, params, grads, o->s1, o->s2, lr); break;
     }
-    return bad ? -1 : 0;
+    if (bad)
+        return tl_error(TL_ERANGE,
+                        "the step overflowed: a parameter or optimizer state entry is no longer "
+                        "finite");
+    return 0;
 }

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tl/bounds.h"
 #include "tl/error.h"
 #include "tl/params.h"
 #include "tl/safetensors.h"
@@ -26,6 +27,14 @@ void tl_checkpoint_signature(const tl_trainer *t, char *buf, size_t len) {
 }
 
 int tl_checkpoint_save(const char *path, const tl_trainer *t, const tl_run_pos *pos) {
+    /* a checkpoint is what a run resumes from: never one holding NaN/Inf */
+    const int64_t os_shape[2] = {2, (int64_t)t->model->n_params};
+    if (tl_bounds_check_finite(t->model, t->params, "parameters") < 0 ||
+        tl_bounds_check_tensor("optimizer state", "optim.state", t->optim.s1, 2, os_shape) < 0) {
+        char why[512];
+        snprintf(why, sizeof why, "%s", tl_errmsg());
+        return tl_error(TL_ENUMERIC, "%s: not written: the state is not finite (%s)", path, why);
+    }
     char sig[2048], epoch[32], batch[32], steps[32], osteps[32], started[32], loss[64], correct[32],
         seen[32];
     int64_t rng_state[TL_MT_N + 1];
@@ -103,6 +112,29 @@ static int check_config(const tl_st *st, const char *path, const char *sig, int 
     return 0;
 }
 
+/* Checks that the parameters and optimizer state in st (read from path) are
+ * finite, where present with the right dtype (the shape checks come later).
+ * 0 or TL_ENUMERIC naming the tensor and index. */
+static int st_finite(const tl_st *st, const char *path, const tl_model *m) {
+    int rc;
+    for (int i = 0; i < 2 * m->n_linear; i++) {
+        char name[32];
+        int rank;
+        int64_t shape[2];
+        size_t off;
+        tl_model_tensor(m, i, name, &rank, shape, &off);
+        const tl_st_tensor *t = tl_st_find(st, name);
+        if (t && t->dtype == TL_ST_F32 &&
+            (rc = tl_bounds_check_tensor(path, name, t->data, t->rank, t->shape)) < 0)
+            return rc;
+    }
+    const tl_st_tensor *os = tl_st_find(st, "optim.state");
+    if (os && os->dtype == TL_ST_F32 &&
+        (rc = tl_bounds_check_tensor(path, "optim.state", os->data, os->rank, os->shape)) < 0)
+        return rc;
+    return 0;
+}
+
 int tl_checkpoint_check(const char *path, const tl_runcfg *cfg, const tl_model *m) {
     tl_st *st;
     int rc = tl_st_read(path, &st);
@@ -111,6 +143,7 @@ int tl_checkpoint_check(const char *path, const tl_runcfg *cfg, const tl_model *
     char sig[2048];
     tl_checkpoint_signature(&t, sig, sizeof sig);
     rc = check_config(st, path, sig, 1);
+    if (rc == 0) rc = st_finite(st, path, m);
     tl_st_free(st);
     return rc;
 }
@@ -122,7 +155,8 @@ int tl_checkpoint_load(const char *path, tl_trainer *t, tl_run_pos *pos) {
     char sig[2048];
     long long epoch = 0, batch = 0, steps = 0, osteps = 0, started = 0, correct = 0, seen = 0;
     tl_checkpoint_signature(t, sig, sizeof sig);
-    if ((rc = check_config(st, path, sig, 0)) < 0) goto out;
+    if ((rc = check_config(st, path, sig, 0)) < 0 || (rc = st_finite(st, path, t->model)) < 0)
+        goto out;
     if ((rc = meta_int(st, path, "epoch", 0, t->cfg->epochs - 1, &epoch)) < 0 ||
         (rc = meta_int(st, path, "batch", 0, (long long)tl_batcher_batches(t->batcher), &batch)) < 0 ||
         (rc = meta_int(st, path, "steps", 0, INT64_MAX, &steps)) < 0 ||

@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "tl/bounds.h"
 #include "tl/conn.h"
 #include "tl/error.h"
 #include "tl/frame.h"
@@ -102,6 +103,7 @@ struct tl_orch {
     int flood_dropped;
     tl_shm shm;            /* the parameters for nodes on a unix socket (shm.p NULL: none) */
     size_t p_sent;         /* parameters a FORWARD carries */
+    tl_bounds bounds;      /* what an honest node can send this step (bounds.h) */
 };
 
 static void olog(tl_orch *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -355,6 +357,14 @@ static int on_fwd_result(tl_orch *o, node_slot *s, const tl_msg_forward_result *
         memcpy(o->labels + s->first, r->labels.data, sizeof(int32_t) * s->n);
     }
     memcpy(o->ws.h[o->cut] + s->first * o->dc, r->h.data, sizeof(float) * s->n * o->dc);
+    /* finite is not enough (FLT_MAX overflows the step): no more than an honest node can send */
+    if ((rc = tl_bounds_check_h(&o->bounds, o->ws.h[o->cut] + s->first * o->dc, s->n,
+                                "FORWARD_RESULT h")) < 0 ||
+        (o->cfg.run->mode == TL_MODE_TRAVERSE &&
+         ((rc = tl_bounds_check_g(o->G + s->first * o->classes, s->n * o->classes,
+                                  "FORWARD_RESULT g")) < 0 ||
+          (rc = tl_bounds_check_loss(&o->bounds, r->loss_sum, s->n, "FORWARD_RESULT")) < 0)))
+        return rc;
     s->exp = EXPECT_DONE;
     return 0;
 }
@@ -378,9 +388,11 @@ static int add_checked(float *restrict acc, const float *restrict g, size_t n, i
 }
 
 /* add_checked on memory the node may still be writing: each element is read
- * once (copied a chunk at a time, then checked and added from the copy), so
- * what is checked is what is added. */
-static int add_checked_shared(float *restrict acc, const float *g, size_t n, int first) {
+ * once (copied a chunk at a time, then checked against bd and for NaN/Inf,
+ * and added from the copy), so what is checked is what is added. Returns
+ * nonzero on NaN/Inf; *rc < 0 (the message recorded) if bd fails. */
+static int add_checked_shared(float *restrict acc, const float *g, size_t n, int first,
+                              const tl_bounds *bd, int *rc) {
     enum { CHUNK = 2048 };
     float tmp[CHUNK];
     int bad = 0;
@@ -388,6 +400,7 @@ static int add_checked_shared(float *restrict acc, const float *g, size_t n, int
         size_t k = n - i < CHUNK ? n - i : CHUNK;
         memcpy(tmp, g + i, sizeof(float) * k);
         __asm__ volatile("" ::: "memory"); /* the copy is taken before the checks */
+        if ((*rc = tl_bounds_check_grads(bd, tmp, i, k, "BACKWARD_RESULT grads")) < 0) return 1;
         bad |= add_checked(acc + i, tmp, k, first);
     }
     return bad;
@@ -402,15 +415,24 @@ static void accumulate(tl_orch *o) {
     while (o->acc_next < b->n_parts) {
         node_slot *s = &o->nodes[b->parts[o->acc_next].node];
         if (!s->grads) return;
-        int bad = s->gbuf ? add_checked(o->cur_grads, s->grads, o->p_node, o->acc_next == 0)
-                          : add_checked_shared(o->cur_grads, s->grads, o->p_node,
-                                               o->acc_next == 0);
+        /* no more than an honest node can produce from the dH rows it was sent */
+        const tl_batch_part *part = &b->parts[o->acc_next];
+        tl_bounds_backward(&o->bounds, o->dH + part->first * o->dc, part->count);
+        int rc = s->gbuf ? tl_bounds_check_grads(&o->bounds, s->grads, 0, o->p_node,
+                                                 "BACKWARD_RESULT grads")
+                         : 0;
+        int bad = rc < 0 ? 1
+                  : s->gbuf ? add_checked(o->cur_grads, s->grads, o->p_node, o->acc_next == 0)
+                            : add_checked_shared(o->cur_grads, s->grads, o->p_node,
+                                                 o->acc_next == 0, &o->bounds, &rc);
         if (s->gbuf && s->p) tl_frame_reader_recycle(&s->p->r, s->gbuf, s->gcap);
         else free(s->gbuf);
         s->gbuf = NULL;
         s->grads = NULL;
         if (bad) {
-            if (s->p) lose_node(o, s->p, "BACKWARD_RESULT grads: not all finite (NaN or Inf)");
+            if (s->p)
+                lose_node(o, s->p, rc < 0 ? tl_errmsg()
+                                          : "BACKWARD_RESULT grads: not all finite (NaN or Inf)");
             return;
         }
         o->acc_next++;
@@ -739,6 +761,8 @@ int tl_orch_new(const tl_orch_cfg *cfg, tl_orch **out) {
             goto fail;
         }
     if ((rc = tl_ws_init(&o->ws, m, run->batch_size)) < 0) goto fail;
+    if ((rc = tl_bounds_init(&o->bounds, m, o->cut, tl_bounds_x_max(run->mean, run->std))) < 0)
+        goto fail;
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     o->run_id = ((uint64_t)ts.tv_sec << 20) ^ (uint64_t)ts.tv_nsec ^ ((uint64_t)getpid() << 40);
@@ -858,6 +882,9 @@ static int exchange(tl_orch *o, const tl_batch *b, expect exp, const float *para
             return 1;
         }
     }
+    /* while the nodes compute (no reply is read before await_batch): what an
+     * honest node can send back for these params */
+    if (exp == EXPECT_FWD) tl_bounds_forward(&o->bounds, params);
     return await_batch(o, b);
 }
 
@@ -1005,6 +1032,7 @@ void tl_orch_free(tl_orch *o) {
     if (o->lfd >= 0) close(o->lfd);
     if (o->shm.p) tl_shm_free(&o->shm);
     tl_ws_free(&o->ws);
+    tl_bounds_free(&o->bounds);
     free(o->G);
     free(o->dH);
     free(o->labels);

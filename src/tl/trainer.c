@@ -122,12 +122,15 @@ int tl_trainer_run(tl_trainer *t, tl_grad_fn fn, void *ctx, const tl_trainer_hoo
             }
             tl_batch b;
             tl_batcher_get(t->batcher, k, &b);
+            /* the totals before batch k, for a checkpoint at batch k */
+            const double loss0 = loss_sum;
+            const int64_t correct0 = correct;
             /* t->grads is zero here: calloc'ed, then cleared by each optimizer step */
             if ((rc = fn(ctx, &b, t->params, t->grads, &loss_sum, &correct)) < 0) {
                 /* keep what is done: the last complete batch is k - 1 */
                 char why[1024];
                 snprintf(why, sizeof why, "%s", tl_errmsg());
-                int rc2 = checkpoint(t, e, k, loss_sum, correct, seen, 1);
+                int rc2 = checkpoint(t, e, k, loss0, correct0, seen, 1);
                 if (rc2 < 0) return rc2;
                 return tl_error(rc, "%s", why);
             }
@@ -136,11 +139,28 @@ int tl_trainer_run(tl_trainer *t, tl_grad_fn fn, void *ctx, const tl_trainer_hoo
                 tl_batcher_get(t->batcher, k + 1, &b);
                 t->prefetch(ctx, &b);
             }
-            if (tl_optim_step(&t->optim, t->params, t->grads, lr) < 0)
+            if ((rc = tl_optim_step(&t->optim, t->params, t->grads, lr)) < 0) {
+                char why[1024];
+                snprintf(why, sizeof why, "%s", tl_errmsg());
+                if (rc == TL_ENUMERIC) {
+                    /* nothing was changed: the state before batch k is sound */
+                    int rc2 = checkpoint(t, e, k, loss0, correct0, seen, 1);
+                    if (rc2 < 0) return rc2;
+                    return tl_error(TL_ENUMERIC,
+                                    "epoch %d batch %zu: the summed gradient is not finite (%s); "
+                                    "stopped before the step (the run diverged; try a smaller "
+                                    "learning rate)",
+                                    e + 1, k, why);
+                }
+                /* the step overflowed: that state is poison and is never saved */
+                t->saved_path = NULL;
                 return tl_error(TL_ENUMERIC,
-                                "epoch %d batch %zu: the gradient is not finite (the run "
-                                "diverged; try a smaller learning rate)",
-                                e + 1, k);
+                                "epoch %d batch %zu: %s; the run diverged (try a smaller learning "
+                                "rate); this state is not saved%s%s",
+                                e + 1, k, why,
+                                t->cfg->checkpoint_path ? ": the last checkpoint in " : "",
+                                t->cfg->checkpoint_path ? t->cfg->checkpoint_path : "");
+            }
             t->steps++;
             seen += rows;
             if (hooks && hooks->on_batch) {

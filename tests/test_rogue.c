@@ -1,0 +1,348 @@
+/*
+ * test_rogue.c - a rogue node that sends finite overflow (issue 8, finding 3),
+ * against a live `tl orchestrator` (TL_BIN) with two real `tl node`s.
+ *
+ * The rogue registers as node 3 (a client written here with the library's
+ * msg API) and answers every request well-formed but poisoned:
+ *   - FORWARD with h = FLT_MAX in one element (finite, so the NaN/Inf check
+ *     let it through, and the orchestrator's own forward overflowed: the run
+ *     aborted without a recovery file);
+ *   - BACKWARD with every gradient element 3e38 under --optimizer sgd (the
+ *     step made huge finite parameters; then the honest nodes returned NaN and
+ *     were dropped and replayed in a loop while the rogue was never blamed).
+ * Each run must: name node 3 as lost with the bound message ("exceeds the
+ * bound ... any honest node can produce"), never declare node 1 or 2 lost,
+ * end by itself (no livelock), and leave a checkpoint whose every value is
+ * finite. The rogue does not come back once dropped, so the run stops after
+ * --reconnect-timeout with "node 3 did not come back" and its checkpoint. (A
+ * rogue that keeps coming back is stopped, attributed, by the orchestrator's
+ * replay bound, which is tested with the other replay cases.)
+ *
+ * Then --resume from that checkpoint with one NaN put into it must fail at
+ * once (before any node joins), naming the tensor and index.
+ */
+#define _GNU_SOURCE
+#include <float.h>
+#include <limits.h>
+#include <math.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "tl/conn.h"
+#include "tl/error.h"
+#include "tl/frame.h"
+#include "tl/model.h"
+#include "tl/msg.h"
+#include "tl/net.h"
+#include "tl/safetensors.h"
+
+#define DATA_DIR "/usr/share/datasets/fashion-mnist"
+#define PROC_NAME "test_rogue"
+#define PROC_CHILD_ALARM_S 180
+#define PROGRAM_ALARM_S 400
+#include "proc.h"
+
+static char root[PATH_MAX];
+static int have_data, have_setup;
+
+static int wait_file(const char *path, int timeout_ms) {
+    int64_t until = now_ms() + timeout_ms;
+    struct stat st;
+    while (now_ms() < until) {
+        if (stat(path, &st) == 0 && st.st_size > 0) return 1;
+        sleep_ms(10);
+    }
+    return 0;
+}
+
+/* Lines of the file holding a and b. */
+static int log_count(const char *path, const char *a, const char *b) {
+    char *s = slurp(path);
+    int n = 0;
+    for (char *line = s; line && *line;) {
+        char *nl = strchr(line, '\n');
+        if (nl) *nl = 0;
+        if (strstr(line, a) && strstr(line, b)) n++;
+        line = nl ? nl + 1 : NULL;
+    }
+    free(s);
+    return n;
+}
+
+typedef enum rogue_kind { ROGUE_H_FLT_MAX, ROGUE_GRAD_3E38 } rogue_kind;
+
+/* Registers as node 3 on port and answers as kind says until the
+ * orchestrator closes the connection; puts its last ERROR message (or what
+ * ended it) into why. Returns the number of requests answered. */
+static int rogue(int port, rogue_kind kind, char *why, size_t cap) {
+    tl_conn *c = NULL;
+    tl_frame_reader r;
+    tl_frame_writer w;
+    int fd, answered = 0;
+    snprintf(why, cap, "?");
+    tl_frame_reader_init(&r, 0);
+    tl_frame_writer_init(&w);
+    if (tl_net_connect("127.0.0.1", port, 5000, &fd) < 0 ||
+        tl_conn_tcp_new(fd, "orchestrator", &c) < 0) {
+        snprintf(why, cap, "connect: %s", tl_errmsg());
+        goto out;
+    }
+    int64_t deadline = tl_now_ms() + 60000;
+    tl_msg m;
+    memset(&m, 0, sizeof m);
+    m.type = TL_MSG_HELLO;
+    m.u.hello.node_id = 3;
+    m.u.hello.proto_version = TL_PROTO_VERSION;
+    m.u.hello.sample_count = 20000;
+    m.u.hello.fingerprint = 0x726f677565;
+    snprintf(m.u.hello.version, sizeof m.u.hello.version, "rogue");
+    if (tl_msg_send(c, &w, &m, deadline) < 0 || tl_msg_recv(c, &r, &m, deadline) < 0 ||
+        m.type != TL_MSG_WELCOME) {
+        snprintf(why, cap, "not welcomed: %s",
+                 m.type == TL_MSG_REJECT ? m.u.reject.reason : tl_errmsg());
+        goto out;
+    }
+    tl_model model;
+    assert_int_equal(tl_model_parse(m.u.welcome.model, (int)m.u.welcome.input_dim, &model), 0);
+    const int cut = (int)m.u.welcome.cut, classes = (int)m.u.welcome.n_classes;
+    const uint32_t dc = (uint32_t)tl_model_width(&model, cut);
+    const uint32_t p_node = (uint32_t)tl_model_param_offset(&model, cut);
+    float *h = NULL, *g = NULL, *grads = calloc(p_node, sizeof(float));
+    assert_non_null(grads);
+    for (uint32_t i = 0; i < p_node; i++) grads[i] = 3e38f;
+    for (;;) {
+        if (tl_msg_recv(c, &r, &m, deadline) < 0) {
+            snprintf(why + strlen(why), cap - strlen(why), " (then: %s)", tl_errmsg());
+            break;
+        }
+        tl_msg out;
+        memset(&out, 0, sizeof out);
+        if (m.type == TL_MSG_FORWARD) {
+            uint32_t n = (uint32_t)m.u.forward.rows.numel;
+            free(h);
+            free(g);
+            h = calloc((size_t)n * dc, sizeof(float));
+            g = calloc((size_t)n * classes, sizeof(float));
+            assert_non_null(h);
+            assert_non_null(g);
+            if (kind == ROGUE_H_FLT_MAX) h[n * dc / 2] = FLT_MAX;
+            out.type = TL_MSG_FORWARD_RESULT;
+            out.u.fwd_result.step = m.u.forward.step;
+            out.u.fwd_result.h = tl_tensor_2d(TL_DT_F32, h, n, dc);
+            out.u.fwd_result.g = tl_tensor_2d(TL_DT_F32, g, n, (uint32_t)classes);
+        } else if (m.type == TL_MSG_BACKWARD) {
+            out.type = TL_MSG_BACKWARD_RESULT;
+            out.u.bwd_result.step = m.u.backward.step;
+            if (kind == ROGUE_GRAD_3E38)
+                out.u.bwd_result.grads = tl_tensor_1d(TL_DT_F32, grads, p_node);
+            else
+                out.u.bwd_result.grads = tl_tensor_1d(TL_DT_F32, calloc(p_node, 4), p_node);
+        } else if (m.type == TL_MSG_HEARTBEAT) {
+            out = m;
+        } else {
+            if (m.type == TL_MSG_ERROR) snprintf(why, cap, "ERROR \"%s\"", m.u.error.message);
+            else snprintf(why, cap, "%s", tl_msg_type_name(m.type));
+            continue; /* read on until the orchestrator closes */
+        }
+        int rc = tl_msg_send(c, &w, &out, deadline);
+        if (out.type == TL_MSG_BACKWARD_RESULT && kind != ROGUE_GRAD_3E38)
+            free((void *)out.u.bwd_result.grads.data);
+        if (rc < 0) {
+            snprintf(why, cap, "send: %s", tl_errmsg());
+            break;
+        }
+        if (out.type != TL_MSG_HEARTBEAT) answered++;
+    }
+    free(h);
+    free(g);
+    free(grads);
+out:
+    tl_conn_free(c);
+    tl_frame_reader_free(&r);
+    tl_frame_writer_free(&w);
+    return answered;
+}
+
+/* 1 if every F32 tensor of the safetensors file at path is finite. */
+static int file_finite(const char *path, char *why, size_t cap) {
+    tl_st *st;
+    if (tl_st_read(path, &st) < 0) {
+        snprintf(why, cap, "%s", tl_errmsg());
+        return 0;
+    }
+    int ok = 1;
+    for (int i = 0; ok && i < tl_st_count(st); i++) {
+        const tl_st_tensor *t = tl_st_get(st, i);
+        if (t->dtype != TL_ST_F32) continue;
+        const float *x = t->data;
+        for (size_t j = 0; j < tl_st_numel(t); j++)
+            if (!isfinite(x[j])) {
+                snprintf(why, cap, "%s[%zu] = %g", t->name, j, (double)x[j]);
+                ok = 0;
+                break;
+            }
+    }
+    tl_st_free(st);
+    return ok;
+}
+
+static void scenario(const char *name, rogue_kind kind, const char *expect) {
+    if (!have_data) {
+        print_message("Fashion-MNIST not installed in " DATA_DIR "\n");
+        skip();
+    }
+    assert_true(have_setup);
+    const char *dir = pathf("%s/%s", root, name);
+    mkdir(dir, 0755);
+    const char *log = pathf("%s/orch.log", dir), *portf = pathf("%s/orch.port", dir);
+    const char *ck = pathf("%s/ck.st", dir);
+    const char *argv[] = {"tl", "orchestrator", "--nodes", "3", "--insecure", "--listen",
+                          "127.0.0.1:0", "--port-file", portf, "--threads", "1", "--optimizer",
+                          "sgd", "--max-steps", "40", "--heartbeat", "300",
+                          "--reconnect-timeout", "3", "--checkpoint", ck, NULL};
+    pid_t orch = spawn(log, argv);
+    if (!wait_file(portf, 20000)) fail_msg("no port file: %s", slurp(log));
+    char *s = slurp(portf);
+    int port = atoi(s);
+    free(s);
+    assert_true(port > 0);
+    pid_t nodes[2];
+    for (int k = 1; k <= 2; k++) {
+        const char *nargv[] = {"tl", "node", "--connect", pathf("127.0.0.1:%d", port), "--id",
+                               pathf("%d", k), "--data", pathf("%s/parts/node-%d", root, k),
+                               "--insecure", "--threads", "1", NULL};
+        nodes[k - 1] = spawn(pathf("%s/node%d.log", dir, k), nargv);
+    }
+    char why[512];
+    int answered = rogue(port, kind, why, sizeof why);
+    /* the run must end by itself: lost rogue + reconnect timeout, no livelock */
+    int rc = wait_exit(orch, 60000);
+    char *text = slurp(log);
+    printf("%s: the rogue answered %d request(s), then %s; orchestrator exit %d\n", name,
+           answered, why, rc);
+    if (rc == -1) fail_msg("the orchestrator did not stop within 60 s (livelock?):\n%s", text);
+    assert_int_not_equal(rc, 0); /* node 3 never came back */
+    int named = log_count(log, "node 3 (", expect) > 0 &&
+                log_count(log, "node 3 (", "any honest node can produce") > 0;
+    if (!named) fail_msg("the rogue is not named with '%s':\n%s", expect, text);
+    if (log_count(log, "node 1 (", ") lost: ") || log_count(log, "node 2 (", ") lost: "))
+        fail_msg("an honest node was declared lost:\n%s", text);
+    if (!strstr(text, "node 3 did not come back")) fail_msg("unexpected ending:\n%s", text);
+    char bad[128] = "";
+    if (!file_finite(ck, bad, sizeof bad))
+        fail_msg("the checkpoint %s is not finite or missing: %s\n%s", ck, bad, text);
+    free(text);
+    for (int k = 0; k < 2; k++) { /* they keep retrying for a --resume: stop them */
+        kill(nodes[k], SIGTERM);
+        wait_exit(nodes[k], 10000);
+    }
+}
+
+/* Writes a copy of safetensors file src to dst with element e of tensor name
+ * set to v (forging what tl never writes). */
+static void forge(const char *src, const char *dst, const char *name, size_t e, float v) {
+    tl_st *st;
+    assert_int_equal(tl_st_read(src, &st), 0);
+    int n = tl_st_count(st), nm = tl_st_meta_count(st);
+    tl_st_tensor *t = calloc((size_t)n, sizeof *t);
+    tl_st_kv *kv = calloc((size_t)nm + 1, sizeof *kv);
+    assert_non_null(t);
+    assert_non_null(kv);
+    for (int i = 0; i < n; i++) {
+        t[i] = *tl_st_get(st, i);
+        if (!strcmp(t[i].name, name)) ((float *)t[i].data)[e] = v;
+    }
+    for (int i = 0; i < nm; i++) kv[i] = *tl_st_meta_get(st, i);
+    assert_int_equal(tl_st_write(dst, t, n, kv, nm), 0);
+    free(t);
+    free(kv);
+    tl_st_free(st);
+}
+
+static void test_forward_h_flt_max(void **state) {
+    (void)state;
+    scenario("h", ROGUE_H_FLT_MAX, "lost: FORWARD_RESULT h: element [");
+}
+
+static void test_backward_grads_3e38_sgd(void **state) {
+    (void)state;
+    scenario("g", ROGUE_GRAD_3E38, "lost: BACKWARD_RESULT grads: 0.weight[0,0] = 3e+38 exceeds");
+}
+
+/* --resume from a checkpoint holding a NaN fails at once with the reason
+ * (uses the checkpoint the "g" run left). */
+static void test_resume_nan_refused(void **state) {
+    (void)state;
+    if (!have_data) skip();
+    const char *ck = pathf("%s/g/ck.st", root), *bad = pathf("%s/g/nan.st", root);
+    const char *log = pathf("%s/g/resume.log", root), *portf = pathf("%s/g/resume.port", root);
+    struct stat st;
+    if (stat(ck, &st) != 0) fail_msg("no checkpoint from the g run");
+    forge(ck, bad, "2.weight", 5 * 128 + 7, NAN); /* 2.weight [64, 128]: [5,7] */
+    const char *argv[] = {"tl", "orchestrator", "--nodes", "3", "--insecure", "--listen",
+                          "127.0.0.1:0", "--port-file", portf, "--threads", "1", "--optimizer",
+                          "sgd", "--max-steps", "40", "--heartbeat", "300",
+                          "--reconnect-timeout", "3", "--checkpoint", bad, "--resume", NULL};
+    int rc = wait_exit(spawn(log, argv), 20000);
+    char *text = slurp(log);
+    printf("--resume from a checkpoint with a NaN: exit %d: %s", rc, text);
+    assert_int_equal(rc, 1);
+    if (!strstr(text, "nan.st: 2.weight[5,7] is NaN")) fail_msg("reason not given:\n%s", text);
+    assert_true(stat(portf, &st) != 0); /* it never listened */
+    free(text);
+}
+
+static int group_setup(void **state) {
+    (void)state;
+    signal(SIGPIPE, SIG_IGN);
+    signal(SIGALRM, on_alarm);
+    alarm(PROGRAM_ALARM_S);
+    if (access(DATA_DIR "/train-images-idx3-ubyte.gz", R_OK) != 0 &&
+        access(DATA_DIR "/train-images-idx3-ubyte", R_OK) != 0)
+        return 0; /* tests skip */
+    have_data = 1;
+    const char *tmp = getenv("TMPDIR");
+    snprintf(root, sizeof root, "%s/tl-rogue-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    if (!mkdtemp(root)) return -1;
+    const char *argv[] = {"tl", "partition", "--data", DATA_DIR, "--nodes", "3", "--out",
+                          pathf("%s/parts", root), NULL};
+    int rc = wait_exit(spawn(pathf("%s/partition.log", root), argv), 120000);
+    if (rc != 0) {
+        fprintf(stderr, "tl partition failed (%d)\n", rc);
+        return -1;
+    }
+    have_setup = 1;
+    return 0;
+}
+
+static int group_teardown(void **state) {
+    (void)state;
+    kids_kill_all();
+    rm_tree(root);
+    return 0;
+}
+
+static int case_teardown(void **state) {
+    (void)state;
+    kids_kill_all();
+    return 0;
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(test_forward_h_flt_max, case_teardown),
+        cmocka_unit_test_teardown(test_backward_grads_3e38_sgd, case_teardown),
+        cmocka_unit_test_teardown(test_resume_nan_refused, case_teardown),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
