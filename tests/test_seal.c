@@ -485,7 +485,9 @@ static void test_transfer(void **state) {
     assert_int_equal(tl_transfer_seal(&gk, ad, sizeof ad, pt, N, box), 0);
     assert_int_equal(tl_transfer_seal(&gk, ad, sizeof ad, pt, N, box2), 0);
     assert_memory_not_equal(box, box2, TL_TRANSFER_NONCE_LEN);
-    assert_true(n_equal((uint64_t *)(box + 12), (uint64_t *)(box2 + 12), N / 8) < 3);
+    size_t same = 0; /* the ciphertexts differ too: ~N/256 bytes agree by chance */
+    for (int i = 0; i < N; i++) same += box[12 + i] == box2[12 + i];
+    assert_true(same < 64);
     assert_int_equal(tl_transfer_open(&gk, ad, sizeof ad, box, blen, out), 0);
     assert_memory_equal(out, pt, N);
     size_t flips[] = {0, 11, 12, 12 + N / 2, 12 + N - 1, 12 + N, blen - 1};
