@@ -28,6 +28,10 @@
  *     tl_mask_unseal(&mk, &at, sum, n);  tl_fixed_decode(sum, n, k, grad, "sum");
  *     tl_mask_free(&mk);
  *
+ * Masks depend on nothing but (run, step, attempt, participants, position):
+ * to draw a step's masks ahead of time (while waiting for the network), seal
+ * a zeroed buffer and later tl_ring_add() it to the encoded gradient.
+ *
  * A tl_mask is used by one thread at a time; separate tl_masks are independent.
  */
 #ifndef TL_MASK_H
