@@ -165,7 +165,8 @@ static int attack_open(const orch_view *v, double *x) {
             for (int r = 0; r < n; r++)
                 for (int j = 0; j < o; j++) {
                     double d = D[(size_t)r * o + j];
-                    for (int i = 0; i < in; i++) Dn[(size_t)r * in + i] += d * W[(size_t)j * in + i];
+                    for (int i = 0; i < in; i++)
+                        Dn[(size_t)r * in + i] += d * W[(size_t)j * in + i];
                 }
             free(D);
             D = Dn;

@@ -67,7 +67,8 @@ int tl_group_key_derive(const uint8_t key[TL_GROUP_KEY_LEN], const char *label, 
                         size_t len);
 
 /* The id as 32 lowercase hex digits and a NUL, for messages. */
-void tl_group_key_id_hex(const uint8_t id[TL_GROUP_KEY_ID_LEN], char hex[2 * TL_GROUP_KEY_ID_LEN + 1]);
+void tl_group_key_id_hex(const uint8_t id[TL_GROUP_KEY_ID_LEN],
+                         char hex[2 * TL_GROUP_KEY_ID_LEN + 1]);
 
 /* Overwrites gk with zeros in a way the compiler does not remove. NULL-safe. */
 void tl_group_key_wipe(tl_group_key *gk);

@@ -33,10 +33,10 @@ int tl_fixed_encode(const float *x, size_t n, uint64_t *q, const char *what) {
         float a = x[i];
         int out = !(fabsf(a) < (float)TL_FIXED_MAX_ABS); /* also NaN */
         bad |= out;
+        a = out ? 0.0f : a; /* a select, so the loop vectorizes */
         /* a * 2^32 is exact in double; rint rounds to nearest, ties to even,
          * and the result (|.| < 2^52) converts to int64 exactly. */
-        double s = out ? 0.0 : (double)a * SCALE;
-        q[i] = (uint64_t)(int64_t)rint(s);
+        q[i] = (uint64_t)(int64_t)rint((double)a * SCALE);
     }
     return bad ? encode_error(x, n, what ? what : "fixed point") : 0;
 }

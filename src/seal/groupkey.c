@@ -167,7 +167,8 @@ int tl_group_key_save(const char *path, const tl_group_key *gk, int force) {
     if (close(fd) < 0 && rc == 0) rc = tl_error(TL_EIO, "group key %s: %s", tmp, strerror(errno));
     if (rc == 0) {
         if (force) {
-            if (rename(tmp, path) < 0) rc = tl_error(TL_EIO, "group key %s: %s", path, strerror(errno));
+            if (rename(tmp, path) < 0)
+                rc = tl_error(TL_EIO, "group key %s: %s", path, strerror(errno));
         } else if (link(tmp, path) < 0) { /* fails if path exists: never overwrites */
             rc = errno == EEXIST ? tl_error(TL_EIO, "group key %s: exists (not overwritten)", path)
                                  : tl_error(TL_EIO, "group key %s: %s", path, strerror(errno));
@@ -178,7 +179,8 @@ int tl_group_key_save(const char *path, const tl_group_key *gk, int force) {
     return rc;
 }
 
-void tl_group_key_id_hex(const uint8_t id[TL_GROUP_KEY_ID_LEN], char hex[2 * TL_GROUP_KEY_ID_LEN + 1]) {
+void tl_group_key_id_hex(const uint8_t id[TL_GROUP_KEY_ID_LEN],
+                         char hex[2 * TL_GROUP_KEY_ID_LEN + 1]) {
     static const char digits[] = "0123456789abcdef";
     for (int i = 0; i < TL_GROUP_KEY_ID_LEN; i++) {
         hex[2 * i] = digits[id[i] >> 4];
