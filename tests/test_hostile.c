@@ -37,6 +37,22 @@
  * (`tl compare` says "(bit-identical)"), and no legitimate node may be
  * declared lost. A table (input -> orchestrator log line -> outcome) is
  * printed at the end.
+ *
+ * Issue 8:
+ * - big batch: `tl run --nodes 1 --batch-size 4500` completes without a replay
+ *   (the node's frame cap counts BACKWARD's dh).
+ * - run 3 (identity): a stranger says HELLO as node 1 with other data and
+ *   leaves before READY; a HELLO with sample_count 2^40 and one with node 1's
+ *   data as node 2 are refused; node 3's id is held by a connection that goes
+ *   silent without closing, the real node 3 is refused DUPLICATE_ID, retries
+ *   and joins; the run completes bit-identical on the real nodes.
+ * - run 4 (bounded replays): a rogue node 3 always sends NaN gradients; with
+ *   --max-replays 2 the run stops non-zero naming node 3 each time, with a
+ *   checkpoint written.
+ * - run 5 (floods): a registered node 3 floods heartbeats and is lost as
+ *   "flooding"; a refused stranger keeps sending while training goes on.
+ * - a fake orchestrator: a model of more than 2^32 parameters, FORWARD params
+ *   one short, NaN params: the node answers ERROR and exits non-zero, no crash.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -1446,10 +1462,32 @@ static void test_hostile_orchestrator(void **state) {
     assert_int_equal(n_bad, 0);
 }
 
+/* ---- finding 1: BACKWARD's dh is the node's largest frame ---------------------------- */
+
+static void test_big_batch(void **state) {
+    (void)state;
+    NEED_SETUP();
+    char dir[PATH_MAX + 16], log[PATH_MAX + 32], out[4096], line[400] = "";
+    snprintf(dir, sizeof dir, "%s/bigbatch", root);
+    mkdir(dir, 0755);
+    snprintf(log, sizeof log, "%s/run.log", dir);
+    /* before: the node's cap forgot dh (4500 x 128 x 4 bytes), it dropped
+     * the connection at every BACKWARD and the batch was replayed forever */
+    const char *argv[] = {"tl", "run", "--nodes", "1", "--batch-size", "4500", "--insecure",
+                          "--max-steps", "3", "--threads", "1", "--data", DATA_DIR, NULL};
+    int rc = run_capture(log, argv, out, sizeof out, 120000);
+    log_find(log, "batches, ", NULL, line, sizeof line);
+    add_row(rc == 0 && strstr(line, "3 batches, 0 replayed"),
+            "tl run --nodes 1 --batch-size 4500 --max-steps 3", line, "exit %d", rc);
+    print_table("Finding 1: a batch whose dh is larger than the parameters");
+    assert_int_equal(n_bad, 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_framing_and_handshake, case_teardown),
         cmocka_unit_test_teardown(test_rogue_nodes, case_teardown),
+        cmocka_unit_test_teardown(test_big_batch, case_teardown),
         cmocka_unit_test_teardown(test_identity, case_teardown),
         cmocka_unit_test_teardown(test_bounded_replays, case_teardown),
         cmocka_unit_test_teardown(test_floods, case_teardown),
