@@ -53,6 +53,8 @@
  *   "flooding"; a refused stranger keeps sending while training goes on.
  * - a fake orchestrator: a model of more than 2^32 parameters, FORWARD params
  *   one short, NaN params: the node answers ERROR and exits non-zero, no crash.
+ * - run 6 (TLS): node 1 is stopped (its connection stays open) and a new node
+ *   1 starts: the new connection supersedes the old one at once.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -1483,6 +1485,63 @@ static void test_big_batch(void **state) {
     assert_int_equal(n_bad, 0);
 }
 
+/* ---- finding 6 under TLS: a new connection supersedes a dead one ------------------- */
+
+static void start_node_tls(run *r, int id, const char *kits, const char *logname, pid_t *pid) {
+    char portarg[32], idarg[16], data[PATH_MAX + 32], log[PATH_MAX + 32], kit[PATH_MAX + 32];
+    snprintf(portarg, sizeof portarg, "127.0.0.1:%d", r->port);
+    snprintf(idarg, sizeof idarg, "%d", id);
+    snprintf(data, sizeof data, "%s/parts/node-%d", root, id);
+    snprintf(log, sizeof log, "%s/%s", r->dir, logname);
+    snprintf(kit, sizeof kit, "%s/node-%d", kits, id);
+    const char *argv[] = {"tl", "node", "--connect", portarg, "--id", idarg, "--data", data,
+                          "--tls-dir", kit, "--threads", "1", NULL};
+    *pid = spawn(log, argv);
+}
+
+static void test_supersede_tls(void **state) {
+    (void)state;
+    NEED_SETUP();
+    run r;
+    char kits[PATH_MAX + 16], plog[PATH_MAX + 32], out[4096], okit[PATH_MAX + 32], line[400] = "";
+    run_paths(&r, "run6");
+    snprintf(kits, sizeof kits, "%s/kits", r.dir);
+    snprintf(plog, sizeof plog, "%s/provision.log", r.dir);
+    snprintf(okit, sizeof okit, "%s/orchestrator", kits);
+    const char *pargv[] = {"tl", "provision", "--nodes", "3", "--out", kits, NULL};
+    assert_int_equal(run_capture(plog, pargv, out, sizeof out, 60000), 0);
+    /* heartbeats every 10 s: the dead connection would be noticed only after 40 s */
+    const char *argv[] = {"tl", "orchestrator", "--nodes", "3", "--tls-dir", okit, "--listen",
+                          "127.0.0.1:0", "--port-file", r.portf, "--threads", "1",
+                          "--max-steps", STEPS, "--heartbeat", "10000", "--reconnect-timeout",
+                          "30", "--save", r.out, "--metrics", r.metrics, "--batch-metrics", NULL};
+    r.orch = spawn(r.log, argv);
+    if (!wait_file(r.portf, 20000)) fail_msg("no port file");
+    char *s = slurp(r.portf);
+    r.port = atoi(s);
+    free(s);
+    for (int k = 1; k <= 3; k++) {
+        char name[32];
+        snprintf(name, sizeof name, "node%d.log", k);
+        start_node_tls(&r, k, kits, name, &r.node[k]);
+    }
+    if (!wait_steps(r.metrics, 20, r.orch, 60000)) fail_msg("run 6 did not train");
+    /* node 1 stops dead (its connection stays open, silent); a new node 1 comes */
+    kill(r.node[1], SIGSTOP);
+    pid_t old = r.node[1];
+    int64_t t0 = now_ms();
+    start_node_tls(&r, 1, kits, "node1b.log", &r.node[1]);
+    int sup = log_wait(r.log, "superseded by a new connection", NULL, line, sizeof line, 20000);
+    add_row(sup && now_ms() - t0 < 30000, "TLS: node 1 restarts while its old connection is open",
+            line, "%s after %.1f s", sup ? "superseded" : "not superseded",
+            (now_ms() - t0) / 1000.0);
+    kill(old, SIGKILL);
+    wait_exit(old, 10000);
+    finish_run(&r, "run 6 completes with the new node 1", "1", 120000);
+    print_table("Run 6: TLS, a node back on a new connection while the old one looks open");
+    assert_int_equal(n_bad, 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_framing_and_handshake, case_teardown),
@@ -1492,6 +1551,7 @@ int main(void) {
         cmocka_unit_test_teardown(test_bounded_replays, case_teardown),
         cmocka_unit_test_teardown(test_floods, case_teardown),
         cmocka_unit_test_teardown(test_hostile_orchestrator, case_teardown),
+        cmocka_unit_test_teardown(test_supersede_tls, case_teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
