@@ -25,6 +25,7 @@
 #define READ_BUDGET_FRAMES 16            /* a peer's frames handled per loop round, at most */
 #define READ_BUDGET_BYTES (256u << 10)   /* and its bytes (frames may be larger: one then) */
 #define FLOOD_FRAMES_PER_S 100           /* heartbeats a node may send in a second, at least */
+#define FLOOD_SECONDS 3                  /* ... over that for this many seconds in a row: lost */
 #define MAX_ATTEMPTS_LOGGED 16           /* failed attempts of one batch named in the message */
 
 typedef enum peer_state {
@@ -48,6 +49,7 @@ typedef struct peer {
     char version[64];      /* HELLO's software version, for the log */
     int64_t hb_window;     /* start of the current second of heartbeat counting */
     int hb_count;          /* heartbeats received in it */
+    int hb_over;           /* consecutive seconds over the flood limit */
     int64_t deadline;      /* handshake or closing deadline */
     int64_t last_recv, last_sent;
     int sniffed;           /* PEER_TLS: the first byte has been looked at */
@@ -419,7 +421,7 @@ static void on_ready(tl_orch *o, peer *p, const tl_msg_ready *r) {
     s->exp = EXPECT_NONE;
     p->st = PEER_READY;
     p->hb_window = tl_now_ms();
-    p->hb_count = 0;
+    p->hb_count = p->hb_over = 0;
     olog(o, "node %d joined from %s (%llu samples, %s%s, %s)", k + 1, p->c->peer,
          (unsigned long long)p->count, p->c->ops->name, s->gshm.p ? ", shared memory" : "",
          p->version);
@@ -593,18 +595,22 @@ static int on_frame(tl_orch *o, peer *p, const tl_frame *f) {
     case TL_MSG_BACKWARD_RESULT: rc = on_bwd_result(o, p, s, &m.u.bwd_result); break;
     case TL_MSG_HEARTBEAT: {
         /* a node sends one per heartbeat interval when it has nothing else to
-         * say: far more is a flood, which would take the loop from the others */
+         * say: far more, second after second, is a flood (a backlog after we
+         * were busy arrives at once, but only once) */
         const int hb = o->cfg.heartbeat_ms;
         const int limit = hb > 0 && 10000 / hb > FLOOD_FRAMES_PER_S ? 10000 / hb
                                                                     : FLOOD_FRAMES_PER_S;
         int64_t now = tl_now_ms();
+        rc = 0;
         if (now - p->hb_window >= 1000) {
+            p->hb_over = p->hb_count > limit && now - p->hb_window < 2000 ? p->hb_over + 1 : 0;
             p->hb_window = now;
             p->hb_count = 0;
+            if (p->hb_over >= FLOOD_SECONDS)
+                rc = tl_error(TL_EPROTO, "flooding: more than %d heartbeats a second for %d "
+                              "seconds (the interval is %d ms)", limit, FLOOD_SECONDS, hb);
         }
-        rc = ++p->hb_count > limit
-                 ? tl_error(TL_EPROTO, "flooding: more than %d heartbeats within a second", limit)
-                 : 0;
+        p->hb_count++;
         break;
     }
     case TL_MSG_ERROR:
