@@ -1263,6 +1263,14 @@ static void test_bounded_replays(void **state) {
     int saved = stat(ck, &st) == 0 && st.st_size > 0 && file_has(r.log, "state is saved in", NULL);
     add_row(saved, "... a checkpoint to resume from", "", "%s",
             saved ? "written and announced" : "missing");
+    /* the honest nodes are told why (and keep retrying, for a --resume) */
+    char n1[PATH_MAX + 32];
+    snprintf(n1, sizeof n1, "%s/node1.log", r.dir);
+    line[0] = 0;
+    int told = log_wait(n1, "the orchestrator stops: batch 0 of epoch 1 failed 3 times", NULL,
+                        line, sizeof line, 10000);
+    add_row(told && alive(r.node[1]), "... node 1 is told why", line, "node 1 %s",
+            alive(r.node[1]) ? "keeps retrying" : "exited");
     print_table("Run 4: bounded replays");
     assert_int_equal(n_bad, 0);
 }

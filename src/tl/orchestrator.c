@@ -1103,6 +1103,26 @@ static int replay_bound(tl_orch *o, const tl_batch *b, int failures, const int *
     return tl_error(TL_ESTATE, "%s", msg);
 }
 
+/* The run stops with an error: tell every registered node why (ERROR; it
+ * logs the reason and keeps retrying, for an orchestrator restarted with
+ * --resume), waiting briefly for the messages to go out. rc is returned. */
+static int stop_run(tl_orch *o, int rc) {
+    char msg[TL_MSG_STR_MAX], why[TL_MSG_STR_MAX + 32];
+    snprintf(msg, sizeof msg, "%s", tl_errmsg());
+    snprintf(why, sizeof why, "the orchestrator stops: %s", msg);
+    for (int i = 0; i < o->n_peers; i++)
+        if (o->peers[i]->st == PEER_READY) close_with_error(o, o->peers[i], rc, why);
+    int64_t until = tl_now_ms() + CLOSE_GRACE_MS;
+    for (;;) {
+        int busy = 0;
+        for (int i = 0; i < o->n_peers; i++)
+            busy |= o->peers[i]->st == PEER_CLOSING;
+        if (!busy || tl_now_ms() >= until) break;
+        pump(o, until);
+    }
+    return tl_error(rc, "%s", msg); /* the loop may have set another message */
+}
+
 int tl_orch_grad_fn(void *ctx, const tl_batch *b, const float *params, float *grads,
                     double *loss_sum, int64_t *correct) {
     tl_orch *o = ctx;
@@ -1111,7 +1131,7 @@ int tl_orch_grad_fn(void *ctx, const tl_batch *b, const float *params, float *gr
     char why[MAX_ATTEMPTS_LOGGED][256];
     for (;;) {
         int rc = await_nodes(o, b);
-        if (rc < 0) return rc;
+        if (rc < 0) return stop_run(o, rc);
         o->lost_node = -1;
         double ls = 0;
         int64_t corr = 0;
@@ -1142,7 +1162,8 @@ int tl_orch_grad_fn(void *ctx, const tl_batch *b, const float *params, float *gr
             snprintf(why[failures], sizeof why[failures], "%s",
                      o->lost_node >= 0 ? o->lost_why : "");
         }
-        if (++failures > o->cfg.max_replays) return replay_bound(o, b, failures, who, why);
+        if (++failures > o->cfg.max_replays)
+            return stop_run(o, replay_bound(o, b, failures, who, why));
         o->stats.replays++;
         olog(o, "epoch %d batch %zu: discarded partial results; waiting up to %d s for the "
                 "node to return, then replaying the batch (replay %d of at most %d)",
