@@ -90,7 +90,10 @@ int tl_orch_registered(const tl_orch *o);
 /* Numbers the next step (after a resume: the steps already taken). */
 void tl_orch_set_step(tl_orch *o, uint64_t step);
 
-/* The trainer's gradient source (trainer.h); ctx is the tl_orch. */
+/* The trainer's gradient source (trainer.h); ctx is the tl_orch. Fails (the
+ * run stops) when a node of the batch is not back within reconnect_timeout_s
+ * or the batch failed more than max_replays times; the registered nodes are
+ * then sent ERROR with the reason. */
 int tl_orch_grad_fn(void *ctx, const tl_batch *b, const float *params, float *grads,
                     double *loss_sum, int64_t *correct);
 
