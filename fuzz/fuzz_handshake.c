@@ -5,11 +5,11 @@
  * socket for the whole fuzzing session. Each input is written, as it is, by a
  * new client connection, which then shuts its side down; the orchestrator's
  * event loop runs until it has dealt with the connection (REJECT, ERROR,
- * WELCOME then loss of the node, or a plain close), reading whatever it
- * answers. State carries over between inputs as it would in a real run:
- * once node 1 has registered, a later HELLO for node 1 with other data is
- * refused for its fingerprint. ASan/UBSan and libFuzzer's crash detection
- * catch the rest. */
+ * WELCOME then the connection closed before READY, or a plain close),
+ * reading whatever it answers. A node registers only with READY carrying the
+ * run's (random) run_id, which an input cannot know: every input meets an
+ * orchestrator with no node registered, as a stranger would. ASan/UBSan and
+ * libFuzzer's crash detection catch the rest. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stddef.h>

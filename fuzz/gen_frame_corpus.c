@@ -135,6 +135,9 @@ static int make_msgs(tl_msg *ms) {
     m->type = TL_MSG_ERROR;
     m->u.error.code = (uint32_t)-TL_EPROTO;
     strcpy(m->u.error.message, "bad frame");
+    m = &ms[n++];
+    m->type = TL_MSG_READY;
+    m->u.ready.run_id = 0x1122334455667788ull;
     return n;
 }
 
@@ -148,7 +151,7 @@ int main(int argc, char **argv) {
     for (int i = 0; i < 12; i++) h[i] = (float)i * 0.5f, dh[i] = -(float)i;
     for (int i = 0; i < 8; i++) g[i] = (float)i - 4.0f;
 
-    static tl_msg ms[12];
+    static tl_msg ms[16];
     int n = make_msgs(ms);
     char name[64];
 
@@ -204,7 +207,7 @@ int main(int argc, char **argv) {
             uint8_t val;
         } bad[] = {
             {"bad_magic", 0, 'X'},        {"bad_version", 4, 2},      {"bad_type_0", 6, 0},
-            {"bad_type_11", 6, 11},       {"bad_flags", 9, 1},        {"bad_reserved", 12, 1},
+            {"bad_type_12", 6, 12},       {"bad_flags", 9, 1},        {"bad_reserved", 12, 1},
             {"bad_len_over_cap", 19, 1}, /* payload_len += 16 MiB */
         };
         for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {

@@ -49,14 +49,14 @@ int main(int argc, char **argv) {
     uint8_t *h1 = hello(1, TL_PROTO_VERSION, 20000, 0x1234, &n1);
     uint8_t *h2 = hello(2, TL_PROTO_VERSION, 100, 0x99, &n2);
     uint8_t *h3 = hello(3, TL_PROTO_VERSION, 10, 1, &n3);
-    uint8_t *hv = hello(1, 2, 10, 1, &n4);
+    uint8_t *hv = hello(1, TL_PROTO_VERSION + 1, 10, 1, &n4);
     uint8_t *h0 = hello(1, TL_PROTO_VERSION, 0, 1, &n5);
     tl_msg hb = {.type = TL_MSG_HEARTBEAT};
     uint8_t *fh = frame(&hb, &n6);
     put(argv[1], "hello-1", h1, n1, NULL, 0);
     put(argv[1], "hello-2", h2, n2, NULL, 0);
     put(argv[1], "hello-out-of-range", h3, n3, NULL, 0);
-    put(argv[1], "hello-version-2", hv, n4, NULL, 0);
+    put(argv[1], "hello-version-next", hv, n4, NULL, 0);
     put(argv[1], "hello-no-samples", h0, n5, NULL, 0);
     put(argv[1], "heartbeat-first", fh, n6, NULL, 0);
     put(argv[1], "hello-then-heartbeat", h2, n2, fh, n6);

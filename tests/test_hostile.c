@@ -37,6 +37,24 @@
  * (`tl compare` says "(bit-identical)"), and no legitimate node may be
  * declared lost. A table (input -> orchestrator log line -> outcome) is
  * printed at the end.
+ *
+ * Issue 8:
+ * - big batch: `tl run --nodes 1 --batch-size 4500` completes without a replay
+ *   (the node's frame cap counts BACKWARD's dh).
+ * - run 3 (identity): a stranger says HELLO as node 1 with other data and
+ *   leaves before READY; a HELLO with sample_count 2^40 and one with node 1's
+ *   data as node 2 are refused; node 3's id is held by a connection that goes
+ *   silent without closing, the real node 3 is refused DUPLICATE_ID, retries
+ *   and joins; the run completes bit-identical on the real nodes.
+ * - run 4 (bounded replays): a rogue node 3 always sends NaN gradients; with
+ *   --max-replays 2 the run stops non-zero naming node 3 each time, with a
+ *   checkpoint written.
+ * - run 5 (floods): a registered node 3 floods heartbeats and is lost as
+ *   "flooding"; a refused stranger keeps sending while training goes on.
+ * - a fake orchestrator: a model of more than 2^32 parameters, FORWARD params
+ *   one short, NaN params: the node answers ERROR and exits non-zero, no crash.
+ * - run 6 (TLS): node 1 is stopped (its connection stays open) and a new node
+ *   1 starts: the new connection supersedes the old one at once.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -74,7 +92,7 @@
 #define DATA_DIR "/usr/share/datasets/fashion-mnist"
 #define STEPS "200"
 #define CHILD_ALARM_S 240     /* SIGALRM bound on every child */
-#define PROGRAM_ALARM_S 420   /* bound on this whole program */
+#define PROGRAM_ALARM_S 900   /* bound on this whole program */
 #define RELAY_DELAY_MS 75     /* per FORWARD to node 3 in run 1 */
 #define HANDSHAKE_TIMEOUT_MS 10000 /* the orchestrator's (tl_orch_cfg_defaults) */
 #define FLOOD 200
@@ -83,6 +101,7 @@ static char root[PATH_MAX];
 static int have_setup;
 static int have_data;
 static uint64_t count3, fp3; /* node 3's data, as its HELLO says */
+static uint64_t count1, fp1; /* node 1's */
 
 /* ---- children ----------------------------------------------------------- */
 
@@ -246,13 +265,19 @@ static void run_paths(run *r, const char *name) {
     snprintf(r->portf, sizeof r->portf, "%s/orch.port", r->dir);
 }
 
-/* The orchestrator of every run: the same training configuration. */
-static void start_orch(run *r) {
-    const char *argv[] = {"tl", "orchestrator", "--nodes", "3", "--insecure", "--listen",
-                          "127.0.0.1:0", "--port-file", r->portf, "--threads", "1",
-                          "--max-steps", STEPS, "--heartbeat", "300", "--reconnect-timeout",
-                          "30", "--save", r->out, "--metrics", r->metrics, "--batch-metrics",
-                          NULL};
+/* The orchestrator of every run: the same training configuration; extra
+ * (NULL or a NULL-terminated list) is appended. --max-replays 20: run 2's
+ * rogues fail the same batch 8 times. */
+static void start_orch_x(run *r, const char *const *extra) {
+    const char *argv[40] = {"tl", "orchestrator", "--nodes", "3", "--insecure", "--listen",
+                            "127.0.0.1:0", "--port-file", r->portf, "--threads", "1",
+                            "--max-steps", STEPS, "--heartbeat", "300", "--reconnect-timeout",
+                            "30", "--save", r->out, "--metrics", r->metrics, "--batch-metrics",
+                            "--max-replays", "20", NULL};
+    int n = 0;
+    while (argv[n]) n++;
+    for (int i = 0; extra && extra[i] && n < 38; i++) argv[n++] = extra[i];
+    argv[n] = NULL;
     r->orch = spawn(r->log, argv);
     if (!wait_file(r->portf, 20000)) {
         char *s = slurp(r->log);
@@ -263,6 +288,8 @@ static void start_orch(run *r) {
     free(s);
     assert_true(r->port > 0);
 }
+
+static void start_orch(run *r) { start_orch_x(r, NULL); }
 
 static void start_node(run *r, int id, int port) {
     char portarg[32], idarg[16], data[PATH_MAX + 32], log[PATH_MAX + 32];
@@ -604,6 +631,14 @@ static int group_setup(void **state) {
     count3 = d.n;
     fp3 = tl_dataset_fingerprint(&d);
     tl_dataset_free(&d);
+    snprintf(n3, sizeof n3, "%s/node-1", parts);
+    if (tl_dataset_load(n3, "train", &d) < 0) {
+        fprintf(stderr, "%s\n", tl_errmsg());
+        return -1;
+    }
+    count1 = d.n;
+    fp1 = tl_dataset_fingerprint(&d);
+    tl_dataset_free(&d);
 
     /* the undisturbed reference */
     int64_t t0 = now_ms();
@@ -685,13 +720,13 @@ static void test_framing_and_handshake(void **state) {
 
     {
         uint8_t p2[512];
-        size_t l2 = hello_payload(p2, sizeof p2, 3, 2, count3, fp3);
+        size_t l2 = hello_payload(p2, sizeof p2, 3, TL_PROTO_VERSION + 1, count3, fp3);
         n = frame(buf, TL_FRAME_MAGIC, 1, TL_MSG_HELLO, 0, 0, l2, p2, l2);
-        hostile_case(&r, "HELLO proto_version 2", buf, n, 0, "protocol version 2");
+        hostile_case(&r, "HELLO proto_version 3", buf, n, 0, "protocol version 3");
     }
 
-    n = frame(buf, TL_FRAME_MAGIC, 1, 11, 0, 0, hl, hp, hl);
-    hostile_case(&r, "unknown message type 11", buf, n, 0, "unknown message type 11");
+    n = frame(buf, TL_FRAME_MAGIC, 1, 12, 0, 0, hl, hp, hl);
+    hostile_case(&r, "unknown message type 12", buf, n, 0, "unknown message type 12");
 
     n = frame(buf, TL_FRAME_MAGIC, 1, 0, 0, 0, hl, hp, hl);
     hostile_case(&r, "message type 0", buf, n, 0, "unknown message type 0");
@@ -905,6 +940,15 @@ static void rogue(run *r, rogue_kind kind, const char *input, const char *expect
         client_close(&k);
         return;
     }
+    {
+        tl_msg rd = {.type = TL_MSG_READY};
+        rd.u.ready.run_id = m.u.welcome.run_id;
+        if (tl_msg_send(k.c, &k.w, &rd, deadline) < 0) {
+            add_row(0, input, "", "READY: %s", tl_errmsg());
+            client_close(&k);
+            return;
+        }
+    }
     tl_model model;
     assert_int_equal(tl_model_parse(m.u.welcome.model, (int)m.u.welcome.input_dim, &model), 0);
     const int cut = (int)m.u.welcome.cut, classes = (int)m.u.welcome.n_classes;
@@ -1075,10 +1119,447 @@ static void test_rogue_nodes(void **state) {
     assert_int_equal(n_bad, 0);
 }
 
+/* ---- run 3: identity before acceptance, huge counts, a dead connection -------- */
+
+/* Says HELLO as node `id` with this data; 0 and the WELCOME in *w if welcomed,
+ * then READY too if `ready`. -1 otherwise (the REJECT reason in why). */
+static int raw_join(client *k, int port, uint32_t id, uint64_t count, uint64_t fp, int ready,
+                    tl_msg *w, char *why, size_t cap) {
+    snprintf(why, cap, "no connection");
+    if (client_open(k, port) < 0) return -1;
+    tl_msg m;
+    memset(&m, 0, sizeof m);
+    m.type = TL_MSG_HELLO;
+    m.u.hello.node_id = id;
+    m.u.hello.proto_version = TL_PROTO_VERSION;
+    m.u.hello.sample_count = count;
+    m.u.hello.fingerprint = fp;
+    snprintf(m.u.hello.version, sizeof m.u.hello.version, "test_hostile raw");
+    int64_t deadline = tl_now_ms() + 20000;
+    if (tl_msg_send(k->c, &k->w, &m, deadline) < 0 || tl_msg_recv(k->c, &k->r, w, deadline) < 0) {
+        snprintf(why, cap, "%s", tl_errmsg());
+        return -1;
+    }
+    if (w->type != TL_MSG_WELCOME) {
+        snprintf(why, cap, "%s %s", tl_msg_type_name(w->type),
+                 w->type == TL_MSG_REJECT ? w->u.reject.reason : "");
+        return -1;
+    }
+    if (!ready) return 0;
+    memset(&m, 0, sizeof m);
+    m.type = TL_MSG_READY;
+    m.u.ready.run_id = w->u.welcome.run_id;
+    if (tl_msg_send(k->c, &k->w, &m, deadline) < 0) {
+        snprintf(why, cap, "READY: %s", tl_errmsg());
+        return -1;
+    }
+    return 0;
+}
+
+static int file_has(const char *path, const char *a, const char *b) {
+    return log_count(path, a, b) > 0;
+}
+
+static void test_identity(void **state) {
+    (void)state;
+    NEED_SETUP();
+    run r;
+    char why[512], line[400], nlog[PATH_MAX + 32];
+    tl_msg w;
+    client k;
+    run_paths(&r, "run3");
+    start_orch(&r);
+
+    /* a stranger says HELLO as node 1 with other data and leaves before READY */
+    int welcomed = raw_join(&k, r.port, 1, count1 + 7, fp1 ^ 0x5555, 0, &w, why, sizeof why) == 0;
+    client_close(&k);
+    add_row(welcomed, "stranger: HELLO as node 1 with other data, closes before READY", "",
+            "%s", welcomed ? "welcomed, then gone: nothing of it may be recorded" : why);
+
+    /* HELLO with sample_count 2^40 */
+    {
+        uint8_t p[512], buf[600];
+        size_t l = hello_payload(p, sizeof p, 2, TL_PROTO_VERSION, UINT64_C(1) << 40, 0x1234);
+        size_t n = frame(buf, TL_FRAME_MAGIC, 1, TL_MSG_HELLO, 0, 0, l, p, l);
+        hostile_case(&r, "HELLO as node 2 with sample_count 2^40", buf, n, 0,
+                     "rows travel as u32");
+    }
+
+    /* the real node 1 joins (before the fix: "came back with different data") */
+    start_node(&r, 1, r.port);
+    line[0] = 0;
+    int joined1 = log_wait(r.log, "node 1 joined", NULL, line, sizeof line, 30000);
+    add_row(joined1, "the real node 1 after the stranger", line, "%s",
+            joined1 ? "registered" : "not registered");
+
+    /* node 2's id with node 1's data */
+    {
+        uint8_t p[512], buf[600];
+        size_t l = hello_payload(p, sizeof p, 2, TL_PROTO_VERSION, count1, fp1);
+        size_t n = frame(buf, TL_FRAME_MAGIC, 1, TL_MSG_HELLO, 0, 0, l, p, l);
+        hostile_case(&r, "HELLO as node 2 with node 1's data", buf, n, 0,
+                     "node 2 holds the same data as node 1");
+    }
+
+    /* node 3's id held by a connection that answers heartbeats until the
+     * real node 3 has been refused, then goes silent without closing (a
+     * dead path): the real node 3 must keep trying and get in */
+    client hold;
+    int held = raw_join(&hold, r.port, 3, count3, fp3, 1, &w, why, sizeof why) == 0;
+    start_node(&r, 2, r.port);
+    start_node(&r, 3, r.port);
+    int refused = 0;
+    int64_t until = now_ms() + 30000;
+    while (held && now_ms() < until) {
+        tl_msg m;
+        int rc = tl_msg_recv(hold.c, &hold.r, &m, tl_now_ms() + 100);
+        if (rc < 0 && rc != TL_ETIMEDOUT) break;
+        tl_msg hb = {.type = TL_MSG_HEARTBEAT};
+        if (tl_msg_send(hold.c, &hold.w, &hb, tl_now_ms() + 1000) < 0) break;
+        if (log_find(r.log, "node 3 is already connected", NULL, line, sizeof line)) {
+            refused = 1;
+            break;
+        }
+    }
+    add_row(held && refused, "node 3's id held by a live-looking connection", line,
+            "%s", held ? (refused ? "the real node 3 was refused (DUPLICATE_ID)" : "no refusal seen")
+                       : why);
+    /* now silent: the orchestrator drops it after 4 heartbeats; node 3 retries */
+    line[0] = 0;
+    int joined3 = log_wait(r.log, "node 3 joined", ", tl ", line, sizeof line, 60000);
+    snprintf(nlog, sizeof nlog, "%s/node3.log", r.dir);
+    int retried = file_has(nlog, "already connected", "retrying");
+    add_row(joined3 && retried, "the real node 3 retries after DUPLICATE_ID and joins", line,
+            "%s; node 3 log %s", joined3 ? "joined" : "did not join",
+            retried ? "says it retries" : "has no retry line");
+    client_close(&hold);
+    finish_run(&r, "run 3 completes on all three real nodes", "3", 120000);
+    print_table("Run 3: identity before acceptance, huge sample count, a dead connection");
+    assert_int_equal(n_bad, 0);
+}
+
+/* ---- run 4: a batch that always fails --------------------------------------------- */
+
+static void test_bounded_replays(void **state) {
+    (void)state;
+    NEED_SETUP();
+    run r;
+    char line[400] = "", ck[PATH_MAX + 32];
+    run_paths(&r, "run4");
+    snprintf(ck, sizeof ck, "%s/ck.st", r.dir);
+    const char *extra[] = {"--max-replays", "2", "--checkpoint", ck, NULL};
+    start_orch_x(&r, extra);
+    start_node(&r, 1, r.port);
+    start_node(&r, 2, r.port);
+    /* node 3 always answers BACKWARD with NaN: 3 failures of one batch */
+    for (int i = 0; i < 3 && alive(r.orch); i++)
+        rogue(&r, R_GRAD_NAN, "rogue node 3: NaN in grads, every attempt", "BACKWARD_RESULT grads: ");
+    int rc = wait_exit(r.orch, 60000);
+    int named = log_find(r.log, "failed 3 times", "node 3 each time (BACKWARD_RESULT grads", line,
+                         sizeof line);
+    add_row(rc != 0 && rc != -1 && named, "the batch fails 3 times (--max-replays 2)", line,
+            "orchestrator exit %d", rc);
+    struct stat st;
+    int saved = stat(ck, &st) == 0 && st.st_size > 0 && file_has(r.log, "state is saved in", NULL);
+    add_row(saved, "... a checkpoint to resume from", "", "%s",
+            saved ? "written and announced" : "missing");
+    /* the honest nodes are told why (and keep retrying, for a --resume) */
+    char n1[PATH_MAX + 32];
+    snprintf(n1, sizeof n1, "%s/node1.log", r.dir);
+    line[0] = 0;
+    int told = log_wait(n1, "the orchestrator stops: batch 0 of epoch 1 failed 3 times", NULL,
+                        line, sizeof line, 10000);
+    add_row(told && alive(r.node[1]), "... node 1 is told why", line, "node 1 %s",
+            alive(r.node[1]) ? "keeps retrying" : "exited");
+    print_table("Run 4: bounded replays");
+    assert_int_equal(n_bad, 0);
+}
+
+/* ---- run 5: floods ------------------------------------------------------------------- */
+
+typedef struct stranger {
+    int port;
+    volatile int stop;
+    volatile long bytes, conns;
+    pthread_t th;
+} stranger;
+
+/* Connects, is refused (a HELLO of an unknown protocol version), and keeps
+ * sending anyway, reconnecting when cut, until stop. */
+static void *stranger_main(void *arg) {
+    stranger *S = arg;
+    uint8_t p[512], buf[600], junk[16384];
+    memset(junk, 0x5A, sizeof junk);
+    size_t l = hello_payload(p, sizeof p, 3, TL_PROTO_VERSION + 1, count3, fp3);
+    size_t n = frame(buf, TL_FRAME_MAGIC, 1, TL_MSG_HELLO, 0, 0, l, p, l);
+    while (!S->stop) {
+        int fd;
+        if (tl_net_connect("127.0.0.1", S->port, 2000, &fd) < 0) {
+            sleep_ms(50);
+            continue;
+        }
+        S->conns++;
+        if (send(fd, buf, n, MSG_NOSIGNAL) == (ssize_t)n)
+            while (!S->stop) {
+                ssize_t k = send(fd, junk, sizeof junk, MSG_NOSIGNAL | MSG_DONTWAIT);
+                if (k > 0) S->bytes += k;
+                else if (k < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) break;
+                char sink[4096];
+                if (recv(fd, sink, sizeof sink, MSG_DONTWAIT) == 0) break;
+            }
+        close(fd);
+    }
+    return NULL;
+}
+
+static void test_floods(void **state) {
+    (void)state;
+    NEED_SETUP();
+    run r;
+    char why[512], line[400] = "";
+    tl_msg w;
+    client k;
+    run_paths(&r, "run5");
+    start_orch(&r);
+    start_node(&r, 1, r.port);
+    start_node(&r, 2, r.port);
+    /* node 3: registers, then floods heartbeats */
+    int joined = raw_join(&k, r.port, 3, count3, fp3, 1, &w, why, sizeof why) == 0;
+    long sent = 0;
+    int64_t t0 = now_ms();
+    if (joined) {
+        uint8_t hb[TL_FRAME_HEADER_SIZE + 8];
+        uint64_t nonce = 1;
+        put_header(hb, TL_FRAME_MAGIC, 1, TL_MSG_HEARTBEAT, 0, 0, 8);
+        while (now_ms() - t0 < 20000) {
+            memcpy(hb + TL_FRAME_HEADER_SIZE, &nonce, 8);
+            struct iovec v = {hb, sizeof hb};
+            if (tl_conn_writev_full(k.c, &v, 1, tl_now_ms() + 2000) < 0) break;
+            sent++;
+            nonce++;
+            if (sent % 4096 == 0 && log_find(r.log, "lost: flooding", NULL, line, sizeof line))
+                break;
+        }
+    }
+    client_close(&k);
+    int dropped = log_wait(r.log, "node 3 (", "lost: flooding", line, sizeof line, 5000);
+    add_row(joined && dropped, "node 3 floods heartbeats while nodes 1 and 2 wait", line,
+            "%s%ld heartbeats sent in %.1f s", joined ? "" : why, sent, (now_ms() - t0) / 1000.0);
+
+    /* the real node 3; then a refused stranger that keeps sending while training */
+    start_node(&r, 3, r.port);
+    if (!wait_steps(r.metrics, 5, r.orch, 60000)) fail_msg("run 5 did not train");
+    stranger S = {.port = r.port};
+    assert_int_equal(pthread_create(&S.th, NULL, stranger_main, &S), 0);
+    sleep_ms(300);
+    long s0 = metrics_steps(r.metrics);
+    sleep_ms(2500);
+    long s1 = metrics_steps(r.metrics);
+    S.stop = 1;
+    pthread_join(S.th, NULL);
+    add_row(s1 > s0 && S.bytes > 0, "a refused stranger keeps sending during training", "",
+            "%ld connections, %.1f MB sent; steps %ld -> %ld meanwhile", S.conns, S.bytes / 1e6,
+            s0, s1);
+    finish_run(&r, "run 5 completes", "3", 120000);
+    print_table("Run 5: floods");
+    assert_int_equal(n_bad, 0);
+}
+
+/* ---- a hostile orchestrator ------------------------------------------------------------- */
+
+/* Accepts one connection (within 20 s) and reads its HELLO. */
+static int fake_accept(int lfd, client *k) {
+    memset(k, 0, sizeof *k);
+    struct pollfd pf = {lfd, POLLIN, 0};
+    int fd;
+    if (poll(&pf, 1, 20000) <= 0 || tl_net_accept(lfd, &fd, k->name, sizeof k->name) < 0) return -1;
+    if (tl_conn_tcp_new(fd, "node", &k->c) < 0) return -1;
+    tl_frame_reader_init(&k->r, 0);
+    tl_frame_writer_init(&k->w);
+    tl_msg m;
+    if (tl_msg_recv(k->c, &k->r, &m, tl_now_ms() + 20000) < 0 || m.type != TL_MSG_HELLO) return -1;
+    return 0;
+}
+
+static void fake_welcome(tl_msg *m, const char *model) {
+    memset(m, 0, sizeof *m);
+    m->type = TL_MSG_WELCOME;
+    m->u.welcome.run_id = 77;
+    m->u.welcome.cut = 2;
+    m->u.welcome.mode = 0;
+    m->u.welcome.n_classes = 10;
+    m->u.welcome.input_dim = 784;
+    m->u.welcome.mean = 0.25f;
+    m->u.welcome.std = 0.35f;
+    snprintf(m->u.welcome.model, sizeof m->u.welcome.model, "%s", model);
+}
+
+/* Reads until an ERROR (its message into out) or the connection ends. */
+static void expect_error(client *k, char *out, size_t cap) {
+    tl_msg m;
+    snprintf(out, cap, "(no ERROR)");
+    while (tl_msg_recv(k->c, &k->r, &m, tl_now_ms() + 20000) == 0)
+        if (m.type == TL_MSG_ERROR) {
+            snprintf(out, cap, "%s", m.u.error.message);
+            return;
+        }
+}
+
+static void test_hostile_orchestrator(void **state) {
+    (void)state;
+    NEED_SETUP();
+    char dir[PATH_MAX + 16], log[PATH_MAX + 32], data[PATH_MAX + 32], addr[64], err[TL_MSG_STR_MAX + 1];
+    snprintf(dir, sizeof dir, "%s/fake", root);
+    mkdir(dir, 0755);
+    snprintf(log, sizeof log, "%s/node.log", dir);
+    snprintf(data, sizeof data, "%s/parts/node-1", root);
+    int lfd, port;
+    assert_int_equal(tl_net_listen("127.0.0.1", 0, 8, &lfd, &port), 0);
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
+    const char *argv[] = {"tl", "node", "--connect", addr, "--id", "1", "--data", data,
+                          "--insecure", "--threads", "1", "--give-up", "3", NULL};
+
+    /* 1: a model of more than 2^32 parameters */
+    pid_t node = spawn(log, argv);
+    client k;
+    tl_msg m;
+    int ok = fake_accept(lfd, &k) == 0;
+    fake_welcome(&m, "linear:70000,relu,linear:70000,relu,linear:10");
+    if (ok) ok = tl_msg_send(k.c, &k.w, &m, tl_now_ms() + 5000) == 0;
+    if (ok) expect_error(&k, err, sizeof err);
+    client_close(&k);
+    int st = wait_status(node, 30000);
+    add_row(ok && strstr(err, "more than a tensor can carry") && WIFEXITED(st) && WEXITSTATUS(st),
+            "WELCOME: a model of 4.9e9 parameters", err, "node %s %d",
+            WIFSIGNALED(st) ? "killed by signal" : "exit", WIFSIGNALED(st) ? WTERMSIG(st)
+                                                                           : WEXITSTATUS(st));
+
+    /* 2: FORWARD whose parameter tensor is shorter than the model; 3: NaN params */
+    node = spawn(log, argv);
+    for (int round = 0; round < 2; round++) {
+        const char *what = round ? "FORWARD: NaN in the parameters"
+                                 : "FORWARD: parameters one short of the model";
+        ok = fake_accept(lfd, &k) == 0;
+        fake_welcome(&m, "linear:16,relu,linear:10");
+        uint64_t run_id = m.u.welcome.run_id;
+        if (ok) ok = tl_msg_send(k.c, &k.w, &m, tl_now_ms() + 5000) == 0;
+        if (ok) ok = tl_msg_recv(k.c, &k.r, &m, tl_now_ms() + 20000) == 0 &&
+                     m.type == TL_MSG_READY && m.u.ready.run_id == run_id;
+        const uint32_t p = 784 * 16 + 16 + 16 * 10 + 10;
+        float *params = calloc(p, sizeof(float));
+        uint32_t rows[2] = {0, 1};
+        assert_non_null(params);
+        params[7] = NAN;
+        memset(&m, 0, sizeof m);
+        m.type = TL_MSG_FORWARD;
+        m.u.forward.step = 1;
+        m.u.forward.rows = tl_tensor_1d(TL_DT_U32, rows, 2);
+        m.u.forward.params = tl_tensor_1d(TL_DT_F32, params, round ? p : p - 1);
+        err[0] = 0;
+        if (ok) ok = tl_msg_send(k.c, &k.w, &m, tl_now_ms() + 5000) == 0;
+        if (ok) expect_error(&k, err, sizeof err);
+        free(params);
+        client_close(&k);
+        add_row(ok && strstr(err, round ? "FORWARD params: element 7" : "FORWARD params: expected"),
+                what, err, "%s", ok ? "the node reported ERROR" : "no exchange");
+    }
+    close(lfd);
+    st = wait_status(node, 30000);
+    add_row(WIFEXITED(st) && WEXITSTATUS(st) != 0, "... then the orchestrator is gone", "",
+            "node %s %d", WIFSIGNALED(st) ? "killed by signal" : "exit",
+            WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
+    print_table("A hostile orchestrator against a node");
+    assert_int_equal(n_bad, 0);
+}
+
+/* ---- finding 1: BACKWARD's dh is the node's largest frame ---------------------------- */
+
+static void test_big_batch(void **state) {
+    (void)state;
+    NEED_SETUP();
+    char dir[PATH_MAX + 16], log[PATH_MAX + 32], out[4096], line[400] = "";
+    snprintf(dir, sizeof dir, "%s/bigbatch", root);
+    mkdir(dir, 0755);
+    snprintf(log, sizeof log, "%s/run.log", dir);
+    /* before: the node's cap forgot dh (4500 x 128 x 4 bytes), it dropped
+     * the connection at every BACKWARD and the batch was replayed forever */
+    const char *argv[] = {"tl", "run", "--nodes", "1", "--batch-size", "4500", "--insecure",
+                          "--max-steps", "3", "--threads", "1", "--data", DATA_DIR, NULL};
+    int rc = run_capture(log, argv, out, sizeof out, 120000);
+    log_find(log, "batches, ", NULL, line, sizeof line);
+    add_row(rc == 0 && strstr(line, "3 batches, 0 replayed"),
+            "tl run --nodes 1 --batch-size 4500 --max-steps 3", line, "exit %d", rc);
+    print_table("Finding 1: a batch whose dh is larger than the parameters");
+    assert_int_equal(n_bad, 0);
+}
+
+/* ---- finding 6 under TLS: a new connection supersedes a dead one ------------------- */
+
+static void start_node_tls(run *r, int id, const char *kits, const char *logname, pid_t *pid) {
+    char portarg[32], idarg[16], data[PATH_MAX + 32], log[PATH_MAX + 32], kit[PATH_MAX + 32];
+    snprintf(portarg, sizeof portarg, "127.0.0.1:%d", r->port);
+    snprintf(idarg, sizeof idarg, "%d", id);
+    snprintf(data, sizeof data, "%s/parts/node-%d", root, id);
+    snprintf(log, sizeof log, "%s/%s", r->dir, logname);
+    snprintf(kit, sizeof kit, "%s/node-%d", kits, id);
+    const char *argv[] = {"tl", "node", "--connect", portarg, "--id", idarg, "--data", data,
+                          "--tls-dir", kit, "--threads", "1", NULL};
+    *pid = spawn(log, argv);
+}
+
+static void test_supersede_tls(void **state) {
+    (void)state;
+    NEED_SETUP();
+    run r;
+    char kits[PATH_MAX + 16], plog[PATH_MAX + 32], out[4096], okit[PATH_MAX + 32], line[400] = "";
+    run_paths(&r, "run6");
+    snprintf(kits, sizeof kits, "%s/kits", r.dir);
+    snprintf(plog, sizeof plog, "%s/provision.log", r.dir);
+    snprintf(okit, sizeof okit, "%s/orchestrator", kits);
+    const char *pargv[] = {"tl", "provision", "--nodes", "3", "--out", kits, NULL};
+    assert_int_equal(run_capture(plog, pargv, out, sizeof out, 60000), 0);
+    /* heartbeats every 10 s: the dead connection would be noticed only after 40 s */
+    const char *argv[] = {"tl", "orchestrator", "--nodes", "3", "--tls-dir", okit, "--listen",
+                          "127.0.0.1:0", "--port-file", r.portf, "--threads", "1",
+                          "--max-steps", STEPS, "--heartbeat", "10000", "--reconnect-timeout",
+                          "30", "--save", r.out, "--metrics", r.metrics, "--batch-metrics", NULL};
+    r.orch = spawn(r.log, argv);
+    if (!wait_file(r.portf, 20000)) fail_msg("no port file");
+    char *s = slurp(r.portf);
+    r.port = atoi(s);
+    free(s);
+    for (int k = 1; k <= 3; k++) {
+        char name[32];
+        snprintf(name, sizeof name, "node%d.log", k);
+        start_node_tls(&r, k, kits, name, &r.node[k]);
+    }
+    if (!wait_steps(r.metrics, 20, r.orch, 60000)) fail_msg("run 6 did not train");
+    /* node 1 stops dead (its connection stays open, silent); a new node 1 comes */
+    kill(r.node[1], SIGSTOP);
+    pid_t old = r.node[1];
+    int64_t t0 = now_ms();
+    start_node_tls(&r, 1, kits, "node1b.log", &r.node[1]);
+    int sup = log_wait(r.log, "superseded by a new connection", NULL, line, sizeof line, 20000);
+    add_row(sup && now_ms() - t0 < 30000, "TLS: node 1 restarts while its old connection is open",
+            line, "%s after %.1f s", sup ? "superseded" : "not superseded",
+            (now_ms() - t0) / 1000.0);
+    kill(old, SIGKILL);
+    wait_exit(old, 10000);
+    finish_run(&r, "run 6 completes with the new node 1", "1", 120000);
+    print_table("Run 6: TLS, a node back on a new connection while the old one looks open");
+    assert_int_equal(n_bad, 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_framing_and_handshake, case_teardown),
         cmocka_unit_test_teardown(test_rogue_nodes, case_teardown),
+        cmocka_unit_test_teardown(test_big_batch, case_teardown),
+        cmocka_unit_test_teardown(test_identity, case_teardown),
+        cmocka_unit_test_teardown(test_bounded_replays, case_teardown),
+        cmocka_unit_test_teardown(test_floods, case_teardown),
+        cmocka_unit_test_teardown(test_hostile_orchestrator, case_teardown),
+        cmocka_unit_test_teardown(test_supersede_tls, case_teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

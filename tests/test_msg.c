@@ -133,6 +133,9 @@ static void same_msg(const tl_msg *a, const tl_msg *b) {
         assert_int_equal(a->u.error.code, b->u.error.code);
         assert_string_equal(a->u.error.message, b->u.error.message);
         break;
+    case TL_MSG_READY:
+        assert_int_equal(a->u.ready.run_id, b->u.ready.run_id);
+        break;
     default:
         fail();
     }
@@ -285,6 +288,10 @@ static void test_roundtrip_control(void **state) {
     m->u.error.code = (uint32_t)-TL_ENUMERIC;
     strcpy(m->u.error.message, "grads: element 17 is NaN \xc3\xa9"); /* UTF-8 passes */
     roundtrip(m);
+    memset(m, 0, sizeof *m);
+    m->type = TL_MSG_READY;
+    m->u.ready.run_id = 0x1122334455667788ull;
+    roundtrip(m);
     free(m);
 }
 
@@ -314,11 +321,11 @@ static void test_doc_examples(void **state) {
 
     static const uint8_t hello[] = {
         0x54, 0x4c, 0x4e, 0x31, 0x01, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
-        0x00, 0x21, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x01, 0x00,
+        0x00, 0x21, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x02, 0x00,
         0x01, 0x00, 0x20, 0x4e, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xef, 0xcd, 0xab, 0x89, 0x67,
         0x45, 0x23, 0x01, 0x05, 0x00, 0x00, 0x00, 0x30, 0x2e, 0x31, 0x2e, 0x30};
     m->type = TL_MSG_HELLO;
-    m->u.hello = (tl_msg_hello){2, 1, 1, 20000, 0x0123456789ABCDEFull, "0.1.0"};
+    m->u.hello = (tl_msg_hello){2, TL_PROTO_VERSION, 1, 20000, 0x0123456789ABCDEFull, "0.1.0"};
     check_golden(m, hello, sizeof hello);
 
     static const uint8_t forward[] = {
@@ -357,6 +364,16 @@ static void test_doc_examples(void **state) {
     m->type = TL_MSG_HEARTBEAT;
     m->u.heartbeat.nonce = 42;
     check_golden(m, heartbeat, sizeof heartbeat);
+
+    /* READY (docs/protocol.md §4): the run_id of WELCOME, echoed */
+    static const uint8_t ready[] = {0x54, 0x4c, 0x4e, 0x31, 0x01, 0x00, 0x0b, 0x00,
+                                    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+                                    0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+                                    0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11};
+    memset(m, 0, sizeof *m);
+    m->type = TL_MSG_READY;
+    m->u.ready.run_id = 0x1122334455667788ull;
+    check_golden(m, ready, sizeof ready);
     free(m);
 }
 
@@ -577,7 +594,10 @@ static void test_malformed_misc(void **state) {
 
     /* unknown type; unaligned payload */
     x.n = 8;
-    assert_int_equal(dec(11, &x), TL_EPROTO);
+    assert_int_equal(dec(12, &x), TL_EPROTO);
+    x.n = 0; /* READY without its run_id */
+    assert_int_equal(dec(TL_MSG_READY, &x), TL_EPROTO);
+    x.n = 8;
     assert_int_equal(tl_msg_decode_payload(TL_MSG_HEARTBEAT, x.b + 1, 8, m), TL_EINVAL);
     assert_string_equal(tl_msg_type_name(5), "FORWARD_RESULT");
     assert_string_equal(tl_msg_type_name(42), "type 42");

@@ -35,7 +35,7 @@
 #include "tl/conn.h"
 #include "tl/frame.h"
 
-#define TL_PROTO_VERSION 1
+#define TL_PROTO_VERSION 2 /* 2: READY */
 #define TL_MSG_STR_MAX 4096
 #define TL_TENSOR_MAX_RANK 4
 
@@ -50,6 +50,7 @@ typedef enum tl_msg_type {
     TL_MSG_HEARTBEAT = 8,       /* either way */
     TL_MSG_DONE = 9,            /* orch -> node */
     TL_MSG_ERROR = 10,          /* either way */
+    TL_MSG_READY = 11,          /* node -> orch: WELCOME checked, the node takes part */
 } tl_msg_type;
 
 typedef enum tl_dtype {
@@ -161,6 +162,10 @@ typedef struct tl_msg_done {
     char reason[TL_MSG_STR_MAX + 1];
 } tl_msg_done;
 
+typedef struct tl_msg_ready {
+    uint64_t run_id; /* WELCOME's, echoed */
+} tl_msg_ready;
+
 typedef struct tl_msg_error {
     uint32_t code; /* positive TL_E* value (-rc) */
     char message[TL_MSG_STR_MAX + 1];
@@ -180,6 +185,7 @@ typedef struct tl_msg {
         tl_msg_heartbeat heartbeat;
         tl_msg_done done;
         tl_msg_error error;
+        tl_msg_ready ready;
     } u;
 } tl_msg;
 

@@ -5,10 +5,14 @@
  * The node holds its data set and opens no listening socket: it connects out
  * to the orchestrator (retrying with backoff until it is up), introduces
  * itself (HELLO: id, sample count, data fingerprint) and learns the whole run
- * configuration from WELCOME. Then it answers FORWARD and BACKWARD until DONE.
+ * configuration from WELCOME, which it checks against its data (input width,
+ * classes, a model size that fits the wire and its memory) before it says
+ * READY. Then it answers FORWARD and BACKWARD until DONE, checking that the
+ * parameters and dh it is given are finite (ERROR instead of computing).
  * If the connection is lost it reconnects and goes on (the orchestrator
  * replays the interrupted batch), until give_up_s passes without a working
- * connection. Raw inputs never leave it: no message it sends carries them.
+ * connection; a REJECT DUPLICATE_ID (its old connection may still look open
+ * at the orchestrator) is retried the same way, any other REJECT is final. Raw inputs never leave it: no message it sends carries them.
  *
  *     tl_node_cfg cfg = {.host = "10.0.0.1", .port = 7000, .id = 2, .data = &ds};
  *     rc = tl_node_run(&cfg);   // 0 when the orchestrator said DONE

@@ -2,7 +2,9 @@
  * orchestrator.h - the orchestrator of a Traversal Learning run (DESIGN §1-6).
  *
  * It listens for nodes, runs the handshake (HELLO -> WELCOME or REJECT, with
- * the node id checked against its certificate under TLS), and then serves as
+ * the node id checked against its certificate under TLS; the node then checks
+ * WELCOME against its data and answers READY, and only then is it registered,
+ * with the sample count and fingerprint of its HELLO), and then serves as
  * the gradient source of the shared training loop (trainer.h): for each
  * virtual batch it sends FORWARD to the nodes that own rows of it, gathers
  * their cut activations and output gradients (or labels) in plan order, runs
@@ -16,6 +18,10 @@
  * orchestrator waits up to reconnect_timeout_s for the node to come back with
  * the same id and data fingerprint, and replays the batch. Parameters change
  * only after a complete batch, so the result is the same as without the loss.
+ * A batch that fails more than max_replays times stops the run with a message
+ * naming, per attempt, the node lost and why. Each peer's reads are budgeted
+ * per loop round, and a node sending heartbeats far faster than the interval
+ * is lost as flooding.
  *
  *     tl_orch *o;
  *     tl_orch_new(&cfg, &o);                       // listens
@@ -47,7 +53,9 @@ typedef struct tl_orch_cfg {
     int task_timeout_ms;        /* longest wait for one reply */
     int reconnect_timeout_s;    /* wait for a lost node this long, then fail */
     int handshake_timeout_ms;   /* accept -> HELLO must take less */
-    int max_pending;            /* connections not yet welcomed, at most */
+    int max_pending;            /* connections not yet registered, at most */
+    int max_replays;            /* a batch that fails more often than this stops the run
+                                 * (tl_orch_grad_fn fails, naming the nodes lost) */
     int zstd;                   /* allow zstd frames when a node offers it */
     int no_shm;                 /* never share the parameters in memory (shm.h) with
                                  * nodes on a unix socket, which is otherwise done */
@@ -56,7 +64,8 @@ typedef struct tl_orch_cfg {
 } tl_orch_cfg;
 
 /* Fills the tunables with their defaults (heartbeat 2 s, task timeout 120 s,
- * reconnect timeout 120 s, handshake 10 s, 64 pending connections). */
+ * reconnect timeout 120 s, handshake 10 s, 64 pending connections, 5 replays
+ * of a batch). */
 void tl_orch_cfg_defaults(tl_orch_cfg *cfg);
 
 typedef struct tl_orch tl_orch;
@@ -81,7 +90,10 @@ int tl_orch_registered(const tl_orch *o);
 /* Numbers the next step (after a resume: the steps already taken). */
 void tl_orch_set_step(tl_orch *o, uint64_t step);
 
-/* The trainer's gradient source (trainer.h); ctx is the tl_orch. */
+/* The trainer's gradient source (trainer.h); ctx is the tl_orch. Fails (the
+ * run stops) when a node of the batch is not back within reconnect_timeout_s
+ * or the batch failed more than max_replays times; the registered nodes are
+ * then sent ERROR with the reason. */
 int tl_orch_grad_fn(void *ctx, const tl_batch *b, const float *params, float *grads,
                     double *loss_sum, int64_t *correct);
 

@@ -49,7 +49,9 @@ static void usage(void) {
            "  --insecure            plaintext TCP, no authentication\n"
            "  --threads N           threads for matrix products [1]\n"
            "  --give-up SEC         exit after SEC seconds without reaching the\n"
-           "                        orchestrator (0: never) [3600]\n"
+           "                        orchestrator or being let in (a refusal because\n"
+           "                        this id is still connected is retried) (0: never)\n"
+           "                        [3600]\n"
            "  --zstd                offer zstd compression of frames\n"
            "  --quiet               no progress lines on stderr (errors still)\n"
            "  -h, --help            this text\n");

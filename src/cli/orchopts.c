@@ -26,6 +26,7 @@ const struct option cli_orch_longopts[] = {
     {"wait-timeout", required_argument, 0, OPT_WAIT_TIMEOUT},
     {"zstd", no_argument, 0, OPT_ZSTD},
     {"no-shm", no_argument, 0, OPT_NO_SHM},
+    {"max-replays", required_argument, 0, OPT_MAX_REPLAYS},
     {0, 0, 0, 0},
 };
 
@@ -43,6 +44,8 @@ const char cli_orch_help[] =
     "  --task-timeout SEC    longest wait for one node's reply [120]\n"
     "  --reconnect-timeout SEC\n"
     "                        wait this long for a lost node, then stop [120]\n"
+    "  --max-replays N       stop (with a recovery checkpoint) when one batch has\n"
+    "                        failed N+1 times, naming the node lost each time [5]\n"
     "  --wait-timeout SEC    wait this long for all nodes to join (0: forever) [0]\n"
     "  --zstd                compress frames with zstd when a node offers it\n"
     "  --no-shm              send the parameters over the socket to every node; by\n"
@@ -58,6 +61,7 @@ void cli_orchopts_init(cli_orchopts *o) {
     o->heartbeat_ms = 2000;
     o->task_timeout_s = 120;
     o->reconnect_timeout_s = 120;
+    o->max_replays = 5;
 }
 
 int cli_orchopts_parse(cli_orchopts *o, tl_runcfg *cfg, int key, const char *arg,
@@ -94,6 +98,10 @@ int cli_orchopts_parse(cli_orchopts *o, tl_runcfg *cfg, int key, const char *arg
     case OPT_WAIT_TIMEOUT:
         if (cli_parse_long(cmd, "wait-timeout", arg, 0, 86400 * 7, &v)) return 2;
         o->wait_timeout_s = (int)v;
+        return 1;
+    case OPT_MAX_REPLAYS:
+        if (cli_parse_long(cmd, "max-replays", arg, 0, 1000000, &v)) return 2;
+        o->max_replays = (int)v;
         return 1;
     case OPT_ZSTD: o->zstd = 1; return 1;
     case OPT_NO_SHM: o->no_shm = 1; return 1;
@@ -170,6 +178,7 @@ int cli_orchestrate(const cli_trainopts *t, const cli_orchopts *oo, const char *
     oc.heartbeat_ms = oo->heartbeat_ms;
     oc.task_timeout_ms = oo->task_timeout_s * 1000;
     oc.reconnect_timeout_s = oo->reconnect_timeout_s;
+    oc.max_replays = oo->max_replays;
     oc.zstd = oo->zstd;
     oc.no_shm = oo->no_shm;
     oc.log = cli_log_line;

@@ -13,6 +13,7 @@
 enum {
     OPT_NODES = 1200, OPT_CUT, OPT_MODE, OPT_INSECURE, OPT_TLS_DIR, OPT_HEARTBEAT,
     OPT_TASK_TIMEOUT, OPT_RECONNECT_TIMEOUT, OPT_WAIT_TIMEOUT, OPT_ZSTD, OPT_NO_SHM,
+    OPT_MAX_REPLAYS,
 };
 
 typedef struct cli_orchopts {
@@ -22,6 +23,7 @@ typedef struct cli_orchopts {
     int heartbeat_ms;
     int task_timeout_s;
     int reconnect_timeout_s;
+    int max_replays;
     int wait_timeout_s;
     int zstd;
     int no_shm;

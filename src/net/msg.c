@@ -8,7 +8,7 @@
 
 #include "tl/error.h"
 
-static_assert(TL_MSG_ERROR == TL_FRAME_TYPE_MAX, "frame.h knows every message type");
+static_assert(TL_MSG_READY == TL_FRAME_TYPE_MAX, "frame.h knows every message type");
 static_assert(TL_MSG_MAX_IOV <= TL_FRAME_MAX_IOV, "a message fits in one frame's iovecs");
 
 size_t tl_dtype_size(int dtype) {
@@ -34,9 +34,9 @@ static const char *dtype_name(int dtype) {
 const char *tl_msg_type_name(int type) {
     static const char *names[] = {NULL,      "HELLO",          "WELCOME",  "REJECT",
                                   "FORWARD", "FORWARD_RESULT", "BACKWARD", "BACKWARD_RESULT",
-                                  "HEARTBEAT", "DONE",         "ERROR"};
+                                  "HEARTBEAT", "DONE",         "ERROR",    "READY"};
     static _Thread_local char other[24];
-    if (type >= 1 && type <= TL_MSG_ERROR)
+    if (type >= 1 && type <= TL_MSG_READY)
         return names[type];
     snprintf(other, sizeof other, "type %d", type);
     return other;
@@ -277,6 +277,9 @@ int tl_msg_encode(const tl_msg *m, tl_msg_enc *e) {
     case TL_MSG_ERROR:
         put_u32(&k, m->u.error.code);
         put_str(&k, m->u.error.message, "message");
+        break;
+    case TL_MSG_READY:
+        put_u64(&k, m->u.ready.run_id);
         break;
     default:
         return tl_error(TL_EINVAL, "cannot encode %s", mn);
@@ -527,6 +530,9 @@ int tl_msg_decode_payload(uint16_t type, const void *payload, uint64_t len, tl_m
     case TL_MSG_ERROR:
         TRY(get_u32(&c, &m->u.error.code, "code"));
         TRY(get_str(&c, m->u.error.message, "message"));
+        break;
+    case TL_MSG_READY:
+        TRY(get_u64(&c, &m->u.ready.run_id, "run_id"));
         break;
     default:
         return tl_error(TL_EPROTO, "unknown message type %u", type);

@@ -3,6 +3,7 @@
 
 #include <poll.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +38,7 @@ typedef struct session {
     int cut;           /* node-side modules */
     tl_mode mode;
     float mean, std;
+    uint64_t run_id;   /* WELCOME's, echoed in READY */
     size_t p_node;     /* node-side parameters */
     size_t p_recv;     /* parameters FORWARD carries */
     int hb_ms;
@@ -120,19 +122,27 @@ static int grow_rows(session *s, int n) {
     return 0;
 }
 
-/* Applies WELCOME: the model, the cut, the mode; checks our data fits. */
+/* Applies WELCOME: the model, the cut, the mode; checks our data fits and
+ * that every size the run implies fits the wire (u32 dims) and this process.
+ * Sizes are compared in 64 bits. */
 static int apply_welcome(session *s, const tl_msg_welcome *w) {
     const tl_dataset *d = s->cfg->data;
-    int rc = tl_model_parse(w->model, (int)w->input_dim, &s->model);
-    if (rc < 0) return rc;
-    if ((size_t)w->input_dim != d->dim)
+    if ((uint64_t)w->input_dim != (uint64_t)d->dim)
         return tl_error(TL_ESTATE, "the run's inputs have %u features, our data has %zu",
                         w->input_dim, d->dim);
-    if ((int)w->n_classes != s->model.n_classes || d->classes > s->model.n_classes)
+    int rc = tl_model_parse(w->model, (int)w->input_dim, &s->model);
+    if (rc < 0) return rc;
+    if ((uint64_t)s->model.n_params > UINT32_MAX)
+        return tl_error(TL_ERANGE,
+                        "the run's model has %llu parameters: more than a tensor can carry "
+                        "(2^32 - 1); refusing it",
+                        (unsigned long long)s->model.n_params);
+    if ((int64_t)w->n_classes != (int64_t)s->model.n_classes || d->classes > s->model.n_classes)
         return tl_error(TL_ESTATE, "the run has %u classes, our labels go up to %d", w->n_classes,
                         d->classes - 1);
     if (w->cut < 1 || (int)w->cut >= s->model.n_modules)
         return tl_error(TL_ESTATE, "WELCOME: cut %u out of range for %s", w->cut, w->model);
+    s->run_id = w->run_id;
     s->cut = (int)w->cut;
     s->mode = (tl_mode)w->mode;
     s->mean = w->mean;
@@ -141,9 +151,15 @@ static int apply_welcome(session *s, const tl_msg_welcome *w) {
     s->p_node = tl_model_param_offset(&s->model, s->cut);
     s->p_recv = s->mode == TL_MODE_TRAVERSE ? s->model.n_params : s->p_node;
     s->grads = malloc(sizeof(float) * (s->p_node ? s->p_node : 1));
-    if (!s->grads) return tl_error(TL_ENOMEM, "gradients: out of memory");
-    /* Largest frame we accept: FORWARD with every parameter and a generous row count. */
-    tl_frame_reader_set_max(&s->r, (uint64_t)s->p_recv * 4 + (uint64_t)d->n * 4 + (1 << 20));
+    if (!s->grads)
+        return tl_error(TL_ENOMEM, "the run's model has %zu node-side parameters: more than "
+                        "this node can hold", s->p_node);
+    /* Largest frame we accept: FORWARD (every parameter and the rows) or
+     * BACKWARD (dh, rows x d_c), whichever is larger. WELCOME does not say the
+     * batch size, but our part of any batch has at most our sample count rows. */
+    const uint64_t rows = (uint64_t)d->n, dc = (uint64_t)tl_model_width(&s->model, s->cut);
+    const uint64_t fwd = (uint64_t)s->p_recv * 4 + rows * 4, bwd = rows * dc * 4;
+    tl_frame_reader_set_max(&s->r, (fwd > bwd ? fwd : bwd) + (1 << 20));
     if (w->flags & TL_WELCOME_F_ZSTD) {
         s->r.zstd = 1;
         tl_frame_writer_set_zstd(&s->w, 1, 1);
@@ -162,6 +178,10 @@ static int on_forward(session *s, const tl_msg_forward *f) {
     if ((rc = tl_tensor_check_below(&f->rows, d->n, "FORWARD rows")) < 0) return rc;
     if (s->shm_params) p = 0; /* they are in shared memory */
     if ((rc = tl_tensor_check(&f->params, TL_DT_F32, 1, &p, "FORWARD params")) < 0) return rc;
+    /* docs/protocol.md §4: receivers check finiteness (the shared block too) */
+    tl_tensor all = s->shm_params ? tl_tensor_1d(TL_DT_F32, s->shm_params, (uint32_t)s->p_recv)
+                                  : f->params;
+    if ((rc = tl_tensor_check_finite(&all, "FORWARD params")) < 0) return rc;
     const int n = (int)f->rows.numel;
     if ((rc = grow_rows(s, n)) < 0) return rc;
     if (s->shm_params) {
@@ -209,6 +229,7 @@ static int on_backward(session *s, const tl_msg_backward *b) {
                         (unsigned long long)b->step, (unsigned long long)s->step);
     uint32_t dims[2] = {(uint32_t)s->n, (uint32_t)tl_model_width(&s->model, s->cut)};
     int rc = tl_tensor_check(&b->dh, TL_DT_F32, 2, dims, "BACKWARD dh");
+    if (rc == 0) rc = tl_tensor_check_finite(&b->dh, "BACKWARD dh");
     if (rc < 0) return rc;
     memset(s->grads, 0, sizeof(float) * s->p_node);
     tl_model_backward(&s->model, s->params, s->grads, &s->ws, s->n, 0, s->cut, b->dh.data, NULL);
@@ -271,6 +292,11 @@ static int session_open(session *s) {
     if ((rc = send_msg(s, &m)) < 0) return rc;
     if ((rc = tl_msg_recv(s->c, &s->r, &m, deadline)) < 0) return rc;
     s->last_recv = tl_now_ms();
+    if (m.type == TL_MSG_REJECT && m.u.reject.code == TL_REJECT_DUPLICATE_ID)
+        /* our old connection may still be open at the orchestrator (a silent
+         * path): it goes away, so this is worth retrying */
+        return tl_error(TL_EAGAIN, "the orchestrator refused node %d for now: %s", cfg->id,
+                        m.u.reject.reason);
     if (m.type == TL_MSG_REJECT)
         return tl_error(TL_EREFUSED, "the orchestrator refused node %d: %s", cfg->id,
                         m.u.reject.reason);
@@ -291,6 +317,10 @@ static int session_open(session *s) {
         send_error(s, rc, why);
         return tl_error(TL_EREFUSED, "%s (the orchestrator's --no-shm avoids shared memory)", why);
     }
+    /* WELCOME fits our data: we take part (the orchestrator registers us now) */
+    tl_msg ready = {.type = TL_MSG_READY};
+    ready.u.ready.run_id = s->run_id;
+    if ((rc = send_msg(s, &ready)) < 0) return rc;
     /* the first FORWARD comes once every node has joined: generate the
      * matrix-product kernels now rather than then */
     tl_model_warmup(&s->model, 64);
@@ -338,7 +368,8 @@ static int session_serve(session *s) {
                           tl_msg_type_name(m.type));
         }
         if (rc < 0) {
-            if (rc == TL_EPROTO || rc == TL_ENOMEM) send_error(s, rc, tl_errmsg());
+            if (rc == TL_EPROTO || rc == TL_ENOMEM || rc == TL_ENUMERIC)
+                send_error(s, rc, tl_errmsg());
             return rc;
         }
     }
@@ -368,6 +399,8 @@ int tl_node_run(const tl_node_cfg *cfg) {
             /* Refused, or a certificate problem on either side: retrying cannot help. */
             session_free(&s);
             return rc;
+        } else if (rc == TL_EAGAIN) {
+            logf_(cfg, "%s; retrying", tl_errmsg()); /* DUPLICATE_ID: not final */
         } else if (attempts++ % 20 == 0) {
             logf_(cfg, "cannot reach the orchestrator: %s; retrying", tl_errmsg());
         }

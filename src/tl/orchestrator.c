@@ -23,10 +23,16 @@
 
 #define QUEUE_LEN 4          /* outgoing messages a peer may have waiting */
 #define CLOSE_GRACE_MS 2000  /* a refused peer gets this long to read its REJECT */
+#define READ_BUDGET_FRAMES 16            /* a peer's frames handled per loop round, at most */
+#define READ_BUDGET_BYTES (256u << 10)   /* and its bytes (frames may be larger: one then) */
+#define FLOOD_FRAMES_PER_S 100           /* heartbeats a node may send in a second, at least */
+#define FLOOD_SECONDS 3                  /* ... over that for this many seconds in a row: lost */
+#define MAX_ATTEMPTS_LOGGED 16           /* failed attempts of one batch named in the message */
 
 typedef enum peer_state {
     PEER_TLS,     /* transport handshake in progress */
     PEER_HELLO,   /* waiting for HELLO */
+    PEER_WELCOMED,/* WELCOME sent, waiting for READY: not registered, leaves no trace */
     PEER_READY,   /* a registered node */
     PEER_CLOSING, /* flushing a last message (REJECT/ERROR/DONE), then DRAIN */
     PEER_DRAIN,   /* our side shut down; discarding what the peer still sends until it
@@ -39,7 +45,12 @@ typedef struct peer {
     tl_frame_reader r;
     tl_frame_writer w;
     peer_state st;
-    int node;              /* node index once READY, else -1 */
+    int node;              /* node index once WELCOMED, else -1 */
+    uint64_t count, fingerprint; /* from HELLO; the node's identity once READY */
+    char version[64];      /* HELLO's software version, for the log */
+    int64_t hb_window;     /* start of the current second of heartbeat counting */
+    int hb_count;          /* heartbeats received in it */
+    int hb_over;           /* consecutive seconds over the flood limit */
     int64_t deadline;      /* handshake or closing deadline */
     int64_t last_recv, last_sent;
     int sniffed;           /* PEER_TLS: the first byte has been looked at */
@@ -62,6 +73,7 @@ typedef enum expect {
 
 typedef struct node_slot {
     peer *p;               /* NULL while disconnected */
+    peer *pending;         /* a connection welcomed for this id, READY awaited */
     int seen;              /* registered at least once */
     uint64_t count, fingerprint;
     /* batch state */
@@ -104,6 +116,9 @@ struct tl_orch {
     tl_shm shm;            /* the parameters for nodes on a unix socket (shm.p NULL: none) */
     size_t p_sent;         /* parameters a FORWARD carries */
     tl_bounds bounds;      /* what an honest node can send this step (bounds.h) */
+    /* the last node lost (lose_node), for the replay bound's message */
+    int lost_node;         /* index, -1: none since the attempt began */
+    char lost_why[256];
 };
 
 static void olog(tl_orch *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -125,6 +140,7 @@ void tl_orch_cfg_defaults(tl_orch_cfg *cfg) {
     cfg->reconnect_timeout_s = 120;
     cfg->handshake_timeout_ms = 10000;
     cfg->max_pending = 64;
+    cfg->max_replays = 5;
 }
 
 /* ---------------------------------------------------------------- peers */
@@ -141,6 +157,7 @@ static void peer_free(peer *p) {
 static void drop_peer(tl_orch *o, int i) {
     peer *p = o->peers[i];
     if (p->node >= 0 && o->nodes[p->node].p == p) o->nodes[p->node].p = NULL;
+    if (p->node >= 0 && o->nodes[p->node].pending == p) o->nodes[p->node].pending = NULL;
     peer_free(p);
     o->peers[i] = o->peers[--o->n_peers];
 }
@@ -196,21 +213,27 @@ static void start_drain(peer *p) {
     p->deadline = tl_now_ms() + CLOSE_GRACE_MS;
 }
 
-/* Discards bytes from a draining peer. 0 while it is still open. */
+/* Discards bytes from a draining peer, at most READ_BUDGET_BYTES a round (the
+ * caller checks the deadline between rounds). 0 while it is still open. */
 static int drain(peer *p) {
     char buf[4096];
-    for (;;) {
+    for (size_t got = 0; got < READ_BUDGET_BYTES;) {
         ssize_t r = recv(p->c->fd, buf, sizeof buf, MSG_DONTWAIT);
-        if (r > 0) continue;
+        if (r > 0) {
+            got += (size_t)r;
+            continue;
+        }
         if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
         if (r < 0 && errno == EINTR) continue;
         return -1; /* closed or failed */
     }
+    return 0;
 }
 
 /* Sends a last message (REJECT or ERROR) and closes once it is out. */
 static void close_with(tl_orch *o, peer *p, const tl_msg *m) {
     if (p->node >= 0 && o->nodes[p->node].p == p) o->nodes[p->node].p = NULL;
+    if (p->node >= 0 && o->nodes[p->node].pending == p) o->nodes[p->node].pending = NULL;
     p->node = -1;
     p->qlen = 0;
     p->shm_fd = 0;
@@ -238,10 +261,50 @@ static void reject(tl_orch *o, peer *p, uint32_t code, const char *why) {
 static void lose_node(tl_orch *o, peer *p, const char *why) {
     int k = p->node;
     olog(o, "node %d (%s) lost: %s", k + 1, p->c->peer, why);
+    o->lost_node = k;
+    snprintf(o->lost_why, sizeof o->lost_why, "%s", why);
     close_with_error(o, p, TL_EPROTO, why);
 }
 
 /* ------------------------------------------------------------ handshake */
+
+/* Would node k (0-based) with this data conflict with what the run holds?
+ * Fills why and returns the REJECT code, or 0 if not: node k came back with
+ * other data, another node has the same data, or the run's sample total
+ * would not fit in memory (the batcher indexes every sample, 8 bytes each). */
+static uint32_t data_conflict(tl_orch *o, int k, uint64_t count, uint64_t fp, char *why,
+                              size_t cap) {
+    const node_slot *s = &o->nodes[k];
+    if (s->seen && (s->count != count || s->fingerprint != fp)) {
+        snprintf(why, cap,
+                 "node %d came back with different data (%llu samples, fingerprint %016llx; "
+                 "it had %llu, %016llx)",
+                 k + 1, (unsigned long long)count, (unsigned long long)fp,
+                 (unsigned long long)s->count, (unsigned long long)s->fingerprint);
+        return TL_REJECT_FINGERPRINT;
+    }
+    uint64_t total = count;
+    for (int j = 0; j < o->cfg.n_nodes; j++) {
+        const node_slot *t = &o->nodes[j];
+        if (j == k || !t->seen) continue;
+        if (t->fingerprint == fp && t->count == count) {
+            snprintf(why, cap, "node %d holds the same data as node %d (%llu samples, "
+                     "fingerprint %016llx)", k + 1, j + 1, (unsigned long long)count,
+                     (unsigned long long)fp);
+            return TL_REJECT_FINGERPRINT;
+        }
+        total += t->count; /* each count is below 2^32: no overflow */
+    }
+    long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
+    uint64_t mem = pages > 0 && psize > 0 ? (uint64_t)pages * (uint64_t)psize : UINT64_MAX;
+    if (total > mem / 2 / sizeof(uint64_t)) {
+        snprintf(why, cap, "with node %d's %llu samples the run would hold %llu, more than "
+                 "this orchestrator can index in memory", k + 1, (unsigned long long)count,
+                 (unsigned long long)total);
+        return TL_REJECT_BAD_HELLO;
+    }
+    return 0;
+}
 
 static void on_hello(tl_orch *o, peer *p, const tl_msg_hello *h) {
     char why[512];
@@ -258,22 +321,36 @@ static void on_hello(tl_orch *o, peer *p, const tl_msg_hello *h) {
     }
     if (o->cfg.tls && tl_tls_check_node_id(p->c, (int)h->node_id) < 0)
         return reject(o, p, TL_REJECT_NOT_AUTHENTICATED, tl_errmsg());
+    if (h->sample_count == 0) return reject(o, p, TL_REJECT_BAD_HELLO, "a node needs samples");
+    if (h->sample_count > UINT32_MAX) { /* FORWARD's rows are u32 local indices */
+        snprintf(why, sizeof why, "%llu samples: rows travel as u32, so a node holds at most "
+                 "%u", (unsigned long long)h->sample_count, UINT32_MAX);
+        return reject(o, p, TL_REJECT_BAD_HELLO, why);
+    }
     node_slot *s = &o->nodes[h->node_id - 1];
-    if (s->p) {
+    peer *old = s->p ? s->p : s->pending;
+    if (old && o->cfg.tls && s->seen && s->fingerprint == h->fingerprint &&
+        s->count == h->sample_count) {
+        /* authenticated by its certificate, with the same data: the node came
+         * back on a new connection while the old one looks open (a silent
+         * path). The new one wins. */
+        char msg[400];
+        snprintf(msg, sizeof msg, "superseded by a new connection from %s", p->c->peer);
+        if (old == s->p) lose_node(o, old, msg);
+        else {
+            olog(o, "closed %s: %s", old->c->peer, msg);
+            close_with_error(o, old, TL_ECLOSED, msg);
+        }
+        old = NULL;
+    }
+    if (old) {
         snprintf(why, sizeof why, "node %u is already connected (from %s)", h->node_id,
-                 s->p->c->peer);
+                 old->c->peer);
         return reject(o, p, TL_REJECT_DUPLICATE_ID, why);
     }
-    if (h->sample_count == 0) return reject(o, p, TL_REJECT_BAD_HELLO, "a node needs samples");
-    if (s->seen && (s->count != h->sample_count || s->fingerprint != h->fingerprint)) {
-        snprintf(why, sizeof why,
-                 "node %u came back with different data (%llu samples, fingerprint %016llx; "
-                 "it had %llu, %016llx)",
-                 h->node_id, (unsigned long long)h->sample_count,
-                 (unsigned long long)h->fingerprint, (unsigned long long)s->count,
-                 (unsigned long long)s->fingerprint);
-        return reject(o, p, TL_REJECT_FINGERPRINT, why);
-    }
+    uint32_t code = data_conflict(o, (int)h->node_id - 1, h->sample_count, h->fingerprint, why,
+                                  sizeof why);
+    if (code) return reject(o, p, code, why);
     tl_msg m = {.type = TL_MSG_WELCOME};
     tl_msg_welcome *w = &m.u.welcome;
     const tl_runcfg *run = o->cfg.run;
@@ -302,25 +379,54 @@ static void on_hello(tl_orch *o, peer *p, const tl_msg_hello *h) {
     snprintf(w->model, sizeof w->model, "%s", o->cfg.model->spec);
     if (queue_msg(o, p, &m) < 0) return close_with_error(o, p, TL_ENOMEM, tl_errmsg());
     p->shm_fd = shm;
-    /* From now on the largest legitimate frame is a node's gradient or a full
-     * batch of cut activations and output gradients. */
-    uint64_t big = (uint64_t)o->p_node * 4, rows = (uint64_t)run->batch_size * (o->dc + o->classes) * 4;
-    tl_frame_reader_set_max(&p->r, (big > rows ? big : rows) + 4096);
     if (zstd) {
         p->r.zstd = 1;
         tl_frame_writer_set_zstd(&p->w, 1, 1);
     }
+    /* nothing is recorded for the node until it says READY */
+    s->pending = p;
+    p->count = h->sample_count;
+    p->fingerprint = h->fingerprint;
+    p->node = (int)h->node_id - 1;
+    p->st = PEER_WELCOMED;
+    snprintf(p->version, sizeof p->version, "%s", h->version);
+}
+
+/* READY: the node checked WELCOME against its data and takes part. Only now
+ * is it registered, with the sample count and fingerprint of its HELLO. */
+static void on_ready(tl_orch *o, peer *p, const tl_msg_ready *r) {
+    char why[512];
+    const int k = p->node;
+    node_slot *s = &o->nodes[k];
+    if (r->run_id != o->run_id) {
+        snprintf(why, sizeof why, "READY for run %016llx, this run is %016llx",
+                 (unsigned long long)r->run_id, (unsigned long long)o->run_id);
+        return reject(o, p, TL_REJECT_BAD_HELLO, why);
+    }
+    /* another node may have registered the same data since our HELLO */
+    uint32_t code = data_conflict(o, k, p->count, p->fingerprint, why, sizeof why);
+    if (code) return reject(o, p, code, why);
+    const tl_runcfg *run = o->cfg.run;
+    /* From now on the largest legitimate frame from the node is its gradient,
+     * a full batch of cut activations with output gradients (or labels), or an
+     * ERROR (a string). */
+    uint64_t big = (uint64_t)o->p_node * 4,
+             rows = (uint64_t)run->batch_size * ((uint64_t)o->dc + (uint64_t)o->classes) * 4;
+    uint64_t cap = (big > rows ? big : rows) + 4096;
+    tl_frame_reader_set_max(&p->r, cap > TL_FRAME_HANDSHAKE_MAX ? cap : TL_FRAME_HANDSHAKE_MAX);
     if (!s->seen) o->registered++;
     s->seen = 1;
-    s->count = h->sample_count;
-    s->fingerprint = h->fingerprint;
+    s->count = p->count;
+    s->fingerprint = p->fingerprint;
+    s->pending = NULL;
     s->p = p;
     s->exp = EXPECT_NONE;
-    p->node = (int)h->node_id - 1;
     p->st = PEER_READY;
-    olog(o, "node %u joined from %s (%llu samples, %s%s, %s)", h->node_id, p->c->peer,
-         (unsigned long long)h->sample_count, p->c->ops->name,
-         shm ? ", shared memory" : "", h->version);
+    p->hb_window = tl_now_ms();
+    p->hb_count = p->hb_over = 0;
+    olog(o, "node %d joined from %s (%llu samples, %s%s, %s)", k + 1, p->c->peer,
+         (unsigned long long)p->count, p->c->ops->name, s->gshm.p ? ", shared memory" : "",
+         p->version);
 }
 
 /* ------------------------------------------------------- batch results */
@@ -484,14 +590,51 @@ static int on_frame(tl_orch *o, peer *p, const tl_frame *f) {
             return -1;
         }
         on_hello(o, p, &m.u.hello);
-        return p->st == PEER_READY ? 0 : -1;
+        return p->st == PEER_WELCOMED ? 0 : -1;
+    }
+    if (p->st == PEER_WELCOMED) {
+        char why[TL_MSG_STR_MAX + 64];
+        if (m.type == TL_MSG_READY) {
+            on_ready(o, p, &m.u.ready);
+            return p->st == PEER_READY ? 0 : -1;
+        }
+        if (m.type == TL_MSG_HEARTBEAT) return 0;
+        if (m.type == TL_MSG_ERROR) { /* the node cannot take part (its data does not fit) */
+            snprintf(why, sizeof why, "node %d declined the run: %s", p->node + 1,
+                     m.u.error.message);
+            olog(o, "closed %s: %s", p->c->peer, why);
+            close_with_error(o, p, TL_ECLOSED, why);
+            return -1;
+        }
+        snprintf(why, sizeof why, "expected READY, got %s", tl_msg_type_name(m.type));
+        reject(o, p, TL_REJECT_BAD_HELLO, why);
+        return -1;
     }
     if (p->st != PEER_READY) return -1;
     node_slot *s = &o->nodes[p->node];
     switch (m.type) {
     case TL_MSG_FORWARD_RESULT: rc = on_fwd_result(o, s, &m.u.fwd_result); break;
     case TL_MSG_BACKWARD_RESULT: rc = on_bwd_result(o, p, s, &m.u.bwd_result); break;
-    case TL_MSG_HEARTBEAT: rc = 0; break;
+    case TL_MSG_HEARTBEAT: {
+        /* a node sends one per heartbeat interval when it has nothing else to
+         * say: far more, second after second, is a flood (a backlog after we
+         * were busy arrives at once, but only once) */
+        const int hb = o->cfg.heartbeat_ms;
+        const int limit = hb > 0 && 10000 / hb > FLOOD_FRAMES_PER_S ? 10000 / hb
+                                                                    : FLOOD_FRAMES_PER_S;
+        int64_t now = tl_now_ms();
+        rc = 0;
+        if (now - p->hb_window >= 1000) {
+            p->hb_over = p->hb_count > limit && now - p->hb_window < 2000 ? p->hb_over + 1 : 0;
+            p->hb_window = now;
+            p->hb_count = 0;
+            if (p->hb_over >= FLOOD_SECONDS)
+                rc = tl_error(TL_EPROTO, "flooding: more than %d heartbeats a second for %d "
+                              "seconds (the interval is %d ms)", limit, FLOOD_SECONDS, hb);
+        }
+        p->hb_count++;
+        break;
+    }
     case TL_MSG_ERROR:
         rc = tl_error(TL_EPROTO, "the node reported: %s", m.u.error.message);
         break;
@@ -621,9 +764,12 @@ static int tls_step(tl_orch *o, peer *p) {
     return 1;
 }
 
-/* Reads every complete frame p has for us. 0, or < 0 if p is finished. */
+/* Reads the complete frames p has for us, up to a budget per round
+ * (READ_BUDGET_FRAMES, READ_BUDGET_BYTES) so that no peer keeps the loop from
+ * the others: the rest waits for the next round. 0, or < 0 if p is finished. */
 static int peer_read(tl_orch *o, peer *p) {
-    for (;;) {
+    uint64_t bytes = 0;
+    for (int frames = 0; frames < READ_BUDGET_FRAMES && bytes < READ_BUDGET_BYTES; frames++) {
         tl_frame f;
         int rc = tl_frame_read(&p->r, p->c, &f);
         if (rc == TL_EAGAIN) return 0;
@@ -635,9 +781,11 @@ static int peer_read(tl_orch *o, peer *p) {
             else if (p->st != PEER_CLOSING) olog(o, "closed %s", tl_errmsg());
             return -1;
         }
+        bytes += f.wire_len;
         if (p->st == PEER_CLOSING) continue; /* draining; ignore */
         if (on_frame(o, p, &f) < 0) return -1;
     }
+    return 0;
 }
 
 /* Timers: handshake deadlines, heartbeats, silent nodes, closing peers. */
@@ -652,7 +800,7 @@ static void run_timers(tl_orch *o) {
     }
     for (int i = 0; i < o->n_peers; i++) {
         peer *p = o->peers[i];
-        if (p->st == PEER_TLS || p->st == PEER_HELLO) {
+        if (p->st == PEER_TLS || p->st == PEER_HELLO || p->st == PEER_WELCOMED) {
             if (now > p->deadline) {
                 olog(o, "closed %s: no handshake within %d ms", p->c->peer,
                      o->cfg.handshake_timeout_ms);
@@ -740,6 +888,7 @@ int tl_orch_new(const tl_orch_cfg *cfg, tl_orch **out) {
     if (!o) return tl_error(TL_ENOMEM, "orchestrator: out of memory");
     o->cfg = *cfg;
     o->lfd = -1;
+    o->lost_node = -1;
     const tl_model *m = cfg->model;
     const tl_runcfg *run = cfg->run;
     if ((rc = tl_model_cut_modules(m, run->cut, &o->cut)) < 0) goto fail;
@@ -955,13 +1104,62 @@ static int await_nodes(tl_orch *o, const tl_batch *b) {
     }
 }
 
+/* The message that stops a run whose batch failed too often: per attempt,
+ * the node lost and why ("node 2 each time (...)" when it is always the same). */
+static int replay_bound(tl_orch *o, const tl_batch *b, int failures, const int *who,
+                        char (*why)[256]) {
+    int n = failures < MAX_ATTEMPTS_LOGGED ? failures : MAX_ATTEMPTS_LOGGED, same = 1;
+    for (int i = 1; i < n; i++)
+        if (who[i] != who[0] || strcmp(why[i], why[0])) same = 0;
+    char msg[3072];
+    size_t len = (size_t)snprintf(msg, sizeof msg, "batch %zu of epoch %d failed %d times "
+                                  "(--max-replays %d): ", b->index, b->epoch + 1, failures,
+                                  o->cfg.max_replays);
+    for (int i = 0; i < (same ? 1 : n) && len < sizeof msg; i++) {
+        if (who[i] < 0)
+            len += (size_t)snprintf(msg + len, sizeof msg - len, "%sattempt %d: no node named",
+                                    i ? "; " : "", i + 1);
+        else if (same)
+            len += (size_t)snprintf(msg + len, sizeof msg - len, "node %d each time (%s)",
+                                    who[i] + 1, why[i]);
+        else
+            len += (size_t)snprintf(msg + len, sizeof msg - len, "%sattempt %d: node %d (%s)",
+                                    i ? "; " : "", i + 1, who[i] + 1, why[i]);
+    }
+    olog(o, "%s", msg);
+    return tl_error(TL_ESTATE, "%s", msg);
+}
+
+/* The run stops with an error: tell every registered node why (ERROR; it
+ * logs the reason and keeps retrying, for an orchestrator restarted with
+ * --resume), waiting briefly for the messages to go out. rc is returned. */
+static int stop_run(tl_orch *o, int rc) {
+    char msg[TL_MSG_STR_MAX], why[TL_MSG_STR_MAX + 32];
+    snprintf(msg, sizeof msg, "%s", tl_errmsg());
+    snprintf(why, sizeof why, "the orchestrator stops: %s", msg);
+    for (int i = 0; i < o->n_peers; i++)
+        if (o->peers[i]->st == PEER_READY) close_with_error(o, o->peers[i], rc, why);
+    int64_t until = tl_now_ms() + CLOSE_GRACE_MS;
+    for (;;) {
+        int busy = 0;
+        for (int i = 0; i < o->n_peers; i++)
+            busy |= o->peers[i]->st == PEER_CLOSING;
+        if (!busy || tl_now_ms() >= until) break;
+        pump(o, until);
+    }
+    return tl_error(rc, "%s", msg); /* the loop may have set another message */
+}
+
 int tl_orch_grad_fn(void *ctx, const tl_batch *b, const float *params, float *grads,
                     double *loss_sum, int64_t *correct) {
     tl_orch *o = ctx;
     const size_t n_params = o->cfg.model->n_params;
+    int failures = 0, who[MAX_ATTEMPTS_LOGGED];
+    char why[MAX_ATTEMPTS_LOGGED][256];
     for (;;) {
         int rc = await_nodes(o, b);
-        if (rc < 0) return rc;
+        if (rc < 0) return stop_run(o, rc);
+        o->lost_node = -1;
         double ls = 0;
         int64_t corr = 0;
         o->cur_batch = b;
@@ -982,19 +1180,29 @@ int tl_orch_grad_fn(void *ctx, const tl_batch *b, const float *params, float *gr
             o->step++;
             return 0;
         }
-        /* A node was lost: forget everything this batch produced and replay it. */
+        /* A node was lost: forget everything this batch produced and replay it,
+         * unless this batch has failed too often. */
         batch_reset(o, b);
         memset(grads, 0, sizeof(float) * n_params);
+        if (failures < MAX_ATTEMPTS_LOGGED) {
+            who[failures] = o->lost_node;
+            snprintf(why[failures], sizeof why[failures], "%s",
+                     o->lost_node >= 0 ? o->lost_why : "");
+        }
+        if (++failures > o->cfg.max_replays)
+            return stop_run(o, replay_bound(o, b, failures, who, why));
         o->stats.replays++;
         olog(o, "epoch %d batch %zu: discarded partial results; waiting up to %d s for the "
-                "node to return, then replaying the batch",
-             b->epoch + 1, b->index, o->cfg.reconnect_timeout_s);
+                "node to return, then replaying the batch (replay %d of at most %d)",
+             b->epoch + 1, b->index, o->cfg.reconnect_timeout_s, failures, o->cfg.max_replays);
     }
 }
 
 void tl_orch_finish(tl_orch *o, const char *reason) {
     for (int i = o->n_peers - 1; i >= 0; i--) /* strangers still in handshake: just close */
-        if (o->peers[i]->st == PEER_TLS || o->peers[i]->st == PEER_HELLO) drop_peer(o, i);
+        if (o->peers[i]->st == PEER_TLS || o->peers[i]->st == PEER_HELLO ||
+            o->peers[i]->st == PEER_WELCOMED)
+            drop_peer(o, i);
     if (o->flood_dropped) {
         olog(o, "dropped %d connection%s beyond %d in handshake", o->flood_dropped,
              o->flood_dropped == 1 ? "" : "s", o->cfg.max_pending);
