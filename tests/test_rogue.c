@@ -112,6 +112,12 @@ static int rogue(int port, rogue_kind kind, char *why, size_t cap) {
                  m.type == TL_MSG_REJECT ? m.u.reject.reason : tl_errmsg());
         goto out;
     }
+    tl_msg rd = {.type = TL_MSG_READY};
+    rd.u.ready.run_id = m.u.welcome.run_id;
+    if (tl_msg_send(c, &w, &rd, deadline) < 0) {
+        snprintf(why, cap, "READY: %s", tl_errmsg());
+        goto out;
+    }
     tl_model model;
     assert_int_equal(tl_model_parse(m.u.welcome.model, (int)m.u.welcome.input_dim, &model), 0);
     const int cut = (int)m.u.welcome.cut, classes = (int)m.u.welcome.n_classes;
