@@ -7,6 +7,7 @@
 
 #include "cli/cli.h"
 #include "cli/clilog.h"
+#include "cli/outputs.h"
 #include "cli/progress.h"
 #include "cli/runsetup.h"
 #include "tl/checkpoint.h"
@@ -193,6 +194,9 @@ int cli_orchestrate(const cli_trainopts *t, const cli_orchopts *oo, const char *
                         (unsigned long long)counts[i], (unsigned long long)counts[oo->nodes + i]);
     tl_trainer_set_data_sig(&tr, sig);
     tr.recovery_path = "tl-recovery.safetensors";
+    /* SIGINT, SIGTERM, SIGHUP stop between batches with the state saved */
+    tr.stop = &cli_stop_signal;
+    cli_stop_on_signals();
     if (cfg->resume) {
         if (tl_trainer_resume(&tr) < 0) goto fail;
         tl_orch_set_step(o, (uint64_t)tr.steps);
@@ -215,6 +219,7 @@ int cli_orchestrate(const cli_trainopts *t, const cli_orchopts *oo, const char *
                     "orchestrator again with the same options plus --checkpoint %s --resume "
                     "(nodes reconnect by themselves)\n",
                     cmd, tr.saved_path, tr.saved_path);
+        if (cli_stop_signal) rc = 128 + cli_stop_signal;
         goto cleanup;
     }
     tl_orch_finish(o, "training complete");

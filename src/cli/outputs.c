@@ -1,0 +1,88 @@
+/* outputs.c - output checks, the model's fallback path, stop signals (see outputs.h). */
+#include "cli/outputs.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "tl/error.h"
+#include "tl/file.h"
+
+int cli_check_output(const char *cmd, const char *opt, const char *path) {
+    if (!path || tl_file_check_writable(path) == 0) return 0;
+    fprintf(stderr, "tl %s: --%s: %s\n", cmd, opt, tl_errmsg());
+    return 2;
+}
+
+int cli_check_outputs(const tl_runcfg *cfg, const char *cmd) {
+    if (cli_check_output(cmd, "save", cfg->save_path) ||
+        cli_check_output(cmd, "checkpoint", cfg->checkpoint_path) ||
+        cli_check_output(cmd, "metrics", cfg->metrics_path) ||
+        cli_check_output(cmd, "plan", cfg->plan_path))
+        return 2;
+    return 0;
+}
+
+int cli_check_out_dir(const char *cmd, const char *opt, const char *dir) {
+    size_t len = strlen(dir);
+    char *p = malloc(len + 16);
+    if (!p) {
+        fprintf(stderr, "tl %s: out of memory\n", cmd);
+        return 2;
+    }
+    /* the nearest existing ancestor of dir (dir itself if it exists) */
+    memcpy(p, dir, len + 1);
+    while (len > 1 && p[len - 1] == '/') p[--len] = 0;
+    struct stat st;
+    while (stat(p, &st) < 0) {
+        if (errno != ENOENT) break;
+        char *slash = strrchr(p, '/');
+        if (!slash) {
+            strcpy(p, ".");
+            break;
+        }
+        if (slash == p) slash[1] = 0;
+        else *slash = 0;
+    }
+    int rc = 0;
+    if (stat(p, &st) < 0) {
+        fprintf(stderr, "tl %s: --%s: %s: %s\n", cmd, opt, dir, strerror(errno));
+        rc = 2;
+    } else if (!S_ISDIR(st.st_mode)) {
+        fprintf(stderr, "tl %s: --%s: %s: %s is not a directory\n", cmd, opt, dir, p);
+        rc = 2;
+    } else {
+        strcat(p, "/.tl-probe"); /* a file that can be created there proves it */
+        if (tl_file_check_writable(p) < 0) {
+            fprintf(stderr, "tl %s: --%s: %s: %s\n", cmd, opt, dir, tl_errmsg());
+            rc = 2;
+        }
+    }
+    free(p);
+    return rc;
+}
+
+int cli_fallback_path(int i, char *buf, size_t size) {
+    const char *tmp = getenv("TMPDIR");
+    const char *dir = i == 0 ? (tmp && *tmp ? tmp : "/tmp") : i == 1 ? "." : NULL;
+    if (!dir) return -1;
+    snprintf(buf, size, "%s/tl-model-%ld.safetensors", dir, (long)getpid());
+    return 0;
+}
+
+volatile sig_atomic_t cli_stop_signal;
+
+static void on_stop(int sig) { cli_stop_signal = sig; }
+
+void cli_stop_on_signals(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop;
+    sa.sa_flags = SA_RESETHAND; /* a second signal kills as usual */
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+}
