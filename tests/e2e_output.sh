@@ -12,6 +12,8 @@
 #    no temporary directory; SIGTERM to `tl run` removes it and its children;
 #  - SIGTERM to `tl train` saves the recovery checkpoint, and resuming from it
 #    gives the uninterrupted run's model bit for bit;
+#  - `tl orchestrator ... 2>&1 | head -3` completes and saves (status 0);
+#    SIGTERM to it saves the recovery checkpoint;
 #  - --save on a full file system (a 64 KiB tmpfs in a private mount
 #    namespace; skipped, visibly, where one cannot be made): the model goes
 #    to $TMPDIR/tl-model-<pid>.safetensors, printed, exit 1, and it loads;
@@ -131,6 +133,50 @@ timeout $TMO "$TL" train --epochs 30 --max-steps $n --checkpoint tl-recovery.saf
 timeout $TMO "$TL" train --epochs 30 --max-steps $n --save straight.safetensors >/dev/null 2>&1
 check "SIGTERM then --resume = the uninterrupted run (step $n)" "$(tail -c 300 err2.txt)" \
     sh -c "'$TL' compare resumed.safetensors straight.safetensors | grep -q bit-identical"
+cd "$W" || exit 1
+
+# ---- 5b. tl orchestrator: a closed pipe is no kill; SIGTERM saves the state --
+timeout $TMO "$TL" partition --nodes 2 --out "$W/parts" >/dev/null 2>&1
+start_nodes() { # start_nodes SOCKET: two nodes in the background, pids in NP
+    NP=()
+    local k
+    for k in 1 2; do
+        timeout $TMO "$TL" node --connect "unix:$1" --id $k --data "$W/parts/node-$k" --insecure \
+            --give-up 30 --quiet >/dev/null 2>&1 &
+        NP+=($!)
+        PIDS+=($!)
+    done
+}
+stop_nodes() { kill -TERM "${NP[@]}" 2>/dev/null; wait "${NP[@]}" 2>/dev/null; }
+start_nodes "$W/o1.sock"
+{
+    timeout $TMO "$TL" orchestrator --nodes 2 --insecure --listen "unix:$W/o1.sock" --epochs 4 \
+        --batch-size 2048 --save "$W/orch.safetensors" 2>&1
+    echo $? >"$W/orch.status"
+} | head -3 >/dev/null
+stop_nodes
+st=$(cat "$W/orch.status")
+check "tl orchestrator 2>&1 | head -3: status 0" "status $st" [ "$st" -eq 0 ]
+check "tl orchestrator 2>&1 | head -3: the model is saved" "" [ -s "$W/orch.safetensors" ]
+
+mkdir -p osig && cd osig || exit 1
+start_nodes "$W/o2.sock"
+"$TL" orchestrator --nodes 2 --insecure --listen "unix:$W/o2.sock" --epochs 50 --batch-size 256 \
+    --metrics m.jsonl --batch-metrics >out.txt 2>err.txt &
+OP=$!
+PIDS+=("$OP")
+for ((i = 0; i < 300; i++)); do
+    [ "$(cat m.jsonl 2>/dev/null | wc -l)" -ge 5 ] && break
+    kill -0 "$OP" 2>/dev/null || break
+    sleep 0.1
+done
+kill -TERM "$OP"
+wait "$OP"
+st=$?
+stop_nodes
+check "SIGTERM: tl orchestrator exits 143" "status $st: $(tail -c 300 err.txt)" [ "$st" -eq 143 ]
+check "SIGTERM: tl orchestrator saved its state" "$(tail -c 300 err.txt)" \
+    sh -c "[ -s tl-recovery.safetensors ] && grep -q 'saved in tl-recovery.safetensors' err.txt"
 cd "$W" || exit 1
 
 # ---- 6. a full disk at the end: the model goes to the fallback path ------
