@@ -74,10 +74,13 @@ for f in model.safetensors metrics.jsonl plan.jsonl; do
 done
 check "the model saved through the planted link loads" "$(tail -c 300 err.txt)" \
     sh -c "timeout $TMO '$TL' compare model.safetensors model.safetensors >/dev/null"
+timeout $TMO "$TL" train --max-steps 2 --checkpoint ck.safetensors --metrics first.jsonl >/dev/null 2>&1
 ln -s "$W/victim3" appended.jsonl
-timeout $TMO "$TL" train --max-steps 2 --checkpoint ck.safetensors --metrics appended.jsonl >/dev/null 2>&1
 timeout $TMO "$TL" train --max-steps 4 --checkpoint ck.safetensors --resume --metrics appended.jsonl >/dev/null 2>err.txt
+st=$?
 check "--resume's append to --metrics never writes through a link" "$(cat victim3)" [ "$(cat victim3)" = "victim 3" ]
+check "--resume's append to a link is refused, saying why" "status $st: $(tail -c 300 err.txt)" \
+    sh -c "[ $st -ne 0 ] && grep -q 'symbolic link' err.txt"
 
 # ---- 3. a closed pipe does not kill tl run, nor leave its directory ------
 rm -rf "$W/runtmp" && mkdir -p "$W/runtmp"

@@ -81,7 +81,7 @@ void cli_stop_on_signals(void) {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_stop;
-    sa.sa_flags = SA_RESETHAND; /* a second signal kills as usual */
+    sa.sa_flags = SA_RESETHAND | SA_RESTART; /* a second signal kills as usual */
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGHUP, &sa, NULL);
