@@ -37,6 +37,7 @@ int cmd_train(int argc, char **argv) {
     if (rc >= 0) return rc;
     if (cli_trainopts_finish(&o, cmd)) return 2;
 
+    cli_stop_on_signals(); /* before cli_run_setup starts threads */
     cli_run r;
     if ((rc = cli_run_setup(&r, &o.cfg, cmd, 1)) != 0) return rc;
     tl_local_grad lg;
@@ -61,7 +62,6 @@ int cmd_train(int argc, char **argv) {
     /* SIGINT, SIGTERM, SIGHUP stop between batches with the state saved */
     t.recovery_path = "tl-recovery.safetensors";
     t.stop = &cli_stop_signal;
-    cli_stop_on_signals();
     if (o.cfg.resume && tl_trainer_resume(&t) < 0) goto fail;
     if (cli_progress_init(&prog, o.cfg.metrics_path, o.cfg.batch_metrics, o.cfg.resume, cmd))
         goto cleanup;

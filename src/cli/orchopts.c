@@ -153,6 +153,7 @@ int cli_orchestrate(const cli_trainopts *t, const cli_orchopts *oo, const char *
     cli_progress prog;
     int tr_ok = 0, prog_ok = 0, rc = 1;
     uint64_t *counts = NULL;
+    cli_stop_on_signals(); /* before any thread starts */
     if (cli_run_setup_dim(&r, cfg, cmd, 0) != 0) return 1;
     /* a wrong --resume fails now, not once every node has joined */
     if (cfg->resume && tl_checkpoint_check(cfg->checkpoint_path, cfg, &r.model) < 0) goto fail;
@@ -196,7 +197,6 @@ int cli_orchestrate(const cli_trainopts *t, const cli_orchopts *oo, const char *
     tr.recovery_path = "tl-recovery.safetensors";
     /* SIGINT, SIGTERM, SIGHUP stop between batches with the state saved */
     tr.stop = &cli_stop_signal;
-    cli_stop_on_signals();
     if (cfg->resume) {
         if (tl_trainer_resume(&tr) < 0) goto fail;
         tl_orch_set_step(o, (uint64_t)tr.steps);

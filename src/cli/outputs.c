@@ -2,6 +2,7 @@
 #include "cli/outputs.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -75,14 +76,42 @@ int cli_fallback_path(int i, char *buf, size_t size) {
 
 volatile sig_atomic_t cli_stop_signal;
 
-static void on_stop(int sig) { cli_stop_signal = sig; }
+/* The signals are blocked in every thread and taken here, synchronously, so
+ * that none interrupts a system call of the training loop (the event loop,
+ * the matrix-product threads): the first sets the flag, a second kills. */
+static void *stop_waiter(void *arg) {
+    sigset_t *set = arg;
+    int sig;
+    while (sigwait(set, &sig) == 0) {
+        if (!cli_stop_signal) {
+            cli_stop_signal = sig;
+            continue;
+        }
+        signal(sig, SIG_DFL);
+        sigset_t one;
+        sigemptyset(&one);
+        sigaddset(&one, sig);
+        pthread_sigmask(SIG_UNBLOCK, &one, NULL);
+        raise(sig);
+    }
+    return NULL;
+}
 
 void cli_stop_on_signals(void) {
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_stop;
-    sa.sa_flags = SA_RESETHAND | SA_RESTART; /* a second signal kills as usual */
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGHUP, &sa, NULL);
+    static sigset_t set;
+    static int started;
+    if (started) return;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGHUP);
+    /* blocked here before any other thread starts: they all inherit it */
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    pthread_t th;
+    if (pthread_create(&th, NULL, stop_waiter, &set) == 0) {
+        pthread_detach(th);
+        started = 1;
+    } else {
+        pthread_sigmask(SIG_UNBLOCK, &set, NULL); /* no waiter: signals act as usual */
+    }
 }

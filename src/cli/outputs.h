@@ -5,7 +5,8 @@
  * saved (instead of killing the process with everything in memory).
  *
  *     if (cli_check_outputs(&o.cfg, "train")) return 2;   // before loading data
- *     cli_stop_on_signals();  t.stop = &cli_stop_signal;  // before training
+ *     cli_stop_on_signals();        // first thing, before any thread starts
+ *     ...  t.stop = &cli_stop_signal; // the trainer stops between batches
  */
 #ifndef TL_CLI_OUTPUTS_H
 #define TL_CLI_OUTPUTS_H
@@ -33,7 +34,10 @@ int cli_check_out_dir(const char *cmd, const char *opt, const char *dir);
 int cli_fallback_path(int i, char *buf, size_t size);
 
 /* The first SIGINT, SIGTERM or SIGHUP after cli_stop_on_signals, 0 before;
- * point tl_trainer.stop at it. A second such signal kills as usual. */
+ * point tl_trainer.stop at it. A second such signal kills as usual. Call
+ * cli_stop_on_signals before any thread starts: it blocks the three signals
+ * (threads started later inherit that) and takes them on a thread of its
+ * own, so that none interrupts a system call elsewhere. */
 extern volatile sig_atomic_t cli_stop_signal;
 void cli_stop_on_signals(void);
 
