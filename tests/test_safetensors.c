@@ -87,6 +87,21 @@ static int file_exists(const char *path) {
     return stat(path, &sb) == 0;
 }
 
+/* How many entries of the scratch directory are temporaries of name
+ * ("<name>.tmp" followed by anything). */
+static int temporaries(const char *name) {
+    char prefix[300];
+    snprintf(prefix, sizeof prefix, "%s.tmp", name);
+    int n = 0;
+    DIR *d = opendir(tmpdir);
+    assert_non_null(d);
+    struct dirent *e;
+    while ((e = readdir(d)))
+        n += strncmp(e->d_name, prefix, strlen(prefix)) == 0;
+    closedir(d);
+    return n;
+}
+
 /* A round trip of F32 and I64 tensors (ranks 0..3, an empty one) with metadata
  * needing escapes keeps names, order, shapes, values and metadata exactly. */
 static void test_round_trip(void **state) {
@@ -108,7 +123,7 @@ static void test_round_trip(void **state) {
     char path[512];
     snprintf(path, sizeof path, "%s", tmp_path("rt.safetensors"));
     assert_int_equal(tl_st_write(path, t, 4, meta, 3), 0);
-    assert_false(file_exists(tmp_path("rt.safetensors.tmp")));
+    assert_int_equal(temporaries("rt.safetensors"), 0);
 
     size_t len;
     uint8_t *raw = slurp(path, &len);
@@ -514,12 +529,18 @@ static void test_atomic(void **state) {
     size_t len0;
     uint8_t *orig = slurp(p, &len0);
 
-    /* 1. The temporary cannot be created (a directory is in the way). */
+    /* 1. A directory at the old fixed temporary name is no obstacle (the
+     * temporary has a random name); one at the final path is: TL_EIO, and
+     * no temporary is left behind. */
     assert_int_equal(mkdir(tmp, 0700), 0);
     float b[4] = {5, 6, 7, 8};
     tl_st_tensor t2[1] = {{"b", TL_ST_F32, 1, {4}, b}};
-    assert_int_equal(tl_st_write(p, t2, 1, NULL, 0), TL_EIO);
+    assert_int_equal(tl_st_write(tmp_path("other.safetensors"), t2, 1, NULL, 0), 0);
     assert_int_equal(rmdir(tmp), 0);
+    assert_int_equal(mkdir(tmp_path("dir.safetensors"), 0700), 0);
+    assert_int_equal(tl_st_write(tmp_path("dir.safetensors"), t2, 1, NULL, 0), TL_EIO);
+    assert_int_equal(temporaries("dir.safetensors"), 0);
+    assert_int_equal(rmdir(tmp_path("dir.safetensors")), 0);
     size_t len;
     uint8_t *now = slurp(p, &len);
     assert_int_equal(len, len0);
@@ -541,7 +562,7 @@ static void test_atomic(void **state) {
     assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
     signal(SIGXFSZ, oldsig);
     assert_int_equal(rc, TL_EIO);
-    assert_false(file_exists(tmp));
+    assert_int_equal(temporaries("model.safetensors"), 0);
     now = slurp(p, &len);
     assert_int_equal(len, len0);
     assert_memory_equal(now, orig, len);
@@ -549,7 +570,7 @@ static void test_atomic(void **state) {
 
     /* 3. A good write replaces the file. */
     assert_int_equal(tl_st_write(p, t3, 1, NULL, 0), 0);
-    assert_false(file_exists(tmp));
+    assert_int_equal(temporaries("model.safetensors"), 0);
     tl_st *st;
     assert_int_equal(tl_st_read(p, &st), 0);
     assert_non_null(tl_st_find(st, "big"));
@@ -559,12 +580,53 @@ static void test_atomic(void **state) {
     free(orig);
 }
 
+/* Links planted at the path and at the old fixed temporary name: the write
+ * replaces the link at the path with a regular file and writes through
+ * neither; both victims keep their contents. */
+static void test_no_follow(void **state) {
+    (void)state;
+    char victim1[512], victim2[512], p[512], tmp[600];
+    snprintf(victim1, sizeof victim1, "%s", tmp_path("victim1"));
+    snprintf(victim2, sizeof victim2, "%s", tmp_path("victim2"));
+    snprintf(p, sizeof p, "%s", tmp_path("planted.safetensors"));
+    snprintf(tmp, sizeof tmp, "%s.tmp", p);
+    FILE *f = fopen(victim1, "w");
+    assert_non_null(f);
+    fputs("victim 1", f);
+    fclose(f);
+    assert_non_null(f = fopen(victim2, "w"));
+    fputs("victim 2", f);
+    fclose(f);
+    assert_int_equal(symlink(victim1, p), 0);
+    assert_int_equal(symlink(victim2, tmp), 0);
+    float a[4] = {1, 2, 3, 4};
+    tl_st_tensor t[1] = {{"a", TL_ST_F32, 1, {4}, a}};
+    assert_int_equal(tl_st_write(p, t, 1, NULL, 0), 0);
+    size_t len;
+    uint8_t *v = slurp(victim1, &len);
+    assert_int_equal(len, 8);
+    assert_memory_equal(v, "victim 1", 8);
+    free(v);
+    v = slurp(victim2, &len);
+    assert_int_equal(len, 8);
+    assert_memory_equal(v, "victim 2", 8);
+    free(v);
+    struct stat st;
+    assert_int_equal(lstat(p, &st), 0);
+    assert_true(S_ISREG(st.st_mode));
+    tl_st *r;
+    assert_int_equal(tl_st_read(p, &r), 0);
+    assert_non_null(tl_st_find(r, "a"));
+    tl_st_free(r);
+    assert_int_equal(unlink(tmp), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip),  cmocka_unit_test(test_torch_golden),
         cmocka_unit_test(test_reject),      cmocka_unit_test(test_accept),
         cmocka_unit_test(test_reject_files), cmocka_unit_test(test_write_args),
-        cmocka_unit_test(test_atomic),
+        cmocka_unit_test(test_atomic),      cmocka_unit_test(test_no_follow),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

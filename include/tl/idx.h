@@ -47,8 +47,9 @@ int tl_idx_read_mem(const uint8_t *buf, size_t len, const char *name, tl_idx *ou
 #define TL_IDX_GZ 1     /* flags: gzip-compress (gzip format) */
 #define TL_IDX_NOSYNC 2 /* flags: skip the fsync (scratch files that need not survive a crash) */
 
-/* Writes an unsigned-byte IDX file. Written atomically: "<path>.tmp.<pid>",
- * fsync (unless TL_IDX_NOSYNC), rename over path. t must have rank 1..4,
+/* Writes an unsigned-byte IDX file. Written atomically (file.h: a temporary
+ * with a random name, fsync unless TL_IDX_NOSYNC, rename over path, never
+ * through a link planted at path). t must have rank 1..4,
  * nonzero dims and count == their product (else TL_EINVAL); TL_EIO on any
  * file error (the temporary file is removed). */
 int tl_idx_write(const char *path, const tl_idx *t, int flags);

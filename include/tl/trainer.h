@@ -24,6 +24,7 @@
 #ifndef TL_TRAINER_H
 #define TL_TRAINER_H
 
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -86,6 +87,8 @@ typedef struct tl_trainer {
     char data_sig[512];      /* what the data is (counts, fingerprints), for checkpoints */
     const char *recovery_path; /* without cfg->checkpoint_path, where a failing run saves */
     const char *saved_path;  /* set when a failing run saved its state there */
+    volatile sig_atomic_t *stop; /* optional: nonzero (a signal handler) stops the run between
+                                  * batches as a failure does: state saved, TL_ESTATE */
     int resumed;             /* state came from a checkpoint: continue at `start` */
     int start_epoch;
     size_t start_batch;

@@ -6,6 +6,9 @@
  *  - `--help` prints the usage to stdout and returns 0;
  *  - a bad option or value prints exactly one line "tl <name>: <problem>" (plus
  *    "Try 'tl <name> --help'.") to stderr and returns 2;
+ *  - an output path that cannot be written (missing directory, ...) is
+ *    refused before any work with one line "tl <name>: --<opt>: <reason>"
+ *    and 2 (outputs.h);
  *  - a runtime failure prints "tl <name>: <tl_errmsg()>" and returns 1;
  *  - success returns 0.
  */

@@ -6,7 +6,10 @@
 
 #include "cli/cli.h"
 #include "cli/orchopts.h"
+#include "cli/outputs.h"
 #include "cli/trainopts.h"
+#include "tl/error.h"
+#include "tl/file.h"
 #include "tl/net.h"
 
 enum { OPT_LISTEN = OPT_CMD_BASE, OPT_PORT_FILE };
@@ -44,14 +47,15 @@ static int own_option(void *ud, int key, const char *arg) {
     return 0;
 }
 
+/* Writes the port into --port-file, atomically (file.h): a reader sees the
+ * whole number or no file. */
 static int write_port(void *ud, int port) {
     listen_ctx *l = ud;
     if (!l->port_file) return 0;
-    char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s.tmp", l->port_file);
-    FILE *f = fopen(tmp, "w");
-    if (!f || fprintf(f, "%d\n", port) < 0 || fclose(f) != 0 || rename(tmp, l->port_file) != 0) {
-        fprintf(stderr, "tl orchestrator: cannot write %s\n", l->port_file);
+    char line[32];
+    int n = snprintf(line, sizeof line, "%d\n", port);
+    if (tl_file_write_atomic(l->port_file, line, (size_t)n, 0644, TL_FILE_NOSYNC) < 0) {
+        fprintf(stderr, "tl orchestrator: cannot write the port: %s\n", tl_errmsg());
         return 1;
     }
     return 0;
@@ -79,5 +83,6 @@ int cmd_orchestrator(int argc, char **argv) {
     if (tl_net_parse_addr(lc.listen, host, sizeof host, &port) < 0)
         return cli_usage_error(cmd, "--listen: '%s' (want HOST:PORT or unix:PATH)", lc.listen);
     if (cli_trainopts_finish(&t, cmd)) return 2;
+    if (cli_check_output(cmd, "port-file", lc.port_file)) return 2;
     return cli_orchestrate(&t, &oo, host, port, cmd, write_port, &lc);
 }

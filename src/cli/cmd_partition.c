@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "cli/outputs.h"
 #include "cli/trainopts.h"
 #include "tl/config.h"
 #include "tl/dataset.h"
@@ -145,6 +146,7 @@ int cmd_partition(int argc, char **argv) {
     if (tl_partition_check_scheme(scheme) < 0) return cli_usage_error(cmd, "--scheme: %s", tl_errmsg());
     if (!nodes) return cli_usage_error(cmd, "--nodes N is required");
     if (!out) return cli_usage_error(cmd, "--out DIR is required");
+    if (cli_check_out_dir(cmd, "out", out)) return 2;
 
     tl_dataset d = {0}, sub = {0};
     size_t *rows = NULL, *counts = NULL, *cc = NULL;

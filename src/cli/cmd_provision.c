@@ -8,6 +8,7 @@
 #include <strings.h>
 
 #include "cli/cli.h"
+#include "cli/outputs.h"
 #include "tl/error.h"
 #include "tl/provision.h"
 
@@ -136,6 +137,10 @@ int cmd_provision(int argc, char **argv) {
         goto cleanup;
     }
 
+    if (cli_check_out_dir("provision", "out", out)) {
+        rc = 2;
+        goto cleanup;
+    }
     tl_provision_opts_init(&o);
     o.nodes = (int)nodes;
     o.hosts = hosts;

@@ -270,6 +270,14 @@ int cmd_run(int argc, char **argv) {
         return 1;
     }
     self[len] = 0;
+    /* From here on a signal is a flag: every exit path below stops the
+     * children and removes the directory (SIGPIPE is ignored in main). */
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
     const char *tmp = getenv("TMPDIR");
     char dir[4096];
     snprintf(dir, sizeof dir, "%s/tl-run-XXXXXX", tmp && *tmp ? tmp : "/tmp");
@@ -278,12 +286,6 @@ int cmd_run(int argc, char **argv) {
                 tmp && *tmp ? tmp : "/tmp", strerror(errno));
         return 1;
     }
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGHUP, &sa, NULL);
 
     int status = 1, pipefd[2] = {-1, -1};
     char orch_kit[4200];
@@ -315,6 +317,7 @@ int cmd_run(int argc, char **argv) {
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         signal(SIGINT, SIG_DFL);
         signal(SIGTERM, SIG_DFL);
+        signal(SIGHUP, SIG_DFL);
         close(pipefd[0]);
         /* a unix socket: only this machine's processes can reach it, and it moves
          * bytes about twice as fast as loopback TCP */

@@ -6,6 +6,7 @@
 
 #include "cli/cli.h"
 #include "cli/orchopts.h"
+#include "cli/outputs.h"
 #include "cli/progress.h"
 #include "cli/runsetup.h"
 #include "cli/trainopts.h"
@@ -36,6 +37,7 @@ int cmd_train(int argc, char **argv) {
     if (rc >= 0) return rc;
     if (cli_trainopts_finish(&o, cmd)) return 2;
 
+    cli_stop_on_signals(); /* before cli_run_setup starts threads */
     cli_run r;
     if ((rc = cli_run_setup(&r, &o.cfg, cmd, 1)) != 0) return rc;
     tl_local_grad lg;
@@ -51,18 +53,29 @@ int cmd_train(int argc, char **argv) {
         goto fail;
     t_ok = 1;
     t.prefetch = tl_local_grad_prefetch;
-    if (o.cfg.checkpoint_path) { /* the data's identity, for the checkpoint's signature */
+    { /* the data's identity, for the signature of a checkpoint or the recovery file */
         char sig[96];
         snprintf(sig, sizeof sig, "train %zu:%016llx", r.train.n,
                  (unsigned long long)tl_dataset_fingerprint(&r.train));
         tl_trainer_set_data_sig(&t, sig);
     }
+    /* SIGINT, SIGTERM, SIGHUP stop between batches with the state saved */
+    t.recovery_path = "tl-recovery.safetensors";
+    t.stop = &cli_stop_signal;
     if (o.cfg.resume && tl_trainer_resume(&t) < 0) goto fail;
     if (cli_progress_init(&prog, &o.cfg, cmd))
         goto cleanup;
     prog_ok = 1;
     tl_trainer_hooks hooks = cli_progress_hooks(&prog);
-    if (tl_trainer_run(&t, tl_local_grad_fn, &lg, &hooks) < 0) goto fail;
+    if (tl_trainer_run(&t, tl_local_grad_fn, &lg, &hooks) < 0) {
+        fprintf(stderr, "tl %s: %s\n", cmd, tl_errmsg());
+        if (t.saved_path)
+            fprintf(stderr, "tl %s: the run's state is saved in %s; to continue, run the same "
+                            "command plus --checkpoint %s --resume\n",
+                    cmd, t.saved_path, t.saved_path);
+        if (cli_stop_signal) rc = 128 + cli_stop_signal;
+        goto cleanup;
+    }
     if (cli_run_save(&r, &o.cfg, &prog.last, cmd) != 0) goto cleanup;
     cli_progress_summary(&prog);
     rc = prog.failed ? 1 : 0;

@@ -1,4 +1,5 @@
 /* main.c - the `tl` program: a table of subcommands. */
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -43,6 +44,12 @@ int cli_usage_error(const char *cmd, const char *fmt, ...) {
 }
 
 int main(int argc, char **argv) {
+    /* A closed pipe or socket is an error return (EPIPE), never a kill: `tl ...
+     * | head` must not lose a run, and a peer that goes away is handled where
+     * it is written to. Inherited by the processes tl run starts. */
+    signal(SIGPIPE, SIG_IGN);
+    /* likewise a file size limit: write fails with EFBIG, which is reported */
+    signal(SIGXFSZ, SIG_IGN);
     if (argc < 2) {
         usage(stderr);
         return 2;

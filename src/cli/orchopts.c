@@ -7,6 +7,7 @@
 
 #include "cli/cli.h"
 #include "cli/clilog.h"
+#include "cli/outputs.h"
 #include "cli/progress.h"
 #include "cli/runsetup.h"
 #include "tl/checkpoint.h"
@@ -160,6 +161,7 @@ int cli_orchestrate(const cli_trainopts *t, const cli_orchopts *oo, const char *
     cli_progress prog;
     int tr_ok = 0, prog_ok = 0, rc = 1;
     uint64_t *counts = NULL;
+    cli_stop_on_signals(); /* before any thread starts */
     if (cli_run_setup_dim(&r, cfg, cmd, 0) != 0) return 1;
     /* a wrong --resume fails now, not once every node has joined */
     if (cfg->resume && tl_checkpoint_check(cfg->checkpoint_path, cfg, &r.model) < 0) goto fail;
@@ -202,6 +204,8 @@ int cli_orchestrate(const cli_trainopts *t, const cli_orchopts *oo, const char *
                         (unsigned long long)counts[i], (unsigned long long)counts[oo->nodes + i]);
     tl_trainer_set_data_sig(&tr, sig);
     tr.recovery_path = "tl-recovery.safetensors";
+    /* SIGINT, SIGTERM, SIGHUP stop between batches with the state saved */
+    tr.stop = &cli_stop_signal;
     if (cfg->resume) {
         if (tl_trainer_resume(&tr) < 0) goto fail;
         tl_orch_set_step(o, (uint64_t)tr.steps);
@@ -224,6 +228,7 @@ int cli_orchestrate(const cli_trainopts *t, const cli_orchopts *oo, const char *
                     "orchestrator again with the same options plus --checkpoint %s --resume "
                     "(nodes reconnect by themselves)\n",
                     cmd, tr.saved_path, tr.saved_path);
+        if (cli_stop_signal) rc = 128 + cli_stop_signal;
         goto cleanup;
     }
     tl_orch_finish(o, "training complete");

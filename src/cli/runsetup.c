@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cli/outputs.h"
 #include "tl/error.h"
 #include "tl/gemm.h"
 #include "tl/optim.h"
@@ -146,10 +147,22 @@ int cli_run_save(const cli_run *r, const tl_runcfg *cfg, const tl_epoch_report *
         {"test_accuracy", acc},
         {"producer", "tl " TL_VERSION},
     };
-    if (tl_params_save(cfg->save_path, &r->model, r->params, NULL, 0, meta,
-                       (int)(sizeof meta / sizeof meta[0])) < 0)
-        return fail(cmd);
-    return 0;
+    const int n_meta = (int)(sizeof meta / sizeof meta[0]);
+    if (tl_params_save(cfg->save_path, &r->model, r->params, NULL, 0, meta, n_meta) == 0) return 0;
+    /* the path was checked before training; if it still fails (disk full,
+     * file size limit, directory removed), the model goes elsewhere */
+    fprintf(stderr, "tl %s: %s\n", cmd, tl_errmsg());
+    char alt[4200];
+    for (int i = 0; cli_fallback_path(i, alt, sizeof alt) == 0; i++) {
+        if (tl_params_save(alt, &r->model, r->params, NULL, 0, meta, n_meta) == 0) {
+            fprintf(stderr, "tl %s: the model is saved in %s instead of %s\n", cmd, alt,
+                    cfg->save_path);
+            return 1;
+        }
+        fprintf(stderr, "tl %s: %s\n", cmd, tl_errmsg());
+    }
+    fprintf(stderr, "tl %s: the model could not be saved anywhere\n", cmd);
+    return 1;
 }
 
 void cli_run_free(cli_run *r) {

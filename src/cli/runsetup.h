@@ -29,7 +29,9 @@ int cli_run_setup(cli_run *r, const tl_runcfg *cfg, const char *cmd, int with_tr
 int cli_run_setup_dim(cli_run *r, const tl_runcfg *cfg, const char *cmd, int in_dim);
 
 /* Writes cfg->save_path (if set) with metadata from cfg and the last epoch.
- * Returns 0 or 1 after printing the error. */
+ * Returns 0, or 1 after printing the error; if save_path cannot be written,
+ * the model is written to a fallback path (outputs.h), which is printed, and
+ * 1 is still returned. */
 int cli_run_save(const cli_run *r, const tl_runcfg *cfg, const tl_epoch_report *last,
                  const char *cmd);
 

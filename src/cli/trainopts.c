@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "cli/outputs.h"
 #include "tl/error.h"
 #include "tl/sched.h"
 
@@ -62,7 +63,9 @@ const char cli_train_help[] =
     "                        epoch (what the Python reference does) [epoch]\n"
     "  --normalize MEAN,STD  inputs scaled to [0,1], then (x-MEAN)/STD [0.1307,0.3081]\n"
     "  --init FILE           start from these parameters (safetensors)\n"
-    "  --save FILE           write the final parameters (safetensors, PyTorch names)\n"
+    "  --save FILE           write the final parameters (safetensors, PyTorch names);\n"
+    "                        if FILE cannot be written at the end (disk full), they\n"
+    "                        go to $TMPDIR/tl-model-PID.safetensors (printed; exit 1)\n"
     "  --metrics FILE        JSON lines, one per epoch: epoch, steps, train_loss,\n"
     "                        test_loss, test_accuracy (fraction), lr, seconds\n"
     "  --batch-metrics       also one metrics line per batch\n"
@@ -74,7 +77,12 @@ const char cli_train_help[] =
     "  --checkpoint-every N  ... and also every N batches\n"
     "  --resume              continue from --checkpoint FILE (same configuration\n"
     "                        required); the result is bit-identical to an\n"
-    "                        uninterrupted run\n";
+    "                        uninterrupted run\n"
+    "Output paths (--save, --checkpoint, --metrics, --plan) are checked before any\n"
+    "work: a missing directory is refused at once (exit 2). Files are replaced\n"
+    "atomically, never written through a symbolic link. SIGINT, SIGTERM or SIGHUP\n"
+    "stop after the current batch and save the state (to --checkpoint FILE, or\n"
+    "tl-recovery.safetensors) for --resume; a second signal kills.\n";
 
 void cli_trainopts_init(cli_trainopts *o) {
     memset(o, 0, sizeof *o);
@@ -213,7 +221,8 @@ int cli_trainopts_finish(cli_trainopts *o, const char *cmd) {
             return cli_usage_error(cmd, "--nesterov needs --optimizer sgd and --momentum > 0");
         oc->nesterov = 1;
     }
-    return 0;
+    /* a bad output path fails now, not after the training it would lose */
+    return cli_check_outputs(&o->cfg, cmd);
 }
 
 struct option *cli_options_join(const struct option *a, const struct option *b) {

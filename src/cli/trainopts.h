@@ -43,7 +43,9 @@ extern const char cli_train_help[];
 void cli_trainopts_init(cli_trainopts *o);
 /* 1 if key was a shared option (handled), 0 if not, 2 after reporting a bad value. */
 int cli_trainopts_parse(cli_trainopts *o, int key, const char *arg, const char *cmd);
-/* Applies the optimizer defaults and overrides; 0, or 2 after reporting. */
+/* Applies the optimizer defaults and overrides and checks the output paths
+ * (--save, --checkpoint, --metrics, --plan: outputs.h); 0, or 2 after
+ * reporting. */
 int cli_trainopts_finish(cli_trainopts *o, const char *cmd);
 
 /* A malloc'ed array of a's options then b's, terminated; NULL on OOM. */

@@ -38,6 +38,7 @@
 #include <unistd.h>
 
 #include "tl/error.h"
+#include "tl/file.h"
 
 #define HDR_MAX (4 + 4 * TL_IDX_MAX_RANK)
 /* One byte more than the largest valid IDX file: inflating never needs more
@@ -397,22 +398,8 @@ int tl_idx_read_mem(const uint8_t *buf, size_t len, const char *name, tl_idx *ou
     return 0;
 }
 
-/* Writes all n bytes to fd. Returns 0 or TL_EIO (message names path). */
-static int write_all(int fd, const uint8_t *p, size_t n, const char *path) {
-    while (n > 0) {
-        ssize_t k = write(fd, p, min_size(n, IO_STEP));
-        if (k < 0) {
-            if (errno == EINTR) continue;
-            return tl_error(TL_EIO, "%s: write failed: %s", path, strerror(errno));
-        }
-        p += k;
-        n -= (size_t)k;
-    }
-    return 0;
-}
-
 /* Compresses header then data as one gzip member and writes it to fd. */
-static int write_gz(int fd, const uint8_t *hdr, size_t hlen, const tl_idx *t, const char *path) {
+static int write_gz(tl_file_w *w, const uint8_t *hdr, size_t hlen, const tl_idx *t, const char *path) {
     struct libdeflate_compressor *c = libdeflate_alloc_compressor(GZ_LEVEL);
     uint8_t *in = malloc(hlen + t->count), *out = NULL;
     size_t bound = 0, n;
@@ -430,7 +417,7 @@ static int write_gz(int fd, const uint8_t *hdr, size_t hlen, const tl_idx *t, co
         rc = tl_error(TL_EIO, "%s: gzip compression failed", path);
         goto cleanup;
     }
-    rc = write_all(fd, out, n, path);
+    rc = tl_file_write(w, out, n);
 cleanup:
     libdeflate_free_compressor(c);
     free(in);
@@ -459,30 +446,17 @@ int tl_idx_write(const char *path, const tl_idx *t, int flags) {
         return tl_error(TL_EINVAL, "%s: count %zu does not match dimensions (%zu)", path, t->count, count);
     size_t hlen = 4 + 4 * (size_t)t->rank;
 
-    size_t tlen = strlen(path) + 32;
-    char *tmp = malloc(tlen);
-    if (!tmp) return tl_error(TL_ENOMEM, "%s: out of memory", path);
-    snprintf(tmp, tlen, "%s.tmp.%ld", path, (long)getpid());
-    int rc, fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
-    if (fd < 0) {
-        rc = tl_error(TL_EIO, "%s: cannot create: %s", tmp, strerror(errno));
-        goto cleanup;
-    }
+    tl_file_w w;
+    int rc = tl_file_begin(&w, path, 0644, (flags & TL_IDX_NOSYNC) ? TL_FILE_NOSYNC : 0);
+    if (rc < 0) return rc;
     if (gz) {
-        rc = write_gz(fd, hdr, hlen, t, path);
+        rc = write_gz(&w, hdr, hlen, t, path);
     } else {
-        rc = write_all(fd, hdr, hlen, path);
-        if (rc == 0) rc = write_all(fd, t->data, t->count, path);
+        rc = tl_file_write(&w, hdr, hlen);
+        if (rc == 0) rc = tl_file_write(&w, t->data, t->count);
     }
-    if (rc == 0 && !(flags & TL_IDX_NOSYNC) && fsync(fd) < 0)
-        rc = tl_error(TL_EIO, "%s: fsync failed: %s", path, strerror(errno));
-    if (close(fd) < 0 && rc == 0) rc = tl_error(TL_EIO, "%s: close failed: %s", path, strerror(errno));
-    fd = -1;
-    if (rc == 0 && rename(tmp, path) < 0)
-        rc = tl_error(TL_EIO, "%s: cannot rename into place: %s", path, strerror(errno));
-    if (rc < 0) unlink(tmp);
-cleanup:
-    free(tmp);
+    if (rc == 0) return tl_file_commit(&w);
+    tl_file_abort(&w);
     return rc;
 }
 

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "tl/error.h"
+#include "tl/file.h"
 
 struct tl_metrics {
     FILE *f;
@@ -16,11 +17,11 @@ struct tl_metrics {
 int tl_metrics_open(const char *path, int append, tl_metrics **out) {
     tl_metrics *m = calloc(1, sizeof *m);
     if (!m) return tl_error(TL_ENOMEM, "metrics: out of memory");
-    m->f = fopen(path, append ? "a" : "w");
-    if (!m->f) {
-        int e = errno;
+    /* created without following a link planted at path (file.h) */
+    int rc = tl_file_open_stream(path, append, &m->f);
+    if (rc < 0) {
         free(m);
-        return tl_error(TL_EIO, "%s: %s", path, strerror(e));
+        return rc;
     }
     snprintf(m->path, sizeof m->path, "%s", path);
     *out = m;

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "tl/error.h"
+#include "tl/file.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "safetensors.c assumes a little-endian host (the format is little-endian)"
@@ -953,43 +954,6 @@ static int valid_utf8(const char *s) {
     return 1;
 }
 
-/* Writes all of buf to fd: 0 or -1 with errno set. */
-static int write_full(int fd, const void *buf, size_t len) {
-    const uint8_t *b = buf;
-    while (len > 0) {
-        size_t chunk = len > (1u << 30) ? (1u << 30) : len;
-        ssize_t w = write(fd, b, chunk);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        b += w;
-        len -= (size_t)w;
-    }
-    return 0;
-}
-
-/* Best-effort fsync of the directory holding path, so the rename is durable. */
-static void sync_dir(const char *path) {
-    const char *slash = strrchr(path, '/');
-    char *dir;
-    if (!slash) {
-        dir = strdup(".");
-    } else {
-        size_t n = slash == path ? 1 : (size_t)(slash - path);
-        dir = strndup(path, n);
-    }
-    if (!dir)
-        return;
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd >= 0) {
-        fsync(fd);
-        close(fd);
-    }
-    free(dir);
-}
-
 /* Validates the writer's arguments: TL_EINVAL naming the first problem. */
 static int check_write_args(const char *path, const tl_st_tensor *t, int n, const tl_st_kv *meta,
                             int n_meta) {
@@ -1077,69 +1041,39 @@ static int build_header(const char *path, const tl_st_tensor *t, int n, const tl
     return 0;
 }
 
-/* Writes the file atomically: path.tmp is written, fsync'ed and renamed over
- * path; on any failure the temporary is removed and path is left as it was. */
+/* Writes the file atomically through file.h (a temporary with a random name
+ * in path's directory, fsync, rename over path, which replaces a link planted
+ * at path instead of following it); on any failure path is left as it was. */
 int tl_st_write(const char *path, const tl_st_tensor *tensors, int n, const tl_st_kv *meta,
                 int n_meta) {
-    int rc, fd = -1, created = 0;
+    int rc;
     sbuf h = {0};
-    char *tmp = NULL;
     uint64_t data_len;
     uint8_t lenbuf[8];
+    tl_file_w w;
     if ((rc = check_write_args(path, tensors, n, meta, n_meta)) < 0)
         return rc;
     if ((rc = build_header(path, tensors, n, meta, n_meta, &h, &data_len)) < 0)
         goto cleanup;
-    tmp = malloc(strlen(path) + 5);
-    if (!tmp) {
-        rc = tl_error(TL_ENOMEM, "%s: out of memory", path);
+    if ((rc = tl_file_begin(&w, path, 0644, 0)) < 0)
         goto cleanup;
-    }
-    sprintf(tmp, "%s.tmp", path);
-    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        rc = tl_error(TL_EIO, "%s: cannot create %s: %s", path, tmp, strerror(errno));
-        goto cleanup;
-    }
-    created = 1;
     for (int k = 0; k < 8; k++)
         lenbuf[k] = (uint8_t)((uint64_t)h.len >> (8 * k));
-    if (write_full(fd, lenbuf, 8) < 0 || write_full(fd, h.p, h.len) < 0) {
-        rc = tl_error(TL_EIO, "%s: writing %s failed: %s", path, tmp, strerror(errno));
-        goto cleanup;
-    }
-    for (int i = 0; i < n; i++) {
+    rc = tl_file_write(&w, lenbuf, 8);
+    if (rc == 0)
+        rc = tl_file_write(&w, h.p, h.len);
+    for (int i = 0; rc == 0 && i < n; i++) {
         int ok;
         size_t bytes = checked_bytes(tensors[i].dtype, tensors[i].rank, tensors[i].shape, &ok);
-        if (bytes > 0 && write_full(fd, tensors[i].data, bytes) < 0) {
-            rc = tl_error(TL_EIO, "%s: writing %s failed: %s", path, tmp, strerror(errno));
-            goto cleanup;
-        }
+        if (bytes > 0)
+            rc = tl_file_write(&w, tensors[i].data, bytes);
     }
-    if (fsync(fd) < 0) {
-        rc = tl_error(TL_EIO, "%s: fsync of %s failed: %s", path, tmp, strerror(errno));
-        goto cleanup;
-    }
-    int cfd = fd;
-    fd = -1;
-    if (close(cfd) < 0) {
-        rc = tl_error(TL_EIO, "%s: closing %s failed: %s", path, tmp, strerror(errno));
-        goto cleanup;
-    }
-    if (rename(tmp, path) < 0) {
-        rc = tl_error(TL_EIO, "%s: cannot rename %s into place: %s", path, tmp, strerror(errno));
-        goto cleanup;
-    }
-    created = 0;
-    sync_dir(path);
     (void)data_len;
-    rc = 0;
+    if (rc == 0)
+        rc = tl_file_commit(&w);
+    else
+        tl_file_abort(&w);
 cleanup:
-    if (fd >= 0)
-        close(fd);
-    if (created)
-        unlink(tmp);
-    free(tmp);
     free(h.p);
     return rc;
 }

@@ -23,6 +23,7 @@
 
 #include "net/tls_int.h"
 #include "tl/error.h"
+#include "tl/file.h"
 #include "tl/provision.h"
 #include "tl/tls.h"
 
@@ -67,29 +68,15 @@ static int make_dir(const char *path) {
     return tl_error(TL_EIO, "%s: %s", path, strerror(errno));
 }
 
-/* Writes the contents of a memory BIO to a new file of the given mode (open
- * O_CREAT|O_EXCL, so the mode holds from the first byte). force removes an
- * existing file of that name first. */
+/* Writes the contents of a memory BIO as path, atomically (file.h: the mode
+ * holds from the first byte, a link planted at path is replaced, never
+ * followed). Without force an existing path is refused. */
 static int write_file(const char *path, BIO *mem, mode_t mode, int force) {
     char *data = NULL;
     long len = BIO_get_mem_data(mem, &data);
-    int fd, rc = 0;
-    if (force && unlink(path) < 0 && errno != ENOENT)
-        return tl_error(TL_EIO, "%s: %s", path, strerror(errno));
-    if ((fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode)) < 0)
-        return tl_error(TL_EIO, "%s: %s", path, strerror(errno));
-    while (len > 0) {
-        ssize_t n = write(fd, data, (size_t)len);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) {
-            rc = tl_error(TL_EIO, "%s: %s", path, strerror(errno));
-            break;
-        }
-        data += n;
-        len -= n;
-    }
-    if (close(fd) < 0 && rc == 0) rc = tl_error(TL_EIO, "%s: %s", path, strerror(errno));
-    return rc;
+    struct stat st;
+    if (!force && lstat(path, &st) == 0) return tl_error(TL_EIO, "%s: %s", path, strerror(EEXIST));
+    return tl_file_write_atomic(path, data, len > 0 ? (size_t)len : 0, mode, 0);
 }
 
 /* Writes a certificate (mode 0644) or a private key (mode 0600) as PEM. */

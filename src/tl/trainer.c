@@ -10,6 +10,7 @@
 
 #include "tl/checkpoint.h"
 #include "tl/error.h"
+#include "tl/file.h"
 #include "tl/loss.h"
 
 #define EVAL_CHUNK 1000
@@ -37,10 +38,7 @@ int tl_trainer_init(tl_trainer *t, const tl_runcfg *cfg, const tl_model *m, floa
     if ((rc = tl_batcher_new(counts, n_nodes, (size_t)cfg->batch_size, cfg->seed, cfg->reshuffle,
                              &t->batcher)) < 0)
         goto fail;
-    if (cfg->plan_path && !(t->plan = fopen(cfg->plan_path, "w"))) {
-        rc = tl_error(TL_EIO, "%s: %s", cfg->plan_path, strerror(errno));
-        goto fail;
-    }
+    if (cfg->plan_path && (rc = tl_file_open_stream(cfg->plan_path, 0, &t->plan)) < 0) goto fail;
     return 0;
 fail:
     tl_trainer_free(t);
@@ -116,6 +114,10 @@ int tl_trainer_run(tl_trainer *t, tl_grad_fn fn, void *ctx, const tl_trainer_hoo
         const uint64_t seen0 = seen;
         int partial = 0;
         for (; k < batches; k++) {
+            if (t->stop && *t->stop) { /* a signal: save what is done, as a failure does */
+                if ((rc = checkpoint(t, e, k, loss_sum, correct, seen, 1)) < 0) return rc;
+                return tl_error(TL_ESTATE, "stopped by signal %d", (int)*t->stop);
+            }
             if (cfg->max_steps > 0 && t->steps >= cfg->max_steps) {
                 partial = 1;
                 break;
