@@ -418,7 +418,8 @@ static void test_npy_source(void **state) {
     assert_int_equal(tl_dataset_load(dir, "train", &d), 0);
     assert_int_equal(d.dtype, TL_ELEM_U8);
     assert_int_equal(d.rank, 3);
-    assert_int_equal(d.shape[0], 2), assert_int_equal(d.shape[1], 2), assert_int_equal(d.shape[2], 3);
+    assert_int_equal(d.shape[0], 2), assert_int_equal(d.shape[1], 2);
+    assert_int_equal(d.shape[2], 3);
     assert_int_equal(d.rows, 4), assert_int_equal(d.cols, 3), assert_int_equal(d.dim, 12);
     assert_memory_equal(d.images, u, 36);
     const char *dir3 = tpath("np3");

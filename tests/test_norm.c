@@ -100,7 +100,10 @@ static void test_combine(void **state) {
             double m = 0, v = 0;
             for (size_t i = 0; i < d.n; i++) m += d.feats[i * 4 + j];
             m /= (double)d.n;
-            for (size_t i = 0; i < d.n; i++) v += (d.feats[i * 4 + j] - m) * (d.feats[i * 4 + j] - m);
+            for (size_t i = 0; i < d.n; i++) {
+                double e = d.feats[i * 4 + j] - m;
+                v += e * e;
+            }
             v /= (double)d.n; /* population, not n - 1 */
             assert_true(fabs(nm.mean_f[j] - m) <= 1e-6 * (fabs(m) + 1e-30));
             assert_true(fabs(nm.std_f[j] - sqrt(v)) <= 1e-5 * sqrt(v));

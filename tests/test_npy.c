@@ -339,7 +339,8 @@ static void test_write(void **state) {
     } cases[] = {
         {TL_NPY_F32, 2, {3, 2}, "{'descr': '<f4', 'fortran_order': False, 'shape': (3, 2), }"},
         {TL_NPY_U8, 1, {6}, "{'descr': '|u1', 'fortran_order': False, 'shape': (6,), }"},
-        {TL_NPY_U8, 4, {1, 2, 1, 3}, "{'descr': '|u1', 'fortran_order': False, 'shape': (1, 2, 1, 3), }"},
+        {TL_NPY_U8, 4, {1, 2, 1, 3},
+         "{'descr': '|u1', 'fortran_order': False, 'shape': (1, 2, 1, 3), }"},
         {TL_NPY_I64, 1, {3}, "{'descr': '<i8', 'fortran_order': False, 'shape': (3,), }"},
     };
     uint8_t data[48];

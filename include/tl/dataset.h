@@ -57,14 +57,14 @@ typedef enum tl_elem {
 typedef struct tl_dataset {
     size_t n;           /* number of samples */
     size_t dim;         /* features per sample (the product of the sample shape) */
-    uint32_t rows, cols; /* 2-D view, rows * cols == dim: (C*H, W) for rank 3, (1, dim) for rank 1 */
+    uint32_t rows, cols; /* 2-D view, rows * cols == dim: (C*H, W) at rank 3, (1, dim) at 1 */
     int classes;        /* max label + 1, or the number of class_names */
     uint8_t *images;    /* owned, n x dim bytes (TL_ELEM_U8), else NULL */
     uint8_t *labels;    /* owned, n bytes */
     /* added for tables and arrays; all zero means a uint8 image of rows x cols */
     tl_elem dtype;      /* element type */
     float *feats;       /* owned, n x dim floats (TL_ELEM_F32), else NULL */
-    int rank;           /* sample rank: 1 (features) or 3 (C, H, W); 0 means 3 with {1, rows, cols} */
+    int rank;           /* sample rank: 1 (features) or 3 (C, H, W); 0: 3, {1, rows, cols} */
     uint32_t shape[3];  /* rank 1: {dim, 0, 0}; rank 3: {C, H, W} */
     char **class_names; /* NULL, or classes names (strings from a CSV label column; owned) */
 } tl_dataset;
@@ -84,15 +84,16 @@ typedef struct tl_dataset_opts {
  * named; unreadable), TL_EFORMAT, TL_ERANGE, TL_ENOMEM as the readers
  * (tl_idx_read, tl_csv_read, tl_npy_load) give them; TL_EFORMAT also for
  * the nodes of a partition directory disagreeing in element type or sample
- * shape, or for a class name list that disagrees with the labels. */
+ * shape (the message names the node directory). split is not NULL. */
 int tl_dataset_open(const char *path, const char *split, const tl_dataset_opts *o,
                     tl_dataset *out);
 
 /* 1 when path holds split as tl_dataset_open would load it from a file or
  * directory of its own kind: the MNIST files "<split>-images-idx3-ubyte[.gz]"
  * (in path or in path/node-1), path/<split>/x.npy, or, for split "train",
- * path/x.npy (or path/node-1/x.npy) or a regular file. 0 otherwise. Never
- * records an error. */
+ * path/x.npy (or path/node-1/x.npy) or a regular file. 0 otherwise (so for
+ * "t10k" a NumPy directory without t10k/ says 0, though tl_dataset_open
+ * would fall back to its x.npy). Never records an error. */
 int tl_dataset_has_split(const char *path, const char *split);
 
 /* tl_dataset_open(dir, split, NULL, out). For an MNIST-layout directory:

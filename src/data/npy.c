@@ -360,7 +360,9 @@ static int write_all(int fd, const void *p, size_t n, const char *path) {
     while (n > 0) {
         ssize_t w = write(fd, b, n > ((size_t)1 << 30) ? (size_t)1 << 30 : n);
         if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) return tl_error(TL_EIO, "%s: write failed: %s", path, w < 0 ? strerror(errno) : "no progress");
+        if (w <= 0)
+            return tl_error(TL_EIO, "%s: write failed: %s", path,
+                            w < 0 ? strerror(errno) : "no progress");
         b += w, n -= (size_t)w;
     }
     return 0;
@@ -383,10 +385,11 @@ int tl_npy_write(const char *path, tl_npy_dtype dtype, int rank, const uint64_t 
     for (int i = 0; i < rank; i++) {
         if (shape[i] == 0) return tl_error(TL_EINVAL, "%s: cannot write a zero dimension", path);
         if (shape[i] > TL_NPY_MAX_BYTES / elsize / count)
-            return tl_error(TL_ERANGE, "%s: more than %zu bytes of data", path, (size_t)TL_NPY_MAX_BYTES);
+            return tl_error(TL_ERANGE, "%s: more than %zu bytes of data", path,
+                            (size_t)TL_NPY_MAX_BYTES);
         count *= (size_t)shape[i];
-        len += snprintf(hdr + len, sizeof hdr - (size_t)len, rank == 1 ? "%llu," : i ? ", %llu" : "%llu",
-                        (unsigned long long)shape[i]);
+        const char *fmt = rank == 1 ? "%llu," : i ? ", %llu" : "%llu"; /* (6,) and (6, 2) */
+        len += snprintf(hdr + len, sizeof hdr - (size_t)len, fmt, (unsigned long long)shape[i]);
     }
     len += snprintf(hdr + len, sizeof hdr - (size_t)len, "), }");
     /* magic (6) + version (2) + length (2) + dict + spaces + '\n', to a multiple of 64 */
@@ -410,8 +413,10 @@ int tl_npy_write(const char *path, tl_npy_dtype dtype, int rank, const uint64_t 
     }
     rc = write_all(fd, head, total, path);
     if (rc == 0) rc = write_all(fd, data, count * elsize, path);
-    if (rc == 0 && fsync(fd) < 0) rc = tl_error(TL_EIO, "%s: fsync failed: %s", path, strerror(errno));
-    if (close(fd) < 0 && rc == 0) rc = tl_error(TL_EIO, "%s: close failed: %s", path, strerror(errno));
+    if (rc == 0 && fsync(fd) < 0)
+        rc = tl_error(TL_EIO, "%s: fsync failed: %s", path, strerror(errno));
+    if (close(fd) < 0 && rc == 0)
+        rc = tl_error(TL_EIO, "%s: close failed: %s", path, strerror(errno));
     if (rc == 0 && rename(tmp, path) < 0)
         rc = tl_error(TL_EIO, "%s: cannot rename into place: %s", path, strerror(errno));
     if (rc < 0) unlink(tmp);
