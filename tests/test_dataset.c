@@ -440,6 +440,9 @@ static void test_npy_source(void **state) {
     assert_int_equal(tl_dataset_load(dir, "train", &d), TL_EFORMAT);
     assert_non_null(strstr(tl_errmsg(), xp));
     assert_null(d.feats);
+    /* the .npy file itself, not its directory: refused, saying so */
+    assert_int_equal(tl_dataset_load(xp, "train", &d), TL_EFORMAT);
+    assert_non_null(strstr(tl_errmsg(), "directory that holds x.npy"));
 }
 
 /* Subset and fingerprint of float32 data. */

@@ -77,7 +77,8 @@ typedef struct tl_dataset_opts {
 } tl_dataset_opts;
 
 /* Loads split from path, whatever it points at (see the top of this file):
- * a regular file is CSV; a directory with node-1/ is a partition directory;
+ * a regular file is CSV (a .npy file, by its magic, is TL_EFORMAT: give its
+ * directory); a directory with node-1/ is a partition directory;
  * a directory holding x.npy (or S/x.npy for split S) is NumPy; any other
  * directory is the MNIST layout. o may be NULL. On failure *out is empty and
  * the message names the file: TL_EIO (missing: for MNIST both paths tried are

@@ -152,11 +152,21 @@ cleanup:
     return rc;
 }
 
-/* Loads a CSV file as float32 features of rank 1. */
+/* Loads a CSV file as float32 features of rank 1 (a .npy file given by
+ * itself is refused with a pointer to its directory). */
 static int load_csv(const char *path, const tl_dataset_opts *o, tl_dataset *out) {
     tl_csv_opts co = {.label = o ? o->label : NULL, .header = -1};
     tl_table t;
     memset(out, 0, sizeof *out);
+    FILE *f = fopen(path, "rb");
+    char magic[6] = {0};
+    if (f) {
+        size_t got = fread(magic, 1, sizeof magic, f);
+        fclose(f);
+        if (got == sizeof magic && memcmp(magic, "\x93NUMPY", 6) == 0)
+            return tl_error(TL_EFORMAT, "%s: a .npy file: give the directory that holds x.npy "
+                                        "and y.npy", path);
+    }
     if (o && o->header == 1) co.header = 1;
     if (o && o->header == -1) co.header = 0;
     int rc = tl_csv_read(path, &co, &t);
