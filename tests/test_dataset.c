@@ -3,6 +3,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +16,8 @@
 #include "tl/dataset.h"
 #include "tl/error.h"
 #include "tl/idx.h"
+#include "tl/norm.h"
+#include "tl/npy.h"
 
 #define FMNIST "/usr/share/datasets/fashion-mnist"
 
@@ -80,6 +83,8 @@ static void test_save_load(void **state) {
     assert_int_equal(tl_dataset_load(dir, "train", &e), 0);
     assert_same(&d, &e);
     assert_int_equal(tl_dataset_fingerprint(&d), tl_dataset_fingerprint(&e));
+    assert_int_equal(tl_dataset_has_split(dir, "train"), 1);
+    assert_int_equal(tl_dataset_has_split(dir, "t10k"), 0);
     tl_dataset_free(&e);
     /* saving again over an existing directory works */
     assert_int_equal(tl_dataset_save(dir, "t10k", &d), 0);
@@ -254,11 +259,285 @@ static void test_fashion_mnist(void **state) {
         assert_int_equal(d.cols, 28);
         assert_int_equal(d.dim, 784);
         assert_int_equal(d.classes, 10);
+        assert_int_equal(d.dtype, TL_ELEM_U8);
+        assert_int_equal(d.rank, 3);
+        assert_int_equal(d.shape[0], 1), assert_int_equal(d.shape[1], 28);
+        assert_int_equal(d.shape[2], 28);
+        assert_null(d.feats);
+        assert_null(d.class_names);
         size_t hist[10] = {0};
         for (size_t i = 0; i < d.n; i++) hist[d.labels[i]]++;
         for (int c = 0; c < 10; c++) assert_int_equal(hist[c], want[k].n / 10); /* balanced */
         tl_dataset_free(&d);
     }
+}
+
+/* Writes text to path. */
+static void put_text(const char *path, const char *text) {
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+/* A float32 data set of n samples of rank 1 {f}: value (i * 7 + j * 3) % 11
+ * - 4.25 (exact in float), label i % 4. */
+static tl_dataset make_f32(size_t n, uint32_t f) {
+    tl_dataset d = {.n = n, .dim = f, .rows = 1, .cols = f, .dtype = TL_ELEM_F32, .rank = 1,
+                    .shape = {f, 0, 0}};
+    d.feats = malloc(n * f * sizeof *d.feats);
+    d.labels = malloc(n);
+    for (size_t i = 0; i < n; i++) {
+        d.labels[i] = (uint8_t)(i % 4);
+        for (size_t j = 0; j < f; j++) d.feats[i * f + j] = (float)((i * 7 + j * 3) % 11) - 4.25f;
+    }
+    d.classes = n >= 4 ? 4 : (int)n;
+    return d;
+}
+
+static void assert_same_f32(const tl_dataset *a, const tl_dataset *b) {
+    assert_int_equal(a->n, b->n);
+    assert_int_equal(a->dim, b->dim);
+    assert_int_equal(a->rows, b->rows);
+    assert_int_equal(a->cols, b->cols);
+    assert_int_equal(a->dtype, b->dtype);
+    assert_int_equal(a->rank, b->rank);
+    assert_memory_equal(a->shape, b->shape, sizeof a->shape);
+    assert_int_equal(a->classes, b->classes);
+    if (a->dtype == TL_ELEM_F32) assert_memory_equal(a->feats, b->feats, a->n * a->dim * 4);
+    else assert_memory_equal(a->images, b->images, a->n * a->dim);
+    assert_memory_equal(a->labels, b->labels, a->n);
+}
+
+/* A CSV file becomes float32 features of rank 1 with its class names, and a
+ * standardized gather gives the hand-computed values. */
+static void test_csv_source(void **state) {
+    const char *path = tpath("t.csv");
+    /* a: 1..4 (mean 2.5, population var 1.25); b: constant 7 (std 1);
+     * c: 0 0 10 10 (mean 5, std 5); the label column named in the middle */
+    put_text(path, "a,kind,b,c\n1,dog,7,0\n2,cat,7,0\n3,dog,7,10\n4,emu,7,10\n");
+    tl_dataset_opts o = {.label = "kind"};
+    tl_dataset d;
+    assert_int_equal(tl_dataset_open(path, "train", &o, &d), 0);
+    assert_int_equal(d.n, 4);
+    assert_int_equal(d.dim, 3);
+    assert_int_equal(d.dtype, TL_ELEM_F32);
+    assert_int_equal(d.rank, 1);
+    assert_int_equal(d.shape[0], 3);
+    assert_int_equal(d.rows, 1), assert_int_equal(d.cols, 3);
+    assert_null(d.images);
+    assert_int_equal(d.classes, 3);
+    assert_string_equal(d.class_names[0], "cat"); /* sorted */
+    assert_string_equal(d.class_names[1], "dog");
+    assert_string_equal(d.class_names[2], "emu");
+    static const uint8_t want_y[4] = {1, 0, 1, 2};
+    assert_memory_equal(d.labels, want_y, 4);
+    /* the split is ignored for a file: "t10k" loads the same data */
+    tl_dataset e;
+    assert_int_equal(tl_dataset_open(path, "t10k", &o, &e), 0);
+    assert_same_f32(&d, &e);
+    tl_dataset_free(&e);
+
+    tl_norm_stats st;
+    tl_norm nm;
+    assert_int_equal(tl_norm_stats_init(&st, d.dim), 0);
+    assert_int_equal(tl_norm_stats_add(&st, &d, NULL, d.n), 0);
+    assert_int_equal(tl_norm_finish(&st, &nm), 0);
+    float x[12];
+    int32_t y[4];
+    tl_dataset_gather_norm(&d, NULL, 4, &nm, x, y);
+    volatile float s_a = (float)sqrt(1.25);
+    for (int i = 0; i < 4; i++) {
+        volatile float a = (float)(i + 1) - 2.5f;
+        a = a / s_a;
+        assert_true(x[i * 3 + 0] == a);
+        assert_true(x[i * 3 + 1] == 0.0f);
+        assert_true(x[i * 3 + 2] == (i < 2 ? -1.0f : 1.0f));
+        assert_int_equal(y[i], want_y[i]);
+    }
+    assert_true(nm.std_f[1] == 1.0f); /* constant feature */
+    tl_norm_free(&nm);
+    tl_norm_stats_free(&st);
+
+    /* a bad cell is the reader's error, naming file, line and column */
+    put_text(path, "1,2,0\n3,x,1\n");
+    assert_int_equal(tl_dataset_open(path, "train", NULL, &e), TL_EFORMAT);
+    assert_non_null(strstr(tl_errmsg(), "t.csv:2:2"));
+    assert_null(e.feats);
+    /* header: -1 forbids one, so a text first row is a bad cell */
+    put_text(path, "p,q,r\n1,2,0\n");
+    tl_dataset_opts nohead = {.header = -1};
+    assert_int_equal(tl_dataset_open(path, "train", &nohead, &e), TL_EFORMAT);
+    assert_int_equal(tl_dataset_open(path, "train", NULL, &e), 0); /* detected */
+    assert_int_equal(e.n, 1);
+    tl_dataset_free(&e);
+    tl_dataset_free(&d);
+}
+
+/* A NumPy directory: float32 [N, F] and uint8 [N, C, H, W], loaded as they
+ * are, saved and loaded back exactly (as .npy: not one-channel images). */
+static void test_npy_source(void **state) {
+    const char *dir = tpath("np");
+    mkdir(dir, 0777);
+    char xp[300], yp[300];
+    snprintf(xp, sizeof xp, "%s/x.npy", dir);
+    snprintf(yp, sizeof yp, "%s/y.npy", dir);
+    float xs[10] = {1.5f, -0.0f, 1e-40f, 3.25f, -7.0f, 2.0f, 0.1f, 0.2f, 0.3f, 1e30f};
+    int64_t ys[5] = {2, 0, 1, 2, 9};
+    uint64_t xsh[2] = {5, 2}, ysh[1] = {5};
+    assert_int_equal(tl_npy_write(xp, TL_NPY_F32, 2, xsh, xs), 0);
+    assert_int_equal(tl_npy_write(yp, TL_NPY_I64, 1, ysh, ys), 0);
+    tl_dataset d, e;
+    assert_int_equal(tl_dataset_load(dir, "train", &d), 0);
+    assert_int_equal(d.n, 5);
+    assert_int_equal(d.dtype, TL_ELEM_F32);
+    assert_int_equal(d.rank, 1);
+    assert_int_equal(d.dim, 2);
+    assert_int_equal(d.classes, 10);
+    assert_memory_equal(d.feats, xs, sizeof xs); /* bit for bit, -0 and subnormal too */
+    assert_int_equal(d.labels[4], 9);
+    assert_int_equal(tl_dataset_has_split(dir, "train"), 1);
+    assert_int_equal(tl_dataset_has_split(dir, "t10k"), 0);
+    /* save as t10k: dir2/t10k/x.npy; train and t10k coexist */
+    const char *dir2 = tpath("np2");
+    assert_int_equal(tl_dataset_save(dir2, "t10k", &d), 0);
+    assert_int_equal(tl_dataset_has_split(dir2, "t10k"), 1);
+    assert_int_equal(tl_dataset_load(dir2, "t10k", &e), 0);
+    assert_same_f32(&d, &e);
+    assert_true(tl_dataset_fingerprint(&d) == tl_dataset_fingerprint(&e));
+    tl_dataset_free(&e);
+    tl_dataset_free(&d);
+
+    /* uint8 [3, 2, 2, 3]: rank 3 {2, 2, 3}, 2-D view 4 x 3 */
+    uint8_t u[36];
+    for (int i = 0; i < 36; i++) u[i] = (uint8_t)(i * 7);
+    uint8_t yu[3] = {1, 0, 1};
+    uint64_t ush[4] = {3, 2, 2, 3}, yush[1] = {3};
+    assert_int_equal(tl_npy_write(xp, TL_NPY_U8, 4, ush, u), 0);
+    assert_int_equal(tl_npy_write(yp, TL_NPY_U8, 1, yush, yu), 0);
+    assert_int_equal(tl_dataset_load(dir, "train", &d), 0);
+    assert_int_equal(d.dtype, TL_ELEM_U8);
+    assert_int_equal(d.rank, 3);
+    assert_int_equal(d.shape[0], 2), assert_int_equal(d.shape[1], 2);
+    assert_int_equal(d.shape[2], 3);
+    assert_int_equal(d.rows, 4), assert_int_equal(d.cols, 3), assert_int_equal(d.dim, 12);
+    assert_memory_equal(d.images, u, 36);
+    const char *dir3 = tpath("np3");
+    assert_int_equal(tl_dataset_save(dir3, "train", &d), 0);
+    snprintf(xp, sizeof xp, "%s/x.npy", dir3);
+    assert_int_equal(access(xp, F_OK), 0); /* not IDX: two channels */
+    assert_int_equal(tl_dataset_load(dir3, "train", &e), 0);
+    assert_same_f32(&d, &e);
+    tl_dataset_free(&e);
+    tl_dataset_free(&d);
+
+    /* a rejection comes through naming the file */
+    float nan_x[2] = {1.0f, NAN};
+    uint64_t nsh[2] = {1, 2}, nysh[1] = {1};
+    snprintf(xp, sizeof xp, "%s/x.npy", dir);
+    assert_int_equal(tl_npy_write(xp, TL_NPY_F32, 2, nsh, nan_x), 0);
+    assert_int_equal(tl_npy_write(yp, TL_NPY_U8, 1, nysh, yu), 0);
+    assert_int_equal(tl_dataset_load(dir, "train", &d), TL_EFORMAT);
+    assert_non_null(strstr(tl_errmsg(), xp));
+    assert_null(d.feats);
+    /* the .npy file itself, not its directory: refused, saying so */
+    assert_int_equal(tl_dataset_load(xp, "train", &d), TL_EFORMAT);
+    assert_non_null(strstr(tl_errmsg(), "directory that holds x.npy"));
+}
+
+/* Subset and fingerprint of float32 data. */
+static void test_f32_subset_fingerprint(void **state) {
+    tl_dataset d = make_f32(9, 6), s;
+    size_t rows[3] = {8, 2, 8};
+    assert_int_equal(tl_dataset_subset(&d, rows, 3, &s), 0);
+    assert_int_equal(s.dtype, TL_ELEM_F32);
+    assert_int_equal(s.rank, 1);
+    assert_int_equal(s.shape[0], 6);
+    assert_null(s.images);
+    for (int i = 0; i < 3; i++) {
+        assert_memory_equal(s.feats + i * 6, d.feats + rows[i] * 6, 6 * sizeof(float));
+        assert_int_equal(s.labels[i], d.labels[rows[i]]);
+    }
+    tl_dataset_free(&s);
+
+    uint64_t f0 = tl_dataset_fingerprint(&d);
+    assert_true(f0 == tl_dataset_fingerprint(&d));
+    uint32_t bits;
+    memcpy(&bits, &d.feats[31], 4);
+    bits ^= 1; /* one ulp */
+    memcpy(&d.feats[31], &bits, 4);
+    assert_true(tl_dataset_fingerprint(&d) != f0);
+    bits ^= 1;
+    memcpy(&d.feats[31], &bits, 4);
+    assert_true(tl_dataset_fingerprint(&d) == f0);
+    /* same floats, sample shape 1 x 2 x 3 instead of 6 features */
+    d.rank = 3, d.shape[0] = 1, d.shape[1] = 2, d.shape[2] = 3;
+    assert_true(tl_dataset_fingerprint(&d) != f0);
+    d.rank = 1, d.shape[0] = 6, d.shape[1] = d.shape[2] = 0;
+    assert_true(tl_dataset_fingerprint(&d) == f0);
+    /* the same bytes as uint8 data are another data set */
+    tl_dataset u = {.n = 1, .dim = 4, .rows = 1, .cols = 4, .rank = 1, .shape = {4}};
+    tl_dataset g = {.n = 1, .dim = 1, .rows = 1, .cols = 1, .rank = 1, .shape = {1},
+                    .dtype = TL_ELEM_F32};
+    float one = 1.0f;
+    uint8_t lab = 0;
+    u.images = (uint8_t *)&one, g.feats = &one, u.labels = g.labels = &lab;
+    assert_true(tl_dataset_fingerprint(&u) != tl_dataset_fingerprint(&g));
+    tl_dataset_free(&d);
+}
+
+/* tl_dataset_split: deterministic, disjoint, complete, stratified. */
+static void test_split(void **state) {
+    tl_dataset d = make_f32(103, 3), tr, te, tr2, te2;
+    assert_int_equal(tl_dataset_split(&d, 0.2, 5, &tr, &te), 0);
+    /* per class (26, 26, 26, 25 rows): round(0.2 * n_c) = 5 each -> 20 */
+    assert_int_equal(te.n, 20);
+    assert_int_equal(tr.n, 83);
+    int cnt[4] = {0};
+    for (size_t i = 0; i < te.n; i++) cnt[te.labels[i]]++;
+    for (int c = 0; c < 4; c++) assert_int_equal(cnt[c], 5);
+    /* each row exactly once (rows equal in features and label are interchangeable:
+     * matched greedily) */
+    uint8_t seen[103] = {0};
+    const tl_dataset *parts[2] = {&tr, &te};
+    for (int p = 0; p < 2; p++)
+        for (size_t i = 0; i < parts[p]->n; i++) {
+            int hit = -1;
+            for (size_t r = 0; r < 103; r++)
+                if (!seen[r] && d.labels[r] == parts[p]->labels[i] &&
+                    memcmp(d.feats + r * 3, parts[p]->feats + i * 3, 12) == 0) {
+                    hit = (int)r;
+                    break;
+                }
+            assert_true(hit >= 0);
+            seen[hit] = 1;
+        }
+    for (int r = 0; r < 103; r++) assert_int_equal(seen[r], 1);
+    /* same seed: the same split; another seed: another */
+    assert_int_equal(tl_dataset_split(&d, 0.2, 5, &tr2, &te2), 0);
+    assert_same_f32(&te, &te2);
+    assert_same_f32(&tr, &tr2);
+    tl_dataset_free(&tr2), tl_dataset_free(&te2);
+    assert_int_equal(tl_dataset_split(&d, 0.2, 6, &tr2, &te2), 0);
+    assert_int_equal(te2.n, 20);
+    assert_memory_not_equal(te.feats, te2.feats, 20 * 3 * sizeof(float));
+    tl_dataset_free(&tr2), tl_dataset_free(&te2);
+    tl_dataset_free(&tr), tl_dataset_free(&te);
+    /* bad fractions, and a side left empty */
+    assert_int_equal(tl_dataset_split(&d, 0.0, 1, &tr, &te), TL_EINVAL);
+    assert_int_equal(tl_dataset_split(&d, 1.0, 1, &tr, &te), TL_EINVAL);
+    assert_int_equal(tl_dataset_split(&d, NAN, 1, &tr, &te), TL_EINVAL);
+    assert_int_equal(tl_dataset_split(&d, 0.001, 1, &tr, &te), TL_EINVAL);
+    assert_non_null(strstr(tl_errmsg(), "test set"));
+    assert_null(tr.feats), assert_null(te.feats);
+    /* uint8 images split too */
+    tl_dataset u = make_ds(30, 2, 2);
+    assert_int_equal(tl_dataset_split(&u, 0.5, 1, &tr, &te), 0);
+    assert_int_equal(tr.n + te.n, 30);
+    assert_int_equal(te.n, 15);
+    tl_dataset_free(&tr), tl_dataset_free(&te);
+    tl_dataset_free(&u);
+    tl_dataset_free(&d);
 }
 
 int main(void) {
@@ -270,6 +549,10 @@ int main(void) {
         cmocka_unit_test(test_subset),
         cmocka_unit_test(test_fingerprint),
         cmocka_unit_test(test_fashion_mnist),
+        cmocka_unit_test(test_csv_source),
+        cmocka_unit_test(test_npy_source),
+        cmocka_unit_test(test_f32_subset_fingerprint),
+        cmocka_unit_test(test_split),
     };
     return cmocka_run_group_tests(tests, setup_all, teardown_all);
 }

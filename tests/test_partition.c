@@ -1,5 +1,6 @@
 /* test_partition.c - contiguous, iid, label and Dirichlet partitions: sizes,
  * ordering, coverage, determinism, skew, and rejected arguments. */
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -7,12 +8,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
 #include "tl/dataset.h"
 #include "tl/error.h"
 #include "tl/partition.h"
+#include "tl/rng.h"
 
 /* A data set of n 1x1 images; label of row i is label(i). */
 static tl_dataset make_ds(size_t n, int (*label)(size_t)) {
@@ -255,6 +258,72 @@ static void test_rejects(void **state) {
     tl_dataset_free(&d);
 }
 
+/* Float32 data partitioned and saved per node as x.npy / y.npy (what `tl
+ * partition` does) loads back, as a partition directory, bit for bit: the
+ * nodes' rows concatenated in node order. */
+static void test_f32_save_load(void **state) {
+    char dir[64] = "/tmp/tl_test_partition_XXXXXX", sub[128], cmd[128];
+    assert_non_null(mkdtemp(dir));
+    const size_t n = 200, f = 5;
+    tl_dataset d = {.n = n, .dim = f, .rows = 1, .cols = f, .dtype = TL_ELEM_F32, .rank = 1,
+                    .shape = {f}};
+    d.feats = malloc(n * f * sizeof *d.feats);
+    d.labels = malloc(n);
+    tl_rng r;
+    tl_rng_seed(&r, 3);
+    for (size_t i = 0; i < n * f; i++) { /* arbitrary bit patterns that are finite floats */
+        uint32_t b;
+        float v;
+        do {
+            b = tl_rng_u32(&r);
+            memcpy(&v, &b, 4);
+        } while (!isfinite(v));
+        d.feats[i] = v;
+    }
+    for (size_t i = 0; i < n; i++) d.labels[i] = (uint8_t)mod7sq(i);
+    d.classes = 7;
+    size_t *rows, counts[3];
+    assert_int_equal(tl_partition(&d, 3, "dirichlet:0.5", 9, &rows, counts), 0);
+    check_valid(&d, 3, rows, counts);
+    size_t off = 0;
+    for (int k = 0; k < 3; k++) {
+        tl_dataset part;
+        snprintf(sub, sizeof sub, "%s/node-%d", dir, k + 1);
+        assert_int_equal(tl_dataset_subset(&d, rows + off, counts[k], &part), 0);
+        assert_int_equal(tl_dataset_save(sub, "train", &part), 0);
+        tl_dataset_free(&part);
+        off += counts[k];
+    }
+    snprintf(sub, sizeof sub, "%s/node-2/x.npy", dir);
+    assert_int_equal(access(sub, R_OK), 0);
+    tl_dataset all, want;
+    assert_int_equal(tl_dataset_load(dir, "train", &all), 0);
+    assert_int_equal(tl_dataset_subset(&d, rows, n, &want), 0);
+    assert_int_equal(all.n, n);
+    assert_int_equal(all.dtype, TL_ELEM_F32);
+    assert_int_equal(all.rank, 1);
+    assert_int_equal(all.shape[0], f);
+    assert_memory_equal(all.feats, want.feats, n * f * sizeof(float));
+    assert_memory_equal(all.labels, want.labels, n);
+    assert_true(tl_dataset_fingerprint(&all) == tl_dataset_fingerprint(&want));
+    tl_dataset_free(&all);
+
+    /* a node of another element type: refused, naming the node */
+    tl_dataset u = {.n = 2, .dim = f, .rows = 1, .cols = f, .rank = 1, .shape = {f}};
+    uint8_t px[10] = {0}, lb[2] = {0, 1};
+    u.images = px, u.labels = lb;
+    snprintf(sub, sizeof sub, "%s/node-4", dir);
+    assert_int_equal(tl_dataset_save(sub, "train", &u), 0);
+    assert_int_equal(tl_dataset_load(dir, "train", &all), TL_EFORMAT);
+    assert_non_null(strstr(tl_errmsg(), sub));
+    assert_null(all.feats);
+    free(rows);
+    tl_dataset_free(&want);
+    tl_dataset_free(&d);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_contiguous),
@@ -263,6 +332,7 @@ int main(void) {
         cmocka_unit_test(test_dirichlet),
         cmocka_unit_test(test_dirichlet_distribution),
         cmocka_unit_test(test_rejects),
+        cmocka_unit_test(test_f32_save_load),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -19,6 +19,8 @@
  * The data is mapped from the file (read-only) when it is suitably aligned
  * (numpy pads the header to 64 bytes), else copied into an aligned buffer.
  *
+ * tl_npy_write writes one array (what tl_dataset_save uses for float32 data).
+ *
  * tl_npy_load reads DIR/x.npy and DIR/y.npy as a labelled data set: x is
  * [N, features] or [N, C, H, W], float32 or uint8 (uint8 is kept as bytes;
  * float32 values must be finite); y is [N] of any integer dtype above, every
@@ -71,6 +73,17 @@ int tl_npy_read(const char *path, tl_npy *out);
 
 /* Unmaps or frees a's data and empties *a. Safe on NULL or an empty/zeroed tl_npy. */
 void tl_npy_free(tl_npy *a);
+
+/* Writes count = shape[0] * ... * shape[rank-1] elements of dtype from data
+ * as a version 1.0 .npy file at path, atomically (path.tmp.PID written,
+ * fsync'ed, renamed over path; nothing is left at path on failure). The
+ * header is {'descr': '<f4', 'fortran_order': False, 'shape': (N, F), }
+ * padded with spaces so that the data starts at a multiple of 64 bytes, as
+ * numpy writes it; tl_npy_read gives back exactly these bytes. Any dtype of
+ * tl_npy_dtype. TL_EINVAL for a rank outside 1..TL_NPY_MAX_RANK, a zero
+ * dimension or data NULL; TL_ERANGE over TL_NPY_MAX_BYTES; TL_EIO. */
+int tl_npy_write(const char *path, tl_npy_dtype dtype, int rank, const uint64_t *shape,
+                 const void *data);
 
 typedef struct tl_npy_set {
     tl_npy x;    /* [N, features] or [N, C, H, W]; dtype TL_NPY_F32 or TL_NPY_U8 */

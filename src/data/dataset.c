@@ -1,4 +1,5 @@
-/* dataset.c - MNIST-layout data sets: load, save, subset, gather, fingerprint. */
+/* dataset.c - data sets from IDX, NumPy, CSV and partition directories: load,
+ * save, subset, split, gather, fingerprint. */
 #include "tl/dataset.h"
 
 #include <assert.h>
@@ -8,8 +9,12 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "tl/csv.h"
 #include "tl/error.h"
 #include "tl/idx.h"
+#include "tl/norm.h"
+#include "tl/npy.h"
+#include "tl/rng.h"
 
 /* Largest label + 1 over n labels (0 when n == 0). */
 static int count_classes(const uint8_t *labels, size_t n) {
@@ -44,7 +49,7 @@ static int find_file(const char *dir, const char *split, const char *kind, const
 }
 
 /* Loads split from the MNIST-layout directory dir itself. */
-static int load_one(const char *dir, const char *split, tl_dataset *out) {
+static int load_idx(const char *dir, const char *split, tl_dataset *out) {
     tl_idx im = {0}, lb = {0};
     char *im_path = NULL, *lb_path = NULL;
     int rc;
@@ -73,6 +78,8 @@ static int load_one(const char *dir, const char *split, tl_dataset *out) {
     out->images = im.data;
     out->labels = lb.data;
     out->classes = count_classes(lb.data, out->n);
+    out->rank = 3;
+    out->shape[0] = 1, out->shape[1] = out->rows, out->shape[2] = out->cols;
     im.data = lb.data = NULL;
 cleanup:
     tl_idx_free(&im);
@@ -82,18 +89,169 @@ cleanup:
     return rc;
 }
 
-/* Appends b to a (same image shape required); b is left as it was. */
+/* 1 when path exists and is a directory (dir) or a regular file (!dir). */
+static int is_kind(const char *path, int dir) {
+    struct stat st;
+    if (stat(path, &st) < 0) return 0;
+    return dir ? S_ISDIR(st.st_mode) : S_ISREG(st.st_mode);
+}
+
+/* Sets d's sample shape: rank 1 {features} or rank 3 {C, H, W}; rows and cols
+ * get the 2-D view (1, dim) or (C*H, W). */
+static int set_shape(tl_dataset *d, int rank, const uint64_t *shape, const char *what) {
+    uint64_t dim = 1;
+    for (int i = 0; i < rank; i++) {
+        if (shape[i] == 0 || shape[i] > UINT32_MAX || dim * shape[i] > UINT32_MAX)
+            return tl_error(TL_ERANGE, "%s: sample shape too large", what);
+        dim *= shape[i];
+        d->shape[i] = (uint32_t)shape[i];
+    }
+    d->rank = rank;
+    d->dim = (size_t)dim;
+    d->rows = rank == 1 ? 1 : d->shape[0] * d->shape[1];
+    d->cols = rank == 1 ? d->shape[0] : d->shape[2];
+    return 0;
+}
+
+/* Loads x.npy/y.npy of dir (or of dir/<split> when that holds x.npy). */
+static int load_npy(const char *dir, const char *split, tl_dataset *out) {
+    char sub[4096], xp[4200];
+    tl_npy_set s;
+    const char *from = dir;
+    memset(out, 0, sizeof *out);
+    if (split) {
+        snprintf(sub, sizeof sub, "%s/%s", dir, split);
+        snprintf(xp, sizeof xp, "%s/x.npy", sub);
+        if (is_kind(xp, 0)) from = sub;
+    }
+    int rc = tl_npy_load(from, &s);
+    if (rc < 0) return rc;
+    uint64_t shape[3] = {0};
+    int rank = s.x.rank == 2 ? 1 : 3;
+    for (int i = 0; i < rank; i++) shape[i] = s.x.shape[1 + i];
+    snprintf(xp, sizeof xp, "%s/x.npy", from);
+    if ((rc = set_shape(out, rank, shape, xp)) < 0) goto cleanup;
+    out->n = s.n;
+    out->classes = s.classes;
+    out->dtype = s.x.dtype == TL_NPY_F32 ? TL_ELEM_F32 : TL_ELEM_U8;
+    size_t bytes = s.x.count * s.x.elsize;
+    void *buf = malloc(bytes);
+    out->labels = malloc(s.n);
+    if (!buf || !out->labels) {
+        free(buf);
+        rc = tl_error(TL_ENOMEM, "%s: out of memory", xp);
+        goto cleanup;
+    }
+    memcpy(buf, s.x.data, bytes);
+    if (out->dtype == TL_ELEM_F32) out->feats = buf;
+    else out->images = buf;
+    for (size_t i = 0; i < s.n; i++) out->labels[i] = (uint8_t)s.y[i]; /* < 256: checked */
+cleanup:
+    tl_npy_set_free(&s);
+    if (rc < 0) tl_dataset_free(out);
+    return rc;
+}
+
+/* Loads a CSV file as float32 features of rank 1 (a .npy file given by
+ * itself is refused with a pointer to its directory). */
+static int load_csv(const char *path, const tl_dataset_opts *o, tl_dataset *out) {
+    tl_csv_opts co = {.label = o ? o->label : NULL, .header = -1};
+    tl_table t;
+    memset(out, 0, sizeof *out);
+    FILE *f = fopen(path, "rb");
+    char magic[6] = {0};
+    if (f) {
+        size_t got = fread(magic, 1, sizeof magic, f);
+        fclose(f);
+        if (got == sizeof magic && memcmp(magic, "\x93NUMPY", 6) == 0)
+            return tl_error(TL_EFORMAT, "%s: a .npy file: give the directory that holds x.npy "
+                                        "and y.npy", path);
+    }
+    if (o && o->header == 1) co.header = 1;
+    if (o && o->header == -1) co.header = 0;
+    int rc = tl_csv_read(path, &co, &t);
+    if (rc < 0) return rc;
+    uint64_t shape[3] = {t.features, 0, 0};
+    if ((rc = set_shape(out, 1, shape, path)) < 0) goto cleanup;
+    if (!(out->labels = malloc(t.n))) {
+        rc = tl_error(TL_ENOMEM, "%s: out of memory", path);
+        goto cleanup;
+    }
+    for (size_t i = 0; i < t.n; i++) out->labels[i] = (uint8_t)t.y[i]; /* < 256: checked */
+    out->n = t.n;
+    out->dtype = TL_ELEM_F32;
+    out->feats = t.x, t.x = NULL;
+    out->classes = t.classes;
+    out->class_names = t.class_names, t.class_names = NULL;
+cleanup:
+    tl_table_free(&t);
+    if (rc < 0) tl_dataset_free(out);
+    return rc;
+}
+
+/* 1 when dir is a NumPy directory for split: dir/x.npy or dir/<split>/x.npy. */
+static int is_npy_dir(const char *dir, const char *split) {
+    char p[4200];
+    snprintf(p, sizeof p, "%s/x.npy", dir);
+    if (is_kind(p, 0)) return 1;
+    if (!split) return 0;
+    snprintf(p, sizeof p, "%s/%s/x.npy", dir, split);
+    return is_kind(p, 0);
+}
+
+/* Loads split from one directory that is not a partition directory. */
+static int load_one(const char *dir, const char *split, tl_dataset *out) {
+    if (is_npy_dir(dir, split)) return load_npy(dir, split, out);
+    return load_idx(dir, split, out);
+}
+
+/* The sample shape of d as rank 1 or 3 (a zeroed rank means 3: {1, rows, cols}). */
+static int shape_of(const tl_dataset *d, uint32_t shape[3]) {
+    if (d->rank == 0) {
+        shape[0] = 1, shape[1] = d->rows, shape[2] = d->cols;
+        return 3;
+    }
+    memcpy(shape, d->shape, sizeof d->shape);
+    return d->rank;
+}
+
+/* 1 for data that IDX files hold: uint8 images of one channel. */
+static int is_idx_kind(const tl_dataset *d) {
+    uint32_t sh[3];
+    return d->dtype == TL_ELEM_U8 && shape_of(d, sh) == 3 && sh[0] == 1;
+}
+
+/* Bytes per element of d. */
+static size_t elsize(const tl_dataset *d) {
+    return d->dtype == TL_ELEM_F32 ? sizeof(float) : 1;
+}
+
+/* The sample buffer of d (images or feats). */
+static const uint8_t *samples(const tl_dataset *d) {
+    return d->dtype == TL_ELEM_F32 ? (const uint8_t *)d->feats : d->images;
+}
+
+/* Appends b to a (same element type and sample shape required); b is left as it was. */
 static int append(tl_dataset *a, const tl_dataset *b, const char *bdir) {
-    if (a->rows != b->rows || a->cols != b->cols)
-        return tl_error(TL_EFORMAT, "%s: images of %ux%u, the nodes before it have %ux%u", bdir,
+    uint32_t sa[3], sb[3];
+    int ra = shape_of(a, sa), rb = shape_of(b, sb);
+    if (a->dtype != b->dtype)
+        return tl_error(TL_EFORMAT, "%s: %s data, the nodes before it have %s", bdir,
+                        b->dtype == TL_ELEM_F32 ? "float32" : "uint8",
+                        a->dtype == TL_ELEM_F32 ? "float32" : "uint8");
+    if (ra != rb || memcmp(sa, sb, sizeof sa) != 0)
+        return tl_error(TL_EFORMAT, "%s: samples of %ux%u, the nodes before it have %ux%u", bdir,
                         b->rows, b->cols, a->rows, a->cols);
-    uint8_t *im = realloc(a->images, (a->n + b->n) * a->dim);
+    const size_t es = elsize(a);
+    uint8_t *im = realloc(a->dtype == TL_ELEM_F32 ? (void *)a->feats : (void *)a->images,
+                          (a->n + b->n) * a->dim * es);
     if (!im) return tl_error(TL_ENOMEM, "%s: out of memory", bdir);
-    a->images = im;
+    if (a->dtype == TL_ELEM_F32) a->feats = (float *)im;
+    else a->images = im;
     uint8_t *lb = realloc(a->labels, a->n + b->n);
     if (!lb) return tl_error(TL_ENOMEM, "%s: out of memory", bdir);
     a->labels = lb;
-    memcpy(a->images + a->n * a->dim, b->images, b->n * b->dim);
+    memcpy(im + a->n * a->dim * es, samples(b), b->n * b->dim * es);
     memcpy(a->labels + a->n, b->labels, b->n);
     a->n += b->n;
     if (b->classes > a->classes) a->classes = b->classes;
@@ -101,18 +259,19 @@ static int append(tl_dataset *a, const tl_dataset *b, const char *bdir) {
 }
 
 /* Contract in dataset.h. */
-int tl_dataset_load(const char *dir, const char *split, tl_dataset *out) {
+int tl_dataset_open(const char *path, const char *split, const tl_dataset_opts *o,
+                    tl_dataset *out) {
     char sub[4096];
-    struct stat st;
-    snprintf(sub, sizeof sub, "%s/node-1", dir);
-    if (stat(sub, &st) < 0 || !S_ISDIR(st.st_mode)) return load_one(dir, split, out);
+    memset(out, 0, sizeof *out);
+    if (is_kind(path, 0)) return load_csv(path, o, out);
+    snprintf(sub, sizeof sub, "%s/node-1", path);
+    if (!is_kind(sub, 1)) return load_one(path, split, out);
     /* a partition directory: node-1, node-2, ... concatenated in node order,
      * the order of a distributed run's global index space */
     int rc = 0;
-    memset(out, 0, sizeof *out);
     for (int k = 1;; k++) {
-        snprintf(sub, sizeof sub, "%s/node-%d", dir, k);
-        if (stat(sub, &st) < 0 || !S_ISDIR(st.st_mode)) break;
+        snprintf(sub, sizeof sub, "%s/node-%d", path, k);
+        if (!is_kind(sub, 1)) break;
         tl_dataset part;
         if ((rc = load_one(sub, split, &part)) < 0) break;
         if (k == 1) *out = part;
@@ -124,6 +283,28 @@ int tl_dataset_load(const char *dir, const char *split, tl_dataset *out) {
     }
     if (rc < 0) tl_dataset_free(out);
     return rc;
+}
+
+/* Contract in dataset.h. */
+int tl_dataset_load(const char *dir, const char *split, tl_dataset *out) {
+    return tl_dataset_open(dir, split, NULL, out);
+}
+
+/* Contract in dataset.h. */
+int tl_dataset_has_split(const char *path, const char *split) {
+    char p[4200];
+    if (is_kind(path, 0)) return strcmp(split, "train") == 0;
+    snprintf(p, sizeof p, "%s/node-1", path);
+    const char *dir = is_kind(p, 1) ? p : path;
+    char q[4400];
+    snprintf(q, sizeof q, "%s/%s/x.npy", dir, split);
+    if (is_kind(q, 0)) return 1;
+    snprintf(q, sizeof q, "%s/x.npy", dir);
+    if (is_kind(q, 0)) return strcmp(split, "train") == 0;
+    snprintf(q, sizeof q, "%s/%s-images-idx3-ubyte.gz", dir, split);
+    if (is_kind(q, 0)) return 1;
+    q[strlen(q) - 3] = '\0';
+    return is_kind(q, 0);
 }
 
 /* mkdir -p: creates dir and its missing parents (mode 0777 & ~umask). */
@@ -151,12 +332,46 @@ static int make_dirs(const char *dir) {
     return rc;
 }
 
+/* Writes d as x.npy / y.npy into dir (made if missing). */
+static int save_npy(const char *dir, const tl_dataset *d) {
+    uint32_t sh[3];
+    int rank = shape_of(d, sh), rc;
+    uint64_t xshape[4] = {d->n, sh[0], sh[1], sh[2]}, yshape[1] = {d->n};
+    if ((rc = make_dirs(dir)) < 0) return rc;
+    size_t len = strlen(dir) + 16;
+    char *path = malloc(len);
+    if (!path) return tl_error(TL_ENOMEM, "out of memory");
+    snprintf(path, len, "%s/x.npy", dir);
+    rc = tl_npy_write(path, d->dtype == TL_ELEM_F32 ? TL_NPY_F32 : TL_NPY_U8, 1 + rank, xshape,
+                      samples(d));
+    if (rc == 0) {
+        snprintf(path, len, "%s/y.npy", dir);
+        rc = tl_npy_write(path, TL_NPY_U8, 1, yshape, d->labels);
+    }
+    free(path);
+    return rc;
+}
+
 /* Contract in dataset.h. */
 int tl_dataset_save(const char *dir, const char *split, const tl_dataset *d) {
-    if (d->n == 0 || d->n > UINT32_MAX || d->rows == 0 || d->cols == 0 ||
-        (size_t)d->rows * d->cols != d->dim)
+    uint32_t sh[3];
+    int rank = shape_of(d, sh);
+    size_t dim = 1;
+    for (int i = 0; i < rank; i++) dim *= sh[i];
+    if (d->n == 0 || d->n > UINT32_MAX || d->rows == 0 || d->cols == 0 || dim == 0 ||
+        (size_t)d->rows * d->cols != d->dim || dim != d->dim || !samples(d))
         return tl_error(TL_EINVAL, "%s: cannot save a data set of %zu samples of %ux%u", dir, d->n,
                         d->rows, d->cols);
+    if (!is_idx_kind(d)) {
+        if (strcmp(split, "train") == 0) return save_npy(dir, d);
+        size_t len = strlen(dir) + strlen(split) + 2;
+        char *sub = malloc(len);
+        if (!sub) return tl_error(TL_ENOMEM, "out of memory");
+        snprintf(sub, len, "%s/%s", dir, split);
+        int rc = save_npy(sub, d);
+        free(sub);
+        return rc;
+    }
     int rc = make_dirs(dir);
     if (rc < 0) return rc;
     size_t len = strlen(dir) + strlen(split) + 40;
@@ -175,6 +390,23 @@ int tl_dataset_save(const char *dir, const char *split, const tl_dataset *d) {
     return rc;
 }
 
+/* Copies classes strings into *out (NULL when names is NULL). */
+static int copy_names(char **names, int classes, char ***out) {
+    *out = NULL;
+    if (!names) return 0;
+    char **c = calloc((size_t)classes, sizeof *c);
+    if (!c) return tl_error(TL_ENOMEM, "out of memory for class names");
+    for (int i = 0; i < classes; i++) {
+        if (!(c[i] = strdup(names[i]))) {
+            for (int j = 0; j < i; j++) free(c[j]);
+            free(c);
+            return tl_error(TL_ENOMEM, "out of memory for class names");
+        }
+    }
+    *out = c;
+    return 0;
+}
+
 /* Contract in dataset.h. */
 int tl_dataset_subset(const tl_dataset *src, const size_t *rows, size_t n, tl_dataset *out) {
     memset(out, 0, sizeof *out);
@@ -182,45 +414,90 @@ int tl_dataset_subset(const tl_dataset *src, const size_t *rows, size_t n, tl_da
     for (size_t i = 0; i < n; i++)
         if (rows[i] >= src->n)
             return tl_error(TL_EINVAL, "subset row %zu out of range (data set has %zu)", rows[i], src->n);
-    if (n > SIZE_MAX / (src->dim ? src->dim : 1))
+    const size_t es = elsize(src), row = src->dim * es;
+    if (n > SIZE_MAX / (row ? row : 1))
         return tl_error(TL_ERANGE, "subset of %zu rows too large", n);
-    out->images = malloc(n * src->dim > 0 ? n * src->dim : 1);
+    uint8_t *buf = malloc(n * row > 0 ? n * row : 1);
+    if (src->dtype == TL_ELEM_F32) out->feats = (float *)buf;
+    else out->images = buf;
     out->labels = malloc(n);
-    if (!out->images || !out->labels) {
+    if (!buf || !out->labels || copy_names(src->class_names, src->classes, &out->class_names) < 0) {
         tl_dataset_free(out);
         return tl_error(TL_ENOMEM, "out of memory for a subset of %zu rows", n);
     }
+    const uint8_t *from = samples(src);
     for (size_t i = 0; i < n; i++) {
-        memcpy(out->images + i * src->dim, src->images + rows[i] * src->dim, src->dim);
+        memcpy(buf + i * row, from + rows[i] * row, row);
         out->labels[i] = src->labels[rows[i]];
     }
     out->n = n;
     out->dim = src->dim;
     out->rows = src->rows;
     out->cols = src->cols;
-    out->classes = count_classes(out->labels, n);
+    out->dtype = src->dtype;
+    out->rank = src->rank;
+    memcpy(out->shape, src->shape, sizeof out->shape);
+    out->classes = src->class_names ? src->classes : count_classes(out->labels, n);
     return 0;
 }
 
-/* Converts n bytes to normalized floats: dst[j] = ((float)src[j] / 255 - mean)
- * / std, in float32 and in that order (each operation rounds exactly, so every
- * value is the one a 256-entry table built with the same expression holds).
- * Arithmetic rather than a table lookup so that the loop vectorizes
- * (16 lanes with AVX-512): about 3x faster than the lookups. */
-static void normalize_row(float *restrict dst, const uint8_t *restrict src, size_t n, float mean,
-                          float std) {
-    for (size_t j = 0; j < n; j++) dst[j] = ((float)src[j] / 255.0f - mean) / std;
+/* Contract in dataset.h. */
+int tl_dataset_split(const tl_dataset *d, double fraction, uint32_t seed, tl_dataset *train,
+                     tl_dataset *test) {
+    memset(train, 0, sizeof *train);
+    memset(test, 0, sizeof *test);
+    if (!(fraction > 0.0 && fraction < 1.0))
+        return tl_error(TL_EINVAL, "held-out fraction %g is not in (0, 1)", fraction);
+    size_t n = d->n, start[TL_DATASET_MAX_CLASSES + 1] = {0}, n_test = 0;
+    uint64_t *order = malloc((n ? n : 1) * sizeof *order);
+    uint8_t *to_test = calloc(n ? n : 1, 1);
+    size_t *tr = malloc((n ? n : 1) * sizeof *tr), *te = malloc((n ? n : 1) * sizeof *te);
+    int rc = 0;
+    if (!order || !to_test || !tr || !te) {
+        rc = tl_error(TL_ENOMEM, "out of memory splitting %zu rows", n);
+        goto cleanup;
+    }
+    /* rows grouped by class, ascending within a class (a counting sort) */
+    for (size_t r = 0; r < n; r++) start[d->labels[r] + 1]++;
+    for (int c = 0; c < TL_DATASET_MAX_CLASSES; c++) start[c + 1] += start[c];
+    size_t pos[TL_DATASET_MAX_CLASSES];
+    memcpy(pos, start, sizeof pos);
+    for (size_t r = 0; r < n; r++) order[pos[d->labels[r]]++] = r;
+    tl_rng rng;
+    tl_rng_seed(&rng, seed);
+    for (int c = 0; c < TL_DATASET_MAX_CLASSES; c++) {
+        size_t nc = start[c + 1] - start[c];
+        if (nc == 0) continue;
+        tl_rng_shuffle(&rng, order + start[c], nc);
+        size_t k = (size_t)((double)nc * fraction + 0.5);
+        for (size_t i = 0; i < k && i < nc; i++) to_test[order[start[c] + i]] = 1;
+    }
+    size_t n_train = 0;
+    for (size_t r = 0; r < n; r++) {
+        if (to_test[r]) te[n_test++] = r;
+        else tr[n_train++] = r;
+    }
+    if (n_test == 0 || n_train == 0) {
+        rc = tl_error(TL_EINVAL, "holding out %g of %zu rows leaves %s empty", fraction, n,
+                      n_test == 0 ? "the test set" : "the training set");
+        goto cleanup;
+    }
+    if ((rc = tl_dataset_subset(d, tr, n_train, train)) < 0) goto cleanup;
+    rc = tl_dataset_subset(d, te, n_test, test);
+cleanup:
+    if (rc < 0) tl_dataset_free(train), tl_dataset_free(test);
+    free(order);
+    free(to_test);
+    free(tr);
+    free(te);
+    return rc;
 }
 
 /* Contract in dataset.h. */
 void tl_dataset_gather(const tl_dataset *d, const size_t *rows, size_t n, float mean, float std,
                        float *x, int32_t *y) {
-    for (size_t i = 0; i < n; i++) {
-        size_t r = rows ? rows[i] : i;
-        assert(r < d->n);
-        normalize_row(x + i * d->dim, d->images + r * d->dim, d->dim, mean, std);
-        if (y) y[i] = d->labels[r];
-    }
+    tl_norm nm = {.kind = TL_NORM_SCALAR, .mean = mean, .std = std};
+    tl_dataset_gather_norm(d, rows, n, &nm, x, y);
 }
 
 #define FNV_OFFSET 0xcbf29ce484222325ull
@@ -244,7 +521,13 @@ uint64_t tl_dataset_fingerprint(const tl_dataset *d) {
     for (int i = 0; i < 4; i++) head[12 + i] = (uint8_t)(d->cols >> (8 * i));
     uint64_t h = fnv1a(FNV_OFFSET, head, sizeof head);
     h = fnv1a(h, d->labels, d->n);
-    return fnv1a(h, d->images, d->n * d->dim);
+    if (is_idx_kind(d)) return fnv1a(h, d->images, d->n * d->dim);
+    uint32_t sh[3];
+    uint8_t more[14] = {(uint8_t)d->dtype, (uint8_t)shape_of(d, sh)};
+    for (int k = 0; k < 3; k++)
+        for (int i = 0; i < 4; i++) more[2 + 4 * k + i] = (uint8_t)(sh[k] >> (8 * i));
+    h = fnv1a(h, more, sizeof more);
+    return fnv1a(h, samples(d), d->n * d->dim * elsize(d)); /* little-endian host (npy.c) */
 }
 
 /* Contract in dataset.h. */
@@ -252,5 +535,9 @@ void tl_dataset_free(tl_dataset *d) {
     if (!d) return;
     free(d->images);
     free(d->labels);
+    free(d->feats);
+    if (d->class_names)
+        for (int i = 0; i < d->classes; i++) free(d->class_names[i]);
+    free(d->class_names);
     memset(d, 0, sizeof *d);
 }

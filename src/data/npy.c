@@ -353,3 +353,73 @@ cleanup:
     if (rc < 0) tl_npy_set_free(s);
     return rc;
 }
+
+/* Writes all n bytes of p to fd, retrying short writes and EINTR. */
+static int write_all(int fd, const void *p, size_t n, const char *path) {
+    const uint8_t *b = p;
+    while (n > 0) {
+        ssize_t w = write(fd, b, n > ((size_t)1 << 30) ? (size_t)1 << 30 : n);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0)
+            return tl_error(TL_EIO, "%s: write failed: %s", path,
+                            w < 0 ? strerror(errno) : "no progress");
+        b += w, n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* Contract in npy.h. TODO(src/io/file.c): use the shared atomic file writer
+ * once it is merged; this is the same tmp + fsync + rename sequence. */
+int tl_npy_write(const char *path, tl_npy_dtype dtype, int rank, const uint64_t *shape,
+                 const void *data) {
+    size_t elsize = 0, count = 1;
+    const char *code = NULL;
+    for (size_t i = 0; i < sizeof dtypes / sizeof dtypes[0]; i++)
+        if (dtypes[i].dtype == dtype) code = dtypes[i].code, elsize = dtypes[i].size;
+    if (!code) return tl_error(TL_EINVAL, "%s: cannot write dtype %d", path, (int)dtype);
+    if (rank < 1 || rank > TL_NPY_MAX_RANK || !data)
+        return tl_error(TL_EINVAL, "%s: cannot write an array of rank %d", path, rank);
+    char hdr[512];
+    int len = snprintf(hdr, sizeof hdr, "{'descr': '%c%s', 'fortran_order': False, 'shape': (",
+                       elsize == 1 ? '|' : '<', code);
+    for (int i = 0; i < rank; i++) {
+        if (shape[i] == 0) return tl_error(TL_EINVAL, "%s: cannot write a zero dimension", path);
+        if (shape[i] > TL_NPY_MAX_BYTES / elsize / count)
+            return tl_error(TL_ERANGE, "%s: more than %zu bytes of data", path,
+                            (size_t)TL_NPY_MAX_BYTES);
+        count *= (size_t)shape[i];
+        const char *fmt = rank == 1 ? "%llu," : i ? ", %llu" : "%llu"; /* (6,) and (6, 2) */
+        len += snprintf(hdr + len, sizeof hdr - (size_t)len, fmt, (unsigned long long)shape[i]);
+    }
+    len += snprintf(hdr + len, sizeof hdr - (size_t)len, "), }");
+    /* magic (6) + version (2) + length (2) + dict + spaces + '\n', to a multiple of 64 */
+    size_t total = (10 + (size_t)len + 1 + 63) / 64 * 64;
+    uint8_t head[640];
+    memcpy(head, "\x93NUMPY\x01\x00", 8);
+    head[8] = (uint8_t)((total - 10) & 0xff), head[9] = (uint8_t)((total - 10) >> 8);
+    memcpy(head + 10, hdr, (size_t)len);
+    memset(head + 10 + len, ' ', total - 10 - (size_t)len - 1);
+    head[total - 1] = '\n';
+
+    size_t tlen = strlen(path) + 32;
+    char *tmp = malloc(tlen);
+    if (!tmp) return tl_error(TL_ENOMEM, "%s: out of memory", path);
+    snprintf(tmp, tlen, "%s.tmp.%ld", path, (long)getpid());
+    int rc, fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+    if (fd < 0) {
+        rc = tl_error(TL_EIO, "%s: cannot create: %s", tmp, strerror(errno));
+        free(tmp);
+        return rc;
+    }
+    rc = write_all(fd, head, total, path);
+    if (rc == 0) rc = write_all(fd, data, count * elsize, path);
+    if (rc == 0 && fsync(fd) < 0)
+        rc = tl_error(TL_EIO, "%s: fsync failed: %s", path, strerror(errno));
+    if (close(fd) < 0 && rc == 0)
+        rc = tl_error(TL_EIO, "%s: close failed: %s", path, strerror(errno));
+    if (rc == 0 && rename(tmp, path) < 0)
+        rc = tl_error(TL_EIO, "%s: cannot rename into place: %s", path, strerror(errno));
+    if (rc < 0) unlink(tmp);
+    free(tmp);
+    return rc;
+}
