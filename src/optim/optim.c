@@ -1,6 +1,7 @@
 /* optim.c - Adadelta, SGD, Adam, AdamW as flat loops (PyTorch 1.13 rules). */
 #include "tl/optim.h"
 
+#include <inttypes.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,22 +45,62 @@ const char *tl_optim_name(tl_optim_kind kind) {
     return "?";
 }
 
+/* The state buffers' names (PyTorch's state_dict keys), by kind. */
+static const char *const *state_names(const tl_optim_cfg *c, int *count) {
+    static const char *const adadelta[] = {"square_avg", "acc_delta"};
+    static const char *const sgd[] = {"momentum_buffer"};
+    static const char *const adam[] = {"exp_avg", "exp_avg_sq"};
+    switch (c->kind) {
+    case TL_OPT_ADADELTA: *count = 2; return adadelta;
+    case TL_OPT_SGD: *count = c->momentum != 0.0; return sgd;
+    case TL_OPT_ADAM:
+    case TL_OPT_ADAMW: *count = 2; return adam;
+    }
+    *count = 0;
+    return NULL;
+}
+
 int tl_optim_init(tl_optim *o, const tl_optim_cfg *cfg, size_t n) {
     memset(o, 0, sizeof *o);
     o->cfg = *cfg;
     o->n = n;
-    o->s1 = calloc(2 * n + 1, sizeof(float));
-    if (!o->s1) return tl_error(TL_ENOMEM, "optimizer state: out of memory");
-    o->s2 = o->s1 + n;
+    state_names(cfg, &o->n_state);
+    o->state = calloc((size_t)o->n_state * n + 1, sizeof(float));
+    if (!o->state) return tl_error(TL_ENOMEM, "optimizer state: out of memory");
     return 0;
 }
 
 void tl_optim_free(tl_optim *o) {
-    free(o->s1);
-    o->s1 = o->s2 = NULL;
+    free(o->state);
+    o->state = NULL;
+    o->n_state = 0;
 }
 
-/* Whether float bits u are NaN or Inf (exponent all ones). */
+int tl_optim_state_count(const tl_optim *o) { return o->n_state; }
+
+int tl_optim_state(const tl_optim *o, int i, const char **name, float **data, size_t *len) {
+    int count;
+    const char *const *names = state_names(&o->cfg, &count);
+    if (i < 0 || i >= o->n_state || i >= count)
+        return tl_error(TL_EINVAL, "optimizer %s has no state buffer %d (it has %d)",
+                        tl_optim_name(o->cfg.kind), i, o->n_state);
+    if (name) *name = names[i];
+    if (data) *data = o->state + (size_t)i * o->n;
+    if (len) *len = o->n;
+    return 0;
+}
+
+int64_t tl_optim_steps(const tl_optim *o) { return o->steps; }
+
+int tl_optim_set_steps(tl_optim *o, int64_t steps) {
+    if (steps < 0) return tl_error(TL_EINVAL, "optimizer step count %" PRId64 " < 0", steps);
+    o->steps = steps;
+    return 0;
+}
+
+/* Whether float bits u are NaN or Inf (exponent all ones). Test each value
+ * on its own: the OR of two finite values' bits can have an all-ones exponent
+ * (3.0f | 1.0f), which once made any parameter >= 2 look like an overflow. */
 #define NONFINITE(u) (((u) & 0x7f800000u) == 0x7f800000u)
 
 /* Each step function also clears the gradient it consumed (ready for the next
@@ -92,7 +133,7 @@ static uint32_t adadelta_step(const tl_optim_cfg *c, size_t n, float *restrict p
         memcpy(&us, &s, sizeof us);
         memcpy(&ua, &a, sizeof ua);
         memcpy(&uq, &q, sizeof uq);
-        bad |= NONFINITE(us | ua | uq);
+        bad |= NONFINITE(us) | NONFINITE(ua) | NONFINITE(uq);
     }
     return bad;
 }
@@ -116,7 +157,7 @@ static uint32_t sgd_step(const tl_optim_cfg *c, int first, size_t n, float *rest
         uint32_t ug, uq;
         memcpy(&ug, &g, sizeof ug);
         memcpy(&uq, &q, sizeof uq);
-        bad |= NONFINITE(ug | uq);
+        bad |= NONFINITE(ug) | NONFINITE(uq);
     }
     return bad;
 }
@@ -149,7 +190,7 @@ static uint32_t adam_step(const tl_optim_cfg *c, int64_t t, size_t n, float *res
         memcpy(&um, &m[i], sizeof um);
         memcpy(&uv, &v[i], sizeof uv);
         memcpy(&uq, &q, sizeof uq);
-        bad |= NONFINITE(um | uv | uq);
+        bad |= NONFINITE(um) | NONFINITE(uv) | NONFINITE(uq);
     }
     return bad;
 }
@@ -178,10 +219,16 @@ int tl_optim_step(tl_optim *o, float *params, float *grads, double lr) {
                         isnan(grads[e]) ? "NaN" : grads[e] > 0 ? "+Inf" : "-Inf");
     o->steps++;
     switch (c->kind) {
-    case TL_OPT_ADADELTA: bad = adadelta_step(c, o->n, params, grads, o->s1, o->s2, (float)lr); break;
-    case TL_OPT_SGD: bad = sgd_step(c, o->steps == 1, o->n, params, grads, o->s1, (float)lr); break;
+    case TL_OPT_ADADELTA:
+        bad = adadelta_step(c, o->n, params, grads, o->state, o->state + o->n, (float)lr);
+        break;
+    case TL_OPT_SGD: /* without momentum there is no buffer, and none is touched */
+        bad = sgd_step(c, o->steps == 1, o->n, params, grads, o->state, (float)lr);
+        break;
     case TL_OPT_ADAM:
-    case TL_OPT_ADAMW: bad = adam_step(c, o->steps, o->n, params, grads, o->s1, o->s2, lr); break;
+    case TL_OPT_ADAMW:
+        bad = adam_step(c, o->steps, o->n, params, grads, o->state, o->state + o->n, lr);
+        break;
     }
     if (bad)
         return tl_error(TL_ERANGE,
