@@ -98,6 +98,22 @@ int tl_optim_set_steps(tl_optim *o, int64_t steps) {
     return 0;
 }
 
+/* The loops below are compiled three times, for AVX-512, AVX2 and the
+ * build's baseline (-march=x86-64-v2 by default), and the dynamic loader
+ * picks the best the CPU has (GNU ifunc): the portable build then runs them
+ * as fast as a native one. The results are the same bits on every path: the
+ * loops are elementwise (no reductions over floats to reorder), a*b+c stays
+ * two roundings (-ffp-contract=off holds inside the clones too), and vector
+ * sqrt and division are IEEE exact like the scalar ones. A build that already
+ * targets AVX-512 (-DTL_NATIVE=ON here) needs no clones; other compilers get
+ * one plain version. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__ELF__) && \
+    !defined(__AVX512F__)
+#define TL_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define TL_CLONES
+#endif
+
 /* Whether float bits u are NaN or Inf (exponent all ones). Test each value
  * on its own: the OR of two finite values' bits can have an all-ones exponent
  * (3.0f | 1.0f), which once made any parameter >= 2 look like an overflow. */
@@ -110,7 +126,7 @@ int tl_optim_set_steps(tl_optim *o, int64_t steps) {
  * with the flag behind a pointer measured 20% slower (the compiler no longer
  * vectorizes the OR-reduction as well). The gradient itself is checked before
  * (grads_finite), so that a bad one changes nothing. */
-static uint32_t adadelta_step(const tl_optim_cfg *c, size_t n, float *restrict p,
+TL_CLONES static uint32_t adadelta_step(const tl_optim_cfg *c, size_t n, float *restrict p,
                               float *restrict grad, float *restrict sq, float *restrict acc,
                               float lr) {
     const float rho = (float)c->rho, one_rho = (float)(1.0 - c->rho), eps = (float)c->eps;
@@ -138,7 +154,7 @@ static uint32_t adadelta_step(const tl_optim_cfg *c, size_t n, float *restrict p
     return bad;
 }
 
-static uint32_t sgd_step(const tl_optim_cfg *c, int first, size_t n, float *restrict p,
+TL_CLONES static uint32_t sgd_step(const tl_optim_cfg *c, int first, size_t n, float *restrict p,
                          float *restrict grad, float *restrict buf, float lr) {
     const float wd = (float)c->weight_decay, mom = (float)c->momentum;
     const float keep = (float)(1.0 - c->dampening);
@@ -162,7 +178,7 @@ static uint32_t sgd_step(const tl_optim_cfg *c, int first, size_t n, float *rest
     return bad;
 }
 
-static uint32_t adam_step(const tl_optim_cfg *c, int64_t t, size_t n, float *restrict p,
+TL_CLONES static uint32_t adam_step(const tl_optim_cfg *c, int64_t t, size_t n, float *restrict p,
                           float *restrict grad, float *restrict m, float *restrict v, double lr) {
     const float b1 = (float)c->beta1, b2 = (float)c->beta2;
     const float one_b1 = (float)(1.0 - c->beta1), one_b2 = (float)(1.0 - c->beta2);
@@ -197,7 +213,7 @@ static uint32_t adam_step(const tl_optim_cfg *c, int64_t t, size_t n, float *res
 
 /* Index of the first NaN or Inf in g[0, n), or n: an OR-reduction over the
  * exponent bits (vectorized), then a scan only if something was found. */
-static size_t first_nonfinite(const float *g, size_t n) {
+TL_CLONES static size_t first_nonfinite(const float *g, size_t n) {
     uint32_t bad = 0;
     for (size_t i = 0; i < n; i++) {
         uint32_t u;
