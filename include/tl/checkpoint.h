@@ -3,10 +3,15 @@
  * interrupted run continues to the same bit-identical result (DESIGN §6).
  *
  * Contents: the parameters under their PyTorch names (the file loads in
- * PyTorch as a model), "optim.state" F32 [2, P] (the optimizer's moment
- * buffers), "rng.state" I64 [625] (the batch generator's MT19937 state before
- * the current epoch's draw, then its index), and __metadata__:
- *   format      "tl-checkpoint-1"
+ * PyTorch as a model), one tensor "optim.<name>" F32 [P] per optimizer state
+ * buffer, under PyTorch's state_dict names (adadelta optim.square_avg,
+ * optim.acc_delta; sgd with momentum optim.momentum_buffer, without none;
+ * adam/adamw optim.exp_avg, optim.exp_avg_sq: whatever tl_optim_state lists),
+ * "rng.state" I64 [625] (the batch generator's MT19937 state before the
+ * current epoch's draw, then its index), and __metadata__:
+ *   format      "tl-checkpoint-2" (files of "tl-checkpoint-1", which held the
+ *               buffers as one "optim.state" F32 [2, P], buffer i in row i,
+ *               still load)
  *   config      the run's signature (model, batch size, seed, reshuffle,
  *               optimizer and schedule, epochs, cut, mode, data); a checkpoint
  *               is refused by a run whose signature differs, with both shown
@@ -39,7 +44,8 @@ typedef struct tl_run_pos {
 void tl_checkpoint_signature(const tl_trainer *t, char *buf, size_t len);
 
 /* Saves t's state at position pos to path. TL_ENUMERIC, and nothing
- * written, if a parameter or optimizer state entry is NaN or Inf. */
+ * written, if a parameter or optimizer state entry is NaN or Inf (named, e.g.
+ * "optim.exp_avg[7] is NaN"). */
 int tl_checkpoint_save(const char *path, const tl_trainer *t, const tl_run_pos *pos);
 
 /* Checks, before any data is known, that path is a checkpoint of the

@@ -1,6 +1,7 @@
 /* optim.c - Adadelta, SGD, Adam, AdamW as flat loops (PyTorch 1.13 rules). */
 #include "tl/optim.h"
 
+#include <inttypes.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,22 +45,78 @@ const char *tl_optim_name(tl_optim_kind kind) {
     return "?";
 }
 
+/* The state buffers' names (PyTorch's state_dict keys), by kind. */
+static const char *const *state_names(const tl_optim_cfg *c, int *count) {
+    static const char *const adadelta[] = {"square_avg", "acc_delta"};
+    static const char *const sgd[] = {"momentum_buffer"};
+    static const char *const adam[] = {"exp_avg", "exp_avg_sq"};
+    switch (c->kind) {
+    case TL_OPT_ADADELTA: *count = 2; return adadelta;
+    case TL_OPT_SGD: *count = c->momentum != 0.0; return sgd;
+    case TL_OPT_ADAM:
+    case TL_OPT_ADAMW: *count = 2; return adam;
+    }
+    *count = 0;
+    return NULL;
+}
+
 int tl_optim_init(tl_optim *o, const tl_optim_cfg *cfg, size_t n) {
     memset(o, 0, sizeof *o);
     o->cfg = *cfg;
     o->n = n;
-    o->s1 = calloc(2 * n + 1, sizeof(float));
-    if (!o->s1) return tl_error(TL_ENOMEM, "optimizer state: out of memory");
-    o->s2 = o->s1 + n;
+    state_names(cfg, &o->n_state);
+    o->state = calloc((size_t)o->n_state * n + 1, sizeof(float));
+    if (!o->state) return tl_error(TL_ENOMEM, "optimizer state: out of memory");
     return 0;
 }
 
 void tl_optim_free(tl_optim *o) {
-    free(o->s1);
-    o->s1 = o->s2 = NULL;
+    free(o->state);
+    o->state = NULL;
+    o->n_state = 0;
 }
 
-/* Whether float bits u are NaN or Inf (exponent all ones). */
+int tl_optim_state_count(const tl_optim *o) { return o->n_state; }
+
+int tl_optim_state(const tl_optim *o, int i, const char **name, float **data, size_t *len) {
+    int count;
+    const char *const *names = state_names(&o->cfg, &count);
+    if (i < 0 || i >= o->n_state || i >= count)
+        return tl_error(TL_EINVAL, "optimizer %s has no state buffer %d (it has %d)",
+                        tl_optim_name(o->cfg.kind), i, o->n_state);
+    if (name) *name = names[i];
+    if (data) *data = o->state + (size_t)i * o->n;
+    if (len) *len = o->n;
+    return 0;
+}
+
+int64_t tl_optim_steps(const tl_optim *o) { return o->steps; }
+
+int tl_optim_set_steps(tl_optim *o, int64_t steps) {
+    if (steps < 0) return tl_error(TL_EINVAL, "optimizer step count %" PRId64 " < 0", steps);
+    o->steps = steps;
+    return 0;
+}
+
+/* The loops below are compiled three times, for AVX-512, AVX2 and the
+ * build's baseline (-march=x86-64-v2 by default), and the dynamic loader
+ * picks the best the CPU has (GNU ifunc): the portable build then runs them
+ * as fast as a native one. The results are the same bits on every path: the
+ * loops are elementwise (no reductions over floats to reorder), a*b+c stays
+ * two roundings (-ffp-contract=off holds inside the clones too), and vector
+ * sqrt and division are IEEE exact like the scalar ones. A build that already
+ * targets AVX-512 (-DTL_NATIVE=ON here) needs no clones; other compilers get
+ * one plain version. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__ELF__) && \
+    !defined(__AVX512F__)
+#define TL_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define TL_CLONES
+#endif
+
+/* Whether float bits u are NaN or Inf (exponent all ones). Test each value
+ * on its own: the OR of two finite values' bits can have an all-ones exponent
+ * (3.0f | 1.0f), which once made any parameter >= 2 look like an overflow. */
 #define NONFINITE(u) (((u) & 0x7f800000u) == 0x7f800000u)
 
 /* Each step function also clears the gradient it consumed (ready for the next
@@ -69,7 +126,7 @@ void tl_optim_free(tl_optim *o) {
  * with the flag behind a pointer measured 20% slower (the compiler no longer
  * vectorizes the OR-reduction as well). The gradient itself is checked before
  * (grads_finite), so that a bad one changes nothing. */
-static uint32_t adadelta_step(const tl_optim_cfg *c, size_t n, float *restrict p,
+TL_CLONES static uint32_t adadelta_step(const tl_optim_cfg *c, size_t n, float *restrict p,
                               float *restrict grad, float *restrict sq, float *restrict acc,
                               float lr) {
     const float rho = (float)c->rho, one_rho = (float)(1.0 - c->rho), eps = (float)c->eps;
@@ -92,12 +149,12 @@ static uint32_t adadelta_step(const tl_optim_cfg *c, size_t n, float *restrict p
         memcpy(&us, &s, sizeof us);
         memcpy(&ua, &a, sizeof ua);
         memcpy(&uq, &q, sizeof uq);
-        bad |= NONFINITE(us | ua | uq);
+        bad |= NONFINITE(us) | NONFINITE(ua) | NONFINITE(uq);
     }
     return bad;
 }
 
-static uint32_t sgd_step(const tl_optim_cfg *c, int first, size_t n, float *restrict p,
+TL_CLONES static uint32_t sgd_step(const tl_optim_cfg *c, int first, size_t n, float *restrict p,
                          float *restrict grad, float *restrict buf, float lr) {
     const float wd = (float)c->weight_decay, mom = (float)c->momentum;
     const float keep = (float)(1.0 - c->dampening);
@@ -116,12 +173,12 @@ static uint32_t sgd_step(const tl_optim_cfg *c, int first, size_t n, float *rest
         uint32_t ug, uq;
         memcpy(&ug, &g, sizeof ug);
         memcpy(&uq, &q, sizeof uq);
-        bad |= NONFINITE(ug | uq);
+        bad |= NONFINITE(ug) | NONFINITE(uq);
     }
     return bad;
 }
 
-static uint32_t adam_step(const tl_optim_cfg *c, int64_t t, size_t n, float *restrict p,
+TL_CLONES static uint32_t adam_step(const tl_optim_cfg *c, int64_t t, size_t n, float *restrict p,
                           float *restrict grad, float *restrict m, float *restrict v, double lr) {
     const float b1 = (float)c->beta1, b2 = (float)c->beta2;
     const float one_b1 = (float)(1.0 - c->beta1), one_b2 = (float)(1.0 - c->beta2);
@@ -149,14 +206,14 @@ static uint32_t adam_step(const tl_optim_cfg *c, int64_t t, size_t n, float *res
         memcpy(&um, &m[i], sizeof um);
         memcpy(&uv, &v[i], sizeof uv);
         memcpy(&uq, &q, sizeof uq);
-        bad |= NONFINITE(um | uv | uq);
+        bad |= NONFINITE(um) | NONFINITE(uv) | NONFINITE(uq);
     }
     return bad;
 }
 
 /* Index of the first NaN or Inf in g[0, n), or n: an OR-reduction over the
  * exponent bits (vectorized), then a scan only if something was found. */
-static size_t first_nonfinite(const float *g, size_t n) {
+TL_CLONES static size_t first_nonfinite(const float *g, size_t n) {
     uint32_t bad = 0;
     for (size_t i = 0; i < n; i++) {
         uint32_t u;
@@ -178,10 +235,16 @@ int tl_optim_step(tl_optim *o, float *params, float *grads, double lr) {
                         isnan(grads[e]) ? "NaN" : grads[e] > 0 ? "+Inf" : "-Inf");
     o->steps++;
     switch (c->kind) {
-    case TL_OPT_ADADELTA: bad = adadelta_step(c, o->n, params, grads, o->s1, o->s2, (float)lr); break;
-    case TL_OPT_SGD: bad = sgd_step(c, o->steps == 1, o->n, params, grads, o->s1, (float)lr); break;
+    case TL_OPT_ADADELTA:
+        bad = adadelta_step(c, o->n, params, grads, o->state, o->state + o->n, (float)lr);
+        break;
+    case TL_OPT_SGD: /* without momentum there is no buffer, and none is touched */
+        bad = sgd_step(c, o->steps == 1, o->n, params, grads, o->state, (float)lr);
+        break;
     case TL_OPT_ADAM:
-    case TL_OPT_ADAMW: bad = adam_step(c, o->steps, o->n, params, grads, o->s1, o->s2, lr); break;
+    case TL_OPT_ADAMW:
+        bad = adam_step(c, o->steps, o->n, params, grads, o->state, o->state + o->n, lr);
+        break;
     }
     if (bad)
         return tl_error(TL_ERANGE,

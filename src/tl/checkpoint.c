@@ -11,7 +11,11 @@
 #include "tl/params.h"
 #include "tl/safetensors.h"
 
-#define FORMAT "tl-checkpoint-1"
+#define FORMAT "tl-checkpoint-2"
+/* Version 1 (before the optimizer's state interface) kept the optimizer's
+ * buffers as one tensor "optim.state" F32 [2, P], buffer i in row i (unused
+ * rows zero); it still loads. */
+#define FORMAT_V1 "tl-checkpoint-1"
 
 void tl_checkpoint_signature(const tl_trainer *t, char *buf, size_t len) {
     const tl_runcfg *c = t->cfg;
@@ -26,11 +30,31 @@ void tl_checkpoint_signature(const tl_trainer *t, char *buf, size_t len) {
              c->epochs, (double)c->mean, (double)c->std, c->cut, (int)c->mode, t->data_sig);
 }
 
+/* The optimizer's state buffers as tensors "optim.<name>" F32 [n] into
+ * out[0, count) (names in names[], data o's own); the count. */
+static int optim_tensors(const tl_optim *o, char names[][64], tl_st_tensor *out) {
+    int count = tl_optim_state_count(o);
+    for (int i = 0; i < count; i++) {
+        const char *name;
+        float *data;
+        size_t len;
+        tl_optim_state(o, i, &name, &data, &len);
+        snprintf(names[i], 64, "optim.%s", name);
+        out[i] = (tl_st_tensor){names[i], TL_ST_F32, 1, {(int64_t)len}, data};
+    }
+    return count;
+}
+
 int tl_checkpoint_save(const char *path, const tl_trainer *t, const tl_run_pos *pos) {
+    char onames[TL_OPTIM_MAX_STATE][64];
+    tl_st_tensor extra[TL_OPTIM_MAX_STATE + 1];
+    const int n_opt = optim_tensors(&t->optim, onames, extra);
     /* a checkpoint is what a run resumes from: never one holding NaN/Inf */
-    const int64_t os_shape[2] = {2, (int64_t)t->model->n_params};
-    if (tl_bounds_check_finite(t->model, t->params, "parameters") < 0 ||
-        tl_bounds_check_tensor("optimizer state", "optim.state", t->optim.s1, 2, os_shape) < 0) {
+    int finite = tl_bounds_check_finite(t->model, t->params, "parameters") == 0;
+    for (int i = 0; finite && i < n_opt; i++)
+        finite = tl_bounds_check_tensor("optimizer state", extra[i].name, extra[i].data, 1,
+                                        extra[i].shape) == 0;
+    if (!finite) {
         char why[512];
         snprintf(why, sizeof why, "%s", tl_errmsg());
         return tl_error(TL_ENUMERIC, "%s: not written: the state is not finite (%s)", path, why);
@@ -47,7 +71,7 @@ int tl_checkpoint_save(const char *path, const tl_trainer *t, const tl_run_pos *
     snprintf(epoch, sizeof epoch, "%d", pos->epoch);
     snprintf(batch, sizeof batch, "%zu", pos->batch);
     snprintf(steps, sizeof steps, "%" PRId64, pos->steps);
-    snprintf(osteps, sizeof osteps, "%" PRId64, t->optim.steps);
+    snprintf(osteps, sizeof osteps, "%" PRId64, tl_optim_steps(&t->optim));
     snprintf(started, sizeof started, "%d", epochs_started);
     snprintf(loss, sizeof loss, "%a", pos->loss_sum);
     snprintf(correct, sizeof correct, "%" PRId64, pos->correct);
@@ -58,11 +82,8 @@ int tl_checkpoint_save(const char *path, const tl_trainer *t, const tl_run_pos *
         {"epochs_started", started}, {"loss_sum", loss}, {"correct", correct},
         {"seen", seen},
     };
-    tl_st_tensor extra[2] = {
-        {"optim.state", TL_ST_F32, 2, {2, (int64_t)t->model->n_params}, t->optim.s1},
-        {"rng.state", TL_ST_I64, 1, {TL_MT_N + 1}, rng_state},
-    };
-    return tl_params_save(path, t->model, t->params, extra, 2, meta,
+    extra[n_opt] = (tl_st_tensor){"rng.state", TL_ST_I64, 1, {TL_MT_N + 1}, rng_state};
+    return tl_params_save(path, t->model, t->params, extra, n_opt + 1, meta,
                           (int)(sizeof meta / sizeof meta[0]));
 }
 
@@ -96,7 +117,7 @@ static void first_difference(const char *a, const char *b, char *out, size_t len
 static int check_config(const tl_st *st, const char *path, const char *sig, int no_data) {
     const char *fmt = tl_st_meta(st, "format"), *cfg = tl_st_meta(st, "config");
     char diff[512];
-    if (!fmt || strcmp(fmt, FORMAT) != 0 || !cfg)
+    if (!fmt || (strcmp(fmt, FORMAT) != 0 && strcmp(fmt, FORMAT_V1) != 0) || !cfg)
         return tl_error(TL_EFORMAT, "%s: not a tl checkpoint (format '%s')", path,
                         fmt ? fmt : "none");
     size_t ls = strlen(sig), lc = strlen(cfg);
@@ -112,9 +133,9 @@ static int check_config(const tl_st *st, const char *path, const char *sig, int 
     return 0;
 }
 
-/* Checks that the parameters and optimizer state in st (read from path) are
- * finite, where present with the right dtype (the shape checks come later).
- * 0 or TL_ENUMERIC naming the tensor and index. */
+/* Checks that the parameters and optimizer state (every "optim.*" tensor) in
+ * st (read from path) are finite, where present with the right dtype (the
+ * shape checks come later). 0 or TL_ENUMERIC naming the tensor and index. */
 static int st_finite(const tl_st *st, const char *path, const tl_model *m) {
     int rc;
     for (int i = 0; i < 2 * m->n_linear; i++) {
@@ -128,10 +149,12 @@ static int st_finite(const tl_st *st, const char *path, const tl_model *m) {
             (rc = tl_bounds_check_tensor(path, name, t->data, t->rank, t->shape)) < 0)
             return rc;
     }
-    const tl_st_tensor *os = tl_st_find(st, "optim.state");
-    if (os && os->dtype == TL_ST_F32 &&
-        (rc = tl_bounds_check_tensor(path, "optim.state", os->data, os->rank, os->shape)) < 0)
-        return rc;
+    for (int i = 0; i < tl_st_count(st); i++) {
+        const tl_st_tensor *t = tl_st_get(st, i);
+        if (!strncmp(t->name, "optim.", 6) && t->dtype == TL_ST_F32 &&
+            (rc = tl_bounds_check_tensor(path, t->name, t->data, t->rank, t->shape)) < 0)
+            return rc;
+    }
     return 0;
 }
 
@@ -146,6 +169,37 @@ int tl_checkpoint_check(const char *path, const tl_runcfg *cfg, const tl_model *
     if (rc == 0) rc = st_finite(st, path, m);
     tl_st_free(st);
     return rc;
+}
+
+/* Finds the state buffers of o (for n parameters) in st (read from path):
+ * "optim.<name>" F32 [n] each, or in a version-1 file row i of "optim.state"
+ * F32 [2, n]; their data into out[i]. 0 or TL_EFORMAT naming what is missing. */
+static int find_optim_state(const tl_st *st, const char *path, const tl_optim *o, size_t n,
+                            const float **out) {
+    const int count = tl_optim_state_count(o);
+    const char *fmt = tl_st_meta(st, "format");
+    if (fmt && !strcmp(fmt, FORMAT_V1)) {
+        const tl_st_tensor *os = tl_st_find(st, "optim.state");
+        if (!os || os->dtype != TL_ST_F32 || os->rank != 2 || os->shape[0] != 2 ||
+            os->shape[1] != (int64_t)n)
+            return tl_error(TL_EFORMAT, "%s: checkpoint lacks a valid optim.state", path);
+        for (int i = 0; i < count; i++) out[i] = (const float *)os->data + (size_t)i * n;
+        return 0;
+    }
+    for (int i = 0; i < count; i++) {
+        const char *name;
+        size_t len;
+        char key[64];
+        tl_optim_state(o, i, &name, NULL, &len);
+        snprintf(key, sizeof key, "optim.%s", name);
+        const tl_st_tensor *ts = tl_st_find(st, key);
+        if (!ts || ts->dtype != TL_ST_F32 || ts->rank != 1 || ts->shape[0] != (int64_t)n ||
+            len != n)
+            return tl_error(TL_EFORMAT, "%s: checkpoint lacks a valid %s (F32 [%zu])", path, key,
+                            n);
+        out[i] = ts->data;
+    }
+    return 0;
 }
 
 int tl_checkpoint_load(const char *path, tl_trainer *t, tl_run_pos *pos) {
@@ -172,25 +226,30 @@ int tl_checkpoint_load(const char *path, tl_trainer *t, tl_run_pos *pos) {
         rc = tl_error(TL_EFORMAT, "%s: checkpoint field 'loss_sum' is invalid", path);
         goto out;
     }
-    const tl_st_tensor *os = tl_st_find(st, "optim.state"), *rs = tl_st_find(st, "rng.state");
-    if (!os || os->dtype != TL_ST_F32 || os->rank != 2 || os->shape[0] != 2 ||
-        os->shape[1] != (int64_t)t->model->n_params || !rs || rs->dtype != TL_ST_I64 ||
-        rs->rank != 1 || rs->shape[0] != TL_MT_N + 1) {
-        rc = tl_error(TL_EFORMAT, "%s: checkpoint lacks a valid optim.state or rng.state", path);
+    const float *ostate[TL_OPTIM_MAX_STATE];
+    if ((rc = find_optim_state(st, path, &t->optim, t->model->n_params, ostate)) < 0) goto out;
+    const tl_st_tensor *rs = tl_st_find(st, "rng.state");
+    if (!rs || rs->dtype != TL_ST_I64 || rs->rank != 1 || rs->shape[0] != TL_MT_N + 1) {
+        rc = tl_error(TL_EFORMAT, "%s: checkpoint lacks a valid rng.state", path);
         goto out;
     }
-    if ((rc = tl_params_from_st(st, path, t->model, t->params)) < 0) goto out;
-    tl_rng rng;
     const int64_t *r = rs->data;
-    for (int i = 0; i < TL_MT_N; i++) rng.mt[i] = (uint32_t)r[i];
     if (r[TL_MT_N] < 0 || r[TL_MT_N] > TL_MT_N) {
         rc = tl_error(TL_EFORMAT, "%s: rng.state index out of range", path);
         goto out;
     }
+    if ((rc = tl_params_from_st(st, path, t->model, t->params)) < 0) goto out;
+    tl_rng rng;
+    for (int i = 0; i < TL_MT_N; i++) rng.mt[i] = (uint32_t)r[i];
     rng.mti = (int)r[TL_MT_N];
     if ((rc = tl_batcher_restore(t->batcher, &rng, (int)started)) < 0) goto out;
-    memcpy(t->optim.s1, os->data, sizeof(float) * 2 * t->model->n_params);
-    t->optim.steps = osteps;
+    for (int i = 0; i < tl_optim_state_count(&t->optim); i++) {
+        float *buf;
+        size_t len;
+        tl_optim_state(&t->optim, i, NULL, &buf, &len);
+        memcpy(buf, ostate[i], sizeof(float) * len);
+    }
+    tl_optim_set_steps(&t->optim, osteps); /* >= 0: checked above */
     pos->epoch = (int)epoch;
     pos->batch = (size_t)batch;
     pos->steps = steps;
