@@ -14,6 +14,10 @@
  *
  * Merging is adding: exact for the counts (integers); the loss sum is a double
  * sum, so merge in a fixed order (node id) to get the same bits every time.
+ * tl_evalstats_add adds tl_nll_forward of the rows it is given, so calling it
+ * once per chunk as tl_evaluate (trainer.h) does gives tl_evaluate's sum bit
+ * for bit. What the orchestrator learns of a node: its test row count, its
+ * confusion matrix (so its label counts) and score histograms; nothing per row.
  *
  * Scores and bins. The score of class k in a row is its one-vs-rest log-odds
  *     s_k = log(p_k / (1 - p_k)) = z_k - log(sum_{j != k} exp(z_j)),
@@ -183,7 +187,8 @@ void tl_eval_metrics_free(tl_eval_metrics *m); /* safe on zeroed or freed */
  *   "auc_classes":3,"precision":[..],"recall":[..],"confusion":[[..],[..]]
  * with no surrounding braces or leading comma, numbers as %.9g, NaN as null
  * (auc and auc_bound both null when the AUC is undefined).
- * 0, or TL_ENOMEM with *buf, *len as they were. */
+ * 0, or TL_ENOMEM with *len and the text as they were (*buf, *cap may have
+ * changed by a successful realloc before the failure). */
 int tl_eval_json(const tl_evalstats *s, const tl_eval_metrics *m, const char *prefix, char **buf,
                  size_t *len, size_t *cap);
 
