@@ -220,20 +220,28 @@ static void on_hello(tl_orch *o, tl_peer *p, const tl_msg_hello *h) {
     if (h->proto_version != TL_PROTO_VERSION) {
         snprintf(why, sizeof why, "protocol version %u, this orchestrator speaks %d",
                  h->proto_version, TL_PROTO_VERSION);
-        return reject(o, p, TL_REJECT_VERSION, why);
+        reject(o, p, TL_REJECT_VERSION, why);
+        return;
     }
     if (h->node_id < 1 || h->node_id > (uint32_t)n) {
         snprintf(why, sizeof why, "node id %u is out of range: this run has nodes 1..%d",
                  h->node_id, n);
-        return reject(o, p, TL_REJECT_ID_OUT_OF_RANGE, why);
+        reject(o, p, TL_REJECT_ID_OUT_OF_RANGE, why);
+        return;
     }
-    if (o->cfg.tls && tl_tls_check_node_id(tl_peer_conn(p), (int)h->node_id) < 0)
-        return reject(o, p, TL_REJECT_NOT_AUTHENTICATED, tl_errmsg());
-    if (h->sample_count == 0) return reject(o, p, TL_REJECT_BAD_HELLO, "a node needs samples");
+    if (o->cfg.tls && tl_tls_check_node_id(tl_peer_conn(p), (int)h->node_id) < 0) {
+        reject(o, p, TL_REJECT_NOT_AUTHENTICATED, tl_errmsg());
+        return;
+    }
+    if (h->sample_count == 0) {
+        reject(o, p, TL_REJECT_BAD_HELLO, "a node needs samples");
+        return;
+    }
     if (h->sample_count > UINT32_MAX) { /* FORWARD's rows are u32 local indices */
         snprintf(why, sizeof why, "%llu samples: rows travel as u32, so a node holds at most "
                  "%u", (unsigned long long)h->sample_count, UINT32_MAX);
-        return reject(o, p, TL_REJECT_BAD_HELLO, why);
+        reject(o, p, TL_REJECT_BAD_HELLO, why);
+        return;
     }
     node_slot *s = &o->nodes[h->node_id - 1];
     tl_peer *old = s->p ? s->p : s->pending;
@@ -254,11 +262,15 @@ static void on_hello(tl_orch *o, tl_peer *p, const tl_msg_hello *h) {
     if (old) {
         snprintf(why, sizeof why, "node %u is already connected (from %s)", h->node_id,
                  tl_peer_name(old));
-        return reject(o, p, TL_REJECT_DUPLICATE_ID, why);
+        reject(o, p, TL_REJECT_DUPLICATE_ID, why);
+        return;
     }
     uint32_t code = data_conflict(o, (int)h->node_id - 1, h->sample_count, h->fingerprint, why,
                                   sizeof why);
-    if (code) return reject(o, p, code, why);
+    if (code) {
+        reject(o, p, code, why);
+        return;
+    }
     tl_msg m = {.type = TL_MSG_WELCOME};
     tl_msg_welcome *w = &m.u.welcome;
     const tl_runcfg *run = o->cfg.run;
@@ -284,7 +296,10 @@ static void on_hello(tl_orch *o, tl_peer *p, const tl_msg_hello *h) {
     w->std = run->std;
     w->heartbeat_ms = (uint32_t)o->cfg.heartbeat_ms;
     snprintf(w->model, sizeof w->model, "%s", o->cfg.model->spec);
-    if (tl_peer_send(p, &m) < 0) return close_with_error(o, p, TL_ENOMEM, tl_errmsg());
+    if (tl_peer_send(p, &m) < 0) {
+        close_with_error(o, p, TL_ENOMEM, tl_errmsg());
+        return;
+    }
     if (shm) tl_peer_pass_shm(p, &o->shm, &s->gshm);
     if (zstd) tl_peer_set_zstd(p);
     /* nothing is recorded for the node until it says READY */
@@ -307,11 +322,15 @@ static void on_ready(tl_orch *o, tl_peer *p, const tl_msg_ready *r) {
     if (r->run_id != o->run_id) {
         snprintf(why, sizeof why, "READY for run %016llx, this run is %016llx",
                  (unsigned long long)r->run_id, (unsigned long long)o->run_id);
-        return reject(o, p, TL_REJECT_BAD_HELLO, why);
+        reject(o, p, TL_REJECT_BAD_HELLO, why);
+        return;
     }
     /* another node may have registered the same data since our HELLO */
     uint32_t code = data_conflict(o, k, u->count, u->fingerprint, why, sizeof why);
-    if (code) return reject(o, p, code, why);
+    if (code) {
+        reject(o, p, code, why);
+        return;
+    }
     const tl_runcfg *run = o->cfg.run;
     /* From now on the largest legitimate frame from the node is its gradient,
      * a full batch of cut activations with output gradients (or labels), or an
