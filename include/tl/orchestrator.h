@@ -11,7 +11,7 @@
  * the orchestrator-side layers forward and backward, sends each node its rows
  * of dL/dH_c, and sums the nodes' parameter gradients in plan order.
  *
- * All socket I/O is non-blocking, multiplexed with poll(): a slow, silent or
+ * All socket I/O is non-blocking, multiplexed with poll() by the server (server.h): a slow, silent or
  * hostile peer never stalls the others. A node lost in the middle of a batch
  * (closed, silent past 4 heartbeats, past the task deadline, or sending
  * anything invalid) is dropped; the batch's partial results are discarded, the
