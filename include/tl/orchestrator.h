@@ -11,8 +11,8 @@
  * the orchestrator-side layers forward and backward, sends each node its rows
  * of dL/dH_c, and sums the nodes' parameter gradients in plan order.
  *
- * All socket I/O is non-blocking, multiplexed with poll(): a slow, silent or
- * hostile peer never stalls the others. A node lost in the middle of a batch
+ * All socket I/O is non-blocking, multiplexed with poll() by the server
+ * (server.h): a slow, silent or hostile peer never stalls the others. A node lost in the middle of a batch
  * (closed, silent past 4 heartbeats, past the task deadline, or sending
  * anything invalid) is dropped; the batch's partial results are discarded, the
  * orchestrator waits up to reconnect_timeout_s for the node to come back with
