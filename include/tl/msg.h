@@ -82,6 +82,8 @@ enum {
     TL_REJECT_RUN_FULL = 6,
     TL_REJECT_NOT_AUTHENTICATED = 7,
     TL_REJECT_BAD_HELLO = 8,
+    TL_REJECT_GROUP_KEY = 9, /* sealed: the node holds another group's key */
+    TL_REJECT_PRIVACY = 10,  /* the node's privacy mode differs from the run's */
 };
 
 #define TL_HELLO_F_ZSTD 0x1u   /* HELLO.flags: node can do zstd */
