@@ -269,7 +269,7 @@ static void run_paths(run *r, const char *name) {
  * (NULL or a NULL-terminated list) is appended. --max-replays 20: run 2's
  * rogues fail the same batch 8 times. */
 static void start_orch_x(run *r, const char *const *extra) {
-    const char *argv[40] = {"tl", "orchestrator", "--nodes", "3", "--insecure", "--listen",
+    const char *argv[40] = {"tl", "orchestrator", "--privacy", "open", "--nodes", "3", "--insecure", "--listen",
                             "127.0.0.1:0", "--port-file", r->portf, "--threads", "1",
                             "--max-steps", STEPS, "--heartbeat", "300", "--reconnect-timeout",
                             "30", "--save", r->out, "--metrics", r->metrics, "--batch-metrics",
@@ -297,7 +297,7 @@ static void start_node(run *r, int id, int port) {
     snprintf(idarg, sizeof idarg, "%d", id);
     snprintf(data, sizeof data, "%s/parts/node-%d", root, id);
     snprintf(log, sizeof log, "%s/node%d.log", r->dir, id);
-    const char *argv[] = {"tl", "node", "--connect", portarg, "--id", idarg, "--data", data,
+    const char *argv[] = {"tl", "node", "--privacy", "open", "--connect", portarg, "--id", idarg, "--data", data,
                           "--insecure", "--threads", "1", NULL};
     r->node[id] = spawn(log, argv);
 }
@@ -645,7 +645,7 @@ static int group_setup(void **state) {
     run r;
     run_paths(&r, "ref");
     r.orch = 0;
-    const char *argv[] = {"tl", "orchestrator", "--nodes", "3", "--insecure", "--listen",
+    const char *argv[] = {"tl", "orchestrator", "--privacy", "open", "--nodes", "3", "--insecure", "--listen",
                           "127.0.0.1:0", "--port-file", r.portf, "--threads", "1",
                           "--max-steps", STEPS, "--heartbeat", "300", "--reconnect-timeout",
                           "30", "--save", r.out, NULL};
@@ -1416,7 +1416,7 @@ static void test_hostile_orchestrator(void **state) {
     int lfd, port;
     assert_int_equal(tl_net_listen("127.0.0.1", 0, 8, &lfd, &port), 0);
     snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
-    const char *argv[] = {"tl", "node", "--connect", addr, "--id", "1", "--data", data,
+    const char *argv[] = {"tl", "node", "--privacy", "open", "--connect", addr, "--id", "1", "--data", data,
                           "--insecure", "--threads", "1", "--give-up", "3", NULL};
 
     /* 1: a model of more than 2^32 parameters */
@@ -1502,7 +1502,7 @@ static void start_node_tls(run *r, int id, const char *kits, const char *logname
     snprintf(data, sizeof data, "%s/parts/node-%d", root, id);
     snprintf(log, sizeof log, "%s/%s", r->dir, logname);
     snprintf(kit, sizeof kit, "%s/node-%d", kits, id);
-    const char *argv[] = {"tl", "node", "--connect", portarg, "--id", idarg, "--data", data,
+    const char *argv[] = {"tl", "node", "--privacy", "open", "--connect", portarg, "--id", idarg, "--data", data,
                           "--tls-dir", kit, "--threads", "1", NULL};
     *pid = spawn(log, argv);
 }
@@ -1519,7 +1519,7 @@ static void test_supersede_tls(void **state) {
     const char *pargv[] = {"tl", "provision", "--nodes", "3", "--out", kits, NULL};
     assert_int_equal(run_capture(plog, pargv, out, sizeof out, 60000), 0);
     /* heartbeats every 10 s: the dead connection would be noticed only after 40 s */
-    const char *argv[] = {"tl", "orchestrator", "--nodes", "3", "--tls-dir", okit, "--listen",
+    const char *argv[] = {"tl", "orchestrator", "--privacy", "open", "--nodes", "3", "--tls-dir", okit, "--listen",
                           "127.0.0.1:0", "--port-file", r.portf, "--threads", "1",
                           "--max-steps", STEPS, "--heartbeat", "10000", "--reconnect-timeout",
                           "30", "--save", r.out, "--metrics", r.metrics, "--batch-metrics", NULL};

@@ -212,7 +212,7 @@ static void scenario(const char *name, rogue_kind kind, const char *expect) {
     mkdir(dir, 0755);
     const char *log = pathf("%s/orch.log", dir), *portf = pathf("%s/orch.port", dir);
     const char *ck = pathf("%s/ck.st", dir);
-    const char *argv[] = {"tl", "orchestrator", "--nodes", "3", "--insecure", "--listen",
+    const char *argv[] = {"tl", "orchestrator", "--privacy", "open", "--nodes", "3", "--insecure", "--listen",
                           "127.0.0.1:0", "--port-file", portf, "--threads", "1", "--optimizer",
                           "sgd", "--max-steps", "40", "--heartbeat", "300",
                           "--reconnect-timeout", "3", "--checkpoint", ck, NULL};
@@ -224,7 +224,7 @@ static void scenario(const char *name, rogue_kind kind, const char *expect) {
     assert_true(port > 0);
     pid_t nodes[2];
     for (int k = 1; k <= 2; k++) {
-        const char *nargv[] = {"tl", "node", "--connect", pathf("127.0.0.1:%d", port), "--id",
+        const char *nargv[] = {"tl", "node", "--privacy", "open", "--connect", pathf("127.0.0.1:%d", port), "--id",
                                pathf("%d", k), "--data", pathf("%s/parts/node-%d", root, k),
                                "--insecure", "--threads", "1", NULL};
         nodes[k - 1] = spawn(pathf("%s/node%d.log", dir, k), nargv);
@@ -295,7 +295,7 @@ static void test_resume_nan_refused(void **state) {
     struct stat st;
     if (stat(ck, &st) != 0) fail_msg("no checkpoint from the g run");
     forge(ck, bad, "2.weight", 5 * 128 + 7, NAN); /* 2.weight [64, 128]: [5,7] */
-    const char *argv[] = {"tl", "orchestrator", "--nodes", "3", "--insecure", "--listen",
+    const char *argv[] = {"tl", "orchestrator", "--privacy", "open", "--nodes", "3", "--insecure", "--listen",
                           "127.0.0.1:0", "--port-file", portf, "--threads", "1", "--optimizer",
                           "sgd", "--max-steps", "40", "--heartbeat", "300",
                           "--reconnect-timeout", "3", "--checkpoint", bad, "--resume", NULL};

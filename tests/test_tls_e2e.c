@@ -160,7 +160,7 @@ static void orch_start(orch *o, const char *name, const char *kit) {
     snprintf(o->log, sizeof o->log, "%s/orch.log", o->dir);
     snprintf(o->out, sizeof o->out, "%s/out.st", o->dir);
     const char *pf = pathf("%s/port", o->dir);
-    const char *argv[] = {"tl", "orchestrator", "--listen", "127.0.0.1:0", "--port-file", pf,
+    const char *argv[] = {"tl", "orchestrator", "--privacy", "open", "--listen", "127.0.0.1:0", "--port-file", pf,
                           "--nodes", "3", "--max-steps", "5", "--heartbeat", "500",
                           "--wait-timeout", "60", "--test-data", DATA_DIR, "--save", o->out,
                           kit ? "--tls-dir" : "--insecure",
@@ -195,9 +195,9 @@ static pid_t node_start(const orch *o, const char *log, int id, const char *kitd
                         int data_k, const char *extra) {
     char ids[16];
     snprintf(ids, sizeof ids, "%d", id);
-    const char *argv[16] = {"tl", "node", "--connect", addr(o), "--id", ids,
+    const char *argv[16] = {"tl", "node", "--privacy", "open", "--connect", addr(o), "--id", ids,
                             "--data", pathf("%s/parts/node-%d", root, data_k)};
-    int n = 8;
+    int n = 10;
     if (kitdir) {
         argv[n++] = "--tls-dir";
         argv[n++] = kitdir;
@@ -606,12 +606,12 @@ static void test_orchestrator_security_flags(void **state) {
     const char *dir = pathf("%s/flags", root);
     assert_int_equal(mkdir(dir, 0700), 0);
     const char *log = pathf("%s/usage.log", dir);
-    const char *a1[] = {"tl", "orchestrator", "--nodes", "3", "--listen", "127.0.0.1:0", NULL};
+    const char *a1[] = {"tl", "orchestrator", "--privacy", "open", "--nodes", "3", "--listen", "127.0.0.1:0", NULL};
     assert_int_equal(run_tl(log, 10000, a1), 2);
     expect_in_file(log, "--tls-dir", "usage");
 
     const char *log2 = pathf("%s/insecure.log", dir), *pf = pathf("%s/port", dir);
-    const char *a2[] = {"tl", "orchestrator", "--nodes", "3", "--listen", "127.0.0.1:0",
+    const char *a2[] = {"tl", "orchestrator", "--privacy", "open", "--nodes", "3", "--listen", "127.0.0.1:0",
                         "--port-file", pf, "--insecure", NULL};
     pid_t p = spawn(log2, a2);
     int64_t end = now_ms() + 10000;
