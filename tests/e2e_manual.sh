@@ -100,7 +100,7 @@ for k in 1 2 3; do
 done
 
 echo "# 4. the same run in one command"
-if fg "$W/auto.log" "$TL" run --nodes 3 --max-steps "$STEPS" --save "$W/auto.st" --insecure --threads 1; then
+if fg "$W/auto.log" "$TL" run --privacy open --nodes 3 --max-steps "$STEPS" --save "$W/auto.st" --insecure --threads 1; then
     ok "tl run --nodes 3 --max-steps $STEPS exits 0"
     fg "$W/cmp" "$TL" compare "$W/auto.st" "$W/manual.st"
     cat "$W/cmp" | sed 's/^/#   /'
