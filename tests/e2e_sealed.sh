@@ -73,7 +73,7 @@ check "... the message names the way out (tl provision, --group-key, --privacy o
 D=$W/refuse
 mkdir -p "$D"
 bg "$D/orch.out" "$D/orch.err" orchestrator --nodes 2 --insecure --max-steps 5 --threads 1 \
-    --data "$DATA" --listen 127.0.0.1:0 --port-file "$D/port"
+    --listen 127.0.0.1:0 --port-file "$D/port"
 ORCH=$LAST
 if ! port=$(wait_port "$D/port" "$ORCH"); then
     bad "orchestrator listens" "$(oneline "$D/orch.err")"
@@ -111,7 +111,7 @@ check "... both nodes exit 0" "exit $r1 $RC" test "$r1" -eq 0 -a "$RC" -eq 0
 D=$W/diverge
 mkdir -p "$D"
 bg "$D/orch.out" "$D/orch.err" orchestrator --nodes 2 --insecure --max-steps 8 --mac-every 3 \
-    --threads 1 --data "$DATA" --listen 127.0.0.1:0 --port-file "$D/port"
+    --threads 1 --listen 127.0.0.1:0 --port-file "$D/port"
 ORCH=$LAST
 port=$(wait_port "$D/port" "$ORCH") || bad "orchestrator listens" "$(oneline "$D/orch.err")"
 bg "$D/n1.out" "$D/n1.err" node --connect "127.0.0.1:$port" --id 1 --data "$P/node-1" --insecure \
@@ -142,7 +142,7 @@ check "provision: node kits hold group.key (0600), the orchestrator's kit only i
     test "$(stat -c %a "$D/kit/node-1/group.key" 2>/dev/null)" = 600 -a \
     -s "$D/kit/orchestrator/group-key.id" -a ! -e "$D/kit/orchestrator/group.key"
 bg "$D/orch.out" "$D/orch.err" orchestrator --nodes 2 --tls-dir "$D/kit/orchestrator" \
-    --max-steps 5 --threads 1 --data "$DATA" --listen 127.0.0.1:0 --port-file "$D/port"
+    --max-steps 5 --threads 1 --listen 127.0.0.1:0 --port-file "$D/port"
 ORCH=$LAST
 port=$(wait_port "$D/port" "$ORCH") || bad "orchestrator listens" "$(oneline "$D/orch.err")"
 for k in 1 2; do
