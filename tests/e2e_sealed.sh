@@ -158,4 +158,13 @@ timeout "$TMO" "$TL" compare "$D/model-1.st" "$D/model-2.st" >"$D/cmp" 2>&1
 check "tl node --save: both nodes write the same whole model (bit-identical)" "$(oneline "$D/cmp")" \
     grep -q 'bit-identical' "$D/cmp"
 
+# --- split mode, a large orchestrator side: FINAL fits the node's frame cap ---
+# (cut activations 4 wide, an orchestrator side of 2.1 MB: FINAL is larger
+# than any FORWARD or BACKWARD of split mode)
+timeout "$TMO" "$TL" run --nodes 2 --mode split --cut 1 --model linear:4,linear:1024,linear:512,linear:10 \
+    --max-steps 2 --insecure --threads 1 --save "$W/big.st" >"$W/big.log" 2>&1
+rc=$?
+check "split, 2.1 MB orchestrator side: the sealed run ends with FINAL and saves the model" \
+    "exit $rc: $(tail -n 3 "$W/big.log" | tr '\n' '|')" test "$rc" -eq 0 -a -s "$W/big.st"
+
 finish

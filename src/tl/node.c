@@ -237,7 +237,9 @@ static int apply_welcome(session *s, const tl_msg_welcome *w) {
      * batch size, but our part of any batch has at most our sample count rows. */
     const uint64_t rows = (uint64_t)d->n, dc = (uint64_t)tl_model_width(&s->model, s->cut);
     const uint64_t fwd = (uint64_t)s->p_recv * 4 + rows * 4, bwd = rows * dc * 4 + 4096,
-                   sealed = w->privacy ? (uint64_t)s->p_node * 8 + 8 * 1024 : 0;
+                   sum = (uint64_t)s->p_node * 8 + 8 * 1024,
+                   fin = (uint64_t)(s->model.n_params - s->p_node) * 4 + 4096,
+                   sealed = w->privacy ? (sum > fin ? sum : fin) : 0; /* SEALED_STEP, FINAL */
     uint64_t big = fwd > bwd ? fwd : bwd;
     tl_frame_reader_set_max(&s->r, (big > sealed ? big : sealed) + (1 << 20));
     if (w->flags & TL_WELCOME_F_ZSTD) {
