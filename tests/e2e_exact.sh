@@ -184,6 +184,19 @@ for M in traverse split; do
     fi
 done
 
+# sealed traverse: the masked vectors and the masked sum go through each node's
+# shared gradient region (SEALED_STEP then carries no sum); same numbers.
+ref=$D/run-sealed-3-2-traverse.st
+if [ -s "$ref" ] && grep -q 'shared memory' "$D/run-sealed-3-2-traverse.log" &&
+    run "$W/noshm-sealed.log" run --nodes 3 --cut 2 --init "$D/init.st" --max-steps 10 \
+        --save "$W/noshm-sealed.st" --insecure --threads 1 --no-shm; then
+    timeout "$TMO" "$TL" compare "$ref" "$W/noshm-sealed.st" >"$W/cmp-noshm-sealed" 2>&1
+    check "shm: sealed traverse: --no-shm bit-identical to shared memory" \
+        "$(cat "$W/cmp-noshm-sealed")" grep -q '(bit-identical)' "$W/cmp-noshm-sealed"
+else
+    bad "shm: sealed traverse: shared memory and --no-shm runs" "exit $RC: $(tailof "$W/noshm-sealed.log")"
+fi
+
 # --- one epoch, sealed: the same test accuracy as tl train (+-0.3 points) -----
 # Sealed mode's orchestrator holds no node side: tl run takes the final model
 # from node 1 (tl node --save) and evaluates that.

@@ -339,7 +339,7 @@ static int sealed_backward(session *s, const tl_msg_backward *b) {
  * our node side; PARAM_MAC of the result when asked. */
 static int on_sealed_step(session *s, const tl_msg_sealed_step *q) {
     if (!s->full) return tl_error(TL_EPROTO, "SEALED_STEP in an open run");
-    const uint32_t pn = (uint32_t)s->p_node;
+    const uint32_t pn = s->q_shm ? 0 : (uint32_t)s->p_node; /* shared: in our region */
     int rc = tl_tensor_check(&q->sum, TL_DT_U64, 1, &pn, "SEALED_STEP sum");
     if (rc < 0) return rc;
     if (q->participants.numel < 1 || q->participants.numel > TL_FIXED_MAX_TERMS)
@@ -347,7 +347,7 @@ static int on_sealed_step(session *s, const tl_msg_sealed_step *q) {
                         (unsigned long long)q->participants.numel);
     if (!isfinite(q->lr) || q->lr < 0)
         return tl_error(TL_EPROTO, "SEALED_STEP: learning rate %g", q->lr);
-    memcpy(s->sum, q->sum.data, sizeof(uint64_t) * s->p_node);
+    memcpy(s->sum, s->q_shm ? s->q : q->sum.data, sizeof(uint64_t) * s->p_node);
     tl_sealed_node *sn = &s->sc->sn;
     if ((rc = tl_sealed_apply(sn, s->run_id, q->step, q->attempt, q->participants.data,
                               (int)q->participants.numel, s->sum, q->lr)) < 0)

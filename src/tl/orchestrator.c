@@ -84,6 +84,7 @@ typedef struct node_slot {
     /* sealed mode */
     const uint64_t *q;     /* the node's masked vector (payload kept in gbuf, or gshm) */
     int have_mac;          /* mac is the node's PARAM_MAC at mac_step */
+    int sums_sent;         /* a sum went into gshm on this connection */
     uint64_t mac_step;
     uint8_t mac[32];
 } node_slot;
@@ -273,6 +274,23 @@ static void sealed_drain(tl_orch *o) {
     }
 }
 
+/* Whether node s (sharing memory) has applied every SEALED_STEP before this
+ * one, i.e. read the last sum out of its region: its PARAM_MAC of o->step has
+ * come (or this connection never got a SEALED_STEP). Pumps until then, up to
+ * the task timeout; 0 if the node was lost. */
+static int sealed_region_free(tl_orch *o, node_slot *s) {
+    const int64_t until = tl_now_ms() + o->cfg.task_timeout_ms;
+    while (s->p && s->sums_sent && !(s->have_mac && s->mac_step == o->step)) {
+        if (tl_now_ms() > until) {
+            lose_node(o, s->p, "no PARAM_MAC for the last SEALED_STEP in time");
+            return 0;
+        }
+        pump(o, until);
+    }
+    if (s->p) s->sums_sent = 1;
+    return s->p != NULL;
+}
+
 /* SEALED_STEP of the completed step to every registered node. */
 static void sealed_send_step(tl_orch *o, const tl_batch *b) {
     tl_msg m = {.type = TL_MSG_SEALED_STEP};
@@ -283,10 +301,20 @@ static void sealed_send_step(tl_orch *o, const tl_batch *b) {
                    ? TL_SEALED_F_MAC : 0;
     q->lr = tl_sched_lr(&o->sched, b->epoch);
     q->participants = tl_tensor_1d(TL_DT_U32, o->ids, (uint32_t)b->n_parts);
-    q->sum = tl_tensor_1d(TL_DT_U64, o->qsum, (uint32_t)o->p_node);
+    const uint32_t flags = q->flags;
     for (int i = 0; i < o->cfg.n_nodes; i++) {
         node_slot *s = &o->nodes[i];
-        if (s->p && (tl_peer_send(s->p, &m) < 0 || tl_peer_flush(s->p) < 0))
+        if (!s->p) continue;
+        /* shared memory: the sum goes into the node's gradient region, which it
+         * writes only at its next BACKWARD (after this SEALED_STEP on the stream)
+         * and reads when it applies this step; its PARAM_MAC after each such
+         * step says it has read the last sum (sealed_region_free) */
+        if (s->gshm.p && !sealed_region_free(o, s)) continue; /* lost */
+        if (s->gshm.p) memcpy(s->gshm.p, o->qsum, sizeof(uint64_t) * o->p_node);
+        q->flags = flags | (s->gshm.p ? TL_SEALED_F_MAC : 0);
+        q->sum = s->gshm.p ? tl_tensor_1d(TL_DT_U64, NULL, 0)
+                           : tl_tensor_1d(TL_DT_U64, o->qsum, (uint32_t)o->p_node);
+        if (tl_peer_send(s->p, &m) < 0 || tl_peer_flush(s->p) < 0)
             lose_node(o, s->p, tl_errmsg()); /* it misses this step: it cannot go on */
     }
 }
@@ -532,6 +560,7 @@ static void on_ready(tl_orch *o, tl_peer *p, const tl_msg_ready *r) {
     u->hb_window = tl_now_ms();
     u->hb_count = u->hb_over = 0;
     s->have_mac = 0;
+    s->sums_sent = 0;
     olog(o, "node %d joined from %s (%llu samples, %s%s, %s%s)", k + 1, tl_peer_name(p),
          (unsigned long long)u->count, tl_peer_transport(p), s->gshm.p ? ", shared memory" : "",
          u->version, o->sealed ? ", sealed" : "");
