@@ -97,6 +97,12 @@ void tl_orch_set_step(tl_orch *o, uint64_t step);
 int tl_orch_grad_fn(void *ctx, const tl_batch *b, const float *params, float *grads,
                     double *loss_sum, int64_t *correct);
 
+/* The run stops without finishing (the operator interrupted it, or the
+ * trainer stopped it): sends ERROR {"the orchestrator stops: " reason} to
+ * every registered node and waits briefly until sent. Nodes log the reason and
+ * keep retrying, so that an orchestrator restarted with --resume finds them. */
+void tl_orch_stop(tl_orch *o, const char *reason);
+
 /* Sends DONE {reason} to every connected node and waits (briefly) until sent. */
 void tl_orch_finish(tl_orch *o, const char *reason);
 

@@ -101,6 +101,17 @@ int cli_orchestrate(const cli_trainopts *t, const cli_orchopts *oo, const char *
                     "(nodes reconnect by themselves)\n",
                     cmd, tr.saved_path, tr.saved_path);
         if (cli_stop_signal) rc = 128 + cli_stop_signal;
+        /* Tell the nodes why (a failure inside a batch has told them already;
+         * a second ERROR finds no connection): resume possible or not. */
+        char told[1400];
+        if (tr.saved_path)
+            snprintf(told, sizeof told, "%s; the state is saved in %s and the run can be resumed "
+                     "(keep this node running: it rejoins by itself)",
+                     cli_stop_signal ? "stopped by the operator" : why, tr.saved_path);
+        else
+            snprintf(told, sizeof told, "%s; nothing was saved", cli_stop_signal
+                     ? "stopped by the operator" : why);
+        tl_orch_stop(o, told);
         goto cleanup;
     }
     tl_orch_finish(o, "training complete");

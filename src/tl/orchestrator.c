@@ -969,6 +969,11 @@ int tl_orch_grad_fn(void *ctx, const tl_batch *b, const float *params, float *gr
     }
 }
 
+void tl_orch_stop(tl_orch *o, const char *reason) {
+    tl_error(TL_ESTATE, "%s", reason);
+    stop_run(o, TL_ESTATE);
+}
+
 void tl_orch_finish(tl_orch *o, const char *reason) {
     for (int i = tl_server_npeers(o->srv) - 1; i >= 0; i--) { /* strangers still in handshake */
         tl_peer *p = tl_server_peer(o->srv, i);
