@@ -102,7 +102,7 @@ int cmd_node(int argc, char **argv) {
     char host[512];
     int port;
     if (tl_net_parse_addr(connect, host, sizeof host, &port) < 0 ||
-        (port == 0 && strncmp(host, "unix:", 5)))
+        (port == 0 && !tl_addr_is_unix(host)))
         return cli_usage_error(cmd, "--connect: '%s' (want HOST:PORT or unix:PATH)", connect);
 
     tl_gemm_set_threads((int)threads);

@@ -12,6 +12,7 @@
 #include "cli/runsetup.h"
 #include "tl/checkpoint.h"
 #include "tl/error.h"
+#include "tl/net.h"
 #include "tl/orchestrator.h"
 #include "tl/tls.h"
 
@@ -35,7 +36,7 @@ int cli_orchestrate(const cli_trainopts *t, const cli_orchopts *oo, const char *
         fprintf(stderr, "tl %s: warning: --insecure: no TLS; the nodes connect over a unix "
                         "socket in a private directory (mode 0700), so only processes of this "
                         "user can join\n", cmd);
-    else if (!tls && !strncmp(host, "unix:", 5))
+    else if (!tls && tl_addr_is_unix(host))
         fprintf(stderr, "tl %s: warning: --insecure: no TLS; any process that can open the "
                         "socket %s may join as a node\n", cmd, host + 5);
     else if (!tls)
