@@ -404,17 +404,20 @@ static int on_fwd_result(tl_orch *o, node_slot *s, const tl_msg_forward_result *
 /* acc = g (first) or acc += g, in one pass that also notes whether g holds a
  * NaN or Inf (exponent all ones); returns nonzero if it does. */
 static int add_checked(float *restrict acc, const float *restrict g, size_t n, int first) {
-    const uint32_t *u = (const uint32_t *)g;
     uint32_t bad = 0;
     if (first)
         for (size_t i = 0; i < n; i++) {
+            uint32_t u; /* the bits, read without type punning (compiles to a load) */
+            memcpy(&u, &g[i], sizeof u);
             acc[i] = g[i];
-            bad |= (u[i] & 0x7f800000u) == 0x7f800000u;
+            bad |= (u & 0x7f800000u) == 0x7f800000u;
         }
     else
         for (size_t i = 0; i < n; i++) {
+            uint32_t u;
+            memcpy(&u, &g[i], sizeof u);
             acc[i] += g[i];
-            bad |= (u[i] & 0x7f800000u) == 0x7f800000u;
+            bad |= (u & 0x7f800000u) == 0x7f800000u;
         }
     return bad != 0;
 }
