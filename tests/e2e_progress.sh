@@ -41,7 +41,7 @@ check "summary: wall time, steps, where the model was saved" "$(tail -n 1 "$W/er
 check "the summary is the last line" "$(tail -n 1 "$W/err1")" \
     bash -c 'tail -n 1 "$1" | grep -q "^tl train: done"' _ "$W/err1"
 check "the epoch line on stdout has the test accuracy" "$(cat "$W/out1")" \
-    has "$W/out1" '^epoch 1: train loss [0-9.]+, test loss [0-9.]+, test accuracy [0-9.]+% \(200 steps'
+    has "$W/out1" '^epoch 1: train loss [0-9.]+, test loss [0-9.]+, test accuracy [0-9.]+%, macro-F1 [0-9.]+, AUC [0-9.]+ \(\+-[0-9.e+-]+\) \(200 steps'
 
 # Every metrics field the README documents, with numbers.
 NUM='-?[0-9.]+(e-?[0-9]+)?'

@@ -40,6 +40,7 @@ typedef struct tl_runcfg {
     int threads;
     int batch_metrics;   /* also write one metrics line per batch */
     const char *data_dir, *test_dir;
+    tl_dataset_opts data_opts; /* how a CSV is read: label column, header row (dataset.h) */
     const char *init_path, *save_path, *metrics_path, *plan_path;
     /* distributed only */
     int cut;
