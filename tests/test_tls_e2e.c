@@ -55,7 +55,6 @@
 #include "tl/provision.h"
 #include "tl/tls.h"
 
-#define DATA_DIR "/usr/share/datasets/fashion-mnist"
 #define CASE_ALARM_S 90     /* hard bound on one case */
 #define NODE_TIMEOUT_MS 60000
 /* Cases where the node's reaction depends on timing (whether its HELLO goes
@@ -65,77 +64,7 @@
 static char root[PATH_MAX];
 static int have_setup; /* group setup succeeded */
 
-/* ---- children ----------------------------------------------------------- */
-
-#define PROC_NAME "test_tls_e2e"
-#define PROC_CHILD_ALARM_S 0
-#include "proc.h"
-
-/* ---- files -------------------------------------------------------------- */
-
-/* The first line of text that contains needle (in a static buffer), or NULL. */
-static const char *line_with(const char *text, const char *needle) {
-    static char line[2048];
-    const char *hit = strstr(text, needle);
-    if (!hit) return NULL;
-    const char *b = hit, *e = hit;
-    while (b > text && b[-1] != '\n') b--;
-    while (*e && *e != '\n') e++;
-    size_t n = (size_t)(e - b) < sizeof line - 1 ? (size_t)(e - b) : sizeof line - 1;
-    memcpy(line, b, n);
-    line[n] = '\0';
-    return line;
-}
-
-/* Asserts that the file at path contains needle (within 5 s), showing the file if not;
- * prints the matching line prefixed with what. */
-static void expect_in_file(const char *path, const char *needle, const char *what) {
-    char *s = slurp(path);
-    const char *l = line_with(s, needle);
-    /* the other process may log a moment after the client saw the result */
-    for (int tries = 0; !l && tries < 100; tries++) {
-        usleep(50 * 1000);
-        free(s);
-        s = slurp(path);
-        l = line_with(s, needle);
-    }
-    if (!l) {
-        print_error("%s: no \"%s\" in %s:\n%s\n", what, needle, path, s);
-        free(s);
-        fail();
-    }
-    print_message("    %s: %s\n", what, l);
-    free(s);
-}
-
-static void expect_not_in_file(const char *path, const char *needle) {
-    char *s = slurp(path);
-    if (strstr(s, needle)) {
-        print_error("unexpected \"%s\" in %s:\n%s\n", needle, path, s);
-        free(s);
-        fail();
-    }
-    free(s);
-}
-
-static long file_size(const char *path) {
-    struct stat st;
-    return stat(path, &st) == 0 ? (long)st.st_size : -1;
-}
-
-static void copy_file(const char *from, const char *to, mode_t mode) {
-    char *s = NULL;
-    FILE *f = fopen(from, "rb");
-    assert_non_null(f);
-    s = malloc(1 << 16);
-    size_t n = fread(s, 1, 1 << 16, f);
-    fclose(f);
-    int fd = open(to, O_WRONLY | O_CREAT | O_TRUNC, mode);
-    assert_true(fd >= 0);
-    assert_int_equal(write(fd, s, n), (ssize_t)n);
-    close(fd);
-    free(s);
-}
+#include "harness.h"
 
 /* Runs TL_BIN to completion (bounded) and returns its exit code. */
 static int run_tl(const char *log, int timeout_ms, const char *const *argv) {
@@ -162,30 +91,19 @@ static void orch_start(orch *o, const char *name, const char *kit) {
     const char *pf = pathf("%s/port", o->dir);
     const char *argv[] = {"tl", "orchestrator", "--listen", "127.0.0.1:0", "--port-file", pf,
                           "--nodes", "3", "--max-steps", "5", "--heartbeat", "500",
-                          "--wait-timeout", "60", "--test-data", DATA_DIR, "--save", o->out,
+                          "--wait-timeout", "60", "--test-data", fmnist_dir(), "--save", o->out,
                           kit ? "--tls-dir" : "--insecure",
                           kit ? pathf("%s/orchestrator", kit) : NULL, NULL};
     o->pid = spawn(o->log, argv);
-    int64_t end = now_ms() + 15000;
-    o->port = 0;
-    while (!o->port) {
-        FILE *f = fopen(pf, "r");
-        if (f) {
-            if (fscanf(f, "%d", &o->port) != 1) o->port = 0;
-            fclose(f);
-        }
-        if (o->port) break;
-        int st;
-        if (waitpid(o->pid, &st, WNOHANG) == o->pid) {
-            kids_forget(o->pid);
-            char *s = slurp(o->log);
-            print_error("orchestrator exited early (%d):\n%s\n", exit_code(st), s);
-            free(s);
-            fail();
-        }
-        if (now_ms() > end) fail_msg("orchestrator wrote no port file in 15 s");
-        sleep_ms(20);
+    o->port = wait_port(pf, o->pid, 15000);
+    if (!o->port && !alive(o->pid)) {
+        int code = wait_exit(o->pid, 1000);
+        char *s = slurp(o->log);
+        print_error("orchestrator exited early (%d):\n%s\n", code, s);
+        free(s);
+        fail();
     }
+    if (!o->port) fail_msg("orchestrator wrote no port file in 15 s");
 }
 
 static const char *addr(const orch *o) { return pathf("127.0.0.1:%d", o->port); }
@@ -292,32 +210,13 @@ static void bad_check_no_retry(const bad *b) {
     if (retried) fail();
 }
 
-/* Waits up to timeout_ms for needle to appear in the file at path. */
-static void wait_for_text(const char *path, const char *needle, int timeout_ms) {
-    int64_t end = now_ms() + timeout_ms;
-    for (;;) {
-        char *s = slurp(path);
-        int hit = strstr(s, needle) != NULL;
-        free(s);
-        if (hit || now_ms() > end) return;
-        sleep_ms(20);
-    }
-}
-
 /* ---- group setup: kits and data ---------------------------------------- */
 
 static int group_setup(void **state) {
     (void)state;
-    signal(SIGPIPE, SIG_IGN);
-    signal(SIGALRM, on_alarm);
-    if (access(DATA_DIR "/train-images-idx3-ubyte.gz", R_OK) != 0 &&
-        access(DATA_DIR "/train-images-idx3-ubyte", R_OK) != 0) {
-        print_message("no Fashion-MNIST at " DATA_DIR ": skipping\n");
-        return 0;
-    }
-    alarm(CASE_ALARM_S);
-    snprintf(root, sizeof root, "%s/tl-tls-e2e-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-    if (!mkdtemp(root)) return -1;
+    harness_init("test_tls_e2e", 0, CASE_ALARM_S);
+    if (require_fmnist() < 0) return -1;
+    if (make_root(root, sizeof root, "tl-tls-e2e") < 0) return -1;
     char kit[PATH_MAX + 16], other[PATH_MAX + 16], exp[PATH_MAX + 16], hyb[PATH_MAX + 16];
     snprintf(kit, sizeof kit, "%s/kit", root);
     snprintf(other, sizeof other, "%s/other", root);
@@ -325,7 +224,7 @@ static int group_setup(void **state) {
     snprintf(hyb, sizeof hyb, "%s/hybrid", root);
     const char *prov1[] = {"tl", "provision", "--nodes", "3", "--out", kit, NULL};
     const char *prov2[] = {"tl", "provision", "--nodes", "3", "--out", other, NULL};
-    const char *part[] = {"tl", "partition", "--nodes", "3", "--data", DATA_DIR, "--out",
+    const char *part[] = {"tl", "partition", "--nodes", "3", "--data", fmnist_dir(), "--out",
                           pathf("%s/parts", root), NULL};
     pid_t pp = spawn(pathf("%s/partition.log", root), part);
     if (run_tl(pathf("%s/provision.log", root), 30000, prov1) != 0) return -1;
@@ -372,7 +271,7 @@ static int group_teardown(void **state) {
 
 static int case_setup(void **state) {
     (void)state;
-    if (!have_setup) skip();
+    if (!have_setup) return -1;
     alarm(CASE_ALARM_S);
     return 0;
 }
