@@ -377,6 +377,13 @@ int require_fmnist(void) {
 
 /* ---- raw clients ------------------------------------------------------------------------ */
 
+/* "127.0.0.1:PORT" of a local address, as the orchestrator logs the peer. */
+static const char *name_buf(const struct sockaddr_in *sa) {
+    static char b[32];
+    snprintf(b, sizeof b, "127.0.0.1:%d", ntohs(sa->sin_port));
+    return b;
+}
+
 int client_open(client *k, int port) {
     memset(k, 0, sizeof *k);
     int fd;
@@ -384,12 +391,21 @@ int client_open(client *k, int port) {
     struct sockaddr_in sa;
     socklen_t sl = sizeof sa;
     getsockname(fd, (struct sockaddr *)&sa, &sl);
-    snprintf(k->name, sizeof k->name, "127.0.0.1:%d", ntohs(sa.sin_port));
-    snprintf(k->tag, sizeof k->tag, "%s: ", k->name);
-    if (tl_conn_tcp_new(fd, k->name, &k->c) < 0) return -1;
-    tl_frame_reader_init(&k->r, 0);
-    tl_frame_writer_init(&k->w);
+    tl_conn *c;
+    if (tl_conn_tcp_new(fd, name_buf(&sa), &c) < 0) return -1;
+    client_attach(k, c, name_buf(&sa), 0);
     return 0;
+}
+
+void client_attach(client *k, tl_conn *c, const char *name, uint64_t max_frame) {
+    char n[sizeof k->name];
+    snprintf(n, sizeof n, "%s", name); /* name may be k->name */
+    memset(k, 0, sizeof *k);
+    k->c = c;
+    snprintf(k->name, sizeof k->name, "%s", n);
+    snprintf(k->tag, sizeof k->tag, "%s: ", k->name);
+    tl_frame_reader_init(&k->r, max_frame);
+    tl_frame_writer_init(&k->w);
 }
 
 void client_close(client *k) {

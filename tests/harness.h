@@ -141,6 +141,9 @@ typedef struct client {
 
 /* Connects to 127.0.0.1:port (5 s); 0 or -1 (tl_errmsg says why). */
 int client_open(client *k, int port);
+/* Makes a client of a connection made otherwise (TLS, accepted, unix), which
+ * k then owns; frames read are capped at max_frame (0: the default). */
+void client_attach(client *k, tl_conn *c, const char *name, uint64_t max_frame);
 void client_close(client *k);
 /* Writes the bytes (5 s); 0 or a TL_E* code. */
 int client_send(client *k, const void *p, size_t n);

@@ -1116,9 +1116,9 @@ static int fake_accept(int lfd, client *k) {
     struct pollfd pf = {lfd, POLLIN, 0};
     int fd;
     if (poll(&pf, 1, 20000) <= 0 || tl_net_accept(lfd, &fd, k->name, sizeof k->name) < 0) return -1;
-    if (tl_conn_tcp_new(fd, "node", &k->c) < 0) return -1;
-    tl_frame_reader_init(&k->r, 0);
-    tl_frame_writer_init(&k->w);
+    tl_conn *c;
+    if (tl_conn_tcp_new(fd, "node", &c) < 0) return -1;
+    client_attach(k, c, k->name, 0);
     tl_msg m;
     if (tl_msg_recv(k->c, &k->r, &m, tl_now_ms() + 20000) < 0 || m.type != TL_MSG_HELLO) return -1;
     return 0;

@@ -449,30 +449,19 @@ static void test_wrong_node_id(void **state) {
     assert_int_equal(tl_conn_tls_new(fd, ctx, 0, addr(&o), "127.0.0.1", &c), 0);
     int rc = tl_conn_handshake_full(c, deadline);
     if (rc < 0) fail_msg("handshake: %s", tl_errmsg());
-    tl_frame_writer w;
-    tl_frame_reader r;
-    tl_frame_writer_init(&w);
-    tl_frame_reader_init(&r, TL_FRAME_HANDSHAKE_MAX);
+    client k;
+    client_attach(&k, c, addr(&o), TL_FRAME_HANDSHAKE_MAX);
     static tl_msg m;
+    char why[256];
     memset(&m, 0, sizeof m);
-    m.type = TL_MSG_HELLO;
-    m.u.hello.node_id = 3;
-    m.u.hello.proto_version = TL_PROTO_VERSION;
-    m.u.hello.sample_count = 20000;
-    m.u.hello.fingerprint = 0x1234;
-    snprintf(m.u.hello.version, sizeof m.u.hello.version, "test_tls_e2e");
-    rc = tl_msg_send(c, &w, &m, deadline);
-    if (rc < 0) fail_msg("send HELLO: %s", tl_errmsg());
-    memset(&m, 0, sizeof m);
-    rc = tl_msg_recv(c, &r, &m, deadline);
-    if (rc < 0) fail_msg("recv: %s", tl_errmsg());
+    rc = client_hello(&k, 3, 20000, 0x1234, "test_tls_e2e", 0, 10000, &m, why, sizeof why);
+    if (rc == 0) fail_msg("HELLO as node 3 with node 2's certificate: welcomed");
+    if (m.type != TL_MSG_REJECT) fail_msg("HELLO: %s", why); /* send, receive or other type */
     assert_int_equal(m.type, TL_MSG_REJECT);
     print_message("    raw client: REJECT code %u: %s\n", m.u.reject.code, m.u.reject.reason);
     assert_int_equal(m.u.reject.code, TL_REJECT_NOT_AUTHENTICATED);
     assert_non_null(strstr(m.u.reject.reason, "claims node id 3 but its certificate is for node 2"));
-    tl_frame_writer_free(&w);
-    tl_frame_reader_free(&r);
-    tl_conn_free(c);
+    client_close(&k);
     tl_tls_ctx_free(ctx);
 
     expect_in_file(o.log, "claims node id 3 but its certificate is for node 2", "orchestrator");
