@@ -26,6 +26,7 @@
 
 #include "tl/error.h"
 #include "tl/net.h"
+#include "tl/safetensors.h"
 
 /* ---- the program ------------------------------------------------------------ */
 
@@ -83,6 +84,17 @@ void kids_kill_all(void) {
             kids[i] = 0;
         }
     }
+}
+
+int kids_teardown(void **state) {
+    (void)state;
+    kids_kill_all();
+    return 0;
+}
+
+int kids_scratch_teardown(void **state) {
+    kids_kill_all();
+    return scratch_teardown(state);
 }
 
 int64_t now_ms(void) {
@@ -203,6 +215,21 @@ char *slurp(const char *path) {
     return s;
 }
 
+uint8_t *read_bytes(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    assert_int_equal(fseek(f, 0, SEEK_END), 0);
+    long len = ftell(f);
+    assert_true(len >= 0);
+    rewind(f);
+    uint8_t *b = malloc((size_t)len + 1);
+    assert_non_null(b);
+    assert_int_equal(fread(b, 1, (size_t)len, f), (size_t)len);
+    fclose(f);
+    *n = (size_t)len;
+    return b;
+}
+
 long file_size(const char *path) {
     struct stat st;
     return stat(path, &st) == 0 ? (long)st.st_size : -1;
@@ -236,6 +263,21 @@ static int rm_entry(const char *p, const struct stat *st, int flag, struct FTW *
 void rm_tree(const char *dir) {
     if (dir[0] && !getenv("TL_KEEP_TMP")) nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
+
+char scratch_dir[PATH_MAX];
+
+int scratch_setup(void **state) {
+    (void)state;
+    return make_root(scratch_dir, sizeof scratch_dir, "tl_test");
+}
+
+int scratch_teardown(void **state) {
+    (void)state;
+    rm_tree(scratch_dir);
+    return 0;
+}
+
+const char *tpath(const char *name) { return pathf("%s/%s", scratch_dir, name); }
 
 int wait_file(const char *path, int timeout_ms) {
     int64_t until = now_ms() + timeout_ms;
@@ -528,4 +570,23 @@ size_t frame(uint8_t *out, uint32_t magic, uint16_t version, uint16_t type, uint
     put_header(out, magic, version, type, flags, reserved, claim);
     memcpy(out + TL_FRAME_HEADER_SIZE, p, len);
     return TL_FRAME_HEADER_SIZE + len;
+}
+
+void st_forge(const char *src, const char *dst, const char *name, size_t e, float v) {
+    tl_st *st;
+    assert_int_equal(tl_st_read(src, &st), 0);
+    int n = tl_st_count(st), nm = tl_st_meta_count(st);
+    tl_st_tensor *t = calloc((size_t)n, sizeof *t);
+    tl_st_kv *kv = calloc((size_t)nm + 1, sizeof *kv);
+    assert_non_null(t);
+    assert_non_null(kv);
+    for (int i = 0; i < n; i++) {
+        t[i] = *tl_st_get(st, i);
+        if (!strcmp(t[i].name, name)) ((float *)t[i].data)[e] = v;
+    }
+    for (int i = 0; i < nm; i++) kv[i] = *tl_st_meta_get(st, i);
+    assert_int_equal(tl_st_write(dst, t, n, kv, nm), 0);
+    free(t);
+    free(kv);
+    tl_st_free(st);
 }

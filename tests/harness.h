@@ -55,6 +55,10 @@ void kids_add(pid_t p);
 void kids_forget(pid_t p);
 /* Kills and reaps every remembered child. */
 void kids_kill_all(void);
+/* kids_kill_all as a cmocka case teardown; 0. */
+int kids_teardown(void **state);
+/* kids_kill_all, then scratch_teardown: a group teardown; 0. */
+int kids_scratch_teardown(void **state);
 
 int64_t now_ms(void); /* CLOCK_MONOTONIC */
 void sleep_ms(int ms);
@@ -85,6 +89,9 @@ int run_capture(const char *log, const char *const *argv, char *out, size_t cap,
 const char *pathf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* The whole file as a string ("" if it does not exist); free() it. */
 char *slurp(const char *path);
+/* The whole file as bytes (free() them), *n its length; asserts that it can
+ * be read. */
+uint8_t *read_bytes(const char *path, size_t *n);
 /* Size of the file, -1 if it does not exist. */
 long file_size(const char *path);
 /* Copies the (< 64 KiB) file from to a new file to with mode. Asserts. */
@@ -93,6 +100,14 @@ void copy_file(const char *from, const char *to, mode_t mode);
 int make_root(char *root, size_t cap, const char *prefix);
 /* Removes the scratch tree at dir (unless TL_KEEP_TMP is set, to look at it). */
 void rm_tree(const char *dir);
+/* A scratch directory for one test program: scratch_setup (a cmocka group
+ * setup) makes $TMPDIR/tl_test-XXXXXX into scratch_dir (or a test makes it
+ * with make_root(scratch_dir, PATH_MAX, prefix)), scratch_teardown removes
+ * it (rm_tree), tpath(name) is scratch_dir/name (pathf's buffers). */
+extern char scratch_dir[];
+int scratch_setup(void **state);
+int scratch_teardown(void **state);
+const char *tpath(const char *name);
 /* 1 once the file at path is non-empty (within timeout_ms), else 0. */
 int wait_file(const char *path, int timeout_ms);
 /* The port in an orchestrator's --port-file, waiting up to timeout_ms while p
@@ -159,7 +174,7 @@ int client_hello(client *k, uint32_t id, uint64_t count, uint64_t fp, const char
 int client_join(client *k, int port, uint32_t id, uint64_t count, uint64_t fp,
                 const char *version, int ready, tl_msg *w, char *why, size_t cap);
 
-/* ---- forged frames ----------------------------------------------------------------------- */
+/* ---- forged files and frames ----------------------------------------------------------------------- */
 
 /* The encoded payload of m flattened into buf (asserts it fits); its length. */
 size_t encode_flat(const tl_msg *m, uint8_t *buf, size_t cap);
@@ -173,5 +188,9 @@ size_t hello_payload(uint8_t *buf, size_t cap, uint32_t id, uint16_t proto, uint
  * bytes of p, into out; its length. */
 size_t frame(uint8_t *out, uint32_t magic, uint16_t version, uint16_t type, uint32_t flags,
              uint32_t reserved, uint64_t claim, const uint8_t *p, size_t len);
+
+/* Writes a copy of the safetensors file src to dst with element e of the F32
+ * tensor name set to v (forging what tl never writes). Asserts. */
+void st_forge(const char *src, const char *dst, const char *name, size_t e, float v);
 
 #endif

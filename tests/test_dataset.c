@@ -21,29 +21,6 @@
 
 #include "harness.h"
 
-
-static char tmpdir[64];
-
-static int setup_all(void **state) {
-    strcpy(tmpdir, "/tmp/tl_test_dataset_XXXXXX");
-    return mkdtemp(tmpdir) ? 0 : -1;
-}
-
-static int teardown_all(void **state) {
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    return system(cmd) == 0 ? 0 : -1;
-}
-
-/* "<tmpdir>/<name>" in one of a few rotating static buffers. */
-static const char *tpath(const char *name) {
-    static char p[4][256];
-    static int k;
-    k = (k + 1) % 4;
-    snprintf(p[k], sizeof p[k], "%s/%s", tmpdir, name);
-    return p[k];
-}
-
 /* A small data set: n images of r x c, pixel (i*13 + j*7) & 255, label i % 3. */
 static tl_dataset make_ds(size_t n, uint32_t r, uint32_t c) {
     tl_dataset d = {.n = n, .rows = r, .cols = c, .dim = (size_t)r * c};
@@ -557,5 +534,5 @@ int main(void) {
         cmocka_unit_test(test_f32_subset_fingerprint),
         cmocka_unit_test(test_split),
     };
-    return cmocka_run_group_tests(tests, setup_all, teardown_all);
+    return cmocka_run_group_tests(tests, scratch_setup, scratch_teardown);
 }

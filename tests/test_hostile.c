@@ -97,7 +97,6 @@
 #define FLOOD 200
 #define ME "test_hostile" /* the version string of our HELLOs */
 
-static char root[PATH_MAX];
 static int have_setup;
 static uint64_t count3, fp3; /* node 3's data, as its HELLO says */
 static uint64_t count1, fp1; /* node 1's */
@@ -175,7 +174,7 @@ typedef struct run {
 
 static void run_paths(run *r, const char *name) {
     memset(r, 0, sizeof *r);
-    snprintf(r->dir, sizeof r->dir, "%s/%s", root, name);
+    snprintf(r->dir, sizeof r->dir, "%s/%s", scratch_dir, name);
     mkdir(r->dir, 0755);
     snprintf(r->log, sizeof r->log, "%s/orch.log", r->dir);
     snprintf(r->metrics, sizeof r->metrics, "%s/orch.metrics", r->dir);
@@ -210,7 +209,7 @@ static void start_node(run *r, int id, int port) {
     char portarg[32], idarg[16], data[PATH_MAX + 32], log[PATH_MAX + 32];
     snprintf(portarg, sizeof portarg, "127.0.0.1:%d", port);
     snprintf(idarg, sizeof idarg, "%d", id);
-    snprintf(data, sizeof data, "%s/parts/node-%d", root, id);
+    snprintf(data, sizeof data, "%s/parts/node-%d", scratch_dir, id);
     snprintf(log, sizeof log, "%s/node%d.log", r->dir, id);
     const char *argv[] = {"tl", "node", "--connect", portarg, "--id", idarg, "--data", data,
                           "--insecure", "--threads", "1", NULL};
@@ -235,7 +234,7 @@ static void finish_run(run *r, const char *what, const char *may_lose, int timeo
     add_row(nodes_ok, "the legitimate nodes", "", "exit codes %d %d %d", nrc[1], nrc[2], nrc[3]);
 
     char ref[PATH_MAX + 32], clog[PATH_MAX + 32], out[4096];
-    snprintf(ref, sizeof ref, "%s/ref/out.st", root);
+    snprintf(ref, sizeof ref, "%s/ref/out.st", scratch_dir);
     snprintf(clog, sizeof clog, "%s/compare.log", r->dir);
     const char *argv[] = {"tl", "compare", ref, r->out, NULL};
     int crc = run_capture(clog, argv, out, sizeof out, 60000);
@@ -410,11 +409,11 @@ static int group_setup(void **state) {
     (void)state;
     harness_init("test_hostile", CHILD_ALARM_S, PROGRAM_ALARM_S);
     if (require_fmnist() < 0) return -1;
-    if (make_root(root, sizeof root, "tl-hostile") < 0) return -1;
+    if (make_root(scratch_dir, PATH_MAX, "tl-hostile") < 0) return -1;
 
     char parts[PATH_MAX + 16], log[PATH_MAX + 32], out[4096];
-    snprintf(parts, sizeof parts, "%s/parts", root);
-    snprintf(log, sizeof log, "%s/partition.log", root);
+    snprintf(parts, sizeof parts, "%s/parts", scratch_dir);
+    snprintf(log, sizeof log, "%s/partition.log", scratch_dir);
     const char *pargv[] = {"tl",  "partition", "--data", fmnist_dir(), "--nodes", "3",
                            "--out", parts, NULL};
     if (run_capture(log, pargv, out, sizeof out, 120000) != 0) {
@@ -463,13 +462,6 @@ static int group_setup(void **state) {
     }
     printf("reference run (%s steps, undisturbed): %.1f s\n", STEPS, (now_ms() - t0) / 1000.0);
     have_setup = 1;
-    return 0;
-}
-
-static int group_teardown(void **state) {
-    (void)state;
-    kids_kill_all();
-    rm_tree(root);
     return 0;
 }
 
@@ -1152,10 +1144,10 @@ static void test_hostile_orchestrator(void **state) {
     (void)state;
     NEED_SETUP();
     char dir[PATH_MAX + 16], log[PATH_MAX + 32], data[PATH_MAX + 32], addr[64], err[TL_MSG_STR_MAX + 1];
-    snprintf(dir, sizeof dir, "%s/fake", root);
+    snprintf(dir, sizeof dir, "%s/fake", scratch_dir);
     mkdir(dir, 0755);
     snprintf(log, sizeof log, "%s/node.log", dir);
-    snprintf(data, sizeof data, "%s/parts/node-1", root);
+    snprintf(data, sizeof data, "%s/parts/node-1", scratch_dir);
     int lfd, port;
     assert_int_equal(tl_net_listen("127.0.0.1", 0, 8, &lfd, &port), 0);
     snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
@@ -1221,7 +1213,7 @@ static void test_big_batch(void **state) {
     (void)state;
     NEED_SETUP();
     char dir[PATH_MAX + 16], log[PATH_MAX + 32], out[4096], line[400] = "";
-    snprintf(dir, sizeof dir, "%s/bigbatch", root);
+    snprintf(dir, sizeof dir, "%s/bigbatch", scratch_dir);
     mkdir(dir, 0755);
     snprintf(log, sizeof log, "%s/run.log", dir);
     /* before: the node's cap forgot dh (4500 x 128 x 4 bytes), it dropped
@@ -1242,7 +1234,7 @@ static void start_node_tls(run *r, int id, const char *kits, const char *logname
     char portarg[32], idarg[16], data[PATH_MAX + 32], log[PATH_MAX + 32], kit[PATH_MAX + 32];
     snprintf(portarg, sizeof portarg, "127.0.0.1:%d", r->port);
     snprintf(idarg, sizeof idarg, "%d", id);
-    snprintf(data, sizeof data, "%s/parts/node-%d", root, id);
+    snprintf(data, sizeof data, "%s/parts/node-%d", scratch_dir, id);
     snprintf(log, sizeof log, "%s/%s", r->dir, logname);
     snprintf(kit, sizeof kit, "%s/node-%d", kits, id);
     const char *argv[] = {"tl", "node", "--connect", portarg, "--id", idarg, "--data", data,
@@ -1302,5 +1294,5 @@ int main(void) {
         cmocka_unit_test_teardown(test_hostile_orchestrator, case_teardown),
         cmocka_unit_test_teardown(test_supersede_tls, case_teardown),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return cmocka_run_group_tests(tests, group_setup, kids_scratch_teardown);
 }

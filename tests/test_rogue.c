@@ -48,7 +48,6 @@
 
 #include "harness.h"
 
-static char root[PATH_MAX];
 static int have_setup;
 
 typedef enum rogue_kind { ROGUE_H_FLT_MAX, ROGUE_GRAD_3E38 } rogue_kind;
@@ -156,7 +155,7 @@ static int file_finite(const char *path, char *why, size_t cap) {
 
 static void scenario(const char *name, rogue_kind kind, const char *expect) {
     assert_true(have_setup);
-    const char *dir = pathf("%s/%s", root, name);
+    const char *dir = pathf("%s/%s", scratch_dir, name);
     mkdir(dir, 0755);
     const char *log = pathf("%s/orch.log", dir), *portf = pathf("%s/orch.port", dir);
     const char *ck = pathf("%s/ck.st", dir);
@@ -170,7 +169,7 @@ static void scenario(const char *name, rogue_kind kind, const char *expect) {
     pid_t nodes[2];
     for (int k = 1; k <= 2; k++) {
         const char *nargv[] = {"tl", "node", "--connect", pathf("127.0.0.1:%d", port), "--id",
-                               pathf("%d", k), "--data", pathf("%s/parts/node-%d", root, k),
+                               pathf("%d", k), "--data", pathf("%s/parts/node-%d", scratch_dir, k),
                                "--insecure", "--threads", "1", NULL};
         nodes[k - 1] = spawn(pathf("%s/node%d.log", dir, k), nargv);
     }
@@ -199,27 +198,6 @@ static void scenario(const char *name, rogue_kind kind, const char *expect) {
     }
 }
 
-/* Writes a copy of safetensors file src to dst with element e of tensor name
- * set to v (forging what tl never writes). */
-static void forge(const char *src, const char *dst, const char *name, size_t e, float v) {
-    tl_st *st;
-    assert_int_equal(tl_st_read(src, &st), 0);
-    int n = tl_st_count(st), nm = tl_st_meta_count(st);
-    tl_st_tensor *t = calloc((size_t)n, sizeof *t);
-    tl_st_kv *kv = calloc((size_t)nm + 1, sizeof *kv);
-    assert_non_null(t);
-    assert_non_null(kv);
-    for (int i = 0; i < n; i++) {
-        t[i] = *tl_st_get(st, i);
-        if (!strcmp(t[i].name, name)) ((float *)t[i].data)[e] = v;
-    }
-    for (int i = 0; i < nm; i++) kv[i] = *tl_st_meta_get(st, i);
-    assert_int_equal(tl_st_write(dst, t, n, kv, nm), 0);
-    free(t);
-    free(kv);
-    tl_st_free(st);
-}
-
 static void test_forward_h_flt_max(void **state) {
     (void)state;
     scenario("h", ROGUE_H_FLT_MAX, "lost: FORWARD_RESULT h: element [");
@@ -235,11 +213,11 @@ static void test_backward_grads_3e38_sgd(void **state) {
 static void test_resume_nan_refused(void **state) {
     (void)state;
     assert_true(have_setup);
-    const char *ck = pathf("%s/g/ck.st", root), *bad = pathf("%s/g/nan.st", root);
-    const char *log = pathf("%s/g/resume.log", root), *portf = pathf("%s/g/resume.port", root);
+    const char *ck = pathf("%s/g/ck.st", scratch_dir), *bad = pathf("%s/g/nan.st", scratch_dir);
+    const char *log = pathf("%s/g/resume.log", scratch_dir), *portf = pathf("%s/g/resume.port", scratch_dir);
     struct stat st;
     if (stat(ck, &st) != 0) fail_msg("no checkpoint from the g run");
-    forge(ck, bad, "2.weight", 5 * 128 + 7, NAN); /* 2.weight [64, 128]: [5,7] */
+    st_forge(ck, bad, "2.weight", 5 * 128 + 7, NAN); /* 2.weight [64, 128]: [5,7] */
     const char *argv[] = {"tl", "orchestrator", "--nodes", "3", "--insecure", "--listen",
                           "127.0.0.1:0", "--port-file", portf, "--threads", "1", "--optimizer",
                           "sgd", "--max-steps", "40", "--heartbeat", "300",
@@ -257,10 +235,10 @@ static int group_setup(void **state) {
     (void)state;
     harness_init("test_rogue", 180, 400);
     if (require_fmnist() < 0) return -1;
-    if (make_root(root, sizeof root, "tl-rogue") < 0) return -1;
+    if (make_root(scratch_dir, PATH_MAX, "tl-rogue") < 0) return -1;
     const char *argv[] = {"tl", "partition", "--data", fmnist_dir(), "--nodes", "3", "--out",
-                          pathf("%s/parts", root), NULL};
-    int rc = wait_exit(spawn(pathf("%s/partition.log", root), argv), 120000);
+                          pathf("%s/parts", scratch_dir), NULL};
+    int rc = wait_exit(spawn(pathf("%s/partition.log", scratch_dir), argv), 120000);
     if (rc != 0) {
         fprintf(stderr, "tl partition failed (%d)\n", rc);
         return -1;
@@ -269,24 +247,11 @@ static int group_setup(void **state) {
     return 0;
 }
 
-static int group_teardown(void **state) {
-    (void)state;
-    kids_kill_all();
-    rm_tree(root);
-    return 0;
-}
-
-static int case_teardown(void **state) {
-    (void)state;
-    kids_kill_all();
-    return 0;
-}
-
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_teardown(test_forward_h_flt_max, case_teardown),
-        cmocka_unit_test_teardown(test_backward_grads_3e38_sgd, case_teardown),
-        cmocka_unit_test_teardown(test_resume_nan_refused, case_teardown),
+        cmocka_unit_test_teardown(test_forward_h_flt_max, kids_teardown),
+        cmocka_unit_test_teardown(test_backward_grads_3e38_sgd, kids_teardown),
+        cmocka_unit_test_teardown(test_resume_nan_refused, kids_teardown),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return cmocka_run_group_tests(tests, group_setup, kids_scratch_teardown);
 }

@@ -325,18 +325,12 @@ static int group_setup(void **state) {
     return 0;
 }
 
-static int case_teardown(void **state) {
-    (void)state;
-    kids_kill_all();
-    return 0;
-}
-
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_share_both_ways),
         cmocka_unit_test(test_refusals),
-        cmocka_unit_test_teardown(test_node_cannot_write_parameters, case_teardown),
-        cmocka_unit_test_teardown(test_no_seals_no_sharing, case_teardown),
+        cmocka_unit_test_teardown(test_node_cannot_write_parameters, kids_teardown),
+        cmocka_unit_test_teardown(test_no_seals_no_sharing, kids_teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, NULL);
 }

@@ -61,7 +61,6 @@
  * out before the orchestrator's alert and reset arrive) run it this often. */
 #define REPEAT 3
 
-static char root[PATH_MAX];
 static int have_setup; /* group setup succeeded */
 
 #include "harness.h"
@@ -82,9 +81,9 @@ typedef struct orch {
 } orch;
 
 /* Starts `tl orchestrator` with the given kit (NULL: --insecure) in
- * root/<name>/ and waits for its port. */
+ * scratch_dir/<name>/ and waits for its port. */
 static void orch_start(orch *o, const char *name, const char *kit) {
-    snprintf(o->dir, sizeof o->dir, "%s/%s", root, name);
+    snprintf(o->dir, sizeof o->dir, "%s/%s", scratch_dir, name);
     assert_int_equal(mkdir(o->dir, 0700), 0);
     snprintf(o->log, sizeof o->log, "%s/orch.log", o->dir);
     snprintf(o->out, sizeof o->out, "%s/out.st", o->dir);
@@ -114,7 +113,7 @@ static pid_t node_start(const orch *o, const char *log, int id, const char *kitd
     char ids[16];
     snprintf(ids, sizeof ids, "%d", id);
     const char *argv[16] = {"tl", "node", "--connect", addr(o), "--id", ids,
-                            "--data", pathf("%s/parts/node-%d", root, data_k)};
+                            "--data", pathf("%s/parts/node-%d", scratch_dir, data_k)};
     int n = 8;
     if (kitdir) {
         argv[n++] = "--tls-dir";
@@ -216,19 +215,19 @@ static int group_setup(void **state) {
     (void)state;
     harness_init("test_tls_e2e", 0, CASE_ALARM_S);
     if (require_fmnist() < 0) return -1;
-    if (make_root(root, sizeof root, "tl-tls-e2e") < 0) return -1;
+    if (make_root(scratch_dir, PATH_MAX, "tl-tls-e2e") < 0) return -1;
     char kit[PATH_MAX + 16], other[PATH_MAX + 16], exp[PATH_MAX + 16], hyb[PATH_MAX + 16];
-    snprintf(kit, sizeof kit, "%s/kit", root);
-    snprintf(other, sizeof other, "%s/other", root);
-    snprintf(exp, sizeof exp, "%s/expired", root);
-    snprintf(hyb, sizeof hyb, "%s/hybrid", root);
+    snprintf(kit, sizeof kit, "%s/kit", scratch_dir);
+    snprintf(other, sizeof other, "%s/other", scratch_dir);
+    snprintf(exp, sizeof exp, "%s/expired", scratch_dir);
+    snprintf(hyb, sizeof hyb, "%s/hybrid", scratch_dir);
     const char *prov1[] = {"tl", "provision", "--nodes", "3", "--out", kit, NULL};
     const char *prov2[] = {"tl", "provision", "--nodes", "3", "--out", other, NULL};
     const char *part[] = {"tl", "partition", "--nodes", "3", "--data", fmnist_dir(), "--out",
-                          pathf("%s/parts", root), NULL};
-    pid_t pp = spawn(pathf("%s/partition.log", root), part);
-    if (run_tl(pathf("%s/provision.log", root), 30000, prov1) != 0) return -1;
-    if (run_tl(pathf("%s/provision2.log", root), 30000, prov2) != 0) return -1;
+                          pathf("%s/parts", scratch_dir), NULL};
+    pid_t pp = spawn(pathf("%s/partition.log", scratch_dir), part);
+    if (run_tl(pathf("%s/provision.log", scratch_dir), 30000, prov1) != 0) return -1;
+    if (run_tl(pathf("%s/provision2.log", scratch_dir), 30000, prov2) != 0) return -1;
 
     /* An expired node-1 kit signed by KIT's CA: a copy of KIT/ca, then
      * tl_provision_add_node with a period that ended an hour ago. */
@@ -252,20 +251,13 @@ static int group_setup(void **state) {
     copy_file(pathf("%s/ca/ca.pem", kit), pathf("%s/ca.pem", hyb), 0644);
 
     if (wait_exit(pp, 60000) != 0) {
-        char *s = slurp(pathf("%s/partition.log", root));
+        char *s = slurp(pathf("%s/partition.log", scratch_dir));
         print_error("tl partition failed:\n%s\n", s);
         free(s);
         return -1;
     }
     alarm(0);
     have_setup = 1;
-    return 0;
-}
-
-static int group_teardown(void **state) {
-    (void)state;
-    kids_kill_all();
-    rm_tree(root);
     return 0;
 }
 
@@ -285,13 +277,13 @@ static int case_teardown(void **state) {
 
 static const char *KIT(void) {
     static char b[PATH_MAX + 16];
-    snprintf(b, sizeof b, "%s/kit", root);
+    snprintf(b, sizeof b, "%s/kit", scratch_dir);
     return b;
 }
 
 static const char *OTHER(void) {
     static char b[PATH_MAX + 16];
-    snprintf(b, sizeof b, "%s/other", root);
+    snprintf(b, sizeof b, "%s/other", scratch_dir);
     return b;
 }
 
@@ -389,7 +381,7 @@ static void test_kit_from_another_ca(void **state) {
     bad_wait(&b1, 10000);
     expect_in_file(o.log, "alert unknown ca", "orchestrator");
     for (int i = 0; i < REPEAT; i++) {
-        bad_start(&b2[i], &o, pathf("hybrid%d", i + 1), 1, pathf("%s/hybrid", root), 1, NULL);
+        bad_start(&b2[i], &o, pathf("hybrid%d", i + 1), 1, pathf("%s/hybrid", scratch_dir), 1, NULL);
         bad_wait(&b2[i], 10000);
     }
     expect_in_file(o.log, "certificate verify failed for 'tl-node-1'", "orchestrator");
@@ -413,7 +405,7 @@ static void test_expired_certificate(void **state) {
     orch_start(&o, "d_expired", KIT());
     bad b[REPEAT];
     for (int i = 0; i < REPEAT; i++) {
-        bad_start(&b[i], &o, pathf("expired%d", i + 1), 1, pathf("%s/expired/node-1", root), 1,
+        bad_start(&b[i], &o, pathf("expired%d", i + 1), 1, pathf("%s/expired/node-1", scratch_dir), 1,
                   NULL);
         bad_wait(&b[i], 10000);
     }
@@ -491,7 +483,7 @@ static void test_orchestrator_from_another_ca(void **state) {
 /* Neither --tls-dir nor --insecure: usage error; --insecure: a warning. */
 static void test_orchestrator_security_flags(void **state) {
     (void)state;
-    const char *dir = pathf("%s/flags", root);
+    const char *dir = pathf("%s/flags", scratch_dir);
     assert_int_equal(mkdir(dir, 0700), 0);
     const char *log = pathf("%s/usage.log", dir);
     const char *a1[] = {"tl", "orchestrator", "--nodes", "3", "--listen", "127.0.0.1:0", NULL};
@@ -524,5 +516,5 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_orchestrator_from_another_ca, case_setup,
                                         case_teardown),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return cmocka_run_group_tests(tests, group_setup, kids_scratch_teardown);
 }
