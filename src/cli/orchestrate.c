@@ -28,7 +28,7 @@ int cli_orchestrate(const cli_trainopts *t, const cli_orchopts *oo, const char *
     int tr_ok = 0, prog_ok = 0, rc = 1;
     uint64_t *counts = NULL;
     cli_stop_on_signals(); /* before any thread starts */
-    if (cli_run_setup_dim(&r, cfg, cmd, 0) != 0) return 1;
+    if (cli_run_setup_dim(&r, cfg, cmd, oo->in_dim) != 0) return 1;
     /* a wrong --resume fails now, not once every node has joined */
     if (cfg->resume && tl_checkpoint_check(cfg->checkpoint_path, cfg, &r.model) < 0) goto fail;
     if (oo->tls_dir && tl_tls_ctx_new(oo->tls_dir, TL_TLS_ORCHESTRATOR, &tls) < 0) goto fail;
@@ -69,6 +69,15 @@ int cli_orchestrate(const cli_trainopts *t, const cli_orchopts *oo, const char *
                         r.have_test ? &r.test : NULL) < 0)
         goto fail;
     tr_ok = 1;
+    if (!r.have_test && tl_orch_test_rows(o) > 0) {
+        /* the nodes hold the test rows: they evaluate, the orchestrator adds sums */
+        tr.eval = tl_orch_eval_fn;
+        tr.eval_ctx = o;
+        char note[160];
+        snprintf(note, sizeof note, "evaluating at the nodes: %llu held-out rows (sums only)",
+                 (unsigned long long)tl_orch_test_rows(o));
+        cli_log_line(&lg, note);
+    }
     /* what the data is, for checkpoints: each node's count and fingerprint */
     char sig[512] = "nodes";
     size_t len = strlen(sig);

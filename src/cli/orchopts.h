@@ -38,6 +38,8 @@ typedef struct cli_orchopts {
     int wait_timeout_s;
     int zstd;
     int no_shm;
+    int in_dim;              /* tl run: the data's width, for an orchestrator without a
+                              * test set of its own (0: from the test set) */
 } cli_orchopts;
 
 extern const struct option cli_orch_longopts[];
