@@ -14,6 +14,7 @@
 #include "tl/error.h"
 #include "tl/file.h"
 #include "tl/msg.h"
+#include "tl/net.h"
 #include "tl/orchestrator.h"
 #include "tl/params.h"
 #include "tl/tls.h"
@@ -88,7 +89,7 @@ int cli_orchestrate(const cli_trainopts *t, const cli_orchopts *oo, const char *
                         "model (or use --privacy open)\n", cmd);
         return 2;
     }
-    if (cli_run_setup_dim(&r, cfg, cmd, 0) != 0) return 1;
+    if (cli_run_setup_dim(&r, cfg, cmd, oo->in_dim) != 0) return 1;
     /* a wrong --resume fails now, not once every node has joined */
     if (cfg->resume && tl_checkpoint_check(cfg->checkpoint_path, cfg, &r.model) < 0) goto fail;
     if (oo->tls_dir && tl_tls_ctx_new(oo->tls_dir, TL_TLS_ORCHESTRATOR, &tls) < 0) goto fail;
@@ -96,7 +97,7 @@ int cli_orchestrate(const cli_trainopts *t, const cli_orchopts *oo, const char *
         fprintf(stderr, "tl %s: warning: --insecure: no TLS; the nodes connect over a unix "
                         "socket in a private directory (mode 0700), so only processes of this "
                         "user can join\n", cmd);
-    else if (!tls && !strncmp(host, "unix:", 5))
+    else if (!tls && tl_addr_is_unix(host))
         fprintf(stderr, "tl %s: warning: --insecure: no TLS; any process that can open the "
                         "socket %s may join as a node\n", cmd, host + 5);
     else if (!tls)
@@ -136,6 +137,15 @@ int cli_orchestrate(const cli_trainopts *t, const cli_orchopts *oo, const char *
     if (oo->privacy && tl_trainer_set_opt_from(&tr, tl_model_param_offset(&r.model, cut_modules(
                                                          &r.model, cfg->cut))) < 0)
         goto fail;
+    if ((!r.have_test || oo->privacy) && tl_orch_test_rows(o) > 0) {
+        /* the nodes hold the test rows: they evaluate, the orchestrator adds sums */
+        tr.eval = tl_orch_eval_fn;
+        tr.eval_ctx = o;
+        char note[160];
+        snprintf(note, sizeof note, "evaluating at the nodes: %llu held-out rows (sums only)",
+                 (unsigned long long)tl_orch_test_rows(o));
+        cli_log_line(&lg, note);
+    }
     /* what the data is, for checkpoints: each node's count and fingerprint */
     char sig[512] = "nodes";
     size_t len = strlen(sig);
@@ -169,6 +179,17 @@ int cli_orchestrate(const cli_trainopts *t, const cli_orchopts *oo, const char *
                     "(nodes reconnect by themselves)\n",
                     cmd, tr.saved_path, tr.saved_path);
         if (cli_stop_signal) rc = 128 + cli_stop_signal;
+        /* Tell the nodes why (a failure inside a batch has told them already;
+         * a second ERROR finds no connection): resume possible or not. */
+        char told[1400];
+        if (tr.saved_path)
+            snprintf(told, sizeof told, "%s; the state is saved in %s and the run can be resumed "
+                     "(keep this node running: it rejoins by itself)",
+                     cli_stop_signal ? "stopped by the operator" : why, tr.saved_path);
+        else
+            snprintf(told, sizeof told, "%s; nothing was saved", cli_stop_signal
+                     ? "stopped by the operator" : why);
+        tl_orch_stop(o, told);
         goto cleanup;
     }
     if (tl_orch_final(o, r.params) < 0) goto fail; /* sealed: FINAL, the nodes' MACs agree */
