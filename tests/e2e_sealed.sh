@@ -21,6 +21,7 @@ TL=${1:?usage: e2e_sealed.sh <tl> <tests/data dir>}
 TL=$(realpath "$TL")
 
 require_data
+cd "$W" || exit 1 # a stopped orchestrator writes tl-recovery.safetensors here
 
 LAST=
 bg() { # bg OUT ERR cmd...: tl in the background under timeout; LAST = its pid
