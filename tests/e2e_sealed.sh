@@ -8,7 +8,7 @@
 #   - a sealed node without a group key stops at once, naming the way out;
 #   - a node holding another group's key is refused with the reason, and a
 #     node whose --privacy differs from the run's too; the run then completes;
-#   - a node whose node side was perturbed by one ulp (test-only variable
+#   - a node whose node side was perturbed by 2^-10 (test-only variable
 #     TL_TEST_PERTURB_NODE_SIDE) stops the run at the first PARAM_MAC with
 #     "node 2's node-side parameters differ from node 1's at step N";
 #   - with TLS kits from `tl provision` (group.key in each node kit) every
@@ -122,7 +122,7 @@ TL_TEST_PERTURB_NODE_SIDE=2 bg "$D/n2.out" "$D/n2.err" node --connect "127.0.0.1
     --data "$P/node-2" --insecure --group-key "$W/k1" --threads 1 --give-up 5
 N2=$LAST
 reap "$ORCH"
-check "node side perturbed by one ulp at node 2: the run stops nonzero" \
+check "node side perturbed (one weight, by 2^-10) at node 2: the run stops nonzero" \
     "exit $RC: $(oneline "$D/orch.err")" test "$RC" -ne 0
 check "... with \"node 2's node-side parameters differ from node 1's at step 3 (divergence is a bug)\"" \
     "$(oneline "$D/orch.err")" \
