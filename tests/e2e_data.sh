@@ -80,8 +80,36 @@ for N in 3 1; do
     check "$N node(s): the nodes' merged confusion matrix is the central one" \
         "run: $(confusions run$N.jsonl | tr '\n' ' ') train: $(confusions train$N.jsonl | tr '\n' ' ')" \
         test "$(confusions run$N.jsonl)" = "$(confusions train$N.jsonl)" -a -n "$(confusions run$N.jsonl)"
-    rm -rf "$D"
+    [ "$N" -eq 3 ] && D3=$D || rm -rf "$D"
 done
+
+# The same 3 nodes started by hand: the orchestrator collects their STATS
+# (count, per-feature sums, sums of squares) for standardize and WELCOMEs them
+# with the combined means and deviations; the model matches tl run's.
+run so orchestrator --nodes 3 --insecure --listen 127.0.0.1:0 --port-file sport \
+    --test-data "$D3/node-1" --model $MODEL --cut 1 --normalize standardize --optimizer sgd \
+    --lr 0.05 --epochs 2 --init init.safetensors --save so.safetensors &
+OPID=$!
+PIDS+=("$OPID")
+if PORT=$(wait_port sport "$OPID"); then
+    for k in 1 2 3; do
+        run sn$k node --connect 127.0.0.1:"$PORT" --id $k --data "$D3/node-$k" \
+            --test-data "$D3/node-$k" --insecure --give-up 30 &
+        PIDS+=("$!")
+    done
+    wait "$OPID"
+    rc=$?
+    check "standardize by STATS: the orchestrator exits 0" "rc $rc; $(tail -n 2 so.err | tr '\n' '|')" \
+        test "$rc" -eq 0
+    check "... combined the nodes' sums" "$(grep -c standardize so.err)" \
+        grep -q "standardize: per-feature means and deviations of the nodes' 455 training rows" so.err
+    "$TL" compare run3.safetensors so.safetensors >cmps 2>&1
+    check "... and trains what tl run trains (<= 1e-5)" "$(cat cmps)" \
+        awk -v r="$(relative cmps)" 'BEGIN { exit !(r != "" && r + 0 <= 1e-5) }'
+else
+    bad "orchestrator collecting STATS" "$(tail -n 2 so.err | tr '\n' '|')"
+fi
+rm -rf "$D3"
 
 # Hostile: node 2's table has 13 features, the run's model 30 inputs.
 run o orchestrator --nodes 2 --insecure --listen 127.0.0.1:0 --port-file port \
