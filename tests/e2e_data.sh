@@ -52,14 +52,16 @@ run init train --data "$BC" --model $MODEL --max-steps 1 --save init.safetensors
 COMMON=(--model $MODEL --cut 1 --normalize standardize --test-fraction 0.2 --optimizer sgd
         --lr 0.05 --epochs 2 --init init.safetensors)
 
-for N in 3 1; do
-    run run$N run --nodes "$N" --insecure --keep --data "$BC" "${COMMON[@]}" \
+# sealed mode (the default) evaluates at the nodes too: each adds its own node side
+for PN in open:3 open:1 sealed:3; do
+    P=${PN%:*} N=${PN#*:}
+    run run$N run --privacy "$P" --nodes "$N" --insecure --keep --data "$BC" "${COMMON[@]}" \
         --save run$N.safetensors --metrics run$N.jsonl
     rc=$?
     D=$(sed -n 's/^tl run: kept //p' run$N.err)
-    check "$N node(s): tl run exits 0 and keeps its partition" "rc $rc; $(tail -n 2 run$N.err | tr '\n' '|')" \
+    check "$P, $N node(s): tl run exits 0 and keeps its partition" "rc $rc; $(tail -n 2 run$N.err | tr '\n' '|')" \
         test "$rc" -eq 0 -a -d "$D"
-    check "$N node(s): the orchestrator evaluates at the nodes" "$(grep -c 'evaluating at the nodes' run$N.err)" \
+    check "$P, $N node(s): the orchestrator evaluates at the nodes" "$(grep -c 'evaluating at the nodes' run$N.err)" \
         grep -Eq 'evaluating at the nodes: [0-9]+ held-out rows' run$N.err
     # tl train on exactly the nodes' rows: their training rows, their held-out rows
     run train$N train --data "$D" --test-data "$D" --model $MODEL --normalize standardize \
@@ -71,29 +73,34 @@ for N in 3 1; do
     if [ "$N" -eq 1 ]; then
         check "1 node: bit-identical to tl train" "$(cat cmp$N)" test "$(maxdiff cmp$N)" = 0
     else
-        check "$N nodes: max|dθ|/max|θ| <= 1e-5 against tl train" "$(cat cmp$N)" \
+        check "$P, $N nodes: max|dθ|/max|θ| <= 1e-5 against tl train" "$(cat cmp$N)" \
             awk -v r="$(relative cmp$N)" 'BEGIN { exit !(r != "" && r + 0 <= 1e-5) }'
     fi
-    check "$N node(s): the same accuracy, macro-F1 and AUC printed" \
+    check "$P, $N node(s): the same accuracy, macro-F1 and AUC printed" \
         "run: $(figures run$N | tr '\n' '|') train: $(figures train$N | tr '\n' '|')" \
         test "$(figures run$N)" = "$(figures train$N)" -a -n "$(figures run$N)"
-    check "$N node(s): the nodes' merged confusion matrix is the central one" \
+    check "$P, $N node(s): the nodes' merged confusion matrix is the central one" \
         "run: $(confusions run$N.jsonl | tr '\n' ' ') train: $(confusions train$N.jsonl | tr '\n' ' ')" \
         test "$(confusions run$N.jsonl)" = "$(confusions train$N.jsonl)" -a -n "$(confusions run$N.jsonl)"
-    [ "$N" -eq 3 ] && D3=$D || rm -rf "$D"
+    if [ "$P:$N" = open:3 ]; then
+        D3=$D
+        cp run3.safetensors open3.safetensors
+    else
+        rm -rf "$D"
+    fi
 done
 
 # The same 3 nodes started by hand: the orchestrator collects their STATS
 # (count, per-feature sums, sums of squares) for standardize and WELCOMEs them
 # with the combined means and deviations; the model matches tl run's.
-run so orchestrator --nodes 3 --insecure --listen 127.0.0.1:0 --port-file sport \
+run so orchestrator --privacy open --nodes 3 --insecure --listen 127.0.0.1:0 --port-file sport \
     --test-data "$D3/node-1" --model $MODEL --cut 1 --normalize standardize --optimizer sgd \
     --lr 0.05 --epochs 2 --init init.safetensors --save so.safetensors &
 OPID=$!
 PIDS+=("$OPID")
 if PORT=$(wait_port sport "$OPID"); then
     for k in 1 2 3; do
-        run sn$k node --connect 127.0.0.1:"$PORT" --id $k --data "$D3/node-$k" \
+        run sn$k node --privacy open --connect 127.0.0.1:"$PORT" --id $k --data "$D3/node-$k" \
             --test-data "$D3/node-$k" --insecure --give-up 30 &
         PIDS+=("$!")
     done
@@ -103,7 +110,7 @@ if PORT=$(wait_port sport "$OPID"); then
         test "$rc" -eq 0
     check "... combined the nodes' sums" "$(grep -c standardize so.err)" \
         grep -q "standardize: per-feature means and deviations of the nodes' 455 training rows" so.err
-    "$TL" compare run3.safetensors so.safetensors >cmps 2>&1
+    "$TL" compare open3.safetensors so.safetensors >cmps 2>&1
     check "... and trains what tl run trains (<= 1e-5)" "$(cat cmps)" \
         awk -v r="$(relative cmps)" 'BEGIN { exit !(r != "" && r + 0 <= 1e-5) }'
 else
@@ -112,14 +119,14 @@ fi
 rm -rf "$D3"
 
 # Hostile: node 2's table has 13 features, the run's model 30 inputs.
-run o orchestrator --nodes 2 --insecure --listen 127.0.0.1:0 --port-file port \
+run o orchestrator --privacy open --nodes 2 --insecure --listen 127.0.0.1:0 --port-file port \
     --test-data "$BC" --model $MODEL --cut 1 --epochs 1 &
 OPID=$!
 PIDS+=("$OPID")
 if PORT=$(wait_port port "$OPID"); then
-    run n1 node --connect 127.0.0.1:"$PORT" --id 1 --data "$BC" --insecure --give-up 20 &
+    run n1 node --privacy open --connect 127.0.0.1:"$PORT" --id 1 --data "$BC" --insecure --give-up 20 &
     PIDS+=("$!")
-    run n2 node --connect 127.0.0.1:"$PORT" --id 2 --data "$SK/wine.csv" --insecure --give-up 20
+    run n2 node --privacy open --connect 127.0.0.1:"$PORT" --id 2 --data "$SK/wine.csv" --insecure --give-up 20
     rc=$?
     check "a node with 13 features is refused (exit nonzero)" "rc $rc" test "$rc" -ne 0
     check "... told why: its width against the model's input" "$(tr '\n' '|' <n2.err)" \

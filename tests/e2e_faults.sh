@@ -125,12 +125,12 @@ start_orch() {
     local __v=$1 dir=$2 name=$3
     shift 3
     rm -f "$dir/$name.port"
-    spawn "$__v" "$dir" "$dir/$name.log" "$TL" orchestrator --listen 127.0.0.1:0 \
+    spawn "$__v" "$dir" "$dir/$name.log" "$TL" orchestrator --privacy open --listen 127.0.0.1:0 \
         --port-file "$dir/$name.port" --metrics "$dir/$name.metrics" --batch-metrics "${COMMON[@]}" "$@"
 }
 # start_node VAR DIR ID PORT LOG
 start_node() {
-    spawn "$1" "$2" "$5" "$TL" node --connect "127.0.0.1:$4" --id "$3" \
+    spawn "$1" "$2" "$5" "$TL" node --privacy open --connect "127.0.0.1:$4" --id "$3" \
         --data "$W/parts/node-$3" --insecure --threads 1
 }
 # same A B: `tl compare` says bit-identical; CMP holds its output.
@@ -317,7 +317,7 @@ if wait_steps "$D/orch1.metrics" "$R" "$OP" 60 && victim=$(tl_pid "$OP") && kill
         bad "d: orchestrator killed at step $at; checkpoint ck.st exists" "$(ls -la "$D")"
     fi
     # The nodes keep retrying 127.0.0.1:PORT: the new orchestrator must get it.
-    spawn OP2 "$D" "$D/orch2.log" "$TL" orchestrator --listen "127.0.0.1:$PORT" \
+    spawn OP2 "$D" "$D/orch2.log" "$TL" orchestrator --privacy open --listen "127.0.0.1:$PORT" \
         --metrics "$D/orch2.metrics" --batch-metrics "${COMMON[@]}" "${CK[@]}" --resume
     wait_rc "$OP2"
     if grep -qiE 'address already in use|cannot (bind|listen)' "$D/orch2.log"; then
@@ -408,7 +408,7 @@ if signal_node KILL; then
         rm -f "$D/out.st"
         mkdir -p "$D/resume"
         # same port: the surviving nodes retry it
-        spawn OP "$D/resume" "$D/resume/orch.log" "$TL" orchestrator --listen "127.0.0.1:$PORT" \
+        spawn OP "$D/resume" "$D/resume/orch.log" "$TL" orchestrator --privacy open --listen "127.0.0.1:$PORT" \
             --metrics "$D/resume/orch.metrics" --batch-metrics "${COMMON[@]}" \
             --reconnect-timeout 3 --save "$D/out.st" --checkpoint "$saved" --resume
         nodes=()
@@ -441,10 +441,10 @@ D=$W/h
 mkdir -p "$D"
 t=$SECONDS
 SOCK=$D/orch.sock
-spawn OP "$D" "$D/orch.log" "$TL" orchestrator --listen "unix:$SOCK" --metrics "$D/orch.metrics" \
+spawn OP "$D" "$D/orch.log" "$TL" orchestrator --privacy open --listen "unix:$SOCK" --metrics "$D/orch.metrics" \
     --batch-metrics "${COMMON[@]}" --reconnect-timeout 30 --save "$D/out.st"
 start_unix_node() {
-    spawn "$1" "$D" "$3" "$TL" node --connect "unix:$SOCK" --id "$2" --data "$W/parts/node-$2" \
+    spawn "$1" "$D" "$3" "$TL" node --privacy open --connect "unix:$SOCK" --id "$2" --data "$W/parts/node-$2" \
         --insecure --threads 1
 }
 start_unix_node N1 1 "$D/n1.log"

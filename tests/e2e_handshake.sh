@@ -66,8 +66,8 @@ if ! timeout "$TMO" "$TL" partition --data "$DATA" --nodes 3 --out "$P" >"$W/par
 fi
 ok "tl partition --nodes 3 --out parts"
 
-ORCH_OPTS=(--nodes 3 --insecure --max-steps 5 --threads 1)
-NODE_OPTS=(--insecure --threads 1)
+ORCH_OPTS=(--privacy open --nodes 3 --insecure --max-steps 5 --threads 1)
+NODE_OPTS=(--privacy open --insecure --threads 1)
 
 # ---------------------------------------------------------------------------
 # 1. A node started before the orchestrator.

@@ -15,6 +15,7 @@
 #include "tl/evalstats.h"
 #include "tl/frame.h"
 #include "tl/msg.h"
+#include "tl/optim.h"
 
 static void expect_errmsg(const char *needle) {
     if (!strstr(tl_errmsg(), needle))
@@ -92,6 +93,8 @@ static void same_msg(const tl_msg *a, const tl_msg *b) {
         assert_memory_equal(a->u.hello.shape, b->u.hello.shape, sizeof a->u.hello.shape);
         assert_int_equal(a->u.hello.test_count, b->u.hello.test_count);
         assert_int_equal(a->u.hello.labels_hash, b->u.hello.labels_hash);
+        assert_int_equal(a->u.hello.privacy, b->u.hello.privacy);
+        assert_memory_equal(a->u.hello.key_id, b->u.hello.key_id, 16);
         break;
     case TL_MSG_WELCOME:
         assert_int_equal(a->u.welcome.run_id, b->u.welcome.run_id);
@@ -107,6 +110,13 @@ static void same_msg(const tl_msg *a, const tl_msg *b) {
         assert_int_equal(a->u.welcome.norm, b->u.welcome.norm);
         assert_int_equal(a->u.welcome.rank, b->u.welcome.rank);
         assert_memory_equal(a->u.welcome.shape, b->u.welcome.shape, sizeof a->u.welcome.shape);
+        assert_int_equal(a->u.welcome.privacy, b->u.welcome.privacy);
+        assert_int_equal(a->u.welcome.mac_every, b->u.welcome.mac_every);
+        assert_int_equal(a->u.welcome.opt_kind, b->u.welcome.opt_kind);
+        assert_int_equal(a->u.welcome.opt_nesterov, b->u.welcome.opt_nesterov);
+        assert_memory_equal(&a->u.welcome.opt_lr, &b->u.welcome.opt_lr, 8);
+        assert_memory_equal(&a->u.welcome.opt_beta2, &b->u.welcome.opt_beta2, 8);
+        assert_int_equal(a->u.welcome.opt_steps, b->u.welcome.opt_steps);
         if (a->u.welcome.norm == TL_WELCOME_NORM_FEATURE) {
             same_tensor(&a->u.welcome.mean_f, &b->u.welcome.mean_f);
             same_tensor(&a->u.welcome.std_f, &b->u.welcome.std_f);
@@ -134,7 +144,28 @@ static void same_msg(const tl_msg *a, const tl_msg *b) {
         break;
     case TL_MSG_BACKWARD:
         assert_int_equal(a->u.backward.step, b->u.backward.step);
+        assert_int_equal(a->u.backward.attempt, b->u.backward.attempt);
         same_tensor(&a->u.backward.dh, &b->u.backward.dh);
+        if (a->u.backward.participants.dtype)
+            same_tensor(&a->u.backward.participants, &b->u.backward.participants);
+        else /* an unset one goes out as u32 [0] */
+            assert_int_equal(b->u.backward.participants.numel, 0);
+        break;
+    case TL_MSG_SEALED_STEP:
+        assert_int_equal(a->u.sealed_step.step, b->u.sealed_step.step);
+        assert_int_equal(a->u.sealed_step.attempt, b->u.sealed_step.attempt);
+        assert_int_equal(a->u.sealed_step.flags, b->u.sealed_step.flags);
+        assert_memory_equal(&a->u.sealed_step.lr, &b->u.sealed_step.lr, 8);
+        same_tensor(&a->u.sealed_step.participants, &b->u.sealed_step.participants);
+        same_tensor(&a->u.sealed_step.sum, &b->u.sealed_step.sum);
+        break;
+    case TL_MSG_PARAM_MAC:
+        assert_int_equal(a->u.param_mac.step, b->u.param_mac.step);
+        assert_memory_equal(a->u.param_mac.mac, b->u.param_mac.mac, 32);
+        break;
+    case TL_MSG_FINAL:
+        assert_int_equal(a->u.final.step, b->u.final.step);
+        same_tensor(&a->u.final.params, &b->u.final.params);
         break;
     case TL_MSG_BACKWARD_RESULT:
         assert_int_equal(a->u.bwd_result.step, b->u.bwd_result.step);
@@ -228,7 +259,7 @@ static void test_roundtrip_handshake(void **state) {
     tl_msg *m = calloc(1, sizeof *m);
     m->type = TL_MSG_HELLO;
     m->u.hello = (tl_msg_hello){7, TL_PROTO_VERSION, TL_HELLO_F_ZSTD, 60000, 0xdeadbeefcafef00dull, "",
-                                10, TL_ELEM_WIRE_U8, 3, {1, 28, 28}, 10000, 0};
+                                10, TL_ELEM_WIRE_U8, 3, {1, 28, 28}, 10000, 0, 0, {0}};
     strcpy(m->u.hello.version, "0.1.0");
     roundtrip(m);
     m->u.hello.labels_hash = 0x8877665544332211ull; /* string labels */
@@ -241,13 +272,24 @@ static void test_roundtrip_handshake(void **state) {
     memset(m->u.hello.version, 'v', TL_MSG_STR_MAX); /* longest string */
     m->u.hello.version[TL_MSG_STR_MAX] = 0;
     roundtrip(m);
+    m->u.hello.privacy = TL_PRIVACY_SEALED; /* sealed: the group key's id */
+    for (int i = 0; i < 16; i++) m->u.hello.key_id[i] = (uint8_t)(0xa0 + i);
+    roundtrip(m);
 
     memset(m, 0, sizeof *m);
     m->type = TL_MSG_WELCOME;
     m->u.welcome = (tl_msg_welcome){0x1122334455667788ull, TL_WELCOME_F_ZSTD, 4, 1, 10, 784,
-                                    0.1307f, 0.3081f, 2000, "", 0, 0, {0, 0, 0}, {0}, {0}};
+                                    0.1307f, 0.3081f, 2000, "", 0, 0, {0, 0, 0}, {0}, {0}, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
     strcpy(m->u.welcome.model, "linear:256,linear:128,linear:64,linear:10");
     roundtrip(m); /* what a protocol-2 orchestrator filled in: scalar norm, no shape */
+    m->u.welcome.privacy = TL_PRIVACY_SEALED; /* sealed: MAC period, node-side optimizer */
+    m->u.welcome.mac_every = 50;
+    m->u.welcome.opt_kind = 3;
+    m->u.welcome.opt_nesterov = 1;
+    m->u.welcome.opt_lr = 1e-3;
+    m->u.welcome.opt_beta2 = 0.999;
+    m->u.welcome.opt_steps = 12;
+    roundtrip(m);
     m->u.welcome.rank = 3;
     m->u.welcome.shape[0] = 1, m->u.welcome.shape[1] = m->u.welcome.shape[2] = 28;
     roundtrip(m);
@@ -316,6 +358,31 @@ static void test_roundtrip_step(void **state) {
         m->u.backward.step = 3;
         m->u.backward.dh = tl_tensor_2d(TL_DT_F32, dh, n, dc);
         roundtrip(m);
+        m->u.backward.attempt = 7; /* sealed */
+        m->u.backward.participants = tl_tensor_1d(TL_DT_U32, rows, n);
+        roundtrip(m);
+
+        memset(m, 0, sizeof *m);
+        m->type = TL_MSG_SEALED_STEP;
+        m->u.sealed_step.step = 5;
+        m->u.sealed_step.attempt = 2;
+        m->u.sealed_step.flags = TL_SEALED_F_MAC;
+        m->u.sealed_step.lr = 0.125;
+        m->u.sealed_step.participants = tl_tensor_1d(TL_DT_U32, rows, n);
+        m->u.sealed_step.sum = tl_tensor_1d(TL_DT_U64, params, P / 2);
+        roundtrip(m);
+
+        memset(m, 0, sizeof *m);
+        m->type = TL_MSG_FINAL;
+        m->u.final.step = 9;
+        m->u.final.params = tl_tensor_1d(TL_DT_F32, params, P);
+        roundtrip(m);
+
+        memset(m, 0, sizeof *m);
+        m->type = TL_MSG_BACKWARD_RESULT; /* sealed: masked fixed point */
+        m->u.bwd_result.step = 4;
+        m->u.bwd_result.grads = tl_tensor_1d(TL_DT_U64, params, P / 2);
+        roundtrip(m);
 
         memset(m, 0, sizeof *m);
         m->type = TL_MSG_BACKWARD_RESULT;
@@ -357,6 +424,11 @@ static void test_roundtrip_control(void **state) {
     memset(m, 0, sizeof *m);
     m->type = TL_MSG_READY;
     m->u.ready.run_id = 0x1122334455667788ull;
+    roundtrip(m);
+    memset(m, 0, sizeof *m);
+    m->type = TL_MSG_PARAM_MAC;
+    m->u.param_mac.step = 1000;
+    for (int i = 0; i < 32; i++) m->u.param_mac.mac[i] = (uint8_t)(i * 7);
     roundtrip(m);
 
     uint32_t *params = rnd_words(1001);
@@ -414,37 +486,80 @@ static void test_doc_examples(void **state) {
 
     static const uint8_t hello[] = {
         0x54, 0x4c, 0x4e, 0x31, 0x01, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
-        0x00, 0x00, 0x49, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x61, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00,
         0x03, 0x00, 0x01, 0x00, 0x20, 0x4e, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xef, 0xcd,
         0xab, 0x89, 0x67, 0x45, 0x23, 0x01, 0x05, 0x00, 0x00, 0x00, 0x30, 0x2e, 0x31, 0x2e,
         0x30, 0x02, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x1e,
         0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x39, 0x00, 0x00,
-        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00};
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01,
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xa0, 0xa1, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6,
+        0xa7, 0xa8, 0xa9, 0xaa, 0xab, 0xac, 0xad, 0xae, 0xaf};
     m->type = TL_MSG_HELLO;
     m->u.hello = (tl_msg_hello){2, TL_PROTO_VERSION, 1, 20000, 0x0123456789ABCDEFull, "0.1.0",
-                                2, TL_ELEM_WIRE_F32, 1, {30, 0, 0}, 57, 0};
+                                2, TL_ELEM_WIRE_F32, 1, {30, 0, 0}, 57, 0, TL_PRIVACY_SEALED,
+                                {0xa0, 0xa1, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6, 0xa7, 0xa8, 0xa9, 0xaa,
+                                 0xab, 0xac, 0xad, 0xae, 0xaf}};
     check_golden(m, hello, sizeof hello);
 
     static const uint8_t welcome[] = {
         0x54, 0x4c, 0x4e, 0x31, 0x01, 0x00, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
-        0x00, 0x00, 0x78, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x88, 0x77, 0x66, 0x55,
+        0x00, 0x00, 0xd0, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x88, 0x77, 0x66, 0x55,
         0x44, 0x33, 0x22, 0x11, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00,
         0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
         0x00, 0x00, 0x80, 0x3f, 0x00, 0x00, 0x00, 0x00, 0x16, 0x00, 0x00, 0x00, 0x6c, 0x69,
         0x6e, 0x65, 0x61, 0x72, 0x3a, 0x32, 0x2c, 0x72, 0x65, 0x6c, 0x75, 0x2c, 0x6c, 0x69,
         0x6e, 0x65, 0x61, 0x72, 0x3a, 0x32, 0x01, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00,
-        0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x01,
-        0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x20, 0x41, 0x00, 0x00,
-        0x00, 0xbf, 0x01, 0x01, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x40,
-        0x00, 0x00, 0x80, 0x3e};
+        0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00,
+        0x00, 0x00, 0x32, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xf0, 0x3f, 0xcd, 0xcc, 0xcc, 0xcc, 0xcc, 0xcc,
+        0xec, 0x3f, 0x8d, 0xed, 0xb5, 0xa0, 0xf7, 0xc6, 0xb0, 0x3e, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xcd, 0xcc, 0xcc, 0xcc, 0xcc, 0xcc, 0xec, 0x3f,
+        0x2b, 0x87, 0x16, 0xd9, 0xce, 0xf7, 0xef, 0x3f, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x01, 0x01, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x20, 0x41, 0x00, 0x00, 0x00, 0xbf, 0x01, 0x01, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x40, 0x00, 0x00, 0x80, 0x3e};
     float wmean[2] = {10.0f, -0.5f}, wstd[2] = {2.0f, 0.25f};
     memset(m, 0, sizeof *m);
     m->type = TL_MSG_WELCOME;
     m->u.welcome = (tl_msg_welcome){0x1122334455667788ull, 0, 1, 0, 2, 2, 0.0f, 1.0f, 0,
                                     "linear:2,relu,linear:2", TL_WELCOME_NORM_FEATURE, 1,
                                     {2, 0, 0}, tl_tensor_1d(TL_DT_F32, wmean, 2),
-                                    tl_tensor_1d(TL_DT_F32, wstd, 2)};
+                                    tl_tensor_1d(TL_DT_F32, wstd, 2), TL_PRIVACY_SEALED, 50,
+                                    TL_OPT_ADADELTA, 0, 1.0, 0.9, 1e-6, 0, 0, 0, 0.9, 0.999, 0};
     check_golden(m, welcome, sizeof welcome);
+
+    static const uint8_t sealed_step[] = {
+        0x54, 0x4c, 0x4e, 0x31, 0x01, 0x00, 0x10, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x40, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x05, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0xe0, 0x3f, 0x03, 0x01, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00,
+        0x01, 0x00, 0x00, 0x00, 0x03, 0x00, 0x00, 0x00, 0x06, 0x01, 0x00, 0x00, 0x02, 0x00,
+        0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0xff, 0xff, 0xff};
+    static const uint32_t ss_ids[2] = {1, 3};
+    static const uint64_t ss_sum[2] = {1, UINT64_MAX};
+    memset(m, 0, sizeof *m);
+    m->type = TL_MSG_SEALED_STEP;
+    m->u.sealed_step.step = 5;
+    m->u.sealed_step.attempt = 1;
+    m->u.sealed_step.flags = TL_SEALED_F_MAC;
+    m->u.sealed_step.lr = 0.5;
+    m->u.sealed_step.participants = tl_tensor_1d(TL_DT_U32, ss_ids, 2);
+    m->u.sealed_step.sum = tl_tensor_1d(TL_DT_U64, ss_sum, 2);
+    check_golden(m, sealed_step, sizeof sealed_step);
+
+    static const uint8_t param_mac[] = {
+        0x54, 0x4c, 0x4e, 0x31, 0x01, 0x00, 0x11, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x28, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x07, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09,
+        0x0a, 0x0b, 0x0c, 0x0d, 0x0e, 0x0f, 0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17,
+        0x18, 0x19, 0x1a, 0x1b, 0x1c, 0x1d, 0x1e, 0x1f};
+    memset(m, 0, sizeof *m);
+    m->type = TL_MSG_PARAM_MAC;
+    m->u.param_mac.step = 7;
+    for (int i = 0; i < 32; i++) m->u.param_mac.mac[i] = (uint8_t)i;
+    check_golden(m, param_mac, sizeof param_mac);
 
     static const uint8_t stats_request[] = {
         0x54, 0x4c, 0x4e, 0x31, 0x01, 0x00, 0x0c, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
@@ -657,6 +772,7 @@ static void test_malformed_tensors(void **state) {
     /* dims whose product overflows (BACKWARD dh is f32 rank 2) */
     x.n = 0;
     b_u64(&x, 1);
+    b_u64(&x, 0); /* attempt, pad */
     uint32_t huge[2] = {0xffffffffu, 0xffffffffu};
     b_thdr(&x, TL_DT_F32, 2, huge);
     assert_int_equal(dec(TL_MSG_BACKWARD, &x), TL_EPROTO);
@@ -675,8 +791,10 @@ static void test_malformed_tensors(void **state) {
     /* a 0-row dh is fine, then trailing bytes are not */
     x.n = 0;
     b_u64(&x, 1);
-    uint32_t zero[2] = {0, 64};
+    b_u64(&x, 0); /* attempt, pad */
+    uint32_t zero[2] = {0, 64}, none[1] = {0};
     b_thdr(&x, TL_DT_F32, 2, zero);
+    b_thdr(&x, TL_DT_U32, 1, none);
     assert_int_equal(dec(TL_MSG_BACKWARD, &x), 0);
     b_u8(&x, 0);
     assert_int_equal(dec(TL_MSG_BACKWARD, &x), TL_EPROTO);
@@ -691,9 +809,11 @@ static void test_malformed_tensors(void **state) {
     expect_errmsg("rows must be u32 rank 1, got f32 rank 1");
     x.n = 0;
     b_u64(&x, 1);
+    b_u64(&x, 0); /* attempt, pad */
     b_thdr(&x, TL_DT_F32, 1, d3);
     b_raw(&x, "\0\0\0\0\0\0\0\0\0\0\0\0", 12);
     assert_int_equal(dec(TL_MSG_BACKWARD, &x), TL_EPROTO);
+    expect_errmsg("dh must be f32 rank 2");
     x.n = 0;
     b_u64(&x, 1);
     b_thdr(&x, 9, 1, d3);
@@ -793,7 +913,7 @@ static void test_malformed_misc(void **state) {
     x.b[61] = 0;
     assert_int_equal(dec(TL_MSG_WELCOME, &x), 0);
     /* scalar norm with a one-element mean_f */
-    size_t cut = 73;
+    size_t cut = 73 + 88; /* shape, then the sealed-mode fields (88 bytes) */
     x.n = cut;
     uint32_t one = 1, zero = 0;
     b_thdr(&x, TL_DT_F32, 1, &one);

@@ -29,6 +29,8 @@
 #include "tl/safetensors.h"
 #include "tl/trainer.h"
 
+#include "harness.h"
+
 static char dir[PATH_MAX];
 
 static void path_in(char *out, size_t cap, const char *name) {
@@ -161,27 +163,6 @@ static void test_overflowing_step_not_saved(void **state) {
     tl_trainer_free(&f.t);
 }
 
-/* Writes a copy of checkpoint src to dst with element e of tensor `name` set
- * to v (forging what tl_checkpoint_save refuses to write). */
-static void forge(const char *src, const char *dst, const char *name, size_t e, float v) {
-    tl_st *st;
-    assert_int_equal(tl_st_read(src, &st), 0);
-    int n = tl_st_count(st), nm = tl_st_meta_count(st);
-    tl_st_tensor *t = calloc((size_t)n, sizeof *t);
-    tl_st_kv *kv = calloc((size_t)nm + 1, sizeof *kv);
-    assert_non_null(t);
-    assert_non_null(kv);
-    for (int i = 0; i < n; i++) {
-        t[i] = *tl_st_get(st, i);
-        if (!strcmp(t[i].name, name)) ((float *)t[i].data)[e] = v;
-    }
-    for (int i = 0; i < nm; i++) kv[i] = *tl_st_meta_get(st, i);
-    assert_int_equal(tl_st_write(dst, t, n, kv, nm), 0);
-    free(t);
-    free(kv);
-    tl_st_free(st);
-}
-
 /* Writes checkpoint src (version 2) to dst as version 1 wrote it: the
  * optimizer's buffers "optim.*" [P] as rows of one "optim.state" F32 [2, P]
  * (unused rows zero) in their place, format "tl-checkpoint-1". */
@@ -255,8 +236,8 @@ static void test_checkpoint_refuses_nonfinite(void **state) {
     sq[3] = 0;
 
     /* load and check */
-    forge(good, bad, "2.weight", 2 * 4 + 3, NAN); /* 2.weight[2,3] */
-    forge(good, bad2, "optim.exp_avg_sq", 1, INFINITY);
+    st_forge(good, bad, "2.weight", 2 * 4 + 3, NAN); /* 2.weight[2,3] */
+    st_forge(good, bad2, "optim.exp_avg_sq", 1, INFINITY);
     assert_int_equal(tl_checkpoint_check(bad, &f.cfg, &f.m), TL_ENUMERIC);
     if (!strstr(tl_errmsg(), "nan.st: 2.weight[2,3] is NaN")) fail_msg("message: %s", tl_errmsg());
     float before[39];

@@ -64,6 +64,14 @@ typedef struct tl_orch_cfg {
                                  * nodes on a unix socket, which is otherwise done */
     tl_log_fn log;              /* one line per event; may be NULL */
     void *log_ud;
+    /* sealed mode (DESIGN §4, docs/protocol.md §8.2): the node side stays at
+     * the nodes; the orchestrator sums masked gradients and sends SEALED_STEP */
+    int privacy;                /* tl_privacy (msg.h); 0 (open) by default */
+    int have_key_id;            /* sealed: key_id is the group's (its kit's group-key.id);
+                                 * else the first registered node's is taken */
+    uint8_t key_id[16];
+    int mac_every;              /* sealed: PARAM_MAC every this many steps (0: only at
+                                 * the end) */
 } tl_orch_cfg;
 
 /* Fills the tunables with their defaults (heartbeat 2 s, task timeout 120 s,
@@ -105,6 +113,13 @@ int tl_orch_grad_fn(void *ctx, const tl_batch *b, const float *params, float *gr
  * them all once every node's STATS is in (docs/protocol.md §5.2); this is the
  * combined descriptor (owned by o), or NULL before that or for other kinds. */
 const tl_norm *tl_orch_norm(const tl_orch *o);
+
+/* Sealed mode, at the end of training: sends FINAL (the orchestrator side,
+ * params[p_node, n_params)) to every node, collects their PARAM_MACs and
+ * compares them. 0, or TL_ESTATE naming the nodes whose node sides differ
+ * (or TL_ETIMEDOUT if one does not answer within the task timeout). A no-op
+ * in open mode. Call before tl_orch_finish. */
+int tl_orch_final(tl_orch *o, const float *params);
 
 /* Held-out rows over all registered nodes (their HELLOs' test_count). */
 uint64_t tl_orch_test_rows(const tl_orch *o);
