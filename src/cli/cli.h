@@ -24,6 +24,7 @@ int cmd_node(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 int cmd_provision(int argc, char **argv);
 int cmd_compare(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
 
 /* Prints the one line "tl <cmd>: <msg>" to stderr; returns 2. */
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

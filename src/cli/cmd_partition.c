@@ -40,6 +40,14 @@ static void usage(void) {
            "  --seed N              seed of iid and dirichlet, 0..4294967295 [1]\n"
            "  --out DIR             where the node-K directories go (created if missing);\n"
            "                        an existing DIR/node-K must be empty\n"
+           "  --test-fraction F     also hold out a share F of each node's rows, 0 < F < 1\n"
+           "                        (tl_dataset_split: stratified by class, seeded with\n"
+           "                        --seed), written as the node's t10k split (IDX files,\n"
+           "                        or t10k/x.npy and t10k/y.npy for other data), which\n"
+           "                        'tl node --data DIR/node-K --test-data DIR/node-K'\n"
+           "                        evaluates on (tl train --data DIR: their union); the table\n"
+           "                        counts each node's rows before this split, a last line\n"
+           "                        its held-out rows\n"
            "  --force               write into existing non-empty DIR/node-K, replacing\n"
            "                        their <split>-* files (other files are left alone)\n"
            "  -h, --help            this text\n",
@@ -102,6 +110,7 @@ static void print_table(const size_t *counts, const size_t *cc, long nodes, int 
 
 int cmd_partition(int argc, char **argv) {
     enum { OPT_NODES = OPT_CMD_BASE, OPT_SCHEME, OPT_OUT, OPT_SPLIT, OPT_FORCE };
+    double fraction = 0;
     static const struct option longopts[] = {
         {"data", required_argument, 0, OPT_DATA},
         {"seed", required_argument, 0, OPT_SEED},
@@ -110,6 +119,7 @@ int cmd_partition(int argc, char **argv) {
         {"out", required_argument, 0, OPT_OUT},
         {"split", required_argument, 0, OPT_SPLIT},
         {"force", no_argument, 0, OPT_FORCE},
+        {"test-fraction", required_argument, 0, OPT_TEST_FRACTION},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -137,6 +147,10 @@ int cmd_partition(int argc, char **argv) {
             split = optarg;
             break;
         case OPT_FORCE: force = 1; break;
+        case OPT_TEST_FRACTION:
+            if (cli_parse_double(cmd, "test-fraction", optarg, 0, 0.99, &fraction)) return 2;
+            if (!(fraction > 0)) return cli_usage_error(cmd, "--test-fraction: must be above 0");
+            break;
         case 'h': usage(); return 0;
         case ':': return cli_usage_error(cmd, "option '%s' needs a value", argv[optind - 1]);
         default: return cli_usage_error(cmd, "unknown option '%s'", argv[optind - 1]);
@@ -146,10 +160,12 @@ int cmd_partition(int argc, char **argv) {
     if (tl_partition_check_scheme(scheme) < 0) return cli_usage_error(cmd, "--scheme: %s", tl_errmsg());
     if (!nodes) return cli_usage_error(cmd, "--nodes N is required");
     if (!out) return cli_usage_error(cmd, "--out DIR is required");
+    if (fraction > 0 && strcmp(split, "train"))
+        return cli_usage_error(cmd, "--test-fraction holds rows out of --split train only");
     if (cli_check_out_dir(cmd, "out", out)) return 2;
 
-    tl_dataset d = {0}, sub = {0};
-    size_t *rows = NULL, *counts = NULL, *cc = NULL;
+    tl_dataset d = {0}, sub = {0}, tr = {0}, te = {0};
+    size_t *rows = NULL, *counts = NULL, *cc = NULL, *test_counts = NULL;
     char *dir = NULL;
     int rc = 1;
     /* Refuse before doing any work, so that nothing is half written. */
@@ -168,13 +184,24 @@ int cmd_partition(int argc, char **argv) {
     }
     counts = malloc((size_t)nodes * sizeof *counts);
     cc = malloc((size_t)nodes * (size_t)d.classes * sizeof *cc);
-    if (!counts || !cc) goto oom;
+    test_counts = calloc((size_t)nodes, sizeof *test_counts);
+    if (!counts || !cc || !test_counts) goto oom;
     if (tl_partition(&d, (int)nodes, scheme, (uint32_t)seed, &rows, counts) < 0) goto fail;
     size_t off = 0;
     for (long k = 1; k <= nodes; k++) {
         if (!(dir = node_dir(out, k))) goto oom;
         if (tl_dataset_subset(&d, rows + off, counts[k - 1], &sub) < 0) goto fail;
-        if (tl_dataset_save(dir, split, &sub) < 0) goto fail;
+        if (fraction > 0) {
+            /* the node's own rows, split as a node splits them: train + t10k */
+            if (tl_dataset_split(&sub, fraction, (uint32_t)seed, &tr, &te) < 0) goto fail;
+            if (tl_dataset_save(dir, split, &tr) < 0) goto fail;
+            if (tl_dataset_save(dir, "t10k", &te) < 0) goto fail;
+            test_counts[k - 1] = te.n;
+            tl_dataset_free(&tr);
+            tl_dataset_free(&te);
+        } else if (tl_dataset_save(dir, split, &sub) < 0) {
+            goto fail;
+        }
         tl_dataset_free(&sub);
         free(dir);
         dir = NULL;
@@ -185,6 +212,11 @@ int cmd_partition(int argc, char **argv) {
     if (strcmp(scheme, "contiguous") && strcmp(scheme, "label")) printf(", seed %ld", seed);
     printf(", %ld nodes written to %s/node-1 .. node-%ld\n", nodes, out, nodes);
     print_table(counts, cc, nodes, d.classes);
+    if (fraction > 0) {
+        printf("held out (--test-fraction %g, seed %ld), as each node's t10k split:", fraction, seed);
+        for (long k = 0; k < nodes; k++) printf(" %zu", test_counts[k]);
+        printf("\n");
+    }
     rc = 0;
     if (fflush(stdout) != 0) {
         fprintf(stderr, "tl %s: cannot write the table: %s\n", cmd, strerror(errno));
@@ -197,7 +229,10 @@ fail:
     fprintf(stderr, "tl %s: %s\n", cmd, tl_errmsg());
 cleanup:
     tl_dataset_free(&sub);
+    tl_dataset_free(&tr);
+    tl_dataset_free(&te);
     tl_dataset_free(&d);
+    free(test_counts);
     free(rows);
     free(counts);
     free(cc);

@@ -14,6 +14,7 @@ typedef struct command {
 
 static const command commands[] = {
     {"train", cmd_train, "centralized training on one data set (the baseline)"},
+    {"eval", cmd_eval, "evaluate a saved model on a data set"},
     {"partition", cmd_partition, "split a data set into per-node data sets"},
     {"orchestrator", cmd_orchestrator, "coordinate a Traversal Learning run over nodes"},
     {"node", cmd_node, "serve one node's private data to an orchestrator"},
