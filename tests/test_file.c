@@ -3,6 +3,7 @@
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -145,12 +146,35 @@ static void test_read_all(void **state) {
     assert_int_equal(tl_file_read_all(pathf("%s/absent", dir), 9, &b, &n), TL_EIO);
 }
 
+/* Reads of n bytes from a descriptor: all of them, or what there is up to
+ * the end of the file (*got says how many); a bad descriptor is TL_EIO. */
+static void test_read_full(void **state) {
+    (void)state;
+    const char *p = pathf("%s/ten", dir);
+    put(p, "0123456789");
+    int fd = open(p, O_RDONLY);
+    assert_true(fd >= 0);
+    uint8_t b[16];
+    size_t got = 99;
+    assert_int_equal(tl_file_read_full(fd, b, 4, &got, p), 0);
+    assert_int_equal(got, 4);
+    assert_memory_equal(b, "0123", 4);
+    assert_int_equal(tl_file_read_full(fd, b, sizeof b, &got, p), 0); /* 6 left: stops at EOF */
+    assert_int_equal(got, 6);
+    assert_memory_equal(b, "456789", 6);
+    assert_int_equal(tl_file_read_full(fd, b, sizeof b, &got, p), 0);
+    assert_int_equal(got, 0);
+    close(fd);
+    assert_int_equal(tl_file_read_full(fd, b, 1, &got, p), TL_EIO); /* closed */
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_atomic),
         cmocka_unit_test(test_stream),
         cmocka_unit_test(test_check),
         cmocka_unit_test(test_read_all),
+        cmocka_unit_test(test_read_full),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -64,6 +64,11 @@ int tl_file_write_atomic(const char *path, const void *p, size_t n, mode_t mode,
  * whose message names `what`. */
 int tl_file_write_full(int fd, const void *p, size_t n, const char *what);
 
+/* Reads up to n bytes from fd into buf, stopping early only at end of file
+ * (EINTR and short reads retried); *got receives the count, so *got < n
+ * means the file ended. 0, or TL_EIO whose message names `what`. */
+int tl_file_read_full(int fd, void *buf, size_t n, size_t *got, const char *what);
+
 /* Reads all of path into *out (malloc'd, caller frees; one extra 0 byte
  * after the content), *len bytes. TL_ERANGE if it holds more than max bytes,
  * TL_EIO, TL_ENOMEM. */

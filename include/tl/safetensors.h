@@ -25,6 +25,9 @@
  *     tl_st_tensor t[2] = {{"0.weight", TL_ST_F32, 2, {256, 784}, w}, ...};
  *     tl_st_kv meta[1] = {{"model", "linear:256,..."}};
  *     tl_st_write("out.safetensors", t, 2, meta, 1);
+ *
+ * The code: src/io/st_read.c (reader and accessors), src/io/st_json.c (the
+ * header's JSON subset), src/io/st_write.c (writer), sharing src/io/st_int.h.
  */
 #ifndef TL_SAFETENSORS_H
 #define TL_SAFETENSORS_H

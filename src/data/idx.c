@@ -39,6 +39,7 @@
 
 #include "tl/error.h"
 #include "tl/file.h"
+#include "tl/le.h"
 
 #define HDR_MAX (4 + 4 * TL_IDX_MAX_RANK)
 /* One byte more than the largest valid IDX file: inflating never needs more
@@ -48,7 +49,6 @@
  * stored blocks (5 bytes per 65535) plus a generous header allowance. */
 #define READ_LIMIT (OUT_LIMIT + OUT_LIMIT / 8192 + 65536)
 #define GZ_LEVEL 6
-#define IO_STEP ((size_t)1 << 30)
 /* Output buffers at least this large are faulted in by a helper thread. */
 #define PREFAULT_MIN ((size_t)8 << 20)
 #define PREFAULT_STEP ((size_t)4 << 20)
@@ -63,22 +63,6 @@ static size_t min_size(size_t a, size_t b) { return a < b ? a : b; }
  * slack for block headers), saturating at OUT_LIMIT. */
 static size_t inflate_bound(size_t n) {
     return n > (OUT_LIMIT - 1024) / 1032 ? OUT_LIMIT : n * 1032 + 1024;
-}
-
-/* Reads up to n bytes from fd into buf, stopping early only at end of file.
- * *got receives the count. Returns 0 or TL_EIO (message names name). */
-static int read_full(int fd, uint8_t *buf, size_t n, size_t *got, const char *name) {
-    *got = 0;
-    while (*got < n) {
-        ssize_t k = read(fd, buf + *got, min_size(n - *got, IO_STEP));
-        if (k == 0) break;
-        if (k < 0) {
-            if (errno == EINTR) continue;
-            return tl_error(TL_EIO, "%s: read failed: %s", name, strerror(errno));
-        }
-        *got += (size_t)k;
-    }
-    return 0;
 }
 
 /* Validates the magic and dimensions in the first avail bytes of h, filling
@@ -103,7 +87,7 @@ static int parse_header(const uint8_t *h, size_t avail, const char *name, tl_idx
     size_t count = 1;
     for (int i = 0; i < t->rank; i++) {
         const uint8_t *p = h + 4 + 4 * i;
-        uint32_t d = (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+        uint32_t d = tl_be_load32(p);
         if (d == 0) return tl_error(TL_EFORMAT, "%s: dimension %d is zero", name, i);
         if (count > TL_IDX_MAX_BYTES / d)
             return tl_error(TL_ERANGE, "%s: dimensions too large (over %zu bytes of data)", name,
@@ -171,9 +155,7 @@ static void prefault_join(prefault *f) {
 static int gunzip(const uint8_t *in, size_t len, const char *name, uint8_t **out, size_t *out_len) {
     *out = NULL;
     *out_len = 0;
-    size_t hint = len >= 4 ? (size_t)in[len - 4] | (size_t)in[len - 3] << 8 |
-                                 (size_t)in[len - 2] << 16 | (size_t)in[len - 1] << 24
-                           : 0;
+    size_t hint = len >= 4 ? (size_t)tl_le_load32(in + len - 4) : 0; /* ISIZE trailer */
     size_t cap = min_size(hint, inflate_bound(len)), pos = 0, have = 0;
     int rc = 0;
     struct libdeflate_decompressor *d = libdeflate_alloc_decompressor();
@@ -274,11 +256,11 @@ static int read_raw_file(int fd, const uint8_t *h, size_t got, size_t hlen, uint
     if (!t->data) return tl_error(TL_ENOMEM, "%s: out of memory (%zu bytes)", name, t->count);
     size_t pre = got - hlen; /* payload bytes already read with the header */
     memcpy(t->data, h + hlen, pre);
-    if ((rc = read_full(fd, t->data + pre, t->count - pre, &n, name)) < 0) return rc;
+    if ((rc = tl_file_read_full(fd, t->data + pre, t->count - pre, &n, name)) < 0) return rc;
     if (pre + n < t->count) /* the file shrank under us */
         return tl_error(TL_EFORMAT, "%s: truncated data (%zu of %zu bytes)", name, pre + n, t->count);
     uint8_t extra;
-    if ((rc = read_full(fd, &extra, 1, &n, name)) < 0) return rc;
+    if ((rc = tl_file_read_full(fd, &extra, 1, &n, name)) < 0) return rc;
     if (n) return tl_error(TL_EFORMAT, "%s: trailing bytes after the data", name);
     return 0;
 }
@@ -298,7 +280,7 @@ static int slurp(int fd, const uint8_t *h, size_t got, uint64_t size_hint, size_
     if (!buf) return tl_error(TL_ENOMEM, "%s: out of memory (%zu bytes)", name, cap);
     memcpy(buf, h, got);
     for (;;) {
-        if ((rc = read_full(fd, buf + have, cap - have, &n, name)) < 0) break;
+        if ((rc = tl_file_read_full(fd, buf + have, cap - have, &n, name)) < 0) break;
         have += n;
         if (have < cap || cap >= limit) break; /* end of file, or enough */
         size_t ncap = min_size(2 * cap, limit);
@@ -339,7 +321,7 @@ int tl_idx_read(const char *path, tl_idx *out) {
     }
     int reg = S_ISREG(st.st_mode);
     uint64_t file_len = reg ? (uint64_t)st.st_size : 0;
-    if ((rc = read_full(fd, h, sizeof h, &got, path)) < 0) goto cleanup;
+    if ((rc = tl_file_read_full(fd, h, sizeof h, &got, path)) < 0) goto cleanup;
     if (got == 0) {
         rc = tl_error(TL_EFORMAT, "%s: empty file", path);
         goto cleanup;
@@ -439,8 +421,7 @@ int tl_idx_write(const char *path, const tl_idx *t, int flags) {
         if (d == 0 || count > TL_IDX_MAX_BYTES / d)
             return tl_error(TL_EINVAL, "%s: cannot write dimensions (zero or too large)", path);
         count *= d;
-        hdr[4 + 4 * i] = (uint8_t)(d >> 24), hdr[5 + 4 * i] = (uint8_t)(d >> 16);
-        hdr[6 + 4 * i] = (uint8_t)(d >> 8), hdr[7 + 4 * i] = (uint8_t)d;
+        tl_be_store32(hdr + 4 + 4 * i, d);
     }
     if (count != t->count || !t->data)
         return tl_error(TL_EINVAL, "%s: count %zu does not match dimensions (%zu)", path, t->count, count);

@@ -83,6 +83,20 @@ int tl_file_write_full(int fd, const void *p, size_t n, const char *what) {
     return 0;
 }
 
+int tl_file_read_full(int fd, void *buf, size_t n, size_t *got, const char *what) {
+    unsigned char *b = buf;
+    *got = 0;
+    while (*got < n) {
+        size_t left = n - *got, chunk = left > (1u << 30) ? (1u << 30) : left;
+        ssize_t r = read(fd, b + *got, chunk);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) return tl_error(TL_EIO, "%s: read failed: %s", what, strerror(errno));
+        if (r == 0) break;
+        *got += (size_t)r;
+    }
+    return 0;
+}
+
 int tl_file_begin(tl_file_w *w, const char *path, mode_t mode, int flags) {
     memset(w, 0, sizeof *w);
     w->fd = -1;

@@ -10,6 +10,7 @@
 #include <zstd.h>
 
 #include "tl/error.h"
+#include "tl/le.h"
 
 static_assert(sizeof(tl_frame_header) == TL_FRAME_HEADER_SIZE, "frame header is 24 bytes");
 static_assert(offsetof(tl_frame_header, magic) == 0, "magic at 0");
@@ -25,27 +26,6 @@ static_assert(TL_FRAME_MAX_PAYLOAD <= (uint64_t)SIZE_MAX / 2, "cap fits in memor
 
 /* Aligned payload for zero-length frames (never written). */
 static _Alignas(BUF_ALIGN) const uint8_t empty_payload[8];
-
-static void put_u16(uint8_t *p, uint16_t v) {
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-}
-static void put_u32(uint8_t *p, uint32_t v) {
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-static void put_u64(uint8_t *p, uint64_t v) {
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-static uint16_t get_u16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
-static uint32_t get_u32(const uint8_t *p) {
-    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) |
-           ((uint32_t)p[3] << 24);
-}
-static uint64_t get_u64(const uint8_t *p) {
-    return (uint64_t)get_u32(p) | ((uint64_t)get_u32(p + 4) << 32);
-}
 
 static uint64_t clamp_cap(uint64_t max) {
     return (max == 0 || max > TL_FRAME_MAX_PAYLOAD) ? TL_FRAME_MAX_PAYLOAD : max;
@@ -74,22 +54,22 @@ static int ensure_buf(uint8_t **buf, size_t *cap, size_t n) {
 }
 
 void tl_frame_header_encode(const tl_frame_header *h, uint8_t out[TL_FRAME_HEADER_SIZE]) {
-    put_u32(out + 0, h->magic);
-    put_u16(out + 4, h->version);
-    put_u16(out + 6, h->type);
-    put_u32(out + 8, h->flags);
-    put_u32(out + 12, h->reserved);
-    put_u64(out + 16, h->payload_len);
+    tl_le_store32(out + 0, h->magic);
+    tl_le_store16(out + 4, h->version);
+    tl_le_store16(out + 6, h->type);
+    tl_le_store32(out + 8, h->flags);
+    tl_le_store32(out + 12, h->reserved);
+    tl_le_store64(out + 16, h->payload_len);
 }
 
 int tl_frame_header_decode(const uint8_t in[TL_FRAME_HEADER_SIZE], uint64_t max_payload,
                            int allow_zstd, tl_frame_header *h) {
-    h->magic = get_u32(in + 0);
-    h->version = get_u16(in + 4);
-    h->type = get_u16(in + 6);
-    h->flags = get_u32(in + 8);
-    h->reserved = get_u32(in + 12);
-    h->payload_len = get_u64(in + 16);
+    h->magic = tl_le_load32(in + 0);
+    h->version = tl_le_load16(in + 4);
+    h->type = tl_le_load16(in + 6);
+    h->flags = tl_le_load32(in + 8);
+    h->reserved = tl_le_load32(in + 12);
+    h->payload_len = tl_le_load64(in + 16);
     if (in[0] == 0x16 && in[1] == 0x03) /* a TLS handshake record: a ClientHello */
         return tl_error(TL_ETLS,
                         "the peer speaks TLS where plaintext frames were expected (TLS needs "
@@ -175,7 +155,7 @@ static int decompress_payload(tl_frame_reader *r) {
     if (n < ZSTD_PREFIX)
         return tl_error(TL_EPROTO, "compressed payload of %llu bytes is shorter than its size field",
                         (unsigned long long)n);
-    uint64_t raw = get_u64(r->buf);
+    uint64_t raw = tl_le_load64(r->buf);
     const uint8_t *src = r->buf + ZSTD_PREFIX;
     size_t srclen = (size_t)(n - ZSTD_PREFIX);
     if (raw > r->max_payload)
@@ -386,7 +366,7 @@ static int compress_payload(tl_frame_writer *w, const struct iovec *iov, int n, 
                 return 0; /* incompressible: send plain */
         }
     }
-    put_u64(w->zbuf, total);
+    tl_le_store64(w->zbuf, total);
     *out_len = ZSTD_PREFIX + out.pos;
     return 0;
 }

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "tl/error.h"
+#include "tl/le.h"
 
 static_assert(TL_MSG_READY == TL_FRAME_TYPE_MAX, "frame.h knows every message type");
 static_assert(TL_MSG_MAX_IOV <= TL_FRAME_MAX_IOV, "a message fits in one frame's iovecs");
@@ -95,19 +96,18 @@ static void put_bytes(packer *k, const void *p, size_t n) {
 
 static void put_u8(packer *k, uint8_t v) { put_bytes(k, &v, 1); }
 static void put_u16(packer *k, uint16_t v) {
-    uint8_t b[2] = {(uint8_t)v, (uint8_t)(v >> 8)};
+    uint8_t b[2];
+    tl_le_store16(b, v);
     put_bytes(k, b, 2);
 }
 static void put_u32(packer *k, uint32_t v) {
     uint8_t b[4];
-    for (int i = 0; i < 4; i++)
-        b[i] = (uint8_t)(v >> (8 * i));
+    tl_le_store32(b, v);
     put_bytes(k, b, 4);
 }
 static void put_u64(packer *k, uint64_t v) {
     uint8_t b[8];
-    for (int i = 0; i < 8; i++)
-        b[i] = (uint8_t)(v >> (8 * i));
+    tl_le_store64(b, v);
     put_bytes(k, b, 8);
 }
 static void put_f32(packer *k, float v) {
@@ -323,16 +323,11 @@ static int need(cursor *c, uint64_t n, const char *field) {
     return 0;
 }
 
-static uint32_t rd_u32(const uint8_t *p) {
-    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) |
-           ((uint32_t)p[3] << 24);
-}
-
 static int get_u16(cursor *c, uint16_t *v, const char *field) {
     int rc = need(c, 2, field);
     if (rc < 0)
         return rc;
-    *v = (uint16_t)(c->p[c->off] | (c->p[c->off + 1] << 8));
+    *v = tl_le_load16(c->p + c->off);
     c->off += 2;
     return 0;
 }
@@ -340,7 +335,7 @@ static int get_u32(cursor *c, uint32_t *v, const char *field) {
     int rc = need(c, 4, field);
     if (rc < 0)
         return rc;
-    *v = rd_u32(c->p + c->off);
+    *v = tl_le_load32(c->p + c->off);
     c->off += 4;
     return 0;
 }
@@ -348,7 +343,7 @@ static int get_u64(cursor *c, uint64_t *v, const char *field) {
     int rc = need(c, 8, field);
     if (rc < 0)
         return rc;
-    *v = (uint64_t)rd_u32(c->p + c->off) | ((uint64_t)rd_u32(c->p + c->off + 4) << 32);
+    *v = tl_le_load64(c->p + c->off);
     c->off += 8;
     return 0;
 }
@@ -417,7 +412,7 @@ static int get_tensor(cursor *c, tl_tensor *t, const char *field, int dtype, int
     t->dtype = (uint8_t)dt;
     t->rank = (uint8_t)rk;
     for (int i = 0; i < rk; i++)
-        t->dims[i] = rd_u32(c->p + c->off + 4 * i);
+        t->dims[i] = tl_le_load32(c->p + c->off + 4 * i);
     c->off += 4 * (uint64_t)rk;
     uint64_t pad = (8 - (c->off & 7)) & 7;
     if ((rc = need(c, pad, field)) < 0)

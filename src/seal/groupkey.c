@@ -17,6 +17,7 @@
 #include <openssl/rand.h>
 
 #include "tl/error.h"
+#include "tl/file.h"
 
 static const char ID_LABEL[] = "tl group key id v1";
 static const char HKDF_SALT[] = "tl seal v1";
@@ -106,16 +107,7 @@ int tl_group_key_load(const char *path, tl_group_key *gk) {
                       path, (unsigned)(st.st_mode & 0777), path);
         goto cleanup;
     }
-    while (len < sizeof buf) {
-        ssize_t n = read(fd, buf + len, sizeof buf - len);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) {
-            rc = tl_error(TL_EIO, "group key %s: %s", path, strerror(errno));
-            goto cleanup;
-        }
-        if (n == 0) break;
-        len += (size_t)n;
-    }
+    if ((rc = tl_file_read_full(fd, buf, sizeof buf, &len, path)) < 0) goto cleanup;
     size_t digits = 0;
     while (digits < len && hexval((unsigned char)buf[digits]) >= 0) digits++;
     const char *rest = buf + digits;
@@ -157,12 +149,7 @@ int tl_group_key_save(const char *path, const tl_group_key *gk, int force) {
         return tl_error(TL_EIO, "group key %s: %s", tmp, strerror(errno));
     /* the umask can only remove bits, but say 0600 explicitly anyway */
     if (fchmod(fd, 0600) < 0) rc = tl_error(TL_EIO, "group key %s: %s", tmp, strerror(errno));
-    for (size_t off = 0; rc == 0 && off < sizeof line;) {
-        ssize_t n = write(fd, line + off, sizeof line - off);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) rc = tl_error(TL_EIO, "group key %s: %s", tmp, strerror(errno));
-        else off += (size_t)n;
-    }
+    if (rc == 0) rc = tl_file_write_full(fd, line, sizeof line, tmp);
     if (rc == 0 && fsync(fd) < 0) rc = tl_error(TL_EIO, "group key %s: %s", tmp, strerror(errno));
     if (close(fd) < 0 && rc == 0) rc = tl_error(TL_EIO, "group key %s: %s", tmp, strerror(errno));
     if (rc == 0) {

@@ -9,14 +9,11 @@
 #include <openssl/hmac.h>
 
 #include "tl/error.h"
+#include "tl/le.h"
 
 #define CHUNK 4096 /* uint64 values per keystream chunk (32 KB) */
 
 static const char STREAM_LABEL[] = "tl mask v1";
-
-static void put_le(uint8_t *p, uint64_t v, int bytes) {
-    for (int i = 0; i < bytes; i++) p[i] = (uint8_t)(v >> (8 * i));
-}
 
 static inline uint64_t le64(uint64_t v) {
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
@@ -56,10 +53,10 @@ static int stream_start(tl_mask *mk, const tl_mask_at *at, uint32_t index) {
     unsigned int mac_len = 0;
     uint8_t *p = msg + sizeof STREAM_LABEL - 1;
     memcpy(msg, STREAM_LABEL, sizeof STREAM_LABEL - 1);
-    put_le(p, at->run_id, 8);
-    put_le(p + 8, at->step, 8);
-    put_le(p + 16, at->attempt, 4);
-    put_le(p + 20, index, 4);
+    tl_le_store64(p, at->run_id);
+    tl_le_store64(p + 8, at->step);
+    tl_le_store32(p + 16, at->attempt);
+    tl_le_store32(p + 20, index);
     int ok = HMAC(EVP_sha256(), mk->key, sizeof mk->key, msg, sizeof msg, mac, &mac_len) &&
              mac_len == sizeof mac &&
              EVP_EncryptInit_ex2(mk->ctx, mk->cipher, mac, iv, NULL) == 1; /* key: mac[0..16) */

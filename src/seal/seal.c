@@ -11,6 +11,7 @@
 #include <openssl/rand.h>
 
 #include "tl/error.h"
+#include "tl/le.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
 #error "seal.c hashes float32 parameters as stored: add a little-endian conversion"
@@ -25,10 +26,8 @@ int tl_param_mac(const tl_group_key *gk, uint64_t step, const float *params, siz
     size_t out_len = 0;
     int rc = 0;
     memcpy(head, MAC_LABEL, sizeof MAC_LABEL - 1);
-    for (int i = 0; i < 8; i++) {
-        head[sizeof MAC_LABEL - 1 + i] = (uint8_t)(step >> (8 * i));
-        head[sizeof MAC_LABEL - 1 + 8 + i] = (uint8_t)((uint64_t)n >> (8 * i));
-    }
+    tl_le_store64(head + sizeof MAC_LABEL - 1, step);
+    tl_le_store64(head + sizeof MAC_LABEL - 1 + 8, (uint64_t)n);
     EVP_MAC *hmac = EVP_MAC_fetch(NULL, "HMAC", NULL);
     EVP_MAC_CTX *ctx = hmac ? EVP_MAC_CTX_new(hmac) : NULL;
     OSSL_PARAM p[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, "SHA256", 0),

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "tl/error.h"
+#include "tl/le.h"
 #include "tl/loss.h"
 
 /* Words of the sums after the header: confusion, pos, neg. */
@@ -139,16 +140,6 @@ size_t tl_evalstats_size(int classes, int bins) {
     return 8 * (size_t)(TL_EVAL_HEADER_WORDS + body_words((uint64_t)classes, (uint64_t)bins));
 }
 
-static void put64(uint8_t *p, uint64_t v) {
-    for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint64_t get64(const uint8_t *p) {
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++) v |= (uint64_t)p[i] << (8 * i);
-    return v;
-}
-
 static uint64_t f64_bits(double d) {
     uint64_t u;
     memcpy(&u, &d, sizeof u);
@@ -162,14 +153,14 @@ static double bits_f64(uint64_t u) {
 }
 
 void tl_evalstats_encode(const tl_evalstats *s, uint8_t *out) {
-    put64(out, TL_EVAL_MAGIC);
-    put64(out + 8, (uint64_t)s->classes);
-    put64(out + 16, (uint64_t)s->bins);
-    put64(out + 24, s->n);
-    put64(out + 32, f64_bits(s->loss_sum));
+    tl_le_store64(out, TL_EVAL_MAGIC);
+    tl_le_store64(out + 8, (uint64_t)s->classes);
+    tl_le_store64(out + 16, (uint64_t)s->bins);
+    tl_le_store64(out + 24, s->n);
+    tl_le_store64(out + 32, f64_bits(s->loss_sum));
     const size_t w = (size_t)body_words(s->classes, s->bins);
     uint8_t *p = out + 8 * TL_EVAL_HEADER_WORDS;
-    for (size_t i = 0; i < w; i++) put64(p + 8 * i, s->confusion[i]);
+    for (size_t i = 0; i < w; i++) tl_le_store64(p + 8 * i, s->confusion[i]);
 }
 
 /* Sums the `count` words at p (stride `stride` words) into *sum without ever
@@ -178,7 +169,7 @@ static int sum_capped(const uint8_t *p, size_t count, size_t stride, uint64_t li
                       uint64_t *sum) {
     uint64_t acc = 0;
     for (size_t i = 0; i < count; i++) {
-        const uint64_t v = get64(p + 8 * i * stride);
+        const uint64_t v = tl_le_load64(p + 8 * i * stride);
         if (v > limit - acc) return -1;
         acc += v;
     }
@@ -191,15 +182,15 @@ int tl_evalstats_decode(tl_evalstats *s, const uint8_t *buf, size_t len) {
     const size_t want = tl_evalstats_size(C, B);
     if (len < 8 * TL_EVAL_HEADER_WORDS)
         return tl_error(TL_EPROTO, "evaluation: %zu bytes, shorter than the header", len);
-    if (get64(buf) != TL_EVAL_MAGIC) return tl_error(TL_EPROTO, "evaluation: bad magic");
-    const uint64_t c = get64(buf + 8), b = get64(buf + 16);
+    if (tl_le_load64(buf) != TL_EVAL_MAGIC) return tl_error(TL_EPROTO, "evaluation: bad magic");
+    const uint64_t c = tl_le_load64(buf + 8), b = tl_le_load64(buf + 16);
     if (c != (uint64_t)C || b != (uint64_t)B)
         return tl_error(TL_EPROTO, "evaluation: %llu classes x %llu bins, expected %d x %d",
                         (unsigned long long)c, (unsigned long long)b, C, B);
     if (len != want)
         return tl_error(TL_EPROTO, "evaluation: %zu bytes, expected %zu", len, want);
-    const uint64_t n = get64(buf + 24);
-    const double loss = bits_f64(get64(buf + 32));
+    const uint64_t n = tl_le_load64(buf + 24);
+    const double loss = bits_f64(tl_le_load64(buf + 32));
     if (n >= TL_EVAL_MAX_ROWS)
         return tl_error(TL_EPROTO, "evaluation: n = %llu rows (max 2^53 - 1)",
                         (unsigned long long)n);
@@ -229,7 +220,7 @@ int tl_evalstats_decode(tl_evalstats *s, const uint8_t *buf, size_t len) {
     s->n = n;
     s->loss_sum = loss;
     const size_t w = (size_t)body_words(C, B);
-    for (size_t i = 0; i < w; i++) s->confusion[i] = get64(conf + 8 * i);
+    for (size_t i = 0; i < w; i++) s->confusion[i] = tl_le_load64(conf + 8 * i);
     return 0;
 }
 
