@@ -145,7 +145,7 @@ start_nodes() { # start_nodes SOCKET: two nodes in the background, pids in NP
     local k
     for k in 1 2; do
         timeout $TMO "$TL" node --connect "unix:$1" --id $k --data "$W/parts/node-$k" --insecure \
-            --give-up 30 --quiet >/dev/null 2>&1 &
+            --give-up 30 >/dev/null 2>"$1.node$k.log" &
         NP+=($!)
         PIDS+=($!)
     done
@@ -180,6 +180,10 @@ stop_nodes
 check "SIGTERM: tl orchestrator exits 143" "status $st: $(tail -c 300 err.txt)" [ "$st" -eq 143 ]
 check "SIGTERM: tl orchestrator saved its state" "$(tail -c 300 err.txt)" \
     sh -c "[ -s tl-recovery.safetensors ] && grep -q 'saved in tl-recovery.safetensors' err.txt"
+for k in 1 2; do
+    check "SIGTERM: node $k was told why and that the run can be resumed" "$(tail -c 400 "$W/o2.sock.node$k.log")" \
+        grep -q "stopped by the operator; the state is saved in tl-recovery.safetensors and the run can be resumed" "$W/o2.sock.node$k.log"
+done
 cd "$W" || exit 1
 
 # ---- 6. a full disk at the end: the model goes to the fallback path ------

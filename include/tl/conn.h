@@ -63,6 +63,16 @@ int64_t tl_now_ms(void);
 /* Wraps a connected socket; the conn owns fd from then on (even on failure). */
 int tl_conn_tcp_new(int fd, const char *peer, tl_conn **out);
 
+/* The one place a transport is made, for both sides: TLS over fd with tls
+ * (tl_conn_tls_new; server_name: the name the server's certificate must
+ * carry, client side only), plaintext TCP with tls NULL. Owns fd from then on. */
+typedef struct tl_tls_ctx tl_tls_ctx;
+int tl_conn_open(int fd, tl_tls_ctx *tls, int is_server, const char *peer,
+                 const char *server_name, tl_conn **out);
+
+/* Whether descriptors can travel on c (a unix socket: shm.h). */
+int tl_conn_can_pass_fds(const tl_conn *c);
+
 static inline ssize_t tl_conn_read(tl_conn *c, void *buf, size_t len) {
     return c->ops->read(c, buf, len);
 }

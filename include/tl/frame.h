@@ -145,7 +145,7 @@ int tl_frame_recv(tl_frame_reader *r, tl_conn *c, tl_frame *f, int64_t deadline_
 void *tl_frame_reader_take(tl_frame_reader *r, size_t *cap);
 
 /* Gives a buffer obtained from _take back for reuse (kept if larger than the
- * current one, freed otherwise). NULL-safe. */
+ * current one and no frame is partly read into that, freed otherwise). NULL-safe. */
 void tl_frame_reader_recycle(tl_frame_reader *r, void *buf, size_t cap);
 
 /* Frame writer, one per connection. One frame at a time: start, then flush

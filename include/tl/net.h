@@ -5,11 +5,23 @@
 #ifndef TL_NET_H
 #define TL_NET_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 /* Besides "HOST:PORT", every address may be "unix:PATH": a unix-domain socket
  * for peers on the same machine (about twice the throughput of loopback TCP
  * here). Its port is 0. */
+
+/* Whether host is "unix:PATH" (the one place that prefix is recognized). */
+int tl_addr_is_unix(const char *host);
+
+/* host and port as one address for logs and peer names: "HOST:PORT", or
+ * "unix:PATH" as it is. */
+void tl_addr_format(const char *host, int port, char *buf, size_t len);
+
+/* The name an orchestrator at host must have in its certificate: host, or
+ * "localhost" over a unix socket (the orchestrator is this machine). */
+const char *tl_addr_tls_name(const char *host);
 
 /* Splits "HOST:PORT" ("[::1]:7000" for IPv6; an empty HOST is allowed).
  * host gets at most hostlen-1 chars; port 0..65535. TL_EINVAL otherwise. */

@@ -12,7 +12,9 @@
  * If the connection is lost it reconnects and goes on (the orchestrator
  * replays the interrupted batch), until give_up_s passes without a working
  * connection; a REJECT DUPLICATE_ID (its old connection may still look open
- * at the orchestrator) is retried the same way, any other REJECT is final. Raw inputs never leave it: no message it sends carries them.
+ * at the orchestrator) is retried the same way, any other REJECT is final. No message it sends carries its raw
+ * files, but the open protocol lets the orchestrator rebuild the inputs from
+ * what it receives (docs/security.md section 2).
  *
  *     tl_node_cfg cfg = {.host = "10.0.0.1", .port = 7000, .id = 2, .data = &ds};
  *     rc = tl_node_run(&cfg);   // 0 when the orchestrator said DONE

@@ -11,8 +11,8 @@
  * the orchestrator-side layers forward and backward, sends each node its rows
  * of dL/dH_c, and sums the nodes' parameter gradients in plan order.
  *
- * All socket I/O is non-blocking, multiplexed with poll(): a slow, silent or
- * hostile peer never stalls the others. A node lost in the middle of a batch
+ * All socket I/O is non-blocking, multiplexed with poll() by the server
+ * (server.h): a slow, silent or hostile peer never stalls the others. A node lost in the middle of a batch
  * (closed, silent past 4 heartbeats, past the task deadline, or sending
  * anything invalid) is dropped; the batch's partial results are discarded, the
  * orchestrator waits up to reconnect_timeout_s for the node to come back with
@@ -96,6 +96,12 @@ void tl_orch_set_step(tl_orch *o, uint64_t step);
  * then sent ERROR with the reason. */
 int tl_orch_grad_fn(void *ctx, const tl_batch *b, const float *params, float *grads,
                     double *loss_sum, int64_t *correct);
+
+/* The run stops without finishing (the operator interrupted it, or the
+ * trainer stopped it): sends ERROR {"the orchestrator stops: " reason} to
+ * every registered node and waits briefly until sent. Nodes log the reason and
+ * keep retrying, so that an orchestrator restarted with --resume finds them. */
+void tl_orch_stop(tl_orch *o, const char *reason);
 
 /* Sends DONE {reason} to every connected node and waits (briefly) until sent. */
 void tl_orch_finish(tl_orch *o, const char *reason);

@@ -4,7 +4,8 @@
  * Tensors are named as torch.nn.Sequential names them ("0.weight" [out,in],
  * "0.bias" [out], ...), float32, in parameter-block order. The header's
  * __metadata__ records the model spec ("model") and whatever extra keys the
- * caller passes (run configuration, metrics).
+ * caller passes (the tl commands add the run configuration, "normalize",
+ * "input_shape", "classes" and "test_accuracy": README, "Saved models").
  *
  * Loading checks that every tensor the model needs is present with exactly its
  * shape and dtype F32, and that there is nothing else (besides names listed

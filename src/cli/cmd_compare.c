@@ -27,15 +27,17 @@ int cmd_compare(int argc, char **argv) {
     double tol = -1;
     int c;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+    opterr = 0; /* our own one-line messages */
+    while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
         if (c == 't') {
             if (cli_parse_double(cmd, "tolerance", optarg, 0, 1e30, &tol)) return 2;
         } else if (c == 'h') {
             usage();
             return 0;
+        } else if (c == ':') {
+            return cli_usage_error(cmd, "option '%s' needs a value", argv[optind - 1]);
         } else {
-            fprintf(stderr, "Try 'tl %s --help'.\n", cmd);
-            return 2;
+            return cli_usage_error(cmd, "unknown option '%s'", argv[optind - 1]);
         }
     }
     if (argc - optind != 2) return cli_usage_error(cmd, "want two files");

@@ -15,6 +15,10 @@
 enum { OPT_CONNECT = 1, OPT_ID, OPT_NDATA, OPT_NINSECURE, OPT_NTLS, OPT_NTHREADS, OPT_GIVE_UP,
        OPT_NZSTD, OPT_QUIET };
 
+#define DEFAULT_GIVE_UP_S 3600
+#define TL_STR_(x) #x
+#define TL_STR(x) TL_STR_(x)
+
 static const struct option longopts[] = {
     {"connect", required_argument, 0, OPT_CONNECT},
     {"id", required_argument, 0, OPT_ID},
@@ -37,21 +41,23 @@ static void usage(void) {
            "from the orchestrator, answers forward and backward passes over its own\n"
            "rows, and exits 0 when the orchestrator says the run is over. If the\n"
            "connection drops it reconnects and the orchestrator replays the batch.\n"
-           "Raw inputs never leave the node.\n\n"
+           "The raw data files are never sent, but the protocol is open: an orchestrator\n"
+           "can rebuild the inputs from what it receives (docs/security.md section 2).\n\n"
            "  --connect HOST:PORT   the orchestrator (unix:PATH for one on this machine:\n"
            "                        then parameters and gradients are shared in memory\n"
            "                        unless the orchestrator runs with --no-shm)\n"
            "  --id K                this node's id, 1..N (must match its certificate)\n"
            "  --data DIR            MNIST-layout directory holding train-images-idx3-ubyte\n"
            "                        and train-labels-idx1-ubyte (raw or .gz)\n"
-           "  --tls-dir DIR         this node's kit from 'tl provision' (DIR/node-K:\n"
-           "                        cert.pem, key.pem, ca.pem)\n"
+           "  --tls-dir DIR         this node's own directory of the kit from\n"
+           "                        'tl provision --out KIT': KIT/node-K, holding\n"
+           "                        cert.pem, key.pem and ca.pem (not KIT itself)\n"
            "  --insecure            plaintext TCP, no authentication\n"
            "  --threads N           threads for matrix products [1]\n"
            "  --give-up SEC         exit after SEC seconds without reaching the\n"
            "                        orchestrator or being let in (a refusal because\n"
            "                        this id is still connected is retried) (0: never)\n"
-           "                        [3600]\n"
+           "                        [" TL_STR(DEFAULT_GIVE_UP_S) "]\n"
            "  --zstd                offer zstd compression of frames\n"
            "  --quiet               no progress lines on stderr (errors still)\n"
            "  -h, --help            this text\n");
@@ -59,10 +65,11 @@ static void usage(void) {
 
 int cmd_node(int argc, char **argv) {
     const char *cmd = "node", *connect = NULL, *data = NULL, *tls_dir = NULL;
-    long id = 0, threads = 1, give_up = 3600;
+    long id = 0, threads = 1, give_up = DEFAULT_GIVE_UP_S;
     int insecure = 0, zstd = 0, quiet = 0, c;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+    opterr = 0; /* our own one-line messages */
+    while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
         switch (c) {
         case OPT_CONNECT: connect = optarg; break;
         case OPT_ID:
@@ -80,7 +87,8 @@ int cmd_node(int argc, char **argv) {
         case OPT_NZSTD: zstd = 1; break;
         case OPT_QUIET: quiet = 1; break;
         case 'h': usage(); return 0;
-        default: fprintf(stderr, "Try 'tl %s --help'.\n", cmd); return 2;
+        case ':': return cli_usage_error(cmd, "option '%s' needs a value", argv[optind - 1]);
+        default: return cli_usage_error(cmd, "unknown option '%s'", argv[optind - 1]);
         }
     }
     if (optind < argc) return cli_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
@@ -94,7 +102,7 @@ int cmd_node(int argc, char **argv) {
     char host[512];
     int port;
     if (tl_net_parse_addr(connect, host, sizeof host, &port) < 0 ||
-        (port == 0 && strncmp(host, "unix:", 5)))
+        (port == 0 && !tl_addr_is_unix(host)))
         return cli_usage_error(cmd, "--connect: '%s' (want HOST:PORT or unix:PATH)", connect);
 
     tl_gemm_set_threads((int)threads);

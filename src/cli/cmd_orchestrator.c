@@ -31,9 +31,9 @@ static void usage(void) {
            "  --port-file FILE      write the port listened on into FILE\n"
            "  --test-data DIR       MNIST-layout directory with the t10k-* files\n"
            "                        [" TL_DEFAULT_DATA "]\n\n"
-           "%s\n%s\n"
+           "%s%s\n%s\n"
            "  -h, --help            this text\n",
-           cli_orch_help, cli_train_help);
+           cli_orch_help, cli_orch_security_help, cli_train_help);
 }
 
 typedef struct listen_ctx {
@@ -82,7 +82,7 @@ int cmd_orchestrator(int argc, char **argv) {
     int port;
     if (tl_net_parse_addr(lc.listen, host, sizeof host, &port) < 0)
         return cli_usage_error(cmd, "--listen: '%s' (want HOST:PORT or unix:PATH)", lc.listen);
-    if (cli_trainopts_finish(&t, cmd)) return 2;
+    if (cli_trainopts_finish(&t, cmd) || cli_orchopts_finish(&oo, &t, cmd)) return 2;
     if (cli_check_output(cmd, "port-file", lc.port_file)) return 2;
     return cli_orchestrate(&t, &oo, host, port, cmd, write_port, &lc);
 }

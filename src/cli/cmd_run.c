@@ -26,7 +26,9 @@
 
 enum { OPT_PARTITION = OPT_CMD_BASE, OPT_KEEP };
 
+/* --scheme, as in `tl partition`; --partition is accepted as its old name */
 static const struct option own_longopts[] = {
+    {"scheme", required_argument, 0, OPT_PARTITION},
     {"partition", required_argument, 0, OPT_PARTITION},
     {"keep", no_argument, 0, OPT_KEEP},
     {0, 0, 0, 0},
@@ -40,14 +42,16 @@ static void usage(void) {
            "directory (sharing parameters and gradients in memory, see --no-shm),\n"
            "shows the orchestrator's progress and exits with its status.\n"
            "Interrupting it stops every process it started and removes the directory.\n"
-           "With --insecure the processes talk plaintext (no --tls-dir: tl run makes\n"
-           "its own kits).\n\n"
+           "tl run makes its own TLS kits.\n\n"
            "  --data DIR            MNIST-layout directory: train-* files are split among\n"
            "                        the nodes, t10k-* files evaluate [" TL_DEFAULT_DATA "]\n"
            "  --test-data DIR       take the t10k-* files from DIR instead\n"
-           "  --partition SCHEME    contiguous (the reference's split), iid, label,\n"
+           "  --scheme SCHEME       how the data is split, as in 'tl partition':\n"
+           "                        contiguous (the reference's split), iid, label,\n"
            "                        dirichlet:ALPHA [contiguous]; seeded by --seed\n"
-           "  --keep                keep the temporary directory (printed at the end)\n\n"
+           "  --keep                keep the temporary directory (printed at the end)\n"
+           "  --insecure            no TLS between the processes (they still talk over a\n"
+           "                        unix socket in a private directory; a warning is printed)\n\n"
            "%s\n%s\n"
            "  -h, --help            this text\n",
            cli_orch_help, cli_train_help);
@@ -256,11 +260,11 @@ int cmd_run(int argc, char **argv) {
     const int keep = ro.keep;
     if (!oo.nodes) return cli_usage_error(cmd, "--nodes N is required");
     if (oo.tls_dir)
-        return cli_usage_error(cmd, "tl run provisions its own TLS kits; --tls-dir is for "
-                                    "'tl orchestrator' and 'tl node'");
+        return cli_usage_error(cmd, "--tls-dir: tl run provisions its own TLS kits (--tls-dir is for "
+                                    "'tl orchestrator' and 'tl node')");
     if (tl_partition_check_scheme(scheme) < 0)
-        return cli_usage_error(cmd, "--partition: %s", tl_errmsg());
-    if (cli_trainopts_finish(&t, cmd)) return 2;
+        return cli_usage_error(cmd, "--scheme: %s", tl_errmsg());
+    if (cli_trainopts_finish(&t, cmd) || cli_orchopts_finish(&oo, &t, cmd)) return 2;
     if (!t.cfg.test_dir) t.cfg.test_dir = t.cfg.data_dir;
 
     char self[4096];

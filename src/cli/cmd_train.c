@@ -22,7 +22,10 @@ static void usage(void) {
            "run with the same seed visits.\n\n"
            "data:\n"
            "  --data DIR            MNIST-layout directory: train-* files train, t10k-*\n"
-           "                        files evaluate [" TL_DEFAULT_DATA "]\n"
+           "                        files evaluate [" TL_DEFAULT_DATA "]; or a\n"
+           "                        partition directory (node-1, node-2, ... from\n"
+           "                        'tl partition'): trains on the nodes' data in node\n"
+           "                        order, the exact baseline of a run over those nodes\n"
            "  --test-data DIR       take the t10k-* files from DIR instead\n\n"
            "%s\n"
            "  -h, --help            this text\n",

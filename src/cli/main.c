@@ -39,7 +39,8 @@ int cli_usage_error(const char *cmd, const char *fmt, ...) {
     va_start(ap, fmt);
     vfprintf(stderr, fmt, ap);
     va_end(ap);
-    fprintf(stderr, "\nTry 'tl %s --help'.\n", cmd);
+    /* one line: the help is one 'tl CMD --help' away (README, cli.h) */
+    fputc('\n', stderr);
     return 2;
 }
 
@@ -64,6 +65,6 @@ int main(int argc, char **argv) {
     }
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         if (!strcmp(argv[1], commands[i].name)) return commands[i].run(argc - 1, argv + 1);
-    fprintf(stderr, "tl: unknown command '%s'\nTry 'tl --help'.\n", argv[1]);
+    fprintf(stderr, "tl: unknown command '%s' (see 'tl --help')\n", argv[1]);
     return 2;
 }

@@ -10,6 +10,17 @@
 
 #include "cli/trainopts.h"
 
+/* The defaults of the distributed options, written once: cli_orchopts_init
+ * uses the numbers, the help text their strings (TL_STR). */
+#define CLI_DEFAULT_CUT 2
+#define CLI_DEFAULT_HEARTBEAT_MS 2000
+#define CLI_DEFAULT_TASK_TIMEOUT_S 120
+#define CLI_DEFAULT_RECONNECT_TIMEOUT_S 120
+#define CLI_DEFAULT_MAX_REPLAYS 5
+#define CLI_DEFAULT_WAIT_TIMEOUT_S 0
+#define TL_STR_(x) #x
+#define TL_STR(x) TL_STR_(x)
+
 enum {
     OPT_NODES = 1200, OPT_CUT, OPT_MODE, OPT_INSECURE, OPT_TLS_DIR, OPT_HEARTBEAT,
     OPT_TASK_TIMEOUT, OPT_RECONNECT_TIMEOUT, OPT_WAIT_TIMEOUT, OPT_ZSTD, OPT_NO_SHM,
@@ -30,12 +41,21 @@ typedef struct cli_orchopts {
 } cli_orchopts;
 
 extern const struct option cli_orch_longopts[];
+/* Help of the distributed options (not --tls-dir/--insecure, which differ
+ * between `tl orchestrator` and `tl run`). */
 extern const char cli_orch_help[];
+/* Help of --tls-dir and --insecure for `tl orchestrator`. */
+extern const char cli_orch_security_help[];
 
 void cli_orchopts_init(cli_orchopts *o);
 /* 1 handled, 0 not ours, 2 reported a bad value. cfg gets --cut and --mode. */
 int cli_orchopts_parse(cli_orchopts *o, tl_runcfg *cfg, int key, const char *arg,
                        const char *cmd);
+
+/* Checks what needs the model: --cut must name a linear layer the model has
+ * (1 <= C < linear layers). 0, or 2 after reporting. Call after
+ * cli_trainopts_finish. */
+int cli_orchopts_finish(const cli_orchopts *o, const cli_trainopts *t, const char *cmd);
 
 /* A command's own options: handle key (0, or 2 after reporting a bad value). */
 typedef int (*cli_own_fn)(void *ud, int key, const char *arg);
@@ -52,7 +72,7 @@ int cli_parse_options(int argc, char **argv, const char *cmd, cli_trainopts *t, 
  * return aborts the run with that exit status. */
 typedef int (*cli_on_listen)(void *ud, int port);
 
-/* Runs the orchestrator: test set, model, parameters, TLS, listen on
+/* Runs the orchestrator (orchestrate.c): test set, model, parameters, TLS, listen on
  * host:port, wait for the nodes, train, DONE, save. Returns the exit status. */
 int cli_orchestrate(const cli_trainopts *t, const cli_orchopts *oo, const char *host, int port,
                     const char *cmd, cli_on_listen on_listen, void *ud);

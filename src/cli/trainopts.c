@@ -10,6 +10,7 @@
 #include "cli/cli.h"
 #include "cli/outputs.h"
 #include "tl/error.h"
+#include "tl/model.h"
 #include "tl/sched.h"
 
 const struct option cli_train_longopts[] = {
@@ -67,10 +68,13 @@ const char cli_train_help[] =
     "                        if FILE cannot be written at the end (disk full), they\n"
     "                        go to $TMPDIR/tl-model-PID.safetensors (printed; exit 1)\n"
     "  --metrics FILE        JSON lines, one per epoch: epoch, steps, train_loss,\n"
-    "                        test_loss, test_accuracy (fraction), lr, seconds\n"
-    "  --batch-metrics       also one metrics line per batch\n"
+    "                        train_accuracy, test_loss, test_accuracy (fractions;\n"
+    "                        null without a test set), lr, seconds, partial (only\n"
+    "                        when --max-steps cut the epoch short)\n"
+    "  --batch-metrics       also one line per batch: epoch, batch, steps, loss\n"
     "  --plan FILE           write each epoch's virtual batches as JSON lines, one\n"
-    "                        batch a line: which node gives which of its rows\n"
+    "                        batch a line: epoch and batch (from 1, as in the\n"
+    "                        metrics), which node gives which of its rows\n"
     "  --threads N           threads for matrix products [1]\n"
     "  --checkpoint FILE     save the whole run state (parameters, optimizer, schedule,\n"
     "                        position, generator) to FILE after every epoch, atomically\n"
@@ -209,6 +213,14 @@ int cli_trainopts_finish(cli_trainopts *o, const char *cmd) {
         return cli_usage_error(cmd, "--resume needs --checkpoint FILE");
     if (o->cfg.checkpoint_every && !o->cfg.checkpoint_path)
         return cli_usage_error(cmd, "--checkpoint-every needs --checkpoint FILE");
+    /* a model typo is a usage error, found before any data is loaded (the
+     * input width does not affect whether a spec parses) */
+    tl_model m;
+    if (tl_model_parse(o->cfg.model, 1, &m) < 0) {
+        const char *why = tl_errmsg();
+        if (!strncmp(why, "model: ", 7)) why += 7;
+        return cli_usage_error(cmd, "--model: %s", why);
+    }
     tl_optim_defaults(o->optimizer, oc);
     if (!isnan(o->lr)) oc->lr = o->lr;
     if (!isnan(o->weight_decay)) oc->weight_decay = o->weight_decay;

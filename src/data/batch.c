@@ -232,7 +232,7 @@ int tl_batcher_restore(tl_batcher *b, const tl_rng *rng_before_epoch, int epochs
 
 /* Writes every batch of the current epoch to f, one JSON object a line:
  * {"epoch":E,"batch":K,"parts":[{"node":ID,"rows":[...]}...]} with E and K
- * 0-based, ID = node index + 1 and rows the node's local indices ascending.
+ * counted from 1 (as in the metrics), ID = node index + 1 and rows the node's local indices ascending.
  * TL_EINVAL before the first epoch, TL_EIO if writing fails. Invalidates the
  * pointers of the last tl_batcher_get. */
 int tl_batcher_write_plan(tl_batcher *b, FILE *f) {
@@ -242,7 +242,7 @@ int tl_batcher_write_plan(tl_batcher *b, FILE *f) {
     for (size_t k = 0; k < nb; k++) {
         tl_batch bt;
         tl_batcher_get(b, k, &bt);
-        fprintf(f, "{\"epoch\":%d,\"batch\":%zu,\"parts\":[", bt.epoch, k);
+        fprintf(f, "{\"epoch\":%d,\"batch\":%zu,\"parts\":[", bt.epoch + 1, k + 1);
         for (int p = 0; p < bt.n_parts; p++) {
             const tl_batch_part *pt = &bt.parts[p];
             fprintf(f, "%s{\"node\":%d,\"rows\":[", p ? "," : "", pt->node + 1);

@@ -9,6 +9,8 @@
 #include <time.h>
 
 #include "tl/error.h"
+#include "tl/shm.h"
+#include "tl/tls.h"
 
 int64_t tl_now_ms(void) {
     struct timespec ts;
@@ -144,3 +146,11 @@ void tl_conn_free(tl_conn *c) {
         c->ops->close(c);
     free(c);
 }
+
+int tl_conn_open(int fd, tl_tls_ctx *tls, int is_server, const char *peer,
+                 const char *server_name, tl_conn **out) {
+    return tls ? tl_conn_tls_new(fd, tls, is_server, peer, server_name, out)
+               : tl_conn_tcp_new(fd, peer, out);
+}
+
+int tl_conn_can_pass_fds(const tl_conn *c) { return tl_shm_possible(c->fd); }

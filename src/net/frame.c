@@ -139,7 +139,7 @@ void *tl_frame_reader_take(tl_frame_reader *r, size_t *cap) {
 void tl_frame_reader_recycle(tl_frame_reader *r, void *buf, size_t cap) {
     if (!buf)
         return;
-    if (cap > r->cap) {
+    if (cap > r->cap && !r->in_payload) { /* never under half a frame */
         free(r->buf);
         r->buf = buf;
         r->cap = cap;

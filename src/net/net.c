@@ -33,6 +33,15 @@ static const char *unix_path(const char *host) {
                                                                     : NULL;
 }
 
+int tl_addr_is_unix(const char *host) { return unix_path(host) != NULL; }
+
+void tl_addr_format(const char *host, int port, char *buf, size_t len) {
+    if (unix_path(host)) snprintf(buf, len, "%s", host);
+    else snprintf(buf, len, "%s:%d", host, port);
+}
+
+const char *tl_addr_tls_name(const char *host) { return unix_path(host) ? "localhost" : host; }
+
 /* Fills a sockaddr_un for path; TL_EINVAL if it does not fit. */
 static int unix_addr(const char *path, struct sockaddr_un *sa) {
     memset(sa, 0, sizeof *sa);

@@ -10,8 +10,12 @@
 #define TERM_LIMIT (INT64_C(1) << 52) /* |q| of one encoded value stays below */
 
 _Static_assert(TL_FIXED_FRAC_BITS == 32, "SCALE and UNSCALE assume 32 fractional bits");
-_Static_assert(TL_FIXED_MAX_ABS * SCALE == (double)TERM_LIMIT, "range and limit agree");
-_Static_assert((double)TERM_LIMIT * TL_FIXED_MAX_TERMS <= 0x1p62, "a full sum cannot wrap");
+/* integer forms, so that every compiler takes them as constant expressions:
+ * TL_FIXED_MAX_ABS is 2^20 */
+_Static_assert((int64_t)TL_FIXED_MAX_ABS == INT64_C(1) << 20 &&
+                   (INT64_C(1) << (20 + TL_FIXED_FRAC_BITS)) == TERM_LIMIT,
+               "range and limit agree");
+_Static_assert(TERM_LIMIT <= (INT64_C(1) << 62) / TL_FIXED_MAX_TERMS, "a full sum cannot wrap");
 
 /* The first element of x that cannot be encoded, reported. */
 static int encode_error(const float *x, size_t n, const char *what) {

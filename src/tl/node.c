@@ -267,14 +267,10 @@ static int session_open(session *s) {
     const tl_node_cfg *cfg = s->cfg;
     int fd, rc;
     char peer[300];
-    if (strncmp(cfg->host, "unix:", 5)) snprintf(peer, sizeof peer, "%s:%d", cfg->host, cfg->port);
-    else snprintf(peer, sizeof peer, "%s", cfg->host);
+    tl_addr_format(cfg->host, cfg->port, peer, sizeof peer);
     if ((rc = tl_net_connect(cfg->host, cfg->port, CONNECT_TIMEOUT_MS, &fd)) < 0) return rc;
     tl_net_tune(fd, 10);
-    /* over a unix socket the orchestrator is this machine: its certificate names localhost */
-    const char *expect = strncmp(cfg->host, "unix:", 5) ? cfg->host : "localhost";
-    rc = cfg->tls ? tl_conn_tls_new(fd, cfg->tls, 0, peer, expect, &s->c)
-                  : tl_conn_tcp_new(fd, peer, &s->c);
+    rc = tl_conn_open(fd, cfg->tls, 0, peer, tl_addr_tls_name(cfg->host), &s->c);
     if (rc < 0) return rc;
     int64_t deadline = tl_now_ms() + HANDSHAKE_TIMEOUT_MS;
     if ((rc = tl_conn_handshake_full(s->c, deadline)) < 0) return rc;
@@ -285,7 +281,7 @@ static int session_open(session *s) {
     m.u.hello.node_id = (uint32_t)cfg->id;
     m.u.hello.proto_version = TL_PROTO_VERSION;
     m.u.hello.flags = (cfg->zstd ? TL_HELLO_F_ZSTD : 0) |
-                      (tl_shm_possible(s->c->fd) ? TL_HELLO_F_SHM : 0);
+                      (tl_conn_can_pass_fds(s->c) ? TL_HELLO_F_SHM : 0);
     m.u.hello.sample_count = cfg->data->n;
     m.u.hello.fingerprint = s->fingerprint;
     snprintf(m.u.hello.version, sizeof m.u.hello.version, "tl %s", TL_VERSION);

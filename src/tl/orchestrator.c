@@ -1,15 +1,13 @@
-/* orchestrator.c - handshakes, the poll loop, and the distributed gradient of a batch. */
+/* orchestrator.c - handshakes and the distributed gradient of a batch, over server.h. */
 #include "tl/orchestrator.h"
 
 #include <errno.h>
 #include <math.h>
-#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include "tl/bounds.h"
@@ -19,31 +17,25 @@
 #include "tl/loss.h"
 #include "tl/msg.h"
 #include "tl/net.h"
+#include "tl/server.h"
 #include "tl/shm.h"
 
-#define QUEUE_LEN 4          /* outgoing messages a peer may have waiting */
 #define CLOSE_GRACE_MS 2000  /* a refused peer gets this long to read its REJECT */
-#define READ_BUDGET_FRAMES 16            /* a peer's frames handled per loop round, at most */
-#define READ_BUDGET_BYTES (256u << 10)   /* and its bytes (frames may be larger: one then) */
 #define FLOOD_FRAMES_PER_S 100           /* heartbeats a node may send in a second, at least */
 #define FLOOD_SECONDS 3                  /* ... over that for this many seconds in a row: lost */
 #define MAX_ATTEMPTS_LOGGED 16           /* failed attempts of one batch named in the message */
 
+/* Where a connection is in the TL handshake (the server's peer state says
+ * where its transport is). */
 typedef enum peer_state {
-    PEER_TLS,     /* transport handshake in progress */
-    PEER_HELLO,   /* waiting for HELLO */
+    PEER_HELLO,   /* waiting for HELLO (after the TLS handshake, if any) */
     PEER_WELCOMED,/* WELCOME sent, waiting for READY: not registered, leaves no trace */
     PEER_READY,   /* a registered node */
-    PEER_CLOSING, /* flushing a last message (REJECT/ERROR/DONE), then DRAIN */
-    PEER_DRAIN,   /* our side shut down; discarding what the peer still sends until it
-                   * closes, so that closing does not reset the connection before the
-                   * peer read our last words (a REJECT, a TLS alert) */
+    PEER_GONE,    /* closed with a last message */
 } peer_state;
 
+/* The orchestrator's state of a connection: the user area of its tl_peer. */
 typedef struct peer {
-    tl_conn *c;
-    tl_frame_reader r;
-    tl_frame_writer w;
     peer_state st;
     int node;              /* node index once WELCOMED, else -1 */
     uint64_t count, fingerprint; /* from HELLO; the node's identity once READY */
@@ -51,14 +43,10 @@ typedef struct peer {
     int64_t hb_window;     /* start of the current second of heartbeat counting */
     int hb_count;          /* heartbeats received in it */
     int hb_over;           /* consecutive seconds over the flood limit */
-    int64_t deadline;      /* handshake or closing deadline */
-    int64_t last_recv, last_sent;
-    int sniffed;           /* PEER_TLS: the first byte has been looked at */
-    int shm_fd;            /* the shared-parameters fd is owed: 1 once WELCOME is queued,
-                            * 2 once it is being written (the fd goes when it is out) */
-    tl_msg_enc q[QUEUE_LEN];
-    int qhead, qlen;
+    int64_t deadline;      /* handshake deadline */
 } peer;
+
+#define OP(p) ((peer *)tl_peer_user(p))
 
 /* What the orchestrator expects from a node within the current batch. */
 typedef enum expect {
@@ -72,8 +60,8 @@ typedef enum expect {
 } expect;
 
 typedef struct node_slot {
-    peer *p;               /* NULL while disconnected */
-    peer *pending;         /* a connection welcomed for this id, READY awaited */
+    tl_peer *p;            /* NULL while disconnected */
+    tl_peer *pending;        /* a connection welcomed for this id, READY awaited */
     int seen;              /* registered at least once */
     uint64_t count, fingerprint;
     /* batch state */
@@ -92,9 +80,7 @@ typedef struct node_slot {
 
 struct tl_orch {
     tl_orch_cfg cfg;
-    int lfd, port;
-    peer **peers;
-    int n_peers, cap_peers;
+    tl_server *srv;
     node_slot *nodes;
     int registered;
     uint64_t run_id;
@@ -111,8 +97,6 @@ struct tl_orch {
     float *cur_grads;
     int acc_next;              /* parts already added into cur_grads */
     tl_orch_stats stats;
-    int64_t last_flood_log;
-    int flood_dropped;
     tl_shm shm;            /* the parameters for nodes on a unix socket (shm.p NULL: none) */
     size_t p_sent;         /* parameters a FORWARD carries */
     tl_bounds bounds;      /* what an honest node can send this step (bounds.h) */
@@ -132,6 +116,11 @@ static void olog(tl_orch *o, const char *fmt, ...) {
     o->cfg.log(o->cfg.log_ud, buf);
 }
 
+static void server_log(void *ud, const char *msg) {
+    tl_orch *o = ud;
+    o->cfg.log(o->cfg.log_ud, msg);
+}
+
 void tl_orch_cfg_defaults(tl_orch_cfg *cfg) {
     memset(cfg, 0, sizeof *cfg);
     cfg->host = "127.0.0.1";
@@ -145,112 +134,31 @@ void tl_orch_cfg_defaults(tl_orch_cfg *cfg) {
 
 /* ---------------------------------------------------------------- peers */
 
-static void peer_free(peer *p) {
-    if (!p) return;
-    tl_conn_free(p->c);
-    tl_frame_reader_free(&p->r);
-    tl_frame_writer_free(&p->w);
-    free(p);
-}
-
-/* Removes peer i from the table (and from its node slot), closing it. */
-static void drop_peer(tl_orch *o, int i) {
-    peer *p = o->peers[i];
-    if (p->node >= 0 && o->nodes[p->node].p == p) o->nodes[p->node].p = NULL;
-    if (p->node >= 0 && o->nodes[p->node].pending == p) o->nodes[p->node].pending = NULL;
-    peer_free(p);
-    o->peers[i] = o->peers[--o->n_peers];
-}
-
-static int find_peer(tl_orch *o, peer *p) {
-    for (int i = 0; i < o->n_peers; i++)
-        if (o->peers[i] == p) return i;
-    return -1;
-}
-
-/* Queues m on p (encoded now; tensor data must stay put until sent). */
-static int queue_msg(tl_orch *o, peer *p, const tl_msg *m) {
-    if (p->qlen == QUEUE_LEN) return tl_error(TL_ERANGE, "%s: send queue full", p->c->peer);
-    tl_msg_enc *e = &p->q[(p->qhead + p->qlen) % QUEUE_LEN];
-    int rc = tl_msg_encode(m, e);
-    if (rc < 0) return rc;
-    p->qlen++;
-    return 0;
-}
-
-/* Moves queued frames to the socket until it would block. */
-static int peer_flush(tl_orch *o, peer *p) {
-    for (;;) {
-        if (tl_frame_writer_busy(&p->w)) {
-            int rc = tl_frame_writer_flush(&p->w, p->c);
-            if (rc == TL_EAGAIN) return 0;
-            if (rc < 0) return rc;
-            p->last_sent = tl_now_ms();
-        }
-        if (p->shm_fd == 2) { /* WELCOME is out: the fds go next, before any frame */
-            /* a welcomed peer: close_with clears shm_fd when it unlinks one */
-            int fds[2] = {o->shm.fd_ro, o->nodes[p->node].gshm.fd};
-            int rc = tl_shm_send_fds(p->c->fd, fds, 2);
-            if (rc == TL_EAGAIN) return 0;
-            if (rc < 0) return rc;
-            p->shm_fd = 0;
-        }
-        if (!p->qlen) return 0;
-        tl_msg_enc *e = &p->q[p->qhead];
-        int rc = tl_frame_writer_start(&p->w, e->type, e->iov, e->iovcnt);
-        if (rc < 0) return rc;
-        o->stats.bytes_out += TL_FRAME_HEADER_SIZE + e->len;
-        p->qhead = (p->qhead + 1) % QUEUE_LEN;
-        p->qlen--;
-        if (p->shm_fd == 1) p->shm_fd = 2; /* that was WELCOME, the first frame */
-    }
-}
-
-/* Shuts our side down and waits (briefly) for the peer to close. */
-static void start_drain(peer *p) {
-    shutdown(p->c->fd, SHUT_WR);
-    p->st = PEER_DRAIN;
-    p->deadline = tl_now_ms() + CLOSE_GRACE_MS;
-}
-
-/* Discards bytes from a draining peer, at most READ_BUDGET_BYTES a round (the
- * caller checks the deadline between rounds). 0 while it is still open. */
-static int drain(peer *p) {
-    char buf[4096];
-    for (size_t got = 0; got < READ_BUDGET_BYTES;) {
-        ssize_t r = recv(p->c->fd, buf, sizeof buf, MSG_DONTWAIT);
-        if (r > 0) {
-            got += (size_t)r;
-            continue;
-        }
-        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
-        if (r < 0 && errno == EINTR) continue;
-        return -1; /* closed or failed */
-    }
-    return 0;
+/* The server drops p: the node slots forget it. */
+static void on_dropped(void *ud, tl_peer *p) {
+    tl_orch *o = ud;
+    int k = OP(p)->node;
+    if (k >= 0 && o->nodes[k].p == p) o->nodes[k].p = NULL;
+    if (k >= 0 && o->nodes[k].pending == p) o->nodes[k].pending = NULL;
 }
 
 /* Sends a last message (REJECT or ERROR) and closes once it is out. */
-static void close_with(tl_orch *o, peer *p, const tl_msg *m) {
-    if (p->node >= 0 && o->nodes[p->node].p == p) o->nodes[p->node].p = NULL;
-    if (p->node >= 0 && o->nodes[p->node].pending == p) o->nodes[p->node].pending = NULL;
-    p->node = -1;
-    p->qlen = 0;
-    p->shm_fd = 0;
-    if (p->st != PEER_TLS && !tl_frame_writer_busy(&p->w)) queue_msg(o, p, m);
-    p->st = PEER_CLOSING;
-    p->deadline = tl_now_ms() + CLOSE_GRACE_MS;
+static void close_with(tl_orch *o, tl_peer *p, const tl_msg *m) {
+    on_dropped(o, p);
+    OP(p)->node = -1;
+    OP(p)->st = PEER_GONE;
+    tl_peer_close(p, m, CLOSE_GRACE_MS);
 }
 
-static void close_with_error(tl_orch *o, peer *p, int code, const char *why) {
+static void close_with_error(tl_orch *o, tl_peer *p, int code, const char *why) {
     tl_msg m = {.type = TL_MSG_ERROR};
     m.u.error.code = (uint32_t)(code < 0 ? -code : code);
     snprintf(m.u.error.message, sizeof m.u.error.message, "%s", why);
     close_with(o, p, &m);
 }
 
-static void reject(tl_orch *o, peer *p, uint32_t code, const char *why) {
-    olog(o, "refused %s: %s", p->c->peer, why);
+static void reject(tl_orch *o, tl_peer *p, uint32_t code, const char *why) {
+    olog(o, "refused %s: %s", tl_peer_name(p), why);
     tl_msg m = {.type = TL_MSG_REJECT};
     m.u.reject.code = code;
     snprintf(m.u.reject.reason, sizeof m.u.reject.reason, "%s", why);
@@ -258,9 +166,9 @@ static void reject(tl_orch *o, peer *p, uint32_t code, const char *why) {
 }
 
 /* A registered node is gone (or misbehaved): log, drop its connection. */
-static void lose_node(tl_orch *o, peer *p, const char *why) {
-    int k = p->node;
-    olog(o, "node %d (%s) lost: %s", k + 1, p->c->peer, why);
+static void lose_node(tl_orch *o, tl_peer *p, const char *why) {
+    int k = OP(p)->node;
+    olog(o, "node %d (%s) lost: %s", k + 1, tl_peer_name(p), why);
     o->lost_node = k;
     snprintf(o->lost_why, sizeof o->lost_why, "%s", why);
     close_with_error(o, p, TL_EPROTO, why);
@@ -306,59 +214,70 @@ static uint32_t data_conflict(tl_orch *o, int k, uint64_t count, uint64_t fp, ch
     return 0;
 }
 
-static void on_hello(tl_orch *o, peer *p, const tl_msg_hello *h) {
+static void on_hello(tl_orch *o, tl_peer *p, const tl_msg_hello *h) {
     char why[512];
     const int n = o->cfg.n_nodes;
     if (h->proto_version != TL_PROTO_VERSION) {
         snprintf(why, sizeof why, "protocol version %u, this orchestrator speaks %d",
                  h->proto_version, TL_PROTO_VERSION);
-        return reject(o, p, TL_REJECT_VERSION, why);
+        reject(o, p, TL_REJECT_VERSION, why);
+        return;
     }
     if (h->node_id < 1 || h->node_id > (uint32_t)n) {
         snprintf(why, sizeof why, "node id %u is out of range: this run has nodes 1..%d",
                  h->node_id, n);
-        return reject(o, p, TL_REJECT_ID_OUT_OF_RANGE, why);
+        reject(o, p, TL_REJECT_ID_OUT_OF_RANGE, why);
+        return;
     }
-    if (o->cfg.tls && tl_tls_check_node_id(p->c, (int)h->node_id) < 0)
-        return reject(o, p, TL_REJECT_NOT_AUTHENTICATED, tl_errmsg());
-    if (h->sample_count == 0) return reject(o, p, TL_REJECT_BAD_HELLO, "a node needs samples");
+    if (o->cfg.tls && tl_tls_check_node_id(tl_peer_conn(p), (int)h->node_id) < 0) {
+        reject(o, p, TL_REJECT_NOT_AUTHENTICATED, tl_errmsg());
+        return;
+    }
+    if (h->sample_count == 0) {
+        reject(o, p, TL_REJECT_BAD_HELLO, "a node needs samples");
+        return;
+    }
     if (h->sample_count > UINT32_MAX) { /* FORWARD's rows are u32 local indices */
         snprintf(why, sizeof why, "%llu samples: rows travel as u32, so a node holds at most "
                  "%u", (unsigned long long)h->sample_count, UINT32_MAX);
-        return reject(o, p, TL_REJECT_BAD_HELLO, why);
+        reject(o, p, TL_REJECT_BAD_HELLO, why);
+        return;
     }
     node_slot *s = &o->nodes[h->node_id - 1];
-    peer *old = s->p ? s->p : s->pending;
+    tl_peer *old = s->p ? s->p : s->pending;
     if (old && o->cfg.tls && s->seen && s->fingerprint == h->fingerprint &&
         s->count == h->sample_count) {
         /* authenticated by its certificate, with the same data: the node came
          * back on a new connection while the old one looks open (a silent
          * path). The new one wins. */
         char msg[400];
-        snprintf(msg, sizeof msg, "superseded by a new connection from %s", p->c->peer);
+        snprintf(msg, sizeof msg, "superseded by a new connection from %s", tl_peer_name(p));
         if (old == s->p) lose_node(o, old, msg);
         else {
-            olog(o, "closed %s: %s", old->c->peer, msg);
+            olog(o, "closed %s: %s", tl_peer_name(old), msg);
             close_with_error(o, old, TL_ECLOSED, msg);
         }
         old = NULL;
     }
     if (old) {
         snprintf(why, sizeof why, "node %u is already connected (from %s)", h->node_id,
-                 old->c->peer);
-        return reject(o, p, TL_REJECT_DUPLICATE_ID, why);
+                 tl_peer_name(old));
+        reject(o, p, TL_REJECT_DUPLICATE_ID, why);
+        return;
     }
     uint32_t code = data_conflict(o, (int)h->node_id - 1, h->sample_count, h->fingerprint, why,
                                   sizeof why);
-    if (code) return reject(o, p, code, why);
+    if (code) {
+        reject(o, p, code, why);
+        return;
+    }
     tl_msg m = {.type = TL_MSG_WELCOME};
     tl_msg_welcome *w = &m.u.welcome;
     const tl_runcfg *run = o->cfg.run;
     int zstd = o->cfg.zstd && (h->flags & TL_HELLO_F_ZSTD);
     /* shared memory: offered by the node, possible on this connection (a
      * unix socket, nothing queued before WELCOME) */
-    int shm = o->shm.p && (h->flags & TL_HELLO_F_SHM) && !p->qlen &&
-              !tl_frame_writer_busy(&p->w) && tl_shm_possible(p->c->fd);
+    int shm = o->shm.p && (h->flags & TL_HELLO_F_SHM) && tl_peer_can_pass_fds(p);
     /* a fresh gradient region for every connection: whatever an old process of
      * this node still writes goes to the old one */
     if (s->grads && s->grads == s->gshm.p) s->grads = NULL; /* that batch is replayed */
@@ -377,35 +296,41 @@ static void on_hello(tl_orch *o, peer *p, const tl_msg_hello *h) {
     w->std = run->std;
     w->heartbeat_ms = (uint32_t)o->cfg.heartbeat_ms;
     snprintf(w->model, sizeof w->model, "%s", o->cfg.model->spec);
-    if (queue_msg(o, p, &m) < 0) return close_with_error(o, p, TL_ENOMEM, tl_errmsg());
-    p->shm_fd = shm;
-    if (zstd) {
-        p->r.zstd = 1;
-        tl_frame_writer_set_zstd(&p->w, 1, 1);
+    if (tl_peer_send(p, &m) < 0) {
+        close_with_error(o, p, TL_ENOMEM, tl_errmsg());
+        return;
     }
+    if (shm) tl_peer_pass_shm(p, &o->shm, &s->gshm);
+    if (zstd) tl_peer_set_zstd(p);
     /* nothing is recorded for the node until it says READY */
     s->pending = p;
-    p->count = h->sample_count;
-    p->fingerprint = h->fingerprint;
-    p->node = (int)h->node_id - 1;
-    p->st = PEER_WELCOMED;
-    snprintf(p->version, sizeof p->version, "%s", h->version);
+    peer *u = OP(p);
+    u->count = h->sample_count;
+    u->fingerprint = h->fingerprint;
+    u->node = (int)h->node_id - 1;
+    u->st = PEER_WELCOMED;
+    snprintf(u->version, sizeof u->version, "%s", h->version);
 }
 
 /* READY: the node checked WELCOME against its data and takes part. Only now
  * is it registered, with the sample count and fingerprint of its HELLO. */
-static void on_ready(tl_orch *o, peer *p, const tl_msg_ready *r) {
+static void on_ready(tl_orch *o, tl_peer *p, const tl_msg_ready *r) {
     char why[512];
-    const int k = p->node;
+    peer *u = OP(p);
+    const int k = u->node;
     node_slot *s = &o->nodes[k];
     if (r->run_id != o->run_id) {
         snprintf(why, sizeof why, "READY for run %016llx, this run is %016llx",
                  (unsigned long long)r->run_id, (unsigned long long)o->run_id);
-        return reject(o, p, TL_REJECT_BAD_HELLO, why);
+        reject(o, p, TL_REJECT_BAD_HELLO, why);
+        return;
     }
     /* another node may have registered the same data since our HELLO */
-    uint32_t code = data_conflict(o, k, p->count, p->fingerprint, why, sizeof why);
-    if (code) return reject(o, p, code, why);
+    uint32_t code = data_conflict(o, k, u->count, u->fingerprint, why, sizeof why);
+    if (code) {
+        reject(o, p, code, why);
+        return;
+    }
     const tl_runcfg *run = o->cfg.run;
     /* From now on the largest legitimate frame from the node is its gradient,
      * a full batch of cut activations with output gradients (or labels), or an
@@ -413,20 +338,21 @@ static void on_ready(tl_orch *o, peer *p, const tl_msg_ready *r) {
     uint64_t big = (uint64_t)o->p_node * 4,
              rows = (uint64_t)run->batch_size * ((uint64_t)o->dc + (uint64_t)o->classes) * 4;
     uint64_t cap = (big > rows ? big : rows) + 4096;
-    tl_frame_reader_set_max(&p->r, cap > TL_FRAME_HANDSHAKE_MAX ? cap : TL_FRAME_HANDSHAKE_MAX);
+    tl_peer_set_max_frame(p, cap > TL_FRAME_HANDSHAKE_MAX ? cap : TL_FRAME_HANDSHAKE_MAX);
+    tl_peer_set_registered(p, 1);
     if (!s->seen) o->registered++;
     s->seen = 1;
-    s->count = p->count;
-    s->fingerprint = p->fingerprint;
+    s->count = u->count;
+    s->fingerprint = u->fingerprint;
     s->pending = NULL;
     s->p = p;
     s->exp = EXPECT_NONE;
-    p->st = PEER_READY;
-    p->hb_window = tl_now_ms();
-    p->hb_count = p->hb_over = 0;
-    olog(o, "node %d joined from %s (%llu samples, %s%s, %s)", k + 1, p->c->peer,
-         (unsigned long long)p->count, p->c->ops->name, s->gshm.p ? ", shared memory" : "",
-         p->version);
+    u->st = PEER_READY;
+    u->hb_window = tl_now_ms();
+    u->hb_count = u->hb_over = 0;
+    olog(o, "node %d joined from %s (%llu samples, %s%s, %s)", k + 1, tl_peer_name(p),
+         (unsigned long long)u->count, tl_peer_transport(p), s->gshm.p ? ", shared memory" : "",
+         u->version);
 }
 
 /* ------------------------------------------------------- batch results */
@@ -531,7 +457,7 @@ static void accumulate(tl_orch *o) {
                   : s->gbuf ? add_checked(o->cur_grads, s->grads, o->p_node, o->acc_next == 0)
                             : add_checked_shared(o->cur_grads, s->grads, o->p_node,
                                                  o->acc_next == 0, &o->bounds, &rc);
-        if (s->gbuf && s->p) tl_frame_reader_recycle(&s->p->r, s->gbuf, s->gcap);
+        if (s->gbuf && s->p) tl_peer_recycle_payload(s->p, s->gbuf, s->gcap);
         else free(s->gbuf);
         s->gbuf = NULL;
         s->grads = NULL;
@@ -546,7 +472,7 @@ static void accumulate(tl_orch *o) {
 }
 
 /* BACKWARD_RESULT: check it and add it in (accumulate keeps plan order). */
-static int on_bwd_result(tl_orch *o, peer *p, node_slot *s, const tl_msg_backward_result *r) {
+static int on_bwd_result(tl_orch *o, tl_peer *p, node_slot *s, const tl_msg_backward_result *r) {
     if (s->exp == EXPECT_STALE && r->step == o->step) {
         s->exp = EXPECT_NONE; /* the answer to an abandoned request */
         return 0;
@@ -560,7 +486,7 @@ static int on_bwd_result(tl_orch *o, peer *p, node_slot *s, const tl_msg_backwar
     if (s->gshm.p) {
         s->grads = s->gshm.p;
     } else {
-        s->gbuf = tl_frame_reader_take(&p->r, &s->gcap);
+        s->gbuf = tl_peer_take_payload(p, &s->gcap);
         s->grads = r->grads.data;
     }
     s->exp = EXPECT_DONE;
@@ -569,20 +495,21 @@ static int on_bwd_result(tl_orch *o, peer *p, node_slot *s, const tl_msg_backwar
 }
 
 /* One complete frame from peer p. Returns 0, or < 0 if p was dropped/closed. */
-static int on_frame(tl_orch *o, peer *p, const tl_frame *f) {
+static int on_frame(void *ud, tl_peer *p, const tl_frame *f) {
+    tl_orch *o = ud;
+    peer *u = OP(p);
     tl_msg m;
     int rc = tl_msg_decode(f, &m);
     o->stats.bytes_in += f->wire_len;
-    p->last_recv = tl_now_ms();
     if (rc < 0) {
-        if (p->st == PEER_READY) lose_node(o, p, tl_errmsg());
+        if (u->st == PEER_READY) lose_node(o, p, tl_errmsg());
         else {
-            olog(o, "closed %s: %s", p->c->peer, tl_errmsg());
+            olog(o, "closed %s: %s", tl_peer_name(p), tl_errmsg());
             close_with_error(o, p, rc, tl_errmsg());
         }
         return -1;
     }
-    if (p->st == PEER_HELLO) {
+    if (u->st == PEER_HELLO) {
         if (m.type != TL_MSG_HELLO) {
             char why[128];
             snprintf(why, sizeof why, "expected HELLO, got %s", tl_msg_type_name(m.type));
@@ -590,19 +517,19 @@ static int on_frame(tl_orch *o, peer *p, const tl_frame *f) {
             return -1;
         }
         on_hello(o, p, &m.u.hello);
-        return p->st == PEER_WELCOMED ? 0 : -1;
+        return u->st == PEER_WELCOMED ? 0 : -1;
     }
-    if (p->st == PEER_WELCOMED) {
+    if (u->st == PEER_WELCOMED) {
         char why[TL_MSG_STR_MAX + 64];
         if (m.type == TL_MSG_READY) {
             on_ready(o, p, &m.u.ready);
-            return p->st == PEER_READY ? 0 : -1;
+            return u->st == PEER_READY ? 0 : -1;
         }
         if (m.type == TL_MSG_HEARTBEAT) return 0;
         if (m.type == TL_MSG_ERROR) { /* the node cannot take part (its data does not fit) */
-            snprintf(why, sizeof why, "node %d declined the run: %s", p->node + 1,
+            snprintf(why, sizeof why, "node %d declined the run: %s", u->node + 1,
                      m.u.error.message);
-            olog(o, "closed %s: %s", p->c->peer, why);
+            olog(o, "closed %s: %s", tl_peer_name(p), why);
             close_with_error(o, p, TL_ECLOSED, why);
             return -1;
         }
@@ -610,8 +537,8 @@ static int on_frame(tl_orch *o, peer *p, const tl_frame *f) {
         reject(o, p, TL_REJECT_BAD_HELLO, why);
         return -1;
     }
-    if (p->st != PEER_READY) return -1;
-    node_slot *s = &o->nodes[p->node];
+    if (u->st != PEER_READY) return -1;
+    node_slot *s = &o->nodes[u->node];
     switch (m.type) {
     case TL_MSG_FORWARD_RESULT: rc = on_fwd_result(o, s, &m.u.fwd_result); break;
     case TL_MSG_BACKWARD_RESULT: rc = on_bwd_result(o, p, s, &m.u.bwd_result); break;
@@ -624,15 +551,15 @@ static int on_frame(tl_orch *o, peer *p, const tl_frame *f) {
                                                                     : FLOOD_FRAMES_PER_S;
         int64_t now = tl_now_ms();
         rc = 0;
-        if (now - p->hb_window >= 1000) {
-            p->hb_over = p->hb_count > limit && now - p->hb_window < 2000 ? p->hb_over + 1 : 0;
-            p->hb_window = now;
-            p->hb_count = 0;
-            if (p->hb_over >= FLOOD_SECONDS)
+        if (now - u->hb_window >= 1000) {
+            u->hb_over = u->hb_count > limit && now - u->hb_window < 2000 ? u->hb_over + 1 : 0;
+            u->hb_window = now;
+            u->hb_count = 0;
+            if (u->hb_over >= FLOOD_SECONDS)
                 rc = tl_error(TL_EPROTO, "flooding: more than %d heartbeats a second for %d "
                               "seconds (the interval is %d ms)", limit, FLOOD_SECONDS, hb);
         }
-        p->hb_count++;
+        u->hb_count++;
         break;
     }
     case TL_MSG_ERROR:
@@ -647,63 +574,7 @@ static int on_frame(tl_orch *o, peer *p, const tl_frame *f) {
     return 0;
 }
 
-/* ------------------------------------------------------------ the loop */
-
-static void accept_all(tl_orch *o) {
-    for (;;) {
-        int fd;
-        char addr[64];
-        int rc = tl_net_accept(o->lfd, &fd, addr, sizeof addr);
-        if (rc == TL_EAGAIN) return;
-        if (rc < 0) {
-            olog(o, "accept: %s", tl_errmsg());
-            return;
-        }
-        int pending = 0;
-        for (int i = 0; i < o->n_peers; i++) pending += o->peers[i]->st != PEER_READY;
-        if (pending >= o->cfg.max_pending) {
-            close(fd);
-            o->flood_dropped++;
-            int64_t now = tl_now_ms();
-            if (now - o->last_flood_log > 5000) {
-                olog(o, "too many connections still in handshake (%d): dropping new ones "
-                        "(latest from %s)", pending, addr);
-                o->last_flood_log = now;
-            }
-            continue;
-        }
-        tl_net_tune(fd, 10);
-        peer *p = calloc(1, sizeof *p);
-        if (!p) {
-            close(fd);
-            return;
-        }
-        rc = o->cfg.tls ? tl_conn_tls_new(fd, o->cfg.tls, 1, addr, NULL, &p->c)
-                        : tl_conn_tcp_new(fd, addr, &p->c);
-        if (rc < 0) {
-            olog(o, "%s: %s", addr, tl_errmsg());
-            free(p);
-            continue;
-        }
-        tl_frame_reader_init(&p->r, TL_FRAME_HANDSHAKE_MAX);
-        tl_frame_writer_init(&p->w);
-        p->node = -1;
-        p->st = o->cfg.tls ? PEER_TLS : PEER_HELLO;
-        p->deadline = tl_now_ms() + o->cfg.handshake_timeout_ms;
-        p->last_recv = p->last_sent = tl_now_ms();
-        if (o->n_peers == o->cap_peers) {
-            int cap = o->cap_peers ? 2 * o->cap_peers : 16;
-            peer **np = realloc(o->peers, sizeof *np * cap);
-            if (!np) {
-                peer_free(p);
-                return;
-            }
-            o->peers = np;
-            o->cap_peers = cap;
-        }
-        o->peers[o->n_peers++] = p;
-    }
-}
+/* ------------------------------------------------- the server's callbacks */
 
 /* The reasons given to a node whose setting does not match ours. */
 #define WANT_TLS "this orchestrator requires TLS 1.3 with certificates: run the node with " \
@@ -711,174 +582,65 @@ static void accept_all(tl_orch *o) {
 #define WANT_PLAIN "this orchestrator runs --insecure (plaintext): give the node --insecure " \
                    "too, or the orchestrator --tls-dir"
 
-/* Before a TLS handshake: does the peer speak our plaintext protocol? A TLS
- * ClientHello starts with 0x16; a tl frame with 'T' ("TLN1"), which no TLS
- * record does. 1 if so (then the peer is answered in plaintext, with a REJECT
- * it can read, instead of with a TLS alert it cannot), 0 if not or unknown. */
-static int speaks_plaintext(peer *p) {
-    uint8_t b;
-    ssize_t n = recv(p->c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
-    return n == 1 && b == (TL_FRAME_MAGIC & 0xff); /* little-endian: its first byte */
+static void on_accepted(void *ud, tl_peer *p) {
+    tl_orch *o = ud;
+    OP(p)->node = -1;
+    OP(p)->st = PEER_HELLO;
+    OP(p)->deadline = tl_now_ms() + o->cfg.handshake_timeout_ms;
 }
 
-/* A plaintext node at a TLS orchestrator: drop the TLS session (nothing was
- * read or sent through it) and refuse the node in its own protocol. */
-static void refuse_plaintext(tl_orch *o, peer *p) {
-    int fd = dup(p->c->fd);
-    char addr[sizeof p->c->peer];
-    snprintf(addr, sizeof addr, "%s", p->c->peer);
-    tl_conn_free(p->c);
-    p->c = NULL;
-    if (fd < 0 || tl_conn_tcp_new(fd, addr, &p->c) < 0) {
-        olog(o, "refused %s: plaintext peer (could not answer it: %s)", addr, tl_errmsg());
-        return;
-    }
-    p->st = PEER_HELLO;
+/* Reading (or writing) p failed: transport and frame errors already name the peer. */
+static void on_failed(void *ud, tl_peer *p, int rc, int writing) {
+    tl_orch *o = ud;
+    peer *u = OP(p);
+    if (u->st == PEER_READY) lose_node(o, p, tl_errmsg());
+    else if (writing) return;
+    else if (u->st == PEER_HELLO && rc == TL_ETLS && !o->cfg.tls) /* a TLS node */
+        reject(o, p, TL_REJECT_NOT_AUTHENTICATED, WANT_PLAIN);
+    else olog(o, "closed %s", tl_errmsg());
+}
+
+/* A plaintext node at a TLS orchestrator: refused in its own protocol. */
+static void on_plaintext(void *ud, tl_peer *p) {
+    tl_orch *o = ud;
     olog(o, "refused %s: the node speaks plaintext (it runs --insecure) and this orchestrator "
-            "requires TLS", addr);
+            "requires TLS", tl_peer_name(p));
     tl_msg m = {.type = TL_MSG_REJECT};
     m.u.reject.code = TL_REJECT_NOT_AUTHENTICATED;
     snprintf(m.u.reject.reason, sizeof m.u.reject.reason, "%s", WANT_TLS);
     close_with(o, p, &m);
 }
 
-/* A peer in the TLS handshake has something for us: advance it. Returns 0 if
- * the peer is to be dropped at once. */
-static int tls_step(tl_orch *o, peer *p) {
-    if (!p->sniffed) {
-        p->sniffed = 1;
-        if (speaks_plaintext(p)) {
-            refuse_plaintext(o, p); /* the REJECT goes out on the next round */
-            return p->c != NULL;
-        }
-    }
-    int h = tl_conn_handshake(p->c);
-    if (h == 0) {
-        p->st = PEER_HELLO;
-    } else if (h != TL_EAGAIN) {
-        /* the TLS alert is on its way: let the peer read it (the message names
-         * the peer) */
-        olog(o, "refused %s", tl_errmsg());
-        start_drain(p);
-    }
-    return 1;
-}
-
-/* Reads the complete frames p has for us, up to a budget per round
- * (READ_BUDGET_FRAMES, READ_BUDGET_BYTES) so that no peer keeps the loop from
- * the others: the rest waits for the next round. 0, or < 0 if p is finished. */
-static int peer_read(tl_orch *o, peer *p) {
-    uint64_t bytes = 0;
-    for (int frames = 0; frames < READ_BUDGET_FRAMES && bytes < READ_BUDGET_BYTES; frames++) {
-        tl_frame f;
-        int rc = tl_frame_read(&p->r, p->c, &f);
-        if (rc == TL_EAGAIN) return 0;
-        if (rc < 0) {
-            /* transport and frame errors already name the peer */
-            if (p->st == PEER_READY) lose_node(o, p, tl_errmsg());
-            else if (p->st == PEER_HELLO && rc == TL_ETLS && !o->cfg.tls) /* a TLS node */
-                reject(o, p, TL_REJECT_NOT_AUTHENTICATED, WANT_PLAIN);
-            else if (p->st != PEER_CLOSING) olog(o, "closed %s", tl_errmsg());
-            return -1;
-        }
-        bytes += f.wire_len;
-        if (p->st == PEER_CLOSING) continue; /* draining; ignore */
-        if (on_frame(o, p, &f) < 0) return -1;
-    }
-    return 0;
-}
-
-/* Timers: handshake deadlines, heartbeats, silent nodes, closing peers. */
-static void run_timers(tl_orch *o) {
+/* Timers: handshake deadlines, heartbeats, silent nodes. */
+static void on_timer(void *ud) {
+    tl_orch *o = ud;
     int64_t now = tl_now_ms();
     const int hb = o->cfg.heartbeat_ms;
-    if (o->flood_dropped && now - o->last_flood_log > 5000) {
-        olog(o, "dropped %d connection%s beyond %d in handshake", o->flood_dropped,
-             o->flood_dropped == 1 ? "" : "s", o->cfg.max_pending);
-        o->flood_dropped = 0;
-        o->last_flood_log = now;
-    }
-    for (int i = 0; i < o->n_peers; i++) {
-        peer *p = o->peers[i];
-        if (p->st == PEER_TLS || p->st == PEER_HELLO || p->st == PEER_WELCOMED) {
-            if (now > p->deadline) {
-                olog(o, "closed %s: no handshake within %d ms", p->c->peer,
+    for (int i = 0; i < tl_server_npeers(o->srv); i++) {
+        tl_peer *p = tl_server_peer(o->srv, i);
+        peer *u = OP(p);
+        tl_peer_state ps = tl_peer_get_state(p);
+        if ((ps == TL_PEER_TLS || ps == TL_PEER_OPEN) &&
+            (u->st == PEER_HELLO || u->st == PEER_WELCOMED)) {
+            if (now > u->deadline) {
+                olog(o, "closed %s: no handshake within %d ms", tl_peer_name(p),
                      o->cfg.handshake_timeout_ms);
                 close_with_error(o, p, TL_ETIMEDOUT, "handshake timed out");
             }
-        } else if (p->st == PEER_READY && hb > 0) {
-            if (now - p->last_recv > 4 * (int64_t)hb) {
+        } else if (u->st == PEER_READY && hb > 0) {
+            if (now - tl_peer_last_recv(p) > 4 * (int64_t)hb) {
                 lose_node(o, p, "silent for more than 4 heartbeats");
-            } else if (now - p->last_sent >= hb && !tl_frame_writer_busy(&p->w) && !p->qlen) {
+            } else if (now - tl_peer_last_sent(p) >= hb && tl_peer_idle(p)) {
                 tl_msg m = {.type = TL_MSG_HEARTBEAT};
                 m.u.heartbeat.nonce = (uint64_t)now;
-                queue_msg(o, p, &m);
+                tl_peer_send(p, &m);
             }
         }
     }
 }
 
-/* One round of the loop: poll every socket once (at most until deadline),
- * then do all the I/O that is ready. */
-static void pump(tl_orch *o, int64_t deadline) {
-    int n = o->n_peers;
-    struct pollfd *fds = calloc((size_t)n + 1, sizeof *fds);
-    if (!fds) return;
-    fds[0].fd = o->lfd;
-    fds[0].events = POLLIN;
-    int timeout = 0, ready_now = 0;
-    for (int i = 0; i < n; i++) {
-        peer *p = o->peers[i];
-        fds[i + 1].fd = p->c->fd;
-        if (p->st == PEER_TLS) {
-            fds[i + 1].events = tl_conn_want(p->c) ? tl_conn_want(p->c) : POLLIN;
-        } else {
-            fds[i + 1].events = POLLIN;
-            if (tl_frame_writer_busy(&p->w) || p->qlen || p->shm_fd) fds[i + 1].events |= POLLOUT;
-            if (tl_conn_pending(p->c)) ready_now = 1;
-        }
-    }
-    if (!ready_now) {
-        int64_t now = tl_now_ms(), until = deadline;
-        /* wake for the nearest timer too */
-        int64_t tick = now + (o->cfg.heartbeat_ms > 0 ? o->cfg.heartbeat_ms / 4 : 500);
-        if (until < 0 || tick < until) until = tick;
-        timeout = until > now ? (int)(until - now) : 0;
-    }
-    int rc = poll(fds, (nfds_t)n + 1, timeout);
-    if (rc > 0 && (fds[0].revents & POLLIN)) accept_all(o);
-    /* Peers may be dropped while we go: walk the snapshot by pointer. */
-    peer **snap = malloc(sizeof *snap * (n ? n : 1));
-    if (snap && n) memcpy(snap, o->peers, sizeof *snap * n);
-    for (int i = 0; snap && i < n; i++) {
-        peer *p = snap[i];
-        short re = fds[i + 1].revents;
-        int alive = 1;
-        if (p->st == PEER_DRAIN) {
-            if (re && drain(p) < 0) alive = 0;
-        } else if (p->st == PEER_TLS) {
-            if (!re) continue;
-            alive = tls_step(o, p);
-        } else {
-            if (re & (POLLIN | POLLHUP | POLLERR) || tl_conn_pending(p->c))
-                alive = peer_read(o, p) == 0 || p->st == PEER_CLOSING;
-            if (alive && peer_flush(o, p) < 0) {
-                if (p->st == PEER_READY) lose_node(o, p, tl_errmsg());
-                alive = 0;
-            }
-            if (alive && p->st == PEER_CLOSING && !tl_frame_writer_busy(&p->w) && !p->qlen)
-                start_drain(p);
-        }
-        if ((p->st == PEER_CLOSING || p->st == PEER_DRAIN) && tl_now_ms() > p->deadline) alive = 0;
-        if (!alive) {
-            int j = find_peer(o, p);
-            if (j >= 0) drop_peer(o, j);
-        }
-    }
-    free(snap);
-    free(fds);
-    run_timers(o);
-}
+/* One round of the server: I/O, then the timers. */
+static void pump(tl_orch *o, int64_t deadline) { tl_server_round(o->srv, deadline); }
 
 /* -------------------------------------------------------------- public */
 
@@ -887,7 +649,6 @@ int tl_orch_new(const tl_orch_cfg *cfg, tl_orch **out) {
     tl_orch *o = calloc(1, sizeof *o);
     if (!o) return tl_error(TL_ENOMEM, "orchestrator: out of memory");
     o->cfg = *cfg;
-    o->lfd = -1;
     o->lost_node = -1;
     const tl_model *m = cfg->model;
     const tl_runcfg *run = cfg->run;
@@ -915,8 +676,19 @@ int tl_orch_new(const tl_orch_cfg *cfg, tl_orch **out) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     o->run_id = ((uint64_t)ts.tv_sec << 20) ^ (uint64_t)ts.tv_nsec ^ ((uint64_t)getpid() << 40);
-    if ((rc = tl_net_listen(cfg->host, cfg->port, 128, &o->lfd, &o->port)) < 0) goto fail;
-    if (!cfg->no_shm && tl_shm_possible(o->lfd) &&
+    tl_server_cfg sc = {
+        .host = cfg->host,
+        .port = cfg->port,
+        .tls = cfg->tls,
+        .max_pending = cfg->max_pending,
+        .tick_ms = cfg->heartbeat_ms > 0 ? cfg->heartbeat_ms / 4 : 500,
+        .user_size = sizeof(peer),
+        .cb = {.ud = o, .accepted = on_accepted, .frame = on_frame, .failed = on_failed,
+               .plaintext = on_plaintext, .dropped = on_dropped, .timer = on_timer,
+               .log = o->cfg.log ? server_log : NULL},
+    };
+    if ((rc = tl_server_new(&sc, &o->srv)) < 0) goto fail;
+    if (!cfg->no_shm && tl_server_local(o->srv) &&
         tl_shm_create_readonly(sizeof(float) * o->p_sent, &o->shm) < 0)
         olog(o, "parameters go over the sockets: %s", tl_errmsg());
     *out = o;
@@ -926,13 +698,13 @@ fail:
     return rc;
 }
 
-int tl_orch_port(const tl_orch *o) { return o->port; }
+int tl_orch_port(const tl_orch *o) { return tl_server_port(o->srv); }
 
 void tl_orch_set_step(tl_orch *o, uint64_t step) { o->step = step; }
 
 int tl_orch_serve(tl_orch *o, int timeout_ms) {
     pump(o, tl_now_ms() + (timeout_ms > 0 ? timeout_ms : 0));
-    return o->n_peers;
+    return tl_server_npeers(o->srv);
 }
 
 int tl_orch_registered(const tl_orch *o) { return o->registered; }
@@ -941,8 +713,7 @@ int tl_orch_wait_nodes(tl_orch *o, int timeout_s, uint64_t *counts, uint64_t *fi
     const int n = o->cfg.n_nodes;
     int64_t start = tl_now_ms(), last_note = start;
     char where[600];
-    if (strncmp(o->cfg.host, "unix:", 5)) snprintf(where, sizeof where, "%s:%d", o->cfg.host, o->port);
-    else snprintf(where, sizeof where, "%s", o->cfg.host);
+    tl_addr_format(o->cfg.host, tl_orch_port(o), where, sizeof where);
     olog(o, "listening on %s for %d node%s (%s)", where, n, n == 1 ? "" : "s",
          o->cfg.tls ? "TLS" : "plaintext");
     while (o->registered < n) {
@@ -1026,7 +797,7 @@ static int exchange(tl_orch *o, const tl_batch *b, expect exp, const float *para
         s->n = part->count;
         s->exp = exp;
         s->task_deadline = deadline;
-        if (queue_msg(o, s->p, &m) < 0 || peer_flush(o, s->p) < 0) {
+        if (tl_peer_send(s->p, &m) < 0 || tl_peer_flush(s->p) < 0) {
             lose_node(o, s->p, tl_errmsg());
             return 1;
         }
@@ -1042,7 +813,7 @@ static void batch_reset(tl_orch *o, const tl_batch *b) {
     for (int i = 0; i < b->n_parts; i++) {
         node_slot *s = &o->nodes[b->parts[i].node];
         if (s->gbuf) {
-            if (s->p) tl_frame_reader_recycle(&s->p->r, s->gbuf, s->gcap);
+            if (s->p) tl_peer_recycle_payload(s->p, s->gbuf, s->gcap);
             else free(s->gbuf);
         }
         s->gbuf = NULL;
@@ -1137,13 +908,13 @@ static int stop_run(tl_orch *o, int rc) {
     char msg[TL_MSG_STR_MAX], why[TL_MSG_STR_MAX + 32];
     snprintf(msg, sizeof msg, "%s", tl_errmsg());
     snprintf(why, sizeof why, "the orchestrator stops: %s", msg);
-    for (int i = 0; i < o->n_peers; i++)
-        if (o->peers[i]->st == PEER_READY) close_with_error(o, o->peers[i], rc, why);
+    for (int i = 0; i < tl_server_npeers(o->srv); i++) {
+        tl_peer *p = tl_server_peer(o->srv, i);
+        if (OP(p)->st == PEER_READY) close_with_error(o, p, rc, why);
+    }
     int64_t until = tl_now_ms() + CLOSE_GRACE_MS;
     for (;;) {
-        int busy = 0;
-        for (int i = 0; i < o->n_peers; i++)
-            busy |= o->peers[i]->st == PEER_CLOSING;
+        int busy = tl_server_count(o->srv, TL_PEER_CLOSING) > 0;
         if (!busy || tl_now_ms() >= until) break;
         pump(o, until);
     }
@@ -1198,38 +969,43 @@ int tl_orch_grad_fn(void *ctx, const tl_batch *b, const float *params, float *gr
     }
 }
 
+void tl_orch_stop(tl_orch *o, const char *reason) {
+    tl_error(TL_ESTATE, "%s", reason);
+    stop_run(o, TL_ESTATE);
+}
+
 void tl_orch_finish(tl_orch *o, const char *reason) {
-    for (int i = o->n_peers - 1; i >= 0; i--) /* strangers still in handshake: just close */
-        if (o->peers[i]->st == PEER_TLS || o->peers[i]->st == PEER_HELLO ||
-            o->peers[i]->st == PEER_WELCOMED)
-            drop_peer(o, i);
-    if (o->flood_dropped) {
-        olog(o, "dropped %d connection%s beyond %d in handshake", o->flood_dropped,
-             o->flood_dropped == 1 ? "" : "s", o->cfg.max_pending);
-        o->flood_dropped = 0;
+    for (int i = tl_server_npeers(o->srv) - 1; i >= 0; i--) { /* strangers still in handshake */
+        tl_peer *p = tl_server_peer(o->srv, i);
+        tl_peer_state ps = tl_peer_get_state(p);
+        if (ps == TL_PEER_TLS || (ps == TL_PEER_OPEN && OP(p)->st != PEER_READY))
+            tl_server_drop(o->srv, p); /* just close */
     }
-    for (int i = 0; i < o->n_peers; i++) {
-        peer *p = o->peers[i];
-        if (p->st != PEER_READY) continue;
+    tl_server_log_dropped(o->srv);
+    for (int i = 0; i < tl_server_npeers(o->srv); i++) {
+        tl_peer *p = tl_server_peer(o->srv, i);
+        peer *u = OP(p);
+        if (u->st != PEER_READY) continue;
         tl_msg m = {.type = TL_MSG_DONE};
         snprintf(m.u.done.reason, sizeof m.u.done.reason, "%s", reason);
-        if (queue_msg(o, p, &m) == 0) {
-            p->st = PEER_CLOSING;
-            p->deadline = tl_now_ms() + 5000;
-            if (p->node >= 0) o->nodes[p->node].p = NULL;
-            p->node = -1;
+        if (tl_peer_close_after(p, &m, 5000) == 0) {
+            if (u->node >= 0) o->nodes[u->node].p = NULL;
+            u->node = -1;
+            u->st = PEER_GONE;
         }
     }
     int64_t until = tl_now_ms() + 5000;
-    while (o->n_peers > 0 && tl_now_ms() < until) pump(o, until);
+    while (tl_server_npeers(o->srv) > 0 && tl_now_ms() < until) pump(o, until);
 }
 
-void tl_orch_get_stats(const tl_orch *o, tl_orch_stats *s) { *s = o->stats; }
+void tl_orch_get_stats(const tl_orch *o, tl_orch_stats *s) {
+    *s = o->stats;
+    s->bytes_out = o->srv ? tl_server_bytes_out(o->srv) : 0;
+}
 
 void tl_orch_free(tl_orch *o) {
     if (!o) return;
-    while (o->n_peers > 0) drop_peer(o, o->n_peers - 1);
-    free(o->peers);
+    tl_server_free(o->srv);
     if (o->nodes)
         for (int i = 0; i < o->cfg.n_nodes; i++) {
             free(o->nodes[i].gbuf);
@@ -1237,7 +1013,6 @@ void tl_orch_free(tl_orch *o) {
             if (o->nodes[i].gshm.p) tl_shm_free(&o->nodes[i].gshm);
         }
     free(o->nodes);
-    if (o->lfd >= 0) close(o->lfd);
     if (o->shm.p) tl_shm_free(&o->shm);
     tl_ws_free(&o->ws);
     tl_bounds_free(&o->bounds);
