@@ -177,13 +177,14 @@ check "--id 0: the message names --id" "$(oneline "$D/id0.err")" grep -q -- '--i
 
 refused "duplicate id 2" 2 "$P/node-2" 'already|duplicate' 'refused.*(id|node) 2\b.*(already|duplicate)'
 
-# A HELLO from protocol version 3 (docs/protocol.md §2, §3.3, §10): frame header
+# A HELLO from protocol version 4 (docs/protocol.md §2, §3.3, §10): frame header
 # "TLN1", frame version 1, type 1, flags 0, reserved 0, payload_len 33; payload
-# node_id 3, proto_version 3, flags 0, sample_count 20000, fingerprint,
+# node_id 3, proto_version 4 (the v2 layout: a receiver reads node_id and
+# proto_version only), flags 0, sample_count 20000, fingerprint,
 # software_version "0.1.0".
 HELLO_V3='\x54\x4c\x4e\x31\x01\x00\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00'
 HELLO_V3+='\x21\x00\x00\x00\x00\x00\x00\x00'
-HELLO_V3+='\x03\x00\x00\x00\x03\x00\x00\x00\x20\x4e\x00\x00\x00\x00\x00\x00'
+HELLO_V3+='\x03\x00\x00\x00\x04\x00\x00\x00\x20\x4e\x00\x00\x00\x00\x00\x00'
 HELLO_V3+='\xef\xcd\xab\x89\x67\x45\x23\x01\x05\x00\x00\x00\x30\x2e\x31\x2e\x30'
 # raw_exchange BYTES REPLY: connect, send, read the reply until the peer closes
 # (10 s at most); status 124 if it did not close in time, 125 if the
@@ -202,21 +203,21 @@ le() { od -An -tu"$3" -j "$2" -N "$3" "$1" | tr -d ' '; }
 raw_exchange "$HELLO_V3" "$D/reply"
 rc=$?
 if [ "$rc" -ne 124 ] && [ "$rc" -ne 125 ]; then
-    ok "protocol v3 HELLO: the orchestrator answers and closes"
+    ok "protocol v4 HELLO: the orchestrator answers and closes"
 else
-    bad "protocol v3 HELLO: the orchestrator answers and closes" "status $rc (124: no close within 10 s, 125: no connection)"
+    bad "protocol v4 HELLO: the orchestrator answers and closes" "status $rc (124: no close within 10 s, 125: no connection)"
 fi
-check "protocol v3 HELLO: reply starts with a frame header (magic TLN1)" \
+check "protocol v4 HELLO: reply starts with a frame header (magic TLN1)" \
     "$(od -An -tx1 -N 24 "$D/reply" | tr -s ' \n' ' ')" test "$(head -c 4 "$D/reply")" = TLN1
-check "protocol v3 HELLO: reply is a REJECT (type 3 at byte 6)" \
+check "protocol v4 HELLO: reply is a REJECT (type 3 at byte 6)" \
     "type $(le "$D/reply" 6 2)" test "$(le "$D/reply" 6 2)" = 3
-check "protocol v3 HELLO: REJECT code 4 (VERSION)" "code $(le "$D/reply" 24 4)" test "$(le "$D/reply" 24 4)" = 4
-check "protocol v3 HELLO: payload_len matches the bytes received" \
+check "protocol v4 HELLO: REJECT code 4 (VERSION)" "code $(le "$D/reply" 24 4)" test "$(le "$D/reply" 24 4)" = 4
+check "protocol v4 HELLO: payload_len matches the bytes received" \
     "payload_len $(le "$D/reply" 16 4), received $(($(wc -c <"$D/reply") - 24))" \
     test "$(le "$D/reply" 16 4)" -eq $(($(wc -c <"$D/reply") - 24))
 echo "# REJECT reason: $(tail -c +33 "$D/reply")"
 wait_grep "$D/orch.err" 'refused.*version' 10
-check "protocol v3 HELLO: orchestrator logs \"refused\" with the version" "$(oneline "$D/orch.err")" \
+check "protocol v4 HELLO: orchestrator logs \"refused\" with the version" "$(oneline "$D/orch.err")" \
     grep -Eiq 'refused.*version' "$D/orch.err"
 
 # Garbage in place of a frame: the connection is closed, nothing else happens.

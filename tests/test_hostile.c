@@ -722,11 +722,11 @@ static void test_framing_and_handshake(void **state) {
         uint8_t p2[512];
         size_t l2 = hello_payload(p2, sizeof p2, 3, TL_PROTO_VERSION + 1, count3, fp3);
         n = frame(buf, TL_FRAME_MAGIC, 1, TL_MSG_HELLO, 0, 0, l2, p2, l2);
-        hostile_case(&r, "HELLO proto_version 3", buf, n, 0, "protocol version 3");
+        hostile_case(&r, "HELLO proto_version 4", buf, n, 0, "protocol version 4");
     }
 
-    n = frame(buf, TL_FRAME_MAGIC, 1, 12, 0, 0, hl, hp, hl);
-    hostile_case(&r, "unknown message type 12", buf, n, 0, "unknown message type 12");
+    n = frame(buf, TL_FRAME_MAGIC, 1, TL_FRAME_TYPE_MAX + 1, 0, 0, hl, hp, hl);
+    hostile_case(&r, "unknown message type 15", buf, n, 0, "unknown message type 15");
 
     n = frame(buf, TL_FRAME_MAGIC, 1, 0, 0, 0, hl, hp, hl);
     hostile_case(&r, "message type 0", buf, n, 0, "unknown message type 0");
@@ -774,7 +774,7 @@ static void test_framing_and_handshake(void **state) {
         uint8_t g[600];
         memcpy(g, hp, hl);
         uint32_t bad = 5000;
-        memcpy(g + 24, &bad, 4); /* software_version length at payload offset 24 */
+        memcpy(g + 48, &bad, 4); /* software_version length at payload offset 48 */
         n = frame(buf, TL_FRAME_MAGIC, 1, TL_MSG_HELLO, 0, 0, hl, g, hl);
         hostile_case(&r, "HELLO string length 5000 (cap 4096)", buf, n, 0, "over the 4096-byte limit");
     }

@@ -84,6 +84,8 @@ static void same_msg(const tl_msg *a, const tl_msg *b) {
         assert_int_equal(a->u.hello.flags, b->u.hello.flags);
         assert_int_equal(a->u.hello.sample_count, b->u.hello.sample_count);
         assert_int_equal(a->u.hello.fingerprint, b->u.hello.fingerprint);
+        assert_int_equal(a->u.hello.privacy, b->u.hello.privacy);
+        assert_memory_equal(a->u.hello.key_id, b->u.hello.key_id, 16);
         assert_string_equal(a->u.hello.version, b->u.hello.version);
         break;
     case TL_MSG_WELCOME:
@@ -96,6 +98,12 @@ static void same_msg(const tl_msg *a, const tl_msg *b) {
         assert_memory_equal(&a->u.welcome.mean, &b->u.welcome.mean, 4);
         assert_memory_equal(&a->u.welcome.std, &b->u.welcome.std, 4);
         assert_int_equal(a->u.welcome.heartbeat_ms, b->u.welcome.heartbeat_ms);
+        assert_int_equal(a->u.welcome.privacy, b->u.welcome.privacy);
+        assert_int_equal(a->u.welcome.mac_every, b->u.welcome.mac_every);
+        assert_int_equal(a->u.welcome.opt_kind, b->u.welcome.opt_kind);
+        assert_int_equal(a->u.welcome.opt_nesterov, b->u.welcome.opt_nesterov);
+        assert_memory_equal(&a->u.welcome.opt_lr, &b->u.welcome.opt_lr, 8 * sizeof(double));
+        assert_int_equal(a->u.welcome.opt_steps, b->u.welcome.opt_steps);
         assert_string_equal(a->u.welcome.model, b->u.welcome.model);
         break;
     case TL_MSG_REJECT:
@@ -117,7 +125,28 @@ static void same_msg(const tl_msg *a, const tl_msg *b) {
         break;
     case TL_MSG_BACKWARD:
         assert_int_equal(a->u.backward.step, b->u.backward.step);
+        assert_int_equal(a->u.backward.attempt, b->u.backward.attempt);
         same_tensor(&a->u.backward.dh, &b->u.backward.dh);
+        if (a->u.backward.participants.dtype)
+            same_tensor(&a->u.backward.participants, &b->u.backward.participants);
+        else /* an unset one goes out as u32 [0] */
+            assert_int_equal(b->u.backward.participants.numel, 0);
+        break;
+    case TL_MSG_SEALED_STEP:
+        assert_int_equal(a->u.sealed_step.step, b->u.sealed_step.step);
+        assert_int_equal(a->u.sealed_step.attempt, b->u.sealed_step.attempt);
+        assert_int_equal(a->u.sealed_step.flags, b->u.sealed_step.flags);
+        assert_memory_equal(&a->u.sealed_step.lr, &b->u.sealed_step.lr, 8);
+        same_tensor(&a->u.sealed_step.participants, &b->u.sealed_step.participants);
+        same_tensor(&a->u.sealed_step.sum, &b->u.sealed_step.sum);
+        break;
+    case TL_MSG_PARAM_MAC:
+        assert_int_equal(a->u.param_mac.step, b->u.param_mac.step);
+        assert_memory_equal(a->u.param_mac.mac, b->u.param_mac.mac, 32);
+        break;
+    case TL_MSG_FINAL:
+        assert_int_equal(a->u.final.step, b->u.final.step);
+        same_tensor(&a->u.final.params, &b->u.final.params);
         break;
     case TL_MSG_BACKWARD_RESULT:
         assert_int_equal(a->u.bwd_result.step, b->u.bwd_result.step);
@@ -193,7 +222,10 @@ static void test_roundtrip_handshake(void **state) {
     (void)state;
     tl_msg *m = calloc(1, sizeof *m);
     m->type = TL_MSG_HELLO;
-    m->u.hello = (tl_msg_hello){7, TL_PROTO_VERSION, TL_HELLO_F_ZSTD, 60000, 0xdeadbeefcafef00dull, ""};
+    m->u.hello = (tl_msg_hello){.node_id = 7, .proto_version = TL_PROTO_VERSION,
+                                .flags = TL_HELLO_F_ZSTD, .sample_count = 60000,
+                                .fingerprint = 0xdeadbeefcafef00dull,
+                                .privacy = TL_PRIVACY_SEALED, .key_id = {1, 2, 3, 0xff}};
     strcpy(m->u.hello.version, "0.1.0");
     roundtrip(m);
     m->u.hello.version[0] = 0; /* empty string */
@@ -204,8 +236,14 @@ static void test_roundtrip_handshake(void **state) {
 
     memset(m, 0, sizeof *m);
     m->type = TL_MSG_WELCOME;
-    m->u.welcome = (tl_msg_welcome){0x1122334455667788ull, TL_WELCOME_F_ZSTD, 4, 1, 10, 784,
-                                    0.1307f, 0.3081f, 2000, ""};
+    m->u.welcome = (tl_msg_welcome){.run_id = 0x1122334455667788ull, .flags = TL_WELCOME_F_ZSTD,
+                                    .cut = 4, .mode = 1, .n_classes = 10, .input_dim = 784,
+                                    .mean = 0.1307f, .std = 0.3081f, .heartbeat_ms = 2000,
+                                    .privacy = TL_PRIVACY_SEALED, .mac_every = 50,
+                                    .opt_kind = 3, .opt_nesterov = 1, .opt_lr = 1e-3,
+                                    .opt_rho = 0.9, .opt_eps = 1e-8, .opt_momentum = 0.5,
+                                    .opt_dampening = 0.1, .opt_weight_decay = 1e-4,
+                                    .opt_beta1 = 0.9, .opt_beta2 = 0.999, .opt_steps = 12};
     strcpy(m->u.welcome.model, "linear:256,linear:128,linear:64,linear:10");
     roundtrip(m);
 
@@ -250,6 +288,31 @@ static void test_roundtrip_step(void **state) {
         m->u.backward.step = 3;
         m->u.backward.dh = tl_tensor_2d(TL_DT_F32, dh, n, dc);
         roundtrip(m);
+        m->u.backward.attempt = 7; /* sealed */
+        m->u.backward.participants = tl_tensor_1d(TL_DT_U32, rows, n);
+        roundtrip(m);
+
+        memset(m, 0, sizeof *m);
+        m->type = TL_MSG_SEALED_STEP;
+        m->u.sealed_step.step = 5;
+        m->u.sealed_step.attempt = 2;
+        m->u.sealed_step.flags = TL_SEALED_F_MAC;
+        m->u.sealed_step.lr = 0.125;
+        m->u.sealed_step.participants = tl_tensor_1d(TL_DT_U32, rows, n);
+        m->u.sealed_step.sum = tl_tensor_1d(TL_DT_U64, params, P / 2);
+        roundtrip(m);
+
+        memset(m, 0, sizeof *m);
+        m->type = TL_MSG_FINAL;
+        m->u.final.step = 9;
+        m->u.final.params = tl_tensor_1d(TL_DT_F32, params, P);
+        roundtrip(m);
+
+        memset(m, 0, sizeof *m);
+        m->type = TL_MSG_BACKWARD_RESULT; /* sealed: masked fixed point */
+        m->u.bwd_result.step = 4;
+        m->u.bwd_result.grads = tl_tensor_1d(TL_DT_U64, params, P / 2);
+        roundtrip(m);
 
         memset(m, 0, sizeof *m);
         m->type = TL_MSG_BACKWARD_RESULT;
@@ -292,6 +355,11 @@ static void test_roundtrip_control(void **state) {
     m->type = TL_MSG_READY;
     m->u.ready.run_id = 0x1122334455667788ull;
     roundtrip(m);
+    memset(m, 0, sizeof *m);
+    m->type = TL_MSG_PARAM_MAC;
+    m->u.param_mac.step = 1000;
+    for (int i = 0; i < 32; i++) m->u.param_mac.mac[i] = (uint8_t)(i * 7);
+    roundtrip(m);
     free(m);
 }
 
@@ -321,12 +389,50 @@ static void test_doc_examples(void **state) {
 
     static const uint8_t hello[] = {
         0x54, 0x4c, 0x4e, 0x31, 0x01, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
-        0x00, 0x21, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x02, 0x00,
+        0x00, 0x39, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x03, 0x00,
         0x01, 0x00, 0x20, 0x4e, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xef, 0xcd, 0xab, 0x89, 0x67,
-        0x45, 0x23, 0x01, 0x05, 0x00, 0x00, 0x00, 0x30, 0x2e, 0x31, 0x2e, 0x30};
+        0x45, 0x23, 0x01, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xa0, 0xa1, 0xa2, 0xa3,
+        0xa4, 0xa5, 0xa6, 0xa7, 0xa8, 0xa9, 0xaa, 0xab, 0xac, 0xad, 0xae, 0xaf, 0x05, 0x00, 0x00,
+        0x00, 0x30, 0x2e, 0x31, 0x2e, 0x30};
     m->type = TL_MSG_HELLO;
-    m->u.hello = (tl_msg_hello){2, TL_PROTO_VERSION, 1, 20000, 0x0123456789ABCDEFull, "0.1.0"};
+    m->u.hello = (tl_msg_hello){.node_id = 2, .proto_version = TL_PROTO_VERSION, .flags = 1,
+                                .sample_count = 20000, .fingerprint = 0x0123456789ABCDEFull,
+                                .privacy = TL_PRIVACY_SEALED,
+                                .key_id = {0xa0, 0xa1, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6, 0xa7, 0xa8,
+                                           0xa9, 0xaa, 0xab, 0xac, 0xad, 0xae, 0xaf},
+                                .version = "0.1.0"};
     check_golden(m, hello, sizeof hello);
+
+    static const uint8_t sealed_step[] = {
+        0x54, 0x4c, 0x4e, 0x31, 0x01, 0x00, 0x0c, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x40, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x05, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0xe0, 0x3f, 0x03, 0x01, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00,
+        0x03, 0x00, 0x00, 0x00, 0x05, 0x01, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+    static const uint32_t ss_ids[2] = {1, 3};
+    static const uint64_t ss_sum[2] = {1, UINT64_MAX};
+    memset(m, 0, sizeof *m);
+    m->type = TL_MSG_SEALED_STEP;
+    m->u.sealed_step.step = 5;
+    m->u.sealed_step.attempt = 1;
+    m->u.sealed_step.flags = TL_SEALED_F_MAC;
+    m->u.sealed_step.lr = 0.5;
+    m->u.sealed_step.participants = tl_tensor_1d(TL_DT_U32, ss_ids, 2);
+    m->u.sealed_step.sum = tl_tensor_1d(TL_DT_U64, ss_sum, 2);
+    check_golden(m, sealed_step, sizeof sealed_step);
+
+    static const uint8_t param_mac[] = {
+        0x54, 0x4c, 0x4e, 0x31, 0x01, 0x00, 0x0d, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x28, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x07, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0a, 0x0b, 0x0c,
+        0x0d, 0x0e, 0x0f, 0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18, 0x19, 0x1a, 0x1b,
+        0x1c, 0x1d, 0x1e, 0x1f};
+    memset(m, 0, sizeof *m);
+    m->type = TL_MSG_PARAM_MAC;
+    m->u.param_mac.step = 7;
+    for (int i = 0; i < 32; i++) m->u.param_mac.mac[i] = (uint8_t)i;
+    check_golden(m, param_mac, sizeof param_mac);
 
     static const uint8_t forward[] = {
         0x54, 0x4c, 0x4e, 0x31, 0x01, 0x00, 0x04, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
@@ -420,10 +526,15 @@ static void test_malformed_strings(void **state) {
     bytes x = {0};
     /* HELLO with a string length past the end */
     b_u32(&x, 1);
-    b_u32(&x, 1 | (0 << 16));
+    b_u32(&x, TL_PROTO_VERSION | (0 << 16));
     b_u64(&x, 10);
     b_u64(&x, 0);
+    b_u32(&x, TL_PRIVACY_SEALED);
+    b_u32(&x, 0);
+    b_raw(&x, "0123456789abcdef", 16);
     size_t fixed = x.n;
+    uint8_t prefix[64];
+    memcpy(prefix, x.b, fixed);
     b_u32(&x, 10);
     b_raw(&x, "0.1.0", 5);
     assert_int_equal(dec(TL_MSG_HELLO, &x), TL_EPROTO);
@@ -444,6 +555,7 @@ static void test_malformed_strings(void **state) {
     assert_int_equal(dec(TL_MSG_REJECT, &x), 0);
 
     /* a NUL inside */
+    memcpy(x.b, prefix, fixed);
     x.n = fixed;
     b_u32(&x, 3);
     b_raw(&x, "a\0b", 3);
@@ -473,6 +585,7 @@ static void test_malformed_tensors(void **state) {
     /* dims whose product overflows (BACKWARD dh is f32 rank 2) */
     x.n = 0;
     b_u64(&x, 1);
+    b_u64(&x, 0); /* attempt, pad */
     uint32_t huge[2] = {0xffffffffu, 0xffffffffu};
     b_thdr(&x, TL_DT_F32, 2, huge);
     assert_int_equal(dec(TL_MSG_BACKWARD, &x), TL_EPROTO);
@@ -491,8 +604,10 @@ static void test_malformed_tensors(void **state) {
     /* a 0-row dh is fine, then trailing bytes are not */
     x.n = 0;
     b_u64(&x, 1);
-    uint32_t zero[2] = {0, 64};
+    b_u64(&x, 0); /* attempt, pad */
+    uint32_t zero[2] = {0, 64}, none[1] = {0};
     b_thdr(&x, TL_DT_F32, 2, zero);
+    b_thdr(&x, TL_DT_U32, 1, none);
     assert_int_equal(dec(TL_MSG_BACKWARD, &x), 0);
     b_u8(&x, 0);
     assert_int_equal(dec(TL_MSG_BACKWARD, &x), TL_EPROTO);
@@ -507,9 +622,11 @@ static void test_malformed_tensors(void **state) {
     expect_errmsg("rows must be u32 rank 1, got f32 rank 1");
     x.n = 0;
     b_u64(&x, 1);
+    b_u64(&x, 0); /* attempt, pad */
     b_thdr(&x, TL_DT_F32, 1, d3);
     b_raw(&x, "\0\0\0\0\0\0\0\0\0\0\0\0", 12);
     assert_int_equal(dec(TL_MSG_BACKWARD, &x), TL_EPROTO);
+    expect_errmsg("dh must be f32 rank 2");
     x.n = 0;
     b_u64(&x, 1);
     b_thdr(&x, 9, 1, d3);

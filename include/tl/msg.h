@@ -35,7 +35,7 @@
 #include "tl/conn.h"
 #include "tl/frame.h"
 
-#define TL_PROTO_VERSION 2 /* 2: READY */
+#define TL_PROTO_VERSION 3 /* 2: READY; 3: sealed mode (privacy, group key id, SEALED_STEP) */
 #define TL_MSG_STR_MAX 4096
 #define TL_TENSOR_MAX_RANK 4
 
@@ -51,13 +51,25 @@ typedef enum tl_msg_type {
     TL_MSG_DONE = 9,            /* orch -> node */
     TL_MSG_ERROR = 10,          /* either way */
     TL_MSG_READY = 11,          /* node -> orch: WELCOME checked, the node takes part */
+    TL_MSG_SEALED_STEP = 12,    /* orch -> every node: masked sum of the node-side gradients */
+    TL_MSG_PARAM_MAC = 13,      /* node -> orch: MAC of its node-side parameters */
+    TL_MSG_FINAL = 14,          /* orch -> node: the orchestrator side at the end (sealed) */
 } tl_msg_type;
+
+/* Privacy mode of a run (HELLO, WELCOME; docs/protocol.md §4, docs/security.md). */
+typedef enum tl_privacy {
+    TL_PRIVACY_OPEN = 0,   /* the reference protocol: the orchestrator holds every parameter */
+    TL_PRIVACY_SEALED = 1, /* the node side stays at the nodes; gradients are masked */
+} tl_privacy;
+
+#define TL_SEALED_F_MAC 0x1u /* SEALED_STEP.flags: answer with PARAM_MAC after applying it */
 
 typedef enum tl_dtype {
     TL_DT_F32 = 1,
     TL_DT_I64 = 2,
     TL_DT_U32 = 3,
     TL_DT_I32 = 4,
+    TL_DT_U64 = 5, /* sealed mode's masked fixed-point vectors (fixed.h) */
 } tl_dtype;
 
 /* REJECT codes (docs/protocol.md §5). */
@@ -70,6 +82,8 @@ enum {
     TL_REJECT_RUN_FULL = 6,
     TL_REJECT_NOT_AUTHENTICATED = 7,
     TL_REJECT_BAD_HELLO = 8,
+    TL_REJECT_GROUP_KEY = 9, /* sealed: the node holds another group's key */
+    TL_REJECT_PRIVACY = 10,  /* the node's privacy mode differs from the run's */
 };
 
 #define TL_HELLO_F_ZSTD 0x1u   /* HELLO.flags: node can do zstd */
@@ -109,6 +123,8 @@ typedef struct tl_msg_hello {
     uint16_t flags;         /* TL_HELLO_F_*; unknown bits are ignored by receivers */
     uint64_t sample_count;
     uint64_t fingerprint;
+    uint32_t privacy;       /* tl_privacy the node insists on */
+    uint8_t key_id[16];     /* sealed: the group key's id (groupkey.h); open: zeros */
     char version[TL_MSG_STR_MAX + 1]; /* software version, NUL-terminated */
 } tl_msg_hello;
 
@@ -121,6 +137,14 @@ typedef struct tl_msg_welcome {
     uint32_t input_dim;
     float mean, std;
     uint32_t heartbeat_ms; /* 0: no heartbeats */
+    uint32_t privacy;      /* tl_privacy; decode rejects others */
+    uint32_t mac_every;    /* sealed: SEALED_STEP asks for PARAM_MAC every this many steps */
+    /* sealed: the optimizer the nodes run on the node side (optim.h's tl_optim_cfg) */
+    uint32_t opt_kind;     /* tl_optim_kind */
+    uint32_t opt_nesterov;
+    double opt_lr, opt_rho, opt_eps, opt_momentum, opt_dampening, opt_weight_decay,
+        opt_beta1, opt_beta2;
+    uint64_t opt_steps;    /* optimizer steps already taken by the run (resume) */
     char model[TL_MSG_STR_MAX + 1];
 } tl_msg_welcome;
 
@@ -146,13 +170,34 @@ typedef struct tl_msg_forward_result {
 
 typedef struct tl_msg_backward {
     uint64_t step;
-    tl_tensor dh; /* F32 [n, d_c] */
+    uint32_t attempt;     /* sealed: the mask attempt (mask.h); open: 0 */
+    tl_tensor dh;         /* F32 [n, d_c] */
+    tl_tensor participants; /* sealed: U32 [k] node ids (1-based) in plan order; open: U32 [0] */
 } tl_msg_backward;
 
 typedef struct tl_msg_backward_result {
     uint64_t step;
-    tl_tensor grads; /* F32 [P_node] */
+    tl_tensor grads; /* open: F32 [P_node]; sealed: U64 [P_node] masked fixed point */
 } tl_msg_backward_result;
+
+typedef struct tl_msg_sealed_step {
+    uint64_t step;
+    uint32_t attempt;
+    uint32_t flags;         /* TL_SEALED_F_* */
+    double lr;              /* the step's learning rate */
+    tl_tensor participants; /* U32 [k] node ids in plan order */
+    tl_tensor sum;          /* U64 [P_node]: sum of the masked vectors, mod 2^64 */
+} tl_msg_sealed_step;
+
+typedef struct tl_msg_param_mac {
+    uint64_t step;   /* the steps applied */
+    uint8_t mac[32]; /* seal.h's tl_param_mac of the node side */
+} tl_msg_param_mac;
+
+typedef struct tl_msg_final {
+    uint64_t step;
+    tl_tensor params; /* F32 [P - P_node]: the orchestrator side */
+} tl_msg_final;
 
 typedef struct tl_msg_heartbeat {
     uint64_t nonce;
@@ -186,6 +231,9 @@ typedef struct tl_msg {
         tl_msg_done done;
         tl_msg_error error;
         tl_msg_ready ready;
+        tl_msg_sealed_step sealed_step;
+        tl_msg_param_mac param_mac;
+        tl_msg_final final;
     } u;
 } tl_msg;
 
@@ -194,7 +242,7 @@ typedef struct tl_msg {
 const char *tl_msg_type_name(int type);
 
 #define TL_MSG_MAX_IOV 7
-#define TL_MSG_ENC_BUF (TL_MSG_STR_MAX + 128)
+#define TL_MSG_ENC_BUF (TL_MSG_STR_MAX + 256)
 
 /* An encoded message: iov[0..iovcnt) is the payload. Pieces point into buf
  * (fields, strings, tensor headers, padding) and at the caller's tensor data.

@@ -14,7 +14,10 @@
  * connection; a REJECT DUPLICATE_ID (its old connection may still look open
  * at the orchestrator) is retried the same way, any other REJECT is final. No message it sends carries its raw
  * files, but the open protocol lets the orchestrator rebuild the inputs from
- * what it receives (docs/security.md section 2).
+ * what it receives (docs/security.md section 2). In sealed mode (privacy
+ * TL_PRIVACY_SEALED) the node side of the model lives here (sealed.h): the
+ * node sends only masked gradients and applies every SEALED_STEP, and its
+ * privacy setting is authoritative: it never joins an open run.
  *
  *     tl_node_cfg cfg = {.host = "10.0.0.1", .port = 7000, .id = 2, .data = &ds};
  *     rc = tl_node_run(&cfg);   // 0 when the orchestrator said DONE
@@ -25,6 +28,7 @@
 #include <stdint.h>
 
 #include "tl/dataset.h"
+#include "tl/groupkey.h"
 #include "tl/tls.h"
 
 typedef void (*tl_log_fn)(void *ud, const char *msg);
@@ -39,6 +43,11 @@ typedef struct tl_node_cfg {
     int zstd;                /* offer zstd compression */
     tl_log_fn log;           /* progress and problems, one line each; may be NULL */
     void *log_ud;
+    /* sealed mode (DESIGN §4, docs/protocol.md §8.1) */
+    int privacy;                   /* tl_privacy (msg.h) this node insists on; 0: open */
+    const tl_group_key *group_key; /* sealed: required */
+    const char *init_path;         /* sealed: node side from this file (else from the key) */
+    const char *save_path;         /* sealed: the whole model at the end (FINAL), or NULL */
 } tl_node_cfg;
 
 /* Serves one run. 0 after DONE; TL_EREFUSED if the orchestrator refused us

@@ -61,6 +61,14 @@ typedef struct tl_orch_cfg {
                                  * nodes on a unix socket, which is otherwise done */
     tl_log_fn log;              /* one line per event; may be NULL */
     void *log_ud;
+    /* sealed mode (DESIGN §4, docs/protocol.md §8.1): the node side stays at
+     * the nodes; the orchestrator sums masked gradients and sends SEALED_STEP */
+    int privacy;                /* tl_privacy (msg.h); 0 (open) by default */
+    int have_key_id;            /* sealed: key_id is the group's (its kit's group-key.id);
+                                 * else the first registered node's is taken */
+    uint8_t key_id[16];
+    int mac_every;              /* sealed: PARAM_MAC every this many steps (0: only at
+                                 * the end) */
 } tl_orch_cfg;
 
 /* Fills the tunables with their defaults (heartbeat 2 s, task timeout 120 s,
@@ -102,6 +110,12 @@ int tl_orch_grad_fn(void *ctx, const tl_batch *b, const float *params, float *gr
  * every registered node and waits briefly until sent. Nodes log the reason and
  * keep retrying, so that an orchestrator restarted with --resume finds them. */
 void tl_orch_stop(tl_orch *o, const char *reason);
+/* Sealed mode, at the end of training: sends FINAL (the orchestrator side,
+ * params[p_node, n_params)) to every node, collects their PARAM_MACs and
+ * compares them. 0, or TL_ESTATE naming the nodes whose node sides differ
+ * (or TL_ETIMEDOUT if one does not answer within the task timeout). A no-op
+ * in open mode. Call before tl_orch_finish. */
+int tl_orch_final(tl_orch *o, const float *params);
 
 /* Sends DONE {reason} to every connected node and waits (briefly) until sent. */
 void tl_orch_finish(tl_orch *o, const char *reason);

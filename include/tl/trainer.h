@@ -77,7 +77,8 @@ typedef struct tl_trainer {
     const tl_model *model;
     float *params;           /* caller's, n_params */
     float *grads;            /* owned */
-    tl_optim optim;
+    tl_optim optim;          /* over params[opt_from, n_params) */
+    size_t opt_from;         /* 0, or sealed mode's node-side size (tl_trainer_set_opt_from) */
     tl_sched sched;
     tl_batcher *batcher;
     const tl_dataset *test;  /* may be NULL */
@@ -103,6 +104,12 @@ int tl_trainer_init(tl_trainer *t, const tl_runcfg *cfg, const tl_model *m, floa
                     const uint64_t *counts, int n_nodes, const tl_dataset *test);
 /* Describes the data for checkpoint signatures: e.g. "nodes 20000:9f..,20000:..". */
 void tl_trainer_set_data_sig(tl_trainer *t, const char *sig);
+
+/* Sealed mode (DESIGN §4): the optimizer steps only params[from, n_params),
+ * the orchestrator's side; params[0, from) (the node side, held by the nodes)
+ * is never touched. Call after init and before resume/run. 0, TL_EINVAL if
+ * from >= n_params, or TL_ENOMEM. */
+int tl_trainer_set_opt_from(tl_trainer *t, size_t from);
 
 /* Loads cfg->checkpoint_path and continues from it (call after init). */
 int tl_trainer_resume(tl_trainer *t);

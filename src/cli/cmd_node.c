@@ -13,7 +13,7 @@
 #include "tl/node.h"
 
 enum { OPT_CONNECT = 1, OPT_ID, OPT_NDATA, OPT_NINSECURE, OPT_NTLS, OPT_NTHREADS, OPT_GIVE_UP,
-       OPT_NZSTD, OPT_QUIET };
+       OPT_NZSTD, OPT_QUIET, OPT_NPRIVACY, OPT_GROUP_KEY, OPT_NINIT, OPT_NSAVE };
 
 #define DEFAULT_GIVE_UP_S 3600
 #define TL_STR_(x) #x
@@ -29,6 +29,10 @@ static const struct option longopts[] = {
     {"give-up", required_argument, 0, OPT_GIVE_UP},
     {"zstd", no_argument, 0, OPT_NZSTD},
     {"quiet", no_argument, 0, OPT_QUIET},
+    {"privacy", required_argument, 0, OPT_NPRIVACY},
+    {"group-key", required_argument, 0, OPT_GROUP_KEY},
+    {"init", required_argument, 0, OPT_NINIT},
+    {"save", required_argument, 0, OPT_NSAVE},
     {"help", no_argument, 0, 'h'},
     {0, 0, 0, 0},
 };
@@ -41,8 +45,10 @@ static void usage(void) {
            "from the orchestrator, answers forward and backward passes over its own\n"
            "rows, and exits 0 when the orchestrator says the run is over. If the\n"
            "connection drops it reconnects and the orchestrator replays the batch.\n"
-           "The raw data files are never sent, but the protocol is open: an orchestrator\n"
-           "can rebuild the inputs from what it receives (docs/security.md section 2).\n\n"
+           "The raw data files are never sent. In sealed mode (the default) the node side\n"
+           "of the model stays with the nodes and only masked gradients leave them, so\n"
+           "the orchestrator cannot rebuild the inputs; --privacy open is the reference\n"
+           "protocol, from which it can (docs/security.md).\n\n"
            "  --connect HOST:PORT   the orchestrator (unix:PATH for one on this machine:\n"
            "                        then parameters and gradients are shared in memory\n"
            "                        unless the orchestrator runs with --no-shm)\n"
@@ -59,6 +65,18 @@ static void usage(void) {
            "                        this id is still connected is retried) (0: never)\n"
            "                        [" TL_STR(DEFAULT_GIVE_UP_S) "]\n"
            "  --zstd                offer zstd compression of frames\n"
+           "  --privacy MODE        sealed or open; this node never joins a run of the\n"
+           "                        other mode. open reveals to the orchestrator enough\n"
+           "                        to rebuild this node's inputs, and its labels [sealed]\n"
+           "  --group-key FILE      sealed: the node group's key (default: group.key in\n"
+           "                        --tls-dir, written by 'tl provision'; for --insecure\n"
+           "                        runs make one with 'tl provision --group-key-only FILE'\n"
+           "                        and copy it to every node)\n"
+           "  --init FILE           sealed: the node side starts from FILE's parameters\n"
+           "                        (as tl train --init; the same file on every node);\n"
+           "                        default: derived from the group key\n"
+           "  --save FILE           sealed: write the whole trained model (safetensors)\n"
+           "                        at the end\n"
            "  --quiet               no progress lines on stderr (errors still)\n"
            "  -h, --help            this text\n");
 }
@@ -66,7 +84,8 @@ static void usage(void) {
 int cmd_node(int argc, char **argv) {
     const char *cmd = "node", *connect = NULL, *data = NULL, *tls_dir = NULL;
     long id = 0, threads = 1, give_up = DEFAULT_GIVE_UP_S;
-    int insecure = 0, zstd = 0, quiet = 0, c;
+    int insecure = 0, zstd = 0, quiet = 0, privacy = 1, c;
+    const char *key_path = NULL, *init_path = NULL, *save_path = NULL;
     optind = 1;
     opterr = 0; /* our own one-line messages */
     while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
@@ -86,6 +105,14 @@ int cmd_node(int argc, char **argv) {
             break;
         case OPT_NZSTD: zstd = 1; break;
         case OPT_QUIET: quiet = 1; break;
+        case OPT_NPRIVACY:
+            if (!strcmp(optarg, "sealed")) privacy = 1;
+            else if (!strcmp(optarg, "open")) privacy = 0;
+            else return cli_usage_error(cmd, "--privacy: '%s' (want sealed or open)", optarg);
+            break;
+        case OPT_GROUP_KEY: key_path = optarg; break;
+        case OPT_NINIT: init_path = optarg; break;
+        case OPT_NSAVE: save_path = optarg; break;
         case 'h': usage(); return 0;
         case ':': return cli_usage_error(cmd, "option '%s' needs a value", argv[optind - 1]);
         default: return cli_usage_error(cmd, "unknown option '%s'", argv[optind - 1]);
@@ -105,6 +132,28 @@ int cmd_node(int argc, char **argv) {
         (port == 0 && !tl_addr_is_unix(host)))
         return cli_usage_error(cmd, "--connect: '%s' (want HOST:PORT or unix:PATH)", connect);
 
+    if (!privacy && (key_path || init_path || save_path))
+        return cli_usage_error(cmd, "--group-key, --init and --save are for sealed mode (in open "
+                                    "mode the orchestrator holds the model)");
+    char kit_key[4200];
+    if (privacy && !key_path && tls_dir) {
+        snprintf(kit_key, sizeof kit_key, "%s/group.key", tls_dir);
+        key_path = kit_key;
+    }
+    if (privacy && !key_path) {
+        fprintf(stderr, "tl node: sealed mode (the default) needs the node group's key: run with "
+                        "--tls-dir of a kit from 'tl provision' (it holds group.key), or give "
+                        "--group-key FILE (made once with 'tl provision --group-key-only FILE' "
+                        "and copied to every node), or run --privacy open\n");
+        return 2;
+    }
+    tl_group_key gk;
+    if (privacy && tl_group_key_load(key_path, &gk) < 0) {
+        fprintf(stderr, "tl node: %s%s\n", tl_errmsg(),
+                key_path == kit_key ? " (kits from an older 'tl provision' have no group key: "
+                                      "provision again, or give --group-key FILE)" : "");
+        return 1;
+    }
     tl_gemm_set_threads((int)threads);
     tl_tls_ctx *tls = NULL;
     tl_dataset ds;
@@ -129,13 +178,16 @@ int cmd_node(int argc, char **argv) {
     snprintf(lg.tag, sizeof lg.tag, "%s", tag);
     lg.quiet = quiet;
     tl_node_cfg nc = {.host = host, .port = port, .id = (int)id, .data = &ds, .tls = tls,
-                      .give_up_s = (int)give_up, .zstd = zstd, .log = cli_log_line, .log_ud = &lg};
+                      .give_up_s = (int)give_up, .zstd = zstd, .log = cli_log_line, .log_ud = &lg,
+                      .privacy = privacy, .group_key = privacy ? &gk : NULL,
+                      .init_path = init_path, .save_path = save_path};
     if (tl_node_run(&nc) < 0) goto fail;
     rc = 0;
     goto out;
 fail:
     fprintf(stderr, "tl node %ld: %s\n", id, tl_errmsg());
 out:
+    if (privacy) tl_group_key_wipe(&gk);
     tl_dataset_free(&ds);
     tl_tls_ctx_free(tls);
     return rc;

@@ -10,6 +10,7 @@
 #include "cli/cli.h"
 #include "cli/outputs.h"
 #include "tl/error.h"
+#include "tl/groupkey.h"
 #include "tl/provision.h"
 
 #define MAX_DAYS 36500
@@ -17,6 +18,7 @@
 static void usage(void) {
     printf("usage: tl provision --nodes N --out DIR [--host NAME]... [--days N] [--force]\n"
            "       tl provision --add-node K --out DIR [--days N] [--force]\n"
+           "       tl provision --group-key-only FILE [--force]\n"
            "\n"
            "Creates a certificate authority (CA) for one run and a TLS kit for each party,\n"
            "with ECDSA P-256 keys written mode 0600:\n"
@@ -24,7 +26,10 @@ static void usage(void) {
            "                                     keep it offline (needed only for --add-node)\n"
            "  DIR/orchestrator/                  for 'tl orchestrator --tls-dir DIR/orchestrator'\n"
            "  DIR/node-K/ for K = 1..N           for 'tl node --id K --tls-dir DIR/node-K'\n"
-           "Each kit holds cert.pem, key.pem and ca.pem. Copy each node-K directory to its\n"
+           "Each kit holds cert.pem, key.pem and ca.pem. Node kits also hold group.key,\n"
+           "the node group's random key for sealed mode (mode 0600, also kept in DIR/ca);\n"
+           "the orchestrator's kit holds only its identifier, group-key.id.\n"
+           "Copy each node-K directory to its\n"
            "node over a secure channel. The orchestrator's certificate is valid for\n"
            "localhost, 127.0.0.1 and ::1 plus every --host; nodes must connect to one of\n"
            "those names. See docs/security.md.\n"
@@ -38,6 +43,10 @@ static void usage(void) {
            "                  starting one hour in the past to allow for clock skew\n"
            "  --add-node K    issue one more kit DIR/node-K from the existing CA in DIR/ca\n"
            "                  (instead of --nodes; --host is not used)\n"
+           "  --group-key-only FILE\n"
+           "                  write only a new group key to FILE (mode 0600), for\n"
+           "                  --insecure sealed runs: copy it to every node and give\n"
+           "                  it to 'tl node --group-key FILE'\n"
            "  --force         replace the kit files in an existing DIR (or DIR/node-K);\n"
            "                  other files there are left alone\n"
            "  -h, --help      show this help\n",
@@ -55,7 +64,7 @@ static long parse_int(const char *s, long lo, long hi) {
 }
 
 int cmd_provision(int argc, char **argv) {
-    enum { OPT_NODES = 256, OPT_OUT, OPT_HOST, OPT_DAYS, OPT_ADD, OPT_FORCE };
+    enum { OPT_NODES = 256, OPT_OUT, OPT_HOST, OPT_DAYS, OPT_ADD, OPT_FORCE, OPT_KEY_ONLY };
     static const struct option longopts[] = {
         {"nodes", required_argument, NULL, OPT_NODES},
         {"out", required_argument, NULL, OPT_OUT},
@@ -63,10 +72,11 @@ int cmd_provision(int argc, char **argv) {
         {"days", required_argument, NULL, OPT_DAYS},
         {"add-node", required_argument, NULL, OPT_ADD},
         {"force", no_argument, NULL, OPT_FORCE},
+        {"group-key-only", required_argument, NULL, OPT_KEY_ONLY},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    const char *out = NULL;
+    const char *out = NULL, *key_only = NULL;
     const char **hosts = NULL;
     long nodes = 0, add = 0, days = 3650;
     int nhosts = 0, force = 0, opt, rc = 0;
@@ -110,6 +120,7 @@ int cmd_provision(int argc, char **argv) {
             }
             break;
         case OPT_FORCE: force = 1; break;
+        case OPT_KEY_ONLY: key_only = optarg; break;
         case 'h': usage(); goto cleanup;
         case ':':
             rc = cli_usage_error("provision", "option '%s' needs a value", argv[optind - 1]);
@@ -121,6 +132,24 @@ int cmd_provision(int argc, char **argv) {
     }
     if (optind < argc) {
         rc = cli_usage_error("provision", "unexpected argument '%s'", argv[optind]);
+        goto cleanup;
+    }
+    if (key_only) {
+        if (out || nodes || add || nhosts) {
+            rc = cli_usage_error("provision", "--group-key-only takes no other option but --force");
+            goto cleanup;
+        }
+        tl_group_key gk;
+        if (tl_group_key_generate(&gk) < 0 || tl_group_key_save(key_only, &gk, force) < 0) {
+            fprintf(stderr, "tl provision: %s\n", tl_errmsg());
+            rc = 1;
+        } else {
+            char hex[2 * TL_GROUP_KEY_ID_LEN + 1];
+            tl_group_key_id_hex(gk.id, hex);
+            printf("created %s (mode 0600): a node group key, id %s; copy it to every node "
+                   "(tl node --group-key %s)\n", key_only, hex, key_only);
+        }
+        tl_group_key_wipe(&gk);
         goto cleanup;
     }
     if (!out) {

@@ -20,6 +20,7 @@
 #include "tl/batch.h"
 #include "tl/dataset.h"
 #include "tl/error.h"
+#include "tl/groupkey.h"
 #include "tl/idx.h"
 #include "tl/partition.h"
 #include "tl/provision.h"
@@ -194,13 +195,15 @@ static void start_node(void *ud, int k) {
 
 /* Starts node k (exec of this program) on the orchestrator's unix socket. */
 static pid_t spawn_node(const run_ctx *r, int k) {
-    char connect[4200], id[16], data[4096], threads[16], tls[4096];
+    char connect[4200], id[16], data[4096], threads[16], tls[4096], key[4200], model[4200];
     snprintf(connect, sizeof connect, "unix:%s/orchestrator.sock", r->dir);
     snprintf(id, sizeof id, "%d", k);
     snprintf(data, sizeof data, "%s/node-%d", r->dir, k);
     snprintf(threads, sizeof threads, "%d", r->t->cfg.threads);
     snprintf(tls, sizeof tls, "%s/tls/node-%d", r->dir, k);
-    char *argv[16];
+    snprintf(key, sizeof key, "%s/group.key", r->dir);
+    snprintf(model, sizeof model, "%s/model.safetensors", r->dir);
+    char *argv[28];
     int a = 0;
     argv[a++] = "tl";
     argv[a++] = "node";
@@ -222,6 +225,22 @@ static pid_t spawn_node(const run_ctx *r, int k) {
         argv[a++] = tls;
     }
     if (r->oo->zstd) argv[a++] = "--zstd";
+    argv[a++] = "--privacy";
+    argv[a++] = r->oo->privacy ? "sealed" : "open";
+    if (r->oo->privacy) { /* the node side is the nodes': same start, node 1 saves the model */
+        if (r->oo->insecure) {
+            argv[a++] = "--group-key";
+            argv[a++] = key;
+        }
+        if (r->t->cfg.init_path) {
+            argv[a++] = "--init";
+            argv[a++] = (char *)r->t->cfg.init_path;
+        }
+        if (k == 1 && r->oo->model_from) {
+            argv[a++] = "--save";
+            argv[a++] = model;
+        }
+    }
     argv[a] = NULL;
     pid_t pid = fork();
     if (pid == 0) {
@@ -306,6 +325,22 @@ int cmd_run(int argc, char **argv) {
         }
         snprintf(orch_kit, sizeof orch_kit, "%s/orchestrator", kits);
         oo.tls_dir = orch_kit;
+    }
+    char model_path[4200];
+    if (oo.privacy) {
+        /* sealed: without kits the group key is a file of the private directory */
+        char key_path[4200];
+        snprintf(key_path, sizeof key_path, "%s/group.key", dir);
+        tl_group_key gk;
+        int krc = !oo.insecure ? 0
+                  : tl_group_key_generate(&gk) < 0 ? -1 : tl_group_key_save(key_path, &gk, 0);
+        if (oo.insecure) tl_group_key_wipe(&gk);
+        if (krc < 0) {
+            fprintf(stderr, "tl run: %s\n", tl_errmsg());
+            goto out;
+        }
+        snprintf(model_path, sizeof model_path, "%s/model.safetensors", dir);
+        if (t.cfg.save_path || t.cfg.test_dir) oo.model_from = model_path;
     }
     if (got_signal) goto out;
     if (pipe(pipefd) < 0) goto out;

@@ -13,8 +13,63 @@
 #include "tl/checkpoint.h"
 #include "tl/error.h"
 #include "tl/net.h"
+#include "tl/file.h"
+#include "tl/msg.h"
 #include "tl/orchestrator.h"
+#include "tl/params.h"
 #include "tl/tls.h"
+
+/* The module count of a cut (validated by cli_orchopts_finish). */
+static int cut_modules(const tl_model *m, int cut) {
+    int n = 0;
+    tl_model_cut_modules(m, cut, &n);
+    return n;
+}
+
+/* Sealed mode with a kit: the group key's id from DIR/group-key.id (written
+ * by tl provision); without that file the first node's key is the group's. */
+static int sealed_key_id(const char *dir, tl_orch_cfg *oc, const char *cmd) {
+    char path[4200], hex[80];
+    snprintf(path, sizeof path, "%s/group-key.id", dir);
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        fprintf(stderr, "tl %s: note: no %s: the first node's group key is taken as the "
+                        "group's\n", cmd, path);
+        return 0;
+    }
+    size_t n = fread(hex, 1, sizeof hex - 1, f);
+    fclose(f);
+    hex[n] = 0;
+    for (int i = 0; i < 16; i++) {
+        unsigned v;
+        if (sscanf(hex + 2 * i, "%2x", &v) != 1)
+            return tl_error(TL_EFORMAT, "%s: not a group key id (32 hex digits)", path);
+        oc->key_id[i] = (uint8_t)v;
+    }
+    if (n < 32 || (n > 32 && hex[32] != '\n'))
+        return tl_error(TL_EFORMAT, "%s: not a group key id (32 hex digits)", path);
+    oc->have_key_id = 1;
+    return 0;
+}
+
+/* Sealed `tl run`: the whole model as node 1 saved it, for --save and the
+ * test accuracy (tl run owns every process: the model is its user's). */
+static int sealed_take_model(cli_run *r, const cli_orchopts *oo, const tl_runcfg *cfg,
+                             cli_progress *prog, const char *cmd) {
+    int rc = tl_params_load(oo->model_from, &r->model, r->params);
+    if (rc < 0) return rc;
+    if (r->have_test && prog->have_last) {
+        double loss, acc;
+        if ((rc = tl_evaluate(&r->model, r->params, &r->test, cfg->mean, cfg->std, &loss,
+                              &acc)) < 0)
+            return rc;
+        prog->last.test_accuracy = acc;
+        prog->last.test_loss = loss;
+        fprintf(stderr, "tl %s: test accuracy %.2f%% (loss %.4f) of the final model from node "
+                        "1\n", cmd, 100 * acc, loss);
+    }
+    return 0;
+}
 
 int cli_orchestrate(const cli_trainopts *t, const cli_orchopts *oo, const char *host, int port,
                     const char *cmd, cli_on_listen on_listen, void *ud) {
@@ -28,6 +83,12 @@ int cli_orchestrate(const cli_trainopts *t, const cli_orchopts *oo, const char *
     int tr_ok = 0, prog_ok = 0, rc = 1;
     uint64_t *counts = NULL;
     cli_stop_on_signals(); /* before any thread starts */
+    if (oo->privacy && cfg->save_path && !oo->model_from) {
+        fprintf(stderr, "tl %s: --save: in sealed mode the orchestrator does not hold the node "
+                        "side of the model; the nodes' 'tl node --save FILE' writes the whole "
+                        "model (or use --privacy open)\n", cmd);
+        return 2;
+    }
     if (cli_run_setup_dim(&r, cfg, cmd, 0) != 0) return 1;
     /* a wrong --resume fails now, not once every node has joined */
     if (cfg->resume && tl_checkpoint_check(cfg->checkpoint_path, cfg, &r.model) < 0) goto fail;
@@ -58,6 +119,9 @@ int cli_orchestrate(const cli_trainopts *t, const cli_orchopts *oo, const char *
     oc.no_shm = oo->no_shm;
     oc.log = cli_log_line;
     oc.log_ud = &lg;
+    oc.privacy = oo->privacy;
+    oc.mac_every = oo->mac_every;
+    if (oo->privacy && oo->tls_dir && sealed_key_id(oo->tls_dir, &oc, cmd) < 0) goto fail;
     if (tl_orch_new(&oc, &o) < 0) goto fail;
     if (on_listen && (rc = on_listen(ud, tl_orch_port(o))) != 0) goto cleanup;
     tl_model_warmup(&r.model, cfg->batch_size); /* while the nodes start */
@@ -65,10 +129,14 @@ int cli_orchestrate(const cli_trainopts *t, const cli_orchopts *oo, const char *
     counts = calloc(2 * (size_t)oo->nodes, sizeof *counts);
     if (!counts || tl_orch_wait_nodes(o, oo->wait_timeout_s, counts, counts + oo->nodes) < 0)
         goto fail;
+    /* sealed: the orchestrator cannot evaluate a model whose node side it does not hold */
     if (tl_trainer_init(&tr, cfg, &r.model, r.params, counts, oo->nodes,
-                        r.have_test ? &r.test : NULL) < 0)
+                        r.have_test && !oo->privacy ? &r.test : NULL) < 0)
         goto fail;
     tr_ok = 1;
+    if (oo->privacy && tl_trainer_set_opt_from(&tr, tl_model_param_offset(&r.model, cut_modules(
+                                                         &r.model, cfg->cut))) < 0)
+        goto fail;
     /* what the data is, for checkpoints: each node's count and fingerprint */
     char sig[512] = "nodes";
     size_t len = strlen(sig);
@@ -115,7 +183,9 @@ int cli_orchestrate(const cli_trainopts *t, const cli_orchopts *oo, const char *
         tl_orch_stop(o, told);
         goto cleanup;
     }
+    if (tl_orch_final(o, r.params) < 0) goto fail; /* sealed: FINAL, the nodes' MACs agree */
     tl_orch_finish(o, "training complete");
+    if (oo->privacy && oo->model_from && sealed_take_model(&r, oo, cfg, &prog, cmd) < 0) goto fail;
     tl_orch_stats st;
     tl_orch_get_stats(o, &st);
     if (st.batches)

@@ -23,6 +23,8 @@ const struct option cli_orch_longopts[] = {
     {"zstd", no_argument, 0, OPT_ZSTD},
     {"no-shm", no_argument, 0, OPT_NO_SHM},
     {"max-replays", required_argument, 0, OPT_MAX_REPLAYS},
+    {"privacy", required_argument, 0, OPT_PRIVACY},
+    {"mac-every", required_argument, 0, OPT_MAC_EVERY},
     {0, 0, 0, 0},
 };
 
@@ -46,6 +48,16 @@ const char cli_orch_help[] =
     "  --max-replays N       stop (with a recovery checkpoint) when one batch has\n"
     "                        failed N+1 times, naming the node lost each time ["
     TL_STR(CLI_DEFAULT_MAX_REPLAYS) "]\n"
+    "  --privacy MODE        sealed: the node side of the model stays at the nodes\n"
+    "                        (initialized from their group key or their --init),\n"
+    "                        gradients are summed masked, and the orchestrator\n"
+    "                        cannot rebuild the nodes' inputs (docs/security.md);\n"
+    "                        open: the reference protocol, which reveals to the\n"
+    "                        orchestrator enough to rebuild every node's training\n"
+    "                        inputs exactly, and every label [sealed]\n"
+    "  --mac-every N         sealed: the nodes prove every N steps (and at the end)\n"
+    "                        that their node sides are identical ["
+    TL_STR(CLI_DEFAULT_MAC_EVERY) "]\n"
     "  --wait-timeout SEC    wait this long for all nodes to join (0: forever) ["
     TL_STR(CLI_DEFAULT_WAIT_TIMEOUT_S) "]\n"
     "  --zstd                compress frames with zstd when a node offers it\n"
@@ -67,6 +79,8 @@ void cli_orchopts_init(cli_orchopts *o) {
     o->reconnect_timeout_s = CLI_DEFAULT_RECONNECT_TIMEOUT_S;
     o->max_replays = CLI_DEFAULT_MAX_REPLAYS;
     o->wait_timeout_s = CLI_DEFAULT_WAIT_TIMEOUT_S;
+    o->privacy = 1; /* TL_PRIVACY_SEALED */
+    o->mac_every = CLI_DEFAULT_MAC_EVERY;
 }
 
 int cli_orchopts_finish(const cli_orchopts *o, const cli_trainopts *t, const char *cmd) {
@@ -118,6 +132,15 @@ int cli_orchopts_parse(cli_orchopts *o, tl_runcfg *cfg, int key, const char *arg
     case OPT_MAX_REPLAYS:
         if (cli_parse_long(cmd, "max-replays", arg, 0, 1000000, &v)) return 2;
         o->max_replays = (int)v;
+        return 1;
+    case OPT_PRIVACY:
+        if (!strcmp(arg, "sealed")) o->privacy = 1;
+        else if (!strcmp(arg, "open")) o->privacy = 0;
+        else return cli_usage_error(cmd, "--privacy: '%s' (want sealed or open)", arg);
+        return 1;
+    case OPT_MAC_EVERY:
+        if (cli_parse_long(cmd, "mac-every", arg, 0, 1000000000, &v)) return 2;
+        o->mac_every = (int)v;
         return 1;
     case OPT_ZSTD: o->zstd = 1; return 1;
     case OPT_NO_SHM: o->no_shm = 1; return 1;

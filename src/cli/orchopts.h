@@ -24,8 +24,9 @@
 enum {
     OPT_NODES = 1200, OPT_CUT, OPT_MODE, OPT_INSECURE, OPT_TLS_DIR, OPT_HEARTBEAT,
     OPT_TASK_TIMEOUT, OPT_RECONNECT_TIMEOUT, OPT_WAIT_TIMEOUT, OPT_ZSTD, OPT_NO_SHM,
-    OPT_MAX_REPLAYS,
+    OPT_MAX_REPLAYS, OPT_PRIVACY, OPT_MAC_EVERY,
 };
+#define CLI_DEFAULT_MAC_EVERY 50
 
 typedef struct cli_orchopts {
     int nodes;               /* required */
@@ -38,6 +39,9 @@ typedef struct cli_orchopts {
     int wait_timeout_s;
     int zstd;
     int no_shm;
+    int privacy;             /* tl_privacy: sealed by default */
+    int mac_every;
+    const char *model_from;  /* sealed `tl run`: node 1 saves the whole model here */
 } cli_orchopts;
 
 extern const struct option cli_orch_longopts[];

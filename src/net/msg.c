@@ -2,6 +2,7 @@
 #include "tl/msg.h"
 
 #include <assert.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,7 +10,7 @@
 #include "tl/error.h"
 #include "tl/le.h"
 
-static_assert(TL_MSG_READY == TL_FRAME_TYPE_MAX, "frame.h knows every message type");
+static_assert(TL_MSG_FINAL == TL_FRAME_TYPE_MAX, "frame.h knows every message type");
 static_assert(TL_MSG_MAX_IOV <= TL_FRAME_MAX_IOV, "a message fits in one frame's iovecs");
 
 size_t tl_dtype_size(int dtype) {
@@ -18,6 +19,7 @@ size_t tl_dtype_size(int dtype) {
     case TL_DT_I64: return 8;
     case TL_DT_U32: return 4;
     case TL_DT_I32: return 4;
+    case TL_DT_U64: return 8;
     default: return 0;
     }
 }
@@ -28,6 +30,7 @@ static const char *dtype_name(int dtype) {
     case TL_DT_I64: return "i64";
     case TL_DT_U32: return "u32";
     case TL_DT_I32: return "i32";
+    case TL_DT_U64: return "u64";
     default: return "dtype?";
     }
 }
@@ -35,9 +38,10 @@ static const char *dtype_name(int dtype) {
 const char *tl_msg_type_name(int type) {
     static const char *names[] = {NULL,      "HELLO",          "WELCOME",  "REJECT",
                                   "FORWARD", "FORWARD_RESULT", "BACKWARD", "BACKWARD_RESULT",
-                                  "HEARTBEAT", "DONE",         "ERROR",    "READY"};
+                                  "HEARTBEAT", "DONE",         "ERROR",    "READY",
+                                  "SEALED_STEP", "PARAM_MAC",  "FINAL"};
     static _Thread_local char other[24];
-    if (type >= 1 && type <= TL_MSG_READY)
+    if (type >= 1 && type <= TL_MSG_FINAL)
         return names[type];
     snprintf(other, sizeof other, "type %d", type);
     return other;
@@ -210,6 +214,9 @@ int tl_msg_encode(const tl_msg *m, tl_msg_enc *e) {
         put_u16(&k, h->flags);
         put_u64(&k, h->sample_count);
         put_u64(&k, h->fingerprint);
+        put_u32(&k, h->privacy);
+        put_u32(&k, 0);
+        put_bytes(&k, h->key_id, sizeof h->key_id);
         put_str(&k, h->version, "software version");
         break;
     }
@@ -219,6 +226,8 @@ int tl_msg_encode(const tl_msg *m, tl_msg_enc *e) {
             return tl_error(TL_EINVAL, "WELCOME: unknown flags 0x%x", w->flags);
         if (w->mode > 1)
             return tl_error(TL_EINVAL, "WELCOME: unknown mode %u", w->mode);
+        if (w->privacy > TL_PRIVACY_SEALED)
+            return tl_error(TL_EINVAL, "WELCOME: unknown privacy %u", w->privacy);
         put_u64(&k, w->run_id);
         put_u32(&k, w->flags);
         put_u32(&k, w->cut);
@@ -228,6 +237,19 @@ int tl_msg_encode(const tl_msg *m, tl_msg_enc *e) {
         put_f32(&k, w->mean);
         put_f32(&k, w->std);
         put_u32(&k, w->heartbeat_ms);
+        put_u32(&k, w->privacy);
+        put_u32(&k, w->mac_every);
+        put_u32(&k, w->opt_kind);
+        put_u32(&k, w->opt_nesterov);
+        put_f64(&k, w->opt_lr);
+        put_f64(&k, w->opt_rho);
+        put_f64(&k, w->opt_eps);
+        put_f64(&k, w->opt_momentum);
+        put_f64(&k, w->opt_dampening);
+        put_f64(&k, w->opt_weight_decay);
+        put_f64(&k, w->opt_beta1);
+        put_f64(&k, w->opt_beta2);
+        put_u64(&k, w->opt_steps);
         put_str(&k, w->model, "model");
         break;
     }
@@ -262,11 +284,38 @@ int tl_msg_encode(const tl_msg *m, tl_msg_enc *e) {
     }
     case TL_MSG_BACKWARD:
         put_u64(&k, m->u.backward.step);
+        put_u32(&k, m->u.backward.attempt);
+        put_u32(&k, 0);
         put_tensor(&k, &m->u.backward.dh, TL_DT_F32, 2, "dh");
+        { /* open mode callers may leave it unset: U32 [0] */
+            const tl_tensor none = tl_tensor_1d(TL_DT_U32, NULL, 0);
+            const tl_tensor *pt = m->u.backward.participants.dtype ? &m->u.backward.participants
+                                                                    : &none;
+            put_tensor(&k, pt, TL_DT_U32, 1, "participants");
+        }
         break;
     case TL_MSG_BACKWARD_RESULT:
         put_u64(&k, m->u.bwd_result.step);
-        put_tensor(&k, &m->u.bwd_result.grads, TL_DT_F32, 1, "grads");
+        put_tensor(&k, &m->u.bwd_result.grads,
+                   m->u.bwd_result.grads.dtype == TL_DT_U64 ? TL_DT_U64 : TL_DT_F32, 1, "grads");
+        break;
+    case TL_MSG_SEALED_STEP: {
+        const tl_msg_sealed_step *q = &m->u.sealed_step;
+        put_u64(&k, q->step);
+        put_u32(&k, q->attempt);
+        put_u32(&k, q->flags);
+        put_f64(&k, q->lr);
+        put_tensor(&k, &q->participants, TL_DT_U32, 1, "participants");
+        put_tensor(&k, &q->sum, TL_DT_U64, 1, "sum");
+        break;
+    }
+    case TL_MSG_PARAM_MAC:
+        put_u64(&k, m->u.param_mac.step);
+        put_bytes(&k, m->u.param_mac.mac, sizeof m->u.param_mac.mac);
+        break;
+    case TL_MSG_FINAL:
+        put_u64(&k, m->u.final.step);
+        put_tensor(&k, &m->u.final.params, TL_DT_F32, 1, "params");
         break;
     case TL_MSG_HEARTBEAT:
         put_u64(&k, m->u.heartbeat.nonce);
@@ -453,9 +502,25 @@ int tl_msg_decode_payload(uint16_t type, const void *payload, uint64_t len, tl_m
         TRY(get_u32(&c, &h->node_id, "node_id"));
         TRY(get_u16(&c, &h->proto_version, "proto_version"));
         TRY(get_u16(&c, &h->flags, "flags"));
+        if (h->proto_version != TL_PROTO_VERSION) {
+            /* another version's layout: node_id and proto_version are all that is
+             * read, for the receiver's REJECT VERSION (docs/protocol.md §10) */
+            memset(&h->sample_count, 0, sizeof *h - offsetof(tl_msg_hello, sample_count));
+            c.off = c.len;
+            break;
+        }
         TRY(get_u64(&c, &h->sample_count, "sample_count"));
         TRY(get_u64(&c, &h->fingerprint, "fingerprint"));
+        TRY(get_u32(&c, &h->privacy, "privacy"));
+        uint32_t pad;
+        TRY(get_u32(&c, &pad, "pad"));
+        if (pad) return tl_error(TL_EPROTO, "HELLO: nonzero pad field");
+        TRY(need(&c, sizeof h->key_id, "key_id"));
+        memcpy(h->key_id, c.p + c.off, sizeof h->key_id);
+        c.off += sizeof h->key_id;
         TRY(get_str(&c, h->version, "software version"));
+        if (h->privacy > TL_PRIVACY_SEALED)
+            return tl_error(TL_EPROTO, "HELLO: unknown privacy %u", h->privacy);
         break;
     }
     case TL_MSG_WELCOME: {
@@ -469,7 +534,22 @@ int tl_msg_decode_payload(uint16_t type, const void *payload, uint64_t len, tl_m
         TRY(get_f32(&c, &w->mean, "mean"));
         TRY(get_f32(&c, &w->std, "std"));
         TRY(get_u32(&c, &w->heartbeat_ms, "heartbeat_ms"));
+        TRY(get_u32(&c, &w->privacy, "privacy"));
+        TRY(get_u32(&c, &w->mac_every, "mac_every"));
+        TRY(get_u32(&c, &w->opt_kind, "opt_kind"));
+        TRY(get_u32(&c, &w->opt_nesterov, "opt_nesterov"));
+        TRY(get_f64(&c, &w->opt_lr, "opt_lr"));
+        TRY(get_f64(&c, &w->opt_rho, "opt_rho"));
+        TRY(get_f64(&c, &w->opt_eps, "opt_eps"));
+        TRY(get_f64(&c, &w->opt_momentum, "opt_momentum"));
+        TRY(get_f64(&c, &w->opt_dampening, "opt_dampening"));
+        TRY(get_f64(&c, &w->opt_weight_decay, "opt_weight_decay"));
+        TRY(get_f64(&c, &w->opt_beta1, "opt_beta1"));
+        TRY(get_f64(&c, &w->opt_beta2, "opt_beta2"));
+        TRY(get_u64(&c, &w->opt_steps, "opt_steps"));
         TRY(get_str(&c, w->model, "model"));
+        if (w->privacy > TL_PRIVACY_SEALED)
+            return tl_error(TL_EPROTO, "WELCOME: unknown privacy %u", w->privacy);
         if (w->flags & ~(TL_WELCOME_F_ZSTD | TL_WELCOME_F_SHM))
             return tl_error(TL_EPROTO, "WELCOME: unknown flags 0x%x", w->flags);
         if (w->mode > 1)
@@ -508,13 +588,41 @@ int tl_msg_decode_payload(uint16_t type, const void *payload, uint64_t len, tl_m
                             r->h.dims[0], t.dtype == TL_DT_F32 ? "g" : "labels", t.dims[0]);
         break;
     }
-    case TL_MSG_BACKWARD:
+    case TL_MSG_BACKWARD: {
+        uint32_t pad;
         TRY(get_u64(&c, &m->u.backward.step, "step"));
+        TRY(get_u32(&c, &m->u.backward.attempt, "attempt"));
+        TRY(get_u32(&c, &pad, "pad"));
+        if (pad) return tl_error(TL_EPROTO, "BACKWARD: nonzero pad field");
         TRY(get_tensor(&c, &m->u.backward.dh, "dh", TL_DT_F32, 2, 0, 0));
+        TRY(get_tensor(&c, &m->u.backward.participants, "participants", TL_DT_U32, 1, 0, 0));
         break;
+    }
     case TL_MSG_BACKWARD_RESULT:
         TRY(get_u64(&c, &m->u.bwd_result.step, "step"));
-        TRY(get_tensor(&c, &m->u.bwd_result.grads, "grads", TL_DT_F32, 1, 0, 0));
+        TRY(get_tensor(&c, &m->u.bwd_result.grads, "grads", TL_DT_F32, 1, TL_DT_U64, 1));
+        break;
+    case TL_MSG_SEALED_STEP: {
+        tl_msg_sealed_step *q = &m->u.sealed_step;
+        TRY(get_u64(&c, &q->step, "step"));
+        TRY(get_u32(&c, &q->attempt, "attempt"));
+        TRY(get_u32(&c, &q->flags, "flags"));
+        TRY(get_f64(&c, &q->lr, "lr"));
+        TRY(get_tensor(&c, &q->participants, "participants", TL_DT_U32, 1, 0, 0));
+        TRY(get_tensor(&c, &q->sum, "sum", TL_DT_U64, 1, 0, 0));
+        if (q->flags & ~TL_SEALED_F_MAC)
+            return tl_error(TL_EPROTO, "SEALED_STEP: unknown flags 0x%x", q->flags);
+        break;
+    }
+    case TL_MSG_PARAM_MAC:
+        TRY(get_u64(&c, &m->u.param_mac.step, "step"));
+        TRY(need(&c, sizeof m->u.param_mac.mac, "mac"));
+        memcpy(m->u.param_mac.mac, c.p + c.off, sizeof m->u.param_mac.mac);
+        c.off += sizeof m->u.param_mac.mac;
+        break;
+    case TL_MSG_FINAL:
+        TRY(get_u64(&c, &m->u.final.step, "step"));
+        TRY(get_tensor(&c, &m->u.final.params, "params", TL_DT_F32, 1, 0, 0));
         break;
     case TL_MSG_HEARTBEAT:
         TRY(get_u64(&c, &m->u.heartbeat.nonce, "nonce"));

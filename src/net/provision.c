@@ -23,6 +23,7 @@
 
 #include "net/tls_int.h"
 #include "tl/error.h"
+#include "tl/groupkey.h"
 #include "tl/file.h"
 #include "tl/provision.h"
 #include "tl/tls.h"
@@ -321,6 +322,31 @@ static int check_period(const tl_provision_opts *o) {
     return 0;
 }
 
+/* Sealed mode's node-group key (groupkey.h): DIR/ca/group.key (kept with the
+ * CA, for --add-node), DIR/node-K/group.key for K in 1..nodes, and its id
+ * (not the key) in DIR/orchestrator/group-key.id. */
+static int write_group_key(const char *dir, int nodes, int force) {
+    char path[PATH_MAX], sub[32], hex[2 * TL_GROUP_KEY_ID_LEN + 1];
+    tl_group_key gk;
+    int rc = tl_group_key_generate(&gk);
+    if (rc == 0 && (rc = join(path, sizeof path, dir, "ca/group.key")) == 0)
+        rc = tl_group_key_save(path, &gk, force);
+    for (int k = 1; rc == 0 && k <= nodes; k++) {
+        snprintf(sub, sizeof sub, "node-%d/group.key", k);
+        if ((rc = join(path, sizeof path, dir, sub)) == 0) rc = tl_group_key_save(path, &gk, force);
+    }
+    if (rc == 0 && (rc = join(path, sizeof path, dir, "orchestrator/group-key.id")) == 0) {
+        tl_group_key_id_hex(gk.id, hex);
+        FILE *f = fopen(path, "w");
+        if (!f || fprintf(f, "%s\n", hex) < 0 || fclose(f) != 0) {
+            if (f) fclose(f);
+            rc = tl_error(TL_EIO, "%s: %s", path, strerror(errno));
+        }
+    }
+    tl_group_key_wipe(&gk);
+    return rc;
+}
+
 int tl_provision(const char *dir, const tl_provision_opts *o) {
     char sub[PATH_MAX], path[PATH_MAX], cn[64];
     unsigned char tag[4];
@@ -367,6 +393,7 @@ int tl_provision(const char *dir, const tl_provision_opts *o) {
         goto cleanup;
     for (int k = 1; k <= o->nodes; k++)
         if ((rc = write_node_kit(dir, k, ca_cert, ca_key, o)) < 0) goto cleanup;
+    rc = write_group_key(dir, o->nodes, o->force);
 cleanup:
     EVP_PKEY_free(ca_key);
     X509_free(ca_cert);
@@ -417,6 +444,15 @@ int tl_provision_add_node(const char *dir, int node_id, const tl_provision_opts 
         goto cleanup;
     }
     rc = write_node_kit(dir, node_id, ca_cert, ca_key, o);
+    if (rc == 0 && (rc = join(path, sizeof path, dir, "ca/group.key")) == 0 &&
+        access(path, F_OK) == 0) { /* the group's key, if the kit has one */
+        tl_group_key gk;
+        char kp[PATH_MAX], ks[48];
+        snprintf(ks, sizeof ks, "node-%d/group.key", node_id);
+        if ((rc = tl_group_key_load(path, &gk)) == 0 && (rc = join(kp, sizeof kp, dir, ks)) == 0)
+            rc = tl_group_key_save(kp, &gk, o->force);
+        tl_group_key_wipe(&gk);
+    }
 cleanup:
     EVP_PKEY_free(ca_key);
     X509_free(ca_cert);

@@ -227,7 +227,7 @@ int tl_checkpoint_load(const char *path, tl_trainer *t, tl_run_pos *pos) {
         goto out;
     }
     const float *ostate[TL_OPTIM_MAX_STATE];
-    if ((rc = find_optim_state(st, path, &t->optim, t->model->n_params, ostate)) < 0) goto out;
+    if ((rc = find_optim_state(st, path, &t->optim, t->optim.n, ostate)) < 0) goto out;
     const tl_st_tensor *rs = tl_st_find(st, "rng.state");
     if (!rs || rs->dtype != TL_ST_I64 || rs->rank != 1 || rs->shape[0] != TL_MT_N + 1) {
         rc = tl_error(TL_EFORMAT, "%s: checkpoint lacks a valid rng.state", path);

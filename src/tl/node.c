@@ -1,6 +1,7 @@
 /* node.c - the node: connect out, say HELLO, answer FORWARD/BACKWARD until DONE. */
 #include "tl/node.h"
 
+#include <math.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -13,11 +14,14 @@
 #include "tl/config.h"
 #include "tl/conn.h"
 #include "tl/error.h"
+#include "tl/fixed.h"
 #include "tl/frame.h"
 #include "tl/loss.h"
 #include "tl/model.h"
 #include "tl/msg.h"
 #include "tl/net.h"
+#include "tl/params.h"
+#include "tl/sealed.h"
 #include "tl/shm.h"
 
 #define CONNECT_TIMEOUT_MS 5000
@@ -57,7 +61,20 @@ typedef struct session {
     const float *params;
     uint64_t step;
     int n;             /* rows of the kept FORWARD; 0: none */
+    /* sealed mode: the node side outlives connections (tl_node_run's) */
+    struct sealed_ctx *sc;
+    float *full;       /* the whole parameter vector for our passes (sealed) */
+    uint64_t *q;       /* the masked gradient (sealed), p_node; shared region when q_shm */
+    int q_shm;
+    uint64_t *sum;     /* a SEALED_STEP's sum, copied (p_node) */
 } session;
+
+/* What survives reconnections in sealed mode: the node side and its run. */
+typedef struct sealed_ctx {
+    tl_sealed_node sn;
+    int ok;
+    uint64_t run_id;
+} sealed_ctx;
 
 static void logf_(const tl_node_cfg *cfg, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void logf_(const tl_node_cfg *cfg, const char *fmt, ...) {
@@ -87,6 +104,10 @@ static void session_free(session *s) {
     else free(s->grads);
     free(s->params_buf);
     tl_shm_unmap(s->shm_params, sizeof(float) * s->p_recv);
+    if (s->q_shm) tl_shm_unmap(s->q, sizeof(uint64_t) * s->p_node);
+    else free(s->q);
+    free(s->full);
+    free(s->sum);
     memset(s, 0, sizeof *s);
 }
 
@@ -122,15 +143,65 @@ static int grow_rows(session *s, int n) {
     return 0;
 }
 
+/* Sealed WELCOME: the node side for this run (kept across reconnections to
+ * the same run), and the buffers of sealed steps. */
+static int sealed_welcome(session *s, const tl_msg_welcome *w) {
+    sealed_ctx *sc = s->sc;
+    const tl_model *m = &s->model;
+    int rc;
+    if (!sc->ok || sc->run_id != w->run_id) {
+        if (w->opt_steps != 0)
+            return tl_error(TL_ESTATE, "the run is at step %llu and this node holds no node side "
+                            "of it (it cannot join a sealed run late)",
+                            (unsigned long long)w->opt_steps);
+        tl_optim_cfg oc = {.kind = (tl_optim_kind)w->opt_kind, .lr = w->opt_lr,
+                           .rho = w->opt_rho, .eps = w->opt_eps, .momentum = w->opt_momentum,
+                           .dampening = w->opt_dampening, .weight_decay = w->opt_weight_decay,
+                           .nesterov = (int)w->opt_nesterov, .beta1 = w->opt_beta1,
+                           .beta2 = w->opt_beta2};
+        if (w->opt_kind < TL_OPT_ADADELTA || w->opt_kind > TL_OPT_ADAMW)
+            return tl_error(TL_EPROTO, "WELCOME: unknown optimizer %u", w->opt_kind);
+        float *init = NULL;
+        if (s->cfg->init_path) {
+            if (!(init = malloc(sizeof(float) * m->n_params)))
+                return tl_error(TL_ENOMEM, "--init: out of memory");
+            if ((rc = tl_params_load(s->cfg->init_path, m, init)) < 0) {
+                free(init);
+                return rc;
+            }
+        }
+        if (sc->ok) tl_sealed_free(&sc->sn);
+        sc->ok = 0;
+        rc = tl_sealed_init(&sc->sn, s->cfg->group_key, m, s->cut, init, &oc);
+        free(init);
+        if (rc < 0) return rc;
+        const char *perturb = getenv("TL_TEST_PERTURB_NODE_SIDE"); /* tests: force divergence */
+        if (perturb && atoi(perturb) == s->cfg->id && sc->sn.p_node)
+            sc->sn.params[0] = nextafterf(sc->sn.params[0], INFINITY);
+        sc->ok = 1;
+        sc->run_id = w->run_id;
+    } else if (sc->sn.steps != w->opt_steps) {
+        return tl_error(TL_ESTATE, "the run is at step %llu, this node's node side at step %llu",
+                        (unsigned long long)w->opt_steps, (unsigned long long)sc->sn.steps);
+    }
+    const size_t n = s->p_node ? s->p_node : 1;
+    s->full = malloc(sizeof(float) * m->n_params);
+    s->q = malloc(sizeof(uint64_t) * n);
+    s->sum = malloc(sizeof(uint64_t) * n);
+    if (!s->full || !s->q || !s->sum) return tl_error(TL_ENOMEM, "sealed buffers: out of memory");
+    return 0;
+}
+
 /* Applies WELCOME: the model, the cut, the mode; checks our data fits and
  * that every size the run implies fits the wire (u32 dims) and this process.
  * Sizes are compared in 64 bits. */
 static int apply_welcome(session *s, const tl_msg_welcome *w) {
     const tl_dataset *d = s->cfg->data;
+    int rc;
     if ((uint64_t)w->input_dim != (uint64_t)d->dim)
         return tl_error(TL_ESTATE, "the run's inputs have %u features, our data has %zu",
                         w->input_dim, d->dim);
-    int rc = tl_model_parse(w->model, (int)w->input_dim, &s->model);
+    rc = tl_model_parse(w->model, (int)w->input_dim, &s->model);
     if (rc < 0) return rc;
     if ((uint64_t)s->model.n_params > UINT32_MAX)
         return tl_error(TL_ERANGE,
@@ -142,6 +213,10 @@ static int apply_welcome(session *s, const tl_msg_welcome *w) {
                         d->classes - 1);
     if (w->cut < 1 || (int)w->cut >= s->model.n_modules)
         return tl_error(TL_ESTATE, "WELCOME: cut %u out of range for %s", w->cut, w->model);
+    if ((int)w->privacy != s->cfg->privacy)
+        return tl_error(TL_EREFUSED, "the orchestrator runs %s mode, this node is %s (its "
+                        "--privacy decides for it)",
+                        w->privacy ? "sealed" : "open", s->cfg->privacy ? "sealed" : "open");
     s->run_id = w->run_id;
     s->cut = (int)w->cut;
     s->mode = (tl_mode)w->mode;
@@ -150,16 +225,21 @@ static int apply_welcome(session *s, const tl_msg_welcome *w) {
     s->hb_ms = (int)w->heartbeat_ms;
     s->p_node = tl_model_param_offset(&s->model, s->cut);
     s->p_recv = s->mode == TL_MODE_TRAVERSE ? s->model.n_params : s->p_node;
+    if (w->privacy) /* the node side is ours: FORWARD carries the rest (traverse) or nothing */
+        s->p_recv = s->mode == TL_MODE_TRAVERSE ? s->model.n_params - s->p_node : 0;
     s->grads = malloc(sizeof(float) * (s->p_node ? s->p_node : 1));
     if (!s->grads)
         return tl_error(TL_ENOMEM, "the run's model has %zu node-side parameters: more than "
                         "this node can hold", s->p_node);
+    if (w->privacy && (rc = sealed_welcome(s, w)) < 0) return rc;
     /* Largest frame we accept: FORWARD (every parameter and the rows) or
      * BACKWARD (dh, rows x d_c), whichever is larger. WELCOME does not say the
      * batch size, but our part of any batch has at most our sample count rows. */
     const uint64_t rows = (uint64_t)d->n, dc = (uint64_t)tl_model_width(&s->model, s->cut);
-    const uint64_t fwd = (uint64_t)s->p_recv * 4 + rows * 4, bwd = rows * dc * 4;
-    tl_frame_reader_set_max(&s->r, (fwd > bwd ? fwd : bwd) + (1 << 20));
+    const uint64_t fwd = (uint64_t)s->p_recv * 4 + rows * 4, bwd = rows * dc * 4 + 4096,
+                   sealed = w->privacy ? (uint64_t)s->p_node * 8 + 8 * 1024 : 0;
+    uint64_t big = fwd > bwd ? fwd : bwd;
+    tl_frame_reader_set_max(&s->r, (big > sealed ? big : sealed) + (1 << 20));
     if (w->flags & TL_WELCOME_F_ZSTD) {
         s->r.zstd = 1;
         tl_frame_writer_set_zstd(&s->w, 1, 1);
@@ -195,6 +275,12 @@ static int on_forward(session *s, const tl_msg_forward *f) {
         tl_frame_reader_recycle(&s->r, old, old_cap); /* after the take: it may free */
         s->params = f->params.data;
     }
+    if (s->full) { /* sealed: our node side, then the orchestrator's (traverse) */
+        const tl_sealed_node *sn = &s->sc->sn;
+        memcpy(s->full, sn->params, sizeof(float) * s->p_node);
+        if (s->p_recv) memcpy(s->full + s->p_node, s->params, sizeof(float) * s->p_recv);
+        s->params = s->full;
+    }
     s->step = f->step;
     s->n = n;
 
@@ -222,6 +308,76 @@ static int on_forward(session *s, const tl_msg_forward *f) {
     return send_msg(s, &out);
 }
 
+/* PARAM_MAC of our node side at its current step. */
+static int send_mac(session *s) {
+    tl_msg out = {.type = TL_MSG_PARAM_MAC};
+    out.u.param_mac.step = s->sc->sn.steps;
+    int rc = tl_sealed_mac(&s->sc->sn, out.u.param_mac.mac);
+    return rc < 0 ? rc : send_msg(s, &out);
+}
+
+/* Sealed BACKWARD_RESULT: our gradient (in s->grads) as a masked fixed-point
+ * vector (sealed.h), in the shared region when there is one. */
+static int sealed_backward(session *s, const tl_msg_backward *b) {
+    const tl_tensor *ids = &b->participants;
+    if (ids->dtype != TL_DT_U32 || ids->numel < 1 || ids->numel > TL_FIXED_MAX_TERMS)
+        return tl_error(TL_EPROTO, "BACKWARD: participants must be u32 [1..%d]",
+                        TL_FIXED_MAX_TERMS);
+    int rc = tl_sealed_seal(&s->sc->sn, s->run_id, b->step, b->attempt, ids->data,
+                            (int)ids->numel, (uint32_t)s->cfg->id, s->grads, s->q);
+    if (rc < 0) return rc;
+    tl_msg out = {.type = TL_MSG_BACKWARD_RESULT};
+    out.u.bwd_result.step = b->step;
+    out.u.bwd_result.grads = s->q_shm ? tl_tensor_1d(TL_DT_U64, NULL, 0)
+                                      : tl_tensor_1d(TL_DT_U64, s->q, (uint32_t)s->p_node);
+    return send_msg(s, &out);
+}
+
+/* SEALED_STEP: remove the mask from the sum, decode, one optimizer step on
+ * our node side; PARAM_MAC of the result when asked. */
+static int on_sealed_step(session *s, const tl_msg_sealed_step *q) {
+    if (!s->full) return tl_error(TL_EPROTO, "SEALED_STEP in an open run");
+    const uint32_t pn = (uint32_t)s->p_node;
+    int rc = tl_tensor_check(&q->sum, TL_DT_U64, 1, &pn, "SEALED_STEP sum");
+    if (rc < 0) return rc;
+    if (q->participants.numel < 1 || q->participants.numel > TL_FIXED_MAX_TERMS)
+        return tl_error(TL_EPROTO, "SEALED_STEP: %llu participants",
+                        (unsigned long long)q->participants.numel);
+    if (!isfinite(q->lr) || q->lr < 0)
+        return tl_error(TL_EPROTO, "SEALED_STEP: learning rate %g", q->lr);
+    memcpy(s->sum, q->sum.data, sizeof(uint64_t) * s->p_node);
+    tl_sealed_node *sn = &s->sc->sn;
+    if ((rc = tl_sealed_apply(sn, s->run_id, q->step, q->attempt, q->participants.data,
+                              (int)q->participants.numel, s->sum, q->lr)) < 0)
+        return rc;
+    return (q->flags & TL_SEALED_F_MAC) ? send_mac(s) : 0;
+}
+
+/* FINAL: the orchestrator's side; the whole model to --save, then PARAM_MAC. */
+static int on_final(session *s, const tl_msg_final *f) {
+    if (!s->full) return tl_error(TL_EPROTO, "FINAL in an open run");
+    const tl_model *m = &s->model;
+    const uint32_t po = (uint32_t)(m->n_params - s->p_node);
+    int rc = tl_tensor_check(&f->params, TL_DT_F32, 1, &po, "FINAL params");
+    if (rc == 0) rc = tl_tensor_check_finite(&f->params, "FINAL params");
+    if (rc < 0) return rc;
+    if (f->step != s->sc->sn.steps)
+        return tl_error(TL_EPROTO, "FINAL at step %llu, but the node side is at step %llu",
+                        (unsigned long long)f->step, (unsigned long long)s->sc->sn.steps);
+    memcpy(s->full, s->sc->sn.params, sizeof(float) * s->p_node);
+    memcpy(s->full + s->p_node, f->params.data, sizeof(float) * po);
+    if (s->cfg->save_path) {
+        char steps[32];
+        snprintf(steps, sizeof steps, "%llu", (unsigned long long)f->step);
+        tl_st_kv meta[] = {{"format", "pt"}, {"steps", steps}, {"producer", "tl node " TL_VERSION}};
+        if ((rc = tl_params_save(s->cfg->save_path, m, s->full, NULL, 0, meta, 3)) < 0)
+            return rc;
+        logf_(s->cfg, "saved the whole model (step %llu) to %s", (unsigned long long)f->step,
+              s->cfg->save_path);
+    }
+    return send_mac(s);
+}
+
 /* BACKWARD: back-propagate our rows of dL/dH_c through the node side. */
 static int on_backward(session *s, const tl_msg_backward *b) {
     if (!s->n || b->step != s->step)
@@ -233,6 +389,7 @@ static int on_backward(session *s, const tl_msg_backward *b) {
     if (rc < 0) return rc;
     memset(s->grads, 0, sizeof(float) * s->p_node);
     tl_model_backward(&s->model, s->params, s->grads, &s->ws, s->n, 0, s->cut, b->dh.data, NULL);
+    if (s->full) return sealed_backward(s, b);
     tl_msg out = {.type = TL_MSG_BACKWARD_RESULT};
     out.u.bwd_result.step = b->step;
     /* shared: the orchestrator reads them where we computed them */
@@ -254,6 +411,13 @@ static int take_shared_memory(session *s, int64_t deadline) {
         return rc;
     }
     s->shm_params = pp;
+    if (s->full) { /* sealed: the region holds our masked u64 vector */
+        if ((rc = tl_shm_map(fds[1], sizeof(uint64_t) * s->p_node, 1, &gp)) < 0) return rc;
+        free(s->q);
+        s->q = gp;
+        s->q_shm = 1;
+        return 0;
+    }
     if ((rc = tl_shm_map(fds[1], sizeof(float) * s->p_node, 1, &gp)) < 0) return rc;
     free(s->grads);
     s->grads = gp;
@@ -284,6 +448,8 @@ static int session_open(session *s) {
                       (tl_conn_can_pass_fds(s->c) ? TL_HELLO_F_SHM : 0);
     m.u.hello.sample_count = cfg->data->n;
     m.u.hello.fingerprint = s->fingerprint;
+    m.u.hello.privacy = (uint32_t)cfg->privacy;
+    if (cfg->privacy) memcpy(m.u.hello.key_id, cfg->group_key->id, sizeof m.u.hello.key_id);
     snprintf(m.u.hello.version, sizeof m.u.hello.version, "tl %s", TL_VERSION);
     if ((rc = send_msg(s, &m)) < 0) return rc;
     if ((rc = tl_msg_recv(s->c, &s->r, &m, deadline)) < 0) return rc;
@@ -320,11 +486,13 @@ static int session_open(session *s) {
     /* the first FORWARD comes once every node has joined: generate the
      * matrix-product kernels now rather than then */
     tl_model_warmup(&s->model, 64);
-    logf_(cfg, "joined the run at %s as node %d (%zu samples, %s, cut after module %d, %s mode)",
-          peer, cfg->id, cfg->data->n, s->c->ops->name, s->cut,
-          s->mode == TL_MODE_TRAVERSE ? "traverse" : "split");
+    logf_(cfg, "joined the run at %s as node %d (%zu samples, %s, cut after module %d, %s mode, "
+          "%s)", peer, cfg->id, cfg->data->n, s->c->ops->name, s->cut,
+          s->mode == TL_MODE_TRAVERSE ? "traverse" : "split", cfg->privacy ? "sealed" : "open");
     return 0;
 }
+
+static int node_loop(const tl_node_cfg *cfg, sealed_ctx *sc);
 
 /* Serves requests until DONE (0) or a failure of this connection. */
 static int session_serve(session *s) {
@@ -352,6 +520,8 @@ static int session_serve(session *s) {
         switch (m.type) {
         case TL_MSG_FORWARD: rc = on_forward(s, &m.u.forward); break;
         case TL_MSG_BACKWARD: rc = on_backward(s, &m.u.backward); break;
+        case TL_MSG_SEALED_STEP: rc = on_sealed_step(s, &m.u.sealed_step); break;
+        case TL_MSG_FINAL: rc = on_final(s, &m.u.final); break;
         case TL_MSG_HEARTBEAT: break;
         case TL_MSG_DONE:
             logf_(s->cfg, "run finished: %s", m.u.done.reason);
@@ -372,6 +542,16 @@ static int session_serve(session *s) {
 }
 
 int tl_node_run(const tl_node_cfg *cfg) {
+    if (cfg->privacy && !cfg->group_key)
+        return tl_error(TL_EINVAL, "sealed mode needs the group key");
+    sealed_ctx sc;
+    memset(&sc, 0, sizeof sc);
+    int rc = node_loop(cfg, &sc);
+    if (sc.ok) tl_sealed_free(&sc.sn);
+    return rc;
+}
+
+static int node_loop(const tl_node_cfg *cfg, sealed_ctx *sc) {
     int backoff = BACKOFF_MIN_MS, attempts = 0;
     int64_t since = tl_now_ms(); /* start of the current stretch without a connection */
     const uint64_t fingerprint = tl_dataset_fingerprint(cfg->data);
@@ -379,6 +559,7 @@ int tl_node_run(const tl_node_cfg *cfg) {
         session s;
         memset(&s, 0, sizeof s);
         s.cfg = cfg;
+        s.sc = sc;
         s.fingerprint = fingerprint;
         int rc = session_open(&s);
         if (rc == 0) {

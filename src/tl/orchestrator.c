@@ -12,6 +12,10 @@
 
 #include "tl/bounds.h"
 #include "tl/conn.h"
+#include "tl/fixed.h"
+#include "tl/groupkey.h"
+#include "tl/sched.h"
+#include "tl/seal.h"
 #include "tl/error.h"
 #include "tl/frame.h"
 #include "tl/loss.h"
@@ -40,6 +44,7 @@ typedef struct peer {
     int node;              /* node index once WELCOMED, else -1 */
     uint64_t count, fingerprint; /* from HELLO; the node's identity once READY */
     char version[64];      /* HELLO's software version, for the log */
+    uint8_t key_id[16];    /* HELLO's group key id (sealed) */
     int64_t hb_window;     /* start of the current second of heartbeat counting */
     int hb_count;          /* heartbeats received in it */
     int hb_over;           /* consecutive seconds over the flood limit */
@@ -76,6 +81,11 @@ typedef struct node_slot {
     const float *grads;
     tl_shm gshm;           /* the node's gradient region, created for this connection
                             * when it shares memory (gshm.p NULL: it does not) */
+    /* sealed mode */
+    const uint64_t *q;     /* the node's masked vector (payload kept in gbuf, or gshm) */
+    int have_mac;          /* mac is the node's PARAM_MAC at mac_step */
+    uint64_t mac_step;
+    uint8_t mac[32];
 } node_slot;
 
 struct tl_orch {
@@ -100,6 +110,15 @@ struct tl_orch {
     tl_shm shm;            /* the parameters for nodes on a unix socket (shm.p NULL: none) */
     size_t p_sent;         /* parameters a FORWARD carries */
     tl_bounds bounds;      /* what an honest node can send this step (bounds.h) */
+    /* sealed mode */
+    int sealed;
+    uint32_t attempt;      /* of the current step: grows on every replay (fresh masks) */
+    uint64_t *qsum;        /* the masked sum of the step, p_node */
+    uint32_t *ids;         /* the step's participants (node ids, plan order) */
+    tl_sched sched;        /* the learning rate SEALED_STEP carries */
+    int have_key_id;
+    uint8_t key_id[16];
+    char diverged[512];    /* set when two nodes' PARAM_MACs differ */
     /* the last node lost (lose_node), for the replay bound's message */
     int lost_node;         /* index, -1: none since the attempt began */
     char lost_why[256];
@@ -174,6 +193,137 @@ static void lose_node(tl_orch *o, tl_peer *p, const char *why) {
     close_with_error(o, p, TL_EPROTO, why);
 }
 
+/* ------------------------------------------------------------ sealed mode */
+/* DESIGN §4, docs/protocol.md §8.1: the node side stays at the nodes; the
+ * orchestrator adds their masked vectors mod 2^64 and sends the sum to all. */
+
+/* WELCOME's sealed fields: privacy, MAC period, the node-side optimizer. */
+static void sealed_welcome(tl_orch *o, tl_msg_welcome *w) {
+    const tl_optim_cfg *oc = &o->cfg.run->optim;
+    w->privacy = TL_PRIVACY_SEALED;
+    w->mac_every = (uint32_t)(o->cfg.mac_every > 0 ? o->cfg.mac_every : 0);
+    w->opt_kind = (uint32_t)oc->kind;
+    w->opt_nesterov = (uint32_t)oc->nesterov;
+    w->opt_lr = oc->lr;
+    w->opt_rho = oc->rho;
+    w->opt_eps = oc->eps;
+    w->opt_momentum = oc->momentum;
+    w->opt_dampening = oc->dampening;
+    w->opt_weight_decay = oc->weight_decay;
+    w->opt_beta1 = oc->beta1;
+    w->opt_beta2 = oc->beta2;
+    w->opt_steps = o->step;
+}
+
+/* Adds the masked vectors that have arrived into qsum (mod 2^64; the order
+ * does not matter in the ring, plan order is kept anyway). No check is
+ * possible on a masked vector: it is uniform noise to us. */
+static void sealed_accumulate(tl_orch *o) {
+    const tl_batch *b = o->cur_batch;
+    while (o->acc_next < b->n_parts) {
+        node_slot *s = &o->nodes[b->parts[o->acc_next].node];
+        if (!s->q) return;
+        if (o->acc_next == 0) memset(o->qsum, 0, sizeof(uint64_t) * o->p_node);
+        tl_ring_add(o->qsum, s->q, o->p_node);
+        if (s->gbuf && s->p) tl_peer_recycle_payload(s->p, s->gbuf, s->gcap);
+        else free(s->gbuf);
+        s->gbuf = NULL;
+        s->q = NULL;
+        o->acc_next++;
+    }
+}
+
+/* PARAM_MAC from node k: compared with every other node's of the same step. */
+static int on_param_mac(tl_orch *o, int k, const tl_msg_param_mac *m) {
+    if (!o->sealed) return tl_error(TL_EPROTO, "PARAM_MAC in an open run");
+    node_slot *s = &o->nodes[k];
+    for (int j = 0; j < o->cfg.n_nodes && !o->diverged[0]; j++) {
+        const node_slot *t = &o->nodes[j];
+        if (j == k || !t->have_mac || t->mac_step != m->step) continue;
+        if (!tl_param_mac_equal(t->mac, m->mac)) {
+            int a = j < k ? k : j, b = j < k ? j : k;
+            snprintf(o->diverged, sizeof o->diverged,
+                     "node %d's node-side parameters differ from node %d's at step %llu "
+                     "(divergence is a bug)", a + 1, b + 1, (unsigned long long)m->step);
+            olog(o, "%s", o->diverged);
+        }
+    }
+    s->have_mac = 1;
+    s->mac_step = m->step;
+    memcpy(s->mac, m->mac, sizeof s->mac);
+    return 0;
+}
+
+/* Pumps until nothing is queued for any registered node (the SEALED_STEP
+ * frames point at qsum and ids, which the next step overwrites); a node that
+ * does not take its frames within the task timeout is lost. */
+static void pump(tl_orch *o, int64_t until);
+static void sealed_drain(tl_orch *o) {
+    const int64_t until = tl_now_ms() + o->cfg.task_timeout_ms;
+    for (;;) {
+        int busy = 0;
+        for (int i = 0; i < o->cfg.n_nodes; i++) {
+            node_slot *s = &o->nodes[i];
+            if (!s->p || tl_peer_idle(s->p)) continue;
+            if (tl_now_ms() > until) lose_node(o, s->p, "did not take SEALED_STEP in time");
+            else busy = 1;
+        }
+        if (!busy) return;
+        pump(o, until);
+    }
+}
+
+/* SEALED_STEP of the completed step to every registered node. */
+static void sealed_send_step(tl_orch *o, const tl_batch *b) {
+    tl_msg m = {.type = TL_MSG_SEALED_STEP};
+    tl_msg_sealed_step *q = &m.u.sealed_step;
+    q->step = o->step;
+    q->attempt = o->attempt;
+    q->flags = o->cfg.mac_every > 0 && (o->step + 1) % (uint64_t)o->cfg.mac_every == 0
+                   ? TL_SEALED_F_MAC : 0;
+    q->lr = tl_sched_lr(&o->sched, b->epoch);
+    q->participants = tl_tensor_1d(TL_DT_U32, o->ids, (uint32_t)b->n_parts);
+    q->sum = tl_tensor_1d(TL_DT_U64, o->qsum, (uint32_t)o->p_node);
+    for (int i = 0; i < o->cfg.n_nodes; i++) {
+        node_slot *s = &o->nodes[i];
+        if (s->p && (tl_peer_send(s->p, &m) < 0 || tl_peer_flush(s->p) < 0))
+            lose_node(o, s->p, tl_errmsg()); /* it misses this step: it cannot go on */
+    }
+}
+
+int tl_orch_final(tl_orch *o, const float *params) {
+    if (!o->sealed) return 0;
+    sealed_drain(o);
+    tl_msg m = {.type = TL_MSG_FINAL};
+    m.u.final.step = o->step;
+    m.u.final.params = tl_tensor_1d(TL_DT_F32, params + o->p_node,
+                                    (uint32_t)(o->cfg.model->n_params - o->p_node));
+    for (int i = 0; i < o->cfg.n_nodes; i++) {
+        node_slot *s = &o->nodes[i];
+        s->have_mac = s->have_mac && s->mac_step == o->step;
+        if (s->p && (tl_peer_send(s->p, &m) < 0 || tl_peer_flush(s->p) < 0))
+            lose_node(o, s->p, tl_errmsg());
+    }
+    const int64_t until = tl_now_ms() + o->cfg.task_timeout_ms;
+    for (;;) {
+        int waiting = -1, present = 0;
+        for (int i = 0; i < o->cfg.n_nodes; i++) {
+            node_slot *s = &o->nodes[i];
+            if (s->p) present++;
+            if (s->p && !(s->have_mac && s->mac_step == o->step) && waiting < 0) waiting = i;
+        }
+        if (o->diverged[0]) return tl_error(TL_ESTATE, "%s", o->diverged);
+        if (waiting < 0) {
+            if (!present) return tl_error(TL_ECLOSED, "no node left to take the final model");
+            return 0;
+        }
+        if (tl_now_ms() > until)
+            return tl_error(TL_ETIMEDOUT, "node %d did not confirm its final node side within "
+                            "%d ms", waiting + 1, o->cfg.task_timeout_ms);
+        pump(o, until);
+    }
+}
+
 /* ------------------------------------------------------------ handshake */
 
 /* Would node k (0-based) with this data conflict with what the run holds?
@@ -243,6 +393,23 @@ static void on_hello(tl_orch *o, tl_peer *p, const tl_msg_hello *h) {
         reject(o, p, TL_REJECT_BAD_HELLO, why);
         return;
     }
+    if ((int)h->privacy != o->cfg.privacy) {
+        snprintf(why, sizeof why, "node %u wants %s mode, this run is %s (both sides' "
+                 "--privacy must agree)", h->node_id, h->privacy ? "sealed" : "open",
+                 o->cfg.privacy ? "sealed" : "open");
+        reject(o, p, TL_REJECT_PRIVACY, why);
+        return;
+    }
+    if (o->sealed && o->have_key_id && memcmp(h->key_id, o->key_id, sizeof o->key_id)) {
+        char mine[33], theirs[33];
+        tl_group_key_id_hex(o->key_id, mine);
+        tl_group_key_id_hex(h->key_id, theirs);
+        snprintf(why, sizeof why, "node %u holds another group's key (key id %s, the run's is "
+                 "%s%s)", h->node_id, theirs, mine,
+                 o->cfg.have_key_id ? ", from the orchestrator's kit" : ", the first node's");
+        reject(o, p, TL_REJECT_GROUP_KEY, why);
+        return;
+    }
     node_slot *s = &o->nodes[h->node_id - 1];
     tl_peer *old = s->p ? s->p : s->pending;
     if (old && o->cfg.tls && s->seen && s->fingerprint == h->fingerprint &&
@@ -281,8 +448,10 @@ static void on_hello(tl_orch *o, tl_peer *p, const tl_msg_hello *h) {
     /* a fresh gradient region for every connection: whatever an old process of
      * this node still writes goes to the old one */
     if (s->grads && s->grads == s->gshm.p) s->grads = NULL; /* that batch is replayed */
+    if (s->q && (const void *)s->q == (const void *)s->gshm.p) s->q = NULL;
     if (s->gshm.p) tl_shm_free(&s->gshm);
-    if (shm && tl_shm_create(sizeof(float) * o->p_node, &s->gshm) < 0) {
+    if (shm && tl_shm_create((o->sealed ? sizeof(uint64_t) : sizeof(float)) * o->p_node,
+                             &s->gshm) < 0) {
         olog(o, "node %u: no shared memory (%s): using the socket", h->node_id, tl_errmsg());
         shm = 0;
     }
@@ -295,6 +464,7 @@ static void on_hello(tl_orch *o, tl_peer *p, const tl_msg_hello *h) {
     w->mean = run->mean;
     w->std = run->std;
     w->heartbeat_ms = (uint32_t)o->cfg.heartbeat_ms;
+    if (o->sealed) sealed_welcome(o, w);
     snprintf(w->model, sizeof w->model, "%s", o->cfg.model->spec);
     if (tl_peer_send(p, &m) < 0) {
         close_with_error(o, p, TL_ENOMEM, tl_errmsg());
@@ -309,6 +479,7 @@ static void on_hello(tl_orch *o, tl_peer *p, const tl_msg_hello *h) {
     u->fingerprint = h->fingerprint;
     u->node = (int)h->node_id - 1;
     u->st = PEER_WELCOMED;
+    memcpy(u->key_id, h->key_id, sizeof u->key_id);
     snprintf(u->version, sizeof u->version, "%s", h->version);
 }
 
@@ -335,10 +506,20 @@ static void on_ready(tl_orch *o, tl_peer *p, const tl_msg_ready *r) {
     /* From now on the largest legitimate frame from the node is its gradient,
      * a full batch of cut activations with output gradients (or labels), or an
      * ERROR (a string). */
-    uint64_t big = (uint64_t)o->p_node * 4,
+    uint64_t big = (uint64_t)o->p_node * (o->sealed ? 8 : 4),
              rows = (uint64_t)run->batch_size * ((uint64_t)o->dc + (uint64_t)o->classes) * 4;
     uint64_t cap = (big > rows ? big : rows) + 4096;
     tl_peer_set_max_frame(p, cap > TL_FRAME_HANDSHAKE_MAX ? cap : TL_FRAME_HANDSHAKE_MAX);
+    if (o->sealed && !o->have_key_id) { /* no kit: the first node's key is the group's */
+        if (o->registered == 0) {
+            memcpy(o->key_id, u->key_id, sizeof o->key_id);
+            o->have_key_id = 1;
+        } else if (memcmp(u->key_id, o->key_id, sizeof o->key_id)) {
+            snprintf(why, sizeof why, "node %d holds another group's key", k + 1);
+            reject(o, p, TL_REJECT_GROUP_KEY, why);
+            return;
+        }
+    }
     tl_peer_set_registered(p, 1);
     if (!s->seen) o->registered++;
     s->seen = 1;
@@ -350,9 +531,10 @@ static void on_ready(tl_orch *o, tl_peer *p, const tl_msg_ready *r) {
     u->st = PEER_READY;
     u->hb_window = tl_now_ms();
     u->hb_count = u->hb_over = 0;
-    olog(o, "node %d joined from %s (%llu samples, %s%s, %s)", k + 1, tl_peer_name(p),
+    s->have_mac = 0;
+    olog(o, "node %d joined from %s (%llu samples, %s%s, %s%s)", k + 1, tl_peer_name(p),
          (unsigned long long)u->count, tl_peer_transport(p), s->gshm.p ? ", shared memory" : "",
-         u->version);
+         u->version, o->sealed ? ", sealed" : "");
 }
 
 /* ------------------------------------------------------- batch results */
@@ -390,12 +572,14 @@ static int on_fwd_result(tl_orch *o, node_slot *s, const tl_msg_forward_result *
     }
     memcpy(o->ws.h[o->cut] + s->first * o->dc, r->h.data, sizeof(float) * s->n * o->dc);
     /* finite is not enough (FLT_MAX overflows the step): no more than an honest node can send */
-    if ((rc = tl_bounds_check_h(&o->bounds, o->ws.h[o->cut] + s->first * o->dc, s->n,
-                                "FORWARD_RESULT h")) < 0 ||
+    /* sealed: without the node side there is no bound on h or the loss, only on g */
+    if ((!o->sealed && (rc = tl_bounds_check_h(&o->bounds, o->ws.h[o->cut] + s->first * o->dc,
+                                               s->n, "FORWARD_RESULT h")) < 0) ||
         (o->cfg.run->mode == TL_MODE_TRAVERSE &&
          ((rc = tl_bounds_check_g(o->G + s->first * o->classes, s->n * o->classes,
                                   "FORWARD_RESULT g")) < 0 ||
-          (rc = tl_bounds_check_loss(&o->bounds, r->loss_sum, s->n, "FORWARD_RESULT")) < 0)))
+          (!o->sealed &&
+           (rc = tl_bounds_check_loss(&o->bounds, r->loss_sum, s->n, "FORWARD_RESULT")) < 0))))
         return rc;
     s->exp = EXPECT_DONE;
     return 0;
@@ -444,6 +628,10 @@ static int add_checked_shared(float *restrict acc, const float *g, size_t n, int
  * its node (the batch is then replayed). */
 static void accumulate(tl_orch *o) {
     const tl_batch *b = o->cur_batch;
+    if (o->sealed) {
+        sealed_accumulate(o);
+        return;
+    }
     while (o->acc_next < b->n_parts) {
         node_slot *s = &o->nodes[b->parts[o->acc_next].node];
         if (!s->grads) return;
@@ -481,9 +669,17 @@ static int on_bwd_result(tl_orch *o, tl_peer *p, node_slot *s, const tl_msg_back
         return tl_error(TL_EPROTO, "unexpected BACKWARD_RESULT (step %llu)",
                         (unsigned long long)r->step);
     uint32_t pd = s->gshm.p ? 0 : (uint32_t)o->p_node; /* shared: the node wrote them in gshm */
-    int rc = tl_tensor_check(&r->grads, TL_DT_F32, 1, &pd, "BACKWARD_RESULT grads");
+    int rc = tl_tensor_check(&r->grads, o->sealed ? TL_DT_U64 : TL_DT_F32, 1, &pd,
+                             "BACKWARD_RESULT grads");
     if (rc < 0) return rc;
-    if (s->gshm.p) {
+    if (o->sealed) {
+        if (s->gshm.p) {
+            s->q = (const uint64_t *)(void *)s->gshm.p;
+        } else {
+            s->gbuf = tl_peer_take_payload(p, &s->gcap);
+            s->q = r->grads.data;
+        }
+    } else if (s->gshm.p) {
         s->grads = s->gshm.p;
     } else {
         s->gbuf = tl_peer_take_payload(p, &s->gcap);
@@ -542,6 +738,7 @@ static int on_frame(void *ud, tl_peer *p, const tl_frame *f) {
     switch (m.type) {
     case TL_MSG_FORWARD_RESULT: rc = on_fwd_result(o, s, &m.u.fwd_result); break;
     case TL_MSG_BACKWARD_RESULT: rc = on_bwd_result(o, p, s, &m.u.bwd_result); break;
+    case TL_MSG_PARAM_MAC: rc = on_param_mac(o, u->node, &m.u.param_mac); break;
     case TL_MSG_HEARTBEAT: {
         /* a node sends one per heartbeat interval when it has nothing else to
          * say: far more, second after second, is a flood (a backlog after we
@@ -655,6 +852,21 @@ int tl_orch_new(const tl_orch_cfg *cfg, tl_orch **out) {
     if ((rc = tl_model_cut_modules(m, run->cut, &o->cut)) < 0) goto fail;
     o->p_node = tl_model_param_offset(m, o->cut);
     o->p_sent = run->mode == TL_MODE_TRAVERSE ? m->n_params : o->p_node;
+    o->sealed = cfg->privacy == TL_PRIVACY_SEALED;
+    if (o->sealed) { /* FORWARD carries the orchestrator side (traverse) or nothing */
+        o->p_sent = run->mode == TL_MODE_TRAVERSE ? m->n_params - o->p_node : 0;
+        o->have_key_id = cfg->have_key_id;
+        memcpy(o->key_id, cfg->key_id, sizeof o->key_id);
+        o->qsum = malloc(sizeof(uint64_t) * (o->p_node ? o->p_node : 1));
+        o->ids = malloc(sizeof(uint32_t) * (size_t)cfg->n_nodes);
+        if (!o->qsum || !o->ids) {
+            rc = tl_error(TL_ENOMEM, "orchestrator: out of memory");
+            goto fail;
+        }
+        if ((rc = tl_sched_init(&o->sched, run->sched, run->optim.lr, run->gamma,
+                                run->step_size, run->epochs)) < 0)
+            goto fail;
+    }
     o->dc = tl_model_width(m, o->cut);
     o->classes = m->n_classes;
     o->nodes = calloc((size_t)cfg->n_nodes, sizeof *o->nodes);
@@ -688,7 +900,7 @@ int tl_orch_new(const tl_orch_cfg *cfg, tl_orch **out) {
                .log = o->cfg.log ? server_log : NULL},
     };
     if ((rc = tl_server_new(&sc, &o->srv)) < 0) goto fail;
-    if (!cfg->no_shm && tl_server_local(o->srv) &&
+    if (!cfg->no_shm && o->p_sent && tl_server_local(o->srv) &&
         tl_shm_create_readonly(sizeof(float) * o->p_sent, &o->shm) < 0)
         olog(o, "parameters go over the sockets: %s", tl_errmsg());
     *out = o;
@@ -766,12 +978,15 @@ static int await_batch(tl_orch *o, const tl_batch *b) {
 static int exchange(tl_orch *o, const tl_batch *b, expect exp, const float *params) {
     const uint32_t p_sent = (uint32_t)o->p_sent;
     int64_t deadline = tl_now_ms() + o->cfg.task_timeout_ms;
+    const float *sent = o->sealed ? params + o->p_node : params; /* sealed: our side only */
     if (exp == EXPECT_FWD && o->shm.p) /* written once for every node that maps it */
         for (int i = 0; i < b->n_parts; i++)
             if (o->nodes[b->parts[i].node].gshm.p) {
-                memcpy(o->shm.p, params, sizeof(float) * p_sent);
+                memcpy(o->shm.p, sent, sizeof(float) * p_sent);
                 break;
             }
+    if (o->sealed)
+        for (int i = 0; i < b->n_parts; i++) o->ids[i] = (uint32_t)b->parts[i].node + 1;
     for (int i = 0; i < b->n_parts; i++) {
         const tl_batch_part *part = &b->parts[i];
         node_slot *s = &o->nodes[part->node];
@@ -785,13 +1000,17 @@ static int exchange(tl_orch *o, const tl_batch *b, expect exp, const float *para
             m.type = TL_MSG_FORWARD;
             m.u.forward.step = o->step;
             m.u.forward.rows = tl_tensor_1d(TL_DT_U32, s->rows_u32, (uint32_t)part->count);
-            m.u.forward.params = s->gshm.p ? tl_tensor_1d(TL_DT_F32, NULL, 0)
-                                        : tl_tensor_1d(TL_DT_F32, params, p_sent);
+            m.u.forward.params = s->gshm.p && o->shm.p ? tl_tensor_1d(TL_DT_F32, NULL, 0)
+                                                       : tl_tensor_1d(TL_DT_F32, sent, p_sent);
         } else {
             m.type = TL_MSG_BACKWARD;
             m.u.backward.step = o->step;
             m.u.backward.dh = tl_tensor_2d(TL_DT_F32, o->dH + part->first * o->dc,
                                            (uint32_t)part->count, (uint32_t)o->dc);
+            if (o->sealed) {
+                m.u.backward.attempt = o->attempt;
+                m.u.backward.participants = tl_tensor_1d(TL_DT_U32, o->ids, (uint32_t)b->n_parts);
+            }
         }
         s->first = part->first;
         s->n = part->count;
@@ -804,7 +1023,7 @@ static int exchange(tl_orch *o, const tl_batch *b, expect exp, const float *para
     }
     /* while the nodes compute (no reply is read before await_batch): what an
      * honest node can send back for these params */
-    if (exp == EXPECT_FWD) tl_bounds_forward(&o->bounds, params);
+    if (exp == EXPECT_FWD && !o->sealed) tl_bounds_forward(&o->bounds, params);
     return await_batch(o, b);
 }
 
@@ -818,6 +1037,7 @@ static void batch_reset(tl_orch *o, const tl_batch *b) {
         }
         s->gbuf = NULL;
         s->grads = NULL;
+        s->q = NULL;
         /* a node that still owes a reply keeps owing it */
         s->exp = s->p && (s->exp == EXPECT_FWD || s->exp == EXPECT_BWD) ? EXPECT_STALE : EXPECT_NONE;
     }
@@ -927,7 +1147,9 @@ int tl_orch_grad_fn(void *ctx, const tl_batch *b, const float *params, float *gr
     const size_t n_params = o->cfg.model->n_params;
     int failures = 0, who[MAX_ATTEMPTS_LOGGED];
     char why[MAX_ATTEMPTS_LOGGED][256];
+    if (o->sealed) sealed_drain(o); /* the last SEALED_STEP is out: qsum and ids are free */
     for (;;) {
+        if (o->diverged[0]) return stop_run(o, tl_error(TL_ESTATE, "%s", o->diverged));
         int rc = await_nodes(o, b);
         if (rc < 0) return stop_run(o, rc);
         o->lost_node = -1;
@@ -944,13 +1166,16 @@ int tl_orch_grad_fn(void *ctx, const tl_batch *b, const float *params, float *gr
         if (!lost && o->acc_next < b->n_parts) lost = 1; /* a gradient was not finite */
         if (!lost) {
             batch_reset(o, b);
+            if (o->sealed) sealed_send_step(o, b);
             *loss_sum += ls;
             *correct += corr;
             o->stats.batches++;
             o->stats.node_batches += (uint64_t)b->n_parts;
             o->step++;
+            o->attempt = 0;
             return 0;
         }
+        o->attempt++; /* a replay never reuses a mask */
         /* A node was lost: forget everything this batch produced and replay it,
          * unless this batch has failed too often. */
         batch_reset(o, b);
@@ -1019,5 +1244,7 @@ void tl_orch_free(tl_orch *o) {
     free(o->G);
     free(o->dH);
     free(o->labels);
+    free(o->qsum);
+    free(o->ids);
     free(o);
 }

@@ -58,6 +58,17 @@ void tl_trainer_set_data_sig(tl_trainer *t, const char *sig) {
     snprintf(t->data_sig, sizeof t->data_sig, "%s", sig);
 }
 
+int tl_trainer_set_opt_from(tl_trainer *t, size_t from) {
+    const size_t n = t->model->n_params;
+    if (from >= n)
+        return tl_error(TL_EINVAL, "optimizer from parameter %zu of %zu: nothing left", from, n);
+    tl_optim_free(&t->optim);
+    t->opt_from = 0;
+    int rc = tl_optim_init(&t->optim, &t->cfg->optim, n - from);
+    if (rc == 0) t->opt_from = from;
+    return rc;
+}
+
 int tl_trainer_resume(tl_trainer *t) {
     tl_run_pos pos;
     int rc = tl_checkpoint_load(t->cfg->checkpoint_path, t, &pos);
@@ -141,7 +152,8 @@ int tl_trainer_run(tl_trainer *t, tl_grad_fn fn, void *ctx, const tl_trainer_hoo
                 tl_batcher_get(t->batcher, k + 1, &b);
                 t->prefetch(ctx, &b);
             }
-            if ((rc = tl_optim_step(&t->optim, t->params, t->grads, lr)) < 0) {
+            if ((rc = tl_optim_step(&t->optim, t->params + t->opt_from, t->grads + t->opt_from,
+                                    lr)) < 0) {
                 char why[1024];
                 snprintf(why, sizeof why, "%s", tl_errmsg());
                 if (rc == TL_ENUMERIC) {
