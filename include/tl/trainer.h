@@ -85,6 +85,10 @@ typedef struct tl_trainer {
     int64_t steps;
     FILE *plan;              /* cfg->plan_path: each epoch's plan as JSON lines */
     tl_prefetch_fn prefetch; /* optional, called with the same ctx as the gradient fn */
+    /* optional, with the gradient fn's ctx: called before a checkpoint of
+     * the state after `steps` steps is written (sealed mode: the nodes save
+     * their side of that step first) */
+    void (*checkpointing)(void *ctx, int64_t steps);
     char data_sig[512];      /* what the data is (counts, fingerprints), for checkpoints */
     const char *recovery_path; /* without cfg->checkpoint_path, where a failing run saves */
     const char *saved_path;  /* set when a failing run saved its state there */
