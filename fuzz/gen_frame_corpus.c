@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "tl/error.h"
+#include "tl/evalstats.h"
 #include "tl/frame.h"
 #include "tl/msg.h"
 
@@ -78,23 +79,32 @@ static uint32_t rows[4] = {0, 3, 5, 7};
 static float params[300];
 static float h[4 * 3], g[4 * 2], dh[4 * 3];
 static int32_t labels[4] = {0, 1, 1, 0};
+static float mean_f[3] = {0.5f, 1.0f, -2.0f}, std_f[3] = {1.0f, 0.25f, 3.0f};
+static double sums[3] = {1.5, 30.0, -4.0}, sumsq[3] = {2.25, 900.0, 16.0};
+static uint64_t words[5 + 4 + 8]; /* an evaluation of 2 classes, 2 bins (evalstats.h) */
 
 /* One message of each type, in protocol order. */
 static int make_msgs(tl_msg *ms) {
-    memset(ms, 0, 12 * sizeof *ms);
+    memset(ms, 0, 16 * sizeof *ms);
     int n = 0;
     tl_msg *m;
     m = &ms[n++];
     m->type = TL_MSG_HELLO;
     m->u.hello = (tl_msg_hello){.node_id = 1, .proto_version = TL_PROTO_VERSION,
                                 .flags = TL_HELLO_F_ZSTD, .sample_count = 30000,
-                                .fingerprint = 0x0123456789abcdefull};
+                                .fingerprint = 0x0123456789abcdefull, .classes = 2,
+                                .elem = TL_ELEM_WIRE_F32, .rank = 1, .shape = {3, 0, 0},
+                                .test_count = 100};
     strcpy(m->u.hello.version, "0.1.0");
     m = &ms[n++];
     m->type = TL_MSG_WELCOME;
     m->u.welcome = (tl_msg_welcome){.run_id = 42, .flags = TL_WELCOME_F_ZSTD, .cut = 2, .mode = 0,
-                                    .n_classes = 10, .input_dim = 784, .mean = 0.1307f,
-                                    .std = 0.3081f, .heartbeat_ms = 1000};
+                                    .n_classes = 2, .input_dim = 3, .mean = 0.1307f,
+                                    .std = 0.3081f, .heartbeat_ms = 1000,
+                                    .norm = TL_WELCOME_NORM_FEATURE, .rank = 1,
+                                    .shape = {3, 0, 0},
+                                    .mean_f = tl_tensor_1d(TL_DT_F32, mean_f, 3),
+                                    .std_f = tl_tensor_1d(TL_DT_F32, std_f, 3)};
     strcpy(m->u.welcome.model, "linear:3,relu,linear:2");
     m = &ms[n++];
     m->type = TL_MSG_REJECT;
@@ -138,6 +148,27 @@ static int make_msgs(tl_msg *ms) {
     m = &ms[n++];
     m->type = TL_MSG_READY;
     m->u.ready.run_id = 0x1122334455667788ull;
+    m = &ms[n++];
+    m->type = TL_MSG_STATS_REQUEST;
+    m->u.stats_request.what = TL_STATS_NORM;
+    m = &ms[n++];
+    m->type = TL_MSG_STATS;
+    m->u.stats.count = 3;
+    m->u.stats.sum = tl_tensor_1d(TL_DT_F64, sums, 3);
+    m->u.stats.sumsq = tl_tensor_1d(TL_DT_F64, sumsq, 3);
+    m = &ms[n++];
+    m->type = TL_MSG_EVAL;
+    m->u.eval.step = 9;
+    m->u.eval.bins = 2;
+    m->u.eval.params = tl_tensor_1d(TL_DT_F32, params, 20);
+    m = &ms[n++];
+    m->type = TL_MSG_EVAL_RESULT;
+    m->u.eval_result.step = 9;
+    /* 3 rows: true 0 -> 0, true 1 -> 1, true 1 -> 0; loss 1.5 */
+    const uint64_t w[17] = {TL_EVAL_MAGIC, 2, 2, 3, 0x3ff8000000000000ull, 1, 0, 1, 1,
+                            0, 1, 1, 1, 1, 1, 0, 1};
+    memcpy(words, w, sizeof w);
+    m->u.eval_result.stats = tl_tensor_1d(TL_DT_U64, words, 17);
     return n;
 }
 
@@ -207,7 +238,7 @@ int main(int argc, char **argv) {
             uint8_t val;
         } bad[] = {
             {"bad_magic", 0, 'X'},        {"bad_version", 4, 2},      {"bad_type_0", 6, 0},
-            {"bad_type_12", 6, 12},       {"bad_flags", 9, 1},        {"bad_reserved", 12, 1},
+            {"bad_type_16", 6, 16},       {"bad_flags", 9, 1},        {"bad_reserved", 12, 1},
             {"bad_len_over_cap", 19, 1}, /* payload_len += 16 MiB */
         };
         for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -250,9 +281,15 @@ int main(int argc, char **argv) {
             {"bad_fwdres_pad", 4, 20, 1},              /* FORWARD_RESULT pad field */
             {"bad_fwdres_g_short", 4, 92, 5},          /* g data runs past the end */
             {"bad_welcome_mode", 1, 16, 2},            /* unknown mode */
-            {"bad_welcome_flags", 1, 8, 2},            /* unknown flag */
+            {"bad_welcome_flags", 1, 8, 4},            /* unknown flag (bit 2) */
             {"bad_hello_strlen", 0, 24, 0xff},         /* string past the end */
             {"bad_hello_nul", 0, 29, 0},               /* NUL in the string */
+            {"bad_welcome_norm", 1, 66, 2},            /* unknown norm kind */
+            {"bad_welcome_rank", 1, 70, 2},            /* sample rank 2 */
+            {"bad_stats_what", 12, 0, 2},              /* STATS_REQUEST of an unknown kind */
+            {"bad_stats_sumsq_dim", 13, 44, 2},        /* sumsq [2] after sum [3] */
+            {"bad_eval_pad", 14, 12, 1},               /* EVAL pad field */
+            {"bad_evalres_dtype", 15, 8, TL_DT_F64},   /* words must be U64 */
         };
         for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
             bytes b = {0};

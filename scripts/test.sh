@@ -2,6 +2,10 @@
 # Runs the whole test suite: the release build's tests, then the same suite built
 # with AddressSanitizer + UndefinedBehaviorSanitizer, then a short run of every
 # libFuzzer target. Expects scripts/setup.sh to have run.
+# Before the tests it converts scikit-learn's tables (scripts/sklearn-data.sh into
+# build/sklearn, from Debian's python3-sklearn .deb) and exports TL_SKLEARN_DIR so
+# that test_csv's real-table cases run; if the package cannot be had it says so and
+# those cases are skipped, visibly, rather than failed.
 # Usage: scripts/test.sh [--quick]   (--quick: release build only)
 #
 # Prints a line when each phase starts and one when it ends (ok or FAILED, with
@@ -73,7 +77,25 @@ run_ctest() {
   phase_end "$name" "$rc" "$t0"
 }
 
+# sklearn_tables DIR: the scikit-learn tables into DIR, TL_SKLEARN_DIR exported if
+# they are there; a line either way (not a failed phase: the tables are optional).
+sklearn_tables() {
+  local dir=$1 t0=$SECONDS
+  phase_start "scikit-learn tables ($dir)"
+  mkdir -p "$(dirname "$dir")"
+  # sklearn-data.sh runs apt-get update itself as root; as a user, with sudo, we do.
+  if [ -r "$dir/breast_cancer.csv" ] || scripts/sklearn-data.sh "$dir" >"$dir.log" 2>&1 ||
+     { [ "$(id -u)" -ne 0 ] && sudo -n apt-get update -qq >/dev/null 2>&1 &&
+       scripts/sklearn-data.sh "$dir" >"$dir.log" 2>&1; }; then
+    export TL_SKLEARN_DIR=$PWD/$dir
+    echo "== scikit-learn tables: ok, TL_SKLEARN_DIR=$TL_SKLEARN_DIR ($((SECONDS - t0)) s)"
+  else
+    echo "== scikit-learn tables: not available, test_csv's table cases will be SKIPPED: $(tail -n 1 "$dir.log")"
+  fi
+}
+
 if build "release build (build/)" build -- -DCMAKE_BUILD_TYPE=Release; then
+  sklearn_tables build/sklearn
   run_ctest "release build: ctest" --test-dir build --output-on-failure -j"$jobs"
 fi
 

@@ -93,7 +93,7 @@ help_has node "rebuild" "tl node --help says the orchestrator can rebuild the in
 help_has run "--scheme SCHEME" "tl run documents --scheme, as tl partition"
 help_lacks run "--partition SCHEME" "tl run documents one name for the scheme"
 for cmd in train orchestrator run; do
-    help_has "$cmd" "--metrics FILE JSON lines, one per epoch: epoch, steps, train_loss, train_accuracy, test_loss, test_accuracy \(fractions; null without a test set\), lr, seconds, partial \(only when --max-steps cut the epoch short\) --batch-metrics also one line per batch: epoch, batch, steps, loss" \
+    help_has "$cmd" "--metrics FILE JSON lines, one per epoch: epoch, steps, train_loss, train_accuracy, test_loss, test_accuracy \(fractions; null without a test set\), with a test set also test_n, test_macro_f1, test_auc, test_auc_bound, test_precision, test_recall, test_confusion; lr, seconds, partial \(only when --max-steps cut the epoch short\) --batch-metrics also one line per batch: epoch, batch, steps, loss" \
         "tl $cmd --metrics help names every field written"
 done
 help_has train "partition directory \(node-1, node-2, ... from 'tl partition'\): trains on the nodes' data in node order" \

@@ -6,8 +6,11 @@
 # For a linear and a ReLU model, from one shared --init file, 10 steps of
 # `tl train` against 10 steps of `tl run` for N in {1,2,3,5} nodes, cut in
 # {1,2,3} and both modes (DESIGN §2): one node bit-identical, several nodes
-# max|dθ|/max|θ| <= 1e-5. Then TLS against plaintext (bit-identical), and the
-# --plan file of a 3-node run. Prints a table of the relative differences,
+# max|dθ|/max|θ| <= 1e-5, in sealed mode (the default) and --privacy open
+# (open, one node: bit-identical; sealed sums in fixed point: within 1e-5).
+# Then TLS against plaintext (bit-identical), one epoch of sealed tl run
+# against tl train (test accuracy within 0.3 points), and the --plan file of
+# a 3-node run. Prints a table of the relative differences,
 # then as the last line "N passed, M failed"; exit status 1 on any failure.
 set -u
 . "$(dirname "$0")/lib.sh"
@@ -34,7 +37,7 @@ tailof() { tail -n 3 "$1" 2>/dev/null | tr '\n' '|'; }
 relative() { sed -n 's/.*relative \([^ ]*\).*/\1/p' "$1" | head -n 1; }
 
 TABLE=$W/table
-printf '%-6s %2s %3s %-8s %s\n' model N cut mode relative >"$TABLE"
+printf '%-6s %-6s %2s %3s %-8s %s\n' model privacy N cut mode relative >"$TABLE"
 
 declare -A MODELS=(
     [linear]="linear:256,linear:128,linear:64,linear:10"
@@ -77,22 +80,26 @@ for tag in linear relu; do
     fi
     ok "$tag: tl train --init init.st --max-steps 10"
 
+    for P in sealed open; do
     for N in 1 2 3 5; do
         for C in 1 2 3; do
             for M in traverse split; do
-                what="$tag: run --nodes $N --cut $C --mode $M"
-                st=$D/run-$N-$C-$M.st
-                if ! run "$D/run-$N-$C-$M.log" run --nodes "$N" --cut "$C" --mode "$M" --model "$model" \
-                    --init "$D/init.st" --max-steps 10 --save "$st" --insecure --threads 1; then
-                    bad "$what" "tl run exit $RC: $(tailof "$D/run-$N-$C-$M.log")"
-                    printf '%-6s %2s %3s %-8s %s\n' "$tag" "$N" "$C" "$M" "run-failed" >>"$TABLE"
+                what="$tag: run --privacy $P --nodes $N --cut $C --mode $M"
+                st=$D/run-$P-$N-$C-$M.st
+                if ! run "$D/run-$P-$N-$C-$M.log" run --privacy "$P" --nodes "$N" --cut "$C" \
+                    --mode "$M" --model "$model" --init "$D/init.st" --max-steps 10 --save "$st" \
+                    --insecure --threads 1; then
+                    bad "$what" "tl run exit $RC: $(tailof "$D/run-$P-$N-$C-$M.log")"
+                    printf '%-6s %-6s %2s %3s %-8s %s\n' "$tag" "$P" "$N" "$C" "$M" "run-failed" >>"$TABLE"
                     continue
                 fi
-                cmp=$D/cmp-$N-$C-$M
+                cmp=$D/cmp-$P-$N-$C-$M
                 timeout "$TMO" "$TL" compare "$D/train.st" "$st" --tolerance 1e-5 >"$cmp" 2>&1
                 rc=$?
                 rel=$(relative "$cmp")
-                if [ "$N" -eq 1 ]; then
+                # open, one node: the same float operations in the same order. Sealed
+                # sums in 64-bit fixed point (2^-32 resolution): within 1e-5.
+                if [ "$N" -eq 1 ] && [ "$P" = open ]; then
                     if [ "$rc" -eq 0 ] && grep -q '(bit-identical)' "$cmp"; then
                         ok "$what: bit-identical to tl train (relative $rel)"
                         rel="$rel (bit-identical)"
@@ -106,15 +113,16 @@ for tag in linear relu; do
                         bad "$what: within 1e-5 of tl train" "compare exit $rc: $(tailof "$cmp")"
                     fi
                 fi
-                printf '%-6s %2s %3s %-8s %s\n' "$tag" "$N" "$C" "$M" "${rel:-?}" >>"$TABLE"
+                printf '%-6s %-6s %2s %3s %-8s %s\n' "$tag" "$P" "$N" "$C" "$M" "${rel:-?}" >>"$TABLE"
             done
         done
+    done
     done
 done
 
 # --- TLS: tl run provisions its own CA and kits; the numbers must not change --
 D=$W/linear
-if [ -s "$D/run-3-2-traverse.st" ]; then
+if [ -s "$D/run-sealed-3-2-traverse.st" ]; then
     if run "$W/tls3.log" run --nodes 3 --cut 2 --mode traverse --init "$D/init.st" --max-steps 10 \
         --save "$W/tls3.st" --threads 1; then
         ok "TLS: tl run --nodes 3 (no --insecure) completes"
@@ -123,7 +131,7 @@ if [ -s "$D/run-3-2-traverse.st" ]; then
         else
             bad "TLS: the log says the connections are TLS" "$(grep -i -m 3 -e tls -e plaintext "$W/tls3.log" | tr '\n' '|')"
         fi
-        timeout "$TMO" "$TL" compare "$D/run-3-2-traverse.st" "$W/tls3.st" >"$W/cmp-tls3" 2>&1
+        timeout "$TMO" "$TL" compare "$D/run-sealed-3-2-traverse.st" "$W/tls3.st" >"$W/cmp-tls3" 2>&1
         if grep -q '(bit-identical)' "$W/cmp-tls3"; then
             ok "TLS: 3 nodes over TLS bit-identical to 3 nodes --insecure"
         else
@@ -136,12 +144,13 @@ else
     bad "TLS: 3 nodes" "no --insecure result to compare with"
 fi
 if [ -s "$D/train.st" ] &&
-    run "$W/tls1.log" run --nodes 1 --init "$D/init.st" --max-steps 10 --save "$W/tls1.st" --threads 1; then
+    run "$W/tls1.log" run --privacy open --nodes 1 --init "$D/init.st" --max-steps 10 \
+        --save "$W/tls1.st" --threads 1; then
     timeout "$TMO" "$TL" compare "$D/train.st" "$W/tls1.st" >"$W/cmp-tls1" 2>&1
     if grep -q '(bit-identical)' "$W/cmp-tls1"; then
-        ok "TLS: 1 node over TLS bit-identical to tl train"
+        ok "TLS: 1 node over TLS bit-identical to tl train (open)"
     else
-        bad "TLS: 1 node over TLS bit-identical to tl train" "$(cat "$W/cmp-tls1")"
+        bad "TLS: 1 node over TLS bit-identical to tl train (open)" "$(cat "$W/cmp-tls1")"
     fi
 else
     bad "TLS: tl run --nodes 1 (no --insecure)" "exit $RC: $(tailof "$W/tls1.log")"
@@ -152,17 +161,17 @@ fi
 # numbers must not change, in either mode.
 D=$W/linear
 for M in traverse split; do
-    ref=$D/run-3-2-$M.st
+    ref=$D/run-open-3-2-$M.st
     if [ ! -s "$ref" ]; then
         bad "shm: $M" "no 3-node result to compare with"
         continue
     fi
-    if grep -q 'shared memory' "$D/run-3-2-$M.log"; then
-        ok "shm: $M: the nodes joined with shared memory ($(grep -c 'shared memory' "$D/run-3-2-$M.log") of 3)"
+    if grep -q 'shared memory' "$D/run-open-3-2-$M.log"; then
+        ok "shm: $M: the nodes joined with shared memory ($(grep -c 'shared memory' "$D/run-open-3-2-$M.log") of 3)"
     else
-        bad "shm: $M: the nodes joined with shared memory" "$(grep -m 3 'joined' "$D/run-3-2-$M.log" | tr '\n' '|')"
+        bad "shm: $M: the nodes joined with shared memory" "$(grep -m 3 'joined' "$D/run-open-3-2-$M.log" | tr '\n' '|')"
     fi
-    if run "$W/noshm-$M.log" run --nodes 3 --cut 2 --mode "$M" --init "$D/init.st" --max-steps 10 \
+    if run "$W/noshm-$M.log" run --privacy open --nodes 3 --cut 2 --mode "$M" --init "$D/init.st" --max-steps 10 \
         --save "$W/noshm-$M.st" --insecure --threads 1 --no-shm; then
         timeout "$TMO" "$TL" compare "$ref" "$W/noshm-$M.st" >"$W/cmp-noshm-$M" 2>&1
         if grep -q '(bit-identical)' "$W/cmp-noshm-$M" && ! grep -q 'shared memory' "$W/noshm-$M.log"; then
@@ -174,6 +183,38 @@ for M in traverse split; do
         bad "shm: $M: tl run --no-shm" "exit $RC: $(tailof "$W/noshm-$M.log")"
     fi
 done
+
+# sealed traverse: the masked vectors and the masked sum go through each node's
+# shared gradient region (SEALED_STEP then carries no sum); same numbers.
+ref=$D/run-sealed-3-2-traverse.st
+if [ -s "$ref" ] && grep -q 'shared memory' "$D/run-sealed-3-2-traverse.log" &&
+    run "$W/noshm-sealed.log" run --nodes 3 --cut 2 --init "$D/init.st" --max-steps 10 \
+        --save "$W/noshm-sealed.st" --insecure --threads 1 --no-shm; then
+    timeout "$TMO" "$TL" compare "$ref" "$W/noshm-sealed.st" >"$W/cmp-noshm-sealed" 2>&1
+    check "shm: sealed traverse: --no-shm bit-identical to shared memory" \
+        "$(cat "$W/cmp-noshm-sealed")" grep -q '(bit-identical)' "$W/cmp-noshm-sealed"
+else
+    bad "shm: sealed traverse: shared memory and --no-shm runs" "exit $RC: $(tailof "$W/noshm-sealed.log")"
+fi
+
+# --- one epoch, sealed: the same test accuracy as tl train (+-0.3 points) -----
+# Sealed mode's orchestrator holds no node side: tl run takes the final model
+# from node 1 (tl node --save) and evaluates that.
+acc_of() { sed -n 's/.*done in .*test accuracy \([0-9.]*\)%.*/\1/p' "$1" | tail -n 1; }
+D=$W/linear
+if run "$W/epoch-train.log" train --init "$D/init.st" --epochs 1 --threads 2 --save "$W/epoch-train.st" &&
+    run "$W/epoch-run.log" run --nodes 3 --init "$D/init.st" --epochs 1 --insecure --threads 1 \
+        --save "$W/epoch-run.st"; then
+    a=$(acc_of "$W/epoch-train.log")
+    b=$(acc_of "$W/epoch-run.log")
+    if [ -n "$a" ] && [ -n "$b" ] && awk -v a="$a" -v b="$b" 'BEGIN { d = a - b; exit !(d <= 0.3 && d >= -0.3) }'; then
+        ok "one epoch, sealed 3 nodes: test accuracy $b% vs tl train $a% (within 0.3 points)"
+    else
+        bad "one epoch, sealed 3 nodes: test accuracy within 0.3 points of tl train" "train '$a', run '$b': $(tailof "$W/epoch-run.log")"
+    fi
+else
+    bad "one epoch: tl train / tl run (sealed)" "exit $RC: $(tailof "$W/epoch-train.log") $(tailof "$W/epoch-run.log")"
+fi
 
 # --- the traversal plan ---------------------------------------------------------
 # Summarize a plan line as "node:count ..." and list its rows as global indices

@@ -8,7 +8,7 @@
 #   - a node started before the orchestrator retries and joins; the run ends
 #     with every process exiting 0;
 #   - refusals while a run waits for its nodes: id out of range, duplicate id,
-#     a HELLO with protocol version 3 (hand-made bytes over bash's /dev/tcp),
+#     a HELLO with protocol version 4 (hand-made bytes over bash's /dev/tcp),
 #     garbage instead of a frame; each refused peer is told why, the
 #     orchestrator logs it, and the legitimate nodes then complete the run;
 #   - usage errors and a node without training data.
@@ -66,8 +66,8 @@ if ! timeout "$TMO" "$TL" partition --data "$DATA" --nodes 3 --out "$P" >"$W/par
 fi
 ok "tl partition --nodes 3 --out parts"
 
-ORCH_OPTS=(--nodes 3 --insecure --max-steps 5 --threads 1)
-NODE_OPTS=(--insecure --threads 1)
+ORCH_OPTS=(--privacy open --nodes 3 --insecure --max-steps 5 --threads 1)
+NODE_OPTS=(--privacy open --insecure --threads 1)
 
 # ---------------------------------------------------------------------------
 # 1. A node started before the orchestrator.
@@ -177,15 +177,14 @@ check "--id 0: the message names --id" "$(oneline "$D/id0.err")" grep -q -- '--i
 
 refused "duplicate id 2" 2 "$P/node-2" 'already|duplicate' 'refused.*(id|node) 2\b.*(already|duplicate)'
 
-# A HELLO from protocol version 4 (docs/protocol.md §2, §3.3, §10): frame header
-# "TLN1", frame version 1, type 1, flags 0, reserved 0, payload_len 33; payload
-# node_id 3, proto_version 4 (the v2 layout: a receiver reads node_id and
-# proto_version only), flags 0, sample_count 20000, fingerprint,
-# software_version "0.1.0".
-HELLO_V3='\x54\x4c\x4e\x31\x01\x00\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00'
-HELLO_V3+='\x21\x00\x00\x00\x00\x00\x00\x00'
-HELLO_V3+='\x03\x00\x00\x00\x04\x00\x00\x00\x20\x4e\x00\x00\x00\x00\x00\x00'
-HELLO_V3+='\xef\xcd\xab\x89\x67\x45\x23\x01\x05\x00\x00\x00\x30\x2e\x31\x2e\x30'
+# A HELLO from a future protocol version 4 (docs/protocol.md §2, §3.3, §9, §10):
+# frame header "TLN1", frame version 1, type 1, flags 0, reserved 0, payload_len
+# 33; payload node_id 3, proto_version 4, flags 0, sample_count 20000,
+# fingerprint, software_version "0.1.0" (what follows it is a newer version's).
+HELLO_NEXT='\x54\x4c\x4e\x31\x01\x00\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00'
+HELLO_NEXT+='\x21\x00\x00\x00\x00\x00\x00\x00'
+HELLO_NEXT+='\x03\x00\x00\x00\x04\x00\x00\x00\x20\x4e\x00\x00\x00\x00\x00\x00'
+HELLO_NEXT+='\xef\xcd\xab\x89\x67\x45\x23\x01\x05\x00\x00\x00\x30\x2e\x31\x2e\x30'
 # raw_exchange BYTES REPLY: connect, send, read the reply until the peer closes
 # (10 s at most); status 124 if it did not close in time, 125 if the
 # connection could not be made (a reset counts as closing: status 1).
@@ -200,7 +199,7 @@ raw_exchange() {
 }
 # u16/u32 little-endian at a byte offset of a file.
 le() { od -An -tu"$3" -j "$2" -N "$3" "$1" | tr -d ' '; }
-raw_exchange "$HELLO_V3" "$D/reply"
+raw_exchange "$HELLO_NEXT" "$D/reply"
 rc=$?
 if [ "$rc" -ne 124 ] && [ "$rc" -ne 125 ]; then
     ok "protocol v4 HELLO: the orchestrator answers and closes"

@@ -69,7 +69,7 @@ done
 
 echo "# 2. on the orchestrator's machine (here port 0 picks a free port, written to --port-file;"
 echo "#    on a real deployment: --listen 0.0.0.0:7000 and TLS kits from tl provision)"
-bg "$W/orch.out" "$W/orch.err" "$TL" orchestrator --nodes 3 --listen 127.0.0.1:0 --port-file "$W/port" \
+bg "$W/orch.out" "$W/orch.err" "$TL" orchestrator --privacy open --nodes 3 --listen 127.0.0.1:0 --port-file "$W/port" \
     --insecure --max-steps "$STEPS" --save "$W/manual.st" --threads 1
 orch=$LAST
 if ! port=$(wait_port "$W/port" "$orch"); then
@@ -83,9 +83,9 @@ nodes=()
 for k in 1 2 3; do
     # Each node from its own working directory, as on a machine of its own.
     mkdir -p "$W/machine-$k"
-    (cd "$W/machine-$k" && exec timeout "$TMO" "$TL" node --connect "127.0.0.1:$port" --id "$k" \
+    (cd "$W/machine-$k" && exec timeout "$TMO" "$TL" node --privacy open --connect "127.0.0.1:$port" --id "$k" \
         --data "$W/parts/node-$k" --insecure --threads 1 >"$W/node-$k.out" 2>"$W/node-$k.err") &
-    show "$TL" node --connect "127.0.0.1:$port" --id "$k" --data "$W/parts/node-$k" --insecure --threads 1 "&"
+    show "$TL" node --privacy open --connect "127.0.0.1:$port" --id "$k" --data "$W/parts/node-$k" --insecure --threads 1 "&"
     nodes+=($!)
     PIDS+=($!)
 done
@@ -100,7 +100,7 @@ for k in 1 2 3; do
 done
 
 echo "# 4. the same run in one command"
-if fg "$W/auto.log" "$TL" run --nodes 3 --max-steps "$STEPS" --save "$W/auto.st" --insecure --threads 1; then
+if fg "$W/auto.log" "$TL" run --privacy open --nodes 3 --max-steps "$STEPS" --save "$W/auto.st" --insecure --threads 1; then
     ok "tl run --nodes 3 --max-steps $STEPS exits 0"
     fg "$W/cmp" "$TL" compare "$W/auto.st" "$W/manual.st"
     cat "$W/cmp" | sed 's/^/#   /'

@@ -46,8 +46,8 @@ refused "train --checkpoint in a missing directory" checkpoint "$TL" train --max
 refused "train --metrics in a missing directory" metrics "$TL" train --max-steps 5 --metrics "$W/missing/m.jsonl"
 refused "train --plan in a missing directory" plan "$TL" train --max-steps 5 --plan "$W/missing/p.jsonl"
 refused "train --save is a directory" save "$TL" train --max-steps 5 --save "$W"
-refused "orchestrator --save in a missing directory" save "$TL" orchestrator --nodes 1 --insecure --listen 127.0.0.1:0 --wait-timeout 5 --save "$W/missing/m.safetensors"
-refused "orchestrator --port-file in a missing directory" port-file "$TL" orchestrator --nodes 1 --insecure --listen 127.0.0.1:0 --wait-timeout 5 --port-file "$W/missing/port"
+refused "orchestrator --save in a missing directory" save "$TL" orchestrator --privacy open --nodes 1 --insecure --listen 127.0.0.1:0 --wait-timeout 5 --save "$W/missing/m.safetensors"
+refused "orchestrator --port-file in a missing directory" port-file "$TL" orchestrator --privacy open --nodes 1 --insecure --listen 127.0.0.1:0 --wait-timeout 5 --port-file "$W/missing/port"
 mkdir -p "$W/runtmp"
 refused "run --save in a missing directory" save env TMPDIR="$W/runtmp" "$TL" run --nodes 2 --insecure --max-steps 5 --save "$W/missing/m.safetensors"
 check "run refused without leaving a temporary directory" "$(ls "$W/runtmp")" [ -z "$(ls -A "$W/runtmp")" ]
@@ -144,7 +144,7 @@ start_nodes() { # start_nodes SOCKET: two nodes in the background, pids in NP
     NP=()
     local k
     for k in 1 2; do
-        timeout $TMO "$TL" node --connect "unix:$1" --id $k --data "$W/parts/node-$k" --insecure \
+        timeout $TMO "$TL" node --privacy open --connect "unix:$1" --id $k --data "$W/parts/node-$k" --insecure \
             --give-up 30 >/dev/null 2>"$1.node$k.log" &
         NP+=($!)
         PIDS+=($!)
@@ -153,7 +153,7 @@ start_nodes() { # start_nodes SOCKET: two nodes in the background, pids in NP
 stop_nodes() { kill -TERM "${NP[@]}" 2>/dev/null; wait "${NP[@]}" 2>/dev/null; }
 start_nodes "$W/o1.sock"
 {
-    timeout $TMO "$TL" orchestrator --nodes 2 --insecure --listen "unix:$W/o1.sock" --epochs 4 \
+    timeout $TMO "$TL" orchestrator --privacy open --nodes 2 --insecure --listen "unix:$W/o1.sock" --epochs 4 \
         --batch-size 2048 --save "$W/orch.safetensors" 2>&1
     echo $? >"$W/orch.status"
 } | head -3 >/dev/null
@@ -164,7 +164,7 @@ check "tl orchestrator 2>&1 | head -3: the model is saved" "" [ -s "$W/orch.safe
 
 mkdir -p osig && cd osig || exit 1
 start_nodes "$W/o2.sock"
-"$TL" orchestrator --nodes 2 --insecure --listen "unix:$W/o2.sock" --epochs 50 --batch-size 256 \
+"$TL" orchestrator --privacy open --nodes 2 --insecure --listen "unix:$W/o2.sock" --epochs 50 --batch-size 256 \
     --metrics m.jsonl --batch-metrics >out.txt 2>err.txt &
 OP=$!
 PIDS+=("$OP")

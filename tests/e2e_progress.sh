@@ -41,11 +41,12 @@ check "summary: wall time, steps, where the model was saved" "$(tail -n 1 "$W/er
 check "the summary is the last line" "$(tail -n 1 "$W/err1")" \
     bash -c 'tail -n 1 "$1" | grep -q "^tl train: done"' _ "$W/err1"
 check "the epoch line on stdout has the test accuracy" "$(cat "$W/out1")" \
-    has "$W/out1" '^epoch 1: train loss [0-9.]+, test loss [0-9.]+, test accuracy [0-9.]+% \(200 steps'
+    has "$W/out1" '^epoch 1: train loss [0-9.]+, test loss [0-9.]+, test accuracy [0-9.]+%, macro-F1 [0-9.]+, AUC [0-9.]+ \(\+-[0-9.e+-]+\) \(200 steps'
 
 # Every metrics field the README documents, with numbers.
 NUM='-?[0-9.]+(e-?[0-9]+)?'
-EPOCH_RE="^\{\"epoch\":1,\"steps\":200,\"train_loss\":$NUM,\"train_accuracy\":$NUM,\"test_loss\":$NUM,\"test_accuracy\":$NUM,\"lr\":$NUM,\"seconds\":$NUM,\"partial\":true\}$"
+ARR='\[[-0-9.e,null]*\]'
+EPOCH_RE="^\{\"epoch\":1,\"steps\":200,\"train_loss\":$NUM,\"train_accuracy\":$NUM,\"test_n\":10000,\"test_loss\":$NUM,\"test_accuracy\":$NUM,\"test_macro_f1\":$NUM,\"test_auc\":$NUM,\"test_auc_bound\":$NUM,\"test_auc_classes\":10,\"test_precision\":$ARR,\"test_recall\":$ARR,\"test_confusion\":\[($ARR,){9}$ARR\],\"lr\":$NUM,\"seconds\":$NUM,\"partial\":true\}$"
 check "metrics: the epoch line carries every documented field" "$(grep -v batch "$W/m.jsonl")" \
     has "$W/m.jsonl" "$EPOCH_RE"
 n=$(count "$W/m.jsonl" "^\{\"epoch\":1,\"batch\":[0-9]+,\"steps\":[0-9]+,\"loss\":$NUM\}$")

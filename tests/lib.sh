@@ -2,6 +2,8 @@
 #
 #   . "$(dirname "$0")/lib.sh"     # counters, work dir $W, cleanup of $PIDS
 #   require_data                   # Fashion-MNIST present, or fail and stop
+#                                  # (one line naming dataset-fashion-mnist; the
+#                                  # same convention as tests/harness.h)
 #   ok "what"; bad "what" "detail"; check "what" "detail" command...
 #   finish                         # prints "N passed, M failed"; exit 0 or 1
 #   wait_port FILE PID             # the port an orchestrator wrote to --port-file
@@ -10,7 +12,7 @@
 # group: run them under `timeout`, which leads its own group) and reaped on
 # exit, and the work directory $W is removed.
 
-DATA=/usr/share/datasets/fashion-mnist
+DATA=${TL_FMNIST_DIR:-/usr/share/datasets/fashion-mnist} # TL_FMNIST_DIR: as in harness.h
 TMO=120 # seconds: bound on every tl invocation
 pass=0
 fail=0

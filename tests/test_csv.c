@@ -23,28 +23,9 @@
 #include "tl/csv.h"
 #include "tl/error.h"
 
-static char tmpdir[64];
+#include "harness.h"
+
 static char file_msg[512]; /* read_text's message from the file read */
-
-static int setup_all(void **state) {
-    strcpy(tmpdir, "/tmp/tl_test_csv_XXXXXX");
-    return mkdtemp(tmpdir) ? 0 : -1;
-}
-
-static int teardown_all(void **state) {
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    return system(cmd) == 0 ? 0 : -1;
-}
-
-/* Path of name in the temporary directory (static storage, 4 rotating). */
-static const char *tpath(const char *name) {
-    static char p[4][256];
-    static int k;
-    k = (k + 1) % 4;
-    snprintf(p[k], sizeof p[k], "%s/%s", tmpdir, name);
-    return p[k];
-}
 
 static void put_file(const char *path, const void *p, size_t n) {
     FILE *f = fopen(path, "wb");
@@ -379,7 +360,7 @@ static void test_reject(void **state) {
     assert_int_equal(tl_csv_read_mem("a,b\n1,2\n", 8, "m", &o, &t), TL_EINVAL);
     assert_int_equal(tl_csv_read(tpath("missing.csv"), NULL, &t), TL_EIO);
     assert_non_null(strstr(tl_errmsg(), "missing.csv"));
-    assert_int_equal(tl_csv_read(tmpdir, NULL, &t), TL_EIO);
+    assert_int_equal(tl_csv_read(scratch_dir, NULL, &t), TL_EIO);
 }
 
 /* The converted scikit-learn breast cancer table, if scripts/sklearn-data.sh ran. */
@@ -445,5 +426,5 @@ int main(void) {
         cmocka_unit_test(test_gzip),         cmocka_unit_test(test_reject),
         cmocka_unit_test(test_breast_cancer), cmocka_unit_test(test_sklearn_tables),
     };
-    return cmocka_run_group_tests(tests, setup_all, teardown_all);
+    return cmocka_run_group_tests(tests, scratch_setup, scratch_teardown);
 }

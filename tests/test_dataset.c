@@ -19,29 +19,7 @@
 #include "tl/norm.h"
 #include "tl/npy.h"
 
-#define FMNIST "/usr/share/datasets/fashion-mnist"
-
-static char tmpdir[64];
-
-static int setup_all(void **state) {
-    strcpy(tmpdir, "/tmp/tl_test_dataset_XXXXXX");
-    return mkdtemp(tmpdir) ? 0 : -1;
-}
-
-static int teardown_all(void **state) {
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    return system(cmd) == 0 ? 0 : -1;
-}
-
-/* "<tmpdir>/<name>" in one of a few rotating static buffers. */
-static const char *tpath(const char *name) {
-    static char p[4][256];
-    static int k;
-    k = (k + 1) % 4;
-    snprintf(p[k], sizeof p[k], "%s/%s", tmpdir, name);
-    return p[k];
-}
+#include "harness.h"
 
 /* A small data set: n images of r x c, pixel (i*13 + j*7) & 255, label i % 3. */
 static tl_dataset make_ds(size_t n, uint32_t r, uint32_t c) {
@@ -248,12 +226,14 @@ static void test_fingerprint(void **state) {
     tl_dataset_free(&d);
 }
 
+/* Fashion-MNIST is required (harness.h): missing, this case fails. */
 static void test_fashion_mnist(void **state) {
-    if (access(FMNIST "/train-images-idx3-ubyte.gz", R_OK) != 0) skip();
+    harness_init("test_dataset", 0, 0);
+    if (require_fmnist() < 0) fail();
     tl_dataset d;
     static const struct { const char *split; size_t n; } want[2] = {{"train", 60000}, {"t10k", 10000}};
     for (int k = 0; k < 2; k++) {
-        assert_int_equal(tl_dataset_load(FMNIST, want[k].split, &d), 0);
+        assert_int_equal(tl_dataset_load(fmnist_dir(), want[k].split, &d), 0);
         assert_int_equal(d.n, want[k].n);
         assert_int_equal(d.rows, 28);
         assert_int_equal(d.cols, 28);
@@ -554,5 +534,5 @@ int main(void) {
         cmocka_unit_test(test_f32_subset_fingerprint),
         cmocka_unit_test(test_split),
     };
-    return cmocka_run_group_tests(tests, setup_all, teardown_all);
+    return cmocka_run_group_tests(tests, scratch_setup, scratch_teardown);
 }

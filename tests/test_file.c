@@ -16,7 +16,7 @@
 
 #include <cmocka.h>
 
-#include "files.h"
+#include "harness.h"
 #include "tl/error.h"
 #include "tl/file.h"
 

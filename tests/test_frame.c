@@ -150,7 +150,9 @@ static void test_header_malformed(void **state) {
     expect_errmsg("unknown message type 0");
     hdr_bytes(b, TL_FRAME_TYPE_MAX + 1, 0, 10);
     assert_int_equal(tl_frame_header_decode(b, 0, 0, &h), TL_EPROTO);
-    expect_errmsg("unknown message type 15");
+    char want[40];
+    snprintf(want, sizeof want, "unknown message type %d", TL_FRAME_TYPE_MAX + 1);
+    expect_errmsg(want);
 
     hdr_bytes(b, 1, 0, 10);
     b[13] = 1;

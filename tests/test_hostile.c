@@ -89,92 +89,19 @@
 #include "tl/msg.h"
 #include "tl/net.h"
 
-#define DATA_DIR "/usr/share/datasets/fashion-mnist"
 #define STEPS "200"
 #define CHILD_ALARM_S 240     /* SIGALRM bound on every child */
 #define PROGRAM_ALARM_S 900   /* bound on this whole program */
 #define RELAY_DELAY_MS 75     /* per FORWARD to node 3 in run 1 */
 #define HANDSHAKE_TIMEOUT_MS 10000 /* the orchestrator's (tl_orch_cfg_defaults) */
 #define FLOOD 200
+#define ME "test_hostile" /* the version string of our HELLOs */
 
-static char root[PATH_MAX];
 static int have_setup;
-static int have_data;
 static uint64_t count3, fp3; /* node 3's data, as its HELLO says */
 static uint64_t count1, fp1; /* node 1's */
 
-/* ---- children ----------------------------------------------------------- */
-
-#define PROC_NAME "test_hostile"
-#define PROC_CHILD_ALARM_S CHILD_ALARM_S
-#include "proc.h"
-
-/* 1 while p runs (without reaping it: wait_exit still gets its status). */
-static int alive(pid_t p) {
-    siginfo_t si;
-    memset(&si, 0, sizeof si);
-    return waitid(P_PID, (id_t)p, &si, WEXITED | WNOHANG | WNOWAIT) == 0 && si.si_pid == 0;
-}
-
-/* Runs TL_BIN argv to completion with output into out (NUL-terminated). */
-static int run_capture(const char *log, const char *const *argv, char *out, size_t cap,
-                       int timeout_ms);
-
-/* ---- files ----------------------------------------------------------------- */
-
-static int run_capture(const char *log, const char *const *argv, char *out, size_t cap,
-                       int timeout_ms) {
-    pid_t p = spawn(log, argv);
-    int rc = wait_exit(p, timeout_ms);
-    char *s = slurp(log);
-    snprintf(out, cap, "%s", s);
-    free(s);
-    return rc;
-}
-
-/* The first line of the file holding every one of the needles (a, b; b may be
- * NULL), without the timestamp, into out. 1 if found. */
-static int log_find(const char *path, const char *a, const char *b, char *out, size_t cap) {
-    char *s = slurp(path);
-    int found = 0;
-    for (char *line = s; line && *line;) {
-        char *nl = strchr(line, '\n');
-        if (nl) *nl = 0;
-        if (strstr(line, a) && (!b || strstr(line, b))) {
-            const char *t = strstr(line, "orchestrator: ");
-            snprintf(out, cap, "%s", t ? t + strlen("orchestrator: ") : line);
-            found = 1;
-            break;
-        }
-        line = nl ? nl + 1 : NULL;
-    }
-    free(s);
-    return found;
-}
-
-static int log_wait(const char *path, const char *a, const char *b, char *out, size_t cap,
-                    int timeout_ms) {
-    int64_t until = now_ms() + timeout_ms;
-    do {
-        if (log_find(path, a, b, out, cap)) return 1;
-        sleep_ms(20);
-    } while (now_ms() < until);
-    return 0;
-}
-
-/* Lines holding a (and b if not NULL). */
-static int log_count(const char *path, const char *a, const char *b) {
-    char *s = slurp(path);
-    int n = 0;
-    for (char *line = s; line && *line;) {
-        char *nl = strchr(line, '\n');
-        if (nl) *nl = 0;
-        if (strstr(line, a) && (!b || strstr(line, b))) n++;
-        line = nl ? nl + 1 : NULL;
-    }
-    free(s);
-    return n;
-}
+#include "harness.h"
 
 /* The "steps" of the last complete line of a --batch-metrics file (0: none). */
 static long metrics_steps(const char *path) {
@@ -190,16 +117,6 @@ static int wait_steps(const char *path, long n, pid_t orch, int timeout_ms) {
     while (now_ms() < until) {
         if (metrics_steps(path) >= n) return 1;
         if (!alive(orch)) return 0;
-        sleep_ms(10);
-    }
-    return 0;
-}
-
-static int wait_file(const char *path, int timeout_ms) {
-    int64_t until = now_ms() + timeout_ms;
-    struct stat st;
-    while (now_ms() < until) {
-        if (stat(path, &st) == 0 && st.st_size > 0) return 1;
         sleep_ms(10);
     }
     return 0;
@@ -257,7 +174,7 @@ typedef struct run {
 
 static void run_paths(run *r, const char *name) {
     memset(r, 0, sizeof *r);
-    snprintf(r->dir, sizeof r->dir, "%s/%s", root, name);
+    snprintf(r->dir, sizeof r->dir, "%s/%s", scratch_dir, name);
     mkdir(r->dir, 0755);
     snprintf(r->log, sizeof r->log, "%s/orch.log", r->dir);
     snprintf(r->metrics, sizeof r->metrics, "%s/orch.metrics", r->dir);
@@ -269,7 +186,7 @@ static void run_paths(run *r, const char *name) {
  * (NULL or a NULL-terminated list) is appended. --max-replays 20: run 2's
  * rogues fail the same batch 8 times. */
 static void start_orch_x(run *r, const char *const *extra) {
-    const char *argv[40] = {"tl", "orchestrator", "--nodes", "3", "--insecure", "--listen",
+    const char *argv[40] = {"tl", "orchestrator", "--privacy", "open", "--nodes", "3", "--insecure", "--listen",
                             "127.0.0.1:0", "--port-file", r->portf, "--threads", "1",
                             "--max-steps", STEPS, "--heartbeat", "300", "--reconnect-timeout",
                             "30", "--save", r->out, "--metrics", r->metrics, "--batch-metrics",
@@ -279,14 +196,11 @@ static void start_orch_x(run *r, const char *const *extra) {
     for (int i = 0; extra && extra[i] && n < 38; i++) argv[n++] = extra[i];
     argv[n] = NULL;
     r->orch = spawn(r->log, argv);
-    if (!wait_file(r->portf, 20000)) {
+    r->port = wait_port(r->portf, r->orch, 20000);
+    if (r->port <= 0) {
         char *s = slurp(r->log);
         fail_msg("the orchestrator wrote no port file: %s", s);
     }
-    char *s = slurp(r->portf);
-    r->port = atoi(s);
-    free(s);
-    assert_true(r->port > 0);
 }
 
 static void start_orch(run *r) { start_orch_x(r, NULL); }
@@ -295,9 +209,9 @@ static void start_node(run *r, int id, int port) {
     char portarg[32], idarg[16], data[PATH_MAX + 32], log[PATH_MAX + 32];
     snprintf(portarg, sizeof portarg, "127.0.0.1:%d", port);
     snprintf(idarg, sizeof idarg, "%d", id);
-    snprintf(data, sizeof data, "%s/parts/node-%d", root, id);
+    snprintf(data, sizeof data, "%s/parts/node-%d", scratch_dir, id);
     snprintf(log, sizeof log, "%s/node%d.log", r->dir, id);
-    const char *argv[] = {"tl", "node", "--connect", portarg, "--id", idarg, "--data", data,
+    const char *argv[] = {"tl", "node", "--privacy", "open", "--connect", portarg, "--id", idarg, "--data", data,
                           "--insecure", "--threads", "1", NULL};
     r->node[id] = spawn(log, argv);
 }
@@ -320,7 +234,7 @@ static void finish_run(run *r, const char *what, const char *may_lose, int timeo
     add_row(nodes_ok, "the legitimate nodes", "", "exit codes %d %d %d", nrc[1], nrc[2], nrc[3]);
 
     char ref[PATH_MAX + 32], clog[PATH_MAX + 32], out[4096];
-    snprintf(ref, sizeof ref, "%s/ref/out.st", root);
+    snprintf(ref, sizeof ref, "%s/ref/out.st", scratch_dir);
     snprintf(clog, sizeof clog, "%s/compare.log", r->dir);
     const char *argv[] = {"tl", "compare", ref, r->out, NULL};
     int crc = run_capture(clog, argv, out, sizeof out, 60000);
@@ -374,114 +288,6 @@ static void finish_run(run *r, const char *what, const char *may_lose, int timeo
 }
 
 /* ---- crafted peers -------------------------------------------------------------- */
-
-typedef struct client {
-    tl_conn *c;
-    tl_frame_reader r;
-    tl_frame_writer w;
-    char name[32]; /* "127.0.0.1:PORT" as the orchestrator logs it */
-    char tag[40];  /* name + ": " : what a log line about us contains */
-} client;
-
-static int client_open(client *k, int port) {
-    memset(k, 0, sizeof *k);
-    int fd;
-    if (tl_net_connect("127.0.0.1", port, 5000, &fd) < 0) return -1;
-    struct sockaddr_in sa;
-    socklen_t sl = sizeof sa;
-    getsockname(fd, (struct sockaddr *)&sa, &sl);
-    snprintf(k->name, sizeof k->name, "127.0.0.1:%d", ntohs(sa.sin_port));
-    snprintf(k->tag, sizeof k->tag, "%s: ", k->name);
-    if (tl_conn_tcp_new(fd, k->name, &k->c) < 0) return -1;
-    tl_frame_reader_init(&k->r, 0);
-    tl_frame_writer_init(&k->w);
-    return 0;
-}
-
-static void client_close(client *k) {
-    tl_conn_free(k->c);
-    tl_frame_reader_free(&k->r);
-    tl_frame_writer_free(&k->w);
-    memset(k, 0, sizeof *k);
-}
-
-static int client_send(client *k, const void *p, size_t n) {
-    struct iovec v = {(void *)p, n};
-    return tl_conn_writev_full(k->c, &v, 1, tl_now_ms() + 5000);
-}
-
-/* What the orchestrator says and does after our input: the frames it sends
- * until it closes (or timeout_ms passes). */
-static void client_outcome(client *k, int timeout_ms, char *out, size_t cap) {
-    int64_t until = tl_now_ms() + timeout_ms;
-    size_t len = 0;
-    out[0] = 0;
-    for (;;) {
-        tl_msg m;
-        int rc = tl_msg_recv(k->c, &k->r, &m, until);
-        if (rc == TL_ETIMEDOUT) {
-            snprintf(out + len, cap - len, "%sconnection still open after %d ms", len ? ", " : "",
-                     timeout_ms);
-            return;
-        }
-        if (rc < 0) {
-            snprintf(out + len, cap - len, "%sconnection closed", len ? ", then " : "");
-            return;
-        }
-        if (m.type == TL_MSG_ERROR)
-            len += snprintf(out + len, cap - len, "%sERROR %u \"%.80s\"", len ? ", " : "",
-                            m.u.error.code, m.u.error.message);
-        else if (m.type == TL_MSG_REJECT)
-            len += snprintf(out + len, cap - len, "%sREJECT %u \"%.80s\"", len ? ", " : "",
-                            m.u.reject.code, m.u.reject.reason);
-        else
-            len += snprintf(out + len, cap - len, "%s%s", len ? ", " : "",
-                            tl_msg_type_name(m.type));
-        if (len >= cap) return;
-    }
-}
-
-/* Flattens the encoded payload of m into buf; returns its length. */
-static size_t encode_flat(const tl_msg *m, uint8_t *buf, size_t cap) {
-    static tl_msg_enc e;
-    assert_int_equal(tl_msg_encode(m, &e), 0);
-    size_t len = 0;
-    for (int i = 0; i < e.iovcnt; i++) {
-        assert_true(len + e.iov[i].iov_len <= cap);
-        memcpy(buf + len, e.iov[i].iov_base, e.iov[i].iov_len);
-        len += e.iov[i].iov_len;
-    }
-    return len;
-}
-
-static void put_header(uint8_t *out, uint32_t magic, uint16_t version, uint16_t type,
-                       uint32_t flags, uint32_t reserved, uint64_t len) {
-    tl_frame_header h = {magic, version, type, flags, reserved, len};
-    tl_frame_header_encode(&h, out);
-}
-
-static size_t hello_payload(uint8_t *buf, size_t cap, uint32_t id, uint16_t proto,
-                            uint64_t count, uint64_t fp) {
-    tl_msg m;
-    memset(&m, 0, sizeof m);
-    m.type = TL_MSG_HELLO;
-    m.u.hello.node_id = id;
-    m.u.hello.proto_version = proto;
-    m.u.hello.sample_count = count;
-    m.u.hello.fingerprint = fp;
-    snprintf(m.u.hello.version, sizeof m.u.hello.version, "test_hostile");
-    return encode_flat(&m, buf, cap);
-}
-
-/* A whole frame: header (fields as given, payload_len = len unless claim) +
- * payload. */
-static size_t frame(uint8_t *out, uint32_t magic, uint16_t version, uint16_t type,
-                    uint32_t flags, uint32_t reserved, uint64_t claim, const uint8_t *p,
-                    size_t len) {
-    put_header(out, magic, version, type, flags, reserved, claim);
-    memcpy(out + TL_FRAME_HEADER_SIZE, p, len);
-    return TL_FRAME_HEADER_SIZE + len;
-}
 
 /* One hostile connection: send bytes (then optionally shut down our side),
  * read what comes back, find the orchestrator's log line naming us and
@@ -601,22 +407,15 @@ static void relay_stop(relay *R) {
 
 static int group_setup(void **state) {
     (void)state;
-    signal(SIGPIPE, SIG_IGN);
-    signal(SIGALRM, on_alarm);
-    alarm(PROGRAM_ALARM_S);
-    if (access(DATA_DIR "/train-images-idx3-ubyte.gz", R_OK) != 0 &&
-        access(DATA_DIR "/train-images-idx3-ubyte", R_OK) != 0)
-        return 0; /* tests skip */
-    have_data = 1;
-    const char *tmp = getenv("TMPDIR");
-    snprintf(root, sizeof root, "%s/tl-hostile-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    if (!mkdtemp(root)) return -1;
+    harness_init("test_hostile", CHILD_ALARM_S, PROGRAM_ALARM_S);
+    if (require_fmnist() < 0) return -1;
+    if (make_root(scratch_dir, PATH_MAX, "tl-hostile") < 0) return -1;
 
     char parts[PATH_MAX + 16], log[PATH_MAX + 32], out[4096];
-    snprintf(parts, sizeof parts, "%s/parts", root);
-    snprintf(log, sizeof log, "%s/partition.log", root);
-    const char *pargv[] = {"tl", "partition", "--data", DATA_DIR, "--nodes", "3", "--out", parts,
-                           NULL};
+    snprintf(parts, sizeof parts, "%s/parts", scratch_dir);
+    snprintf(log, sizeof log, "%s/partition.log", scratch_dir);
+    const char *pargv[] = {"tl",  "partition", "--data", fmnist_dir(), "--nodes", "3",
+                           "--out", parts, NULL};
     if (run_capture(log, pargv, out, sizeof out, 120000) != 0) {
         fprintf(stderr, "tl partition failed: %s\n", out);
         return -1;
@@ -645,33 +444,24 @@ static int group_setup(void **state) {
     run r;
     run_paths(&r, "ref");
     r.orch = 0;
-    const char *argv[] = {"tl", "orchestrator", "--nodes", "3", "--insecure", "--listen",
+    const char *argv[] = {"tl", "orchestrator", "--privacy", "open", "--nodes", "3", "--insecure", "--listen",
                           "127.0.0.1:0", "--port-file", r.portf, "--threads", "1",
                           "--max-steps", STEPS, "--heartbeat", "300", "--reconnect-timeout",
                           "30", "--save", r.out, NULL};
     r.orch = spawn(r.log, argv);
-    if (!wait_file(r.portf, 20000)) return -1;
-    char *s = slurp(r.portf);
-    r.port = atoi(s);
-    free(s);
+    r.port = wait_port(r.portf, r.orch, 20000);
+    if (r.port <= 0) return -1;
     for (int k = 1; k <= 3; k++) start_node(&r, k, r.port);
     int rc = wait_exit(r.orch, 120000);
     for (int k = 1; k <= 3; k++) wait_exit(r.node[k], 15000);
     if (rc != 0) {
-        s = slurp(r.log);
+        char *s = slurp(r.log);
         fprintf(stderr, "reference run failed (%d): %s\n", rc, s);
         free(s);
         return -1;
     }
     printf("reference run (%s steps, undisturbed): %.1f s\n", STEPS, (now_ms() - t0) / 1000.0);
     have_setup = 1;
-    return 0;
-}
-
-static int group_teardown(void **state) {
-    (void)state;
-    kids_kill_all();
-    rm_tree(root);
     return 0;
 }
 
@@ -682,14 +472,10 @@ static int case_teardown(void **state) {
     return 0;
 }
 
-#define NEED_SETUP()                                                   \
-    do {                                                               \
-        if (!have_data) {                                              \
-            print_message("Fashion-MNIST not installed in " DATA_DIR "\n"); \
-            skip();                                                    \
-        }                                                              \
-        assert_true(have_setup);                                       \
-        n_rows = n_bad = 0;                                            \
+#define NEED_SETUP()             \
+    do {                         \
+        assert_true(have_setup); \
+        n_rows = n_bad = 0;      \
     } while (0)
 
 /* ---- run 1: framing and handshake ------------------------------------------------- */
@@ -708,7 +494,7 @@ static void test_framing_and_handshake(void **state) {
     if (!wait_steps(r.metrics, 2, r.orch, 60000)) fail_msg("run 1 did not start training");
 
     uint8_t hp[512], buf[2048], big[256];
-    size_t hl = hello_payload(hp, sizeof hp, 3, TL_PROTO_VERSION, count3, fp3);
+    size_t hl = hello_payload(hp, sizeof hp, 3, TL_PROTO_VERSION, count3, fp3, ME);
     size_t n;
     char label[160];
 
@@ -720,13 +506,16 @@ static void test_framing_and_handshake(void **state) {
 
     {
         uint8_t p2[512];
-        size_t l2 = hello_payload(p2, sizeof p2, 3, TL_PROTO_VERSION + 1, count3, fp3);
+        size_t l2 = hello_payload(p2, sizeof p2, 3, TL_PROTO_VERSION + 1, count3, fp3, ME);
         n = frame(buf, TL_FRAME_MAGIC, 1, TL_MSG_HELLO, 0, 0, l2, p2, l2);
-        hostile_case(&r, "HELLO proto_version 4", buf, n, 0, "protocol version 4");
+        char want[64];
+        snprintf(want, sizeof want, "protocol version %d", TL_PROTO_VERSION + 1);
+        hostile_case(&r, "HELLO proto_version next", buf, n, 0, want);
     }
 
     n = frame(buf, TL_FRAME_MAGIC, 1, TL_FRAME_TYPE_MAX + 1, 0, 0, hl, hp, hl);
-    hostile_case(&r, "unknown message type 15", buf, n, 0, "unknown message type 15");
+    snprintf(label, sizeof label, "unknown message type %d", TL_FRAME_TYPE_MAX + 1);
+    hostile_case(&r, label, buf, n, 0, label);
 
     n = frame(buf, TL_FRAME_MAGIC, 1, 0, 0, 0, hl, hp, hl);
     hostile_case(&r, "message type 0", buf, n, 0, "unknown message type 0");
@@ -774,14 +563,14 @@ static void test_framing_and_handshake(void **state) {
         uint8_t g[600];
         memcpy(g, hp, hl);
         uint32_t bad = 5000;
-        memcpy(g + 48, &bad, 4); /* software_version length at payload offset 48 */
+        memcpy(g + 24, &bad, 4); /* software_version length at payload offset 24 */
         n = frame(buf, TL_FRAME_MAGIC, 1, TL_MSG_HELLO, 0, 0, hl, g, hl);
         hostile_case(&r, "HELLO string length 5000 (cap 4096)", buf, n, 0, "over the 4096-byte limit");
     }
 
     {
         uint8_t p1[512];
-        size_t l1 = hello_payload(p1, sizeof p1, 1, TL_PROTO_VERSION, count3, fp3);
+        size_t l1 = hello_payload(p1, sizeof p1, 1, TL_PROTO_VERSION, count3, fp3, ME);
         n = frame(buf, TL_FRAME_MAGIC, 1, TL_MSG_HELLO, 0, 0, l1, p1, l1);
         memset(buf + n, 0x5A, 200);
         hostile_case(&r, "valid HELLO for live node 1, then 200 garbage bytes on the stream", buf,
@@ -790,7 +579,7 @@ static void test_framing_and_handshake(void **state) {
 
     {
         uint8_t p2[512];
-        size_t l2 = hello_payload(p2, sizeof p2, 2, TL_PROTO_VERSION, count3, fp3);
+        size_t l2 = hello_payload(p2, sizeof p2, 2, TL_PROTO_VERSION, count3, fp3, ME);
         n = frame(buf, TL_FRAME_MAGIC, 1, TL_MSG_HELLO, 0, 0, l2, p2, l2);
         hostile_case(&r, "second connection claiming live node 2", buf, n, 0,
                      "node 2 is already connected");
@@ -798,7 +587,7 @@ static void test_framing_and_handshake(void **state) {
 
     {
         uint8_t p4[512];
-        size_t l4 = hello_payload(p4, sizeof p4, 4, TL_PROTO_VERSION, count3, fp3);
+        size_t l4 = hello_payload(p4, sizeof p4, 4, TL_PROTO_VERSION, count3, fp3, ME);
         n = frame(buf, TL_FRAME_MAGIC, 1, TL_MSG_HELLO, 0, 0, l4, p4, l4);
         hostile_case(&r, "HELLO node id 4 (run has 3)", buf, n, 0, "out of range");
     }
@@ -925,29 +714,12 @@ static void rogue(run *r, rogue_kind kind, const char *input, const char *expect
         return;
     }
     tl_msg m;
-    memset(&m, 0, sizeof m);
-    m.type = TL_MSG_HELLO;
-    m.u.hello.node_id = 3;
-    m.u.hello.proto_version = TL_PROTO_VERSION;
-    m.u.hello.sample_count = count3;
-    m.u.hello.fingerprint = fp3;
-    snprintf(m.u.hello.version, sizeof m.u.hello.version, "rogue");
+    char why[256];
     int64_t deadline = tl_now_ms() + 30000;
-    if (tl_msg_send(k.c, &k.w, &m, deadline) < 0 || tl_msg_recv(k.c, &k.r, &m, deadline) < 0 ||
-        m.type != TL_MSG_WELCOME) {
-        add_row(0, input, "", "not welcomed: %s",
-                m.type == TL_MSG_REJECT ? m.u.reject.reason : tl_errmsg());
+    if (client_hello(&k, 3, count3, fp3, "rogue", 1, 30000, &m, why, sizeof why) < 0) {
+        add_row(0, input, "", "not welcomed: %s", why);
         client_close(&k);
         return;
-    }
-    {
-        tl_msg rd = {.type = TL_MSG_READY};
-        rd.u.ready.run_id = m.u.welcome.run_id;
-        if (tl_msg_send(k.c, &k.w, &rd, deadline) < 0) {
-            add_row(0, input, "", "READY: %s", tl_errmsg());
-            client_close(&k);
-            return;
-        }
     }
     tl_model model;
     assert_int_equal(tl_model_parse(m.u.welcome.model, (int)m.u.welcome.input_dim, &model), 0);
@@ -1101,7 +873,7 @@ static void test_rogue_nodes(void **state) {
     /* node 3 coming back with other data */
     {
         uint8_t p[512], buf[600];
-        size_t l = hello_payload(p, sizeof p, 3, TL_PROTO_VERSION, count3, fp3 ^ 1);
+        size_t l = hello_payload(p, sizeof p, 3, TL_PROTO_VERSION, count3, fp3 ^ 1, ME);
         size_t n = frame(buf, TL_FRAME_MAGIC, 1, TL_MSG_HELLO, 0, 0, l, p, l);
         hostile_case(&r, "node 3 returns with another data fingerprint", buf, n, 0,
                      "came back with different data");
@@ -1121,41 +893,6 @@ static void test_rogue_nodes(void **state) {
 
 /* ---- run 3: identity before acceptance, huge counts, a dead connection -------- */
 
-/* Says HELLO as node `id` with this data; 0 and the WELCOME in *w if welcomed,
- * then READY too if `ready`. -1 otherwise (the REJECT reason in why). */
-static int raw_join(client *k, int port, uint32_t id, uint64_t count, uint64_t fp, int ready,
-                    tl_msg *w, char *why, size_t cap) {
-    snprintf(why, cap, "no connection");
-    if (client_open(k, port) < 0) return -1;
-    tl_msg m;
-    memset(&m, 0, sizeof m);
-    m.type = TL_MSG_HELLO;
-    m.u.hello.node_id = id;
-    m.u.hello.proto_version = TL_PROTO_VERSION;
-    m.u.hello.sample_count = count;
-    m.u.hello.fingerprint = fp;
-    snprintf(m.u.hello.version, sizeof m.u.hello.version, "test_hostile raw");
-    int64_t deadline = tl_now_ms() + 20000;
-    if (tl_msg_send(k->c, &k->w, &m, deadline) < 0 || tl_msg_recv(k->c, &k->r, w, deadline) < 0) {
-        snprintf(why, cap, "%s", tl_errmsg());
-        return -1;
-    }
-    if (w->type != TL_MSG_WELCOME) {
-        snprintf(why, cap, "%s %s", tl_msg_type_name(w->type),
-                 w->type == TL_MSG_REJECT ? w->u.reject.reason : "");
-        return -1;
-    }
-    if (!ready) return 0;
-    memset(&m, 0, sizeof m);
-    m.type = TL_MSG_READY;
-    m.u.ready.run_id = w->u.welcome.run_id;
-    if (tl_msg_send(k->c, &k->w, &m, deadline) < 0) {
-        snprintf(why, cap, "READY: %s", tl_errmsg());
-        return -1;
-    }
-    return 0;
-}
-
 static int file_has(const char *path, const char *a, const char *b) {
     return log_count(path, a, b) > 0;
 }
@@ -1171,7 +908,8 @@ static void test_identity(void **state) {
     start_orch(&r);
 
     /* a stranger says HELLO as node 1 with other data and leaves before READY */
-    int welcomed = raw_join(&k, r.port, 1, count1 + 7, fp1 ^ 0x5555, 0, &w, why, sizeof why) == 0;
+    int welcomed = client_join(&k, r.port, 1, count1 + 7, fp1 ^ 0x5555, ME " raw", 0, &w, why,
+                               sizeof why) == 0;
     client_close(&k);
     add_row(welcomed, "stranger: HELLO as node 1 with other data, closes before READY", "",
             "%s", welcomed ? "welcomed, then gone: nothing of it may be recorded" : why);
@@ -1179,7 +917,7 @@ static void test_identity(void **state) {
     /* HELLO with sample_count 2^40 */
     {
         uint8_t p[512], buf[600];
-        size_t l = hello_payload(p, sizeof p, 2, TL_PROTO_VERSION, UINT64_C(1) << 40, 0x1234);
+        size_t l = hello_payload(p, sizeof p, 2, TL_PROTO_VERSION, UINT64_C(1) << 40, 0x1234, ME);
         size_t n = frame(buf, TL_FRAME_MAGIC, 1, TL_MSG_HELLO, 0, 0, l, p, l);
         hostile_case(&r, "HELLO as node 2 with sample_count 2^40", buf, n, 0,
                      "rows travel as u32");
@@ -1195,7 +933,7 @@ static void test_identity(void **state) {
     /* node 2's id with node 1's data */
     {
         uint8_t p[512], buf[600];
-        size_t l = hello_payload(p, sizeof p, 2, TL_PROTO_VERSION, count1, fp1);
+        size_t l = hello_payload(p, sizeof p, 2, TL_PROTO_VERSION, count1, fp1, ME);
         size_t n = frame(buf, TL_FRAME_MAGIC, 1, TL_MSG_HELLO, 0, 0, l, p, l);
         hostile_case(&r, "HELLO as node 2 with node 1's data", buf, n, 0,
                      "node 2 holds the same data as node 1");
@@ -1205,7 +943,7 @@ static void test_identity(void **state) {
      * real node 3 has been refused, then goes silent without closing (a
      * dead path): the real node 3 must keep trying and get in */
     client hold;
-    int held = raw_join(&hold, r.port, 3, count3, fp3, 1, &w, why, sizeof why) == 0;
+    int held = client_join(&hold, r.port, 3, count3, fp3, ME " raw", 1, &w, why, sizeof why) == 0;
     start_node(&r, 2, r.port);
     start_node(&r, 3, r.port);
     int refused = 0;
@@ -1290,7 +1028,7 @@ static void *stranger_main(void *arg) {
     stranger *S = arg;
     uint8_t p[512], buf[600], junk[16384];
     memset(junk, 0x5A, sizeof junk);
-    size_t l = hello_payload(p, sizeof p, 3, TL_PROTO_VERSION + 1, count3, fp3);
+    size_t l = hello_payload(p, sizeof p, 3, TL_PROTO_VERSION + 1, count3, fp3, ME);
     size_t n = frame(buf, TL_FRAME_MAGIC, 1, TL_MSG_HELLO, 0, 0, l, p, l);
     while (!S->stop) {
         int fd;
@@ -1324,7 +1062,7 @@ static void test_floods(void **state) {
     start_node(&r, 1, r.port);
     start_node(&r, 2, r.port);
     /* node 3: registers, then floods heartbeats */
-    int joined = raw_join(&k, r.port, 3, count3, fp3, 1, &w, why, sizeof why) == 0;
+    int joined = client_join(&k, r.port, 3, count3, fp3, ME " raw", 1, &w, why, sizeof why) == 0;
     long sent = 0;
     int64_t t0 = now_ms();
     if (joined) {
@@ -1373,9 +1111,9 @@ static int fake_accept(int lfd, client *k) {
     struct pollfd pf = {lfd, POLLIN, 0};
     int fd;
     if (poll(&pf, 1, 20000) <= 0 || tl_net_accept(lfd, &fd, k->name, sizeof k->name) < 0) return -1;
-    if (tl_conn_tcp_new(fd, "node", &k->c) < 0) return -1;
-    tl_frame_reader_init(&k->r, 0);
-    tl_frame_writer_init(&k->w);
+    tl_conn *c;
+    if (tl_conn_tcp_new(fd, "node", &c) < 0) return -1;
+    client_attach(k, c, k->name, 0);
     tl_msg m;
     if (tl_msg_recv(k->c, &k->r, &m, tl_now_ms() + 20000) < 0 || m.type != TL_MSG_HELLO) return -1;
     return 0;
@@ -1409,14 +1147,14 @@ static void test_hostile_orchestrator(void **state) {
     (void)state;
     NEED_SETUP();
     char dir[PATH_MAX + 16], log[PATH_MAX + 32], data[PATH_MAX + 32], addr[64], err[TL_MSG_STR_MAX + 1];
-    snprintf(dir, sizeof dir, "%s/fake", root);
+    snprintf(dir, sizeof dir, "%s/fake", scratch_dir);
     mkdir(dir, 0755);
     snprintf(log, sizeof log, "%s/node.log", dir);
-    snprintf(data, sizeof data, "%s/parts/node-1", root);
+    snprintf(data, sizeof data, "%s/parts/node-1", scratch_dir);
     int lfd, port;
     assert_int_equal(tl_net_listen("127.0.0.1", 0, 8, &lfd, &port), 0);
     snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
-    const char *argv[] = {"tl", "node", "--connect", addr, "--id", "1", "--data", data,
+    const char *argv[] = {"tl", "node", "--privacy", "open", "--connect", addr, "--id", "1", "--data", data,
                           "--insecure", "--threads", "1", "--give-up", "3", NULL};
 
     /* 1: a model of more than 2^32 parameters */
@@ -1478,13 +1216,13 @@ static void test_big_batch(void **state) {
     (void)state;
     NEED_SETUP();
     char dir[PATH_MAX + 16], log[PATH_MAX + 32], out[4096], line[400] = "";
-    snprintf(dir, sizeof dir, "%s/bigbatch", root);
+    snprintf(dir, sizeof dir, "%s/bigbatch", scratch_dir);
     mkdir(dir, 0755);
     snprintf(log, sizeof log, "%s/run.log", dir);
     /* before: the node's cap forgot dh (4500 x 128 x 4 bytes), it dropped
      * the connection at every BACKWARD and the batch was replayed forever */
     const char *argv[] = {"tl", "run", "--nodes", "1", "--batch-size", "4500", "--insecure",
-                          "--max-steps", "3", "--threads", "1", "--data", DATA_DIR, NULL};
+                          "--max-steps", "3", "--threads", "1", "--data", fmnist_dir(), NULL};
     int rc = run_capture(log, argv, out, sizeof out, 120000);
     log_find(log, "batches, ", NULL, line, sizeof line);
     add_row(rc == 0 && strstr(line, "3 batches, 0 replayed"),
@@ -1499,10 +1237,10 @@ static void start_node_tls(run *r, int id, const char *kits, const char *logname
     char portarg[32], idarg[16], data[PATH_MAX + 32], log[PATH_MAX + 32], kit[PATH_MAX + 32];
     snprintf(portarg, sizeof portarg, "127.0.0.1:%d", r->port);
     snprintf(idarg, sizeof idarg, "%d", id);
-    snprintf(data, sizeof data, "%s/parts/node-%d", root, id);
+    snprintf(data, sizeof data, "%s/parts/node-%d", scratch_dir, id);
     snprintf(log, sizeof log, "%s/%s", r->dir, logname);
     snprintf(kit, sizeof kit, "%s/node-%d", kits, id);
-    const char *argv[] = {"tl", "node", "--connect", portarg, "--id", idarg, "--data", data,
+    const char *argv[] = {"tl", "node", "--privacy", "open", "--connect", portarg, "--id", idarg, "--data", data,
                           "--tls-dir", kit, "--threads", "1", NULL};
     *pid = spawn(log, argv);
 }
@@ -1519,15 +1257,13 @@ static void test_supersede_tls(void **state) {
     const char *pargv[] = {"tl", "provision", "--nodes", "3", "--out", kits, NULL};
     assert_int_equal(run_capture(plog, pargv, out, sizeof out, 60000), 0);
     /* heartbeats every 10 s: the dead connection would be noticed only after 40 s */
-    const char *argv[] = {"tl", "orchestrator", "--nodes", "3", "--tls-dir", okit, "--listen",
+    const char *argv[] = {"tl", "orchestrator", "--privacy", "open", "--nodes", "3", "--tls-dir", okit, "--listen",
                           "127.0.0.1:0", "--port-file", r.portf, "--threads", "1",
                           "--max-steps", STEPS, "--heartbeat", "10000", "--reconnect-timeout",
                           "30", "--save", r.out, "--metrics", r.metrics, "--batch-metrics", NULL};
     r.orch = spawn(r.log, argv);
-    if (!wait_file(r.portf, 20000)) fail_msg("no port file");
-    char *s = slurp(r.portf);
-    r.port = atoi(s);
-    free(s);
+    r.port = wait_port(r.portf, r.orch, 20000);
+    if (r.port <= 0) fail_msg("no port file");
     for (int k = 1; k <= 3; k++) {
         char name[32];
         snprintf(name, sizeof name, "node%d.log", k);
@@ -1561,5 +1297,5 @@ int main(void) {
         cmocka_unit_test_teardown(test_hostile_orchestrator, case_teardown),
         cmocka_unit_test_teardown(test_supersede_tls, case_teardown),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return cmocka_run_group_tests(tests, group_setup, kids_scratch_teardown);
 }

@@ -20,34 +20,12 @@
 #include "tl/error.h"
 #include "tl/idx.h"
 
+#include "harness.h"
+
 typedef struct buf {
     uint8_t *p;
     size_t n;
 } buf;
-
-static char tmpdir[64];
-
-/* Creates the temporary directory shared by all tests. */
-static int setup_all(void **state) {
-    strcpy(tmpdir, "/tmp/tl_test_idx_XXXXXX");
-    return mkdtemp(tmpdir) ? 0 : -1;
-}
-
-/* Removes every file in the temporary directory, then the directory. */
-static int teardown_all(void **state) {
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    return system(cmd) == 0 ? 0 : -1;
-}
-
-/* Path of a file named name in the temporary directory (static storage). */
-static const char *tpath(const char *name) {
-    static char p[4][256];
-    static int k;
-    k = (k + 1) % 4;
-    snprintf(p[k], sizeof p[k], "%s/%s", tmpdir, name);
-    return p[k];
-}
 
 /* IDX bytes: magic {0,0,type,rank}, dims big-endian, then payload (i*7+3). */
 static buf make_idx(uint8_t type, int rank, const uint32_t *dims, size_t payload) {
@@ -83,7 +61,7 @@ static buf gzip_bytes(buf b) {
 
 /* Number of leftover temporary files ("*.tmp.*") in the temporary directory. */
 static int count_tmp_files(void) {
-    DIR *d = opendir(tmpdir);
+    DIR *d = opendir(scratch_dir);
     struct dirent *e;
     int n = 0;
     assert_non_null(d);
@@ -329,8 +307,8 @@ static void test_empty_missing(void **state) {
     assert_int_equal(tl_idx_read(path, &t), TL_EIO);
     assert_null(t.data);
     assert_non_null(strstr(tl_errmsg(), path));
-    assert_int_equal(tl_idx_read(tmpdir, &t), TL_EIO); /* a directory */
-    assert_non_null(strstr(tl_errmsg(), tmpdir));
+    assert_int_equal(tl_idx_read(scratch_dir, &t), TL_EIO); /* a directory */
+    assert_non_null(strstr(tl_errmsg(), scratch_dir));
 }
 
 static void test_write_rejects(void **state) {
@@ -361,5 +339,5 @@ int main(void) {
         cmocka_unit_test(test_empty_missing),
         cmocka_unit_test(test_write_rejects),
     };
-    return cmocka_run_group_tests(tests, setup_all, teardown_all);
+    return cmocka_run_group_tests(tests, scratch_setup, scratch_teardown);
 }

@@ -12,8 +12,10 @@
 #include <cmocka.h>
 
 #include "tl/error.h"
+#include "tl/evalstats.h"
 #include "tl/frame.h"
 #include "tl/msg.h"
+#include "tl/optim.h"
 
 static void expect_errmsg(const char *needle) {
     if (!strstr(tl_errmsg(), needle))
@@ -84,9 +86,15 @@ static void same_msg(const tl_msg *a, const tl_msg *b) {
         assert_int_equal(a->u.hello.flags, b->u.hello.flags);
         assert_int_equal(a->u.hello.sample_count, b->u.hello.sample_count);
         assert_int_equal(a->u.hello.fingerprint, b->u.hello.fingerprint);
+        assert_string_equal(a->u.hello.version, b->u.hello.version);
+        assert_int_equal(a->u.hello.classes, b->u.hello.classes);
+        assert_int_equal(a->u.hello.elem, b->u.hello.elem);
+        assert_int_equal(a->u.hello.rank, b->u.hello.rank);
+        assert_memory_equal(a->u.hello.shape, b->u.hello.shape, sizeof a->u.hello.shape);
+        assert_int_equal(a->u.hello.test_count, b->u.hello.test_count);
+        assert_int_equal(a->u.hello.labels_hash, b->u.hello.labels_hash);
         assert_int_equal(a->u.hello.privacy, b->u.hello.privacy);
         assert_memory_equal(a->u.hello.key_id, b->u.hello.key_id, 16);
-        assert_string_equal(a->u.hello.version, b->u.hello.version);
         break;
     case TL_MSG_WELCOME:
         assert_int_equal(a->u.welcome.run_id, b->u.welcome.run_id);
@@ -98,13 +106,24 @@ static void same_msg(const tl_msg *a, const tl_msg *b) {
         assert_memory_equal(&a->u.welcome.mean, &b->u.welcome.mean, 4);
         assert_memory_equal(&a->u.welcome.std, &b->u.welcome.std, 4);
         assert_int_equal(a->u.welcome.heartbeat_ms, b->u.welcome.heartbeat_ms);
+        assert_string_equal(a->u.welcome.model, b->u.welcome.model);
+        assert_int_equal(a->u.welcome.norm, b->u.welcome.norm);
+        assert_int_equal(a->u.welcome.rank, b->u.welcome.rank);
+        assert_memory_equal(a->u.welcome.shape, b->u.welcome.shape, sizeof a->u.welcome.shape);
         assert_int_equal(a->u.welcome.privacy, b->u.welcome.privacy);
         assert_int_equal(a->u.welcome.mac_every, b->u.welcome.mac_every);
         assert_int_equal(a->u.welcome.opt_kind, b->u.welcome.opt_kind);
         assert_int_equal(a->u.welcome.opt_nesterov, b->u.welcome.opt_nesterov);
-        assert_memory_equal(&a->u.welcome.opt_lr, &b->u.welcome.opt_lr, 8 * sizeof(double));
+        assert_memory_equal(&a->u.welcome.opt_lr, &b->u.welcome.opt_lr, 8);
+        assert_memory_equal(&a->u.welcome.opt_beta2, &b->u.welcome.opt_beta2, 8);
         assert_int_equal(a->u.welcome.opt_steps, b->u.welcome.opt_steps);
-        assert_string_equal(a->u.welcome.model, b->u.welcome.model);
+        if (a->u.welcome.norm == TL_WELCOME_NORM_FEATURE) {
+            same_tensor(&a->u.welcome.mean_f, &b->u.welcome.mean_f);
+            same_tensor(&a->u.welcome.std_f, &b->u.welcome.std_f);
+        } else { /* absent (dtype 0) on encode is F32 [0] on the wire */
+            assert_int_equal(b->u.welcome.mean_f.numel, 0);
+            assert_int_equal(b->u.welcome.std_f.numel, 0);
+        }
         break;
     case TL_MSG_REJECT:
         assert_int_equal(a->u.reject.code, b->u.reject.code);
@@ -179,6 +198,23 @@ static void same_msg(const tl_msg *a, const tl_msg *b) {
     case TL_MSG_CHECKPOINT:
         assert_int_equal(a->u.checkpoint.step, b->u.checkpoint.step);
         break;
+    case TL_MSG_STATS_REQUEST:
+        assert_int_equal(a->u.stats_request.what, b->u.stats_request.what);
+        break;
+    case TL_MSG_STATS:
+        assert_int_equal(a->u.stats.count, b->u.stats.count);
+        same_tensor(&a->u.stats.sum, &b->u.stats.sum);
+        same_tensor(&a->u.stats.sumsq, &b->u.stats.sumsq);
+        break;
+    case TL_MSG_EVAL:
+        assert_int_equal(a->u.eval.step, b->u.eval.step);
+        assert_int_equal(a->u.eval.bins, b->u.eval.bins);
+        same_tensor(&a->u.eval.params, &b->u.eval.params);
+        break;
+    case TL_MSG_EVAL_RESULT:
+        assert_int_equal(a->u.eval_result.step, b->u.eval_result.step);
+        same_tensor(&a->u.eval_result.stats, &b->u.eval_result.stats);
+        break;
     default:
         fail();
     }
@@ -236,29 +272,63 @@ static void test_roundtrip_handshake(void **state) {
     (void)state;
     tl_msg *m = calloc(1, sizeof *m);
     m->type = TL_MSG_HELLO;
-    m->u.hello = (tl_msg_hello){.node_id = 7, .proto_version = TL_PROTO_VERSION,
-                                .flags = TL_HELLO_F_ZSTD, .sample_count = 60000,
-                                .fingerprint = 0xdeadbeefcafef00dull,
-                                .privacy = TL_PRIVACY_SEALED, .key_id = {1, 2, 3, 0xff}};
+    m->u.hello = (tl_msg_hello){7, TL_PROTO_VERSION, TL_HELLO_F_ZSTD, 60000, 0xdeadbeefcafef00dull, "",
+                                10, TL_ELEM_WIRE_U8, 3, {1, 28, 28}, 10000, 0, 0, {0}};
     strcpy(m->u.hello.version, "0.1.0");
+    roundtrip(m);
+    m->u.hello.labels_hash = 0x8877665544332211ull; /* string labels */
+    m->u.hello.elem = TL_ELEM_WIRE_F32;
+    m->u.hello.rank = 1;
+    m->u.hello.shape[0] = 30, m->u.hello.shape[1] = m->u.hello.shape[2] = 0;
     roundtrip(m);
     m->u.hello.version[0] = 0; /* empty string */
     roundtrip(m);
     memset(m->u.hello.version, 'v', TL_MSG_STR_MAX); /* longest string */
     m->u.hello.version[TL_MSG_STR_MAX] = 0;
     roundtrip(m);
+    m->u.hello.privacy = TL_PRIVACY_SEALED; /* sealed: the group key's id */
+    for (int i = 0; i < 16; i++) m->u.hello.key_id[i] = (uint8_t)(0xa0 + i);
+    roundtrip(m);
 
     memset(m, 0, sizeof *m);
     m->type = TL_MSG_WELCOME;
-    m->u.welcome = (tl_msg_welcome){.run_id = 0x1122334455667788ull, .flags = TL_WELCOME_F_ZSTD,
-                                    .cut = 4, .mode = 1, .n_classes = 10, .input_dim = 784,
-                                    .mean = 0.1307f, .std = 0.3081f, .heartbeat_ms = 2000,
-                                    .privacy = TL_PRIVACY_SEALED, .mac_every = 50,
-                                    .opt_kind = 3, .opt_nesterov = 1, .opt_lr = 1e-3,
-                                    .opt_rho = 0.9, .opt_eps = 1e-8, .opt_momentum = 0.5,
-                                    .opt_dampening = 0.1, .opt_weight_decay = 1e-4,
-                                    .opt_beta1 = 0.9, .opt_beta2 = 0.999, .opt_steps = 12};
+    m->u.welcome = (tl_msg_welcome){0x1122334455667788ull, TL_WELCOME_F_ZSTD, 4, 1, 10, 784,
+                                    0.1307f, 0.3081f, 2000, "", 0, 0, {0, 0, 0}, {0}, {0}, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
     strcpy(m->u.welcome.model, "linear:256,linear:128,linear:64,linear:10");
+    roundtrip(m); /* what a protocol-2 orchestrator filled in: scalar norm, no shape */
+    m->u.welcome.privacy = TL_PRIVACY_SEALED; /* sealed: MAC period, node-side optimizer */
+    m->u.welcome.mac_every = 50;
+    m->u.welcome.opt_kind = 3;
+    m->u.welcome.opt_nesterov = 1;
+    m->u.welcome.opt_lr = 1e-3;
+    m->u.welcome.opt_beta2 = 0.999;
+    m->u.welcome.opt_steps = 12;
+    roundtrip(m);
+    m->u.welcome.rank = 3;
+    m->u.welcome.shape[0] = 1, m->u.welcome.shape[1] = m->u.welcome.shape[2] = 28;
+    roundtrip(m);
+    /* per-feature descriptor, odd width (the second tensor needs padding) */
+    uint32_t *mf = rnd_words(31), *sf = rnd_words(31);
+    m->u.welcome.input_dim = 31;
+    m->u.welcome.rank = 1;
+    m->u.welcome.shape[0] = 31, m->u.welcome.shape[1] = m->u.welcome.shape[2] = 0;
+    m->u.welcome.norm = TL_WELCOME_NORM_FEATURE;
+    m->u.welcome.mean_f = tl_tensor_1d(TL_DT_F32, mf, 31);
+    m->u.welcome.std_f = tl_tensor_1d(TL_DT_F32, sf, 31);
+    roundtrip(m);
+    free(mf);
+    free(sf);
+
+    memset(m, 0, sizeof *m);
+    m->type = TL_MSG_STATS_REQUEST;
+    m->u.stats_request.what = TL_STATS_NORM;
+    roundtrip(m);
+    memset(m, 0, sizeof *m);
+    double sums[7] = {1.5, -2, 3e300, 0, 5, 6, 7}, sq[7] = {2.25, 4, 1, 0, 25, 36, 49};
+    m->type = TL_MSG_STATS;
+    m->u.stats.count = 123456789012ull;
+    m->u.stats.sum = tl_tensor_1d(TL_DT_F64, sums, 7);
+    m->u.stats.sumsq = tl_tensor_1d(TL_DT_F64, sq, 7);
     roundtrip(m);
 
     memset(m, 0, sizeof *m);
@@ -394,6 +464,33 @@ static void test_roundtrip_control(void **state) {
     m->u.param_mac.step = 1000;
     for (int i = 0; i < 32; i++) m->u.param_mac.mac[i] = (uint8_t)(i * 7);
     roundtrip(m);
+
+    uint32_t *params = rnd_words(1001);
+    memset(m, 0, sizeof *m);
+    m->type = TL_MSG_EVAL;
+    m->u.eval.step = 938;
+    m->u.eval.bins = TL_EVAL_BINS;
+    m->u.eval.params = tl_tensor_1d(TL_DT_F32, params, 1001);
+    roundtrip(m);
+    m->u.eval.params = tl_tensor_1d(TL_DT_F32, NULL, 0); /* shared memory */
+    roundtrip(m);
+    /* a real evaluation's words */
+    tl_evalstats es;
+    assert_int_equal(tl_evalstats_init(&es, 3, 8), 0);
+    float z[6] = {1, 2, 3, 3, 2, 1};
+    int32_t y[2] = {2, 1};
+    assert_int_equal(tl_evalstats_add(&es, z, y, 2), 0);
+    size_t size = tl_evalstats_size(3, 8);
+    uint8_t *w = malloc(size);
+    tl_evalstats_encode(&es, w);
+    memset(m, 0, sizeof *m);
+    m->type = TL_MSG_EVAL_RESULT;
+    m->u.eval_result.step = 938;
+    m->u.eval_result.stats = tl_tensor_1d(TL_DT_U64, w, (uint32_t)(size / 8));
+    roundtrip(m);
+    free(w);
+    free(params);
+    tl_evalstats_free(&es);
     free(m);
 }
 
@@ -422,28 +519,58 @@ static void test_doc_examples(void **state) {
     tl_msg *m = calloc(1, sizeof *m);
 
     static const uint8_t hello[] = {
-        0x54, 0x4c, 0x4e, 0x31, 0x01, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
-        0x00, 0x39, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x03, 0x00,
-        0x01, 0x00, 0x20, 0x4e, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xef, 0xcd, 0xab, 0x89, 0x67,
-        0x45, 0x23, 0x01, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xa0, 0xa1, 0xa2, 0xa3,
-        0xa4, 0xa5, 0xa6, 0xa7, 0xa8, 0xa9, 0xaa, 0xab, 0xac, 0xad, 0xae, 0xaf, 0x05, 0x00, 0x00,
-        0x00, 0x30, 0x2e, 0x31, 0x2e, 0x30};
+        0x54, 0x4c, 0x4e, 0x31, 0x01, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x61, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00,
+        0x03, 0x00, 0x01, 0x00, 0x20, 0x4e, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xef, 0xcd,
+        0xab, 0x89, 0x67, 0x45, 0x23, 0x01, 0x05, 0x00, 0x00, 0x00, 0x30, 0x2e, 0x31, 0x2e,
+        0x30, 0x02, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x1e,
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x39, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01,
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xa0, 0xa1, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6,
+        0xa7, 0xa8, 0xa9, 0xaa, 0xab, 0xac, 0xad, 0xae, 0xaf};
     m->type = TL_MSG_HELLO;
-    m->u.hello = (tl_msg_hello){.node_id = 2, .proto_version = TL_PROTO_VERSION, .flags = 1,
-                                .sample_count = 20000, .fingerprint = 0x0123456789ABCDEFull,
-                                .privacy = TL_PRIVACY_SEALED,
-                                .key_id = {0xa0, 0xa1, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6, 0xa7, 0xa8,
-                                           0xa9, 0xaa, 0xab, 0xac, 0xad, 0xae, 0xaf},
-                                .version = "0.1.0"};
+    m->u.hello = (tl_msg_hello){2, TL_PROTO_VERSION, 1, 20000, 0x0123456789ABCDEFull, "0.1.0",
+                                2, TL_ELEM_WIRE_F32, 1, {30, 0, 0}, 57, 0, TL_PRIVACY_SEALED,
+                                {0xa0, 0xa1, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6, 0xa7, 0xa8, 0xa9, 0xaa,
+                                 0xab, 0xac, 0xad, 0xae, 0xaf}};
     check_golden(m, hello, sizeof hello);
 
+    static const uint8_t welcome[] = {
+        0x54, 0x4c, 0x4e, 0x31, 0x01, 0x00, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0xd0, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x88, 0x77, 0x66, 0x55,
+        0x44, 0x33, 0x22, 0x11, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x80, 0x3f, 0x00, 0x00, 0x00, 0x00, 0x16, 0x00, 0x00, 0x00, 0x6c, 0x69,
+        0x6e, 0x65, 0x61, 0x72, 0x3a, 0x32, 0x2c, 0x72, 0x65, 0x6c, 0x75, 0x2c, 0x6c, 0x69,
+        0x6e, 0x65, 0x61, 0x72, 0x3a, 0x32, 0x01, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00,
+        0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00,
+        0x00, 0x00, 0x32, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xf0, 0x3f, 0xcd, 0xcc, 0xcc, 0xcc, 0xcc, 0xcc,
+        0xec, 0x3f, 0x8d, 0xed, 0xb5, 0xa0, 0xf7, 0xc6, 0xb0, 0x3e, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xcd, 0xcc, 0xcc, 0xcc, 0xcc, 0xcc, 0xec, 0x3f,
+        0x2b, 0x87, 0x16, 0xd9, 0xce, 0xf7, 0xef, 0x3f, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x01, 0x01, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x20, 0x41, 0x00, 0x00, 0x00, 0xbf, 0x01, 0x01, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x40, 0x00, 0x00, 0x80, 0x3e};
+    float wmean[2] = {10.0f, -0.5f}, wstd[2] = {2.0f, 0.25f};
+    memset(m, 0, sizeof *m);
+    m->type = TL_MSG_WELCOME;
+    m->u.welcome = (tl_msg_welcome){0x1122334455667788ull, 0, 1, 0, 2, 2, 0.0f, 1.0f, 0,
+                                    "linear:2,relu,linear:2", TL_WELCOME_NORM_FEATURE, 1,
+                                    {2, 0, 0}, tl_tensor_1d(TL_DT_F32, wmean, 2),
+                                    tl_tensor_1d(TL_DT_F32, wstd, 2), TL_PRIVACY_SEALED, 50,
+                                    TL_OPT_ADADELTA, 0, 1.0, 0.9, 1e-6, 0, 0, 0, 0.9, 0.999, 0};
+    check_golden(m, welcome, sizeof welcome);
+
     static const uint8_t sealed_step[] = {
-        0x54, 0x4c, 0x4e, 0x31, 0x01, 0x00, 0x0c, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
-        0x00, 0x40, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x05, 0x00, 0x00, 0x00, 0x00, 0x00,
-        0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
-        0x00, 0xe0, 0x3f, 0x03, 0x01, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00,
-        0x03, 0x00, 0x00, 0x00, 0x05, 0x01, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00,
-        0x00, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+        0x54, 0x4c, 0x4e, 0x31, 0x01, 0x00, 0x10, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x40, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x05, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0xe0, 0x3f, 0x03, 0x01, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00,
+        0x01, 0x00, 0x00, 0x00, 0x03, 0x00, 0x00, 0x00, 0x06, 0x01, 0x00, 0x00, 0x02, 0x00,
+        0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0xff, 0xff, 0xff};
     static const uint32_t ss_ids[2] = {1, 3};
     static const uint64_t ss_sum[2] = {1, UINT64_MAX};
     memset(m, 0, sizeof *m);
@@ -457,16 +584,82 @@ static void test_doc_examples(void **state) {
     check_golden(m, sealed_step, sizeof sealed_step);
 
     static const uint8_t param_mac[] = {
-        0x54, 0x4c, 0x4e, 0x31, 0x01, 0x00, 0x0d, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
-        0x00, 0x28, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x07, 0x00, 0x00, 0x00, 0x00, 0x00,
-        0x00, 0x00, 0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0a, 0x0b, 0x0c,
-        0x0d, 0x0e, 0x0f, 0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18, 0x19, 0x1a, 0x1b,
-        0x1c, 0x1d, 0x1e, 0x1f};
+        0x54, 0x4c, 0x4e, 0x31, 0x01, 0x00, 0x11, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x28, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x07, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09,
+        0x0a, 0x0b, 0x0c, 0x0d, 0x0e, 0x0f, 0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17,
+        0x18, 0x19, 0x1a, 0x1b, 0x1c, 0x1d, 0x1e, 0x1f};
     memset(m, 0, sizeof *m);
     m->type = TL_MSG_PARAM_MAC;
     m->u.param_mac.step = 7;
     for (int i = 0; i < 32; i++) m->u.param_mac.mac[i] = (uint8_t)i;
     check_golden(m, param_mac, sizeof param_mac);
+
+    static const uint8_t stats_request[] = {
+        0x54, 0x4c, 0x4e, 0x31, 0x01, 0x00, 0x0c, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00};
+    memset(m, 0, sizeof *m);
+    m->type = TL_MSG_STATS_REQUEST;
+    m->u.stats_request.what = TL_STATS_NORM;
+    check_golden(m, stats_request, sizeof stats_request);
+
+    static const uint8_t stats[] = {
+        0x54, 0x4c, 0x4e, 0x31, 0x01, 0x00, 0x0d, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x38, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x03, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x05, 0x01, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x18, 0x40, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xf8, 0xbf,
+        0x05, 0x01, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x2c, 0x40, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xe8, 0x3f};
+    double ssum[2] = {6.0, -1.5}, ssq[2] = {14.0, 0.75};
+    memset(m, 0, sizeof *m);
+    m->type = TL_MSG_STATS;
+    m->u.stats.count = 3;
+    m->u.stats.sum = tl_tensor_1d(TL_DT_F64, ssum, 2);
+    m->u.stats.sumsq = tl_tensor_1d(TL_DT_F64, ssq, 2);
+    check_golden(m, stats, sizeof stats);
+
+    static const uint8_t eval[] = {
+        0x54, 0x4c, 0x4e, 0x31, 0x01, 0x00, 0x0e, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x24, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x05, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x10, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x01,
+        0x00, 0x00, 0x03, 0x00, 0x00, 0x00, 0x00, 0x00, 0x80, 0x3f, 0x00, 0x00, 0x00, 0xc0,
+        0x00, 0x00, 0x00, 0x3f};
+    float eparams[3] = {1.0f, -2.0f, 0.5f};
+    memset(m, 0, sizeof *m);
+    m->type = TL_MSG_EVAL;
+    m->u.eval.step = 5;
+    m->u.eval.bins = 4096;
+    m->u.eval.params = tl_tensor_1d(TL_DT_F32, eparams, 3);
+    check_golden(m, eval, sizeof eval);
+
+    static const uint8_t eval_result[] = {
+        0x54, 0x4c, 0x4e, 0x31, 0x01, 0x00, 0x0f, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x98, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x05, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x06, 0x01, 0x00, 0x00, 0x11, 0x00, 0x00, 0x00, 0x74, 0x6c,
+        0x65, 0x76, 0x61, 0x6c, 0x30, 0x31, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x03, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xf8, 0x3f, 0x01, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00};
+    /* the words are a valid evaluation of 3 rows, 2 classes, 2 bins (docs) */
+    tl_evalstats es;
+    assert_int_equal(tl_evalstats_init(&es, 2, 2), 0);
+    assert_int_equal(tl_evalstats_decode(&es, eval_result + 40, 136), 0);
+    assert_int_equal(es.n, 3);
+    assert_true(es.loss_sum == 1.5);
+    assert_int_equal(es.confusion[2], 1); /* true 1 predicted 0 */
+    memset(m, 0, sizeof *m);
+    m->type = TL_MSG_EVAL_RESULT;
+    m->u.eval_result.step = 5;
+    m->u.eval_result.stats = tl_tensor_1d(TL_DT_U64, eval_result + 40, 17);
+    check_golden(m, eval_result, sizeof eval_result);
+    tl_evalstats_free(&es);
 
     static const uint8_t forward[] = {
         0x54, 0x4c, 0x4e, 0x31, 0x01, 0x00, 0x04, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
@@ -520,7 +713,7 @@ static void test_doc_examples(void **state) {
 
     /* STATE_REQUEST (§10): the node side of step 300 for node 3 */
     static const uint8_t state_request[] = {
-        0x54, 0x4c, 0x4e, 0x31, 0x01, 0x00, 0x0f, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x54, 0x4c, 0x4e, 0x31, 0x01, 0x00, 0x13, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
         0x00, 0x00, 0x10, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x2c, 0x01, 0x00, 0x00,
         0x00, 0x00, 0x00, 0x00, 0x03, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00};
     memset(m, 0, sizeof *m);
@@ -532,9 +725,9 @@ static void test_doc_examples(void **state) {
     /* STATE_BLOB (§10): step 300, from node 1 to node 3, 5 bytes (a real
      * one is the sealed node side: nodestate.h) */
     static const uint8_t state_blob[] = {
-        0x54, 0x4c, 0x4e, 0x31, 0x01, 0x00, 0x10, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x54, 0x4c, 0x4e, 0x31, 0x01, 0x00, 0x14, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
         0x00, 0x00, 0x1d, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x2c, 0x01, 0x00, 0x00,
-        0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x03, 0x00, 0x00, 0x00, 0x06, 0x01,
+        0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x03, 0x00, 0x00, 0x00, 0x07, 0x01,
         0x00, 0x00, 0x05, 0x00, 0x00, 0x00, 0xde, 0xad, 0xbe, 0xef, 0x01};
     static const uint8_t five[5] = {0xde, 0xad, 0xbe, 0xef, 0x01};
     memset(m, 0, sizeof *m);
@@ -546,7 +739,7 @@ static void test_doc_examples(void **state) {
     check_golden(m, state_blob, sizeof state_blob);
 
     /* CHECKPOINT (§10): save (or saved) the node side of step 50 */
-    static const uint8_t checkpoint[] = {0x54, 0x4c, 0x4e, 0x31, 0x01, 0x00, 0x11, 0x00,
+    static const uint8_t checkpoint[] = {0x54, 0x4c, 0x4e, 0x31, 0x01, 0x00, 0x15, 0x00,
                                          0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
                                          0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
                                          0x32, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00};
@@ -600,15 +793,10 @@ static void test_malformed_strings(void **state) {
     bytes x = {0};
     /* HELLO with a string length past the end */
     b_u32(&x, 1);
-    b_u32(&x, TL_PROTO_VERSION | (0 << 16));
+    b_u32(&x, 1 | (0 << 16));
     b_u64(&x, 10);
     b_u64(&x, 0);
-    b_u32(&x, TL_PRIVACY_SEALED);
-    b_u32(&x, 0);
-    b_raw(&x, "0123456789abcdef", 16);
     size_t fixed = x.n;
-    uint8_t prefix[64];
-    memcpy(prefix, x.b, fixed);
     b_u32(&x, 10);
     b_raw(&x, "0.1.0", 5);
     assert_int_equal(dec(TL_MSG_HELLO, &x), TL_EPROTO);
@@ -629,7 +817,6 @@ static void test_malformed_strings(void **state) {
     assert_int_equal(dec(TL_MSG_REJECT, &x), 0);
 
     /* a NUL inside */
-    memcpy(x.b, prefix, fixed);
     x.n = fixed;
     b_u32(&x, 3);
     b_raw(&x, "a\0b", 3);
@@ -775,7 +962,110 @@ static void test_malformed_misc(void **state) {
     x.b[16] = 2;
     assert_int_equal(dec(TL_MSG_WELCOME, &x), TL_EPROTO);
     expect_errmsg("mode");
+    x.b[16] = 1;
+    /* protocol 3 fields: model "linear:10" ends at 53; norm 53, rank 57, shape 61..73 */
+    x.b[53] = 2;
+    assert_int_equal(dec(TL_MSG_WELCOME, &x), TL_EPROTO);
+    expect_errmsg("unknown norm 2");
+    x.b[53] = TL_WELCOME_NORM_FEATURE; /* input_dim 4, but mean_f and std_f are F32 [0] */
+    x.b[24] = 4;
+    assert_int_equal(dec(TL_MSG_WELCOME, &x), TL_EPROTO);
+    expect_errmsg("per-feature norm needs mean_f and std_f of input_dim 4, got 0 and 0");
+    x.b[53] = 0;
+    x.b[24] = 0;
+    x.b[57] = 2; /* rank 2 */
+    assert_int_equal(dec(TL_MSG_WELCOME, &x), TL_EPROTO);
+    expect_errmsg("sample rank 2");
+    x.b[57] = 1; /* rank 1, shape [0] but input_dim 0 is fine; shape [5] is not */
+    assert_int_equal(dec(TL_MSG_WELCOME, &x), 0);
+    x.b[61] = 5;
+    assert_int_equal(dec(TL_MSG_WELCOME, &x), TL_EPROTO);
+    expect_errmsg("rank-1 shape [5] is not input_dim 0");
+    x.b[57] = 0; /* a shape without a rank */
+    assert_int_equal(dec(TL_MSG_WELCOME, &x), TL_EPROTO);
+    expect_errmsg("a shape without a rank");
+    x.b[61] = 0;
+    assert_int_equal(dec(TL_MSG_WELCOME, &x), 0);
+    /* scalar norm with a one-element mean_f */
+    size_t cut = 73 + 88; /* shape, then the sealed-mode fields (88 bytes) */
+    x.n = cut;
+    uint32_t one = 1, zero = 0;
+    b_thdr(&x, TL_DT_F32, 1, &one);
+    b_raw(&x, "\0\0\0\0", 4);
+    b_thdr(&x, TL_DT_F32, 1, &zero);
+    assert_int_equal(dec(TL_MSG_WELCOME, &x), TL_EPROTO);
+    expect_errmsg("scalar norm with per-feature arrays");
     free(fr);
+
+    /* HELLO: a protocol-2 HELLO has no data fields (decoded as zeros, refused
+     * by version later); a protocol-3 one without them is cut short; a newer
+     * version's extra bytes are left to the version check */
+    memset(m, 0, sizeof *m);
+    m->type = TL_MSG_HELLO;
+    m->u.hello.node_id = 1;
+    m->u.hello.proto_version = 2;
+    m->u.hello.sample_count = 10;
+    fr = encode_frame(m, &len);
+    memcpy(x.b, fr + 24, len - 24);
+    x.n = len - 24;
+    assert_int_equal(x.n, 28);
+    m->u.hello.classes = 99;
+    assert_int_equal(tl_msg_decode_payload(TL_MSG_HELLO, x.b, x.n, m), 0);
+    assert_int_equal(m->u.hello.proto_version, 2);
+    assert_int_equal(m->u.hello.classes, 0);
+    x.b[4] = 3;
+    assert_int_equal(dec(TL_MSG_HELLO, &x), TL_EPROTO);
+    expect_errmsg("HELLO: classes needs 4 bytes");
+    x.b[4] = 4;
+    b_raw(&x, "future", 6);
+    assert_int_equal(tl_msg_decode_payload(TL_MSG_HELLO, x.b, x.n, m), 0);
+    assert_int_equal(m->u.hello.proto_version, 4);
+    free(fr);
+
+    /* STATS_REQUEST: unknown what, nonzero pad */
+    x.n = 0;
+    b_u32(&x, 2);
+    b_u32(&x, 0);
+    assert_int_equal(dec(TL_MSG_STATS_REQUEST, &x), TL_EPROTO);
+    expect_errmsg("unknown what 2");
+    x.n = 0;
+    b_u32(&x, TL_STATS_NORM);
+    b_u32(&x, 1);
+    assert_int_equal(dec(TL_MSG_STATS_REQUEST, &x), TL_EPROTO);
+    expect_errmsg("pad");
+
+    /* STATS: sums of different lengths; sums as f32 */
+    double dz[4] = {0};
+    uint32_t two = 2, three = 3;
+    x.n = 0;
+    b_u64(&x, 5);
+    b_thdr(&x, TL_DT_F64, 1, &two);
+    b_raw(&x, dz, 16);
+    b_thdr(&x, TL_DT_F64, 1, &three);
+    b_raw(&x, dz, 24);
+    assert_int_equal(dec(TL_MSG_STATS, &x), TL_EPROTO);
+    expect_errmsg("sum has 2 features but sumsq 3");
+    x.n = 0;
+    b_u64(&x, 5);
+    b_thdr(&x, TL_DT_F32, 1, &two);
+    b_raw(&x, dz, 8);
+    assert_int_equal(dec(TL_MSG_STATS, &x), TL_EPROTO);
+    expect_errmsg("sum must be f64 rank 1");
+
+    /* EVAL: nonzero pad; EVAL_RESULT: words as u32 */
+    x.n = 0;
+    b_u64(&x, 1);
+    b_u32(&x, 64);
+    b_u32(&x, 7);
+    b_thdr(&x, TL_DT_F32, 1, &zero);
+    assert_int_equal(dec(TL_MSG_EVAL, &x), TL_EPROTO);
+    expect_errmsg("EVAL: nonzero pad");
+    x.n = 0;
+    b_u64(&x, 1);
+    b_thdr(&x, TL_DT_U32, 1, &two);
+    b_raw(&x, dz, 8);
+    assert_int_equal(dec(TL_MSG_EVAL_RESULT, &x), TL_EPROTO);
+    expect_errmsg("stats must be u64 rank 1");
 
     /* trailing bytes after a HEARTBEAT */
     x.n = 0;
@@ -785,7 +1075,7 @@ static void test_malformed_misc(void **state) {
 
     /* unknown type; unaligned payload */
     x.n = 8;
-    assert_int_equal(dec(12, &x), TL_EPROTO);
+    assert_int_equal(dec(TL_MSG_EVAL_RESULT + 1, &x), TL_EPROTO);
     x.n = 0; /* READY without its run_id */
     assert_int_equal(dec(TL_MSG_READY, &x), TL_EPROTO);
     x.n = 8;
@@ -835,6 +1125,30 @@ static void test_encode_errors(void **state) {
     m->type = TL_MSG_WELCOME;
     m->u.welcome.mode = 2;
     assert_int_equal(tl_msg_encode(m, e), TL_EINVAL);
+    m->u.welcome.mode = 0;
+    m->u.welcome.input_dim = 4;
+    m->u.welcome.norm = TL_WELCOME_NORM_FEATURE; /* arrays missing */
+    assert_int_equal(tl_msg_encode(m, e), TL_EINVAL);
+    m->u.welcome.mean_f = tl_tensor_1d(TL_DT_F32, f, 4);
+    m->u.welcome.std_f = tl_tensor_1d(TL_DT_F32, f, 3);
+    assert_int_equal(tl_msg_encode(m, e), TL_EINVAL);
+    m->u.welcome.std_f = tl_tensor_1d(TL_DT_F32, f, 4);
+    assert_int_equal(tl_msg_encode(m, e), 0);
+    m->u.welcome.rank = 3;
+    m->u.welcome.shape[0] = 1, m->u.welcome.shape[1] = 2, m->u.welcome.shape[2] = 3;
+    assert_int_equal(tl_msg_encode(m, e), TL_EINVAL); /* 6 != 4 */
+
+    memset(m, 0, sizeof *m);
+    m->type = TL_MSG_STATS_REQUEST;
+    assert_int_equal(tl_msg_encode(m, e), TL_EINVAL); /* what 0 */
+    memset(m, 0, sizeof *m);
+    m->type = TL_MSG_STATS;
+    double d2[2] = {0};
+    m->u.stats.sum = tl_tensor_1d(TL_DT_F64, d2, 2);
+    m->u.stats.sumsq = tl_tensor_1d(TL_DT_F64, d2, 1);
+    assert_int_equal(tl_msg_encode(m, e), TL_EINVAL);
+    m->u.stats.sumsq = tl_tensor_1d(TL_DT_F64, d2, 2);
+    assert_int_equal(tl_msg_encode(m, e), 0);
     m->type = 0;
     assert_int_equal(tl_msg_encode(m, e), TL_EINVAL);
     free(e);

@@ -17,7 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "files.h"
+#include "harness.h"
 #include "tl/error.h"
 #include "tl/file.h"
 #include "tl/groupkey.h"

@@ -20,27 +20,7 @@
 #include "tl/error.h"
 #include "tl/npy.h"
 
-static char tmpdir[64];
-
-static int setup_all(void **state) {
-    strcpy(tmpdir, "/tmp/tl_test_npy_XXXXXX");
-    return mkdtemp(tmpdir) ? 0 : -1;
-}
-
-static int teardown_all(void **state) {
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    return system(cmd) == 0 ? 0 : -1;
-}
-
-/* Path of name in the temporary directory (static storage, 4 rotating). */
-static const char *tpath(const char *name) {
-    static char p[4][256];
-    static int k;
-    k = (k + 1) % 4;
-    snprintf(p[k], sizeof p[k], "%s/%s", tmpdir, name);
-    return p[k];
-}
+#include "harness.h"
 
 /* Writes a .npy file: version major, header dict text (padded as numpy pads,
  * to align the data to 64 bytes, unless align is 0: then no padding, and the
@@ -193,11 +173,11 @@ static void test_read_reject(void **state) {
     put_bytes(p, "\x93NUMPY", 6);
     expect_read_reject(p, TL_EFORMAT, "not a .npy file");
     expect_read_reject(tpath("nothere.npy"), TL_EIO, "cannot open");
-    expect_read_reject(tmpdir, TL_EIO, "not a regular file");
+    expect_read_reject(scratch_dir, TL_EIO, "not a regular file");
 #undef DICT
 }
 
-/* Makes directory name under tmpdir and returns its path. */
+/* Makes directory name under scratch_dir and returns its path. */
 static const char *mkset(const char *name) {
     const char *d = tpath(name);
     mkdir(d, 0700);
@@ -315,19 +295,6 @@ static void test_load_reject(void **state) {
 #undef HDR
 }
 
-/* Reads a whole file into a malloc'd buffer; *n gets its length. */
-static uint8_t *slurp(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    assert_non_null(f);
-    fseek(f, 0, SEEK_END);
-    *n = (size_t)ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *b = malloc(*n ? *n : 1);
-    assert_int_equal(fread(b, 1, *n, f), *n);
-    fclose(f);
-    return b;
-}
-
 /* tl_npy_write lays a file out byte for byte as numpy.save does (the layout
  * write_npy reproduces), and tl_npy_read gives the same bytes back. */
 static void test_write(void **state) {
@@ -352,7 +319,7 @@ static void test_write(void **state) {
         assert_int_equal(tl_npy_write(ours, cases[c].dt, cases[c].rank, cases[c].shape, data), 0);
         write_npy(ref, cases[c].dict, data, count * es);
         size_t na, nb;
-        uint8_t *a = slurp(ours, &na), *b = slurp(ref, &nb);
+        uint8_t *a = read_bytes(ours, &na), *b = read_bytes(ref, &nb);
         assert_int_equal(na, nb);
         assert_memory_equal(a, b, na);
         free(a), free(b);
@@ -383,5 +350,5 @@ int main(void) {
         cmocka_unit_test(test_load_reject),
         cmocka_unit_test(test_write),
     };
-    return cmocka_run_group_tests(tests, setup_all, teardown_all);
+    return cmocka_run_group_tests(tests, scratch_setup, scratch_teardown);
 }

@@ -46,38 +46,9 @@
 #include "tl/net.h"
 #include "tl/safetensors.h"
 
-#define DATA_DIR "/usr/share/datasets/fashion-mnist"
-#define PROC_NAME "test_rogue"
-#define PROC_CHILD_ALARM_S 180
-#define PROGRAM_ALARM_S 400
-#include "proc.h"
+#include "harness.h"
 
-static char root[PATH_MAX];
-static int have_data, have_setup;
-
-static int wait_file(const char *path, int timeout_ms) {
-    int64_t until = now_ms() + timeout_ms;
-    struct stat st;
-    while (now_ms() < until) {
-        if (stat(path, &st) == 0 && st.st_size > 0) return 1;
-        sleep_ms(10);
-    }
-    return 0;
-}
-
-/* Lines of the file holding a and b. */
-static int log_count(const char *path, const char *a, const char *b) {
-    char *s = slurp(path);
-    int n = 0;
-    for (char *line = s; line && *line;) {
-        char *nl = strchr(line, '\n');
-        if (nl) *nl = 0;
-        if (strstr(line, a) && strstr(line, b)) n++;
-        line = nl ? nl + 1 : NULL;
-    }
-    free(s);
-    return n;
-}
+static int have_setup;
 
 typedef enum rogue_kind { ROGUE_H_FLT_MAX, ROGUE_GRAD_3E38 } rogue_kind;
 
@@ -85,37 +56,19 @@ typedef enum rogue_kind { ROGUE_H_FLT_MAX, ROGUE_GRAD_3E38 } rogue_kind;
  * orchestrator closes the connection; puts its last ERROR message (or what
  * ended it) into why. Returns the number of requests answered. */
 static int rogue(int port, rogue_kind kind, char *why, size_t cap) {
-    tl_conn *c = NULL;
-    tl_frame_reader r;
-    tl_frame_writer w;
-    int fd, answered = 0;
+    client k;
+    int answered = 0;
     snprintf(why, cap, "?");
-    tl_frame_reader_init(&r, 0);
-    tl_frame_writer_init(&w);
-    if (tl_net_connect("127.0.0.1", port, 5000, &fd) < 0 ||
-        tl_conn_tcp_new(fd, "orchestrator", &c) < 0) {
-        snprintf(why, cap, "connect: %s", tl_errmsg());
-        goto out;
-    }
     int64_t deadline = tl_now_ms() + 60000;
     tl_msg m;
     memset(&m, 0, sizeof m);
-    m.type = TL_MSG_HELLO;
-    m.u.hello.node_id = 3;
-    m.u.hello.proto_version = TL_PROTO_VERSION;
-    m.u.hello.sample_count = 20000;
-    m.u.hello.fingerprint = 0x726f677565;
-    snprintf(m.u.hello.version, sizeof m.u.hello.version, "rogue");
-    if (tl_msg_send(c, &w, &m, deadline) < 0 || tl_msg_recv(c, &r, &m, deadline) < 0 ||
-        m.type != TL_MSG_WELCOME) {
-        snprintf(why, cap, "not welcomed: %s",
-                 m.type == TL_MSG_REJECT ? m.u.reject.reason : tl_errmsg());
-        goto out;
+    if (client_open(&k, port) < 0) {
+        snprintf(why, cap, "connect: %s", tl_errmsg());
+        return 0;
     }
-    tl_msg rd = {.type = TL_MSG_READY};
-    rd.u.ready.run_id = m.u.welcome.run_id;
-    if (tl_msg_send(c, &w, &rd, deadline) < 0) {
-        snprintf(why, cap, "READY: %s", tl_errmsg());
+    char no[256];
+    if (client_hello(&k, 3, 20000, 0x726f677565, "rogue", 1, 60000, &m, no, sizeof no) < 0) {
+        snprintf(why, cap, "not welcomed: %s", no);
         goto out;
     }
     tl_model model;
@@ -127,7 +80,7 @@ static int rogue(int port, rogue_kind kind, char *why, size_t cap) {
     assert_non_null(grads);
     for (uint32_t i = 0; i < p_node; i++) grads[i] = 3e38f;
     for (;;) {
-        if (tl_msg_recv(c, &r, &m, deadline) < 0) {
+        if (tl_msg_recv(k.c, &k.r, &m, deadline) < 0) {
             snprintf(why + strlen(why), cap - strlen(why), " (then: %s)", tl_errmsg());
             break;
         }
@@ -160,7 +113,7 @@ static int rogue(int port, rogue_kind kind, char *why, size_t cap) {
             else snprintf(why, cap, "%s", tl_msg_type_name(m.type));
             continue; /* read on until the orchestrator closes */
         }
-        int rc = tl_msg_send(c, &w, &out, deadline);
+        int rc = tl_msg_send(k.c, &k.w, &out, deadline);
         if (out.type == TL_MSG_BACKWARD_RESULT && kind != ROGUE_GRAD_3E38)
             free((void *)out.u.bwd_result.grads.data);
         if (rc < 0) {
@@ -173,9 +126,7 @@ static int rogue(int port, rogue_kind kind, char *why, size_t cap) {
     free(g);
     free(grads);
 out:
-    tl_conn_free(c);
-    tl_frame_reader_free(&r);
-    tl_frame_writer_free(&w);
+    client_close(&k);
     return answered;
 }
 
@@ -203,29 +154,22 @@ static int file_finite(const char *path, char *why, size_t cap) {
 }
 
 static void scenario(const char *name, rogue_kind kind, const char *expect) {
-    if (!have_data) {
-        print_message("Fashion-MNIST not installed in " DATA_DIR "\n");
-        skip();
-    }
     assert_true(have_setup);
-    const char *dir = pathf("%s/%s", root, name);
+    const char *dir = pathf("%s/%s", scratch_dir, name);
     mkdir(dir, 0755);
     const char *log = pathf("%s/orch.log", dir), *portf = pathf("%s/orch.port", dir);
     const char *ck = pathf("%s/ck.st", dir);
-    const char *argv[] = {"tl", "orchestrator", "--nodes", "3", "--insecure", "--listen",
+    const char *argv[] = {"tl", "orchestrator", "--privacy", "open", "--nodes", "3", "--insecure", "--listen",
                           "127.0.0.1:0", "--port-file", portf, "--threads", "1", "--optimizer",
                           "sgd", "--max-steps", "40", "--heartbeat", "300",
                           "--reconnect-timeout", "3", "--checkpoint", ck, NULL};
     pid_t orch = spawn(log, argv);
-    if (!wait_file(portf, 20000)) fail_msg("no port file: %s", slurp(log));
-    char *s = slurp(portf);
-    int port = atoi(s);
-    free(s);
-    assert_true(port > 0);
+    int port = wait_port(portf, orch, 20000);
+    if (port <= 0) fail_msg("no port file: %s", slurp(log));
     pid_t nodes[2];
     for (int k = 1; k <= 2; k++) {
-        const char *nargv[] = {"tl", "node", "--connect", pathf("127.0.0.1:%d", port), "--id",
-                               pathf("%d", k), "--data", pathf("%s/parts/node-%d", root, k),
+        const char *nargv[] = {"tl", "node", "--privacy", "open", "--connect", pathf("127.0.0.1:%d", port), "--id",
+                               pathf("%d", k), "--data", pathf("%s/parts/node-%d", scratch_dir, k),
                                "--insecure", "--threads", "1", NULL};
         nodes[k - 1] = spawn(pathf("%s/node%d.log", dir, k), nargv);
     }
@@ -254,27 +198,6 @@ static void scenario(const char *name, rogue_kind kind, const char *expect) {
     }
 }
 
-/* Writes a copy of safetensors file src to dst with element e of tensor name
- * set to v (forging what tl never writes). */
-static void forge(const char *src, const char *dst, const char *name, size_t e, float v) {
-    tl_st *st;
-    assert_int_equal(tl_st_read(src, &st), 0);
-    int n = tl_st_count(st), nm = tl_st_meta_count(st);
-    tl_st_tensor *t = calloc((size_t)n, sizeof *t);
-    tl_st_kv *kv = calloc((size_t)nm + 1, sizeof *kv);
-    assert_non_null(t);
-    assert_non_null(kv);
-    for (int i = 0; i < n; i++) {
-        t[i] = *tl_st_get(st, i);
-        if (!strcmp(t[i].name, name)) ((float *)t[i].data)[e] = v;
-    }
-    for (int i = 0; i < nm; i++) kv[i] = *tl_st_meta_get(st, i);
-    assert_int_equal(tl_st_write(dst, t, n, kv, nm), 0);
-    free(t);
-    free(kv);
-    tl_st_free(st);
-}
-
 static void test_forward_h_flt_max(void **state) {
     (void)state;
     scenario("h", ROGUE_H_FLT_MAX, "lost: FORWARD_RESULT h: element [");
@@ -289,13 +212,13 @@ static void test_backward_grads_3e38_sgd(void **state) {
  * (uses the checkpoint the "g" run left). */
 static void test_resume_nan_refused(void **state) {
     (void)state;
-    if (!have_data) skip();
-    const char *ck = pathf("%s/g/ck.st", root), *bad = pathf("%s/g/nan.st", root);
-    const char *log = pathf("%s/g/resume.log", root), *portf = pathf("%s/g/resume.port", root);
+    assert_true(have_setup);
+    const char *ck = pathf("%s/g/ck.st", scratch_dir), *bad = pathf("%s/g/nan.st", scratch_dir);
+    const char *log = pathf("%s/g/resume.log", scratch_dir), *portf = pathf("%s/g/resume.port", scratch_dir);
     struct stat st;
     if (stat(ck, &st) != 0) fail_msg("no checkpoint from the g run");
-    forge(ck, bad, "2.weight", 5 * 128 + 7, NAN); /* 2.weight [64, 128]: [5,7] */
-    const char *argv[] = {"tl", "orchestrator", "--nodes", "3", "--insecure", "--listen",
+    st_forge(ck, bad, "2.weight", 5 * 128 + 7, NAN); /* 2.weight [64, 128]: [5,7] */
+    const char *argv[] = {"tl", "orchestrator", "--privacy", "open", "--nodes", "3", "--insecure", "--listen",
                           "127.0.0.1:0", "--port-file", portf, "--threads", "1", "--optimizer",
                           "sgd", "--max-steps", "40", "--heartbeat", "300",
                           "--reconnect-timeout", "3", "--checkpoint", bad, "--resume", NULL};
@@ -310,19 +233,12 @@ static void test_resume_nan_refused(void **state) {
 
 static int group_setup(void **state) {
     (void)state;
-    signal(SIGPIPE, SIG_IGN);
-    signal(SIGALRM, on_alarm);
-    alarm(PROGRAM_ALARM_S);
-    if (access(DATA_DIR "/train-images-idx3-ubyte.gz", R_OK) != 0 &&
-        access(DATA_DIR "/train-images-idx3-ubyte", R_OK) != 0)
-        return 0; /* tests skip */
-    have_data = 1;
-    const char *tmp = getenv("TMPDIR");
-    snprintf(root, sizeof root, "%s/tl-rogue-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    if (!mkdtemp(root)) return -1;
-    const char *argv[] = {"tl", "partition", "--data", DATA_DIR, "--nodes", "3", "--out",
-                          pathf("%s/parts", root), NULL};
-    int rc = wait_exit(spawn(pathf("%s/partition.log", root), argv), 120000);
+    harness_init("test_rogue", 180, 400);
+    if (require_fmnist() < 0) return -1;
+    if (make_root(scratch_dir, PATH_MAX, "tl-rogue") < 0) return -1;
+    const char *argv[] = {"tl", "partition", "--data", fmnist_dir(), "--nodes", "3", "--out",
+                          pathf("%s/parts", scratch_dir), NULL};
+    int rc = wait_exit(spawn(pathf("%s/partition.log", scratch_dir), argv), 120000);
     if (rc != 0) {
         fprintf(stderr, "tl partition failed (%d)\n", rc);
         return -1;
@@ -331,24 +247,11 @@ static int group_setup(void **state) {
     return 0;
 }
 
-static int group_teardown(void **state) {
-    (void)state;
-    kids_kill_all();
-    rm_tree(root);
-    return 0;
-}
-
-static int case_teardown(void **state) {
-    (void)state;
-    kids_kill_all();
-    return 0;
-}
-
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_teardown(test_forward_h_flt_max, case_teardown),
-        cmocka_unit_test_teardown(test_backward_grads_3e38_sgd, case_teardown),
-        cmocka_unit_test_teardown(test_resume_nan_refused, case_teardown),
+        cmocka_unit_test_teardown(test_forward_h_flt_max, kids_teardown),
+        cmocka_unit_test_teardown(test_backward_grads_3e38_sgd, kids_teardown),
+        cmocka_unit_test_teardown(test_resume_nan_refused, kids_teardown),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return cmocka_run_group_tests(tests, group_setup, kids_scratch_teardown);
 }

@@ -19,6 +19,8 @@
 #include "tl/error.h"
 #include "tl/safetensors.h"
 
+#include "harness.h"
+
 #ifndef TL_TEST_DATA
 #define TL_TEST_DATA "tests/data"
 #endif
@@ -57,22 +59,6 @@ static const char *tmp_path(const char *name) {
     static char p[512];
     snprintf(p, sizeof p, "%s/%s", tmpdir, name);
     return p;
-}
-
-/* Reads a whole file; *len set. */
-static uint8_t *slurp(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    assert_non_null(f);
-    assert_int_equal(fseek(f, 0, SEEK_END), 0);
-    long n = ftell(f);
-    assert_true(n >= 0);
-    rewind(f);
-    uint8_t *b = malloc((size_t)n + 1);
-    assert_non_null(b);
-    assert_int_equal(fread(b, 1, (size_t)n, f), (size_t)n);
-    fclose(f);
-    *len = (size_t)n;
-    return b;
 }
 
 static void spit(const char *path, const void *b, size_t len) {
@@ -126,7 +112,7 @@ static void test_round_trip(void **state) {
     assert_int_equal(temporaries("rt.safetensors"), 0);
 
     size_t len;
-    uint8_t *raw = slurp(path, &len);
+    uint8_t *raw = read_bytes(path, &len);
     uint64_t h = 0;
     for (int k = 7; k >= 0; k--)
         h = h << 8 | raw[k];
@@ -473,7 +459,7 @@ static void test_reject_files(void **state) {
     snprintf(good, sizeof good, "%s", tmp_path("good.safetensors"));
     assert_int_equal(tl_st_write(good, t, 1, NULL, 0), 0);
     size_t len;
-    uint8_t *b = slurp(good, &len);
+    uint8_t *b = read_bytes(good, &len);
     char cut[512];
     snprintf(cut, sizeof cut, "%s", tmp_path("cut.safetensors"));
     spit(cut, b, len - 4); /* into the data */
@@ -527,7 +513,7 @@ static void test_atomic(void **state) {
     snprintf(tmp, sizeof tmp, "%s.tmp", p);
     assert_int_equal(tl_st_write(p, t, 1, NULL, 0), 0);
     size_t len0;
-    uint8_t *orig = slurp(p, &len0);
+    uint8_t *orig = read_bytes(p, &len0);
 
     /* 1. A directory at the old fixed temporary name is no obstacle (the
      * temporary has a random name); one at the final path is: TL_EIO, and
@@ -542,7 +528,7 @@ static void test_atomic(void **state) {
     assert_int_equal(temporaries("dir.safetensors"), 0);
     assert_int_equal(rmdir(tmp_path("dir.safetensors")), 0);
     size_t len;
-    uint8_t *now = slurp(p, &len);
+    uint8_t *now = read_bytes(p, &len);
     assert_int_equal(len, len0);
     assert_memory_equal(now, orig, len);
     free(now);
@@ -563,7 +549,7 @@ static void test_atomic(void **state) {
     signal(SIGXFSZ, oldsig);
     assert_int_equal(rc, TL_EIO);
     assert_int_equal(temporaries("model.safetensors"), 0);
-    now = slurp(p, &len);
+    now = read_bytes(p, &len);
     assert_int_equal(len, len0);
     assert_memory_equal(now, orig, len);
     free(now);
@@ -603,11 +589,11 @@ static void test_no_follow(void **state) {
     tl_st_tensor t[1] = {{"a", TL_ST_F32, 1, {4}, a}};
     assert_int_equal(tl_st_write(p, t, 1, NULL, 0), 0);
     size_t len;
-    uint8_t *v = slurp(victim1, &len);
+    uint8_t *v = read_bytes(victim1, &len);
     assert_int_equal(len, 8);
     assert_memory_equal(v, "victim 1", 8);
     free(v);
-    v = slurp(victim2, &len);
+    v = read_bytes(victim2, &len);
     assert_int_equal(len, 8);
     assert_memory_equal(v, "victim 2", 8);
     free(v);

@@ -18,7 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "files.h"
+#include "harness.h"
 #include "tl/error.h"
 #include "tl/fixed.h"
 #include "tl/groupkey.h"

@@ -30,6 +30,8 @@
 #include "tl/error.h"
 #include "tl/shm.h"
 
+#include "harness.h"
+
 #define N 1000
 
 static void expect_errmsg(const char *needle) {
@@ -234,8 +236,7 @@ static void test_node_cannot_write_parameters(void **state) {
     assert_int_equal(fcntl(grads.fd, F_GET_SEALS) & seals,
                      F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
 
-    pid_t pid = fork();
-    assert_true(pid >= 0);
+    pid_t pid = fork_child();
     if (pid == 0) {
         close(sv[0]), close(rp[0]);
         report_fd = rp[1];
@@ -249,10 +250,9 @@ static void test_node_cannot_write_parameters(void **state) {
     ssize_t k;
     while (n < sizeof got - 1 && (k = read(rp[0], got + n, sizeof got - 1 - n)) > 0) n += (size_t)k;
     got[n] = 0;
-    int st;
-    assert_int_equal(waitpid(pid, &st, 0), pid);
+    int code = wait_exit(pid, 30000);
     close(rp[0]), close(sv[0]);
-    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) fail_msg("the node's side ended with status %d", st);
+    if (code != 0) fail_msg("the node's side ended with exit code %d", code);
     if (n) fail_msg("the node got write access to shared memory: %s", got);
     assert_memory_equal(params.p, want, PB);
     assert_int_equal(fcntl(params.fd, F_GET_SEALS) & seals, seals & ~F_SEAL_WRITE);
@@ -310,22 +310,27 @@ static void test_no_seals_no_sharing(void **state) {
     (void)state;
     const int errs[] = {EINVAL, 0};
     for (int i = 0; i < 2; i++) {
-        pid_t pid = fork();
-        assert_true(pid >= 0);
+        pid_t pid = fork_child();
         if (pid == 0) without_seals(errs[i]);
-        int st;
-        assert_int_equal(waitpid(pid, &st, 0), pid);
-        if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
-            fail_msg("errno %d: the region was not refused (status %d)", errs[i], st);
+        int code = wait_exit(pid, 30000);
+        if (code != 0)
+            fail_msg("errno %d: the region was not refused (exit code %d)", errs[i], code);
     }
+}
+
+/* Every forked node side is bounded (30 s each, 120 s in all) and reaped. */
+static int group_setup(void **state) {
+    (void)state;
+    harness_init("test_shm", 0, 120);
+    return 0;
 }
 
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_share_both_ways),
         cmocka_unit_test(test_refusals),
-        cmocka_unit_test(test_node_cannot_write_parameters),
-        cmocka_unit_test(test_no_seals_no_sharing),
+        cmocka_unit_test_teardown(test_node_cannot_write_parameters, kids_teardown),
+        cmocka_unit_test_teardown(test_no_seals_no_sharing, kids_teardown),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests(tests, group_setup, NULL);
 }

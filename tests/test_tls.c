@@ -1,6 +1,6 @@
 /*
- * test_tls.c - tl provision (files, modes, refusals, certificate contents) and
- * mutual TLS 1.3 over real sockets: the success case with a multi-MiB writev,
+ * test_tls.c - mutual TLS 1.3 over real sockets (the kits are made as
+ * test_provision.c checks them, kits.h): the success case with a multi-MiB writev,
  * and every refusal of issue 5 (plaintext client, no client certificate, a kit
  * from another CA in both directions, an expired certificate, a wrong host
  * name, the wrong role, node 2's kit claiming id 3), each with the one-line
@@ -41,43 +41,9 @@
 #include "tl/provision.h"
 #include "tl/tls.h"
 
-#include "files.h"
+#include "harness.h"
+#include "kits.h"
 
-static char root[PATH_MAX]; /* mkdtemp */
-static char kit_a[PATH_MAX + 8], kit_b[PATH_MAX + 8];
-
-/* ---- small helpers ----------------------------------------------------- */
-
-static int file_mode(const char *path) {
-    struct stat st;
-    if (stat(path, &st) < 0) return -1;
-    return (int)(st.st_mode & 07777);
-}
-
-static X509 *load_cert(const char *path) {
-    FILE *f = fopen(path, "r");
-    X509 *x = f ? PEM_read_X509(f, NULL, NULL, NULL) : NULL;
-    if (f) fclose(f);
-    return x;
-}
-
-static EVP_PKEY *load_key(const char *path) {
-    FILE *f = fopen(path, "r");
-    EVP_PKEY *k = f ? PEM_read_PrivateKey(f, NULL, NULL, NULL) : NULL;
-    if (f) fclose(f);
-    return k;
-}
-
-static char *read_all(const char *path) {
-    FILE *f = fopen(path, "r");
-    char *s = calloc(1, 1 << 16);
-    if (f) {
-        size_t n = fread(s, 1, (1 << 16) - 1, f);
-        s[n] = '\0';
-        fclose(f);
-    }
-    return s;
-}
 
 static void nonblock(int fd) { fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK); }
 
@@ -287,178 +253,11 @@ static void fill(unsigned char *p, size_t n, uint32_t seed) {
     }
 }
 
-/* ---- fixtures ---------------------------------------------------------- */
-
-static int group_setup(void **state) {
-    tl_provision_opts o;
-    const char *hosts[] = {"orch.example.org", "10.1.2.3"};
-    snprintf(root, sizeof root, "/tmp/tl_test_tls.XXXXXX");
-    if (!mkdtemp(root)) return -1;
-    snprintf(kit_a, sizeof kit_a, "%s/a", root);
-    snprintf(kit_b, sizeof kit_b, "%s/b", root);
-    tl_provision_opts_init(&o);
-    o.nodes = 3;
-    o.hosts = hosts;
-    o.nhosts = 2;
-    if (tl_provision(kit_a, &o) < 0) return -1;
-    o.nodes = 1;
-    o.nhosts = 0;
-    if (tl_provision(kit_b, &o) < 0) return -1;
-    /* node 9 of run A: a certificate that expired yesterday */
-    o.not_before_s = -2 * 86400;
-    o.not_after_s = -86400;
-    if (tl_provision_add_node(kit_a, 9, &o) < 0) return -1;
-    return 0;
-}
-
-static int group_teardown(void **state) {
-    rm_tree(root);
-    return 0;
-}
-
-/* ---- provisioning ------------------------------------------------------ */
-
-static void test_provision_layout(void **state) {
-    static const char *kits[] = {"orchestrator", "node-1", "node-2", "node-3"};
-    assert_int_equal(file_mode(pathf("%s/ca/ca-key.pem", kit_a)), 0600);
-    assert_int_equal(file_mode(pathf("%s/ca/ca.pem", kit_a)) & 0600, 0600);
-    for (int i = 0; i < 4; i++) {
-        assert_int_equal(file_mode(pathf("%s/%s/key.pem", kit_a, kits[i])), 0600);
-        assert_true(file_mode(pathf("%s/%s/cert.pem", kit_a, kits[i])) >= 0);
-        char *ca1 = read_all(pathf("%s/%s/ca.pem", kit_a, kits[i]));
-        char *ca2 = read_all(pathf("%s/ca/ca.pem", kit_a));
-        assert_string_equal(ca1, ca2);
-        free(ca1);
-        free(ca2);
-    }
-    assert_int_equal(file_mode(pathf("%s/node-4", kit_a)), -1);
-
-    /* certificate contents: CA, roles, identities, key usages, chain */
-    X509 *ca = load_cert(pathf("%s/ca/ca.pem", kit_a));
-    X509 *ca_b = load_cert(pathf("%s/ca/ca.pem", kit_b));
-    X509 *orch = load_cert(pathf("%s/orchestrator/cert.pem", kit_a));
-    X509 *n2 = load_cert(pathf("%s/node-2/cert.pem", kit_a));
-    int id = -1;
-    char why[160];
-    assert_non_null(ca);
-    assert_non_null(orch);
-    assert_non_null(n2);
-    assert_int_equal(X509_check_ca(ca), 1);
-    assert_int_equal(X509_check_ca(n2), 0);
-    assert_int_not_equal(X509_NAME_cmp(X509_get_subject_name(ca), X509_get_subject_name(ca_b)), 0);
-    assert_int_equal(tl__tls_cert_role(orch, &id, why, sizeof why), TL_TLS_ORCHESTRATOR);
-    assert_int_equal(tl__tls_cert_role(n2, &id, why, sizeof why), TL_TLS_NODE);
-    assert_int_equal(id, 2);
-    assert_int_equal(X509_check_purpose(orch, X509_PURPOSE_SSL_SERVER, 0), 1);
-    assert_int_equal(X509_check_purpose(orch, X509_PURPOSE_SSL_CLIENT, 0), 0);
-    assert_int_equal(X509_check_purpose(n2, X509_PURPOSE_SSL_CLIENT, 0), 1);
-    assert_int_equal(X509_check_purpose(n2, X509_PURPOSE_SSL_SERVER, 0), 0);
-    assert_int_equal(X509_check_host(orch, "orch.example.org", 0, 0, NULL), 1);
-    assert_int_equal(X509_check_host(orch, "localhost", 0, 0, NULL), 1);
-    assert_int_equal(X509_check_ip_asc(orch, "127.0.0.1", 0), 1);
-    assert_int_equal(X509_check_ip_asc(orch, "::1", 0), 1);
-    assert_int_equal(X509_check_ip_asc(orch, "10.1.2.3", 0), 1);
-    assert_int_equal(X509_check_host(n2, "localhost", 0, 0, NULL), 0);
-    assert_int_not_equal(ASN1_INTEGER_cmp(X509_get0_serialNumber(orch), X509_get0_serialNumber(n2)),
-                         0);
-    EVP_PKEY *pub = X509_get0_pubkey(ca);
-    assert_int_equal(X509_verify(n2, pub), 1);
-    assert_int_equal(X509_verify(orch, pub), 1);
-    assert_string_equal(EVP_PKEY_get0_type_name(X509_get0_pubkey(n2)), "EC");
-    X509_free(ca);
-    X509_free(ca_b);
-    X509_free(orch);
-    X509_free(n2);
-}
-
-static void test_provision_refuses_overwrite(void **state) {
-    tl_provision_opts o;
-    const char *dir = pathf("%s/c", root);
-    const char *bad_hosts[] = {"a,b"};
-    char saved[PATH_MAX + 64];
-    mode_t old_umask = umask(0); /* keys must still be 0600, certificates 0644 */
-    tl_provision_opts_init(&o);
-    o.nodes = 2;
-
-    snprintf(saved, sizeof saved, "%s", dir);
-    assert_int_equal(mkdir(saved, 0700), 0); /* an existing empty directory is fine */
-    assert_int_equal(tl_provision(saved, &o), 0);
-    assert_int_equal(file_mode(pathf("%s/node-2/key.pem", saved)), 0600);
-    assert_int_equal(file_mode(pathf("%s/ca/ca-key.pem", saved)), 0600);
-    assert_int_equal(file_mode(pathf("%s/node-2/cert.pem", saved)), 0644);
-    assert_int_equal(file_mode(pathf("%s/node-2", saved)), 0700);
-    char *ca_before = read_all(pathf("%s/ca/ca.pem", saved));
-
-    assert_int_equal(tl_provision(saved, &o), TL_EINVAL);
-    print_message("refusal: %s\n", tl_errmsg());
-    assert_non_null(strstr(tl_errmsg(), "refusing to overwrite"));
-    char *ca_same = read_all(pathf("%s/ca/ca.pem", saved));
-    assert_string_equal(ca_before, ca_same);
-
-    o.force = 1;
-    assert_int_equal(tl_provision(saved, &o), 0);
-    char *ca_after = read_all(pathf("%s/ca/ca.pem", saved));
-    assert_string_not_equal(ca_before, ca_after);
-    assert_int_equal(file_mode(pathf("%s/node-1/key.pem", saved)), 0600);
-
-    /* adding a node: refused over an existing kit unless forced */
-    o.force = 0;
-    assert_int_equal(tl_provision_add_node(saved, 2, &o), TL_EINVAL);
-    assert_int_equal(tl_provision_add_node(saved, 5, &o), 0);
-    assert_int_equal(file_mode(pathf("%s/node-5/key.pem", saved)), 0600);
-    o.force = 1;
-    assert_int_equal(tl_provision_add_node(saved, 2, &o), 0);
-    assert_int_equal(tl_provision_add_node(pathf("%s/nope", root), 1, &o), TL_EIO);
-
-    /* bad options */
-    o.force = 0;
-    o.hosts = bad_hosts;
-    o.nhosts = 1;
-    assert_int_equal(tl_provision(pathf("%s/d", root), &o), TL_EINVAL);
-    o.nhosts = 0;
-    o.nodes = 0;
-    assert_int_equal(tl_provision(pathf("%s/d", root), &o), TL_EINVAL);
-    assert_int_equal(tl_provision_check_host("node-1.example.org"), 0);
-    assert_int_equal(tl_provision_check_host("fe80::1"), 0);
-    assert_int_equal(tl_provision_check_host("-bad.example"), TL_EINVAL);
-    assert_int_equal(tl_provision_check_host(""), TL_EINVAL);
-    umask(old_umask);
-    free(ca_before);
-    free(ca_same);
-    free(ca_after);
-}
-
-static void test_cli(void **state) {
-#ifdef TL_BIN
-    const char *dir = pathf("%s/cli", root);
-    char cmd[PATH_MAX * 2];
-    snprintf(cmd, sizeof cmd, "%s provision --nodes 2 --out %s --host 192.0.2.7 >/dev/null", TL_BIN,
-             dir);
-    assert_int_equal(WEXITSTATUS(system(cmd)), 0);
-    assert_int_equal(file_mode(pathf("%s/node-2/key.pem", dir)), 0600);
-    snprintf(cmd, sizeof cmd, "%s provision --nodes 2 --out %s 2>/dev/null", TL_BIN, dir);
-    assert_int_equal(WEXITSTATUS(system(cmd)), 1);
-    snprintf(cmd, sizeof cmd, "%s provision --nodes 2 --out %s --force >/dev/null", TL_BIN, dir);
-    assert_int_equal(WEXITSTATUS(system(cmd)), 0);
-    snprintf(cmd, sizeof cmd, "%s provision --add-node 3 --out %s >/dev/null", TL_BIN, dir);
-    assert_int_equal(WEXITSTATUS(system(cmd)), 0);
-    snprintf(cmd, sizeof cmd, "%s provision --nodes 0 --out %s/x 2>/dev/null", TL_BIN, root);
-    assert_int_equal(WEXITSTATUS(system(cmd)), 2);
-    snprintf(cmd, sizeof cmd, "%s provision --nodes 2 --out %s/x --host 'a b' 2>/dev/null", TL_BIN,
-             root);
-    assert_int_equal(WEXITSTATUS(system(cmd)), 2);
-    snprintf(cmd, sizeof cmd, "%s provision --frobnicate 2>/dev/null", TL_BIN);
-    assert_int_equal(WEXITSTATUS(system(cmd)), 2);
-    snprintf(cmd, sizeof cmd, "%s provision --help | grep -q -- '--tls-dir DIR/node-K'", TL_BIN);
-    assert_int_equal(WEXITSTATUS(system(cmd)), 0);
-#else
-    skip();
-#endif
-}
+/* ---- contexts (the kits are kits.h's fixtures) ------------------------- */
 
 static void test_ctx_errors(void **state) {
     tl_tls_ctx *ctx = NULL;
-    assert_int_equal(tl_tls_ctx_new(pathf("%s/missing", root), TL_TLS_NODE, &ctx), TL_EIO);
+    assert_int_equal(tl_tls_ctx_new(pathf("%s/missing", kits_root), TL_TLS_NODE, &ctx), TL_EIO);
     assert_null(ctx);
     print_message("missing kit: %s\n", tl_errmsg());
     assert_int_equal(tl_tls_ctx_new(pathf("%s/node-1", kit_a), TL_TLS_ORCHESTRATOR, &ctx), TL_ETLS);
@@ -467,7 +266,7 @@ static void test_ctx_errors(void **state) {
     assert_int_equal(tl_tls_ctx_new(pathf("%s/orchestrator", kit_a), TL_TLS_NODE, &ctx), TL_ETLS);
 
     /* a kit whose key belongs to another certificate */
-    const char *mix = pathf("%s/mixed", root);
+    const char *mix = pathf("%s/mixed", kits_root);
     char cmd[PATH_MAX * 8];
     snprintf(
         cmd, sizeof cmd,
@@ -801,14 +600,14 @@ static void test_orchestrator_kit_as_node(void **state) {
 }
 
 /* Signs a certificate with run A's CA: CN cn, SAN URI uri (NULL: none),
- * extended key usage eku; writes cert and key under root/name. */
+ * extended key usage eku; writes cert and key under kits_root/name. */
 static const char *forge(const char *name, const char *cn, const char *uri, const char *eku) {
     X509 *ca = load_cert(pathf("%s/ca/ca.pem", kit_a));
     EVP_PKEY *ca_key = load_key(pathf("%s/ca/ca-key.pem", kit_a));
     EVP_PKEY *key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
     X509 *x = X509_new();
     X509V3_CTX v3;
-    const char *dir = pathf("%s/%s", root, name);
+    const char *dir = pathf("%s/%s", kits_root, name);
     char dirbuf[PATH_MAX + 64], san[128];
     snprintf(dirbuf, sizeof dirbuf, "%s", dir);
     assert_non_null(ca);
@@ -940,9 +739,7 @@ static void test_tcp_child_process(void **state) {
     assert_int_equal(bind(lfd, (struct sockaddr *)&a, sizeof a), 0);
     assert_int_equal(listen(lfd, 4), 0);
     assert_int_equal(getsockname(lfd, (struct sockaddr *)&a, &alen), 0);
-    fflush(NULL);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
+    pid_t pid = fork_child();
     if (pid == 0) { /* the node */
         tl_tls_ctx *ctx;
         tl_conn *c;
@@ -968,7 +765,7 @@ static void test_tcp_child_process(void **state) {
     tl_conn *c;
     unsigned char *want = malloc(len), *got = malloc(len), b[4];
     struct pollfd p = {.fd = lfd, .events = POLLIN};
-    int fd, status = 0;
+    int fd;
     ssize_t r;
     fill(want, len, 7);
     assert_true(poll(&p, 1, 10000) > 0);
@@ -988,18 +785,16 @@ static void test_tcp_child_process(void **state) {
     assert_int_equal(r, TL_ECLOSED);
     tl_conn_free(c);
     tl_tls_ctx_free(ctx);
-    assert_int_equal(waitpid(pid, &status, 0), pid);
-    assert_true(WIFEXITED(status));
-    assert_int_equal(WEXITSTATUS(status), 0);
+    int code = wait_exit(pid, 30000);
+    assert_true(code != -1);  /* ended within 30 s */
+    assert_true(code < 1000); /* not by a signal */
+    assert_int_equal(code, 0);
     free(want);
     free(got);
 }
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_provision_layout),
-        cmocka_unit_test(test_provision_refuses_overwrite),
-        cmocka_unit_test(test_cli),
         cmocka_unit_test(test_ctx_errors),
         cmocka_unit_test(test_handshake_and_data),
         cmocka_unit_test(test_peer_gone),
@@ -1015,5 +810,5 @@ int main(void) {
         cmocka_unit_test(test_identity_convention),
         cmocka_unit_test(test_tcp_child_process),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return cmocka_run_group_tests(tests, kits_setup, kits_teardown);
 }

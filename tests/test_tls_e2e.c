@@ -55,87 +55,15 @@
 #include "tl/provision.h"
 #include "tl/tls.h"
 
-#define DATA_DIR "/usr/share/datasets/fashion-mnist"
 #define CASE_ALARM_S 90     /* hard bound on one case */
 #define NODE_TIMEOUT_MS 60000
 /* Cases where the node's reaction depends on timing (whether its HELLO goes
  * out before the orchestrator's alert and reset arrive) run it this often. */
 #define REPEAT 3
 
-static char root[PATH_MAX];
 static int have_setup; /* group setup succeeded */
 
-/* ---- children ----------------------------------------------------------- */
-
-#define PROC_NAME "test_tls_e2e"
-#define PROC_CHILD_ALARM_S 0
-#include "proc.h"
-
-/* ---- files -------------------------------------------------------------- */
-
-/* The first line of text that contains needle (in a static buffer), or NULL. */
-static const char *line_with(const char *text, const char *needle) {
-    static char line[2048];
-    const char *hit = strstr(text, needle);
-    if (!hit) return NULL;
-    const char *b = hit, *e = hit;
-    while (b > text && b[-1] != '\n') b--;
-    while (*e && *e != '\n') e++;
-    size_t n = (size_t)(e - b) < sizeof line - 1 ? (size_t)(e - b) : sizeof line - 1;
-    memcpy(line, b, n);
-    line[n] = '\0';
-    return line;
-}
-
-/* Asserts that the file at path contains needle (within 5 s), showing the file if not;
- * prints the matching line prefixed with what. */
-static void expect_in_file(const char *path, const char *needle, const char *what) {
-    char *s = slurp(path);
-    const char *l = line_with(s, needle);
-    /* the other process may log a moment after the client saw the result */
-    for (int tries = 0; !l && tries < 100; tries++) {
-        usleep(50 * 1000);
-        free(s);
-        s = slurp(path);
-        l = line_with(s, needle);
-    }
-    if (!l) {
-        print_error("%s: no \"%s\" in %s:\n%s\n", what, needle, path, s);
-        free(s);
-        fail();
-    }
-    print_message("    %s: %s\n", what, l);
-    free(s);
-}
-
-static void expect_not_in_file(const char *path, const char *needle) {
-    char *s = slurp(path);
-    if (strstr(s, needle)) {
-        print_error("unexpected \"%s\" in %s:\n%s\n", needle, path, s);
-        free(s);
-        fail();
-    }
-    free(s);
-}
-
-static long file_size(const char *path) {
-    struct stat st;
-    return stat(path, &st) == 0 ? (long)st.st_size : -1;
-}
-
-static void copy_file(const char *from, const char *to, mode_t mode) {
-    char *s = NULL;
-    FILE *f = fopen(from, "rb");
-    assert_non_null(f);
-    s = malloc(1 << 16);
-    size_t n = fread(s, 1, 1 << 16, f);
-    fclose(f);
-    int fd = open(to, O_WRONLY | O_CREAT | O_TRUNC, mode);
-    assert_true(fd >= 0);
-    assert_int_equal(write(fd, s, n), (ssize_t)n);
-    close(fd);
-    free(s);
-}
+#include "harness.h"
 
 /* Runs TL_BIN to completion (bounded) and returns its exit code. */
 static int run_tl(const char *log, int timeout_ms, const char *const *argv) {
@@ -153,39 +81,28 @@ typedef struct orch {
 } orch;
 
 /* Starts `tl orchestrator` with the given kit (NULL: --insecure) in
- * root/<name>/ and waits for its port. */
+ * scratch_dir/<name>/ and waits for its port. */
 static void orch_start(orch *o, const char *name, const char *kit) {
-    snprintf(o->dir, sizeof o->dir, "%s/%s", root, name);
+    snprintf(o->dir, sizeof o->dir, "%s/%s", scratch_dir, name);
     assert_int_equal(mkdir(o->dir, 0700), 0);
     snprintf(o->log, sizeof o->log, "%s/orch.log", o->dir);
     snprintf(o->out, sizeof o->out, "%s/out.st", o->dir);
     const char *pf = pathf("%s/port", o->dir);
-    const char *argv[] = {"tl", "orchestrator", "--listen", "127.0.0.1:0", "--port-file", pf,
+    const char *argv[] = {"tl", "orchestrator", "--privacy", "open", "--listen", "127.0.0.1:0", "--port-file", pf,
                           "--nodes", "3", "--max-steps", "5", "--heartbeat", "500",
-                          "--wait-timeout", "60", "--test-data", DATA_DIR, "--save", o->out,
+                          "--wait-timeout", "60", "--test-data", fmnist_dir(), "--save", o->out,
                           kit ? "--tls-dir" : "--insecure",
                           kit ? pathf("%s/orchestrator", kit) : NULL, NULL};
     o->pid = spawn(o->log, argv);
-    int64_t end = now_ms() + 15000;
-    o->port = 0;
-    while (!o->port) {
-        FILE *f = fopen(pf, "r");
-        if (f) {
-            if (fscanf(f, "%d", &o->port) != 1) o->port = 0;
-            fclose(f);
-        }
-        if (o->port) break;
-        int st;
-        if (waitpid(o->pid, &st, WNOHANG) == o->pid) {
-            kids_forget(o->pid);
-            char *s = slurp(o->log);
-            print_error("orchestrator exited early (%d):\n%s\n", exit_code(st), s);
-            free(s);
-            fail();
-        }
-        if (now_ms() > end) fail_msg("orchestrator wrote no port file in 15 s");
-        sleep_ms(20);
+    o->port = wait_port(pf, o->pid, 15000);
+    if (!o->port && !alive(o->pid)) {
+        int code = wait_exit(o->pid, 1000);
+        char *s = slurp(o->log);
+        print_error("orchestrator exited early (%d):\n%s\n", code, s);
+        free(s);
+        fail();
     }
+    if (!o->port) fail_msg("orchestrator wrote no port file in 15 s");
 }
 
 static const char *addr(const orch *o) { return pathf("127.0.0.1:%d", o->port); }
@@ -195,9 +112,9 @@ static pid_t node_start(const orch *o, const char *log, int id, const char *kitd
                         int data_k, const char *extra) {
     char ids[16];
     snprintf(ids, sizeof ids, "%d", id);
-    const char *argv[16] = {"tl", "node", "--connect", addr(o), "--id", ids,
-                            "--data", pathf("%s/parts/node-%d", root, data_k)};
-    int n = 8;
+    const char *argv[16] = {"tl", "node", "--privacy", "open", "--connect", addr(o), "--id", ids,
+                            "--data", pathf("%s/parts/node-%d", scratch_dir, data_k)};
+    int n = 10;
     if (kitdir) {
         argv[n++] = "--tls-dir";
         argv[n++] = kitdir;
@@ -292,44 +209,25 @@ static void bad_check_no_retry(const bad *b) {
     if (retried) fail();
 }
 
-/* Waits up to timeout_ms for needle to appear in the file at path. */
-static void wait_for_text(const char *path, const char *needle, int timeout_ms) {
-    int64_t end = now_ms() + timeout_ms;
-    for (;;) {
-        char *s = slurp(path);
-        int hit = strstr(s, needle) != NULL;
-        free(s);
-        if (hit || now_ms() > end) return;
-        sleep_ms(20);
-    }
-}
-
 /* ---- group setup: kits and data ---------------------------------------- */
 
 static int group_setup(void **state) {
     (void)state;
-    signal(SIGPIPE, SIG_IGN);
-    signal(SIGALRM, on_alarm);
-    if (access(DATA_DIR "/train-images-idx3-ubyte.gz", R_OK) != 0 &&
-        access(DATA_DIR "/train-images-idx3-ubyte", R_OK) != 0) {
-        print_message("no Fashion-MNIST at " DATA_DIR ": skipping\n");
-        return 0;
-    }
-    alarm(CASE_ALARM_S);
-    snprintf(root, sizeof root, "%s/tl-tls-e2e-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-    if (!mkdtemp(root)) return -1;
+    harness_init("test_tls_e2e", 0, CASE_ALARM_S);
+    if (require_fmnist() < 0) return -1;
+    if (make_root(scratch_dir, PATH_MAX, "tl-tls-e2e") < 0) return -1;
     char kit[PATH_MAX + 16], other[PATH_MAX + 16], exp[PATH_MAX + 16], hyb[PATH_MAX + 16];
-    snprintf(kit, sizeof kit, "%s/kit", root);
-    snprintf(other, sizeof other, "%s/other", root);
-    snprintf(exp, sizeof exp, "%s/expired", root);
-    snprintf(hyb, sizeof hyb, "%s/hybrid", root);
+    snprintf(kit, sizeof kit, "%s/kit", scratch_dir);
+    snprintf(other, sizeof other, "%s/other", scratch_dir);
+    snprintf(exp, sizeof exp, "%s/expired", scratch_dir);
+    snprintf(hyb, sizeof hyb, "%s/hybrid", scratch_dir);
     const char *prov1[] = {"tl", "provision", "--nodes", "3", "--out", kit, NULL};
     const char *prov2[] = {"tl", "provision", "--nodes", "3", "--out", other, NULL};
-    const char *part[] = {"tl", "partition", "--nodes", "3", "--data", DATA_DIR, "--out",
-                          pathf("%s/parts", root), NULL};
-    pid_t pp = spawn(pathf("%s/partition.log", root), part);
-    if (run_tl(pathf("%s/provision.log", root), 30000, prov1) != 0) return -1;
-    if (run_tl(pathf("%s/provision2.log", root), 30000, prov2) != 0) return -1;
+    const char *part[] = {"tl", "partition", "--nodes", "3", "--data", fmnist_dir(), "--out",
+                          pathf("%s/parts", scratch_dir), NULL};
+    pid_t pp = spawn(pathf("%s/partition.log", scratch_dir), part);
+    if (run_tl(pathf("%s/provision.log", scratch_dir), 30000, prov1) != 0) return -1;
+    if (run_tl(pathf("%s/provision2.log", scratch_dir), 30000, prov2) != 0) return -1;
 
     /* An expired node-1 kit signed by KIT's CA: a copy of KIT/ca, then
      * tl_provision_add_node with a period that ended an hour ago. */
@@ -353,7 +251,7 @@ static int group_setup(void **state) {
     copy_file(pathf("%s/ca/ca.pem", kit), pathf("%s/ca.pem", hyb), 0644);
 
     if (wait_exit(pp, 60000) != 0) {
-        char *s = slurp(pathf("%s/partition.log", root));
+        char *s = slurp(pathf("%s/partition.log", scratch_dir));
         print_error("tl partition failed:\n%s\n", s);
         free(s);
         return -1;
@@ -363,16 +261,9 @@ static int group_setup(void **state) {
     return 0;
 }
 
-static int group_teardown(void **state) {
-    (void)state;
-    kids_kill_all();
-    rm_tree(root);
-    return 0;
-}
-
 static int case_setup(void **state) {
     (void)state;
-    if (!have_setup) skip();
+    if (!have_setup) return -1;
     alarm(CASE_ALARM_S);
     return 0;
 }
@@ -386,13 +277,13 @@ static int case_teardown(void **state) {
 
 static const char *KIT(void) {
     static char b[PATH_MAX + 16];
-    snprintf(b, sizeof b, "%s/kit", root);
+    snprintf(b, sizeof b, "%s/kit", scratch_dir);
     return b;
 }
 
 static const char *OTHER(void) {
     static char b[PATH_MAX + 16];
-    snprintf(b, sizeof b, "%s/other", root);
+    snprintf(b, sizeof b, "%s/other", scratch_dir);
     return b;
 }
 
@@ -490,7 +381,7 @@ static void test_kit_from_another_ca(void **state) {
     bad_wait(&b1, 10000);
     expect_in_file(o.log, "alert unknown ca", "orchestrator");
     for (int i = 0; i < REPEAT; i++) {
-        bad_start(&b2[i], &o, pathf("hybrid%d", i + 1), 1, pathf("%s/hybrid", root), 1, NULL);
+        bad_start(&b2[i], &o, pathf("hybrid%d", i + 1), 1, pathf("%s/hybrid", scratch_dir), 1, NULL);
         bad_wait(&b2[i], 10000);
     }
     expect_in_file(o.log, "certificate verify failed for 'tl-node-1'", "orchestrator");
@@ -514,7 +405,7 @@ static void test_expired_certificate(void **state) {
     orch_start(&o, "d_expired", KIT());
     bad b[REPEAT];
     for (int i = 0; i < REPEAT; i++) {
-        bad_start(&b[i], &o, pathf("expired%d", i + 1), 1, pathf("%s/expired/node-1", root), 1,
+        bad_start(&b[i], &o, pathf("expired%d", i + 1), 1, pathf("%s/expired/node-1", scratch_dir), 1,
                   NULL);
         bad_wait(&b[i], 10000);
     }
@@ -550,30 +441,19 @@ static void test_wrong_node_id(void **state) {
     assert_int_equal(tl_conn_tls_new(fd, ctx, 0, addr(&o), "127.0.0.1", &c), 0);
     int rc = tl_conn_handshake_full(c, deadline);
     if (rc < 0) fail_msg("handshake: %s", tl_errmsg());
-    tl_frame_writer w;
-    tl_frame_reader r;
-    tl_frame_writer_init(&w);
-    tl_frame_reader_init(&r, TL_FRAME_HANDSHAKE_MAX);
+    client k;
+    client_attach(&k, c, addr(&o), TL_FRAME_HANDSHAKE_MAX);
     static tl_msg m;
+    char why[256];
     memset(&m, 0, sizeof m);
-    m.type = TL_MSG_HELLO;
-    m.u.hello.node_id = 3;
-    m.u.hello.proto_version = TL_PROTO_VERSION;
-    m.u.hello.sample_count = 20000;
-    m.u.hello.fingerprint = 0x1234;
-    snprintf(m.u.hello.version, sizeof m.u.hello.version, "test_tls_e2e");
-    rc = tl_msg_send(c, &w, &m, deadline);
-    if (rc < 0) fail_msg("send HELLO: %s", tl_errmsg());
-    memset(&m, 0, sizeof m);
-    rc = tl_msg_recv(c, &r, &m, deadline);
-    if (rc < 0) fail_msg("recv: %s", tl_errmsg());
+    rc = client_hello(&k, 3, 20000, 0x1234, "test_tls_e2e", 0, 10000, &m, why, sizeof why);
+    if (rc == 0) fail_msg("HELLO as node 3 with node 2's certificate: welcomed");
+    if (m.type != TL_MSG_REJECT) fail_msg("HELLO: %s", why); /* send, receive or other type */
     assert_int_equal(m.type, TL_MSG_REJECT);
     print_message("    raw client: REJECT code %u: %s\n", m.u.reject.code, m.u.reject.reason);
     assert_int_equal(m.u.reject.code, TL_REJECT_NOT_AUTHENTICATED);
     assert_non_null(strstr(m.u.reject.reason, "claims node id 3 but its certificate is for node 2"));
-    tl_frame_writer_free(&w);
-    tl_frame_reader_free(&r);
-    tl_conn_free(c);
+    client_close(&k);
     tl_tls_ctx_free(ctx);
 
     expect_in_file(o.log, "claims node id 3 but its certificate is for node 2", "orchestrator");
@@ -603,15 +483,15 @@ static void test_orchestrator_from_another_ca(void **state) {
 /* Neither --tls-dir nor --insecure: usage error; --insecure: a warning. */
 static void test_orchestrator_security_flags(void **state) {
     (void)state;
-    const char *dir = pathf("%s/flags", root);
+    const char *dir = pathf("%s/flags", scratch_dir);
     assert_int_equal(mkdir(dir, 0700), 0);
     const char *log = pathf("%s/usage.log", dir);
-    const char *a1[] = {"tl", "orchestrator", "--nodes", "3", "--listen", "127.0.0.1:0", NULL};
+    const char *a1[] = {"tl", "orchestrator", "--privacy", "open", "--nodes", "3", "--listen", "127.0.0.1:0", NULL};
     assert_int_equal(run_tl(log, 10000, a1), 2);
     expect_in_file(log, "--tls-dir", "usage");
 
     const char *log2 = pathf("%s/insecure.log", dir), *pf = pathf("%s/port", dir);
-    const char *a2[] = {"tl", "orchestrator", "--nodes", "3", "--listen", "127.0.0.1:0",
+    const char *a2[] = {"tl", "orchestrator", "--privacy", "open", "--nodes", "3", "--listen", "127.0.0.1:0",
                         "--port-file", pf, "--insecure", NULL};
     pid_t p = spawn(log2, a2);
     int64_t end = now_ms() + 10000;
@@ -636,5 +516,5 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_orchestrator_from_another_ca, case_setup,
                                         case_teardown),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return cmocka_run_group_tests(tests, group_setup, kids_scratch_teardown);
 }

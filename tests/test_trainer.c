@@ -29,6 +29,8 @@
 #include "tl/safetensors.h"
 #include "tl/trainer.h"
 
+#include "harness.h"
+
 static char dir[PATH_MAX];
 
 static void path_in(char *out, size_t cap, const char *name) {
@@ -161,27 +163,6 @@ static void test_overflowing_step_not_saved(void **state) {
     tl_trainer_free(&f.t);
 }
 
-/* Writes a copy of checkpoint src to dst with element e of tensor `name` set
- * to v (forging what tl_checkpoint_save refuses to write). */
-static void forge(const char *src, const char *dst, const char *name, size_t e, float v) {
-    tl_st *st;
-    assert_int_equal(tl_st_read(src, &st), 0);
-    int n = tl_st_count(st), nm = tl_st_meta_count(st);
-    tl_st_tensor *t = calloc((size_t)n, sizeof *t);
-    tl_st_kv *kv = calloc((size_t)nm + 1, sizeof *kv);
-    assert_non_null(t);
-    assert_non_null(kv);
-    for (int i = 0; i < n; i++) {
-        t[i] = *tl_st_get(st, i);
-        if (!strcmp(t[i].name, name)) ((float *)t[i].data)[e] = v;
-    }
-    for (int i = 0; i < nm; i++) kv[i] = *tl_st_meta_get(st, i);
-    assert_int_equal(tl_st_write(dst, t, n, kv, nm), 0);
-    free(t);
-    free(kv);
-    tl_st_free(st);
-}
-
 /* Writes checkpoint src (version 2) to dst as version 1 wrote it: the
  * optimizer's buffers "optim.*" [P] as rows of one "optim.state" F32 [2, P]
  * (unused rows zero) in their place, format "tl-checkpoint-1". */
@@ -255,8 +236,8 @@ static void test_checkpoint_refuses_nonfinite(void **state) {
     sq[3] = 0;
 
     /* load and check */
-    forge(good, bad, "2.weight", 2 * 4 + 3, NAN); /* 2.weight[2,3] */
-    forge(good, bad2, "optim.exp_avg_sq", 1, INFINITY);
+    st_forge(good, bad, "2.weight", 2 * 4 + 3, NAN); /* 2.weight[2,3] */
+    st_forge(good, bad2, "optim.exp_avg_sq", 1, INFINITY);
     assert_int_equal(tl_checkpoint_check(bad, &f.cfg, &f.m), TL_ENUMERIC);
     if (!strstr(tl_errmsg(), "nan.st: 2.weight[2,3] is NaN")) fail_msg("message: %s", tl_errmsg());
     float before[39];
@@ -437,6 +418,61 @@ static void test_resume_every_optimizer(void **state) {
     }
 }
 
+/* The evaluation hook: called after every epoch with the parameters and step
+ * count; the epoch report carries its sums and their metrics, and test
+ * loss/accuracy come from them. */
+typedef struct eval_probe {
+    int calls;
+    int64_t steps[4];
+    double acc[4], f1[4], loss[4];
+    uint64_t n[4];
+} eval_probe;
+
+static int probe_eval(void *ctx, const float *params, int64_t steps, tl_evalstats *sums) {
+    eval_probe *p = ctx;
+    (void)params;
+    assert_int_equal(sums->n, 0); /* zero on entry */
+    p->steps[p->calls++] = steps;
+    /* 4 rows, 3 classes: true 0,1,2,2 predicted 0,1,1,2 (logits argmax) */
+    float z[12] = {5, 0, 0, 0, 5, 0, 0, 5, 0, 0, 0, 5};
+    int32_t y[4] = {0, 1, 2, 2};
+    return tl_evalstats_add(sums, z, y, 4);
+}
+
+static void probe_epoch(void *ud, const tl_epoch_report *r) {
+    eval_probe *p = ud;
+    int k = r->epoch - 1;
+    assert_non_null(r->eval);
+    assert_non_null(r->metrics);
+    p->acc[k] = r->test_accuracy;
+    p->loss[k] = r->test_loss;
+    p->f1[k] = r->metrics->macro_f1;
+    p->n[k] = r->eval->n;
+}
+
+static void test_eval_hook(void **state) {
+    (void)state;
+    fixture f;
+    fixture_init_opt(&f, "sgd", 0.01, 2, NULL);
+    eval_probe p = {0};
+    f.t.eval = probe_eval;
+    f.t.eval_ctx = &p;
+    tl_trainer_hooks hooks = {.ud = &p, .on_epoch = probe_epoch};
+    stub s = {.bad_at = -1};
+    assert_int_equal(tl_trainer_run(&f.t, stub_grad, &s, &hooks), 0);
+    assert_int_equal(p.calls, 2);
+    assert_int_equal(p.steps[0], 10);
+    assert_int_equal(p.steps[1], 20);
+    for (int e = 0; e < 2; e++) {
+        assert_int_equal(p.n[e], 4);
+        assert_true(p.acc[e] == 0.75);
+        assert_true(p.loss[e] > 0);
+        /* F1: class 0 1, class 1 2/3, class 2 2/3 */
+        assert_true(fabs(p.f1[e] - (1.0 + 2.0 / 3 + 2.0 / 3) / 3) < 1e-12);
+    }
+    tl_trainer_free(&f.t);
+}
+
 static int setup(void **state) {
     (void)state;
     snprintf(dir, sizeof dir, "%s/test_trainer.XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
@@ -464,6 +500,7 @@ int main(void) {
         cmocka_unit_test(test_optim_state_interface),
         cmocka_unit_test(test_large_parameters_step),
         cmocka_unit_test(test_resume_every_optimizer),
+        cmocka_unit_test(test_eval_hook),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "tl/model.h"
+#include "tl/norm.h"
 #include "tl/optim.h"
 
 #define TL_DEFAULT_DATA "/usr/share/datasets/fashion-mnist"
@@ -27,10 +28,19 @@ typedef struct tl_runcfg {
     int step_size;       /* epochs between StepLR decays */
     uint32_t seed;
     int reshuffle;       /* 1: new permutation each epoch; 0: epoch 1's order every epoch */
-    float mean, std;     /* input normalization after scaling to [0,1] */
+    float mean, std;     /* TL_NORM_SCALAR's values: x = (v - mean) / std (norm.h) */
+    tl_norm norm;        /* the kind of input normalization: TL_NORM_SCALAR (the default)
+                          * uses mean and std above, not norm's own fields; TL_NORM_NONE;
+                          * TL_NORM_FEATURE ("standardize") uses norm.mean_f / std_f, with
+                          * dim 0 until they are computed from the training rows (tl train)
+                          * or the nodes' STATS (the orchestrator). The arrays belong to
+                          * whoever filled them. Read it through tl_runcfg_norm. */
+    double test_fraction; /* rows held out of the training data for testing
+                           * (tl_dataset_split with seed); 0: none */
     int threads;
     int batch_metrics;   /* also write one metrics line per batch */
     const char *data_dir, *test_dir;
+    tl_dataset_opts data_opts; /* how a CSV is read: label column, header row (dataset.h) */
     const char *init_path, *save_path, *metrics_path, *plan_path;
     /* distributed only */
     int cut;
@@ -40,7 +50,13 @@ typedef struct tl_runcfg {
     int resume;
 } tl_runcfg;
 
-/* The reference configuration (DESIGN §9). */
+/* The reference configuration (DESIGN §9): scalar normalization 0.1307, 0.3081,
+ * no held-out rows. */
 void tl_runcfg_defaults(tl_runcfg *c);
+
+/* The run's normalization descriptor as one tl_norm (a view: *out borrows c's
+ * arrays, so no tl_norm_free): {TL_NORM_SCALAR, c->mean, c->std}, {TL_NORM_NONE},
+ * or c->norm for TL_NORM_FEATURE. */
+void tl_runcfg_norm(const tl_runcfg *c, tl_norm *out);
 
 #endif

@@ -27,11 +27,13 @@
 #include "tl/batch.h"
 #include "tl/dataset.h"
 #include "tl/model.h"
+#include "tl/norm.h"
 
 typedef struct tl_local_grad {
     const tl_model *model;
     const tl_dataset *data;
     float mean, std;
+    const tl_norm *norm;    /* tl_local_grad_set_norm: used instead of mean/std */
     int max_rows;
     tl_ws ws;
     float *dz;
@@ -51,6 +53,10 @@ typedef struct tl_local_grad {
 
 int tl_local_grad_init(tl_local_grad *lg, const tl_model *m, const tl_dataset *d, int max_rows,
                        float mean, float std);
+/* Normalizes with nm (norm.h: none, scalar or per feature) instead of the
+ * scalar mean/std of init; nm must outlive lg. The same floats as
+ * init's mean/std for a scalar nm. Call before the first batch. */
+void tl_local_grad_set_norm(tl_local_grad *lg, const tl_norm *nm);
 /* tl_grad_fn (trainer.h); ctx is the tl_local_grad. */
 int tl_local_grad_fn(void *ctx, const tl_batch *b, const float *params, float *grads,
                      double *loss_sum, int64_t *correct);

@@ -35,7 +35,7 @@
 #include "tl/conn.h"
 #include "tl/frame.h"
 
-#define TL_PROTO_VERSION 3 /* 2: READY; 3: sealed mode (privacy, group key id, SEALED_STEP) */
+#define TL_PROTO_VERSION 3 /* 2: READY; 3: data description, STATS, EVAL, sealed mode */
 #define TL_MSG_STR_MAX 4096
 #define TL_TENSOR_MAX_RANK 4
 
@@ -51,12 +51,16 @@ typedef enum tl_msg_type {
     TL_MSG_DONE = 9,            /* orch -> node */
     TL_MSG_ERROR = 10,          /* either way */
     TL_MSG_READY = 11,          /* node -> orch: WELCOME checked, the node takes part */
-    TL_MSG_SEALED_STEP = 12,    /* orch -> every node: masked sum of the node-side gradients */
-    TL_MSG_PARAM_MAC = 13,      /* node -> orch: MAC of its node-side parameters */
-    TL_MSG_FINAL = 14,          /* orch -> node: the orchestrator side at the end (sealed) */
-    TL_MSG_STATE_REQUEST = 15,  /* orch -> node: seal your node side for node `to` (sealed) */
-    TL_MSG_STATE_BLOB = 16,     /* node -> orch -> node: a node side, sealed for `to` (sealed) */
-    TL_MSG_CHECKPOINT = 17,     /* orch -> node: save your node side of `step`; node -> orch: saved */
+    TL_MSG_STATS_REQUEST = 12,  /* orch -> node: send your per-feature sums (before WELCOME) */
+    TL_MSG_STATS = 13,          /* node -> orch: count, per-feature sums and sums of squares */
+    TL_MSG_EVAL = 14,           /* orch -> node: evaluate these parameters on your test rows */
+    TL_MSG_EVAL_RESULT = 15,    /* node -> orch: the evaluation sums (evalstats.h) */
+    TL_MSG_SEALED_STEP = 16,    /* orch -> every node: masked sum of the node-side gradients */
+    TL_MSG_PARAM_MAC = 17,      /* node -> orch: MAC of its node-side parameters */
+    TL_MSG_FINAL = 18,          /* orch -> node: the orchestrator side at the end (sealed) */
+    TL_MSG_STATE_REQUEST = 19,  /* orch -> node: seal your node side for node `to` (sealed) */
+    TL_MSG_STATE_BLOB = 20,     /* node -> orch -> node: a node side, sealed for `to` (sealed) */
+    TL_MSG_CHECKPOINT = 21,     /* orch -> node: save your node side of `step`; node -> orch: saved */
 } tl_msg_type;
 
 /* Privacy mode of a run (HELLO, WELCOME; docs/protocol.md §4, docs/security.md). */
@@ -72,8 +76,9 @@ typedef enum tl_dtype {
     TL_DT_I64 = 2,
     TL_DT_U32 = 3,
     TL_DT_I32 = 4,
-    TL_DT_U64 = 5, /* sealed mode's masked fixed-point vectors (fixed.h) */
-    TL_DT_U8 = 6,  /* bytes: STATE_BLOB's sealed node side */
+    TL_DT_F64 = 5, /* protocol 3: STATS sums */
+    TL_DT_U64 = 6, /* protocol 3: EVAL_RESULT words; sealed mode's masked fixed point */
+    TL_DT_U8 = 7,  /* bytes: STATE_BLOB's sealed node side */
 } tl_dtype;
 
 /* REJECT codes (docs/protocol.md §5). */
@@ -92,6 +97,11 @@ enum {
 
 #define TL_HELLO_F_ZSTD 0x1u   /* HELLO.flags: node can do zstd */
 #define TL_HELLO_F_SHM 0x2u    /* HELLO.flags: node can share memory (unix socket) */
+#define TL_ELEM_WIRE_U8 0   /* HELLO.elem: uint8 samples (scaled by 1/255) */
+#define TL_ELEM_WIRE_F32 1  /* HELLO.elem: float32 samples */
+#define TL_WELCOME_NORM_SCALAR 0  /* WELCOME.norm: x = (v - mean) / std ("none" is 0, 1) */
+#define TL_WELCOME_NORM_FEATURE 1 /* WELCOME.norm: x = (v - mean_f[f]) / std_f[f] */
+#define TL_STATS_NORM 1     /* STATS_REQUEST.what: the sums for --normalize standardize */
 #define TL_WELCOME_F_ZSTD 0x1u /* WELCOME.flags: compression on for this connection */
 #define TL_WELCOME_F_SHM 0x2u  /* WELCOME.flags: the shared-parameters fd follows (shm.h);
                                   FORWARD then carries no parameters */
@@ -127,9 +137,17 @@ typedef struct tl_msg_hello {
     uint16_t flags;         /* TL_HELLO_F_*; unknown bits are ignored by receivers */
     uint64_t sample_count;
     uint64_t fingerprint;
+    char version[TL_MSG_STR_MAX + 1]; /* software version, NUL-terminated */
+    /* protocol 3: what the node's data is (docs/protocol.md §4). Decoded only
+     * when proto_version is 3; zero for an older node (refused by version). */
+    uint32_t classes;       /* the node's class count (largest label + 1, or its names) */
+    uint32_t elem;          /* TL_ELEM_WIRE_* */
+    uint32_t rank;          /* sample rank: 1 (features) or 3 (C, H, W) */
+    uint32_t shape[3];      /* rank 1: {features, 0, 0}; rank 3: {C, H, W} */
+    uint64_t test_count;    /* held-out rows the node can evaluate (0: none) */
+    uint64_t labels_hash;   /* FNV-1a of the class names (string labels), 0: integer labels */
     uint32_t privacy;       /* tl_privacy the node insists on */
     uint8_t key_id[16];     /* sealed: the group key's id (groupkey.h); open: zeros */
-    char version[TL_MSG_STR_MAX + 1]; /* software version, NUL-terminated */
 } tl_msg_hello;
 
 typedef struct tl_msg_welcome {
@@ -141,6 +159,14 @@ typedef struct tl_msg_welcome {
     uint32_t input_dim;
     float mean, std;
     uint32_t heartbeat_ms; /* 0: no heartbeats */
+    char model[TL_MSG_STR_MAX + 1];
+    /* protocol 3 */
+    uint32_t norm;          /* TL_WELCOME_NORM_*: 0 scalar (mean, std above) */
+    uint32_t rank;          /* expected sample shape; 0: not stated (input_dim only) */
+    uint32_t shape[3];
+    tl_tensor mean_f;       /* F32 [input_dim] with TL_WELCOME_NORM_FEATURE, else F32 [0] */
+    tl_tensor std_f;        /* F32 [input_dim] with TL_WELCOME_NORM_FEATURE, else F32 [0] */
+    /* sealed mode (docs/protocol.md §8.2) */
     uint32_t privacy;      /* tl_privacy; decode rejects others */
     uint32_t mac_every;    /* sealed: SEALED_STEP asks for PARAM_MAC every this many steps */
     /* sealed: the optimizer the nodes run on the node side (optim.h's tl_optim_cfg) */
@@ -149,7 +175,6 @@ typedef struct tl_msg_welcome {
     double opt_lr, opt_rho, opt_eps, opt_momentum, opt_dampening, opt_weight_decay,
         opt_beta1, opt_beta2;
     uint64_t opt_steps;    /* optimizer steps already taken by the run (resume) */
-    char model[TL_MSG_STR_MAX + 1];
 } tl_msg_welcome;
 
 typedef struct tl_msg_reject {
@@ -219,6 +244,27 @@ typedef struct tl_msg_ready {
                           * TL_STATE_NONE: it needs one, STATE_BLOB); open: 0 */
 } tl_msg_ready;
 
+typedef struct tl_msg_stats_request {
+    uint32_t what; /* TL_STATS_NORM; decode rejects others */
+} tl_msg_stats_request;
+
+typedef struct tl_msg_stats {
+    uint64_t count; /* rows summed: the node's training rows */
+    tl_tensor sum;   /* F64 [features]: per-feature sums of v (norm.h) */
+    tl_tensor sumsq; /* F64 [features]: per-feature sums of v * v */
+} tl_msg_stats;
+
+typedef struct tl_msg_eval {
+    uint64_t step;   /* optimizer steps so far (echoed) */
+    uint32_t bins;   /* B of the histograms (evalstats.h), 2..TL_EVAL_MAX_BINS */
+    tl_tensor params; /* F32 [P] all the model's parameters; F32 [0]: the shared block */
+} tl_msg_eval;
+
+typedef struct tl_msg_eval_result {
+    uint64_t step;
+    tl_tensor stats; /* U64 [words]: tl_evalstats_encode's words (evalstats.h) */
+} tl_msg_eval_result;
+
 typedef struct tl_msg_state_request {
     uint64_t step; /* the node side wanted: after this many steps (the sender's current) */
     uint32_t to;   /* node id it is for */
@@ -254,6 +300,10 @@ typedef struct tl_msg {
         tl_msg_done done;
         tl_msg_error error;
         tl_msg_ready ready;
+        tl_msg_stats_request stats_request;
+        tl_msg_stats stats;
+        tl_msg_eval eval;
+        tl_msg_eval_result eval_result;
         tl_msg_sealed_step sealed_step;
         tl_msg_param_mac param_mac;
         tl_msg_final final;
@@ -288,7 +338,10 @@ typedef struct tl_msg_enc {
  * what a receiver would reject: strings over TL_MSG_STR_MAX, a tensor with
  * the wrong dtype or rank for its field, rank 0 or > 4, numel not the product
  * of dims, NULL data with numel > 0, FORWARD_RESULT with both or neither of g
- * and labels or row counts that differ, WELCOME with unknown flags or mode.
+ * and labels or row counts that differ, WELCOME with unknown flags, mode or
+ * norm, STATS whose sum and sumsq differ in length, STATS_REQUEST with an
+ * unknown `what`. HELLO's protocol-3 fields are written when proto_version is
+ * 3 or more (a test may encode an old node's HELLO).
  * 0 or TL_EINVAL / TL_ERANGE. */
 int tl_msg_encode(const tl_msg *m, tl_msg_enc *e);
 

@@ -1,7 +1,9 @@
 /*
  * orchestrator.h - the orchestrator of a Traversal Learning run (DESIGN §1-6).
  *
- * It listens for nodes, runs the handshake (HELLO -> WELCOME or REJECT, with
+ * It listens for nodes, runs the handshake (HELLO -> WELCOME or REJECT: a node
+ * whose data does not fit the model or the other nodes' (sample shape,
+ * element type, classes, class names) is refused with the reason; with
  * the node id checked against its certificate under TLS; the node then checks
  * WELCOME against its data and answers READY, and only then is it registered,
  * with the sample count and fingerprint of its HELLO), and then serves as
@@ -38,6 +40,7 @@
 
 #include "tl/batch.h"
 #include "tl/config.h"
+#include "tl/evalstats.h"
 #include "tl/model.h"
 #include "tl/node.h"
 #include "tl/tls.h"
@@ -61,7 +64,7 @@ typedef struct tl_orch_cfg {
                                  * nodes on a unix socket, which is otherwise done */
     tl_log_fn log;              /* one line per event; may be NULL */
     void *log_ud;
-    /* sealed mode (DESIGN §4, docs/protocol.md §8.1): the node side stays at
+    /* sealed mode (DESIGN §4, docs/protocol.md §8.2): the node side stays at
      * the nodes; the orchestrator sums masked gradients and sends SEALED_STEP */
     int privacy;                /* tl_privacy (msg.h); 0 (open) by default */
     int have_key_id;            /* sealed: key_id is the group's (its kit's group-key.id);
@@ -105,17 +108,32 @@ void tl_orch_set_step(tl_orch *o, uint64_t step);
 int tl_orch_grad_fn(void *ctx, const tl_batch *b, const float *params, float *grads,
                     double *loss_sum, int64_t *correct);
 
-/* The run stops without finishing (the operator interrupted it, or the
- * trainer stopped it): sends ERROR {"the orchestrator stops: " reason} to
- * every registered node and waits briefly until sent. Nodes log the reason and
- * keep retrying, so that an orchestrator restarted with --resume finds them. */
-void tl_orch_stop(tl_orch *o, const char *reason);
 /* Sealed mode, at the end of training: sends FINAL (the orchestrator side,
  * params[p_node, n_params)) to every node, collects their PARAM_MACs and
  * compares them. 0, or TL_ESTATE naming the nodes whose node sides differ
  * (or TL_ETIMEDOUT if one does not answer within the task timeout). A no-op
  * in open mode. Call before tl_orch_finish. */
 int tl_orch_final(tl_orch *o, const float *params);
+
+/* Held-out rows over all registered nodes (their HELLOs' test_count). */
+uint64_t tl_orch_test_rows(const tl_orch *o);
+
+/* The trainer's evaluation hook (trainer.h tl_eval_fn); ctx is the tl_orch.
+ * Sends every node EVAL with params (all of them, also in split mode) and
+ * sums->bins, checks each EVAL_RESULT as hostile (tl_evalstats_decode with
+ * the run's classes and those bins; n must be the node's held-out row count)
+ * and merges them into sums in node order: the confusion matrix is exactly
+ * that of evaluating params centrally on the union of the nodes' held-out
+ * rows. A node lost meanwhile is waited for and the round repeated (at most
+ * max_replays times); then, or when a node is not back within
+ * reconnect_timeout_s, the run stops as tl_orch_grad_fn's does. */
+int tl_orch_eval_fn(void *ctx, const float *params, int64_t steps, tl_evalstats *sums);
+
+/* The run stops without finishing (the operator interrupted it, or the
+ * trainer stopped it): sends ERROR {"the orchestrator stops: " reason} to
+ * every registered node and waits briefly until sent. Nodes log the reason and
+ * keep retrying, so that an orchestrator restarted with --resume finds them. */
+void tl_orch_stop(tl_orch *o, const char *reason);
 
 /* The trainer's checkpointing hook (trainer.h; ctx is the tl_orch): in sealed
  * mode, before the orchestrator writes a checkpoint of the state after

@@ -1,5 +1,5 @@
 /*
- * sealed.h - a node's side of sealed mode (DESIGN §4, docs/protocol.md §8.1):
+ * sealed.h - a node's side of sealed mode (DESIGN §4, docs/protocol.md §8.2):
  * the node-side parameters and their optimizer, held at the node, updated
  * only from the masked sum every node receives.
  *

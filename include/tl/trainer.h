@@ -31,7 +31,9 @@
 #include "tl/batch.h"
 #include "tl/config.h"
 #include "tl/dataset.h"
+#include "tl/evalstats.h"
 #include "tl/model.h"
+#include "tl/norm.h"
 #include "tl/optim.h"
 #include "tl/sched.h"
 
@@ -59,7 +61,18 @@ typedef struct tl_epoch_report {
     double lr;
     double seconds;
     int partial;              /* stopped early by max_steps */
+    /* the evaluation's sums and the metrics from them (accuracy, macro-F1,
+     * AUC, confusion matrix); NULL without evaluation. Owned by the trainer,
+     * valid during on_epoch. test_loss and test_accuracy are theirs. */
+    const tl_evalstats *eval;
+    const tl_eval_metrics *metrics;
 } tl_epoch_report;
+
+/* Evaluates params (after `steps` optimizer steps) into sums, which are zero
+ * on entry (C = the model's classes, B = TL_EVAL_BINS): the orchestrator asks
+ * its nodes (EVAL) and merges their sums; tl train runs tl_evaluate_sums on
+ * its test set. 0 or a negative TL_E* code (the run stops with it). */
+typedef int (*tl_eval_fn)(void *ctx, const float *params, int64_t steps, tl_evalstats *sums);
 
 typedef struct tl_trainer_hooks {
     void *ud;
@@ -81,7 +94,12 @@ typedef struct tl_trainer {
     size_t opt_from;         /* 0, or sealed mode's node-side size (tl_trainer_set_opt_from) */
     tl_sched sched;
     tl_batcher *batcher;
-    const tl_dataset *test;  /* may be NULL */
+    const tl_dataset *test;  /* may be NULL: evaluated after each epoch with tl_evaluate_sums
+                              * and the run's normalization, unless eval is set */
+    tl_eval_fn eval;         /* optional: evaluation after each epoch (replaces test) */
+    void *eval_ctx;
+    tl_evalstats sums;       /* the last evaluation's (owned) */
+    tl_eval_metrics metrics; /* ... and its metrics (owned) */
     int64_t steps;
     FILE *plan;              /* cfg->plan_path: each epoch's plan as JSON lines */
     tl_prefetch_fn prefetch; /* optional, called with the same ctx as the gradient fn */
@@ -130,6 +148,21 @@ void tl_trainer_free(tl_trainer *t);
 /* Mean loss and accuracy of params on all of d (in chunks). */
 int tl_evaluate(const tl_model *m, const float *params, const tl_dataset *d, float mean,
                 float std, double *loss, double *accuracy);
+
+/* Adds the evaluation of params on all of d to s (evalstats.h): the rows in
+ * order, in chunks of TL_EVAL_CHUNK normalized with nm (tl_dataset_gather_norm),
+ * the model's full forward pass, tl_evalstats_add per chunk. The loss sum and
+ * hit count are tl_evaluate's bit for bit (scalar nm), and a node evaluating
+ * its test rows with this function fills exactly the sums tl train would on
+ * the same rows. TL_EINVAL if d's width is not the model's input, nm is
+ * per-feature of another width, s has other classes than the model, or a
+ * label of d is not below them; TL_ENOMEM; what tl_evalstats_add returns
+ * (TL_ENUMERIC for a non-finite logit). On an input error s is unchanged; after a
+ * failing chunk it holds the chunks before it (reset before reuse). */
+int tl_evaluate_sums(const tl_model *m, const float *params, const tl_dataset *d,
+                     const tl_norm *nm, tl_evalstats *s);
+
+#define TL_EVAL_CHUNK 1000
 
 
 #endif

@@ -13,7 +13,8 @@
 #include "tl/node.h"
 
 enum { OPT_CONNECT = 1, OPT_ID, OPT_NDATA, OPT_NINSECURE, OPT_NTLS, OPT_NTHREADS, OPT_GIVE_UP,
-       OPT_NZSTD, OPT_QUIET, OPT_NPRIVACY, OPT_GROUP_KEY, OPT_NINIT, OPT_NSAVE,
+       OPT_NZSTD, OPT_QUIET, OPT_NTEST, OPT_NFRACTION, OPT_NSEED, OPT_NLABEL, OPT_NHEADER,
+       OPT_NPRIVACY, OPT_GROUP_KEY, OPT_NINIT, OPT_NSAVE,
        OPT_NSTATE };
 
 #define DEFAULT_GIVE_UP_S 3600
@@ -24,6 +25,11 @@ static const struct option longopts[] = {
     {"connect", required_argument, 0, OPT_CONNECT},
     {"id", required_argument, 0, OPT_ID},
     {"data", required_argument, 0, OPT_NDATA},
+    {"test-data", required_argument, 0, OPT_NTEST},
+    {"test-fraction", required_argument, 0, OPT_NFRACTION},
+    {"seed", required_argument, 0, OPT_NSEED},
+    {"label", required_argument, 0, OPT_NLABEL},
+    {"header", required_argument, 0, OPT_NHEADER},
     {"insecure", no_argument, 0, OPT_NINSECURE},
     {"tls-dir", required_argument, 0, OPT_NTLS},
     {"threads", required_argument, 0, OPT_NTHREADS},
@@ -55,8 +61,18 @@ static void usage(void) {
            "                        then parameters and gradients are shared in memory\n"
            "                        unless the orchestrator runs with --no-shm)\n"
            "  --id K                this node's id, 1..N (must match its certificate)\n"
-           "  --data DIR            MNIST-layout directory holding train-images-idx3-ubyte\n"
-           "                        and train-labels-idx1-ubyte (raw or .gz)\n"
+           "  --data PATH           MNIST-layout directory holding train-images-idx3-ubyte\n"
+           "                        and train-labels-idx1-ubyte (raw or .gz), a NumPy\n"
+           "                        directory (x.npy, y.npy) or a CSV file (--label,\n"
+           "                        --header as for tl train)\n"
+           "  --test-data PATH      held-out rows (PATH's t10k split) that the node\n"
+           "                        evaluates when the orchestrator asks: only sums\n"
+           "                        (counts, a confusion matrix, score histograms) leave\n"
+           "                        the node, no row, score or label\n"
+           "  --test-fraction F     hold out this fraction of --data instead (per class,\n"
+           "                        seeded with --seed [1])\n"
+           "  --label NAME|INDEX    CSV: the label column [the last]\n"
+           "  --header yes|no       CSV: the first row names the columns [detected]\n"
            "  --tls-dir DIR         this node's own directory of the kit from\n"
            "                        'tl provision --out KIT': KIT/node-K, holding\n"
            "                        cert.pem, key.pem and ca.pem (not KIT itself)\n"
@@ -89,7 +105,10 @@ static void usage(void) {
 }
 
 int cmd_node(int argc, char **argv) {
-    const char *cmd = "node", *connect = NULL, *data = NULL, *tls_dir = NULL;
+    const char *cmd = "node", *connect = NULL, *data = NULL, *tls_dir = NULL, *test_data = NULL;
+    tl_dataset_opts dopts = {0};
+    double fraction = 0;
+    long seed = 1;
     long id = 0, threads = 1, give_up = DEFAULT_GIVE_UP_S;
     int insecure = 0, zstd = 0, quiet = 0, privacy = 1, c;
     const char *key_path = NULL, *init_path = NULL, *save_path = NULL, *state_path = NULL;
@@ -102,6 +121,19 @@ int cmd_node(int argc, char **argv) {
             if (cli_parse_long(cmd, "id", optarg, 1, 1000000, &id)) return 2;
             break;
         case OPT_NDATA: data = optarg; break;
+        case OPT_NTEST: test_data = optarg; break;
+        case OPT_NFRACTION:
+            if (cli_parse_double(cmd, "test-fraction", optarg, 0, 0.99, &fraction)) return 2;
+            break;
+        case OPT_NSEED:
+            if (cli_parse_long(cmd, "seed", optarg, 0, 4294967295L, &seed)) return 2;
+            break;
+        case OPT_NLABEL: dopts.label = optarg; break;
+        case OPT_NHEADER:
+            if (!strcmp(optarg, "yes")) dopts.header = 1;
+            else if (!strcmp(optarg, "no")) dopts.header = -1;
+            else return cli_usage_error(cmd, "--header: '%s' (want yes or no)", optarg);
+            break;
         case OPT_NINSECURE: insecure = 1; break;
         case OPT_NTLS: tls_dir = optarg; break;
         case OPT_NTHREADS:
@@ -129,7 +161,9 @@ int cmd_node(int argc, char **argv) {
     if (optind < argc) return cli_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
     if (!connect) return cli_usage_error(cmd, "--connect HOST:PORT is required");
     if (!id) return cli_usage_error(cmd, "--id K is required");
-    if (!data) return cli_usage_error(cmd, "--data DIR is required");
+    if (!data) return cli_usage_error(cmd, "--data PATH is required");
+    if (test_data && fraction > 0)
+        return cli_usage_error(cmd, "--test-fraction and --test-data exclude each other");
     if (!tls_dir == !insecure)
         return cli_usage_error(cmd, insecure ? "--tls-dir and --insecure exclude each other"
                                              : "TLS is the default: give --tls-dir DIR (see "
@@ -169,8 +203,9 @@ int cmd_node(int argc, char **argv) {
     }
     tl_gemm_set_threads((int)threads);
     tl_tls_ctx *tls = NULL;
-    tl_dataset ds;
+    tl_dataset ds, test;
     memset(&ds, 0, sizeof ds);
+    memset(&test, 0, sizeof test);
     int rc = 1;
     if (tls_dir) {
         if (tl_tls_ctx_new(tls_dir, TL_TLS_NODE, &tls) < 0) goto fail;
@@ -184,13 +219,23 @@ int cmd_node(int argc, char **argv) {
         fprintf(stderr, "tl node: warning: --insecure: traffic is plaintext and the "
                         "orchestrator is not authenticated\n");
     }
-    if (tl_dataset_load(data, "train", &ds) < 0) goto fail;
+    if (tl_dataset_open(data, "train", &dopts, &ds) < 0) goto fail;
+    if (fraction > 0) {
+        tl_dataset all = ds;
+        memset(&ds, 0, sizeof ds);
+        int s = tl_dataset_split(&all, fraction, (uint32_t)seed, &ds, &test);
+        tl_dataset_free(&all);
+        if (s < 0) goto fail;
+    } else if (test_data && tl_dataset_open(test_data, "t10k", &dopts, &test) < 0) {
+        goto fail;
+    }
     char tag[32];
     snprintf(tag, sizeof tag, "node %ld", id);
     cli_log lg;
     snprintf(lg.tag, sizeof lg.tag, "%s", tag);
     lg.quiet = quiet;
-    tl_node_cfg nc = {.host = host, .port = port, .id = (int)id, .data = &ds, .tls = tls,
+    tl_node_cfg nc = {.host = host, .port = port, .id = (int)id, .data = &ds,
+                      .test = test.n ? &test : NULL, .tls = tls,
                       .give_up_s = (int)give_up, .zstd = zstd, .log = cli_log_line, .log_ud = &lg,
                       .privacy = privacy, .group_key = privacy ? &gk : NULL,
                       .init_path = init_path, .save_path = save_path,
@@ -203,6 +248,7 @@ fail:
 out:
     if (privacy) tl_group_key_wipe(&gk);
     tl_dataset_free(&ds);
+    tl_dataset_free(&test);
     tl_tls_ctx_free(tls);
     return rc;
 }

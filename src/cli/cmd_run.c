@@ -22,6 +22,7 @@
 #include "tl/error.h"
 #include "tl/groupkey.h"
 #include "tl/idx.h"
+#include "tl/norm.h"
 #include "tl/partition.h"
 #include "tl/provision.h"
 
@@ -47,6 +48,11 @@ static void usage(void) {
            "  --data DIR            MNIST-layout directory: train-* files are split among\n"
            "                        the nodes, t10k-* files evaluate [" TL_DEFAULT_DATA "]\n"
            "  --test-data DIR       take the t10k-* files from DIR instead\n"
+           "  --data FILE.csv       a table (or a NumPy directory: x.npy, y.npy): loaded and\n"
+           "                        split here; with --test-fraction F every node holds\n"
+           "                        out its own rows and evaluates them after each epoch\n"
+           "                        (only sums reach the orchestrator); --normalize\n"
+           "                        standardize uses the nodes' training rows\n"
            "  --scheme SCHEME       how the data is split, as in 'tl partition':\n"
            "                        contiguous (the reference's split), iid, label,\n"
            "                        dirichlet:ALPHA [contiguous]; seeded by --seed\n"
@@ -161,12 +167,93 @@ static int prepare_data(const char *dir, const tl_runcfg *cfg, int nodes, const 
     return rc;
 }
 
+/* One node's share when tl run must know the data before the orchestrator
+ * starts (tables, arrays, held-out rows, standardize). */
+typedef struct node_data {
+    tl_dataset train, test; /* test empty without --test-fraction */
+} node_data;
+
+static void free_nodes(node_data *nd, int nodes) {
+    for (int k = 0; nd && k < nodes; k++) {
+        tl_dataset_free(&nd[k].train);
+        tl_dataset_free(&nd[k].test);
+    }
+    free(nd);
+}
+
+/* Loads cfg's data (any source, cfg->data_opts), partitions it as
+ * prepare_data does and, with cfg->test_fraction, splits each node's share
+ * into its training and held-out rows (tl_dataset_split seeded with
+ * cfg->seed: what `tl node --test-fraction` would hold out of that share).
+ * *in_dim gets the width; for --normalize standardize, *norm gets the mean
+ * and deviation of the union of the nodes' training rows, added up in node
+ * order (what tl train computes on the same rows in that order). */
+static int load_nodes(const tl_runcfg *cfg, int nodes, const char *scheme, node_data **out,
+                      tl_norm *norm, int *in_dim) {
+    tl_dataset d;
+    size_t *rows = NULL, *counts = calloc((size_t)nodes, sizeof *counts);
+    node_data *nd = calloc((size_t)nodes, sizeof *nd);
+    tl_norm_stats st = {0};
+    int rc = tl_dataset_open(cfg->data_dir, "train", &cfg->data_opts, &d);
+    if (rc < 0) {
+        free(counts);
+        free(nd);
+        return rc;
+    }
+    if (!counts || !nd) rc = tl_error(TL_ENOMEM, "out of memory");
+    if (rc == 0) rc = tl_partition(&d, nodes, scheme, cfg->seed, &rows, counts);
+    const int standardize = cfg->norm.kind == TL_NORM_FEATURE && cfg->norm.dim == 0;
+    if (rc == 0 && standardize) rc = tl_norm_stats_init(&st, d.dim);
+    size_t first = 0;
+    for (int k = 0; rc == 0 && k < nodes; k++) {
+        rc = tl_dataset_subset(&d, rows + first, counts[k], &nd[k].train);
+        first += counts[k];
+        if (rc == 0 && cfg->test_fraction > 0) {
+            tl_dataset share = nd[k].train;
+            memset(&nd[k].train, 0, sizeof nd[k].train);
+            rc = tl_dataset_split(&share, cfg->test_fraction, cfg->seed, &nd[k].train,
+                                  &nd[k].test);
+            tl_dataset_free(&share);
+            if (rc < 0) rc = tl_error(rc, "node %d: %s", k + 1, tl_errmsg());
+        }
+        if (rc == 0 && standardize) rc = tl_norm_stats_add(&st, &nd[k].train, NULL, nd[k].train.n);
+    }
+    if (rc == 0 && standardize) rc = tl_norm_finish(&st, norm);
+    *in_dim = (int)d.dim;
+    tl_norm_stats_free(&st);
+    free(rows);
+    free(counts);
+    tl_dataset_free(&d);
+    if (rc < 0) {
+        free_nodes(nd, nodes);
+        return rc;
+    }
+    *out = nd;
+    return 0;
+}
+
+/* Writes load_nodes' shares: dir/node-k holds the training rows ("train")
+ * and the held-out rows ("t10k") in the format tl_dataset_save picks. */
+static int write_nodes(const char *dir, const node_data *nd, int nodes,
+                       void (*after)(void *ud, int k), void *ud) {
+    char path[4096];
+    for (int k = 0; k < nodes; k++) {
+        snprintf(path, sizeof path, "%s/node-%d", dir, k + 1);
+        int rc = tl_dataset_save(path, "train", &nd[k].train);
+        if (rc == 0 && nd[k].test.n) rc = tl_dataset_save(path, "t10k", &nd[k].test);
+        if (rc < 0) return rc;
+        if (after) after(ud, k + 1);
+    }
+    return 0;
+}
+
 typedef struct run_ctx {
     const char *self, *dir;
     const cli_trainopts *t;
     const cli_orchopts *oo;
     int port_pipe;    /* orchestrator child -> parent: it listens */
     int listening;    /* parent: 1 once the orchestrator said so, -1 if it never will */
+    int node_tests;   /* nodes get their held-out rows (--test-data node-k) */
 } run_ctx;
 
 /* In the orchestrator child: tell the parent our port. */
@@ -204,7 +291,7 @@ static pid_t spawn_node(const run_ctx *r, int k) {
     snprintf(tls, sizeof tls, "%s/tls/node-%d", r->dir, k);
     snprintf(key, sizeof key, "%s/group.key", r->dir);
     snprintf(model, sizeof model, "%s/model.safetensors", r->dir);
-    char *argv[28];
+    char *argv[32];
     int a = 0;
     argv[a++] = "tl";
     argv[a++] = "node";
@@ -249,6 +336,10 @@ static pid_t spawn_node(const run_ctx *r, int k) {
             argv[a++] = model;
         }
     }
+    if (r->node_tests) {
+        argv[a++] = "--test-data";
+        argv[a++] = data;
+    }
     argv[a] = NULL;
     pid_t pid = fork();
     if (pid == 0) {
@@ -292,7 +383,21 @@ int cmd_run(int argc, char **argv) {
     if (tl_partition_check_scheme(scheme) < 0)
         return cli_usage_error(cmd, "--scheme: %s", tl_errmsg());
     if (cli_trainopts_finish(&t, cmd) || cli_orchopts_finish(&oo, &t, cmd)) return 2;
-    if (!t.cfg.test_dir) t.cfg.test_dir = t.cfg.data_dir;
+    /* IDX data as always: the orchestrator evaluates on the t10k files. Tables,
+     * arrays, held-out rows or standardize: the data is loaded (and split) here
+     * first, the nodes evaluate their own held-out rows. */
+    const int tables = t.cfg.test_fraction > 0 || t.cfg.norm.kind == TL_NORM_FEATURE ||
+                       !tl_dataset_has_split(t.cfg.data_dir, "t10k");
+    node_data *nd = NULL;
+    tl_norm norm = {0};
+    if (!tables && !t.cfg.test_dir) t.cfg.test_dir = t.cfg.data_dir;
+    if (tables) {
+        if (load_nodes(&t.cfg, oo.nodes, scheme, &nd, &norm, &oo.in_dim) < 0) {
+            fprintf(stderr, "tl run: %s\n", tl_errmsg());
+            return 1;
+        }
+        if (norm.dim) t.cfg.norm = norm; /* borrowed until the end */
+    }
 
     char self[4096];
     ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
@@ -352,7 +457,7 @@ int cmd_run(int argc, char **argv) {
     }
     if (got_signal) goto out;
     if (pipe(pipefd) < 0) goto out;
-    run_ctx rc = {self, dir, &t, &oo, pipefd[1], 0};
+    run_ctx rc = {self, dir, &t, &oo, pipefd[1], 0, tables && t.cfg.test_fraction > 0};
     fflush(stdout);
     fflush(stderr);
     /* The orchestrator starts first (it loads the test set and listens) while
@@ -376,7 +481,8 @@ int cmd_run(int argc, char **argv) {
     close(pipefd[1]);
     pipefd[1] = -1;
     rc.port_pipe = pipefd[0];
-    if (prepare_data(dir, &t.cfg, oo.nodes, scheme, start_node, &rc) < 0) {
+    if ((tables ? write_nodes(dir, nd, oo.nodes, start_node, &rc)
+                : prepare_data(dir, &t.cfg, oo.nodes, scheme, start_node, &rc)) < 0) {
         fprintf(stderr, "tl run: %s\n", tl_errmsg());
         goto out;
     }
@@ -405,5 +511,7 @@ out:
     if (pipefd[1] >= 0) close(pipefd[1]);
     if (keep) fprintf(stderr, "tl run: kept %s\n", dir);
     else remove_tree(dir);
+    free_nodes(nd, oo.nodes);
+    tl_norm_free(&norm);
     return status;
 }

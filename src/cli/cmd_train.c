@@ -26,13 +26,17 @@ static void usage(void) {
            "                        partition directory (node-1, node-2, ... from\n"
            "                        'tl partition'): trains on the nodes' data in node\n"
            "                        order, the exact baseline of a run over those nodes\n"
-           "  --test-data DIR       take the t10k-* files from DIR instead\n\n"
+           "  --data FILE.csv[.gz]  a table: numeric feature columns and a label column\n"
+           "                        (--label, --header); --data DIR with x.npy, y.npy:\n"
+           "                        NumPy arrays ([N, features] or [N, C, H, W])\n"
+           "  --test-data PATH      evaluate on this data (its t10k split) instead\n\n"
            "%s\n"
            "  -h, --help            this text\n",
            cli_train_help);
 }
 
 int cmd_train(int argc, char **argv) {
+    tl_norm nm;
     const char *cmd = "train";
     cli_trainopts o;
     cli_trainopts_init(&o);
@@ -43,6 +47,11 @@ int cmd_train(int argc, char **argv) {
     cli_stop_on_signals(); /* before cli_run_setup starts threads */
     cli_run r;
     if ((rc = cli_run_setup(&r, &o.cfg, cmd, 1)) != 0) return rc;
+    if ((rc = cli_run_standardize(&r, &o.cfg, cmd)) != 0) {
+        cli_run_free(&r);
+        return rc;
+    }
+    tl_runcfg_norm(&o.cfg, &nm); /* borrows r's arrays: lives as long as r */
     tl_local_grad lg;
     tl_trainer t;
     cli_progress prog;
@@ -52,6 +61,7 @@ int cmd_train(int argc, char **argv) {
     if (tl_local_grad_init(&lg, &r.model, &r.train, o.cfg.batch_size, o.cfg.mean, o.cfg.std) < 0)
         goto fail;
     lg_ok = 1;
+    tl_local_grad_set_norm(&lg, &nm);
     if (tl_trainer_init(&t, &o.cfg, &r.model, r.params, &count, 1, r.have_test ? &r.test : NULL) < 0)
         goto fail;
     t_ok = 1;

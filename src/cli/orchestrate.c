@@ -12,9 +12,9 @@
 #include "cli/runsetup.h"
 #include "tl/checkpoint.h"
 #include "tl/error.h"
-#include "tl/net.h"
 #include "tl/file.h"
 #include "tl/msg.h"
+#include "tl/net.h"
 #include "tl/orchestrator.h"
 #include "tl/params.h"
 #include "tl/tls.h"
@@ -89,7 +89,7 @@ int cli_orchestrate(const cli_trainopts *t, const cli_orchopts *oo, const char *
                         "model (or use --privacy open)\n", cmd);
         return 2;
     }
-    if (cli_run_setup_dim(&r, cfg, cmd, 0) != 0) return 1;
+    if (cli_run_setup_dim(&r, cfg, cmd, oo->in_dim) != 0) return 1;
     /* a wrong --resume fails now, not once every node has joined */
     if (cfg->resume && tl_checkpoint_check(cfg->checkpoint_path, cfg, &r.model) < 0) goto fail;
     if (oo->tls_dir && tl_tls_ctx_new(oo->tls_dir, TL_TLS_ORCHESTRATOR, &tls) < 0) goto fail;
@@ -142,6 +142,15 @@ int cli_orchestrate(const cli_trainopts *t, const cli_orchopts *oo, const char *
     if (oo->privacy && tl_trainer_set_opt_from(&tr, tl_model_param_offset(&r.model, cut_modules(
                                                          &r.model, cfg->cut))) < 0)
         goto fail;
+    if ((!r.have_test || oo->privacy) && tl_orch_test_rows(o) > 0) {
+        /* the nodes hold the test rows: they evaluate, the orchestrator adds sums */
+        tr.eval = tl_orch_eval_fn;
+        tr.eval_ctx = o;
+        char note[160];
+        snprintf(note, sizeof note, "evaluating at the nodes: %llu held-out rows (sums only)",
+                 (unsigned long long)tl_orch_test_rows(o));
+        cli_log_line(&lg, note);
+    }
     /* what the data is, for checkpoints: each node's count and fingerprint */
     char sig[512] = "nodes";
     size_t len = strlen(sig);

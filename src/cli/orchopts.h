@@ -42,6 +42,8 @@ typedef struct cli_orchopts {
     int privacy;             /* tl_privacy: sealed by default */
     int mac_every;
     const char *model_from;  /* sealed `tl run`: node 1 saves the whole model here */
+    int in_dim;              /* tl run: the data's width, for an orchestrator without a
+                              * test set of its own (0: from the test set) */
 } cli_orchopts;
 
 extern const struct option cli_orch_longopts[];

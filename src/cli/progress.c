@@ -2,6 +2,7 @@
  * summary of training commands. */
 #include "cli/progress.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -129,9 +130,17 @@ static void on_epoch(void *ud, const tl_epoch_report *r) {
     p->last = *r;
     p->have_last = 1;
     if (p->tty) fprintf(stderr, "\r\033[K");
-    char test[96];
+    char test[192];
     if (r->test_accuracy < 0) /* the trainer's -1: no test set */
         snprintf(test, sizeof test, "test not evaluated (no test set)");
+    else if (r->metrics && !isnan(r->metrics->auc))
+        snprintf(test, sizeof test,
+                 "test loss %.4f, test accuracy %.2f%%, macro-F1 %.4f, AUC %.4f (+-%.1e)",
+                 r->test_loss, 100.0 * r->test_accuracy, r->metrics->macro_f1, r->metrics->auc,
+                 r->metrics->auc_bound);
+    else if (r->metrics)
+        snprintf(test, sizeof test, "test loss %.4f, test accuracy %.2f%%, macro-F1 %.4f",
+                 r->test_loss, 100.0 * r->test_accuracy, r->metrics->macro_f1);
     else
         snprintf(test, sizeof test, "test loss %.4f, test accuracy %.2f%%", r->test_loss,
                  100.0 * r->test_accuracy);

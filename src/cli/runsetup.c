@@ -13,14 +13,7 @@
 #include "tl/optim.h"
 #include "tl/params.h"
 
-/* Does dir hold split's image file, raw or gzipped? */
-static int split_present(const char *dir, const char *split) {
-    char path[4096];
-    snprintf(path, sizeof path, "%s/%s-images-idx3-ubyte.gz", dir, split);
-    if (access(path, F_OK) == 0) return 1;
-    snprintf(path, sizeof path, "%s/%s-images-idx3-ubyte", dir, split);
-    return access(path, F_OK) == 0;
-}
+#include "tl/norm.h"
 
 static int fail(const char *cmd) {
     fprintf(stderr, "tl %s: %s\n", cmd, tl_errmsg());
@@ -31,15 +24,18 @@ static int fail(const char *cmd) {
  * files if present (a note on stderr when absent). */
 static int load_test(cli_run *r, const tl_runcfg *cfg, const char *cmd) {
     const char *dir = cfg->test_dir;
+    if (cfg->test_fraction > 0) return 0; /* held out of the training rows later */
     if (!dir) {
-        if (!cfg->data_dir || !split_present(cfg->data_dir, "t10k")) {
-            fprintf(stderr, "tl %s: note: no t10k-* files in %s and no --test-data: not evaluating\n",
+        /* a CSV file or a NumPy directory without t10k/ is one data set */
+        if (!cfg->data_dir || !tl_dataset_has_split(cfg->data_dir, "t10k")) {
+            fprintf(stderr, "tl %s: note: no t10k split in %s and no --test-data or "
+                            "--test-fraction: not evaluating\n",
                     cmd, cfg->data_dir ? cfg->data_dir : "(none)");
             return 0;
         }
         dir = cfg->data_dir;
     }
-    if (tl_dataset_load(dir, "t10k", &r->test) < 0) return fail(cmd);
+    if (tl_dataset_open(dir, "t10k", &cfg->data_opts, &r->test) < 0) return fail(cmd);
     r->have_test = 1;
     return 0;
 }
@@ -98,12 +94,37 @@ int cli_run_setup(cli_run *r, const tl_runcfg *cfg, const char *cmd, int with_tr
     int threaded = pthread_create(&th, NULL, load_test_job, &job) == 0;
     if (!threaded) load_test_job(&job);
     if (with_train) {
-        if (tl_dataset_load(cfg->data_dir, "train", &r->train) < 0) fail(cmd);
+        if (tl_dataset_open(cfg->data_dir, "train", &cfg->data_opts, &r->train) < 0) fail(cmd);
         else r->have_train = 1;
     }
     if (threaded) pthread_join(th, NULL);
     if (with_train && !r->have_train) goto out;
     if ((rc = job.rc) != 0) goto out;
+    if (r->have_train && cfg->test_fraction > 0) {
+        tl_dataset all = r->train;
+        memset(&r->train, 0, sizeof r->train);
+        int s = tl_dataset_split(&all, cfg->test_fraction, cfg->seed, &r->train, &r->test);
+        tl_dataset_free(&all);
+        if (s < 0) {
+            r->have_train = 0;
+            rc = fail(cmd);
+            goto out;
+        }
+        r->have_test = 1;
+    }
+    if (r->have_train && r->have_test && r->train.class_names && r->test.class_names) {
+        /* string labels: the test set must number the classes as training does */
+        int same = r->train.classes == r->test.classes;
+        for (int c = 0; same && c < r->train.classes; c++)
+            same = !strcmp(r->train.class_names[c], r->test.class_names[c]);
+        if (!same) {
+            fprintf(stderr, "tl %s: the test data's label names are not the training data's "
+                            "(%d and %d classes): their class numbers would differ\n",
+                    cmd, r->test.classes, r->train.classes);
+            rc = 1;
+            goto out;
+        }
+    }
     int in_dim = r->have_train ? (int)r->train.dim : r->have_test ? (int)r->test.dim : 0;
     rc = finish_setup(r, cfg, cmd, in_dim);
 out:
@@ -153,7 +174,8 @@ static void classes_str(const tl_dataset *d, int classes, char *out, size_t len)
 int cli_run_save(const cli_run *r, const tl_runcfg *cfg, const tl_epoch_report *last,
                  const char *cmd) {
     if (!cfg->save_path) return 0;
-    char steps[32], acc[32], seed[32], epochs[32], bs[32], norm[96], shape[64], classes[4096];
+    char steps[32], acc[32], seed[32], epochs[32], bs[32], shape[64], classes[4096];
+    static char norm[1 << 16];
     const tl_dataset *d = r->have_train ? &r->train : r->have_test ? &r->test : NULL;
     snprintf(steps, sizeof steps, "%lld", (long long)last->steps);
     snprintf(acc, sizeof acc, "%.6f", last->test_accuracy);
@@ -162,8 +184,22 @@ int cli_run_save(const cli_run *r, const tl_runcfg *cfg, const tl_epoch_report *
     snprintf(bs, sizeof bs, "%d", cfg->batch_size);
     /* x = (x_raw * scale - mean) / std, x_raw the stored values (bytes for
      * images, floats for tables and arrays) */
-    snprintf(norm, sizeof norm, "scale=%s,mean=%.7g,std=%.7g",
-             d && d->dtype == TL_ELEM_F32 ? "1" : "1/255", cfg->mean, cfg->std);
+    const char *scale = d && d->dtype == TL_ELEM_F32 ? "1" : "1/255";
+    if (cfg->norm.kind == TL_NORM_NONE) {
+        snprintf(norm, sizeof norm, "scale=%s,none", scale);
+    } else if (cfg->norm.kind == TL_NORM_FEATURE) {
+        /* standardize: mean=m0;m1;...,std=s0;s1;... (float32 values, %.9g) */
+        size_t used = (size_t)snprintf(norm, sizeof norm, "scale=%s,mean=", scale);
+        for (int pass = 0; pass < 2; pass++) {
+            const float *v = pass ? cfg->norm.std_f : cfg->norm.mean_f;
+            if (pass && used < sizeof norm) used += (size_t)snprintf(norm + used, sizeof norm - used, ",std=");
+            for (size_t f = 0; f < cfg->norm.dim && used < sizeof norm; f++)
+                used += (size_t)snprintf(norm + used, sizeof norm - used, "%s%.9g", f ? ";" : "",
+                                         (double)v[f]);
+        }
+    } else {
+        snprintf(norm, sizeof norm, "scale=%s,mean=%.7g,std=%.7g", scale, cfg->mean, cfg->std);
+    }
     shape_str(d, r->model.in_dim, shape, sizeof shape);
     classes_str(d, r->model.n_classes, classes, sizeof classes);
     tl_st_kv meta[] = {
@@ -197,7 +233,24 @@ int cli_run_save(const cli_run *r, const tl_runcfg *cfg, const tl_epoch_report *
     return 1;
 }
 
+int cli_run_standardize(cli_run *r, tl_runcfg *cfg, const char *cmd) {
+    if (cfg->norm.kind != TL_NORM_FEATURE || cfg->norm.dim) return 0;
+    if (!r->have_train) {
+        fprintf(stderr, "tl %s: --normalize standardize needs the training rows\n", cmd);
+        return 1;
+    }
+    tl_norm_stats st;
+    int rc = tl_norm_stats_init(&st, r->train.dim);
+    if (rc == 0) rc = tl_norm_stats_add(&st, &r->train, NULL, r->train.n);
+    if (rc == 0) rc = tl_norm_finish(&st, &r->norm);
+    tl_norm_stats_free(&st);
+    if (rc < 0) return fail(cmd);
+    cfg->norm = r->norm; /* borrowed */
+    return 0;
+}
+
 void cli_run_free(cli_run *r) {
+    tl_norm_free(&r->norm);
     tl_dataset_free(&r->train);
     tl_dataset_free(&r->test);
     free(r->params);

@@ -14,15 +14,24 @@
 typedef struct cli_run {
     tl_dataset train, test;
     int have_train, have_test;
+    tl_norm norm;     /* standardize: the training rows' means and deviations (owned) */
     tl_model model;
     float *params;
 } cli_run;
 
 /* Loads the training set from cfg->data_dir if with_train (its width fixes the
- * model's input), the test set from cfg->test_dir (or data_dir's t10k files),
+ * model's input; any source tl_dataset_open reads, with cfg->data_opts), the
+ * test set from cfg->test_dir (or data_dir's t10k split), or, with
+ * cfg->test_fraction, holds that fraction of the training rows out as the test
+ * set (tl_dataset_split seeded with cfg->seed),
  * parses the model, initializes params (cfg->seed) or loads cfg->init_path.
  * Sets the gemm thread count. Returns 0, or 1 after printing the error. */
 int cli_run_setup(cli_run *r, const tl_runcfg *cfg, const char *cmd, int with_train);
+
+/* --normalize standardize: fills r->norm with the per-feature mean and
+ * standard deviation of r->train (norm.h) and points cfg->norm at it (cfg
+ * borrows r's arrays). Nothing for other kinds. 0, or 1 after printing. */
+int cli_run_standardize(cli_run *r, tl_runcfg *cfg, const char *cmd);
 
 /* Like cli_run_setup without a training set: the input width comes from the
  * test set, or from in_dim if there is none (in_dim 0: required). */

@@ -40,6 +40,9 @@ const struct option cli_train_longopts[] = {
     {"checkpoint", required_argument, 0, OPT_CHECKPOINT},
     {"checkpoint-every", required_argument, 0, OPT_CHECKPOINT_EVERY},
     {"resume", no_argument, 0, OPT_RESUME},
+    {"label", required_argument, 0, OPT_LABEL},
+    {"header", required_argument, 0, OPT_HEADER},
+    {"test-fraction", required_argument, 0, OPT_TEST_FRACTION},
     {0, 0, 0, 0},
 };
 
@@ -62,14 +65,23 @@ const char cli_train_help[] =
     "  --seed N              seed of the batch order and of the initialization [1]\n"
     "  --reshuffle MODE      epoch: new order each epoch; none: epoch 1's order every\n"
     "                        epoch (what the Python reference does) [epoch]\n"
-    "  --normalize MEAN,STD  inputs scaled to [0,1], then (x-MEAN)/STD [0.1307,0.3081]\n"
+    "  --normalize MODE      MEAN,STD: (x-MEAN)/STD, x the stored value (bytes scaled\n"
+    "                        to [0,1]) [0.1307,0.3081]; standardize: per feature, the\n"
+    "                        mean and standard deviation of the training rows; none\n"
+    "  --label NAME|INDEX    CSV data: the label column [the last column]\n"
+    "  --header yes|no       CSV data: whether the first row names the columns\n"
+    "                        [detected: a first row with a non-numeric feature cell]\n"
+    "  --test-fraction F     hold out this fraction of the training rows (per class,\n"
+    "                        seeded with --seed) as the test set [0: none]\n"
     "  --init FILE           start from these parameters (safetensors)\n"
     "  --save FILE           write the final parameters (safetensors, PyTorch names);\n"
     "                        if FILE cannot be written at the end (disk full), they\n"
     "                        go to $TMPDIR/tl-model-PID.safetensors (printed; exit 1)\n"
     "  --metrics FILE        JSON lines, one per epoch: epoch, steps, train_loss,\n"
     "                        train_accuracy, test_loss, test_accuracy (fractions;\n"
-    "                        null without a test set), lr, seconds, partial (only\n"
+    "                        null without a test set), with a test set also test_n,\n"
+    "                        test_macro_f1, test_auc, test_auc_bound, test_precision,\n"
+    "                        test_recall, test_confusion; lr, seconds, partial (only\n"
     "                        when --max-steps cut the epoch short)\n"
     "  --batch-metrics       also one line per batch: epoch, batch, steps, loss\n"
     "  --plan FILE           write each epoch's virtual batches as JSON lines, one\n"
@@ -122,7 +134,6 @@ int cli_parse_double(const char *cmd, const char *opt, const char *arg, double l
 int cli_trainopts_parse(cli_trainopts *o, int key, const char *arg, const char *cmd) {
     tl_runcfg *c = &o->cfg;
     long v = 0;
-    double d = 0;
     switch (key) {
     case OPT_DATA:
         c->data_dir = arg;
@@ -177,17 +188,22 @@ int cli_trainopts_parse(cli_trainopts *o, int key, const char *arg, const char *
         else return cli_usage_error(cmd, "--reshuffle: '%s' (want epoch or none)", arg);
         return 1;
     case OPT_NORMALIZE: {
-        char buf[64];
-        snprintf(buf, sizeof buf, "%s", arg);
-        char *comma = strchr(buf, ',');
-        if (!comma) return cli_usage_error(cmd, "--normalize: '%s' (want MEAN,STD)", arg);
-        *comma = 0;
-        if (cli_parse_double(cmd, "normalize", buf, -1e6, 1e6, &d)) return 2;
-        c->mean = (float)d;
-        if (cli_parse_double(cmd, "normalize", comma + 1, 1e-12, 1e6, &d)) return 2;
-        c->std = (float)d;
+        tl_norm nm;
+        if (tl_norm_parse(arg, &nm) < 0)
+            return cli_usage_error(cmd, "--normalize: %s", tl_errmsg());
+        c->norm.kind = nm.kind;
+        if (nm.kind == TL_NORM_SCALAR) c->mean = nm.mean, c->std = nm.std;
         return 1;
     }
+    case OPT_LABEL: c->data_opts.label = arg; return 1;
+    case OPT_HEADER:
+        if (!strcmp(arg, "yes")) c->data_opts.header = 1;
+        else if (!strcmp(arg, "no")) c->data_opts.header = -1;
+        else return cli_usage_error(cmd, "--header: '%s' (want yes or no)", arg);
+        return 1;
+    case OPT_TEST_FRACTION:
+        if (cli_parse_double(cmd, "test-fraction", arg, 0, 0.99, &c->test_fraction)) return 2;
+        return 1;
     case OPT_INIT: c->init_path = arg; return 1;
     case OPT_SAVE: c->save_path = arg; return 1;
     case OPT_METRICS: c->metrics_path = arg; return 1;
@@ -211,6 +227,8 @@ int cli_trainopts_finish(cli_trainopts *o, const char *cmd) {
     tl_optim_cfg *oc = &o->cfg.optim;
     if (o->cfg.resume && !o->cfg.checkpoint_path)
         return cli_usage_error(cmd, "--resume needs --checkpoint FILE");
+    if (o->cfg.test_fraction > 0 && o->cfg.test_dir)
+        return cli_usage_error(cmd, "--test-fraction and --test-data exclude each other");
     if (o->cfg.checkpoint_every && !o->cfg.checkpoint_path)
         return cli_usage_error(cmd, "--checkpoint-every needs --checkpoint FILE");
     /* a model typo is a usage error, found before any data is loaded (the

@@ -47,8 +47,22 @@ static void put_opt(FILE *f, const char *name, double v, int digits) {
 int tl_metrics_epoch(tl_metrics *m, const tl_epoch_report *r) {
     fprintf(m->f, "{\"epoch\":%d,\"steps\":%lld,\"train_loss\":%.9g,\"train_accuracy\":%.6g",
             r->epoch, (long long)r->steps, r->train_loss, r->train_accuracy);
-    put_opt(m->f, "test_loss", r->test_loss, 9);
-    put_opt(m->f, "test_accuracy", r->test_accuracy, 6);
+    if (r->eval && r->metrics) {
+        /* the evaluation's sums: test_n, test_loss, test_accuracy, test_macro_f1,
+         * test_auc, test_auc_bound, ..., test_confusion (evalstats.h) */
+        char *buf = NULL;
+        size_t len = 0, cap = 0;
+        int rc = tl_eval_json(r->eval, r->metrics, "test_", &buf, &len, &cap);
+        if (rc < 0) {
+            free(buf);
+            return rc;
+        }
+        fprintf(m->f, ",%s", buf);
+        free(buf);
+    } else {
+        put_opt(m->f, "test_loss", r->test_loss, 9);
+        put_opt(m->f, "test_accuracy", r->test_accuracy, 6);
+    }
     fprintf(m->f, ",\"lr\":%.9g,\"seconds\":%.4f%s}\n", r->lr, r->seconds,
             r->partial ? ",\"partial\":true" : "");
     return finish_line(m);

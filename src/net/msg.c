@@ -19,6 +19,7 @@ size_t tl_dtype_size(int dtype) {
     case TL_DT_I64: return 8;
     case TL_DT_U32: return 4;
     case TL_DT_I32: return 4;
+    case TL_DT_F64: return 8;
     case TL_DT_U64: return 8;
     case TL_DT_U8: return 1;
     default: return 0;
@@ -31,6 +32,7 @@ static const char *dtype_name(int dtype) {
     case TL_DT_I64: return "i64";
     case TL_DT_U32: return "u32";
     case TL_DT_I32: return "i32";
+    case TL_DT_F64: return "f64";
     case TL_DT_U64: return "u64";
     case TL_DT_U8: return "u8";
     default: return "dtype?";
@@ -38,11 +40,13 @@ static const char *dtype_name(int dtype) {
 }
 
 const char *tl_msg_type_name(int type) {
-    static const char *names[] = {NULL,      "HELLO",          "WELCOME",  "REJECT",
-                                  "FORWARD", "FORWARD_RESULT", "BACKWARD", "BACKWARD_RESULT",
-                                  "HEARTBEAT", "DONE",         "ERROR",    "READY",
-                                  "SEALED_STEP", "PARAM_MAC",  "FINAL",
-                                  "STATE_REQUEST", "STATE_BLOB", "CHECKPOINT"};
+    static const char *names[] = {NULL,          "HELLO",          "WELCOME",  "REJECT",
+                                  "FORWARD",     "FORWARD_RESULT", "BACKWARD", "BACKWARD_RESULT",
+                                  "HEARTBEAT",   "DONE",           "ERROR",    "READY",
+                                  "STATS_REQUEST", "STATS",        "EVAL",     "EVAL_RESULT",
+                                  "SEALED_STEP", "PARAM_MAC",      "FINAL",
+                                  "STATE_REQUEST", "STATE_BLOB",   "CHECKPOINT"};
+    static_assert(sizeof names / sizeof names[0] == TL_MSG_CHECKPOINT + 1, "a name per type");
     static _Thread_local char other[24];
     if (type >= 1 && type <= TL_MSG_CHECKPOINT)
         return names[type];
@@ -77,6 +81,35 @@ static uint64_t data_bytes(int rank, const uint32_t *dims, size_t esz, uint64_t 
     }
     *numel = p;
     return bytes;
+}
+
+/* WELCOME's protocol-3 fields agree with each other and input_dim: the
+ * norm kind, the descriptor lengths, the sample shape. 0 or code naming the
+ * field (TL_EINVAL on encode, TL_EPROTO on decode). */
+static int welcome_check(const tl_msg_welcome *w, int code) {
+    const uint64_t nm = w->mean_f.dtype ? w->mean_f.numel : 0,
+                   ns = w->std_f.dtype ? w->std_f.numel : 0;
+    if (w->norm > TL_WELCOME_NORM_FEATURE)
+        return tl_error(code, "WELCOME: unknown norm %u", w->norm);
+    if (w->norm == TL_WELCOME_NORM_SCALAR && (nm || ns))
+        return tl_error(code, "WELCOME: scalar norm with per-feature arrays (%llu, %llu)",
+                        (unsigned long long)nm, (unsigned long long)ns);
+    if (w->norm == TL_WELCOME_NORM_FEATURE && (nm != w->input_dim || ns != w->input_dim))
+        return tl_error(code, "WELCOME: per-feature norm needs mean_f and std_f of input_dim "
+                        "%u, got %llu and %llu", w->input_dim, (unsigned long long)nm,
+                        (unsigned long long)ns);
+    uint64_t p = (uint64_t)w->shape[0] * w->shape[1] * w->shape[2];
+    if (w->rank == 0 && (w->shape[0] || w->shape[1] || w->shape[2]))
+        return tl_error(code, "WELCOME: a shape without a rank");
+    if (w->rank == 1 && (w->shape[0] != w->input_dim || w->shape[1] || w->shape[2]))
+        return tl_error(code, "WELCOME: rank-1 shape [%u] is not input_dim %u", w->shape[0],
+                        w->input_dim);
+    if (w->rank == 3 && p != w->input_dim)
+        return tl_error(code, "WELCOME: shape [%u, %u, %u] does not make input_dim %u",
+                        w->shape[0], w->shape[1], w->shape[2], w->input_dim);
+    if (w->rank != 0 && w->rank != 1 && w->rank != 3)
+        return tl_error(code, "WELCOME: sample rank %u (must be 0, 1 or 3)", w->rank);
+    return 0;
 }
 
 /* ---------------------------------------------------------------- encode */
@@ -217,10 +250,19 @@ int tl_msg_encode(const tl_msg *m, tl_msg_enc *e) {
         put_u16(&k, h->flags);
         put_u64(&k, h->sample_count);
         put_u64(&k, h->fingerprint);
-        put_u32(&k, h->privacy);
-        put_u32(&k, 0);
-        put_bytes(&k, h->key_id, sizeof h->key_id);
         put_str(&k, h->version, "software version");
+        if (h->proto_version >= 3) {
+            put_u32(&k, h->classes);
+            put_u32(&k, h->elem);
+            put_u32(&k, h->rank);
+            for (int i = 0; i < 3; i++)
+                put_u32(&k, h->shape[i]);
+            put_u64(&k, h->test_count);
+            put_u64(&k, h->labels_hash);
+            put_u32(&k, h->privacy);
+            put_u32(&k, 0);
+            put_bytes(&k, h->key_id, sizeof h->key_id);
+        }
         break;
     }
     case TL_MSG_WELCOME: {
@@ -240,6 +282,14 @@ int tl_msg_encode(const tl_msg *m, tl_msg_enc *e) {
         put_f32(&k, w->mean);
         put_f32(&k, w->std);
         put_u32(&k, w->heartbeat_ms);
+        int rc = welcome_check(w, TL_EINVAL);
+        if (rc < 0)
+            return rc;
+        put_str(&k, w->model, "model");
+        put_u32(&k, w->norm);
+        put_u32(&k, w->rank);
+        for (int i = 0; i < 3; i++)
+            put_u32(&k, w->shape[i]);
         put_u32(&k, w->privacy);
         put_u32(&k, w->mac_every);
         put_u32(&k, w->opt_kind);
@@ -253,7 +303,9 @@ int tl_msg_encode(const tl_msg *m, tl_msg_enc *e) {
         put_f64(&k, w->opt_beta1);
         put_f64(&k, w->opt_beta2);
         put_u64(&k, w->opt_steps);
-        put_str(&k, w->model, "model");
+        tl_tensor none = tl_tensor_1d(TL_DT_F32, NULL, 0);
+        put_tensor(&k, w->mean_f.dtype ? &w->mean_f : &none, TL_DT_F32, 1, "mean_f");
+        put_tensor(&k, w->std_f.dtype ? &w->std_f : &none, TL_DT_F32, 1, "std_f");
         break;
     }
     case TL_MSG_REJECT:
@@ -347,6 +399,32 @@ int tl_msg_encode(const tl_msg *m, tl_msg_enc *e) {
         break;
     case TL_MSG_CHECKPOINT:
         put_u64(&k, m->u.checkpoint.step);
+        break;
+    case TL_MSG_STATS_REQUEST:
+        if (m->u.stats_request.what != TL_STATS_NORM)
+            return tl_error(TL_EINVAL, "STATS_REQUEST: unknown what %u", m->u.stats_request.what);
+        put_u32(&k, m->u.stats_request.what);
+        put_u32(&k, 0);
+        break;
+    case TL_MSG_STATS: {
+        const tl_msg_stats *st = &m->u.stats;
+        if (st->sum.dims[0] != st->sumsq.dims[0])
+            return tl_error(TL_EINVAL, "STATS: sum has %u features, sumsq %u", st->sum.dims[0],
+                            st->sumsq.dims[0]);
+        put_u64(&k, st->count);
+        put_tensor(&k, &st->sum, TL_DT_F64, 1, "sum");
+        put_tensor(&k, &st->sumsq, TL_DT_F64, 1, "sumsq");
+        break;
+    }
+    case TL_MSG_EVAL:
+        put_u64(&k, m->u.eval.step);
+        put_u32(&k, m->u.eval.bins);
+        put_u32(&k, 0);
+        put_tensor(&k, &m->u.eval.params, TL_DT_F32, 1, "params");
+        break;
+    case TL_MSG_EVAL_RESULT:
+        put_u64(&k, m->u.eval_result.step);
+        put_tensor(&k, &m->u.eval_result.stats, TL_DT_U64, 1, "stats");
         break;
     default:
         return tl_error(TL_EINVAL, "cannot encode %s", mn);
@@ -520,25 +598,36 @@ int tl_msg_decode_payload(uint16_t type, const void *payload, uint64_t len, tl_m
         TRY(get_u32(&c, &h->node_id, "node_id"));
         TRY(get_u16(&c, &h->proto_version, "proto_version"));
         TRY(get_u16(&c, &h->flags, "flags"));
-        if (h->proto_version != TL_PROTO_VERSION) {
-            /* another version's layout: node_id and proto_version are all that is
-             * read, for the receiver's REJECT VERSION (docs/protocol.md §10) */
-            memset(&h->sample_count, 0, sizeof *h - offsetof(tl_msg_hello, sample_count));
-            c.off = c.len;
-            break;
-        }
         TRY(get_u64(&c, &h->sample_count, "sample_count"));
         TRY(get_u64(&c, &h->fingerprint, "fingerprint"));
-        TRY(get_u32(&c, &h->privacy, "privacy"));
-        uint32_t pad;
-        TRY(get_u32(&c, &pad, "pad"));
-        if (pad) return tl_error(TL_EPROTO, "HELLO: nonzero pad field");
-        TRY(need(&c, sizeof h->key_id, "key_id"));
-        memcpy(h->key_id, c.p + c.off, sizeof h->key_id);
-        c.off += sizeof h->key_id;
         TRY(get_str(&c, h->version, "software version"));
-        if (h->privacy > TL_PRIVACY_SEALED)
-            return tl_error(TL_EPROTO, "HELLO: unknown privacy %u", h->privacy);
+        h->classes = h->elem = h->rank = 0;
+        h->shape[0] = h->shape[1] = h->shape[2] = 0;
+        h->test_count = h->labels_hash = 0;
+        h->privacy = 0;
+        memset(h->key_id, 0, sizeof h->key_id);
+        if (h->proto_version > TL_PROTO_VERSION) {
+            /* a newer node: what follows is its business; the receiver refuses
+             * it by proto_version (§9) */
+            c.off = c.len;
+        } else if (h->proto_version == 3) {
+            TRY(get_u32(&c, &h->classes, "classes"));
+            TRY(get_u32(&c, &h->elem, "elem"));
+            TRY(get_u32(&c, &h->rank, "rank"));
+            for (int i = 0; i < 3; i++)
+                TRY(get_u32(&c, &h->shape[i], "shape"));
+            TRY(get_u64(&c, &h->test_count, "test_count"));
+            TRY(get_u64(&c, &h->labels_hash, "labels_hash"));
+            uint32_t pad;
+            TRY(get_u32(&c, &h->privacy, "privacy"));
+            TRY(get_u32(&c, &pad, "pad"));
+            if (pad) return tl_error(TL_EPROTO, "HELLO: nonzero pad field");
+            TRY(need(&c, sizeof h->key_id, "key_id"));
+            memcpy(h->key_id, c.p + c.off, sizeof h->key_id);
+            c.off += sizeof h->key_id;
+            if (h->privacy > TL_PRIVACY_SEALED)
+                return tl_error(TL_EPROTO, "HELLO: unknown privacy %u", h->privacy);
+        }
         break;
     }
     case TL_MSG_WELCOME: {
@@ -552,6 +641,11 @@ int tl_msg_decode_payload(uint16_t type, const void *payload, uint64_t len, tl_m
         TRY(get_f32(&c, &w->mean, "mean"));
         TRY(get_f32(&c, &w->std, "std"));
         TRY(get_u32(&c, &w->heartbeat_ms, "heartbeat_ms"));
+        TRY(get_str(&c, w->model, "model"));
+        TRY(get_u32(&c, &w->norm, "norm"));
+        TRY(get_u32(&c, &w->rank, "rank"));
+        for (int i = 0; i < 3; i++)
+            TRY(get_u32(&c, &w->shape[i], "shape"));
         TRY(get_u32(&c, &w->privacy, "privacy"));
         TRY(get_u32(&c, &w->mac_every, "mac_every"));
         TRY(get_u32(&c, &w->opt_kind, "opt_kind"));
@@ -565,7 +659,9 @@ int tl_msg_decode_payload(uint16_t type, const void *payload, uint64_t len, tl_m
         TRY(get_f64(&c, &w->opt_beta1, "opt_beta1"));
         TRY(get_f64(&c, &w->opt_beta2, "opt_beta2"));
         TRY(get_u64(&c, &w->opt_steps, "opt_steps"));
-        TRY(get_str(&c, w->model, "model"));
+        TRY(get_tensor(&c, &w->mean_f, "mean_f", TL_DT_F32, 1, 0, 0));
+        TRY(get_tensor(&c, &w->std_f, "std_f", TL_DT_F32, 1, 0, 0));
+        TRY(welcome_check(w, TL_EPROTO));
         if (w->privacy > TL_PRIVACY_SEALED)
             return tl_error(TL_EPROTO, "WELCOME: unknown privacy %u", w->privacy);
         if (w->flags & ~(TL_WELCOME_F_ZSTD | TL_WELCOME_F_SHM))
@@ -672,6 +768,41 @@ int tl_msg_decode_payload(uint16_t type, const void *payload, uint64_t len, tl_m
         break;
     case TL_MSG_CHECKPOINT:
         TRY(get_u64(&c, &m->u.checkpoint.step, "step"));
+        break;
+    case TL_MSG_STATS_REQUEST: {
+        uint32_t pad;
+        TRY(get_u32(&c, &m->u.stats_request.what, "what"));
+        TRY(get_u32(&c, &pad, "pad"));
+        if (m->u.stats_request.what != TL_STATS_NORM)
+            return tl_error(TL_EPROTO, "STATS_REQUEST: unknown what %u",
+                            m->u.stats_request.what);
+        if (pad)
+            return tl_error(TL_EPROTO, "STATS_REQUEST: nonzero pad field");
+        break;
+    }
+    case TL_MSG_STATS: {
+        tl_msg_stats *st = &m->u.stats;
+        TRY(get_u64(&c, &st->count, "count"));
+        TRY(get_tensor(&c, &st->sum, "sum", TL_DT_F64, 1, 0, 0));
+        TRY(get_tensor(&c, &st->sumsq, "sumsq", TL_DT_F64, 1, 0, 0));
+        if (st->sum.dims[0] != st->sumsq.dims[0])
+            return tl_error(TL_EPROTO, "STATS: sum has %u features but sumsq %u",
+                            st->sum.dims[0], st->sumsq.dims[0]);
+        break;
+    }
+    case TL_MSG_EVAL: {
+        uint32_t pad;
+        TRY(get_u64(&c, &m->u.eval.step, "step"));
+        TRY(get_u32(&c, &m->u.eval.bins, "bins"));
+        TRY(get_u32(&c, &pad, "pad"));
+        if (pad)
+            return tl_error(TL_EPROTO, "EVAL: nonzero pad field");
+        TRY(get_tensor(&c, &m->u.eval.params, "params", TL_DT_F32, 1, 0, 0));
+        break;
+    }
+    case TL_MSG_EVAL_RESULT:
+        TRY(get_u64(&c, &m->u.eval_result.step, "step"));
+        TRY(get_tensor(&c, &m->u.eval_result.stats, "stats", TL_DT_U64, 1, 0, 0));
         break;
     default:
         return tl_error(TL_EPROTO, "unknown message type %u", type);

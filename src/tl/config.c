@@ -1,4 +1,4 @@
-/* config.c - the reference defaults. */
+/* config.c - the reference defaults and the normalization view. */
 #include "tl/config.h"
 
 #include <stdio.h>
@@ -17,8 +17,20 @@ void tl_runcfg_defaults(tl_runcfg *c) {
     c->reshuffle = 1;
     c->mean = 0.1307f;
     c->std = 0.3081f;
+    c->norm.kind = TL_NORM_SCALAR;
     c->threads = 1;
     c->data_dir = TL_DEFAULT_DATA;
     c->cut = 2;
     c->mode = TL_MODE_TRAVERSE;
+}
+
+void tl_runcfg_norm(const tl_runcfg *c, tl_norm *out) {
+    memset(out, 0, sizeof *out);
+    out->kind = c->norm.kind;
+    if (c->norm.kind == TL_NORM_SCALAR) {
+        out->mean = c->mean;
+        out->std = c->std;
+    } else if (c->norm.kind == TL_NORM_FEATURE) {
+        *out = c->norm;
+    }
 }

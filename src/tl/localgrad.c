@@ -9,6 +9,14 @@
 
 enum { IDLE, REQUESTED, READY, QUIT };
 
+/* rows -> normalized floats: the descriptor if one was set, else mean/std. */
+static void gather(const tl_local_grad *lg, const size_t *rows, size_t n, float *x, int32_t *y) {
+    if (lg->norm) tl_dataset_gather_norm(lg->data, rows, n, lg->norm, x, y);
+    else tl_dataset_gather(lg->data, rows, n, lg->mean, lg->std, x, y);
+}
+
+void tl_local_grad_set_norm(tl_local_grad *lg, const tl_norm *nm) { lg->norm = nm; }
+
 /* The loader thread: gathers each requested batch, then waits for the next. */
 static void *loader(void *arg) {
     tl_local_grad *lg = arg;
@@ -17,8 +25,7 @@ static void *loader(void *arg) {
         while (lg->state != REQUESTED && lg->state != QUIT) pthread_cond_wait(&lg->cv, &lg->mu);
         if (lg->state == QUIT) break;
         pthread_mutex_unlock(&lg->mu);
-        tl_dataset_gather(lg->data, lg->next_rows, lg->next_n, lg->mean, lg->std, lg->x_next,
-                          lg->y_next);
+        gather(lg, lg->next_rows, lg->next_n, lg->x_next, lg->y_next);
         pthread_mutex_lock(&lg->mu);
         lg->state = READY;
         pthread_cond_broadcast(&lg->cv);
@@ -99,7 +106,7 @@ static void take_inputs(tl_local_grad *lg, const tl_batch *b) {
         return;
     }
     for (size_t i = 0; i < b->n; i++) lg->next_rows[i] = (size_t)b->global[i];
-    tl_dataset_gather(lg->data, lg->next_rows, b->n, lg->mean, lg->std, lg->ws.h[0], lg->y);
+    gather(lg, lg->next_rows, b->n, lg->ws.h[0], lg->y);
 }
 
 int tl_local_grad_fn(void *ctx, const tl_batch *b, const float *params, float *grads,

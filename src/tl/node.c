@@ -15,6 +15,7 @@
 #include "tl/conn.h"
 #include "tl/error.h"
 #include "tl/fixed.h"
+#include "tl/evalstats.h"
 #include "tl/frame.h"
 #include "tl/loss.h"
 #include "tl/model.h"
@@ -23,7 +24,9 @@
 #include "tl/nodestate.h"
 #include "tl/params.h"
 #include "tl/sealed.h"
+#include "tl/norm.h"
 #include "tl/shm.h"
+#include "tl/trainer.h"
 
 #define CONNECT_TIMEOUT_MS 5000
 #define HANDSHAKE_TIMEOUT_MS 30000
@@ -42,7 +45,7 @@ typedef struct session {
     tl_model model;
     int cut;           /* node-side modules */
     tl_mode mode;
-    float mean, std;
+    tl_norm norm;      /* WELCOME's descriptor (per-feature arrays owned) */
     uint64_t run_id;   /* WELCOME's, echoed in READY */
     size_t p_node;     /* node-side parameters */
     size_t p_recv;     /* parameters FORWARD carries */
@@ -112,6 +115,7 @@ static void session_free(session *s) {
     else free(s->q);
     free(s->full);
     free(s->sum);
+    tl_norm_free(&s->norm);
     memset(s, 0, sizeof *s);
 }
 
@@ -128,6 +132,40 @@ static void send_error(session *s, int code, const char *msg) {
     m.u.error.code = (uint32_t)-code;
     snprintf(m.u.error.message, sizeof m.u.error.message, "%s", msg);
     tl_msg_send(s->c, &s->w, &m, tl_now_ms() + 1000);
+}
+
+/* d's sample shape as (rank, shape): rank 0 is an image of rows x cols. */
+static void sample_shape(const tl_dataset *d, uint32_t *rank, uint32_t shape[3]) {
+    if (d->rank == 0) {
+        *rank = 3;
+        shape[0] = 1, shape[1] = d->rows, shape[2] = d->cols;
+    } else {
+        *rank = (uint32_t)d->rank;
+        for (int i = 0; i < 3; i++) shape[i] = d->shape[i];
+    }
+}
+
+/* "[1, 28, 28]" / "[30]" into buf. */
+static const char *shape_str(char *buf, size_t n, uint32_t rank, const uint32_t *shape) {
+    if (rank == 3) snprintf(buf, n, "[%u, %u, %u]", shape[0], shape[1], shape[2]);
+    else snprintf(buf, n, "[%u]", shape[0]);
+    return buf;
+}
+
+/* FNV-1a of the class names, each with its NUL, in class order; 0 for
+ * integer labels (no names). Nodes whose string labels map to other classes
+ * differ here. */
+static uint64_t labels_hash(const tl_dataset *d) {
+    if (!d->class_names) return 0;
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (int c = 0; c < d->classes; c++) {
+        const char *p = d->class_names[c] ? d->class_names[c] : "";
+        do {
+            h ^= (uint8_t)*p;
+            h *= 0x100000001b3ull;
+        } while (*p++);
+    }
+    return h ? h : 1;
 }
 
 /* Makes room for n rows in the step buffers. */
@@ -190,7 +228,7 @@ static int sealed_welcome(session *s, const tl_msg_welcome *w) {
         if (rc < 0) return rc;
         const char *perturb = getenv("TL_TEST_PERTURB_NODE_SIDE"); /* tests: force divergence */
         if (perturb && atoi(perturb) == s->cfg->id && sc->sn.p_node)
-            sc->sn.params[0] = nextafterf(sc->sn.params[0], INFINITY);
+            sc->sn.params[0] += 0x1p-10f; /* survives the steps (one ulp may round away) */
         if (same_run) {
             sc->sn.sealed_any = 1;
             sc->sn.last_step = last_step;
@@ -233,17 +271,53 @@ static int apply_welcome(session *s, const tl_msg_welcome *w) {
     if ((int64_t)w->n_classes != (int64_t)s->model.n_classes || d->classes > s->model.n_classes)
         return tl_error(TL_ESTATE, "the run has %u classes, our labels go up to %d", w->n_classes,
                         d->classes - 1);
+    const tl_dataset *t = s->cfg->test;
+    if (t && t->classes > s->model.n_classes)
+        return tl_error(TL_ESTATE, "the run has %u classes, our test labels go up to %d",
+                        w->n_classes, t->classes - 1);
     if (w->cut < 1 || (int)w->cut >= s->model.n_modules)
         return tl_error(TL_ESTATE, "WELCOME: cut %u out of range for %s", w->cut, w->model);
     if ((int)w->privacy != s->cfg->privacy)
         return tl_error(TL_EREFUSED, "the orchestrator runs %s mode, this node is %s (its "
                         "--privacy decides for it)",
                         w->privacy ? "sealed" : "open", s->cfg->privacy ? "sealed" : "open");
+    if (w->rank) { /* the run states its sample shape: ours must be it */
+        uint32_t rank, shape[3];
+        char a[64], b[64];
+        sample_shape(d, &rank, shape);
+        if (rank != w->rank || memcmp(shape, w->shape, sizeof shape) != 0)
+            return tl_error(TL_ESTATE, "the run's samples have shape %s, ours %s",
+                            shape_str(a, sizeof a, w->rank, w->shape),
+                            shape_str(b, sizeof b, rank, shape));
+    }
+    if (w->norm == TL_WELCOME_NORM_FEATURE) {
+        /* the decoder checked both are F32 [input_dim] == our width */
+        const size_t dim = d->dim;
+        s->norm.kind = TL_NORM_FEATURE;
+        s->norm.mean_f = malloc(sizeof(float) * dim);
+        s->norm.std_f = malloc(sizeof(float) * dim);
+        if (!s->norm.mean_f || !s->norm.std_f)
+            return tl_error(TL_ENOMEM, "normalization of %zu features: out of memory", dim);
+        s->norm.dim = dim;
+        memcpy(s->norm.mean_f, w->mean_f.data, sizeof(float) * dim);
+        memcpy(s->norm.std_f, w->std_f.data, sizeof(float) * dim);
+        for (size_t f = 0; f < dim; f++)
+            if (!isfinite(s->norm.mean_f[f]) || !isfinite(s->norm.std_f[f]) ||
+                !(s->norm.std_f[f] > 0))
+                return tl_error(TL_ESTATE, "WELCOME: feature %zu normalizes with mean %g, "
+                                "std %g (must be finite, std > 0)", f,
+                                (double)s->norm.mean_f[f], (double)s->norm.std_f[f]);
+    } else {
+        if (!isfinite(w->mean) || !isfinite(w->std) || !(w->std > 0))
+            return tl_error(TL_ESTATE, "WELCOME: normalization mean %g, std %g (must be "
+                            "finite, std > 0)", (double)w->mean, (double)w->std);
+        s->norm.kind = TL_NORM_SCALAR;
+        s->norm.mean = w->mean;
+        s->norm.std = w->std;
+    }
     s->run_id = w->run_id;
     s->cut = (int)w->cut;
     s->mode = (tl_mode)w->mode;
-    s->mean = w->mean;
-    s->std = w->std;
     s->hb_ms = (int)w->heartbeat_ms;
     s->p_node = tl_model_param_offset(&s->model, s->cut);
     s->p_recv = s->mode == TL_MODE_TRAVERSE ? s->model.n_params : s->p_node;
@@ -259,11 +333,13 @@ static int apply_welcome(session *s, const tl_msg_welcome *w) {
      * batch size, but our part of any batch has at most our sample count rows. */
     const uint64_t rows = (uint64_t)d->n, dc = (uint64_t)tl_model_width(&s->model, s->cut);
     const uint64_t fwd = (uint64_t)s->p_recv * 4 + rows * 4, bwd = rows * dc * 4 + 4096,
-                   sealed = w->privacy ? (uint64_t)s->p_node * 4 * (1 + TL_OPTIM_MAX_STATE) +
-                                             64 * 1024 /* a SEALED_STEP, or a STATE_BLOB */
-                                       : 0;
+                   eval = (uint64_t)s->model.n_params * 4, /* EVAL, FINAL: all parameters */
+                   sum = w->privacy ? (uint64_t)s->p_node * 4 * (1 + TL_OPTIM_MAX_STATE) +
+                                          64 * 1024 /* a SEALED_STEP, or a STATE_BLOB */
+                                    : 0;
     uint64_t big = fwd > bwd ? fwd : bwd;
-    tl_frame_reader_set_max(&s->r, (big > sealed ? big : sealed) + (1 << 20));
+    big = big > eval ? big : eval;
+    tl_frame_reader_set_max(&s->r, (big > sum ? big : sum) + (1 << 20));
     if (w->flags & TL_WELCOME_F_ZSTD) {
         s->r.zstd = 1;
         tl_frame_writer_set_zstd(&s->w, 1, 1);
@@ -313,7 +389,7 @@ static int on_forward(session *s, const tl_msg_forward *f) {
 
     const uint32_t *rows = f->rows.data;
     for (int i = 0; i < n; i++) s->rows[i] = rows[i];
-    tl_dataset_gather(d, s->rows, (size_t)n, s->mean, s->std, s->ws.h[0], s->y);
+    tl_dataset_gather_norm(d, s->rows, (size_t)n, &s->norm, s->ws.h[0], s->y);
     const tl_model *m = &s->model;
     const int dc = tl_model_width(m, s->cut);
     tl_msg out = {.type = TL_MSG_FORWARD_RESULT};
@@ -367,7 +443,7 @@ static int on_sealed_step(session *s, const tl_msg_sealed_step *q) {
     if (s->sc->need_state) /* never a stale step: the state transfer comes first */
         return tl_error(TL_EPROTO, "SEALED_STEP %llu before the node side of step %llu arrived",
                         (unsigned long long)q->step, (unsigned long long)s->sc->want_step);
-    const uint32_t pn = (uint32_t)s->p_node;
+    const uint32_t pn = s->q_shm ? 0 : (uint32_t)s->p_node; /* shared: in our region */
     int rc = tl_tensor_check(&q->sum, TL_DT_U64, 1, &pn, "SEALED_STEP sum");
     if (rc < 0) return rc;
     if (q->participants.numel < 1 || q->participants.numel > TL_FIXED_MAX_TERMS)
@@ -375,7 +451,7 @@ static int on_sealed_step(session *s, const tl_msg_sealed_step *q) {
                         (unsigned long long)q->participants.numel);
     if (!isfinite(q->lr) || q->lr < 0)
         return tl_error(TL_EPROTO, "SEALED_STEP: learning rate %g", q->lr);
-    memcpy(s->sum, q->sum.data, sizeof(uint64_t) * s->p_node);
+    memcpy(s->sum, s->q_shm ? s->q : q->sum.data, sizeof(uint64_t) * s->p_node);
     tl_sealed_node *sn = &s->sc->sn;
     if ((rc = tl_sealed_apply(sn, s->run_id, q->step, q->attempt, q->participants.data,
                               (int)q->participants.numel, s->sum, q->lr)) < 0)
@@ -542,6 +618,71 @@ static int on_backward(session *s, const tl_msg_backward *b) {
     return send_msg(s, &out);
 }
 
+/* STATS_REQUEST: the count, per-feature sums and sums of squares of our
+ * training rows (norm.h), for the run's --normalize standardize. */
+static int send_stats(session *s) {
+    const tl_dataset *d = s->cfg->data;
+    tl_norm_stats st;
+    int rc = tl_norm_stats_init(&st, d->dim);
+    if (rc < 0) return rc;
+    if ((rc = tl_norm_stats_add(&st, d, NULL, d->n)) == 0) {
+        tl_msg m = {.type = TL_MSG_STATS};
+        m.u.stats.count = st.count;
+        m.u.stats.sum = tl_tensor_1d(TL_DT_F64, st.sum, (uint32_t)d->dim);
+        m.u.stats.sumsq = tl_tensor_1d(TL_DT_F64, st.sumsq, (uint32_t)d->dim);
+        rc = send_msg(s, &m);
+    }
+    tl_norm_stats_free(&st);
+    return rc;
+}
+
+/* EVAL: evaluate the given parameters on our held-out rows and answer with
+ * the sums only (evalstats.h), computed as tl train computes them. */
+static int on_eval(session *s, const tl_msg_eval *e) {
+    const tl_model *m = &s->model;
+    int rc;
+    if (e->bins < 2 || e->bins > TL_EVAL_MAX_BINS)
+        return tl_error(TL_EPROTO, "EVAL: %u bins (must be 2..%d)", e->bins, TL_EVAL_MAX_BINS);
+    /* all parameters: the shared block holds them in traverse mode */
+    const int shared = s->shm_params && s->mode == TL_MODE_TRAVERSE;
+    /* sealed: the orchestrator side only, our node side goes in front */
+    const uint32_t pe = (uint32_t)(m->n_params - (s->full ? s->p_node : 0));
+    uint32_t p = shared ? 0 : pe;
+    if ((rc = tl_tensor_check(&e->params, TL_DT_F32, 1, &p, "EVAL params")) < 0) return rc;
+    tl_tensor all = shared ? tl_tensor_1d(TL_DT_F32, s->shm_params, pe) : e->params;
+    if ((rc = tl_tensor_check_finite(&all, "EVAL params")) < 0) return rc;
+    if (s->full) {
+        memcpy(s->full, s->sc->sn.params, sizeof(float) * s->p_node);
+        memcpy(s->full + s->p_node, all.data, sizeof(float) * pe);
+        all = tl_tensor_1d(TL_DT_F32, s->full, (uint32_t)m->n_params);
+    }
+    tl_evalstats ev = {0};
+    uint8_t *buf = NULL;
+    if ((rc = tl_evalstats_init(&ev, m->n_classes, (int)e->bins)) < 0) {
+        if (rc == TL_ERANGE) rc = tl_error(TL_EPROTO, "EVAL: %s", tl_errmsg());
+        return rc;
+    }
+    const tl_dataset *t = s->cfg->test;
+    if (t && (rc = tl_evaluate_sums(m, all.data, t, &s->norm, &ev)) < 0) goto cleanup;
+    const size_t size = tl_evalstats_size(ev.classes, ev.bins);
+    if (!(buf = malloc(size))) {
+        rc = tl_error(TL_ENOMEM, "evaluation sums of %zu bytes: out of memory", size);
+        goto cleanup;
+    }
+    tl_evalstats_encode(&ev, buf);
+    tl_msg out = {.type = TL_MSG_EVAL_RESULT};
+    out.u.eval_result.step = e->step;
+    out.u.eval_result.stats = tl_tensor_1d(TL_DT_U64, buf, (uint32_t)(size / 8));
+    rc = send_msg(s, &out);
+    if (rc == 0)
+        logf_(s->cfg, "evaluated step %llu on %zu held-out rows (sums sent)",
+              (unsigned long long)e->step, t ? t->n : (size_t)0);
+cleanup:
+    free(buf);
+    tl_evalstats_free(&ev);
+    return rc;
+}
+
 /* WELCOME said shared memory: the two descriptors come on the byte after it
  * (shm.h); map the parameters read-only and our gradient region. */
 static int take_shared_memory(session *s, int64_t deadline) {
@@ -595,9 +736,27 @@ static int session_open(session *s) {
     m.u.hello.privacy = (uint32_t)cfg->privacy;
     if (cfg->privacy) memcpy(m.u.hello.key_id, cfg->group_key->id, sizeof m.u.hello.key_id);
     snprintf(m.u.hello.version, sizeof m.u.hello.version, "tl %s", TL_VERSION);
+    const tl_dataset *d = cfg->data;
+    m.u.hello.classes = (uint32_t)d->classes;
+    m.u.hello.elem = d->dtype == TL_ELEM_F32 ? TL_ELEM_WIRE_F32 : TL_ELEM_WIRE_U8;
+    sample_shape(d, &m.u.hello.rank, m.u.hello.shape);
+    m.u.hello.test_count = cfg->test ? cfg->test->n : 0;
+    m.u.hello.labels_hash = labels_hash(d);
     if ((rc = send_msg(s, &m)) < 0) return rc;
-    if ((rc = tl_msg_recv(s->c, &s->r, &m, deadline)) < 0) return rc;
-    s->last_recv = tl_now_ms();
+    /* WELCOME may carry a per-feature descriptor: two floats per feature */
+    tl_frame_reader_set_max(&s->r, TL_FRAME_HANDSHAKE_MAX + (uint64_t)8 * d->dim);
+    for (;;) {
+        if ((rc = tl_msg_recv(s->c, &s->r, &m, deadline)) < 0) return rc;
+        s->last_recv = tl_now_ms();
+        /* the orchestrator asks for our sums, then waits for every node's
+         * before it says WELCOME; each frame restarts the handshake timeout */
+        if (m.type == TL_MSG_STATS_REQUEST) {
+            if ((rc = send_stats(s)) < 0) return rc;
+        } else if (m.type != TL_MSG_HEARTBEAT) {
+            break;
+        }
+        deadline = tl_now_ms() + HANDSHAKE_TIMEOUT_MS;
+    }
     if (m.type == TL_MSG_REJECT && m.u.reject.code == TL_REJECT_DUPLICATE_ID)
         /* our old connection may still be open at the orchestrator (a silent
          * path): it goes away, so this is worth retrying */
@@ -668,6 +827,7 @@ static int session_serve(session *s) {
         case TL_MSG_BACKWARD: rc = on_backward(s, &m.u.backward); break;
         case TL_MSG_SEALED_STEP: rc = on_sealed_step(s, &m.u.sealed_step); break;
         case TL_MSG_FINAL: rc = on_final(s, &m.u.final); break;
+        case TL_MSG_EVAL: rc = on_eval(s, &m.u.eval); break;
         case TL_MSG_STATE_REQUEST: rc = on_state_request(s, &m.u.state_request); break;
         case TL_MSG_STATE_BLOB: rc = on_state_blob(s, &m.u.state_blob); break;
         case TL_MSG_CHECKPOINT: rc = on_checkpoint(s, &m.u.checkpoint); break;
@@ -690,6 +850,19 @@ static int session_serve(session *s) {
     }
 }
 
+/* The held-out rows must be rows of the same kind as the training rows. */
+static int check_test(const tl_node_cfg *cfg) {
+    const tl_dataset *d = cfg->data, *t = cfg->test;
+    if (!t) return 0;
+    uint32_t rd, rt, sd[3], st[3];
+    sample_shape(d, &rd, sd);
+    sample_shape(t, &rt, st);
+    if (t->dim != d->dim || rd != rt || memcmp(sd, st, sizeof sd) || t->dtype != d->dtype)
+        return tl_error(TL_EINVAL, "the node's test rows (%zu features) are not shaped as its "
+                        "training rows (%zu features)", t->dim, d->dim);
+    return 0;
+}
+
 int tl_node_run(const tl_node_cfg *cfg) {
     if (cfg->privacy && !cfg->group_key)
         return tl_error(TL_EINVAL, "sealed mode needs the group key");
@@ -702,6 +875,8 @@ int tl_node_run(const tl_node_cfg *cfg) {
 
 static int node_loop(const tl_node_cfg *cfg, sealed_ctx *sc) {
     int backoff = BACKOFF_MIN_MS, attempts = 0;
+    int rc0 = check_test(cfg);
+    if (rc0 < 0) return rc0;
     int64_t since = tl_now_ms(); /* start of the current stretch without a connection */
     const uint64_t fingerprint = tl_dataset_fingerprint(cfg->data);
     for (;;) {

@@ -43,6 +43,7 @@ typedef struct peer {
     peer_state st;
     int node;              /* node index once WELCOMED, else -1 */
     uint64_t count, fingerprint; /* from HELLO; the node's identity once READY */
+    uint64_t test_count;   /* from HELLO: the node's held-out rows */
     char version[64];      /* HELLO's software version, for the log */
     uint8_t key_id[16];    /* HELLO's group key id (sealed) */
     int64_t hb_window;     /* start of the current second of heartbeat counting */
@@ -58,6 +59,7 @@ typedef enum expect {
     EXPECT_NONE,
     EXPECT_FWD,   /* FORWARD sent, its result awaited */
     EXPECT_BWD,   /* BACKWARD sent, its result awaited */
+    EXPECT_EVAL,  /* EVAL sent, its result awaited */
     EXPECT_DONE,  /* this node's part of the current phase is in */
     EXPECT_STALE, /* the batch was abandoned while a request was out: its reply is
                    * dropped when it comes, and nothing new is sent before it
@@ -69,6 +71,8 @@ typedef struct node_slot {
     tl_peer *pending;        /* a connection welcomed for this id, READY awaited */
     int seen;              /* registered at least once */
     uint64_t count, fingerprint;
+    uint64_t test_count;   /* held-out rows (HELLO) */
+    tl_evalstats ev;       /* its last EVAL_RESULT (ev.classes 0: not set up) */
     /* batch state */
     expect exp;
     size_t first, n;       /* the node's rows in the batch */
@@ -84,6 +88,7 @@ typedef struct node_slot {
     /* sealed mode */
     const uint64_t *q;     /* the node's masked vector (payload kept in gbuf, or gshm) */
     int have_mac;          /* mac is the node's PARAM_MAC at mac_step */
+    int sums_sent;         /* a sum went into gshm on this connection */
     uint64_t mac_step;
     uint8_t mac[32];
     /* sealed mode, faults: a node without the node side of the run's step
@@ -130,6 +135,12 @@ struct tl_orch {
     /* the last node lost (lose_node), for the replay bound's message */
     int lost_node;         /* index, -1: none since the attempt began */
     char lost_why[256];
+    /* what the nodes' data is (HELLO, protocol 3): the first registered node's,
+     * which every other must match */
+    int have_desc;
+    uint32_t elem, rank, shape[3];
+    uint64_t labels_hash;
+    uint64_t eval_step;    /* the step EVAL was sent for */
 };
 
 static void olog(tl_orch *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -202,7 +213,7 @@ static void lose_node(tl_orch *o, tl_peer *p, const char *why) {
 }
 
 /* ------------------------------------------------------------ sealed mode */
-/* DESIGN §4, docs/protocol.md §8.1: the node side stays at the nodes; the
+/* DESIGN §4, docs/protocol.md §8.2: the node side stays at the nodes; the
  * orchestrator adds their masked vectors mod 2^64 and sends the sum to all. */
 
 /* WELCOME's sealed fields: privacy, MAC period, the node-side optimizer. */
@@ -281,6 +292,23 @@ static void sealed_drain(tl_orch *o) {
     }
 }
 
+/* Whether node s (sharing memory) has applied every SEALED_STEP before this
+ * one, i.e. read the last sum out of its region: its PARAM_MAC of o->step has
+ * come (or this connection never got a SEALED_STEP). Pumps until then, up to
+ * the task timeout; 0 if the node was lost. */
+static int sealed_region_free(tl_orch *o, node_slot *s) {
+    const int64_t until = tl_now_ms() + o->cfg.task_timeout_ms;
+    while (s->p && s->sums_sent && !(s->have_mac && s->mac_step == o->step)) {
+        if (tl_now_ms() > until) {
+            lose_node(o, s->p, "no PARAM_MAC for the last SEALED_STEP in time");
+            return 0;
+        }
+        pump(o, until);
+    }
+    if (s->p) s->sums_sent = 1;
+    return s->p != NULL;
+}
+
 /* SEALED_STEP of the completed step to every registered node. */
 static void sealed_send_step(tl_orch *o, const tl_batch *b) {
     tl_msg m = {.type = TL_MSG_SEALED_STEP};
@@ -291,11 +319,21 @@ static void sealed_send_step(tl_orch *o, const tl_batch *b) {
                    ? TL_SEALED_F_MAC : 0;
     q->lr = tl_sched_lr(&o->sched, b->epoch);
     q->participants = tl_tensor_1d(TL_DT_U32, o->ids, (uint32_t)b->n_parts);
-    q->sum = tl_tensor_1d(TL_DT_U64, o->qsum, (uint32_t)o->p_node);
+    const uint32_t flags = q->flags;
     for (int i = 0; i < o->cfg.n_nodes; i++) {
         node_slot *s = &o->nodes[i];
+        if (!s->p) continue;
         if (s->need_state) continue; /* it gets the node side after this step, sealed */
-        if (s->p && (tl_peer_send(s->p, &m) < 0 || tl_peer_flush(s->p) < 0))
+        /* shared memory: the sum goes into the node's gradient region, which it
+         * writes only at its next BACKWARD (after this SEALED_STEP on the stream)
+         * and reads when it applies this step; its PARAM_MAC after each such
+         * step says it has read the last sum (sealed_region_free) */
+        if (s->gshm.p && !sealed_region_free(o, s)) continue; /* lost */
+        if (s->gshm.p) memcpy(s->gshm.p, o->qsum, sizeof(uint64_t) * o->p_node);
+        q->flags = flags | (s->gshm.p ? TL_SEALED_F_MAC : 0);
+        q->sum = s->gshm.p ? tl_tensor_1d(TL_DT_U64, NULL, 0)
+                           : tl_tensor_1d(TL_DT_U64, o->qsum, (uint32_t)o->p_node);
+        if (tl_peer_send(s->p, &m) < 0 || tl_peer_flush(s->p) < 0)
             lose_node(o, s->p, tl_errmsg()); /* it misses this step: it cannot go on */
     }
 }
@@ -477,6 +515,54 @@ static uint32_t data_conflict(tl_orch *o, int k, uint64_t count, uint64_t fp, ch
     return 0;
 }
 
+/* "[30]" or "[1, 28, 28]". */
+static const char *shape_str(char *buf, size_t n, uint32_t rank, const uint32_t *shape) {
+    if (rank == 3) snprintf(buf, n, "[%u, %u, %u]", shape[0], shape[1], shape[2]);
+    else snprintf(buf, n, "[%u]", shape[0]);
+    return buf;
+}
+
+/* A node whose data cannot join the run (HELLO's description, protocol 3):
+ * samples of another width than the model's input, labels beyond its
+ * classes, or data of another kind than the first node's (element type,
+ * sample shape, class names). 1 with the reason in why, else 0. */
+static int data_mismatch(const tl_orch *o, const tl_msg_hello *h, char *why, size_t cap) {
+    char a[64], b[64];
+    uint64_t dim = h->rank == 3 ? (uint64_t)h->shape[0] * h->shape[1] * h->shape[2]
+                                : h->shape[0];
+    if (h->rank == 0) return 0; /* not described (a hand-made client): WELCOME is checked
+                                 * by the node against its data all the same */
+    if ((h->rank != 1 && h->rank != 3) || h->elem > TL_ELEM_WIRE_F32) {
+        snprintf(why, cap, "HELLO describes samples of rank %u, element type %u (want rank 1 "
+                 "or 3, type 0 or 1)", h->rank, h->elem);
+        return 1;
+    }
+    if (dim != (uint64_t)o->cfg.model->in_dim) {
+        snprintf(why, cap, "node %u's samples %s have %llu features, the model's input %d",
+                 h->node_id, shape_str(a, sizeof a, h->rank, h->shape), (unsigned long long)dim,
+                 o->cfg.model->in_dim);
+        return 1;
+    }
+    if (h->classes > (uint32_t)o->classes) {
+        snprintf(why, cap, "node %u has %u classes, the model's output %d", h->node_id,
+                 h->classes, o->classes);
+        return 1;
+    }
+    if (!o->have_desc) return 0;
+    if (h->rank != o->rank || memcmp(h->shape, o->shape, sizeof o->shape) || h->elem != o->elem) {
+        snprintf(why, cap, "node %u's samples are %s %s, the other nodes' %s %s", h->node_id,
+                 h->elem ? "float32" : "uint8", shape_str(a, sizeof a, h->rank, h->shape),
+                 o->elem ? "float32" : "uint8", shape_str(b, sizeof b, o->rank, o->shape));
+        return 1;
+    }
+    if (h->labels_hash != o->labels_hash) {
+        snprintf(why, cap, "node %u's label names differ from the other nodes' (their class "
+                 "numbers would not agree)", h->node_id);
+        return 1;
+    }
+    return 0;
+}
+
 static void on_hello(tl_orch *o, tl_peer *p, const tl_msg_hello *h) {
     char why[512];
     const int n = o->cfg.n_nodes;
@@ -551,6 +637,10 @@ static void on_hello(tl_orch *o, tl_peer *p, const tl_msg_hello *h) {
         reject(o, p, code, why);
         return;
     }
+    if (data_mismatch(o, h, why, sizeof why)) {
+        reject(o, p, TL_REJECT_BAD_HELLO, why);
+        return;
+    }
     tl_msg m = {.type = TL_MSG_WELCOME};
     tl_msg_welcome *w = &m.u.welcome;
     const tl_runcfg *run = o->cfg.run;
@@ -574,8 +664,15 @@ static void on_hello(tl_orch *o, tl_peer *p, const tl_msg_hello *h) {
     w->mode = (uint32_t)run->mode;
     w->n_classes = (uint32_t)o->classes;
     w->input_dim = (uint32_t)o->cfg.model->in_dim;
-    w->mean = run->mean;
-    w->std = run->std;
+    tl_norm nm;
+    tl_runcfg_norm(run, &nm);
+    w->mean = nm.kind == TL_NORM_SCALAR ? nm.mean : 0.0f; /* none: (v - 0) / 1, exact */
+    w->std = nm.kind == TL_NORM_SCALAR ? nm.std : 1.0f;
+    if (nm.kind == TL_NORM_FEATURE) { /* dim checked by tl_orch_new */
+        w->norm = TL_WELCOME_NORM_FEATURE;
+        w->mean_f = tl_tensor_1d(TL_DT_F32, nm.mean_f, (uint32_t)nm.dim);
+        w->std_f = tl_tensor_1d(TL_DT_F32, nm.std_f, (uint32_t)nm.dim);
+    }
     w->heartbeat_ms = (uint32_t)o->cfg.heartbeat_ms;
     if (o->sealed) sealed_welcome(o, w);
     snprintf(w->model, sizeof w->model, "%s", o->cfg.model->spec);
@@ -590,9 +687,19 @@ static void on_hello(tl_orch *o, tl_peer *p, const tl_msg_hello *h) {
     peer *u = OP(p);
     u->count = h->sample_count;
     u->fingerprint = h->fingerprint;
+    u->test_count = h->test_count;
     u->node = (int)h->node_id - 1;
     u->st = PEER_WELCOMED;
     memcpy(u->key_id, h->key_id, sizeof u->key_id);
+    if (!o->have_desc && h->rank) { /* the run's data is this node's kind from now on */
+        o->have_desc = 1;
+        o->elem = h->elem;
+        o->rank = h->rank;
+        memcpy(o->shape, h->shape, sizeof o->shape);
+        o->labels_hash = h->labels_hash;
+        /* float samples may be anything: no bound on |x| (nor on what follows from it) */
+        if (h->elem == TL_ELEM_WIRE_F32) o->bounds.x_max = INFINITY;
+    }
     snprintf(u->version, sizeof u->version, "%s", h->version);
 }
 
@@ -623,6 +730,8 @@ static void on_ready(tl_orch *o, tl_peer *p, const tl_msg_ready *r) {
                    (o->sealed ? 64 * 1024 : 0), /* sealed: a STATE_BLOB */
              rows = (uint64_t)run->batch_size * ((uint64_t)o->dc + (uint64_t)o->classes) * 4;
     uint64_t cap = (big > rows ? big : rows) + 4096;
+    const uint64_t ev = tl_evalstats_size(o->classes, TL_EVAL_BINS) + 64; /* EVAL_RESULT */
+    if (cap < ev) cap = ev;
     tl_peer_set_max_frame(p, cap > TL_FRAME_HANDSHAKE_MAX ? cap : TL_FRAME_HANDSHAKE_MAX);
     if (o->sealed && !o->have_key_id) { /* no kit: the first node's key is the group's */
         if (o->registered == 0) {
@@ -639,6 +748,7 @@ static void on_ready(tl_orch *o, tl_peer *p, const tl_msg_ready *r) {
     s->seen = 1;
     s->count = u->count;
     s->fingerprint = u->fingerprint;
+    s->test_count = u->test_count;
     s->pending = NULL;
     s->p = p;
     s->exp = EXPECT_NONE;
@@ -646,6 +756,7 @@ static void on_ready(tl_orch *o, tl_peer *p, const tl_msg_ready *r) {
     u->hb_window = tl_now_ms();
     u->hb_count = u->hb_over = 0;
     s->have_mac = 0;
+    s->sums_sent = 0;
     s->ckpt_wait = 0;
     s->donor = -1;
     s->need_state = o->sealed && r->state_step != o->step;
@@ -708,17 +819,20 @@ static int on_fwd_result(tl_orch *o, node_slot *s, const tl_msg_forward_result *
 /* acc = g (first) or acc += g, in one pass that also notes whether g holds a
  * NaN or Inf (exponent all ones); returns nonzero if it does. */
 static int add_checked(float *restrict acc, const float *restrict g, size_t n, int first) {
-    const uint32_t *u = (const uint32_t *)g;
     uint32_t bad = 0;
     if (first)
         for (size_t i = 0; i < n; i++) {
+            uint32_t u; /* the bits, read without type punning (compiles to a load) */
+            memcpy(&u, &g[i], sizeof u);
             acc[i] = g[i];
-            bad |= (u[i] & 0x7f800000u) == 0x7f800000u;
+            bad |= (u & 0x7f800000u) == 0x7f800000u;
         }
     else
         for (size_t i = 0; i < n; i++) {
+            uint32_t u;
+            memcpy(&u, &g[i], sizeof u);
             acc[i] += g[i];
-            bad |= (u[i] & 0x7f800000u) == 0x7f800000u;
+            bad |= (u & 0x7f800000u) == 0x7f800000u;
         }
     return bad != 0;
 }
@@ -811,6 +925,28 @@ static int on_bwd_result(tl_orch *o, tl_peer *p, node_slot *s, const tl_msg_back
 }
 
 /* One complete frame from peer p. Returns 0, or < 0 if p was dropped/closed. */
+/* EVAL_RESULT: the node's evaluation sums, decoded as hostile (evalstats.h)
+ * with the classes and bins asked for; n must be its held-out row count. */
+static int on_eval_result(tl_orch *o, node_slot *s, const tl_msg_eval_result *r) {
+    if (s->exp == EXPECT_STALE && r->step == o->eval_step) {
+        s->exp = EXPECT_NONE; /* the answer to an abandoned request */
+        return 0;
+    }
+    if (s->exp != EXPECT_EVAL || r->step != o->eval_step)
+        return tl_error(TL_EPROTO, "unexpected EVAL_RESULT (step %llu)",
+                        (unsigned long long)r->step);
+    uint32_t words = (uint32_t)(tl_evalstats_size(s->ev.classes, s->ev.bins) / 8);
+    int rc = tl_tensor_check(&r->stats, TL_DT_U64, 1, &words, "EVAL_RESULT stats");
+    if (rc == 0) rc = tl_evalstats_decode(&s->ev, r->stats.data, (size_t)words * 8);
+    if (rc < 0) return rc;
+    if (s->ev.n != s->test_count)
+        return tl_error(TL_EPROTO, "EVAL_RESULT: %llu rows evaluated, but the node has %llu "
+                        "held-out rows", (unsigned long long)s->ev.n,
+                        (unsigned long long)s->test_count);
+    s->exp = EXPECT_DONE;
+    return 0;
+}
+
 static int on_frame(void *ud, tl_peer *p, const tl_frame *f) {
     tl_orch *o = ud;
     peer *u = OP(p);
@@ -859,6 +995,7 @@ static int on_frame(void *ud, tl_peer *p, const tl_frame *f) {
     case TL_MSG_FORWARD_RESULT: rc = on_fwd_result(o, s, &m.u.fwd_result); break;
     case TL_MSG_BACKWARD_RESULT: rc = on_bwd_result(o, p, s, &m.u.bwd_result); break;
     case TL_MSG_PARAM_MAC: rc = on_param_mac(o, u->node, &m.u.param_mac); break;
+    case TL_MSG_EVAL_RESULT: rc = on_eval_result(o, s, &m.u.eval_result); break;
     case TL_MSG_STATE_BLOB: rc = on_state_blob(o, p, u->node, &m); break;
     case TL_MSG_CHECKPOINT:
         if (!o->sealed || !s->ckpt_wait || m.u.checkpoint.step != o->step)
@@ -977,6 +1114,15 @@ int tl_orch_new(const tl_orch_cfg *cfg, tl_orch **out) {
     o->lost_node = -1;
     const tl_model *m = cfg->model;
     const tl_runcfg *run = cfg->run;
+    if (run->norm.kind == TL_NORM_FEATURE && run->norm.dim != (size_t)m->in_dim) {
+        /* standardize: the means and deviations must be known before WELCOME */
+        rc = run->norm.dim ? tl_error(TL_EINVAL, "the normalization has %zu features, the "
+                                      "model's input %d", run->norm.dim, m->in_dim)
+                           : tl_error(TL_EINVAL, "--normalize standardize: this orchestrator "
+                                      "does not collect the nodes' statistics (STATS) yet; "
+                                      "tl run computes them from the data it partitions");
+        goto fail;
+    }
     if ((rc = tl_model_cut_modules(m, run->cut, &o->cut)) < 0) goto fail;
     o->p_node = tl_model_param_offset(m, o->cut);
     o->p_sent = run->mode == TL_MODE_TRAVERSE ? m->n_params : o->p_node;
@@ -1011,7 +1157,12 @@ int tl_orch_new(const tl_orch_cfg *cfg, tl_orch **out) {
             goto fail;
         }
     if ((rc = tl_ws_init(&o->ws, m, run->batch_size)) < 0) goto fail;
-    if ((rc = tl_bounds_init(&o->bounds, m, o->cut, tl_bounds_x_max(run->mean, run->std))) < 0)
+    /* |x| is bounded for bytes scaled to [0, 1] then normalized by a scalar;
+     * per-feature normalization (or float data, see on_hello) bounds nothing */
+    const double x_max = run->norm.kind == TL_NORM_FEATURE ? INFINITY
+                         : run->norm.kind == TL_NORM_NONE  ? tl_bounds_x_max(0.0f, 1.0f)
+                                                           : tl_bounds_x_max(run->mean, run->std);
+    if ((rc = tl_bounds_init(&o->bounds, m, o->cut, x_max)) < 0)
         goto fail;
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -1329,6 +1480,122 @@ int tl_orch_grad_fn(void *ctx, const tl_batch *b, const float *params, float *gr
     }
 }
 
+uint64_t tl_orch_test_rows(const tl_orch *o) {
+    uint64_t n = 0;
+    for (int i = 0; i < o->cfg.n_nodes; i++) n += o->nodes[i].test_count;
+    return n;
+}
+
+/* Waits until every node is connected (up to the reconnect timeout) and has
+ * answered any request of an abandoned attempt (up to the task timeout). */
+static int await_all(tl_orch *o) {
+    int64_t now = tl_now_ms(), until = now + (int64_t)o->cfg.reconnect_timeout_s * 1000;
+    int64_t stale_until = now + o->cfg.task_timeout_ms;
+    for (;;) {
+        int missing = -1, stale = 0;
+        now = tl_now_ms();
+        for (int i = 0; i < o->cfg.n_nodes; i++) {
+            node_slot *s = &o->nodes[i];
+            if (!s->p) {
+                if (missing < 0) missing = i;
+            } else if (s->exp == EXPECT_STALE) {
+                if (now > stale_until) lose_node(o, s->p, "no reply to an abandoned request");
+                else stale = 1;
+            }
+        }
+        if (missing < 0 && !stale) return 0;
+        if (missing >= 0 && now > until)
+            return tl_error(TL_ETIMEDOUT,
+                            "node %d did not come back within %d s (--reconnect-timeout)",
+                            missing + 1, o->cfg.reconnect_timeout_s);
+        pump(o, until);
+    }
+}
+
+/* Sends every node EVAL and waits for all EVAL_RESULTs. 0, or 1 if a node
+ * was lost (or timed out; it is dropped). */
+static int eval_round(tl_orch *o, const float *params, int bins) {
+    const int traverse = o->cfg.run->mode == TL_MODE_TRAVERSE;
+    /* sealed: the orchestrator side only; each node adds its own node side */
+    const float *sent = o->sealed ? params + o->p_node : params;
+    const uint32_t P = (uint32_t)(o->cfg.model->n_params - (o->sealed ? o->p_node : 0));
+    const int64_t deadline = tl_now_ms() + o->cfg.task_timeout_ms;
+    int rc;
+    if (traverse && o->shm.p) /* nodes that map it read all parameters there */
+        memcpy(o->shm.p, sent, sizeof(float) * P);
+    for (int i = 0; i < o->cfg.n_nodes; i++) {
+        node_slot *s = &o->nodes[i];
+        if (!s->p) return 1;
+        if (s->ev.bins != bins) {
+            tl_evalstats_free(&s->ev);
+            if ((rc = tl_evalstats_init(&s->ev, o->classes, bins)) < 0) return rc;
+        }
+        tl_msg m = {.type = TL_MSG_EVAL};
+        m.u.eval.step = o->eval_step;
+        m.u.eval.bins = (uint32_t)bins;
+        /* all parameters, also in split mode (docs/security.md §2) */
+        m.u.eval.params = traverse && s->gshm.p ? tl_tensor_1d(TL_DT_F32, NULL, 0)
+                                                : tl_tensor_1d(TL_DT_F32, sent, P);
+        s->exp = EXPECT_EVAL;
+        s->task_deadline = deadline;
+        if (tl_peer_send(s->p, &m) < 0 || tl_peer_flush(s->p) < 0) {
+            lose_node(o, s->p, tl_errmsg());
+            return 1;
+        }
+    }
+    for (;;) {
+        int waiting = 0;
+        int64_t now = tl_now_ms();
+        for (int i = 0; i < o->cfg.n_nodes; i++) {
+            node_slot *s = &o->nodes[i];
+            if (!s->p) return 1;
+            if (s->exp == EXPECT_DONE) continue;
+            if (now > s->task_deadline) {
+                char why[96];
+                snprintf(why, sizeof why, "no evaluation within %d ms", o->cfg.task_timeout_ms);
+                lose_node(o, s->p, why);
+                return 1;
+            }
+            waiting = 1;
+        }
+        if (!waiting) return 0;
+        pump(o, -1);
+    }
+}
+
+int tl_orch_eval_fn(void *ctx, const float *params, int64_t steps, tl_evalstats *sums) {
+    tl_orch *o = ctx;
+    int failures = 0;
+    (void)steps; /* the orchestrator counts them itself (o->step) */
+    for (;;) {
+        int rc = await_all(o);
+        if (rc < 0) return stop_run(o, rc);
+        o->lost_node = -1;
+        o->eval_step = o->step;
+        int lost = eval_round(o, params, sums->bins);
+        if (lost < 0) return lost;
+        if (!lost) {
+            /* in node order: the counts are exact in any order, the loss sum
+             * is the same bits every time */
+            for (int i = 0; i < o->cfg.n_nodes && rc == 0; i++) {
+                rc = tl_evalstats_merge(sums, &o->nodes[i].ev);
+                o->nodes[i].exp = EXPECT_NONE;
+            }
+            return rc;
+        }
+        for (int i = 0; i < o->cfg.n_nodes; i++) {
+            node_slot *s = &o->nodes[i];
+            s->exp = s->p && s->exp == EXPECT_EVAL ? EXPECT_STALE : EXPECT_NONE;
+        }
+        if (++failures > o->cfg.max_replays)
+            return stop_run(o, tl_error(TL_ESTATE, "the evaluation at the nodes failed %d times "
+                                        "(--max-replays %d); last: node %d (%s)", failures,
+                                        o->cfg.max_replays, o->lost_node + 1, o->lost_why));
+        olog(o, "evaluation: node %d lost (%s); waiting up to %d s for it, then asking again",
+             o->lost_node + 1, o->lost_why, o->cfg.reconnect_timeout_s);
+    }
+}
+
 void tl_orch_stop(tl_orch *o, const char *reason) {
     tl_error(TL_ESTATE, "%s", reason);
     stop_run(o, TL_ESTATE);
@@ -1372,6 +1639,7 @@ void tl_orch_free(tl_orch *o) {
             free(o->nodes[i].blob_buf);
             free(o->nodes[i].rows_u32);
             if (o->nodes[i].gshm.p) tl_shm_free(&o->nodes[i].gshm);
+            tl_evalstats_free(&o->nodes[i].ev);
         }
     free(o->nodes);
     if (o->shm.p) tl_shm_free(&o->shm);

@@ -13,7 +13,7 @@
 #include "tl/file.h"
 #include "tl/loss.h"
 
-#define EVAL_CHUNK 1000
+#define EVAL_CHUNK TL_EVAL_CHUNK
 
 static double now_s(void) {
     struct timespec ts;
@@ -47,6 +47,8 @@ fail:
 
 void tl_trainer_free(tl_trainer *t) {
     if (t->plan) fclose(t->plan);
+    tl_evalstats_free(&t->sums);
+    tl_eval_metrics_free(&t->metrics);
     free(t->grads);
     tl_optim_free(&t->optim);
     tl_batcher_free(t->batcher);
@@ -80,6 +82,37 @@ int tl_trainer_resume(tl_trainer *t) {
     t->start_loss_sum = pos.loss_sum;
     t->start_correct = pos.correct;
     t->start_seen = pos.seen;
+    return 0;
+}
+
+/* The evaluation after an epoch: the hook, else the test set; fills r's
+ * eval fields and test loss/accuracy. Nothing to evaluate: 0, fields as they are. */
+static int evaluate_epoch(tl_trainer *t, tl_epoch_report *r) {
+    int rc;
+    if (!t->eval && !t->test) return 0;
+    if (!t->sums.classes &&
+        (rc = tl_evalstats_init(&t->sums, t->model->n_classes, TL_EVAL_BINS)) < 0)
+        return rc;
+    tl_evalstats_reset(&t->sums);
+    if (t->eval) {
+        rc = t->eval(t->eval_ctx, t->params, t->steps, &t->sums);
+    } else {
+        tl_norm nm;
+        tl_runcfg_norm(t->cfg, &nm);
+        rc = tl_evaluate_sums(t->model, t->params, t->test, &nm, &t->sums);
+    }
+    if (rc < 0) return rc;
+    tl_eval_metrics_free(&t->metrics);
+    if ((rc = tl_eval_metrics_compute(&t->sums, &t->metrics)) < 0) return rc;
+    r->eval = &t->sums;
+    r->metrics = &t->metrics;
+    /* the same divisions as tl_evaluate: loss_sum / n, hits / n */
+    const double n = (double)t->sums.n;
+    uint64_t hits = 0;
+    for (int c = 0; c < t->sums.classes; c++)
+        hits += t->sums.confusion[(size_t)c * t->sums.classes + c];
+    r->test_loss = t->sums.n ? t->sums.loss_sum / n : 0.0;
+    r->test_accuracy = t->sums.n ? (double)hits / n : 0.0;
     return 0;
 }
 
@@ -199,10 +232,7 @@ int tl_trainer_run(tl_trainer *t, tl_grad_fn fn, void *ctx, const tl_trainer_hoo
         r.lr = lr;
         r.partial = partial || seen < total;
         r.test_loss = r.test_accuracy = -1;
-        if (t->test &&
-            (rc = tl_evaluate(t->model, t->params, t->test, cfg->mean, cfg->std, &r.test_loss,
-                              &r.test_accuracy)) < 0)
-            return rc;
+        if ((rc = evaluate_epoch(t, &r)) < 0) return rc;
         r.seconds = now_s() - t0;
         if ((rc = checkpoint(t, ctx, e, partial ? k : batches, loss_sum, correct, seen, 0)) < 0)
             return rc;
@@ -241,6 +271,45 @@ int tl_evaluate(const tl_model *m, const float *params, const tl_dataset *d, flo
     }
     *loss = d->n ? sum / (double)d->n : 0.0;
     *accuracy = d->n ? (double)hits / (double)d->n : 0.0;
+cleanup:
+    free(rows);
+    free(y);
+    tl_ws_free(&ws);
+    return rc;
+}
+
+int tl_evaluate_sums(const tl_model *m, const float *params, const tl_dataset *d,
+                     const tl_norm *nm, tl_evalstats *s) {
+    tl_ws ws;
+    int rc;
+    int32_t *y = NULL;
+    size_t *rows = NULL;
+    if (d->dim != (size_t)m->in_dim)
+        return tl_error(TL_EINVAL, "test set has %zu features, the model expects %d", d->dim,
+                        m->in_dim);
+    if (nm->kind == TL_NORM_FEATURE && nm->dim != d->dim)
+        return tl_error(TL_EINVAL, "the normalization has %zu features, the test set %zu",
+                        nm->dim, d->dim);
+    if (s->classes != m->n_classes)
+        return tl_error(TL_EINVAL, "evaluation sums for %d classes, the model has %d",
+                        s->classes, m->n_classes);
+    if (d->classes > m->n_classes)
+        return tl_error(TL_EINVAL, "test labels go up to %d, the model has %d classes",
+                        d->classes - 1, m->n_classes);
+    if ((rc = tl_ws_init(&ws, m, EVAL_CHUNK)) < 0) return rc;
+    rows = malloc(sizeof *rows * EVAL_CHUNK);
+    y = malloc(sizeof *y * EVAL_CHUNK);
+    if (!rows || !y) {
+        rc = tl_error(TL_ENOMEM, "evaluation: out of memory");
+        goto cleanup;
+    }
+    for (size_t first = 0; first < d->n; first += EVAL_CHUNK) {
+        int n = (int)(d->n - first < EVAL_CHUNK ? d->n - first : EVAL_CHUNK);
+        for (int i = 0; i < n; i++) rows[i] = first + i;
+        tl_dataset_gather_norm(d, rows, (size_t)n, nm, ws.h[0], y);
+        tl_model_forward(m, params, &ws, n, 0, m->n_modules);
+        if ((rc = tl_evalstats_add(s, ws.h[m->n_modules], y, (size_t)n)) < 0) goto cleanup;
+    }
 cleanup:
     free(rows);
     free(y);

@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# e2e_data.sh - a user's own table, evaluation at the nodes (issue 10).
+#
+#   bash tests/e2e_data.sh <path to tl> <tests/data dir>
+#
+# With breast_cancer.csv from Debian's python3-sklearn (scripts/sklearn-data.sh;
+# the test says SKIP and passes if the package cannot be had):
+#   - tl run, 3 nodes, --normalize standardize --test-fraction 0.2: the nodes hold
+#     their held-out rows and evaluate them (sums only); tl train on the same
+#     rows (the kept partition directory) from the same --init agrees to
+#     <= 1e-5 and prints the same accuracy, macro-F1 and AUC; the confusion
+#     matrix merged from the nodes' sums equals the central evaluation's on the
+#     union of their held-out rows (metrics JSONL);
+#   - 1 node: bit-identical;
+#   - hostile inputs: a node whose table has another width is refused at the
+#     handshake with the reason; a bad cell stops tl train before training,
+#     naming line and column.
+# Last line "N passed, M failed"; exit status 1 on any failure.
+set -u
+. "$(dirname "$0")/lib.sh"
+
+TL=${1:?usage: e2e_data.sh <tl> <tests/data dir>}
+TL=$(realpath "$TL")
+ROOT=$(realpath "$(dirname "$0")/..")
+
+SK=${TL_SKLEARN_DIR:-}
+if [ -z "$SK" ] || [ ! -r "$SK/breast_cancer.csv" ]; then
+    SK=$W/sk
+    if ! bash "$ROOT/scripts/sklearn-data.sh" "$SK" >"$W/sk.log" 2>&1; then
+        echo "SKIP - breast_cancer.csv unavailable (python3-sklearn cannot be downloaded): $(tail -n 1 "$W/sk.log")"
+        finish
+    fi
+fi
+BC=$SK/breast_cancer.csv
+cd "$W" || exit 1
+
+# run LOG cmd...: tl under timeout, stdout into LOG.out, stderr into LOG.err.
+run() {
+    local log=$1
+    shift
+    timeout "$TMO" "$TL" "$@" >"$log.out" 2>"$log.err"
+}
+relative() { sed -n 's/.*relative \([^ ]*\).*/\1/p' "$1" | head -n 1; }
+maxdiff() { sed -n 's/.*max|A-B| \([^ ,]*\).*/\1/p' "$1" | head -n 1; }
+# The epoch lines' test figures (accuracy, macro-F1, AUC) of a log.
+figures() { grep -o 'test accuracy [^(]*AUC [0-9.]*' "$1.out"; }
+# The epoch lines' confusion matrices of a metrics file.
+confusions() { grep -o '"test_confusion":\[\[[^]]*\]\(,\[[^]]*\]\)*\]' "$1"; }
+
+MODEL=linear:32,relu,linear:2
+run init train --data "$BC" --model $MODEL --max-steps 1 --save init.safetensors
+COMMON=(--model $MODEL --cut 1 --normalize standardize --test-fraction 0.2 --optimizer sgd
+        --lr 0.05 --epochs 2 --init init.safetensors)
+
+# sealed mode (the default) evaluates at the nodes too: each adds its own node side
+for PN in open:3 open:1 sealed:3; do
+    P=${PN%:*} N=${PN#*:}
+    run run$N run --privacy "$P" --nodes "$N" --insecure --keep --data "$BC" "${COMMON[@]}" \
+        --save run$N.safetensors --metrics run$N.jsonl
+    rc=$?
+    D=$(sed -n 's/^tl run: kept //p' run$N.err)
+    check "$P, $N node(s): tl run exits 0 and keeps its partition" "rc $rc; $(tail -n 2 run$N.err | tr '\n' '|')" \
+        test "$rc" -eq 0 -a -d "$D"
+    check "$P, $N node(s): the orchestrator evaluates at the nodes" "$(grep -c 'evaluating at the nodes' run$N.err)" \
+        grep -Eq 'evaluating at the nodes: [0-9]+ held-out rows' run$N.err
+    # tl train on exactly the nodes' rows: their training rows, their held-out rows
+    run train$N train --data "$D" --test-data "$D" --model $MODEL --normalize standardize \
+        --optimizer sgd --lr 0.05 --epochs 2 --init init.safetensors \
+        --save train$N.safetensors --metrics train$N.jsonl
+    check "$N node(s): tl train on the same rows exits 0" "$(tail -n 2 train$N.err | tr '\n' '|')" \
+        test $? -eq 0
+    "$TL" compare run$N.safetensors train$N.safetensors >cmp$N 2>&1
+    if [ "$N" -eq 1 ]; then
+        check "1 node: bit-identical to tl train" "$(cat cmp$N)" test "$(maxdiff cmp$N)" = 0
+    else
+        check "$P, $N nodes: max|dθ|/max|θ| <= 1e-5 against tl train" "$(cat cmp$N)" \
+            awk -v r="$(relative cmp$N)" 'BEGIN { exit !(r != "" && r + 0 <= 1e-5) }'
+    fi
+    check "$P, $N node(s): the same accuracy, macro-F1 and AUC printed" \
+        "run: $(figures run$N | tr '\n' '|') train: $(figures train$N | tr '\n' '|')" \
+        test "$(figures run$N)" = "$(figures train$N)" -a -n "$(figures run$N)"
+    check "$P, $N node(s): the nodes' merged confusion matrix is the central one" \
+        "run: $(confusions run$N.jsonl | tr '\n' ' ') train: $(confusions train$N.jsonl | tr '\n' ' ')" \
+        test "$(confusions run$N.jsonl)" = "$(confusions train$N.jsonl)" -a -n "$(confusions run$N.jsonl)"
+    rm -rf "$D"
+done
+
+# Hostile: node 2's table has 13 features, the run's model 30 inputs.
+run o orchestrator --privacy open --nodes 2 --insecure --listen 127.0.0.1:0 --port-file port \
+    --test-data "$BC" --model $MODEL --cut 1 --epochs 1 &
+OPID=$!
+PIDS+=("$OPID")
+if PORT=$(wait_port port "$OPID"); then
+    run n1 node --privacy open --connect 127.0.0.1:"$PORT" --id 1 --data "$BC" --insecure --give-up 20 &
+    PIDS+=("$!")
+    run n2 node --privacy open --connect 127.0.0.1:"$PORT" --id 2 --data "$SK/wine.csv" --insecure --give-up 20
+    rc=$?
+    check "a node with 13 features is refused (exit nonzero)" "rc $rc" test "$rc" -ne 0
+    check "... told why: its width against the model's input" "$(tr '\n' '|' <n2.err)" \
+        grep -q 'samples \[13\] have 13 features, the model.s input 30' n2.err
+    check "... and the orchestrator logs the refusal" "$(grep refused o.err | tail -n 1)" \
+        grep -q 'refused.*13 features' o.err
+else
+    bad "orchestrator for the hostile node" "$(tail -n 2 o.err | tr '\n' '|')"
+fi
+
+# Hostile: a bad cell is an error naming line and column, before any training.
+{ head -n 5 "$BC"; head -n 6 "$BC" | tail -n 1 | sed 's/^[^,]*,/oops,/'; } >bad.csv
+run bad train --data bad.csv --model $MODEL --save bad.safetensors
+rc=$?
+check "a non-numeric cell: tl train fails" "rc $rc" test "$rc" -ne 0
+check "... naming file:line:column (bad.csv:6:1)" "$(tr '\n' '|' <bad.err)" \
+    grep -q 'bad.csv:6:1: not a number' bad.err
+check "... and writes no model" "$(ls)" test ! -e bad.safetensors
+
+finish
