@@ -4,6 +4,11 @@
 #
 #   bash tests/e2e_faults.sh <path to tl> <tests/data dir>
 #
+# Every scenario runs twice: in sealed mode (the default: the node side stays
+# at the nodes; a node back without it gets a live node's, sealed; a resumed
+# orchestrator rolls the nodes back to their saved side of its checkpoint;
+# the model is node 1's --save) and with --privacy open; each is compared
+# with an undisturbed run of its own mode.
 # Every run: 3 nodes (contiguous partition of Fashion-MNIST), plaintext
 # (--insecure; TLS is tested elsewhere), --threads 1, --max-steps 300,
 # --heartbeat 300, --reconnect-timeout 30 unless stated. Scenarios:
