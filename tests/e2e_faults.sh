@@ -24,6 +24,9 @@
 #      saying how to resume, a recovery file; the other nodes keep retrying (as
 #      the message says); resuming on the same port with node K restarted completes
 #   h. b over a unix socket, where the nodes share memory with the orchestrator
+#   i. tl run --checkpoint, then tl run --resume (new node processes; sealed:
+#      they roll back to the node side kept next to the checkpoint) against an
+#      uninterrupted tl run from the same --init
 #   g. (not simulated) a crash in the middle of writing a checkpoint: covered by
 #      the atomic write (temporary file, fsync, rename)
 # b, c, d, f end with `tl compare ref.st X` printing "(bit-identical)".
@@ -559,6 +562,26 @@ else
 fi
 unset -n NK
 
+
+# --- i. tl run stopped and resumed: new node processes (sealed: they roll back
+# to the node side they kept next to the checkpoint, CHECKPOINT.node-K.*) -----
+D=$RD/i
+mkdir -p "$D"
+RUN=(run --nodes 3 --insecure --threads 1 --privacy "$PRIV" --init "$W/init.st")
+if timeout "$TMO" "$TL" train --max-steps 1 --threads 1 --save "$W/init.st" >"$D/init.log" 2>&1 &&
+    (cd "$D" && timeout "$TMO" "$TL" "${RUN[@]}" --max-steps 120 --checkpoint ck.st \
+        --checkpoint-every 50 --save first.st) >"$D/run1.log" 2>&1 &&
+    (cd "$D" && timeout "$TMO" "$TL" "${RUN[@]}" --max-steps 200 --checkpoint ck.st --resume \
+        --save resumed.st) >"$D/run2.log" 2>&1 &&
+    (cd "$D" && timeout "$TMO" "$TL" "${RUN[@]}" --max-steps 200 --save whole.st) >"$D/run3.log" 2>&1; then
+    if same "$D/whole.st" "$D/resumed.st"; then
+        ok "i: tl run --resume (at step 120 of 200, new processes$([ "$PRIV" = sealed ] && echo ", node sides from $(cd "$D" && ls ck.st.node-1.* | tr '\n' ' ')")) is bit-identical to an uninterrupted tl run"
+    else
+        bad "i: tl run --resume is bit-identical to an uninterrupted tl run" "$CMP"
+    fi
+else
+    bad "i: tl run, then tl run --resume" "$(tail -n 3 "$D"/*.log | tr '\n' '|')"
+fi
 }
 
 for PRIV in sealed open; do
