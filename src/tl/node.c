@@ -643,6 +643,9 @@ static int on_eval(session *s, const tl_msg_eval *e) {
     int rc;
     if (e->bins < 2 || e->bins > TL_EVAL_MAX_BINS)
         return tl_error(TL_EPROTO, "EVAL: %u bins (must be 2..%d)", e->bins, TL_EVAL_MAX_BINS);
+    if (s->full && s->sc->need_state) /* sealed: never with a node side not the run's */
+        return tl_error(TL_EPROTO, "EVAL before the node side of step %llu arrived",
+                        (unsigned long long)s->sc->want_step);
     /* all parameters: the shared block holds them in traverse mode */
     const int shared = s->shm_params && s->mode == TL_MODE_TRAVERSE;
     /* sealed: the orchestrator side only, our node side goes in front */

@@ -1503,11 +1503,17 @@ static int await_all(tl_orch *o) {
                 else stale = 1;
             }
         }
-        if (missing < 0 && !stale) return 0;
+        /* sealed: a node evaluates with its node side: it must have the run's */
+        int orphan = -1, sync = o->sealed ? sealed_sync(o, &orphan) : 0;
+        if (missing < 0 && !stale && !sync) return 0;
         if (missing >= 0 && now > until)
             return tl_error(TL_ETIMEDOUT,
                             "node %d did not come back within %d s (--reconnect-timeout)",
                             missing + 1, o->cfg.reconnect_timeout_s);
+        if (sync == 2 && now > until)
+            return tl_error(TL_ESTATE,
+                            "node %d needs the node side of step %llu and no connected node "
+                            "holds it", orphan + 1, (unsigned long long)o->step);
         pump(o, until);
     }
 }
