@@ -139,7 +139,11 @@ static void check_frame(const tl_frame *f) {
         fprintf(stderr, "frame %s, %llu bytes%s: %s\n", tl_msg_type_name(f->type),
                 (unsigned long long)f->len, f->flags & TL_FRAME_F_ZSTD ? " (zstd)" : "",
                 drc == 0 ? "decoded" : tl_errmsg());
-    if (drc == 0) {
+    /* A HELLO of another protocol version is read only as far as its version
+     * (so that it can be refused with the reason): nothing to round-trip. */
+    int partial = drc == 0 && m.type == TL_MSG_HELLO && m.u.hello.proto_version != TL_PROTO_VERSION;
+    if (drc == 0 && partial) CHECK(m.type == f->type);
+    if (drc == 0 && !partial) {
         CHECK(m.type == f->type);
         touch_msg(&m, f->payload, f->len);
         int rc = tl_msg_encode(&m, &e);

@@ -82,16 +82,51 @@ for PN in open:3 open:1 sealed:3; do
     check "$P, $N node(s): the nodes' merged confusion matrix is the central one" \
         "run: $(confusions run$N.jsonl | tr '\n' ' ') train: $(confusions train$N.jsonl | tr '\n' ' ')" \
         test "$(confusions run$N.jsonl)" = "$(confusions train$N.jsonl)" -a -n "$(confusions run$N.jsonl)"
-    rm -rf "$D"
+    if [ "$P:$N" = open:3 ]; then
+        D3=$D
+        cp run3.safetensors open3.safetensors
+    else
+        rm -rf "$D"
+    fi
 done
 
+# The same 3 nodes started by hand: the orchestrator collects their STATS
+# (count, per-feature sums, sums of squares) for standardize and WELCOMEs them
+# with the combined means and deviations; the model matches tl run's.
+timeout "$TMO" "$TL" orchestrator --privacy open --nodes 3 --insecure --listen 127.0.0.1:0 --port-file sport \
+    --test-data "$D3/node-1" --model $MODEL --cut 1 --normalize standardize --optimizer sgd \
+    --lr 0.05 --epochs 2 --init init.safetensors --save so.safetensors >so.out 2>so.err &
+OPID=$!
+PIDS+=("$OPID")
+if PORT=$(wait_port sport "$OPID"); then
+    for k in 1 2 3; do
+        timeout "$TMO" "$TL" node --privacy open --connect 127.0.0.1:"$PORT" --id $k \
+            --data "$D3/node-$k" --test-data "$D3/node-$k" --insecure --give-up 30 \
+            >sn$k.out 2>sn$k.err &
+        PIDS+=("$!")
+    done
+    wait "$OPID"
+    rc=$?
+    check "standardize by STATS: the orchestrator exits 0" "rc $rc; $(tail -n 2 so.err | tr '\n' '|')" \
+        test "$rc" -eq 0
+    check "... combined the nodes' sums" "$(grep -c standardize so.err)" \
+        grep -q "standardize: per-feature means and deviations of the nodes' 455 training rows" so.err
+    "$TL" compare open3.safetensors so.safetensors >cmps 2>&1
+    check "... and trains what tl run trains (<= 1e-5)" "$(cat cmps)" \
+        awk -v r="$(relative cmps)" 'BEGIN { exit !(r != "" && r + 0 <= 1e-5) }'
+else
+    bad "orchestrator collecting STATS" "$(tail -n 2 so.err | tr '\n' '|')"
+fi
+rm -rf "$D3"
+
 # Hostile: node 2's table has 13 features, the run's model 30 inputs.
-run o orchestrator --privacy open --nodes 2 --insecure --listen 127.0.0.1:0 --port-file port \
-    --test-data "$BC" --model $MODEL --cut 1 --epochs 1 &
+timeout "$TMO" "$TL" orchestrator --privacy open --nodes 2 --insecure --listen 127.0.0.1:0 \
+    --port-file port --test-data "$BC" --model $MODEL --cut 1 --epochs 1 >o.out 2>o.err &
 OPID=$!
 PIDS+=("$OPID")
 if PORT=$(wait_port port "$OPID"); then
-    run n1 node --privacy open --connect 127.0.0.1:"$PORT" --id 1 --data "$BC" --insecure --give-up 20 &
+    timeout "$TMO" "$TL" node --privacy open --connect 127.0.0.1:"$PORT" --id 1 --data "$BC" \
+        --insecure --give-up 20 >n1.out 2>n1.err &
     PIDS+=("$!")
     run n2 node --privacy open --connect 127.0.0.1:"$PORT" --id 2 --data "$SK/wine.csv" --insecure --give-up 20
     rc=$?

@@ -108,6 +108,12 @@ void tl_orch_set_step(tl_orch *o, uint64_t step);
 int tl_orch_grad_fn(void *ctx, const tl_batch *b, const float *params, float *grads,
                     double *loss_sum, int64_t *correct);
 
+/* --normalize standardize without values in the run configuration: the
+ * orchestrator sends each node STATS_REQUEST after its HELLO and WELCOMEs
+ * them all once every node's STATS is in (docs/protocol.md §5.2); this is the
+ * combined descriptor (owned by o), or NULL before that or for other kinds. */
+const tl_norm *tl_orch_norm(const tl_orch *o);
+
 /* Sealed mode, at the end of training: sends FINAL (the orchestrator side,
  * params[p_node, n_params)) to every node, collects their PARAM_MACs and
  * compares them. 0, or TL_ESTATE naming the nodes whose node sides differ

@@ -108,6 +108,11 @@ typedef struct tl_trainer {
      * their side of that step first) */
     void (*checkpointing)(void *ctx, int64_t steps);
     char data_sig[512];      /* what the data is (counts, fingerprints), for checkpoints */
+    /* optional: fills data_sig when it is first needed (a checkpoint is written
+     * or loaded), for a signature that costs something to compute, such as a
+     * fingerprint of the whole data set; called at most once */
+    void (*data_sig_fn)(void *ud, char *sig, size_t cap);
+    void *data_sig_ud;
     const char *recovery_path; /* without cfg->checkpoint_path, where a failing run saves */
     const char *saved_path;  /* set when a failing run saved its state there */
     volatile sig_atomic_t *stop; /* optional: nonzero (a signal handler) stops the run between

@@ -35,6 +35,12 @@ static void usage(void) {
            cli_train_help);
 }
 
+/* tl_trainer's data_sig_fn: the training set's size and fingerprint. */
+static void train_data_sig(void *ud, char *sig, size_t cap) {
+    const tl_dataset *d = ud;
+    snprintf(sig, cap, "train %zu:%016llx", d->n, (unsigned long long)tl_dataset_fingerprint(d));
+}
+
 int cmd_train(int argc, char **argv) {
     tl_norm nm;
     const char *cmd = "train";
@@ -66,12 +72,10 @@ int cmd_train(int argc, char **argv) {
         goto fail;
     t_ok = 1;
     t.prefetch = tl_local_grad_prefetch;
-    { /* the data's identity, for the signature of a checkpoint or the recovery file */
-        char sig[96];
-        snprintf(sig, sizeof sig, "train %zu:%016llx", r.train.n,
-                 (unsigned long long)tl_dataset_fingerprint(&r.train));
-        tl_trainer_set_data_sig(&t, sig);
-    }
+    /* the data's identity, for the signature of a checkpoint or the recovery
+     * file: a fingerprint of every byte, computed only if one is written */
+    t.data_sig_fn = train_data_sig;
+    t.data_sig_ud = &r.train;
     /* SIGINT, SIGTERM, SIGHUP stop between batches with the state saved */
     t.recovery_path = "tl-recovery.safetensors";
     t.stop = &cli_stop_signal;

@@ -134,6 +134,11 @@ int cli_orchestrate(const cli_trainopts *t, const cli_orchopts *oo, const char *
     counts = calloc(2 * (size_t)oo->nodes, sizeof *counts);
     if (!counts || tl_orch_wait_nodes(o, oo->wait_timeout_s, counts, counts + oo->nodes) < 0)
         goto fail;
+    /* standardize: the descriptor combined from the nodes' STATS, for the
+     * orchestrator's own evaluation and the saved model's metadata */
+    tl_runcfg run = *cfg;
+    if (tl_orch_norm(o)) run.norm = *tl_orch_norm(o);
+    cfg = &run;
     /* sealed: the orchestrator cannot evaluate a model whose node side it does not hold */
     if (tl_trainer_init(&tr, cfg, &r.model, r.params, counts, oo->nodes,
                         r.have_test && !oo->privacy ? &r.test : NULL) < 0)

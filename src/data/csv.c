@@ -42,6 +42,7 @@
 
 #include "tl/dataset.h"
 #include "tl/error.h"
+#include "tl/le.h"
 
 #define MSG_CELL 40 /* characters of a bad cell quoted in a message */
 /* Smallest double that rounds to float infinity: halfway between FLT_MAX
@@ -590,8 +591,7 @@ static int gunzip(const uint8_t *in, size_t len, const char *name, char **out, s
     char *b = NULL;
     int rc = 0;
     if (!d) return tl_error(TL_ENOMEM, "%s: out of memory", name);
-    cap = len < 18 ? 4096 : (size_t)(in[len - 4] | in[len - 3] << 8 | in[len - 2] << 16 |
-                                     (uint32_t)in[len - 1] << 24) + 1;
+    cap = len < 18 ? 4096 : (size_t)tl_le_load32(in + len - 4) + 1; /* ISIZE, a hint */
     if (cap < 4 * len) cap = 4 * len;
     if (cap > TL_CSV_MAX_BYTES + 1) cap = TL_CSV_MAX_BYTES + 1;
     while (pos < len) {

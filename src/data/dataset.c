@@ -11,6 +11,7 @@
 
 #include "tl/csv.h"
 #include "tl/error.h"
+#include "tl/le.h"
 #include "tl/idx.h"
 #include "tl/norm.h"
 #include "tl/npy.h"
@@ -516,16 +517,15 @@ static uint64_t fnv1a(uint64_t h, const uint8_t *p, size_t n) {
 uint64_t tl_dataset_fingerprint(const tl_dataset *d) {
     uint8_t head[16];
     uint64_t n = d->n;
-    for (int i = 0; i < 8; i++) head[i] = (uint8_t)(n >> (8 * i));
-    for (int i = 0; i < 4; i++) head[8 + i] = (uint8_t)(d->rows >> (8 * i));
-    for (int i = 0; i < 4; i++) head[12 + i] = (uint8_t)(d->cols >> (8 * i));
+    tl_le_store64(head, n);
+    tl_le_store32(head + 8, d->rows);
+    tl_le_store32(head + 12, d->cols);
     uint64_t h = fnv1a(FNV_OFFSET, head, sizeof head);
     h = fnv1a(h, d->labels, d->n);
     if (is_idx_kind(d)) return fnv1a(h, d->images, d->n * d->dim);
     uint32_t sh[3];
     uint8_t more[14] = {(uint8_t)d->dtype, (uint8_t)shape_of(d, sh)};
-    for (int k = 0; k < 3; k++)
-        for (int i = 0; i < 4; i++) more[2 + 4 * k + i] = (uint8_t)(sh[k] >> (8 * i));
+    for (int k = 0; k < 3; k++) tl_le_store32(more + 2 + 4 * k, sh[k]);
     h = fnv1a(h, more, sizeof more);
     return fnv1a(h, samples(d), d->n * d->dim * elsize(d)); /* little-endian host (npy.c) */
 }

@@ -21,6 +21,8 @@
 
 #include "tl/dataset.h"
 #include "tl/error.h"
+#include "tl/file.h"
+#include "tl/le.h"
 
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "npy.c reads little-endian data in place");
 
@@ -193,14 +195,14 @@ int tl_npy_read(const char *path, tl_npy *a) {
         goto cleanup;
     }
     if (map[6] == 1) {
-        hlen = (size_t)map[8] | (size_t)map[9] << 8;
+        hlen = tl_le_load16(map + 8);
         off = 10 + hlen;
     } else {
         if (len < 12) {
             rc = tl_error(TL_EFORMAT, "%s: truncated header", path);
             goto cleanup;
         }
-        hlen = (size_t)map[8] | (size_t)map[9] << 8 | (size_t)map[10] << 16 | (size_t)map[11] << 24;
+        hlen = tl_le_load32(map + 8);
         off = 12 + hlen;
     }
     if (hlen > HEADER_MAX || off > len) {
@@ -354,22 +356,7 @@ cleanup:
     return rc;
 }
 
-/* Writes all n bytes of p to fd, retrying short writes and EINTR. */
-static int write_all(int fd, const void *p, size_t n, const char *path) {
-    const uint8_t *b = p;
-    while (n > 0) {
-        ssize_t w = write(fd, b, n > ((size_t)1 << 30) ? (size_t)1 << 30 : n);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0)
-            return tl_error(TL_EIO, "%s: write failed: %s", path,
-                            w < 0 ? strerror(errno) : "no progress");
-        b += w, n -= (size_t)w;
-    }
-    return 0;
-}
-
-/* Contract in npy.h. TODO(src/io/file.c): use the shared atomic file writer
- * once it is merged; this is the same tmp + fsync + rename sequence. */
+/* Contract in npy.h. */
 int tl_npy_write(const char *path, tl_npy_dtype dtype, int rank, const uint64_t *shape,
                  const void *data) {
     size_t elsize = 0, count = 1;
@@ -396,30 +383,17 @@ int tl_npy_write(const char *path, tl_npy_dtype dtype, int rank, const uint64_t 
     size_t total = (10 + (size_t)len + 1 + 63) / 64 * 64;
     uint8_t head[640];
     memcpy(head, "\x93NUMPY\x01\x00", 8);
-    head[8] = (uint8_t)((total - 10) & 0xff), head[9] = (uint8_t)((total - 10) >> 8);
+    tl_le_store16(head + 8, (uint16_t)(total - 10));
     memcpy(head + 10, hdr, (size_t)len);
     memset(head + 10 + len, ' ', total - 10 - (size_t)len - 1);
     head[total - 1] = '\n';
 
-    size_t tlen = strlen(path) + 32;
-    char *tmp = malloc(tlen);
-    if (!tmp) return tl_error(TL_ENOMEM, "%s: out of memory", path);
-    snprintf(tmp, tlen, "%s.tmp.%ld", path, (long)getpid());
-    int rc, fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
-    if (fd < 0) {
-        rc = tl_error(TL_EIO, "%s: cannot create: %s", tmp, strerror(errno));
-        free(tmp);
-        return rc;
-    }
-    rc = write_all(fd, head, total, path);
-    if (rc == 0) rc = write_all(fd, data, count * elsize, path);
-    if (rc == 0 && fsync(fd) < 0)
-        rc = tl_error(TL_EIO, "%s: fsync failed: %s", path, strerror(errno));
-    if (close(fd) < 0 && rc == 0)
-        rc = tl_error(TL_EIO, "%s: close failed: %s", path, strerror(errno));
-    if (rc == 0 && rename(tmp, path) < 0)
-        rc = tl_error(TL_EIO, "%s: cannot rename into place: %s", path, strerror(errno));
-    if (rc < 0) unlink(tmp);
-    free(tmp);
+    tl_file_w w; /* atomic, never through a link planted at path (file.h) */
+    int rc = tl_file_begin(&w, path, 0644, 0);
+    if (rc < 0) return rc;
+    rc = tl_file_write(&w, head, total);
+    if (rc == 0) rc = tl_file_write(&w, data, count * elsize);
+    if (rc == 0) return tl_file_commit(&w);
+    tl_file_abort(&w);
     return rc;
 }

@@ -33,6 +33,8 @@
  * where its transport is). */
 typedef enum peer_state {
     PEER_HELLO,   /* waiting for HELLO (after the TLS handshake, if any) */
+    PEER_STATS,   /* STATS_REQUEST sent (standardize): its STATS, then every other
+                   * node's, before WELCOME; not registered */
     PEER_WELCOMED,/* WELCOME sent, waiting for READY: not registered, leaves no trace */
     PEER_READY,   /* a registered node */
     PEER_GONE,    /* closed with a last message */
@@ -44,6 +46,7 @@ typedef struct peer {
     int node;              /* node index once WELCOMED, else -1 */
     uint64_t count, fingerprint; /* from HELLO; the node's identity once READY */
     uint64_t test_count;   /* from HELLO: the node's held-out rows */
+    uint16_t hello_flags;  /* HELLO's capabilities, for a WELCOME sent later */
     char version[64];      /* HELLO's software version, for the log */
     uint8_t key_id[16];    /* HELLO's group key id (sealed) */
     int64_t hb_window;     /* start of the current second of heartbeat counting */
@@ -73,6 +76,8 @@ typedef struct node_slot {
     uint64_t count, fingerprint;
     uint64_t test_count;   /* held-out rows (HELLO) */
     tl_evalstats ev;       /* its last EVAL_RESULT (ev.classes 0: not set up) */
+    tl_norm_stats st;      /* its STATS (standardize), once st_in */
+    int st_in;
     /* batch state */
     expect exp;
     size_t first, n;       /* the node's rows in the batch */
@@ -141,6 +146,10 @@ struct tl_orch {
     uint32_t elem, rank, shape[3];
     uint64_t labels_hash;
     uint64_t eval_step;    /* the step EVAL was sent for */
+    /* --normalize standardize: the nodes' STATS, combined once all are in */
+    int std_pending;
+    int norm_ready;
+    tl_norm norm;          /* owned, once norm_ready */
 };
 
 static void olog(tl_orch *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -563,6 +572,58 @@ static int data_mismatch(const tl_orch *o, const tl_msg_hello *h, char *why, siz
     return 0;
 }
 
+/* WELCOME for the node of p (its HELLO recorded in p's peer): the run's
+ * configuration, compression and shared memory if it offered them. */
+static void send_welcome(tl_orch *o, tl_peer *p) {
+    peer *u = OP(p);
+    node_slot *s = &o->nodes[u->node];
+    const uint16_t flags = u->hello_flags;
+    tl_msg m = {.type = TL_MSG_WELCOME};
+    tl_msg_welcome *w = &m.u.welcome;
+    const tl_runcfg *run = o->cfg.run;
+    int zstd = o->cfg.zstd && (flags & TL_HELLO_F_ZSTD);
+    /* shared memory: offered by the node, possible on this connection (a
+     * unix socket, nothing queued before WELCOME) */
+    int shm = o->shm.p && (flags & TL_HELLO_F_SHM) && tl_peer_can_pass_fds(p);
+    /* a fresh gradient region for every connection: whatever an old process of
+     * this node still writes goes to the old one */
+    if (s->grads && s->grads == s->gshm.p) s->grads = NULL; /* that batch is replayed */
+    if (s->q && (const void *)s->q == (const void *)s->gshm.p) s->q = NULL;
+    if (s->gshm.p) tl_shm_free(&s->gshm);
+    if (shm && tl_shm_create((o->sealed ? sizeof(uint64_t) : sizeof(float)) * o->p_node,
+                             &s->gshm) < 0) {
+        olog(o, "node %d: no shared memory (%s): using the socket", u->node + 1, tl_errmsg());
+        shm = 0;
+    }
+    w->run_id = o->run_id;
+    w->flags = (zstd ? TL_WELCOME_F_ZSTD : 0) | (shm ? TL_WELCOME_F_SHM : 0);
+    w->cut = (uint32_t)o->cut;
+    w->mode = (uint32_t)run->mode;
+    w->n_classes = (uint32_t)o->classes;
+    w->input_dim = (uint32_t)o->cfg.model->in_dim;
+    tl_norm nm;
+    if (o->norm_ready) nm = o->norm; /* combined from the nodes' STATS */
+    else tl_runcfg_norm(run, &nm);
+    w->mean = nm.kind == TL_NORM_SCALAR ? nm.mean : 0.0f; /* none: (v - 0) / 1, exact */
+    w->std = nm.kind == TL_NORM_SCALAR ? nm.std : 1.0f;
+    if (nm.kind == TL_NORM_FEATURE) { /* dim checked by tl_orch_new */
+        w->norm = TL_WELCOME_NORM_FEATURE;
+        w->mean_f = tl_tensor_1d(TL_DT_F32, nm.mean_f, (uint32_t)nm.dim);
+        w->std_f = tl_tensor_1d(TL_DT_F32, nm.std_f, (uint32_t)nm.dim);
+    }
+    w->heartbeat_ms = (uint32_t)o->cfg.heartbeat_ms;
+    if (o->sealed) sealed_welcome(o, w);
+    snprintf(w->model, sizeof w->model, "%s", o->cfg.model->spec);
+    if (tl_peer_send(p, &m) < 0) {
+        close_with_error(o, p, TL_ENOMEM, tl_errmsg());
+        return;
+    }
+    if (shm) tl_peer_pass_shm(p, &o->shm, &s->gshm);
+    if (zstd) tl_peer_set_zstd(p);
+    /* nothing is recorded for the node until it says READY */
+    u->st = PEER_WELCOMED;
+}
+
 static void on_hello(tl_orch *o, tl_peer *p, const tl_msg_hello *h) {
     char why[512];
     const int n = o->cfg.n_nodes;
@@ -641,47 +702,6 @@ static void on_hello(tl_orch *o, tl_peer *p, const tl_msg_hello *h) {
         reject(o, p, TL_REJECT_BAD_HELLO, why);
         return;
     }
-    tl_msg m = {.type = TL_MSG_WELCOME};
-    tl_msg_welcome *w = &m.u.welcome;
-    const tl_runcfg *run = o->cfg.run;
-    int zstd = o->cfg.zstd && (h->flags & TL_HELLO_F_ZSTD);
-    /* shared memory: offered by the node, possible on this connection (a
-     * unix socket, nothing queued before WELCOME) */
-    int shm = o->shm.p && (h->flags & TL_HELLO_F_SHM) && tl_peer_can_pass_fds(p);
-    /* a fresh gradient region for every connection: whatever an old process of
-     * this node still writes goes to the old one */
-    if (s->grads && s->grads == s->gshm.p) s->grads = NULL; /* that batch is replayed */
-    if (s->q && (const void *)s->q == (const void *)s->gshm.p) s->q = NULL;
-    if (s->gshm.p) tl_shm_free(&s->gshm);
-    if (shm && tl_shm_create((o->sealed ? sizeof(uint64_t) : sizeof(float)) * o->p_node,
-                             &s->gshm) < 0) {
-        olog(o, "node %u: no shared memory (%s): using the socket", h->node_id, tl_errmsg());
-        shm = 0;
-    }
-    w->run_id = o->run_id;
-    w->flags = (zstd ? TL_WELCOME_F_ZSTD : 0) | (shm ? TL_WELCOME_F_SHM : 0);
-    w->cut = (uint32_t)o->cut;
-    w->mode = (uint32_t)run->mode;
-    w->n_classes = (uint32_t)o->classes;
-    w->input_dim = (uint32_t)o->cfg.model->in_dim;
-    tl_norm nm;
-    tl_runcfg_norm(run, &nm);
-    w->mean = nm.kind == TL_NORM_SCALAR ? nm.mean : 0.0f; /* none: (v - 0) / 1, exact */
-    w->std = nm.kind == TL_NORM_SCALAR ? nm.std : 1.0f;
-    if (nm.kind == TL_NORM_FEATURE) { /* dim checked by tl_orch_new */
-        w->norm = TL_WELCOME_NORM_FEATURE;
-        w->mean_f = tl_tensor_1d(TL_DT_F32, nm.mean_f, (uint32_t)nm.dim);
-        w->std_f = tl_tensor_1d(TL_DT_F32, nm.std_f, (uint32_t)nm.dim);
-    }
-    w->heartbeat_ms = (uint32_t)o->cfg.heartbeat_ms;
-    if (o->sealed) sealed_welcome(o, w);
-    snprintf(w->model, sizeof w->model, "%s", o->cfg.model->spec);
-    if (tl_peer_send(p, &m) < 0) {
-        close_with_error(o, p, TL_ENOMEM, tl_errmsg());
-        return;
-    }
-    if (shm) tl_peer_pass_shm(p, &o->shm, &s->gshm);
-    if (zstd) tl_peer_set_zstd(p);
     /* nothing is recorded for the node until it says READY */
     s->pending = p;
     peer *u = OP(p);
@@ -689,7 +709,8 @@ static void on_hello(tl_orch *o, tl_peer *p, const tl_msg_hello *h) {
     u->fingerprint = h->fingerprint;
     u->test_count = h->test_count;
     u->node = (int)h->node_id - 1;
-    u->st = PEER_WELCOMED;
+    u->hello_flags = h->flags;
+    snprintf(u->version, sizeof u->version, "%s", h->version);
     memcpy(u->key_id, h->key_id, sizeof u->key_id);
     if (!o->have_desc && h->rank) { /* the run's data is this node's kind from now on */
         o->have_desc = 1;
@@ -700,7 +721,20 @@ static void on_hello(tl_orch *o, tl_peer *p, const tl_msg_hello *h) {
         /* float samples may be anything: no bound on |x| (nor on what follows from it) */
         if (h->elem == TL_ELEM_WIRE_F32) o->bounds.x_max = INFINITY;
     }
-    snprintf(u->version, sizeof u->version, "%s", h->version);
+    if (o->std_pending && !o->norm_ready) {
+        /* standardize: the node's sums first; WELCOME once every node's are in */
+        tl_msg m = {.type = TL_MSG_STATS_REQUEST};
+        m.u.stats_request.what = TL_STATS_NORM;
+        tl_peer_set_max_frame(p, TL_FRAME_HANDSHAKE_MAX + (uint64_t)16 * o->cfg.model->in_dim);
+        if (tl_peer_send(p, &m) < 0) {
+            s->pending = NULL;
+            close_with_error(o, p, TL_ENOMEM, tl_errmsg());
+            return;
+        }
+        u->st = PEER_STATS;
+        return;
+    }
+    send_welcome(o, p);
 }
 
 /* READY: the node checked WELCOME against its data and takes part. Only now
@@ -925,6 +959,67 @@ static int on_bwd_result(tl_orch *o, tl_peer *p, node_slot *s, const tl_msg_back
 }
 
 /* One complete frame from peer p. Returns 0, or < 0 if p was dropped/closed. */
+/* STATS: a node's count, per-feature sums and sums of squares (its training
+ * rows; docs/protocol.md §5.2), checked: the run's width, HELLO's count,
+ * finite, sums of squares >= 0. Once every node's are in: combined in node
+ * order, finished (norm.h), and every node waiting gets its WELCOME. A bad
+ * STATS is refused (REJECT BAD_HELLO) with the reason. */
+static int on_stats(tl_orch *o, tl_peer *p, const tl_msg_stats *st) {
+    peer *u = OP(p);
+    node_slot *s = &o->nodes[u->node];
+    const uint32_t dim = (uint32_t)o->cfg.model->in_dim;
+    char why[256];
+    int rc = tl_tensor_check(&st->sum, TL_DT_F64, 1, &dim, "STATS sum");
+    if (rc == 0) rc = tl_tensor_check(&st->sumsq, TL_DT_F64, 1, &dim, "STATS sumsq");
+    if (rc == 0 && st->count != u->count)
+        rc = tl_error(TL_EPROTO, "STATS: %llu rows, but HELLO said %llu",
+                      (unsigned long long)st->count, (unsigned long long)u->count);
+    const double *sum = st->sum.data, *sq = st->sumsq.data;
+    for (uint32_t f = 0; rc == 0 && f < dim; f++)
+        if (!isfinite(sum[f]) || !isfinite(sq[f]) || sq[f] < 0)
+            rc = tl_error(TL_EPROTO, "STATS: feature %u has sum %g, sum of squares %g", f,
+                          sum[f], sq[f]);
+    if (rc < 0) {
+        snprintf(why, sizeof why, "%s", tl_errmsg());
+        reject(o, p, TL_REJECT_BAD_HELLO, why);
+        return -1;
+    }
+    tl_norm_stats_free(&s->st);
+    if ((rc = tl_norm_stats_init(&s->st, dim)) < 0) {
+        close_with_error(o, p, rc, tl_errmsg());
+        return -1;
+    }
+    s->st.count = st->count;
+    memcpy(s->st.sum, sum, sizeof(double) * dim);
+    memcpy(s->st.sumsq, sq, sizeof(double) * dim);
+    s->st_in = 1;
+    for (int k = 0; k < o->cfg.n_nodes; k++)
+        if (!o->nodes[k].st_in) return 0; /* WELCOME when all are in */
+    tl_norm_stats total;
+    if ((rc = tl_norm_stats_init(&total, dim)) < 0) return rc;
+    for (int k = 0; k < o->cfg.n_nodes && rc == 0; k++)
+        rc = tl_norm_stats_combine(&total, &o->nodes[k].st);
+    if (rc == 0) rc = tl_norm_finish(&total, &o->norm);
+    const uint64_t rows = total.count;
+    tl_norm_stats_free(&total);
+    if (rc < 0) {
+        olog(o, "standardize: %s", tl_errmsg());
+        close_with_error(o, p, rc, tl_errmsg());
+        return -1;
+    }
+    o->norm_ready = 1;
+    olog(o, "standardize: per-feature means and deviations of the nodes' %llu training rows, "
+            "from their sums", (unsigned long long)rows);
+    const int64_t now = tl_now_ms();
+    for (int i = 0; i < tl_server_npeers(o->srv); i++) {
+        tl_peer *q = tl_server_peer(o->srv, i);
+        if (OP(q)->st != PEER_STATS) continue;
+        OP(q)->deadline = now + o->cfg.handshake_timeout_ms; /* from now on to READY */
+        send_welcome(o, q);
+    }
+    return 0;
+}
+
 /* EVAL_RESULT: the node's evaluation sums, decoded as hostile (evalstats.h)
  * with the classes and bins asked for; n must be its held-out row count. */
 static int on_eval_result(tl_orch *o, node_slot *s, const tl_msg_eval_result *r) {
@@ -969,7 +1064,22 @@ static int on_frame(void *ud, tl_peer *p, const tl_frame *f) {
             return -1;
         }
         on_hello(o, p, &m.u.hello);
-        return u->st == PEER_WELCOMED ? 0 : -1;
+        return u->st == PEER_WELCOMED || u->st == PEER_STATS ? 0 : -1;
+    }
+    if (u->st == PEER_STATS) {
+        char why[TL_MSG_STR_MAX + 64];
+        if (m.type == TL_MSG_STATS) return on_stats(o, p, &m.u.stats);
+        if (m.type == TL_MSG_HEARTBEAT) return 0;
+        if (m.type == TL_MSG_ERROR) {
+            snprintf(why, sizeof why, "node %d declined the run: %s", u->node + 1,
+                     m.u.error.message);
+            olog(o, "closed %s: %s", tl_peer_name(p), why);
+            close_with_error(o, p, TL_ECLOSED, why);
+            return -1;
+        }
+        snprintf(why, sizeof why, "expected STATS, got %s", tl_msg_type_name(m.type));
+        reject(o, p, TL_REJECT_BAD_HELLO, why);
+        return -1;
     }
     if (u->st == PEER_WELCOMED) {
         char why[TL_MSG_STR_MAX + 64];
@@ -1089,6 +1199,13 @@ static void on_timer(void *ud) {
                      o->cfg.handshake_timeout_ms);
                 close_with_error(o, p, TL_ETIMEDOUT, "handshake timed out");
             }
+        } else if (u->st == PEER_STATS) {
+            /* waiting for the other nodes' STATS: keep its handshake alive */
+            if (now - tl_peer_last_sent(p) >= 5000 && tl_peer_idle(p)) {
+                tl_msg m = {.type = TL_MSG_HEARTBEAT};
+                m.u.heartbeat.nonce = (uint64_t)now;
+                tl_peer_send(p, &m);
+            }
         } else if (u->st == PEER_READY && hb > 0) {
             if (now - tl_peer_last_recv(p) > 4 * (int64_t)hb) {
                 lose_node(o, p, "silent for more than 4 heartbeats");
@@ -1114,15 +1231,14 @@ int tl_orch_new(const tl_orch_cfg *cfg, tl_orch **out) {
     o->lost_node = -1;
     const tl_model *m = cfg->model;
     const tl_runcfg *run = cfg->run;
-    if (run->norm.kind == TL_NORM_FEATURE && run->norm.dim != (size_t)m->in_dim) {
-        /* standardize: the means and deviations must be known before WELCOME */
-        rc = run->norm.dim ? tl_error(TL_EINVAL, "the normalization has %zu features, the "
-                                      "model's input %d", run->norm.dim, m->in_dim)
-                           : tl_error(TL_EINVAL, "--normalize standardize: this orchestrator "
-                                      "does not collect the nodes' statistics (STATS) yet; "
-                                      "tl run computes them from the data it partitions");
+    if (run->norm.kind == TL_NORM_FEATURE && run->norm.dim &&
+        run->norm.dim != (size_t)m->in_dim) {
+        rc = tl_error(TL_EINVAL, "the normalization has %zu features, the model's input %d",
+                      run->norm.dim, m->in_dim);
         goto fail;
     }
+    /* standardize without the values: from the nodes' STATS (§5.2) */
+    o->std_pending = run->norm.kind == TL_NORM_FEATURE && run->norm.dim == 0;
     if ((rc = tl_model_cut_modules(m, run->cut, &o->cut)) < 0) goto fail;
     o->p_node = tl_model_param_offset(m, o->cut);
     o->p_sent = run->mode == TL_MODE_TRAVERSE ? m->n_params : o->p_node;
@@ -1480,6 +1596,8 @@ int tl_orch_grad_fn(void *ctx, const tl_batch *b, const float *params, float *gr
     }
 }
 
+const tl_norm *tl_orch_norm(const tl_orch *o) { return o->norm_ready ? &o->norm : NULL; }
+
 uint64_t tl_orch_test_rows(const tl_orch *o) {
     uint64_t n = 0;
     for (int i = 0; i < o->cfg.n_nodes; i++) n += o->nodes[i].test_count;
@@ -1646,6 +1764,7 @@ void tl_orch_free(tl_orch *o) {
             free(o->nodes[i].rows_u32);
             if (o->nodes[i].gshm.p) tl_shm_free(&o->nodes[i].gshm);
             tl_evalstats_free(&o->nodes[i].ev);
+            tl_norm_stats_free(&o->nodes[i].st);
         }
     free(o->nodes);
     if (o->shm.p) tl_shm_free(&o->shm);
@@ -1654,6 +1773,7 @@ void tl_orch_free(tl_orch *o) {
     free(o->G);
     free(o->dH);
     free(o->labels);
+    tl_norm_free(&o->norm);
     free(o->qsum);
     free(o->ids);
     free(o);

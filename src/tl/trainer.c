@@ -71,7 +71,14 @@ int tl_trainer_set_opt_from(tl_trainer *t, size_t from) {
     return rc;
 }
 
+/* data_sig, computed now if that was left for when it is needed. */
+static void need_data_sig(tl_trainer *t) {
+    if (t->data_sig_fn) t->data_sig_fn(t->data_sig_ud, t->data_sig, sizeof t->data_sig);
+    t->data_sig_fn = NULL;
+}
+
 int tl_trainer_resume(tl_trainer *t) {
+    need_data_sig(t);
     tl_run_pos pos;
     int rc = tl_checkpoint_load(t->cfg->checkpoint_path, t, &pos);
     if (rc < 0) return rc;
@@ -125,6 +132,7 @@ static int checkpoint(tl_trainer *t, void *ctx, int epoch, size_t batch, double 
                        : failing                 ? t->recovery_path
                                                  : NULL;
     if (!path) return 0;
+    need_data_sig(t);
     tl_run_pos pos = {epoch, batch, t->steps, loss_sum, correct, seen};
     /* first the nodes' side (sealed mode), so that every checkpoint the
      * orchestrator holds has its node-side counterpart */
