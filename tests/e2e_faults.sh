@@ -4,6 +4,11 @@
 #
 #   bash tests/e2e_faults.sh <path to tl> <tests/data dir>
 #
+# Every scenario runs twice: in sealed mode (the default: the node side stays
+# at the nodes; a node back without it gets a live node's, sealed; a resumed
+# orchestrator rolls the nodes back to their saved side of its checkpoint;
+# the model is node 1's --save) and with --privacy open; each is compared
+# with an undisturbed run of its own mode.
 # Every run: 3 nodes (contiguous partition of Fashion-MNIST), plaintext
 # (--insecure; TLS is tested elsewhere), --threads 1, --max-steps 300,
 # --heartbeat 300, --reconnect-timeout 30 unless stated. Scenarios:
@@ -19,6 +24,9 @@
 #      saying how to resume, a recovery file; the other nodes keep retrying (as
 #      the message says); resuming on the same port with node K restarted completes
 #   h. b over a unix socket, where the nodes share memory with the orchestrator
+#   i. tl run --checkpoint, then tl run --resume (new node processes; sealed:
+#      they roll back to the node side kept next to the checkpoint) against an
+#      uninterrupted tl run from the same --init
 #   g. (not simulated) a crash in the middle of writing a checkpoint: covered by
 #      the atomic write (temporary file, fsync, rename)
 # b, c, d, f end with `tl compare ref.st X` printing "(bit-identical)".
@@ -27,6 +35,9 @@
 # "N passed, M failed"; exit status 1 on any failure.
 set -u
 . "$(dirname "$0")/lib.sh"
+# every check names the privacy mode it ran in
+ok() { pass=$((pass + 1)); echo "ok - ${PRIV:+[$PRIV] }$1"; }
+bad() { fail=$((fail + 1)); echo "FAIL - ${PRIV:+[$PRIV] }$1: $2"; }
 
 TL=${1:?usage: e2e_faults.sh <tl> <tests/data dir>}
 TL=$(realpath "$TL") # the script changes directory
@@ -47,16 +58,48 @@ if ! timeout "$TMO" "$TL" partition --data "$DATA" --nodes 3 --out "$W/parts" >"
     finish
 fi
 
-COMMON=(--nodes 3 --insecure --threads 1 --max-steps "$STEPS" --heartbeat 300)
+BASE=(--nodes 3 --insecure --threads 1 --max-steps "$STEPS" --heartbeat 300)
+# the sealed nodes' group key (--insecure runs have no kits)
+if ! timeout "$TMO" "$TL" provision --group-key-only "$W/group.key" >"$W/provision.log" 2>&1; then
+    bad "tl provision --group-key-only" "$(tail -n 3 "$W/provision.log" | tr '\n' '|')"
+    finish
+fi
+# set_privacy MODE: the orchestrator's options (COMMON) and the nodes' extra
+# options (NODE_PRIV) for privacy mode MODE. Sealed (the default) nodes need
+# the group key: --insecure runs have no kits, so one is made for them.
+set_privacy() {
+    if [ "$1" = open ]; then
+        COMMON=("${BASE[@]}" --privacy open)
+        NODE_PRIV=(--privacy open)
+    else
+        COMMON=("${BASE[@]}")
+        NODE_PRIV=(--group-key "$W/group.key")
+    fi
+}
 
 # --- helpers --------------------------------------------------------------
 
 # spawn VAR DIR LOG cmd...: starts `timeout TMO cmd...` in the background with
 # DIR as working directory and stdout+stderr to LOG; VAR gets the pid.
+# In sealed mode the orchestrator holds no node side and cannot --save: the
+# --save FILE of an orchestrator goes to node 1 instead (SAVE_TO; the whole
+# model, as 'tl node --save' writes it), which start_node passes on.
 spawn() {
     local __var=$1 dir=$2 log=$3
     shift 3
-    (cd "$dir" && exec timeout "$TMO" "$@") >"$log" 2>&1 &
+    local args=("$@") kept=() i
+    if [ "$PRIV" = sealed ] && [ "${args[1]:-}" = orchestrator ]; then
+        for ((i = 0; i < ${#args[@]}; i++)); do
+            if [ "${args[i]}" = --save ]; then
+                SAVE_TO=${args[i + 1]}
+                i=$((i + 1))
+            else
+                kept+=("${args[i]}")
+            fi
+        done
+        args=("${kept[@]}")
+    fi
+    (cd "$dir" && exec timeout "$TMO" "${args[@]}") >"$log" 2>&1 &
     local pid=$!
     PIDS+=("$pid")
     printf -v "$__var" '%s' "$pid"
@@ -125,14 +168,16 @@ start_orch() {
     local __v=$1 dir=$2 name=$3
     shift 3
     rm -f "$dir/$name.port"
-    spawn "$__v" "$dir" "$dir/$name.log" "$TL" orchestrator --privacy open --listen 127.0.0.1:0 \
+    spawn "$__v" "$dir" "$dir/$name.log" "$TL" orchestrator --listen 127.0.0.1:0 \
         --port-file "$dir/$name.port" --metrics "$dir/$name.metrics" --batch-metrics "${COMMON[@]}" "$@"
 }
 # start_node VAR DIR ID PORT LOG
 start_node() {
-    spawn "$1" "$2" "$5" "$TL" node --privacy open --connect "127.0.0.1:$4" --id "$3" \
-        --data "$W/parts/node-$3" --insecure --threads 1
+    spawn "$1" "$2" "$5" "$TL" node --connect "127.0.0.1:$4" --id "$3" \
+        --data "$W/parts/node-$3" --insecure --threads 1 "${NODE_PRIV[@]}" $(node_save "$3")
 }
+# node_save ID: sealed, node 1: --save SAVE_TO (see spawn)
+node_save() { [ "$PRIV" = sealed ] && [ "$1" = 1 ] && echo "--save $SAVE_TO"; }
 # same A B: `tl compare` says bit-identical; CMP holds its output.
 same() {
     CMP=$(timeout 60 "$TL" compare "$1" "$2" 2>&1)
@@ -146,10 +191,24 @@ lost_ids() { sed -n 's/.*orchestrator: node \([0-9]*\) (.*) lost: .*/\1/p' "$1" 
 check_bit() {
     if [ ! -s "$2" ]; then
         bad "$1: bit-identical to ref.st" "$2 was not written"
-    elif same "$W/a/ref.st" "$2"; then
+    elif same "$RD/a/ref.st" "$2"; then
         ok "$1: bit-identical to ref.st ($(grep -o 'tensors.*' <<<"$CMP"))"
     else
         bad "$1: bit-identical to ref.st" "$CMP"
+    fi
+}
+# check_transfer WHAT: sealed mode: node K came back without the node side of
+# the run's step and got a live node's, sealed and relayed (orchestrator log),
+# and installed it (its log FILE).
+check_transfer() {
+    [ "$PRIV" = sealed ] || return 0
+    local sent got
+    sent=$(grep -m1 -oE "node $K: gets the node side of step [0-9]+ from node [0-9]+ \(sealed, [0-9]+ bytes, relayed\)" "$D/orch.log")
+    got=$(grep -m1 -oE "took the node side of step [0-9]+ from node [0-9]+ \(sealed, [0-9]+ bytes\)" "$2")
+    if [ -n "$sent" ] && [ -n "$got" ]; then
+        ok "$1: node $K got the node side from a live node: $sent / node $K: $got"
+    else
+        bad "$1: node $K got the node side from a live node" "$(grep -E 'node side' "$D/orch.log" "$2" | tr '\n' '|')"
     fi
 }
 # check_nodes_done WHAT LOGDIR PIDVAR...: every listed node job exited 0.
@@ -209,8 +268,14 @@ run_start() {
     start_node N3 "$dir" 3 "$PORT" "$dir/n3.log"
 }
 
+# All of it, in one privacy mode: PRIV (sealed or open); the runs go under
+# $RD = $W/$PRIV.
+scenarios() {
+RD=$W/$PRIV
+mkdir -p "$RD"
+echo "# --- privacy mode: $PRIV"
 # --- a. reference ---------------------------------------------------------
-D=$W/a
+D=$RD/a
 t=$SECONDS
 if ! run_start "$D" ref --save "$D/ref.st"; then
     bad "a: reference run" "no port file: $(tailof "$D/ref.log")"
@@ -235,7 +300,7 @@ else
 fi
 
 # --- b. kill -9 a node at a random step, restart it -------------------------
-D=$W/b
+D=$RD/b
 t=$SECONDS
 run_start "$D" orch --reconnect-timeout 30 --save "$D/out.st"
 if signal_node KILL; then
@@ -255,6 +320,7 @@ if signal_node KILL; then
     else
         bad "b: the log shows the loss and the replay" "$(grep -E 'lost|discarded|replayed' "$D/orch.log" | tr '\n' '|')"
     fi
+    check_transfer "b" "$D/n$K-restarted.log"
     check_restarted "b" "$NEW"
 else
     bad "b: kill -9 node $K at step $R" "the run ended (or stalled) before step $R: $(tailof "$D/orch.log")"
@@ -263,7 +329,7 @@ unset -n NK
 
 # --- c. a node stops responding (SIGSTOP) -----------------------------------
 for variant in cont fresh; do
-    D=$W/c-$variant
+    D=$RD/c-$variant
     t=$SECONDS
     run_start "$D" orch --reconnect-timeout 30 --save "$D/out.st"
     if signal_node STOP; then
@@ -295,6 +361,17 @@ for variant in cont fresh; do
                 bad "c/cont: the resumed node reconnected by itself" "$(tailof "$D/n$K.log")"
             fi
         fi
+        if [ $variant = fresh ]; then
+            check_transfer "c/fresh" "$D/n$K-fresh.log"
+        elif [ "$PRIV" = sealed ]; then
+            # it kept its node side while stopped; never a stale step: either it
+            # was the run's (no transfer) or it got a live node's
+            if grep -qE "node $K holds (the node side of step [0-9]+, the run is at|no node side)" "$D/orch.log"; then
+                check_transfer "c/cont" "$D/n$K.log"
+            else
+                ok "c/cont: node $K came back with the node side of the run's step (no transfer needed)"
+            fi
+        fi
         check_restarted "c/$variant" "$restarted"
     else
         bad "c/$variant: kill -STOP node $K at step $R" "the run ended (or stalled) before step $R: $(tailof "$D/orch.log")"
@@ -303,7 +380,7 @@ for variant in cont fresh; do
 done
 
 # --- d. kill -9 the orchestrator, --resume on the same port -----------------
-D=$W/d
+D=$RD/d
 R=$((60 + RANDOM % 180))
 t=$SECONDS
 CK=(--checkpoint "$D/ck.st" --checkpoint-every 50 --reconnect-timeout 30 --save "$D/out.st")
@@ -317,7 +394,7 @@ if wait_steps "$D/orch1.metrics" "$R" "$OP" 60 && victim=$(tl_pid "$OP") && kill
         bad "d: orchestrator killed at step $at; checkpoint ck.st exists" "$(ls -la "$D")"
     fi
     # The nodes keep retrying 127.0.0.1:PORT: the new orchestrator must get it.
-    spawn OP2 "$D" "$D/orch2.log" "$TL" orchestrator --privacy open --listen "127.0.0.1:$PORT" \
+    spawn OP2 "$D" "$D/orch2.log" "$TL" orchestrator --listen "127.0.0.1:$PORT" \
         --metrics "$D/orch2.metrics" --batch-metrics "${COMMON[@]}" "${CK[@]}" --resume
     wait_rc "$OP2"
     if grep -qiE 'address already in use|cannot (bind|listen)' "$D/orch2.log"; then
@@ -335,16 +412,26 @@ if wait_steps "$D/orch1.metrics" "$R" "$OP" 60 && victim=$(tl_pid "$OP") && kill
         bad "d: the 3 nodes reconnected by themselves" "$n of 3 logged it; $(tailof "$D/n1.log")"
     fi
     check_nodes_done "d" "$N1" "$N2" "$N3"
+    if [ "$PRIV" = sealed ]; then
+        # every node rolled back to its own saved node side of the checkpoint's step
+        n=0
+        for i in 1 2 3; do grep -qE "(took the node side of step [0-9]+ from .*saved at the orchestrator's checkpoint|kept its node side of step)" "$D/n$i.log" && n=$((n + 1)); done
+        if [ $n -eq 3 ]; then
+            ok "d: the 3 nodes rolled back to their saved node side of the checkpoint's step: $(grep -m1 -oE "(took|kept) .* node side of step .*" "$D/n1.log")"
+        else
+            bad "d: the 3 nodes rolled back to their saved node side of the checkpoint's step" "$n of 3; $(grep -h 'node side' "$D"/n?.log | tr '\n' '|')"
+        fi
+    fi
     check_bit "d" "$D/out.st"
 else
     bad "d: kill -9 the orchestrator at step $R" "the run ended (or stalled) before step $R: $(tailof "$D/orch1.log")"
 fi
 
 # --- e. a checkpoint from another configuration -----------------------------
-D=$W/e
+D=$RD/e
 mkdir -p "$D"
-if [ -s "$W/d/ck.st" ]; then
-    cp "$W/d/ck.st" "$D/ck.st"
+if [ -s "$RD/d/ck.st" ]; then
+    cp "$RD/d/ck.st" "$D/ck.st"
     # No node is started: the configuration is checked before waiting for them.
     t=$SECONDS
     start_orch OP "$D" orch --seed 2 --checkpoint "$D/ck.st" --resume --reconnect-timeout 30 --save "$D/out.st"
@@ -355,7 +442,7 @@ if [ -s "$W/d/ck.st" ]; then
     else
         bad "e: --seed 2 --resume from a seed-1 checkpoint is refused before listening, naming the difference" "exit $RC: $(tailof "$D/orch.log")"
     fi
-    if cmp -s "$W/d/ck.st" "$D/ck.st" && [ ! -e "$D/out.st" ]; then
+    if cmp -s "$RD/d/ck.st" "$D/ck.st" && [ ! -e "$D/out.st" ]; then
         ok "e: the refused run left the checkpoint untouched and saved no model"
     else
         bad "e: the refused run left the checkpoint untouched" "ck.st changed or out.st written"
@@ -365,7 +452,7 @@ else
 fi
 
 # --- f. a node that never returns --------------------------------------------
-D=$W/f
+D=$RD/f
 t=$SECONDS
 run_start "$D" orch --reconnect-timeout 3 --save "$D/out.st"
 if signal_node KILL; then
@@ -408,7 +495,7 @@ if signal_node KILL; then
         rm -f "$D/out.st"
         mkdir -p "$D/resume"
         # same port: the surviving nodes retry it
-        spawn OP "$D/resume" "$D/resume/orch.log" "$TL" orchestrator --privacy open --listen "127.0.0.1:$PORT" \
+        spawn OP "$D/resume" "$D/resume/orch.log" "$TL" orchestrator --listen "127.0.0.1:$PORT" \
             --metrics "$D/resume/orch.metrics" --batch-metrics "${COMMON[@]}" \
             --reconnect-timeout 3 --save "$D/out.st" --checkpoint "$saved" --resume
         nodes=()
@@ -429,6 +516,9 @@ if signal_node KILL; then
             bad "f: resuming with all three nodes completes" "exit $RC: $(tailof "$D/resume/orch.log")"
         fi
         check_nodes_done "f: resumed run" "${nodes[@]}"
+        if [ "$PRIV" = sealed ]; then
+            D=$D/resume check_transfer "f: resumed run" "$D/resume/n$K.log"
+        fi
         check_bit "f" "$D/out.st"
     fi
 else
@@ -437,15 +527,15 @@ fi
 unset -n NK
 
 # --- h. b over a unix socket, where nodes share memory with the orchestrator --
-D=$W/h
+D=$RD/h
 mkdir -p "$D"
 t=$SECONDS
 SOCK=$D/orch.sock
-spawn OP "$D" "$D/orch.log" "$TL" orchestrator --privacy open --listen "unix:$SOCK" --metrics "$D/orch.metrics" \
+spawn OP "$D" "$D/orch.log" "$TL" orchestrator --listen "unix:$SOCK" --metrics "$D/orch.metrics" \
     --batch-metrics "${COMMON[@]}" --reconnect-timeout 30 --save "$D/out.st"
 start_unix_node() {
-    spawn "$1" "$D" "$3" "$TL" node --privacy open --connect "unix:$SOCK" --id "$2" --data "$W/parts/node-$2" \
-        --insecure --threads 1
+    spawn "$1" "$D" "$3" "$TL" node --connect "unix:$SOCK" --id "$2" --data "$W/parts/node-$2" \
+        --insecure --threads 1 "${NODE_PRIV[@]}" $(node_save "$2")
 }
 start_unix_node N1 1 "$D/n1.log"
 start_unix_node N2 2 "$D/n2.log"
@@ -465,11 +555,39 @@ if signal_node KILL; then
     else
         bad "h: all 4 connections shared memory" "$joins: $(grep 'joined' "$D/orch.log" | tr '\n' '|')"
     fi
+    check_transfer "h" "$D/n$K-restarted.log"
     check_restarted "h" "$NEW"
 else
     bad "h: unix socket: kill -9 node $K at step $R" "the run ended (or stalled) before step $R: $(tailof "$D/orch.log")"
 fi
 unset -n NK
+
+
+# --- i. tl run stopped and resumed: new node processes (sealed: they roll back
+# to the node side they kept next to the checkpoint, CHECKPOINT.node-K.*) -----
+D=$RD/i
+mkdir -p "$D"
+RUN=(run --nodes 3 --insecure --threads 1 --privacy "$PRIV" --init "$W/init.st")
+if timeout "$TMO" "$TL" train --max-steps 1 --threads 1 --save "$W/init.st" >"$D/init.log" 2>&1 &&
+    (cd "$D" && timeout "$TMO" "$TL" "${RUN[@]}" --max-steps 120 --checkpoint ck.st \
+        --checkpoint-every 50 --save first.st) >"$D/run1.log" 2>&1 &&
+    (cd "$D" && timeout "$TMO" "$TL" "${RUN[@]}" --max-steps 200 --checkpoint ck.st --resume \
+        --save resumed.st) >"$D/run2.log" 2>&1 &&
+    (cd "$D" && timeout "$TMO" "$TL" "${RUN[@]}" --max-steps 200 --save whole.st) >"$D/run3.log" 2>&1; then
+    if same "$D/whole.st" "$D/resumed.st"; then
+        ok "i: tl run --resume (at step 120 of 200, new processes$([ "$PRIV" = sealed ] && echo ", node sides from $(cd "$D" && ls ck.st.node-1.* | tr '\n' ' ')")) is bit-identical to an uninterrupted tl run"
+    else
+        bad "i: tl run --resume is bit-identical to an uninterrupted tl run" "$CMP"
+    fi
+else
+    bad "i: tl run, then tl run --resume" "$(tail -n 3 "$D"/*.log | tr '\n' '|')"
+fi
+}
+
+for PRIV in sealed open; do
+    set_privacy "$PRIV"
+    scenarios
+done
 
 # --- g -------------------------------------------------------------------------
 echo "# g: a crash in the middle of writing a checkpoint is not simulated: checkpoints are"

@@ -183,6 +183,20 @@ static void same_msg(const tl_msg *a, const tl_msg *b) {
         break;
     case TL_MSG_READY:
         assert_int_equal(a->u.ready.run_id, b->u.ready.run_id);
+        assert_int_equal(a->u.ready.state_step, b->u.ready.state_step);
+        break;
+    case TL_MSG_STATE_REQUEST:
+        assert_int_equal(a->u.state_request.step, b->u.state_request.step);
+        assert_int_equal(a->u.state_request.to, b->u.state_request.to);
+        break;
+    case TL_MSG_STATE_BLOB:
+        assert_int_equal(a->u.state_blob.step, b->u.state_blob.step);
+        assert_int_equal(a->u.state_blob.from, b->u.state_blob.from);
+        assert_int_equal(a->u.state_blob.to, b->u.state_blob.to);
+        same_tensor(&a->u.state_blob.blob, &b->u.state_blob.blob);
+        break;
+    case TL_MSG_CHECKPOINT:
+        assert_int_equal(a->u.checkpoint.step, b->u.checkpoint.step);
         break;
     case TL_MSG_STATS_REQUEST:
         assert_int_equal(a->u.stats_request.what, b->u.stats_request.what);
@@ -425,6 +439,26 @@ static void test_roundtrip_control(void **state) {
     m->type = TL_MSG_READY;
     m->u.ready.run_id = 0x1122334455667788ull;
     roundtrip(m);
+    m->u.ready.state_step = TL_STATE_NONE;
+    roundtrip(m);
+    memset(m, 0, sizeof *m);
+    m->type = TL_MSG_STATE_REQUEST;
+    m->u.state_request.step = 1234;
+    m->u.state_request.to = 3;
+    roundtrip(m);
+    memset(m, 0, sizeof *m);
+    m->type = TL_MSG_STATE_BLOB;
+    m->u.state_blob.step = 1234;
+    m->u.state_blob.from = 1;
+    m->u.state_blob.to = 3;
+    uint8_t blob[37];
+    for (int i = 0; i < 37; i++) blob[i] = (uint8_t)(i * 11 + 1);
+    m->u.state_blob.blob = tl_tensor_1d(TL_DT_U8, blob, 37); /* odd length: the last field */
+    roundtrip(m);
+    memset(m, 0, sizeof *m);
+    m->type = TL_MSG_CHECKPOINT;
+    m->u.checkpoint.step = 50;
+    roundtrip(m);
     memset(m, 0, sizeof *m);
     m->type = TL_MSG_PARAM_MAC;
     m->u.param_mac.step = 1000;
@@ -664,15 +698,55 @@ static void test_doc_examples(void **state) {
     m->u.heartbeat.nonce = 42;
     check_golden(m, heartbeat, sizeof heartbeat);
 
-    /* READY (docs/protocol.md §4): the run_id of WELCOME, echoed */
+    /* READY (docs/protocol.md §10): the run_id of WELCOME, echoed; a sealed
+     * node holding no node side of the run */
     static const uint8_t ready[] = {0x54, 0x4c, 0x4e, 0x31, 0x01, 0x00, 0x0b, 0x00,
                                     0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
-                                    0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
-                                    0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11};
+                                    0x10, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+                                    0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11,
+                                    0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
     memset(m, 0, sizeof *m);
     m->type = TL_MSG_READY;
     m->u.ready.run_id = 0x1122334455667788ull;
+    m->u.ready.state_step = TL_STATE_NONE;
     check_golden(m, ready, sizeof ready);
+
+    /* STATE_REQUEST (§10): the node side of step 300 for node 3 */
+    static const uint8_t state_request[] = {
+        0x54, 0x4c, 0x4e, 0x31, 0x01, 0x00, 0x13, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x10, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x2c, 0x01, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x03, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00};
+    memset(m, 0, sizeof *m);
+    m->type = TL_MSG_STATE_REQUEST;
+    m->u.state_request.step = 300;
+    m->u.state_request.to = 3;
+    check_golden(m, state_request, sizeof state_request);
+
+    /* STATE_BLOB (§10): step 300, from node 1 to node 3, 5 bytes (a real
+     * one is the sealed node side: nodestate.h) */
+    static const uint8_t state_blob[] = {
+        0x54, 0x4c, 0x4e, 0x31, 0x01, 0x00, 0x14, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x1d, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x2c, 0x01, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x03, 0x00, 0x00, 0x00, 0x07, 0x01,
+        0x00, 0x00, 0x05, 0x00, 0x00, 0x00, 0xde, 0xad, 0xbe, 0xef, 0x01};
+    static const uint8_t five[5] = {0xde, 0xad, 0xbe, 0xef, 0x01};
+    memset(m, 0, sizeof *m);
+    m->type = TL_MSG_STATE_BLOB;
+    m->u.state_blob.step = 300;
+    m->u.state_blob.from = 1;
+    m->u.state_blob.to = 3;
+    m->u.state_blob.blob = tl_tensor_1d(TL_DT_U8, five, 5);
+    check_golden(m, state_blob, sizeof state_blob);
+
+    /* CHECKPOINT (§10): save (or saved) the node side of step 50 */
+    static const uint8_t checkpoint[] = {0x54, 0x4c, 0x4e, 0x31, 0x01, 0x00, 0x15, 0x00,
+                                         0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+                                         0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+                                         0x32, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00};
+    memset(m, 0, sizeof *m);
+    m->type = TL_MSG_CHECKPOINT;
+    m->u.checkpoint.step = 50;
+    check_golden(m, checkpoint, sizeof checkpoint);
     free(m);
 }
 

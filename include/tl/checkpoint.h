@@ -64,4 +64,9 @@ int tl_checkpoint_check(const char *path, const tl_runcfg *cfg, const tl_model *
  * NaN/Inf parameter or optimizer state entry (named). */
 int tl_checkpoint_load(const char *path, tl_trainer *t, tl_run_pos *pos);
 
+/* The steps taken by the run saved in path (its "steps"), without loading
+ * it: what an orchestrator tells its nodes before the trainer has resumed
+ * (sealed mode). TL_EIO/TL_EFORMAT. */
+int tl_checkpoint_steps(const char *path, int64_t *steps);
+
 #endif

@@ -37,7 +37,7 @@
 #define TL_FRAME_MAGIC 0x314E4C54u /* "TLN1" on the wire */
 #define TL_FRAME_VERSION 1
 #define TL_FRAME_HEADER_SIZE 24
-#define TL_FRAME_TYPE_MAX 18 /* highest message type this version knows (msg.h) */
+#define TL_FRAME_TYPE_MAX 21 /* highest message type this version knows (msg.h) */
 #define TL_FRAME_F_ZSTD 0x1u /* flags bit 0: payload is zstd-compressed */
 
 /* Hard cap on a payload (as sent and decompressed); -D to change at build time. */

@@ -58,6 +58,9 @@ typedef enum tl_msg_type {
     TL_MSG_SEALED_STEP = 16,    /* orch -> every node: masked sum of the node-side gradients */
     TL_MSG_PARAM_MAC = 17,      /* node -> orch: MAC of its node-side parameters */
     TL_MSG_FINAL = 18,          /* orch -> node: the orchestrator side at the end (sealed) */
+    TL_MSG_STATE_REQUEST = 19,  /* orch -> node: seal your node side for node `to` (sealed) */
+    TL_MSG_STATE_BLOB = 20,     /* node -> orch -> node: a node side, sealed for `to` (sealed) */
+    TL_MSG_CHECKPOINT = 21,     /* orch -> node: save your node side of `step`; node -> orch: saved */
 } tl_msg_type;
 
 /* Privacy mode of a run (HELLO, WELCOME; docs/protocol.md §4, docs/security.md). */
@@ -75,6 +78,7 @@ typedef enum tl_dtype {
     TL_DT_I32 = 4,
     TL_DT_F64 = 5, /* protocol 3: STATS sums */
     TL_DT_U64 = 6, /* protocol 3: EVAL_RESULT words; sealed mode's masked fixed point */
+    TL_DT_U8 = 7,  /* bytes: STATE_BLOB's sealed node side */
 } tl_dtype;
 
 /* REJECT codes (docs/protocol.md §5). */
@@ -232,8 +236,12 @@ typedef struct tl_msg_done {
     char reason[TL_MSG_STR_MAX + 1];
 } tl_msg_done;
 
+#define TL_STATE_NONE UINT64_MAX /* READY.state_step: this node holds no node side of the run */
+
 typedef struct tl_msg_ready {
-    uint64_t run_id; /* WELCOME's, echoed */
+    uint64_t run_id;     /* WELCOME's, echoed */
+    uint64_t state_step; /* sealed: the step of the node side it holds (WELCOME's opt_steps, or
+                          * TL_STATE_NONE: it needs one, STATE_BLOB); open: 0 */
 } tl_msg_ready;
 
 typedef struct tl_msg_stats_request {
@@ -256,6 +264,21 @@ typedef struct tl_msg_eval_result {
     uint64_t step;
     tl_tensor stats; /* U64 [words]: tl_evalstats_encode's words (evalstats.h) */
 } tl_msg_eval_result;
+
+typedef struct tl_msg_state_request {
+    uint64_t step; /* the node side wanted: after this many steps (the sender's current) */
+    uint32_t to;   /* node id it is for */
+} tl_msg_state_request;
+
+typedef struct tl_msg_state_blob {
+    uint64_t step;
+    uint32_t from, to; /* node ids: sealer and recipient (bound into the seal) */
+    tl_tensor blob;    /* U8 [len]: nodestate.h's sealed node side */
+} tl_msg_state_blob;
+
+typedef struct tl_msg_checkpoint {
+    uint64_t step; /* orch -> node: save the node side of this step; node -> orch: saved it */
+} tl_msg_checkpoint;
 
 typedef struct tl_msg_error {
     uint32_t code; /* positive TL_E* value (-rc) */
@@ -284,6 +307,9 @@ typedef struct tl_msg {
         tl_msg_sealed_step sealed_step;
         tl_msg_param_mac param_mac;
         tl_msg_final final;
+        tl_msg_state_request state_request;
+        tl_msg_state_blob state_blob;
+        tl_msg_checkpoint checkpoint;
     } u;
 } tl_msg;
 

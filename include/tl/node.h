@@ -56,6 +56,9 @@ typedef struct tl_node_cfg {
     const tl_group_key *group_key; /* sealed: required */
     const char *init_path;         /* sealed: node side from this file (else from the key) */
     const char *save_path;         /* sealed: the whole model at the end (FINAL), or NULL */
+    const char *state_path;        /* sealed: base of the node-side state files kept at the
+                                    * orchestrator's checkpoints (nodestate.h: PATH.0, PATH.1),
+                                    * for --resume; NULL: none kept */
 } tl_node_cfg;
 
 /* Serves one run. 0 after DONE; TL_EREFUSED if the orchestrator refused us

@@ -141,6 +141,14 @@ int tl_orch_eval_fn(void *ctx, const float *params, int64_t steps, tl_evalstats 
  * keep retrying, so that an orchestrator restarted with --resume finds them. */
 void tl_orch_stop(tl_orch *o, const char *reason);
 
+/* The trainer's checkpointing hook (trainer.h; ctx is the tl_orch): in sealed
+ * mode, before the orchestrator writes a checkpoint of the state after
+ * `steps` steps, every node holding the node side is sent CHECKPOINT {steps}
+ * and saves it (tl node --state); waits for their confirmations up to the
+ * task timeout (one that does not confirm is named in the log). A no-op in
+ * open mode. */
+void tl_orch_checkpointing(void *ctx, int64_t steps);
+
 /* Sends DONE {reason} to every connected node and waits (briefly) until sent. */
 void tl_orch_finish(tl_orch *o, const char *reason);
 

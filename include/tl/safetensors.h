@@ -80,4 +80,10 @@ void tl_st_free(tl_st *st); /* NULL-safe */
 int tl_st_write(const char *path, const tl_st_tensor *tensors, int n, const tl_st_kv *meta,
                 int n_meta);
 
+/* The same bytes as tl_st_write, into a malloc'd buffer *out of *len bytes
+ * (caller frees; NULL and 0 on failure): for a file's content sent over the
+ * network or encrypted before it is written. Same errors (no TL_EIO). */
+int tl_st_write_mem(const tl_st_tensor *tensors, int n, const tl_st_kv *meta, int n_meta,
+                    uint8_t **out, size_t *len);
+
 #endif

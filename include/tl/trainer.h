@@ -103,6 +103,10 @@ typedef struct tl_trainer {
     int64_t steps;
     FILE *plan;              /* cfg->plan_path: each epoch's plan as JSON lines */
     tl_prefetch_fn prefetch; /* optional, called with the same ctx as the gradient fn */
+    /* optional, with the gradient fn's ctx: called before a checkpoint of
+     * the state after `steps` steps is written (sealed mode: the nodes save
+     * their side of that step first) */
+    void (*checkpointing)(void *ctx, int64_t steps);
     char data_sig[512];      /* what the data is (counts, fingerprints), for checkpoints */
     /* optional: fills data_sig when it is first needed (a checkpoint is written
      * or loaded), for a signature that costs something to compute, such as a

@@ -14,7 +14,8 @@
 
 enum { OPT_CONNECT = 1, OPT_ID, OPT_NDATA, OPT_NINSECURE, OPT_NTLS, OPT_NTHREADS, OPT_GIVE_UP,
        OPT_NZSTD, OPT_QUIET, OPT_NTEST, OPT_NFRACTION, OPT_NSEED, OPT_NLABEL, OPT_NHEADER,
-       OPT_NPRIVACY, OPT_GROUP_KEY, OPT_NINIT, OPT_NSAVE };
+       OPT_NPRIVACY, OPT_GROUP_KEY, OPT_NINIT, OPT_NSAVE,
+       OPT_NSTATE };
 
 #define DEFAULT_GIVE_UP_S 3600
 #define TL_STR_(x) #x
@@ -39,6 +40,7 @@ static const struct option longopts[] = {
     {"group-key", required_argument, 0, OPT_GROUP_KEY},
     {"init", required_argument, 0, OPT_NINIT},
     {"save", required_argument, 0, OPT_NSAVE},
+    {"state", required_argument, 0, OPT_NSTATE},
     {"help", no_argument, 0, 'h'},
     {0, 0, 0, 0},
 };
@@ -93,6 +95,11 @@ static void usage(void) {
            "                        default: derived from the group key\n"
            "  --save FILE           sealed: write the whole trained model (safetensors)\n"
            "                        at the end\n"
+           "  --state PATH          sealed: when the orchestrator checkpoints, keep the\n"
+           "                        node side of that step in PATH.0 / PATH.1 (the last\n"
+           "                        two, mode 0600), so that a run resumed from the\n"
+           "                        checkpoint rolls this node back to it; a node without\n"
+           "                        it gets a live node's, sealed [tl-node-K.state]\n"
            "  --quiet               no progress lines on stderr (errors still)\n"
            "  -h, --help            this text\n");
 }
@@ -104,7 +111,7 @@ int cmd_node(int argc, char **argv) {
     long seed = 1;
     long id = 0, threads = 1, give_up = DEFAULT_GIVE_UP_S;
     int insecure = 0, zstd = 0, quiet = 0, privacy = 1, c;
-    const char *key_path = NULL, *init_path = NULL, *save_path = NULL;
+    const char *key_path = NULL, *init_path = NULL, *save_path = NULL, *state_path = NULL;
     optind = 1;
     opterr = 0; /* our own one-line messages */
     while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
@@ -145,6 +152,7 @@ int cmd_node(int argc, char **argv) {
         case OPT_GROUP_KEY: key_path = optarg; break;
         case OPT_NINIT: init_path = optarg; break;
         case OPT_NSAVE: save_path = optarg; break;
+        case OPT_NSTATE: state_path = optarg; break;
         case 'h': usage(); return 0;
         case ':': return cli_usage_error(cmd, "option '%s' needs a value", argv[optind - 1]);
         default: return cli_usage_error(cmd, "unknown option '%s'", argv[optind - 1]);
@@ -166,9 +174,14 @@ int cmd_node(int argc, char **argv) {
         (port == 0 && !tl_addr_is_unix(host)))
         return cli_usage_error(cmd, "--connect: '%s' (want HOST:PORT or unix:PATH)", connect);
 
-    if (!privacy && (key_path || init_path || save_path))
-        return cli_usage_error(cmd, "--group-key, --init and --save are for sealed mode (in open "
-                                    "mode the orchestrator holds the model)");
+    if (!privacy && (key_path || init_path || save_path || state_path))
+        return cli_usage_error(cmd, "--group-key, --init, --save and --state are for sealed mode "
+                                    "(in open mode the orchestrator holds the model)");
+    char default_state[64];
+    if (!state_path) {
+        snprintf(default_state, sizeof default_state, "tl-node-%ld.state", id);
+        state_path = default_state;
+    }
     char kit_key[4200];
     if (privacy && !key_path && tls_dir) {
         snprintf(kit_key, sizeof kit_key, "%s/group.key", tls_dir);
@@ -225,7 +238,8 @@ int cmd_node(int argc, char **argv) {
                       .test = test.n ? &test : NULL, .tls = tls,
                       .give_up_s = (int)give_up, .zstd = zstd, .log = cli_log_line, .log_ud = &lg,
                       .privacy = privacy, .group_key = privacy ? &gk : NULL,
-                      .init_path = init_path, .save_path = save_path};
+                      .init_path = init_path, .save_path = save_path,
+                      .state_path = privacy ? state_path : NULL};
     if (tl_node_run(&nc) < 0) goto fail;
     rc = 0;
     goto out;

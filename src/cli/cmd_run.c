@@ -282,7 +282,8 @@ static void start_node(void *ud, int k) {
 
 /* Starts node k (exec of this program) on the orchestrator's unix socket. */
 static pid_t spawn_node(const run_ctx *r, int k) {
-    char connect[4200], id[16], data[4096], threads[16], tls[4096], key[4200], model[4200];
+    char connect[4200], id[16], data[4096], threads[16], tls[4096], key[4200], model[4200],
+        state[4200];
     snprintf(connect, sizeof connect, "unix:%s/orchestrator.sock", r->dir);
     snprintf(id, sizeof id, "%d", k);
     snprintf(data, sizeof data, "%s/node-%d", r->dir, k);
@@ -323,6 +324,13 @@ static pid_t spawn_node(const run_ctx *r, int k) {
             argv[a++] = "--init";
             argv[a++] = (char *)r->t->cfg.init_path;
         }
+        /* the node sides of the orchestrator's checkpoints, next to them, so that
+         * --resume (new node processes) rolls back to them */
+        snprintf(state, sizeof state, "%s.node-%d",
+                 r->t->cfg.checkpoint_path ? r->t->cfg.checkpoint_path
+                                           : "tl-recovery.safetensors", k);
+        argv[a++] = "--state";
+        argv[a++] = state;
         if (k == 1 && r->oo->model_from) {
             argv[a++] = "--save";
             argv[a++] = model;

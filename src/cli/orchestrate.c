@@ -123,6 +123,11 @@ int cli_orchestrate(const cli_trainopts *t, const cli_orchopts *oo, const char *
     oc.mac_every = oo->mac_every;
     if (oo->privacy && oo->tls_dir && sealed_key_id(oo->tls_dir, &oc, cmd) < 0) goto fail;
     if (tl_orch_new(&oc, &o) < 0) goto fail;
+    if (cfg->resume) { /* the step the nodes join at (sealed: their node side's) */
+        int64_t steps;
+        if (tl_checkpoint_steps(cfg->checkpoint_path, &steps) < 0) goto fail;
+        tl_orch_set_step(o, (uint64_t)steps);
+    }
     if (on_listen && (rc = on_listen(ud, tl_orch_port(o))) != 0) goto cleanup;
     tl_model_warmup(&r.model, cfg->batch_size); /* while the nodes start */
     rc = 1;
@@ -161,6 +166,7 @@ int cli_orchestrate(const cli_trainopts *t, const cli_orchopts *oo, const char *
     tr.recovery_path = "tl-recovery.safetensors";
     /* SIGINT, SIGTERM, SIGHUP stop between batches with the state saved */
     tr.stop = &cli_stop_signal;
+    tr.checkpointing = tl_orch_checkpointing; /* sealed: the nodes save their side first */
     if (cfg->resume) {
         if (tl_trainer_resume(&tr) < 0) goto fail;
         tl_orch_set_step(o, (uint64_t)tr.steps);

@@ -90,6 +90,8 @@ const char cli_train_help[] =
     "  --threads N           threads for matrix products [1]\n"
     "  --checkpoint FILE     save the whole run state (parameters, optimizer, schedule,\n"
     "                        position, generator) to FILE after every epoch, atomically\n"
+    "                        (sealed mode: the orchestrator's side; each node keeps\n"
+    "                        its node side of the same step, see tl node --state)\n"
     "  --checkpoint-every N  ... and also every N batches\n"
     "  --resume              continue from --checkpoint FILE (same configuration\n"
     "                        required); the result is bit-identical to an\n"

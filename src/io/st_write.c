@@ -165,6 +165,46 @@ static int build_header(const char *path, const tl_st_tensor *t, int n, const tl
     return 0;
 }
 
+/* Serializes the file into one malloc'd buffer (*out, *len bytes; caller
+ * frees): the same bytes tl_st_write puts in a file. */
+int tl_st_write_mem(const tl_st_tensor *tensors, int n, const tl_st_kv *meta, int n_meta,
+                    uint8_t **out, size_t *len) {
+    int rc;
+    sbuf h = {0};
+    uint64_t data_len;
+    const char *what = "safetensors buffer";
+    *out = NULL;
+    *len = 0;
+    if ((rc = check_write_args(what, tensors, n, meta, n_meta)) < 0)
+        return rc;
+    if ((rc = build_header(what, tensors, n, meta, n_meta, &h, &data_len)) < 0)
+        goto cleanup;
+    if (data_len > SIZE_MAX - 8 - h.len) {
+        rc = tl_error(TL_ERANGE, "%s: too large for memory", what);
+        goto cleanup;
+    }
+    uint8_t *buf = malloc(8 + h.len + (size_t)data_len);
+    if (!buf) {
+        rc = tl_error(TL_ENOMEM, "%s: out of memory", what);
+        goto cleanup;
+    }
+    tl_le_store64(buf, (uint64_t)h.len);
+    memcpy(buf + 8, h.p, h.len);
+    size_t off = 8 + h.len;
+    for (int i = 0; i < n; i++) {
+        int ok;
+        size_t bytes = tl__st_checked_bytes(tensors[i].dtype, tensors[i].rank, tensors[i].shape, &ok);
+        if (bytes > 0)
+            memcpy(buf + off, tensors[i].data, bytes);
+        off += bytes;
+    }
+    *out = buf;
+    *len = off;
+cleanup:
+    free(h.p);
+    return rc;
+}
+
 /* Writes the file atomically through file.h (a temporary with a random name
  * in path's directory, fsync, rename over path, which replaces a link planted
  * at path instead of following it); on any failure path is left as it was. */

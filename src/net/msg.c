@@ -10,7 +10,7 @@
 #include "tl/error.h"
 #include "tl/le.h"
 
-static_assert(TL_MSG_FINAL == TL_FRAME_TYPE_MAX, "frame.h knows every message type");
+static_assert(TL_MSG_CHECKPOINT == TL_FRAME_TYPE_MAX, "frame.h knows every message type");
 static_assert(TL_MSG_MAX_IOV <= TL_FRAME_MAX_IOV, "a message fits in one frame's iovecs");
 
 size_t tl_dtype_size(int dtype) {
@@ -21,6 +21,7 @@ size_t tl_dtype_size(int dtype) {
     case TL_DT_I32: return 4;
     case TL_DT_F64: return 8;
     case TL_DT_U64: return 8;
+    case TL_DT_U8: return 1;
     default: return 0;
     }
 }
@@ -33,6 +34,7 @@ static const char *dtype_name(int dtype) {
     case TL_DT_I32: return "i32";
     case TL_DT_F64: return "f64";
     case TL_DT_U64: return "u64";
+    case TL_DT_U8: return "u8";
     default: return "dtype?";
     }
 }
@@ -42,10 +44,11 @@ const char *tl_msg_type_name(int type) {
                                   "FORWARD",     "FORWARD_RESULT", "BACKWARD", "BACKWARD_RESULT",
                                   "HEARTBEAT",   "DONE",           "ERROR",    "READY",
                                   "STATS_REQUEST", "STATS",        "EVAL",     "EVAL_RESULT",
-                                  "SEALED_STEP", "PARAM_MAC",      "FINAL"};
-    static_assert(sizeof names / sizeof names[0] == TL_MSG_FINAL + 1, "a name per type");
+                                  "SEALED_STEP", "PARAM_MAC",      "FINAL",
+                                  "STATE_REQUEST", "STATE_BLOB",   "CHECKPOINT"};
+    static_assert(sizeof names / sizeof names[0] == TL_MSG_CHECKPOINT + 1, "a name per type");
     static _Thread_local char other[24];
-    if (type >= 1 && type <= TL_MSG_FINAL)
+    if (type >= 1 && type <= TL_MSG_CHECKPOINT)
         return names[type];
     snprintf(other, sizeof other, "type %d", type);
     return other;
@@ -381,6 +384,21 @@ int tl_msg_encode(const tl_msg *m, tl_msg_enc *e) {
         break;
     case TL_MSG_READY:
         put_u64(&k, m->u.ready.run_id);
+        put_u64(&k, m->u.ready.state_step);
+        break;
+    case TL_MSG_STATE_REQUEST:
+        put_u64(&k, m->u.state_request.step);
+        put_u32(&k, m->u.state_request.to);
+        put_u32(&k, 0);
+        break;
+    case TL_MSG_STATE_BLOB:
+        put_u64(&k, m->u.state_blob.step);
+        put_u32(&k, m->u.state_blob.from);
+        put_u32(&k, m->u.state_blob.to);
+        put_tensor(&k, &m->u.state_blob.blob, TL_DT_U8, 1, "blob");
+        break;
+    case TL_MSG_CHECKPOINT:
+        put_u64(&k, m->u.checkpoint.step);
         break;
     case TL_MSG_STATS_REQUEST:
         if (m->u.stats_request.what != TL_STATS_NORM)
@@ -732,6 +750,24 @@ int tl_msg_decode_payload(uint16_t type, const void *payload, uint64_t len, tl_m
         break;
     case TL_MSG_READY:
         TRY(get_u64(&c, &m->u.ready.run_id, "run_id"));
+        TRY(get_u64(&c, &m->u.ready.state_step, "state_step"));
+        break;
+    case TL_MSG_STATE_REQUEST: {
+        uint32_t pad;
+        TRY(get_u64(&c, &m->u.state_request.step, "step"));
+        TRY(get_u32(&c, &m->u.state_request.to, "to"));
+        TRY(get_u32(&c, &pad, "pad"));
+        if (pad) return tl_error(TL_EPROTO, "STATE_REQUEST: nonzero pad field");
+        break;
+    }
+    case TL_MSG_STATE_BLOB:
+        TRY(get_u64(&c, &m->u.state_blob.step, "step"));
+        TRY(get_u32(&c, &m->u.state_blob.from, "from"));
+        TRY(get_u32(&c, &m->u.state_blob.to, "to"));
+        TRY(get_tensor(&c, &m->u.state_blob.blob, "blob", TL_DT_U8, 1, 0, 0));
+        break;
+    case TL_MSG_CHECKPOINT:
+        TRY(get_u64(&c, &m->u.checkpoint.step, "step"));
         break;
     case TL_MSG_STATS_REQUEST: {
         uint32_t pad;

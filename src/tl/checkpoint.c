@@ -260,3 +260,14 @@ out:
     tl_st_free(st);
     return rc;
 }
+
+int tl_checkpoint_steps(const char *path, int64_t *steps) {
+    tl_st *st;
+    long long v = 0;
+    int rc = tl_st_read(path, &st);
+    if (rc < 0) return rc;
+    rc = meta_int(st, path, "steps", 0, INT64_MAX, &v);
+    tl_st_free(st);
+    if (rc == 0) *steps = v;
+    return rc;
+}

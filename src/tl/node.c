@@ -21,6 +21,7 @@
 #include "tl/model.h"
 #include "tl/msg.h"
 #include "tl/net.h"
+#include "tl/nodestate.h"
 #include "tl/params.h"
 #include "tl/sealed.h"
 #include "tl/norm.h"
@@ -77,6 +78,9 @@ typedef struct sealed_ctx {
     tl_sealed_node sn;
     int ok;
     uint64_t run_id;
+    int need_state;    /* the node side of the run's step comes from a live node (STATE_BLOB) */
+    uint64_t want_step; /* ... of this step */
+    char sig[256];     /* model, cut and optimizer the node side is for (WELCOME's) */
 } sealed_ctx;
 
 static void logf_(const tl_node_cfg *cfg, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -183,15 +187,20 @@ static int grow_rows(session *s, int n) {
 
 /* Sealed WELCOME: the node side for this run (kept across reconnections to
  * the same run), and the buffers of sealed steps. */
+static int sealed_restore(session *s, uint64_t step);
 static int sealed_welcome(session *s, const tl_msg_welcome *w) {
     sealed_ctx *sc = s->sc;
     const tl_model *m = &s->model;
     int rc;
-    if (!sc->ok || sc->run_id != w->run_id) {
-        if (w->opt_steps != 0)
-            return tl_error(TL_ESTATE, "the run is at step %llu and this node holds no node side "
-                            "of it (it cannot join a sealed run late)",
-                            (unsigned long long)w->opt_steps);
+    char sig[sizeof sc->sig];
+    snprintf(sig, sizeof sig, "%s cut=%u opt=%u,%u,%a,%a,%a,%a,%a,%a,%a,%a", w->model, w->cut,
+             w->opt_kind, w->opt_nesterov, w->opt_lr, w->opt_rho, w->opt_eps, w->opt_momentum,
+             w->opt_dampening, w->opt_weight_decay, w->opt_beta1, w->opt_beta2);
+    /* the node side we hold is the run's if it is of the run's step (the same
+     * run after a reconnection, or a run resumed at the step we are at) */
+    const int keep = sc->ok && !sc->need_state && sc->sn.steps == w->opt_steps &&
+                     !strcmp(sc->sig, sig);
+    if (!keep) {
         tl_optim_cfg oc = {.kind = (tl_optim_kind)w->opt_kind, .lr = w->opt_lr,
                            .rho = w->opt_rho, .eps = w->opt_eps, .momentum = w->opt_momentum,
                            .dampening = w->opt_dampening, .weight_decay = w->opt_weight_decay,
@@ -208,6 +217,10 @@ static int sealed_welcome(session *s, const tl_msg_welcome *w) {
                 return rc;
             }
         }
+        /* within one run a mask already used stays used, whatever state comes */
+        const int same_run = sc->ok && sc->run_id == w->run_id && sc->sn.sealed_any;
+        const uint64_t last_step = sc->sn.last_step;
+        const uint32_t last_attempt = sc->sn.last_attempt;
         if (sc->ok) tl_sealed_free(&sc->sn);
         sc->ok = 0;
         rc = tl_sealed_init(&sc->sn, s->cfg->group_key, m, s->cut, init, &oc);
@@ -216,12 +229,21 @@ static int sealed_welcome(session *s, const tl_msg_welcome *w) {
         const char *perturb = getenv("TL_TEST_PERTURB_NODE_SIDE"); /* tests: force divergence */
         if (perturb && atoi(perturb) == s->cfg->id && sc->sn.p_node)
             sc->sn.params[0] += 0x1p-10f; /* survives the steps (one ulp may round away) */
+        if (same_run) {
+            sc->sn.sealed_any = 1;
+            sc->sn.last_step = last_step;
+            sc->sn.last_attempt = last_attempt;
+        }
         sc->ok = 1;
-        sc->run_id = w->run_id;
-    } else if (sc->sn.steps != w->opt_steps) {
-        return tl_error(TL_ESTATE, "the run is at step %llu, this node's node side at step %llu",
-                        (unsigned long long)w->opt_steps, (unsigned long long)sc->sn.steps);
+        sc->need_state = 0;
+        snprintf(sc->sig, sizeof sc->sig, "%s", sig);
+        /* a run already under way: our saved node side of its step, or a live node's */
+        if (w->opt_steps != 0 && (rc = sealed_restore(s, w->opt_steps)) < 0) return rc;
     }
+    else if (sc->run_id != w->run_id)
+        logf_(s->cfg, "kept its node side of step %llu for the resumed run",
+              (unsigned long long)sc->sn.steps);
+    sc->run_id = w->run_id;
     const size_t n = s->p_node ? s->p_node : 1;
     s->full = malloc(sizeof(float) * m->n_params);
     s->q = malloc(sizeof(uint64_t) * n);
@@ -312,7 +334,9 @@ static int apply_welcome(session *s, const tl_msg_welcome *w) {
     const uint64_t rows = (uint64_t)d->n, dc = (uint64_t)tl_model_width(&s->model, s->cut);
     const uint64_t fwd = (uint64_t)s->p_recv * 4 + rows * 4, bwd = rows * dc * 4 + 4096,
                    eval = (uint64_t)s->model.n_params * 4, /* EVAL, FINAL: all parameters */
-                   sum = w->privacy ? (uint64_t)s->p_node * 8 + 8 * 1024 : 0; /* SEALED_STEP */
+                   sum = w->privacy ? (uint64_t)s->p_node * 4 * (1 + TL_OPTIM_MAX_STATE) +
+                                          64 * 1024 /* a SEALED_STEP, or a STATE_BLOB */
+                                    : 0;
     uint64_t big = fwd > bwd ? fwd : bwd;
     big = big > eval ? big : eval;
     tl_frame_reader_set_max(&s->r, (big > sum ? big : sum) + (1 << 20));
@@ -351,6 +375,9 @@ static int on_forward(session *s, const tl_msg_forward *f) {
         tl_frame_reader_recycle(&s->r, old, old_cap); /* after the take: it may free */
         s->params = f->params.data;
     }
+    if (s->full && s->sc->need_state)
+        return tl_error(TL_EPROTO, "FORWARD before the node side of step %llu arrived",
+                        (unsigned long long)s->sc->want_step);
     if (s->full) { /* sealed: our node side, then the orchestrator's (traverse) */
         const tl_sealed_node *sn = &s->sc->sn;
         memcpy(s->full, sn->params, sizeof(float) * s->p_node);
@@ -413,6 +440,9 @@ static int sealed_backward(session *s, const tl_msg_backward *b) {
  * our node side; PARAM_MAC of the result when asked. */
 static int on_sealed_step(session *s, const tl_msg_sealed_step *q) {
     if (!s->full) return tl_error(TL_EPROTO, "SEALED_STEP in an open run");
+    if (s->sc->need_state) /* never a stale step: the state transfer comes first */
+        return tl_error(TL_EPROTO, "SEALED_STEP %llu before the node side of step %llu arrived",
+                        (unsigned long long)q->step, (unsigned long long)s->sc->want_step);
     const uint32_t pn = s->q_shm ? 0 : (uint32_t)s->p_node; /* shared: in our region */
     int rc = tl_tensor_check(&q->sum, TL_DT_U64, 1, &pn, "SEALED_STEP sum");
     if (rc < 0) return rc;
@@ -452,6 +482,120 @@ static int on_final(session *s, const tl_msg_final *f) {
               s->cfg->save_path);
     }
     return send_mac(s);
+}
+
+/* ------------------------------------------------ sealed: faults (nodestate.h)
+ * A node that comes back without the node side of the run's step (killed and
+ * restarted, left behind while stopped, or a run resumed at an older step)
+ * takes it from its own saved states (kept at the orchestrator's
+ * checkpoints) or else from a live node: sealed for it under the group's
+ * transfer key, relayed by the orchestrator (docs/protocol.md §8.2). */
+
+/* A view of our node side for nodestate.h. */
+static tl_nodestate state_view(session *s) {
+    tl_sealed_node *sn = &s->sc->sn;
+    tl_nodestate v = {.params = sn->params, .n = sn->p_node, .optim = &sn->opt,
+                      .run_id = s->run_id, .step = sn->steps};
+    return v;
+}
+
+/* WELCOME of a run at step `step` (> 0) and our node side is not of it:
+ * roll back to our saved state of that step, or ask for it (READY says
+ * TL_STATE_NONE). Only a local failure is an error. */
+static int sealed_restore(session *s, uint64_t step) {
+    sealed_ctx *sc = s->sc;
+    const char *why = "no saved state (--state)";
+    char buf[600];
+    if (s->cfg->state_path) {
+        tl_nodestate v = state_view(s);
+        int rc = tl_nodestate_find(s->cfg->state_path, step, &v);
+        if (rc == 0) {
+            sc->sn.steps = v.step;
+            logf_(s->cfg, "took the node side of step %llu from %s.* (saved at the "
+                  "orchestrator's checkpoint)", (unsigned long long)step, s->cfg->state_path);
+            return 0;
+        }
+        if (rc == TL_ENOMEM) return rc;
+        snprintf(buf, sizeof buf, "%s", tl_errmsg());
+        why = buf;
+    }
+    sc->need_state = 1;
+    sc->want_step = step;
+    logf_(s->cfg, "the run is at step %llu and this node holds no node side of it (%s): a live "
+          "node's comes, sealed", (unsigned long long)step, why);
+    return 0;
+}
+
+/* STATE_REQUEST: seal our node side (of the step asked, which must be ours)
+ * for node `to` and send it back for relaying. */
+static int on_state_request(session *s, const tl_msg_state_request *r) {
+    if (!s->full) return tl_error(TL_EPROTO, "STATE_REQUEST in an open run");
+    if (s->sc->need_state || r->step != s->sc->sn.steps)
+        return tl_error(TL_EPROTO, "STATE_REQUEST for step %llu, but this node's node side is %s "
+                        "%llu", (unsigned long long)r->step,
+                        s->sc->need_state ? "missing, wanted at step" : "at step",
+                        (unsigned long long)(s->sc->need_state ? s->sc->want_step
+                                                               : s->sc->sn.steps));
+    if (r->to < 1 || r->to == (uint32_t)s->cfg->id)
+        return tl_error(TL_EPROTO, "STATE_REQUEST for node %u", r->to);
+    tl_nodestate v = state_view(s);
+    uint8_t *blob;
+    size_t len;
+    int rc = tl_nodestate_seal(s->cfg->group_key, &v, (uint32_t)s->cfg->id, r->to, &blob, &len);
+    if (rc < 0) return rc;
+    if (len > UINT32_MAX) {
+        free(blob);
+        return tl_error(TL_ERANGE, "the sealed node side is %zu bytes: too large for a tensor", len);
+    }
+    tl_msg out = {.type = TL_MSG_STATE_BLOB};
+    out.u.state_blob.step = r->step;
+    out.u.state_blob.from = (uint32_t)s->cfg->id;
+    out.u.state_blob.to = r->to;
+    out.u.state_blob.blob = tl_tensor_1d(TL_DT_U8, blob, (uint32_t)len);
+    rc = send_msg(s, &out);
+    free(blob);
+    if (rc == 0)
+        logf_(s->cfg, "sent the node side of step %llu to node %u (sealed, %zu bytes)",
+              (unsigned long long)r->step, r->to, len);
+    return rc;
+}
+
+/* STATE_BLOB: the node side we wait for, from a live node; opened and
+ * installed only if it authenticates as sealed for us, in this run, at the
+ * step we need. */
+static int on_state_blob(session *s, const tl_msg_state_blob *b) {
+    sealed_ctx *sc = s->sc;
+    if (!s->full || !sc->need_state)
+        return tl_error(TL_EPROTO, "STATE_BLOB that this node did not ask for");
+    if (b->to != (uint32_t)s->cfg->id || b->step != sc->want_step)
+        return tl_error(TL_EPROTO, "STATE_BLOB for node %u at step %llu, but this is node %d "
+                        "waiting for step %llu", b->to, (unsigned long long)b->step, s->cfg->id,
+                        (unsigned long long)sc->want_step);
+    tl_nodestate v = state_view(s);
+    int rc = tl_nodestate_open(s->cfg->group_key, s->run_id, b->step, b->from, b->to,
+                               b->blob.data, (size_t)b->blob.numel, &v);
+    if (rc < 0) return rc;
+    sc->sn.steps = v.step;
+    sc->need_state = 0;
+    logf_(s->cfg, "took the node side of step %llu from node %u (sealed, %llu bytes)",
+          (unsigned long long)b->step, b->from, (unsigned long long)b->blob.numel);
+    return 0;
+}
+
+/* CHECKPOINT: the orchestrator checkpoints at `step`; we keep our node side
+ * of that step (the last two: nodestate.h), then confirm. */
+static int on_checkpoint(session *s, const tl_msg_checkpoint *c) {
+    if (!s->full) return tl_error(TL_EPROTO, "CHECKPOINT in an open run");
+    sealed_ctx *sc = s->sc;
+    if (!sc->need_state && sc->sn.steps == c->step && s->cfg->state_path) {
+        tl_nodestate v = state_view(s);
+        if (tl_nodestate_keep(s->cfg->state_path, &v) < 0)
+            logf_(s->cfg, "could not save the node side of step %llu: %s (a resumed run takes "
+                  "it from another node)", (unsigned long long)c->step, tl_errmsg());
+    }
+    tl_msg out = {.type = TL_MSG_CHECKPOINT};
+    out.u.checkpoint.step = c->step;
+    return send_msg(s, &out);
 }
 
 /* BACKWARD: back-propagate our rows of dL/dH_c through the node side. */
@@ -499,6 +643,9 @@ static int on_eval(session *s, const tl_msg_eval *e) {
     int rc;
     if (e->bins < 2 || e->bins > TL_EVAL_MAX_BINS)
         return tl_error(TL_EPROTO, "EVAL: %u bins (must be 2..%d)", e->bins, TL_EVAL_MAX_BINS);
+    if (s->full && s->sc->need_state) /* sealed: never with a node side not the run's */
+        return tl_error(TL_EPROTO, "EVAL before the node side of step %llu arrived",
+                        (unsigned long long)s->sc->want_step);
     /* all parameters: the shared block holds them in traverse mode */
     const int shared = s->shm_params && s->mode == TL_MODE_TRAVERSE;
     /* sealed: the orchestrator side only, our node side goes in front */
@@ -641,6 +788,8 @@ static int session_open(session *s) {
     /* WELCOME fits our data: we take part (the orchestrator registers us now) */
     tl_msg ready = {.type = TL_MSG_READY};
     ready.u.ready.run_id = s->run_id;
+    if (cfg->privacy) /* the node side we hold, or none: a live node's comes (STATE_BLOB) */
+        ready.u.ready.state_step = s->sc->need_state ? TL_STATE_NONE : s->sc->sn.steps;
     if ((rc = send_msg(s, &ready)) < 0) return rc;
     /* the first FORWARD comes once every node has joined: generate the
      * matrix-product kernels now rather than then */
@@ -682,6 +831,9 @@ static int session_serve(session *s) {
         case TL_MSG_SEALED_STEP: rc = on_sealed_step(s, &m.u.sealed_step); break;
         case TL_MSG_FINAL: rc = on_final(s, &m.u.final); break;
         case TL_MSG_EVAL: rc = on_eval(s, &m.u.eval); break;
+        case TL_MSG_STATE_REQUEST: rc = on_state_request(s, &m.u.state_request); break;
+        case TL_MSG_STATE_BLOB: rc = on_state_blob(s, &m.u.state_blob); break;
+        case TL_MSG_CHECKPOINT: rc = on_checkpoint(s, &m.u.checkpoint); break;
         case TL_MSG_HEARTBEAT: break;
         case TL_MSG_DONE:
             logf_(s->cfg, "run finished: %s", m.u.done.reason);

@@ -96,6 +96,14 @@ typedef struct node_slot {
     int sums_sent;         /* a sum went into gshm on this connection */
     uint64_t mac_step;
     uint8_t mac[32];
+    /* sealed mode, faults: a node without the node side of the run's step
+     * gets a live node's, sealed, relayed by us (docs/protocol.md §8.2) */
+    int need_state;        /* READY said it holds no node side of o->step */
+    int donor;             /* the node asked for it (index); -1: none yet */
+    int64_t state_until;   /* the donor answers by then or is lost */
+    void *blob_buf;        /* the relayed STATE_BLOB's payload, kept until it is sent */
+    size_t blob_cap;
+    int ckpt_wait;         /* a CHECKPOINT is not confirmed yet */
 } node_slot;
 
 struct tl_orch {
@@ -324,6 +332,7 @@ static void sealed_send_step(tl_orch *o, const tl_batch *b) {
     for (int i = 0; i < o->cfg.n_nodes; i++) {
         node_slot *s = &o->nodes[i];
         if (!s->p) continue;
+        if (s->need_state) continue; /* it gets the node side after this step, sealed */
         /* shared memory: the sum goes into the node's gradient region, which it
          * writes only at its next BACKWARD (after this SEALED_STEP on the stream)
          * and reads when it applies this step; its PARAM_MAC after each such
@@ -335,6 +344,110 @@ static void sealed_send_step(tl_orch *o, const tl_batch *b) {
                            : tl_tensor_1d(TL_DT_U64, o->qsum, (uint32_t)o->p_node);
         if (tl_peer_send(s->p, &m) < 0 || tl_peer_flush(s->p) < 0)
             lose_node(o, s->p, tl_errmsg()); /* it misses this step: it cannot go on */
+    }
+}
+
+/* STATE_BLOB from node k (the donor): relayed as it is to the node it is
+ * sealed for, which we asked it for; the payload is kept until sent. */
+static int on_state_blob(tl_orch *o, tl_peer *p, int k, const tl_msg *m) {
+    const tl_msg_state_blob *b = &m->u.state_blob;
+    if (!o->sealed) return tl_error(TL_EPROTO, "STATE_BLOB in an open run");
+    if (b->from != (uint32_t)k + 1 || b->to < 1 || b->to > (uint32_t)o->cfg.n_nodes ||
+        b->step != o->step)
+        return tl_error(TL_EPROTO, "STATE_BLOB from node %u to node %u at step %llu on node %d's "
+                        "connection at step %llu", b->from, b->to, (unsigned long long)b->step,
+                        k + 1, (unsigned long long)o->step);
+    node_slot *t = &o->nodes[b->to - 1];
+    if (t->donor != k) return tl_error(TL_EPROTO, "STATE_BLOB for node %u, not asked", b->to);
+    t->donor = -1;
+    if (!t->p || !t->need_state) return 0; /* it left meanwhile: asked again when back */
+    free(t->blob_buf); /* never one in flight here: the last went out before we asked */
+    t->blob_buf = tl_peer_take_payload(p, &t->blob_cap);
+    if (tl_peer_send(t->p, m) < 0 || tl_peer_flush(t->p) < 0) {
+        lose_node(o, t->p, tl_errmsg());
+        return 0;
+    }
+    t->need_state = 0; /* it installs it before anything we send after it */
+    olog(o, "node %u: gets the node side of step %llu from node %d (sealed, %llu bytes, "
+         "relayed)", b->to, (unsigned long long)b->step, k + 1,
+         (unsigned long long)b->blob.numel);
+    return 0;
+}
+
+/* Drives the state transfers: each connected node that needs the node side
+ * of o->step gets a live node's (STATE_REQUEST to the donor, its STATE_BLOB
+ * relayed by on_state_blob). 0 when none is pending, 1 while one is, 2 while
+ * a node needs it and no connected node holds it (*orphan: that node). */
+static int sealed_sync(tl_orch *o, int *orphan) {
+    int pending = 0;
+    const int64_t now = tl_now_ms();
+    for (int i = 0; i < o->cfg.n_nodes; i++) {
+        node_slot *s = &o->nodes[i];
+        if (s->blob_buf && (!s->p || tl_peer_idle(s->p))) {
+            free(s->blob_buf);
+            s->blob_buf = NULL;
+        }
+        if (!s->p || !s->need_state) continue;
+        if (s->donor >= 0) {
+            node_slot *d = &o->nodes[s->donor];
+            if (d->p && now <= s->state_until) {
+                if (!pending) pending = 1;
+                continue;
+            }
+            if (d->p) lose_node(o, d->p, "no STATE_BLOB within the task timeout");
+            s->donor = -1;
+        }
+        int j = 0;
+        while (j < o->cfg.n_nodes && (j == i || !o->nodes[j].p || o->nodes[j].need_state)) j++;
+        if (j == o->cfg.n_nodes) {
+            *orphan = i;
+            pending = 2;
+            continue;
+        }
+        tl_msg m = {.type = TL_MSG_STATE_REQUEST};
+        m.u.state_request.step = o->step;
+        m.u.state_request.to = (uint32_t)i + 1;
+        if (tl_peer_send(o->nodes[j].p, &m) < 0 || tl_peer_flush(o->nodes[j].p) < 0) {
+            lose_node(o, o->nodes[j].p, tl_errmsg());
+            if (!pending) pending = 1; /* another donor next round */
+            continue;
+        }
+        s->donor = j;
+        s->state_until = now + o->cfg.task_timeout_ms;
+        olog(o, "node %d holds no node side of step %llu: node %d's is sent to it, sealed",
+             i + 1, (unsigned long long)o->step, j + 1);
+        if (!pending) pending = 1;
+    }
+    return pending;
+}
+
+void tl_orch_checkpointing(void *ctx, int64_t steps) {
+    tl_orch *o = ctx;
+    if (!o->sealed) return;
+    tl_msg m = {.type = TL_MSG_CHECKPOINT};
+    m.u.checkpoint.step = (uint64_t)steps;
+    for (int i = 0; i < o->cfg.n_nodes; i++) {
+        node_slot *s = &o->nodes[i];
+        s->ckpt_wait = 0;
+        if (!s->p || s->need_state) continue;
+        if (tl_peer_send(s->p, &m) < 0 || tl_peer_flush(s->p) < 0) {
+            lose_node(o, s->p, tl_errmsg());
+            continue;
+        }
+        s->ckpt_wait = 1;
+    }
+    const int64_t until = tl_now_ms() + o->cfg.task_timeout_ms;
+    for (;;) {
+        int waiting = -1;
+        for (int i = 0; i < o->cfg.n_nodes && waiting < 0; i++)
+            if (o->nodes[i].p && o->nodes[i].ckpt_wait) waiting = i;
+        if (waiting < 0) return;
+        if (tl_now_ms() > until) {
+            olog(o, "node %d did not confirm saving its node side of step %lld (a resumed run "
+                 "gives it another node's)", waiting + 1, (long long)steps);
+            return;
+        }
+        pump(o, until);
     }
 }
 
@@ -647,7 +760,8 @@ static void on_ready(tl_orch *o, tl_peer *p, const tl_msg_ready *r) {
     /* From now on the largest legitimate frame from the node is its gradient,
      * a full batch of cut activations with output gradients (or labels), or an
      * ERROR (a string). */
-    uint64_t big = (uint64_t)o->p_node * (o->sealed ? 8 : 4),
+    uint64_t big = (uint64_t)o->p_node * (o->sealed ? 4 * (1 + TL_OPTIM_MAX_STATE) : 4) +
+                   (o->sealed ? 64 * 1024 : 0), /* sealed: a STATE_BLOB */
              rows = (uint64_t)run->batch_size * ((uint64_t)o->dc + (uint64_t)o->classes) * 4;
     uint64_t cap = (big > rows ? big : rows) + 4096;
     const uint64_t ev = tl_evalstats_size(o->classes, TL_EVAL_BINS) + 64; /* EVAL_RESULT */
@@ -677,6 +791,12 @@ static void on_ready(tl_orch *o, tl_peer *p, const tl_msg_ready *r) {
     u->hb_count = u->hb_over = 0;
     s->have_mac = 0;
     s->sums_sent = 0;
+    s->ckpt_wait = 0;
+    s->donor = -1;
+    s->need_state = o->sealed && r->state_step != o->step;
+    if (s->need_state && r->state_step != TL_STATE_NONE)
+        olog(o, "node %d holds the node side of step %llu, the run is at step %llu", k + 1,
+             (unsigned long long)r->state_step, (unsigned long long)o->step);
     olog(o, "node %d joined from %s (%llu samples, %s%s, %s%s)", k + 1, tl_peer_name(p),
          (unsigned long long)u->count, tl_peer_transport(p), s->gshm.p ? ", shared memory" : "",
          u->version, o->sealed ? ", sealed" : "");
@@ -986,6 +1106,14 @@ static int on_frame(void *ud, tl_peer *p, const tl_frame *f) {
     case TL_MSG_BACKWARD_RESULT: rc = on_bwd_result(o, p, s, &m.u.bwd_result); break;
     case TL_MSG_PARAM_MAC: rc = on_param_mac(o, u->node, &m.u.param_mac); break;
     case TL_MSG_EVAL_RESULT: rc = on_eval_result(o, s, &m.u.eval_result); break;
+    case TL_MSG_STATE_BLOB: rc = on_state_blob(o, p, u->node, &m); break;
+    case TL_MSG_CHECKPOINT:
+        if (!o->sealed || !s->ckpt_wait || m.u.checkpoint.step != o->step)
+            rc = tl_error(TL_EPROTO, "unexpected CHECKPOINT (step %llu)",
+                          (unsigned long long)m.u.checkpoint.step);
+        else
+            s->ckpt_wait = 0;
+        break;
     case TL_MSG_HEARTBEAT: {
         /* a node sends one per heartbeat interval when it has nothing else to
          * say: far more, second after second, is a flood (a backlog after we
@@ -1353,11 +1481,18 @@ static int await_nodes(tl_orch *o, const tl_batch *b) {
                 else stale = 1;
             }
         }
-        if (missing < 0 && !stale) return 0;
+        int orphan = -1, sync = o->sealed ? sealed_sync(o, &orphan) : 0;
+        if (missing < 0 && !stale && !sync) return 0;
         if (missing >= 0 && now > until)
             return tl_error(TL_ETIMEDOUT,
                             "node %d did not come back within %d s (--reconnect-timeout)",
                             missing + 1, o->cfg.reconnect_timeout_s);
+        if (sync == 2 && now > until)
+            return tl_error(TL_ESTATE,
+                            "node %d needs the node side of step %llu and no connected node "
+                            "holds it (nodes keep it in memory, and on disk for the steps the "
+                            "orchestrator checkpointed: tl node --state)",
+                            orphan + 1, (unsigned long long)o->step);
         pump(o, until);
     }
 }
@@ -1486,11 +1621,17 @@ static int await_all(tl_orch *o) {
                 else stale = 1;
             }
         }
-        if (missing < 0 && !stale) return 0;
+        /* sealed: a node evaluates with its node side: it must have the run's */
+        int orphan = -1, sync = o->sealed ? sealed_sync(o, &orphan) : 0;
+        if (missing < 0 && !stale && !sync) return 0;
         if (missing >= 0 && now > until)
             return tl_error(TL_ETIMEDOUT,
                             "node %d did not come back within %d s (--reconnect-timeout)",
                             missing + 1, o->cfg.reconnect_timeout_s);
+        if (sync == 2 && now > until)
+            return tl_error(TL_ESTATE,
+                            "node %d needs the node side of step %llu and no connected node "
+                            "holds it", orphan + 1, (unsigned long long)o->step);
         pump(o, until);
     }
 }
@@ -1619,6 +1760,7 @@ void tl_orch_free(tl_orch *o) {
     if (o->nodes)
         for (int i = 0; i < o->cfg.n_nodes; i++) {
             free(o->nodes[i].gbuf);
+            free(o->nodes[i].blob_buf);
             free(o->nodes[i].rows_u32);
             if (o->nodes[i].gshm.p) tl_shm_free(&o->nodes[i].gshm);
             tl_evalstats_free(&o->nodes[i].ev);

@@ -124,15 +124,19 @@ static int evaluate_epoch(tl_trainer *t, tl_epoch_report *r) {
 }
 
 /* Saves a checkpoint to the run's checkpoint file, if it has one; on a
- * failure (failing != 0) to the recovery file otherwise. */
-static int checkpoint(tl_trainer *t, int epoch, size_t batch, double loss_sum, int64_t correct,
-                      uint64_t seen, int failing) {
+ * failure (failing != 0) to the recovery file otherwise. Before it is
+ * written, tells the gradient source (t->checkpointing, with its ctx). */
+static int checkpoint(tl_trainer *t, void *ctx, int epoch, size_t batch, double loss_sum,
+                      int64_t correct, uint64_t seen, int failing) {
     const char *path = t->cfg->checkpoint_path ? t->cfg->checkpoint_path
                        : failing                 ? t->recovery_path
                                                  : NULL;
     if (!path) return 0;
     need_data_sig(t);
     tl_run_pos pos = {epoch, batch, t->steps, loss_sum, correct, seen};
+    /* first the nodes' side (sealed mode), so that every checkpoint the
+     * orchestrator holds has its node-side counterpart */
+    if (t->checkpointing) t->checkpointing(ctx, t->steps);
     int rc = tl_checkpoint_save(path, t, &pos);
     if (rc == 0 && failing) t->saved_path = path;
     return rc;
@@ -167,7 +171,7 @@ int tl_trainer_run(tl_trainer *t, tl_grad_fn fn, void *ctx, const tl_trainer_hoo
         int partial = 0;
         for (; k < batches; k++) {
             if (t->stop && *t->stop) { /* a signal: save what is done, as a failure does */
-                if ((rc = checkpoint(t, e, k, loss_sum, correct, seen, 1)) < 0) return rc;
+                if ((rc = checkpoint(t, ctx, e, k, loss_sum, correct, seen, 1)) < 0) return rc;
                 return tl_error(TL_ESTATE, "stopped by signal %d", (int)*t->stop);
             }
             if (cfg->max_steps > 0 && t->steps >= cfg->max_steps) {
@@ -184,7 +188,7 @@ int tl_trainer_run(tl_trainer *t, tl_grad_fn fn, void *ctx, const tl_trainer_hoo
                 /* keep what is done: the last complete batch is k - 1 */
                 char why[1024];
                 snprintf(why, sizeof why, "%s", tl_errmsg());
-                int rc2 = checkpoint(t, e, k, loss0, correct0, seen, 1);
+                int rc2 = checkpoint(t, ctx, e, k, loss0, correct0, seen, 1);
                 if (rc2 < 0) return rc2;
                 return tl_error(rc, "%s", why);
             }
@@ -199,7 +203,7 @@ int tl_trainer_run(tl_trainer *t, tl_grad_fn fn, void *ctx, const tl_trainer_hoo
                 snprintf(why, sizeof why, "%s", tl_errmsg());
                 if (rc == TL_ENUMERIC) {
                     /* nothing was changed: the state before batch k is sound */
-                    int rc2 = checkpoint(t, e, k, loss0, correct0, seen, 1);
+                    int rc2 = checkpoint(t, ctx, e, k, loss0, correct0, seen, 1);
                     if (rc2 < 0) return rc2;
                     return tl_error(TL_ENUMERIC,
                                     "epoch %d batch %zu: the summed gradient is not finite (%s); "
@@ -225,7 +229,7 @@ int tl_trainer_run(tl_trainer *t, tl_grad_fn fn, void *ctx, const tl_trainer_hoo
                 hooks->on_batch(hooks->ud, &p);
             }
             if (cfg->checkpoint_every > 0 && t->steps % cfg->checkpoint_every == 0 &&
-                k + 1 < batches && (rc = checkpoint(t, e, k + 1, loss_sum, correct, seen, 0)) < 0)
+                k + 1 < batches && (rc = checkpoint(t, ctx, e, k + 1, loss_sum, correct, seen, 0)) < 0)
                 return rc;
         }
         tl_epoch_report r = {0};
@@ -238,7 +242,7 @@ int tl_trainer_run(tl_trainer *t, tl_grad_fn fn, void *ctx, const tl_trainer_hoo
         r.test_loss = r.test_accuracy = -1;
         if ((rc = evaluate_epoch(t, &r)) < 0) return rc;
         r.seconds = now_s() - t0;
-        if ((rc = checkpoint(t, e, partial ? k : batches, loss_sum, correct, seen, 0)) < 0)
+        if ((rc = checkpoint(t, ctx, e, partial ? k : batches, loss_sum, correct, seen, 0)) < 0)
             return rc;
         if (hooks && hooks->on_epoch) hooks->on_epoch(hooks->ud, &r);
         if (partial) break;
