@@ -186,6 +186,17 @@ for k in 1 2; do
 done
 cd "$W" || exit 1
 
+# ---- 5c. SIGTERM while the orchestrator still waits for its nodes ---------
+"$TL" orchestrator --nodes 2 --insecure --listen "unix:$W/o3.sock" >/dev/null 2>"$W/o3.err" &
+OP=$!
+PIDS+=("$OP")
+for ((i = 0; i < 100; i++)); do [ -S "$W/o3.sock" ] && break; sleep 0.05; done
+kill -TERM "$OP"
+for ((i = 0; i < 60; i++)); do kill -0 "$OP" 2>/dev/null || break; sleep 0.1; done
+kill -0 "$OP" 2>/dev/null && { kill -KILL "$OP"; st=timeout; } || { wait "$OP"; st=$?; }
+check "SIGTERM while waiting for nodes: tl orchestrator stops (exit 143)" "status $st: $(tail -c 300 "$W/o3.err")" \
+    [ "$st" = 143 ]
+
 # ---- 6. a full disk at the end: the model goes to the fallback path ------
 mkdir -p small fb
 if unshare -rm true 2>/dev/null && unshare -rm sh -c "mount -t tmpfs -o size=64k none '$W/small'" 2>/dev/null; then

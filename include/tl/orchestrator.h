@@ -36,6 +36,7 @@
 #ifndef TL_ORCHESTRATOR_H
 #define TL_ORCHESTRATOR_H
 
+#include <signal.h>
 #include <stdint.h>
 
 #include "tl/batch.h"
@@ -62,6 +63,8 @@ typedef struct tl_orch_cfg {
     int zstd;                   /* allow zstd frames when a node offers it */
     int no_shm;                 /* never share the parameters in memory (shm.h) with
                                  * nodes on a unix socket, which is otherwise done */
+    const volatile sig_atomic_t *stop; /* may be NULL; nonzero (a signal arrived): waits
+                                 * for nodes, and for lost nodes, end with TL_ESTATE */
     tl_log_fn log;              /* one line per event; may be NULL */
     void *log_ud;
     /* sealed mode (DESIGN §4, docs/protocol.md §8.2): the node side stays at

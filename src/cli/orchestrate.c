@@ -119,6 +119,7 @@ int cli_orchestrate(const cli_trainopts *t, const cli_orchopts *oo, const char *
     oc.no_shm = oo->no_shm;
     oc.log = cli_log_line;
     oc.log_ud = &lg;
+    oc.stop = &cli_stop_signal; /* SIGINT/SIGTERM/SIGHUP while waiting for nodes */
     oc.privacy = oo->privacy;
     oc.mac_every = oo->mac_every;
     if (oo->privacy && oo->tls_dir && sealed_key_id(oo->tls_dir, &oc, cmd) < 0) goto fail;
@@ -221,7 +222,7 @@ int cli_orchestrate(const cli_trainopts *t, const cli_orchopts *oo, const char *
     goto cleanup;
 fail:
     fprintf(stderr, "tl %s: %s\n", cmd, tl_errmsg());
-    rc = 1;
+    rc = cli_stop_signal ? 128 + cli_stop_signal : 1;
 cleanup:
     if (prog_ok) cli_progress_free(&prog);
     if (tr_ok) tl_trainer_free(&tr);

@@ -1325,6 +1325,9 @@ int tl_orch_wait_nodes(tl_orch *o, int timeout_s, uint64_t *counts, uint64_t *fi
          o->cfg.tls ? "TLS" : "plaintext");
     while (o->registered < n) {
         pump(o, -1);
+        if (o->cfg.stop && *o->cfg.stop)
+            return tl_error(TL_ESTATE, "stopped by a signal while %d of %d nodes had joined",
+                            o->registered, n);
         int64_t now = tl_now_ms();
         if (timeout_s > 0 && now - start > (int64_t)timeout_s * 1000)
             return tl_error(TL_ETIMEDOUT, "only %d of %d nodes joined within %d s", o->registered,
@@ -1493,6 +1496,8 @@ static int await_nodes(tl_orch *o, const tl_batch *b) {
                             "holds it (nodes keep it in memory, and on disk for the steps the "
                             "orchestrator checkpointed: tl node --state)",
                             orphan + 1, (unsigned long long)o->step);
+        if (o->cfg.stop && *o->cfg.stop)
+            return tl_error(TL_ESTATE, "stopped by a signal while waiting for a lost node");
         pump(o, until);
     }
 }
