@@ -155,4 +155,12 @@ check "tl run --insecure warns about its unix socket, not a port" "$(grep warnin
 check "tl run --insecure does not mention a port" "$(grep warning "$W/run.err")" \
     test "$(grep -c 'reach the port' "$W/run.err")" -eq 0
 
+# A model whose outputs do not fit a table's classes: refused before any node
+# starts (exit 2, one line); a node that stops by itself stops tl run.
+{ echo "a,b,label"; for i in 0 1 2 3 4 5 6 7 8; do echo "$i.5,$((i % 3)).25,$((i / 3))"; done; } >"$W/three.csv"
+usage_error "tl run: 2 outputs for 3 classes" run --nodes 3 --insecure --data "$W/three.csv" \
+    --model linear:4,relu,linear:2 --cut 1 --max-steps 1
+check "... names the node and the classes" "$(cat "$W/err" 2>/dev/null)" \
+    grep -q "2 outputs, but node 3's data has 3 classes" "$W/err"
+
 finish

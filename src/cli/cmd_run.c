@@ -397,6 +397,22 @@ int cmd_run(int argc, char **argv) {
             return 1;
         }
         if (norm.dim) t.cfg.norm = norm; /* borrowed until the end */
+        /* a model that does not fit the data is refused before any node starts */
+        tl_model m;
+        int bad = tl_model_parse(t.cfg.model, oo.in_dim, &m) < 0;
+        for (int k = 0; !bad && k < oo.nodes; k++)
+            if (nd[k].train.classes > m.n_classes) {
+                const int classes = nd[k].train.classes;
+                free_nodes(nd, oo.nodes);
+                tl_norm_free(&norm);
+                return cli_usage_error(cmd, "--model: %d outputs, but node %d's data has %d "
+                                            "classes", m.n_classes, k + 1, classes);
+            }
+        if (bad) {
+            free_nodes(nd, oo.nodes);
+            tl_norm_free(&norm);
+            return cli_usage_error(cmd, "--model: %s", tl_errmsg());
+        }
     }
 
     char self[4096];
@@ -496,9 +512,21 @@ int cmd_run(int argc, char **argv) {
         }
         int slot = reap(pid);
         if (slot == 0) status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-        else if (slot > 0 && (!WIFEXITED(st) || WEXITSTATUS(st) != 0))
+        else if (slot > 0 && (!WIFEXITED(st) || WEXITSTATUS(st) != 0)) {
             fprintf(stderr, "tl run: node %d exited with status %d\n", slot,
                     WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
+            /* A node that stopped by itself (refused, its data does not fit the
+             * model, a final error: it said why above) will not come back, and
+             * nobody else starts tl run's nodes: the run cannot finish. (A node
+             * killed by a signal may be restarted from outside; the orchestrator
+             * waits for it as usual.) */
+            if (WIFEXITED(st)) {
+                fprintf(stderr, "tl run: stopping: the run cannot finish without node %d\n",
+                        slot);
+                status = 1;
+                break;
+            }
+        }
     }
     if (got_signal) {
         fprintf(stderr, "\ntl run: interrupted; stopping the orchestrator and the nodes\n");
