@@ -176,6 +176,12 @@ done
 kill -TERM "$OP"
 wait "$OP"
 st=$?
+# the nodes log what they were told when they read it: give them a moment
+for ((i = 0; i < 100; i++)); do
+    [ "$(cat "$W/o2.sock.node1.log" "$W/o2.sock.node2.log" 2>/dev/null |
+        grep -c 'stopped by the operator')" -ge 2 ] && break
+    sleep 0.1
+done
 stop_nodes
 check "SIGTERM: tl orchestrator exits 143" "status $st: $(tail -c 300 err.txt)" [ "$st" -eq 143 ]
 check "SIGTERM: tl orchestrator saved its state" "$(tail -c 300 err.txt)" \
