@@ -1,38 +1,6 @@
 /* orch_eval.c - the orchestrator's evaluation at the nodes (EVAL rounds, replays). */
 #include "tl/orch_int.h"
 
-/* Waits until every node is connected (up to the reconnect timeout) and has
- * answered any request of an abandoned attempt (up to the task timeout). */
-static int await_all(tl_orch *o) {
-    int64_t now = tl_now_ms(), until = now + (int64_t)o->cfg.reconnect_timeout_s * 1000;
-    int64_t stale_until = now + o->cfg.task_timeout_ms;
-    for (;;) {
-        int missing = -1, stale = 0;
-        now = tl_now_ms();
-        for (int i = 0; i < o->cfg.n_nodes; i++) {
-            node_slot *s = &o->nodes[i];
-            if (!s->p) {
-                if (missing < 0) missing = i;
-            } else if (s->exp == EXPECT_STALE) {
-                if (now > stale_until) tl__orch_lose_node(o, s->p, "no reply to an abandoned request");
-                else stale = 1;
-            }
-        }
-        /* sealed: a node evaluates with its node side: it must have the run's */
-        int orphan = -1, sync = o->sealed ? tl__orch_sealed_sync(o, &orphan) : 0;
-        if (missing < 0 && !stale && !sync) return 0;
-        if (missing >= 0 && now > until)
-            return tl_error(TL_ETIMEDOUT,
-                            "node %d did not come back within %d s (--reconnect-timeout)",
-                            missing + 1, o->cfg.reconnect_timeout_s);
-        if (sync == 2 && now > until)
-            return tl_error(TL_ESTATE,
-                            "node %d needs the node side of step %llu and no connected node "
-                            "holds it", orphan + 1, (unsigned long long)o->step);
-        tl__orch_pump(o, until);
-    }
-}
-
 /* Sends every node EVAL and waits for all EVAL_RESULTs. 0, or 1 if a node
  * was lost (or timed out; it is dropped). */
 static int eval_round(tl_orch *o, const float *params, int bins) {
@@ -89,7 +57,7 @@ int tl_orch_eval_fn(void *ctx, const float *params, int64_t steps, tl_evalstats 
     int failures = 0;
     (void)steps; /* the orchestrator counts them itself (o->step) */
     for (;;) {
-        int rc = await_all(o);
+        int rc = tl__orch_await_nodes(o, NULL);
         if (rc < 0) return tl__orch_stop_run(o, rc);
         o->lost_node = -1;
         o->eval_step = o->step;

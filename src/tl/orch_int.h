@@ -171,6 +171,9 @@ void tl__orch_sealed_drain(tl_orch *o);
 void tl__orch_sealed_send_step(tl_orch *o, const tl_batch *b);
 int tl__orch_on_state_blob(tl_orch *o, tl_peer *p, int k, const tl_msg *m);
 int tl__orch_sealed_sync(tl_orch *o, int *orphan);
+/* Waits until the nodes of b (NULL: every node) are back, have answered any
+ * abandoned request and (sealed) hold the run's node side. 0 or < 0. */
+int tl__orch_await_nodes(tl_orch *o, const tl_batch *b);
 
 /* orch_handshake.c: HELLO, READY, STATS */
 void tl__orch_on_hello(tl_orch *o, tl_peer *p, const tl_msg_hello *h);

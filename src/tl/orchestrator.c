@@ -672,19 +672,22 @@ static void central_step(tl_orch *o, const tl_batch *b, const float *params, flo
     tl_model_backward(m, params, grads, &o->ws, n, o->cut, L, o->G, o->dH);
 }
 
-/* Waits for the nodes of b to be connected again (up to the reconnect
- * timeout) and to have answered any request of an abandoned attempt (up to
- * the task timeout; a node that does not is lost). */
-static int await_nodes(tl_orch *o, const tl_batch *b) {
+/* Waits for the nodes of b (NULL: every node, before an evaluation) to be
+ * connected again (up to the reconnect timeout) and to have answered any
+ * request of an abandoned attempt (up to the task timeout; a node that does
+ * not is lost); in sealed mode also until each holds the run's node side. */
+int tl__orch_await_nodes(tl_orch *o, const tl_batch *b) {
     int64_t now = tl_now_ms(), until = now + (int64_t)o->cfg.reconnect_timeout_s * 1000;
     int64_t stale_until = now + o->cfg.task_timeout_ms;
     for (;;) {
         int missing = -1, stale = 0;
         now = tl_now_ms();
-        for (int i = 0; i < b->n_parts; i++) {
-            node_slot *s = &o->nodes[b->parts[i].node];
+        const int n = b ? b->n_parts : o->cfg.n_nodes;
+        for (int i = 0; i < n; i++) {
+            const int k = b ? b->parts[i].node : i;
+            node_slot *s = &o->nodes[k];
             if (!s->p) {
-                if (missing < 0) missing = b->parts[i].node;
+                if (missing < 0) missing = k;
             } else if (s->exp == EXPECT_STALE) {
                 if (now > stale_until) tl__orch_lose_node(o, s->p, "no reply to an abandoned request");
                 else stale = 1;
@@ -763,7 +766,7 @@ int tl_orch_grad_fn(void *ctx, const tl_batch *b, const float *params, float *gr
     if (o->sealed) tl__orch_sealed_drain(o); /* the last SEALED_STEP is out: qsum and ids are free */
     for (;;) {
         if (o->diverged[0]) return tl__orch_stop_run(o, tl_error(TL_ESTATE, "%s", o->diverged));
-        int rc = await_nodes(o, b);
+        int rc = tl__orch_await_nodes(o, b);
         if (rc < 0) return tl__orch_stop_run(o, rc);
         o->lost_node = -1;
         double ls = 0;
