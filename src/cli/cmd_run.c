@@ -512,21 +512,9 @@ int cmd_run(int argc, char **argv) {
         }
         int slot = reap(pid);
         if (slot == 0) status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-        else if (slot > 0 && (!WIFEXITED(st) || WEXITSTATUS(st) != 0)) {
+        else if (slot > 0 && (!WIFEXITED(st) || WEXITSTATUS(st) != 0))
             fprintf(stderr, "tl run: node %d exited with status %d\n", slot,
                     WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
-            /* A node that stopped by itself (refused, its data does not fit the
-             * model, a final error: it said why above) will not come back, and
-             * nobody else starts tl run's nodes: the run cannot finish. (A node
-             * killed by a signal may be restarted from outside; the orchestrator
-             * waits for it as usual.) */
-            if (WIFEXITED(st)) {
-                fprintf(stderr, "tl run: stopping: the run cannot finish without node %d\n",
-                        slot);
-                status = 1;
-                break;
-            }
-        }
     }
     if (got_signal) {
         fprintf(stderr, "\ntl run: interrupted; stopping the orchestrator and the nodes\n");
