@@ -252,37 +252,18 @@ int tl_trainer_run(tl_trainer *t, tl_grad_fn fn, void *ctx, const tl_trainer_hoo
 
 int tl_evaluate(const tl_model *m, const float *params, const tl_dataset *d, float mean,
                 float std, double *loss, double *accuracy) {
-    tl_ws ws;
-    int rc;
-    size_t *rows = NULL;
-    int32_t *y = NULL;
-    if (d->dim != (size_t)m->in_dim)
-        return tl_error(TL_EINVAL, "test set has %zu features, the model expects %d", d->dim,
-                        m->in_dim);
-    if ((rc = tl_ws_init(&ws, m, EVAL_CHUNK)) < 0) return rc;
-    rows = malloc(sizeof *rows * EVAL_CHUNK);
-    y = malloc(sizeof *y * EVAL_CHUNK);
-    if (!rows || !y) {
-        rc = tl_error(TL_ENOMEM, "evaluation: out of memory");
-        goto cleanup;
+    /* the sums of tl_evaluate_sums (same chunks, same bits), with the fewest bins */
+    tl_evalstats s;
+    tl_norm nm = {.kind = TL_NORM_SCALAR, .mean = mean, .std = std};
+    int rc = tl_evalstats_init(&s, m->n_classes, 2);
+    if (rc < 0) return rc;
+    if ((rc = tl_evaluate_sums(m, params, d, &nm, &s)) == 0) {
+        uint64_t hits = 0;
+        for (int c = 0; c < s.classes; c++) hits += s.confusion[c * s.classes + c];
+        *loss = s.n ? s.loss_sum / (double)s.n : 0.0;
+        *accuracy = s.n ? (double)hits / (double)s.n : 0.0;
     }
-    double sum = 0.0;
-    int64_t hits = 0;
-    for (size_t first = 0; first < d->n; first += EVAL_CHUNK) {
-        int n = (int)(d->n - first < EVAL_CHUNK ? d->n - first : EVAL_CHUNK);
-        for (int i = 0; i < n; i++) rows[i] = first + i;
-        tl_dataset_gather(d, rows, n, mean, std, ws.h[0], y);
-        tl_model_forward(m, params, &ws, n, 0, m->n_modules);
-        int64_t c;
-        sum += tl_nll_forward(ws.h[m->n_modules], y, n, m->n_classes, &c);
-        hits += c;
-    }
-    *loss = d->n ? sum / (double)d->n : 0.0;
-    *accuracy = d->n ? (double)hits / (double)d->n : 0.0;
-cleanup:
-    free(rows);
-    free(y);
-    tl_ws_free(&ws);
+    tl_evalstats_free(&s);
     return rc;
 }
 
