@@ -247,6 +247,46 @@ static void test_fixed_roundtrip_and_range(void **state) {
     free(q);
 }
 
+/* The vector paths of encode and decode (fixed.c's magic-number conversions)
+ * give exactly the scalar definitions: q = rint(x * 2^32), ties to even, and
+ * x = (float)v * 2^-32, over every magnitude, exact ties, both signs, and
+ * vectors that mix in values for the scalar path (|x| >= 2^19, |v| >= 2^51). */
+static void test_fixed_paths(void **state) {
+    (void)state;
+    enum { N = 4099 };
+    float *x = malloc(N * sizeof(float)), *y = malloc(N * sizeof(float));
+    uint64_t *q = malloc(N * 8);
+    assert_non_null(x);
+    assert_non_null(y);
+    assert_non_null(q);
+    for (int round = 0; round < 4; round++) {
+        for (int i = 0; i < N; i++) {
+            int e = (int)(rnd() % 62) - 42; /* 2^-42 .. 2^19 */
+            x[i] = rnd_float(ldexpf(1.0f, e));
+            if (i % 7 == 0) x[i] = ldexpf((float)(int)(rnd() % 2001) - 1000.0f + 0.5f, -32);
+            if (i % 11 == 0) x[i] = -x[i];
+        }
+        if (round & 1) x[N / 2] = 999999.5f; /* scalar path for the whole vector */
+        if (round & 2) x[0] = -0x1p19f;
+        if (tl_fixed_encode(x, N, q, "x") != 0) fail_msg("%s", tl_errmsg());
+        for (int i = 0; i < N; i++)
+            assert_true((int64_t)q[i] == (int64_t)rint((double)x[i] * 0x1p32));
+        for (int i = 0; i < N; i++) {
+            int b = 1 + (int)(rnd() % 52); /* |v| < 2^52 */
+            q[i] = (uint64_t)((int64_t)(rnd() >> (64 - b)) * (rnd() & 1 ? -1 : 1));
+        }
+        if (round & 1) q[3] = (uint64_t)(INT64_C(1) << 51); /* scalar path */
+        assert_int_equal(tl_fixed_decode(q, N, 2, y, "q"), 0);
+        for (int i = 0; i < N; i++) {
+            float want = (float)(int64_t)q[i] * 0x1p-32f;
+            assert_memory_equal(&y[i], &want, sizeof want);
+        }
+    }
+    free(x);
+    free(y);
+    free(q);
+}
+
 /* The stream of a fixed key and (run, step, attempt, index), against
  * `openssl enc -aes-128-ctr` with the key computed in Python. */
 static void test_mask_known_answer(void **state) {
@@ -276,7 +316,8 @@ static size_t n_equal(const uint64_t *a, const uint64_t *b, size_t n) {
 }
 
 /* Masks differ with run, step, attempt, index and key; equal for equal
- * inputs; fill, add and sub agree, across chunk boundaries. */
+ * inputs; path masks drawn in pieces follow mask.h's formula, across chunk
+ * boundaries; the kept R serves only its own (run, step, attempt). */
 static void test_mask_unique(void **state) {
     (void)state;
     enum { N = 10007 }; /* more than two chunks, not a multiple */
@@ -305,12 +346,52 @@ static void test_mask_unique(void **state) {
     assert_true(n_equal(a, b, N) < 3);
     assert_int_equal(tl_mask_fill(&mk2, &at, 2, b, N), 0);
     assert_true(n_equal(a, b, N) < 3);
-    /* add then sub gives back v; add equals v + fill */
-    for (int i = 0; i < N; i++) v[i] = b[i] = rnd();
-    assert_int_equal(tl_mask_add(&mk, &at, 2, v, N), 0);
-    for (int i = 0; i < N; i++) assert_true(v[i] == b[i] + a[i]);
-    assert_int_equal(tl_mask_sub(&mk, &at, 2, v, N), 0);
-    assert_memory_equal(v, b, N * 8);
+    /* the path masks, drawn in uneven pieces, are the formula of mask.h over
+     * the streams: m_0 = R + S_4, m_1 = S_6 - S_4, m_2 = -S_6 for ids {1,4,6} */
+    {
+        const uint32_t pid[3] = {1, 4, 6};
+        uint64_t *r = malloc(N * 8), *s4 = malloc(N * 8), *s6 = malloc(N * 8);
+        assert_non_null(r);
+        assert_non_null(s4);
+        assert_non_null(s6);
+        assert_int_equal(tl_mask_fill(&mk, &at, TL_MASK_TOTAL, r, N), 0);
+        assert_int_equal(tl_mask_fill(&mk, &at, 4, s4, N), 0);
+        assert_int_equal(tl_mask_fill(&mk, &at, 6, s6, N), 0);
+        for (int pos = 0; pos < 3; pos++) {
+            for (int i = 0; i < N; i++) v[i] = b[i] = rnd();
+            assert_int_equal(tl_mask_begin(&mk, &at, pid, 3, pos, N), 0);
+            for (size_t off = 0, c = 1; off < N; off += c, c = c * 3 + 1) {
+                if (c > N - off) c = N - off;
+                assert_int_equal(tl_mask_next(&mk, v + off, v + off, c, +1), 0);
+            }
+            assert_int_equal(tl_mask_next(&mk, v, v, 1, +1), TL_EINVAL); /* past the end */
+            for (int i = 0; i < N; i++) {
+                uint64_t m = pos == 0 ? r[i] + s4[i] : pos == 1 ? s6[i] - s4[i] : 0 - s6[i];
+                assert_true(v[i] == b[i] + m);
+            }
+        }
+        /* unsealing takes R from the copy kept at position 0, or from the
+         * stream (another attempt, another length): the same values */
+        for (int i = 0; i < N; i++) b[i] = rnd();
+        assert_int_equal(tl_mask_seal(&mk, &at, pid, 3, 0, v, N), 0);
+        assert_int_equal(tl_mask_begin_total(&mk, &at, N), 0);
+        assert_true(mk.from_kept);
+        assert_int_equal(tl_mask_next(&mk, b, v, N, -1), 0);
+        for (int i = 0; i < N; i++) assert_true(v[i] == b[i] - r[i]);
+        assert_int_equal(tl_mask_unseal(&mk, &at, v, N - 1), 0); /* another length */
+        assert_false(mk.from_kept);
+        for (int i = 0; i < N - 1; i++) assert_true(v[i] == b[i] - 2 * r[i]);
+        tl_mask_at later = at;
+        later.attempt++;
+        assert_int_equal(tl_mask_seal(&mk, &later, pid, 3, 1, v, N), 0); /* not first: no copy */
+        assert_int_equal(tl_mask_begin_total(&mk, &at, N), 0);
+        assert_true(mk.from_kept); /* still at's R */
+        assert_int_equal(tl_mask_begin_total(&mk, &later, N), 0);
+        assert_false(mk.from_kept);
+        free(r);
+        free(s4);
+        free(s6);
+    }
     /* bad participant lists */
     uint32_t ids[3] = {1, 4, 4};
     assert_int_equal(tl_mask_seal(&mk, &at, ids, 3, 0, v, N), TL_EINVAL);
@@ -410,7 +491,8 @@ static void test_masked_sum(void **state) {
         tl_mask_at other = at;
         other.attempt++;
         memcpy(part, plain, N * 8);
-        assert_int_equal(tl_mask_add(&mk, &at, TL_MASK_TOTAL, part, N), 0);
+        assert_int_equal(tl_mask_fill(&mk, &at, TL_MASK_TOTAL, partm, N), 0);
+        tl_ring_add(part, partm, N);
         assert_int_equal(tl_mask_unseal(&mk, &other, part, N), 0);
         assert_int_equal(tl_fixed_decode(part, N, k, dec, "wrong attempt"), TL_ERANGE);
     }
@@ -592,6 +674,7 @@ int main(void) {
         cmocka_unit_test(test_key_file),
         cmocka_unit_test(test_wrong_key_id),
         cmocka_unit_test(test_fixed_roundtrip_and_range),
+        cmocka_unit_test(test_fixed_paths),
         cmocka_unit_test(test_mask_known_answer),
         cmocka_unit_test(test_mask_unique),
         cmocka_unit_test(test_masked_sum),

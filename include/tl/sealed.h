@@ -60,7 +60,7 @@ int tl_sealed_init(tl_sealed_node *sn, const tl_group_key *gk, const tl_model *m
 void tl_sealed_free(tl_sealed_node *sn);
 
 /* The masked fixed-point vector of grad (p_node floats) for BACKWARD_RESULT:
- * q = fixed(grad) + this node's telescoping masks for (run, step, attempt)
+ * q = fixed(grad) + this node's path mask (mask.h) for (run, step, attempt)
  * among ids[0..k) (node ids in plan order; my_id must be among them). Refuses
  * (TL_EPROTO) a step other than the next one to apply and a (step, attempt)
  * not after the last sealed one: a mask is never used twice. TL_ERANGE /
@@ -68,13 +68,13 @@ void tl_sealed_free(tl_sealed_node *sn);
 int tl_sealed_seal(tl_sealed_node *sn, uint64_t run, uint64_t step, uint32_t attempt,
                    const uint32_t *ids, int k, uint32_t my_id, const float *grad, uint64_t *q);
 
-/* SEALED_STEP: removes the total mask from sum (p_node u64, modified in
- * place), decodes the sum of k terms and takes one optimizer step on the node
+/* SEALED_STEP: removes the total mask from sum (p_node u64, left as it
+ * is: it may be the shared region), decodes the sum of k terms and takes one optimizer step on the node
  * side with lr. step must be the next one (TL_EPROTO); a sum out of the
  * fixed-point range (a wrong key or a corrupted vector) is TL_ERANGE and
  * changes nothing. */
 int tl_sealed_apply(tl_sealed_node *sn, uint64_t run, uint64_t step, uint32_t attempt,
-                    const uint32_t *ids, int k, uint64_t *sum, double lr);
+                    const uint32_t *ids, int k, const uint64_t *sum, double lr);
 
 /* The parameter MAC of the node side at sn->steps (seal.h). */
 int tl_sealed_mac(const tl_sealed_node *sn, uint8_t mac[TL_PARAM_MAC_LEN]);

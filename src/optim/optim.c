@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "tl/error.h"
+#include "tl/simd.h"
 
 int tl_optim_defaults(const char *name, tl_optim_cfg *cfg) {
     memset(cfg, 0, sizeof *cfg);
@@ -98,21 +99,7 @@ int tl_optim_set_steps(tl_optim *o, int64_t steps) {
     return 0;
 }
 
-/* The loops below are compiled three times, for AVX-512, AVX2 and the
- * build's baseline (-march=x86-64-v2 by default), and the dynamic loader
- * picks the best the CPU has (GNU ifunc): the portable build then runs them
- * as fast as a native one. The results are the same bits on every path: the
- * loops are elementwise (no reductions over floats to reorder), a*b+c stays
- * two roundings (-ffp-contract=off holds inside the clones too), and vector
- * sqrt and division are IEEE exact like the scalar ones. A build that already
- * targets AVX-512 (-DTL_NATIVE=ON here) needs no clones; other compilers get
- * one plain version. */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__ELF__) && \
-    !defined(__AVX512F__)
-#define TL_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define TL_CLONES
-#endif
+/* The step loops are TL_CLONES (simd.h): the same bits on every path. */
 
 /* Whether float bits u are NaN or Inf (exponent all ones). Test each value
  * on its own: the OR of two finite values' bits can have an all-ones exponent

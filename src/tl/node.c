@@ -70,7 +70,6 @@ typedef struct session {
     float *full;       /* the whole parameter vector for our passes (sealed) */
     uint64_t *q;       /* the masked gradient (sealed), p_node; shared region when q_shm */
     int q_shm;
-    uint64_t *sum;     /* a SEALED_STEP's sum, copied (p_node) */
 } session;
 
 /* What survives reconnections in sealed mode: the node side and its run. */
@@ -114,7 +113,6 @@ static void session_free(session *s) {
     if (s->q_shm) tl_shm_unmap(s->q, sizeof(uint64_t) * s->p_node);
     else free(s->q);
     free(s->full);
-    free(s->sum);
     tl_norm_free(&s->norm);
     memset(s, 0, sizeof *s);
 }
@@ -247,8 +245,7 @@ static int sealed_welcome(session *s, const tl_msg_welcome *w) {
     const size_t n = s->p_node ? s->p_node : 1;
     s->full = malloc(sizeof(float) * m->n_params);
     s->q = malloc(sizeof(uint64_t) * n);
-    s->sum = malloc(sizeof(uint64_t) * n);
-    if (!s->full || !s->q || !s->sum) return tl_error(TL_ENOMEM, "sealed buffers: out of memory");
+    if (!s->full || !s->q) return tl_error(TL_ENOMEM, "sealed buffers: out of memory");
     return 0;
 }
 
@@ -443,7 +440,9 @@ static int on_sealed_step(session *s, const tl_msg_sealed_step *q) {
     if (s->sc->need_state) /* never a stale step: the state transfer comes first */
         return tl_error(TL_EPROTO, "SEALED_STEP %llu before the node side of step %llu arrived",
                         (unsigned long long)q->step, (unsigned long long)s->sc->want_step);
-    const uint32_t pn = s->q_shm ? 0 : (uint32_t)s->p_node; /* shared: in our region */
+    /* shared memory: the sum is in our region, or in the frame when the
+     * orchestrator could not know the region free (protocol.md §8.2) */
+    const uint32_t pn = s->q_shm && q->sum.numel == 0 ? 0 : (uint32_t)s->p_node;
     int rc = tl_tensor_check(&q->sum, TL_DT_U64, 1, &pn, "SEALED_STEP sum");
     if (rc < 0) return rc;
     if (q->participants.numel < 1 || q->participants.numel > TL_FIXED_MAX_TERMS)
@@ -451,10 +450,10 @@ static int on_sealed_step(session *s, const tl_msg_sealed_step *q) {
                         (unsigned long long)q->participants.numel);
     if (!isfinite(q->lr) || q->lr < 0)
         return tl_error(TL_EPROTO, "SEALED_STEP: learning rate %g", q->lr);
-    memcpy(s->sum, s->q_shm ? s->q : q->sum.data, sizeof(uint64_t) * s->p_node);
+    const uint64_t *sum = pn ? q->sum.data : s->q;
     tl_sealed_node *sn = &s->sc->sn;
     if ((rc = tl_sealed_apply(sn, s->run_id, q->step, q->attempt, q->participants.data,
-                              (int)q->participants.numel, s->sum, q->lr)) < 0)
+                              (int)q->participants.numel, sum, q->lr)) < 0)
         return rc;
     return (q->flags & TL_SEALED_F_MAC) ? send_mac(s) : 0;
 }

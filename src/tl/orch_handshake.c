@@ -307,7 +307,7 @@ void tl__orch_on_ready(tl_orch *o, tl_peer *p, const tl_msg_ready *r) {
     u->hb_window = tl_now_ms();
     u->hb_count = u->hb_over = 0;
     s->have_mac = 0;
-    s->sums_sent = 0;
+    s->sum_unread = 0;
     s->ckpt_wait = 0;
     s->donor = -1;
     s->need_state = o->sealed && r->state_step != o->step;

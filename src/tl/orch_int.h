@@ -96,7 +96,8 @@ typedef struct node_slot {
     /* sealed mode */
     const uint64_t *q;     /* the node's masked vector (payload kept in gbuf, or gshm) */
     int have_mac;          /* mac is the node's PARAM_MAC at mac_step */
-    int sums_sent;         /* a sum went into gshm on this connection */
+    int sum_unread;        /* gshm holds the sum of sum_step, maybe not read yet */
+    uint64_t sum_step;
     uint64_t mac_step;
     uint8_t mac[32];
     /* sealed mode, faults: a node without the node side of the run's step

@@ -56,6 +56,7 @@ int tl__orch_on_param_mac(tl_orch *o, int k, const tl_msg_param_mac *m) {
             tl__orch_log(o, "%s", o->diverged);
         }
     }
+    if (s->sum_unread && m->step > s->sum_step) s->sum_unread = 0; /* applied it */
     s->have_mac = 1;
     s->mac_step = m->step;
     memcpy(s->mac, m->mac, sizeof s->mac);
@@ -80,23 +81,6 @@ void tl__orch_sealed_drain(tl_orch *o) {
     }
 }
 
-/* Whether node s (sharing memory) has applied every SEALED_STEP before this
- * one, i.e. read the last sum out of its region: its PARAM_MAC of o->step has
- * come (or this connection never got a SEALED_STEP). Pumps until then, up to
- * the task timeout; 0 if the node was lost. */
-static int sealed_region_free(tl_orch *o, node_slot *s) {
-    const int64_t until = tl_now_ms() + o->cfg.task_timeout_ms;
-    while (s->p && s->sums_sent && !(s->have_mac && s->mac_step == o->step)) {
-        if (tl_now_ms() > until) {
-            tl__orch_lose_node(o, s->p, "no PARAM_MAC for the last SEALED_STEP in time");
-            return 0;
-        }
-        tl__orch_pump(o, until);
-    }
-    if (s->p) s->sums_sent = 1;
-    return s->p != NULL;
-}
-
 /* SEALED_STEP of the completed step to every registered node. */
 void tl__orch_sealed_send_step(tl_orch *o, const tl_batch *b) {
     tl_msg m = {.type = TL_MSG_SEALED_STEP};
@@ -107,20 +91,24 @@ void tl__orch_sealed_send_step(tl_orch *o, const tl_batch *b) {
                    ? TL_SEALED_F_MAC : 0;
     q->lr = tl_sched_lr(&o->sched, b->epoch);
     q->participants = tl_tensor_1d(TL_DT_U32, o->ids, (uint32_t)b->n_parts);
-    const uint32_t flags = q->flags;
     for (int i = 0; i < o->cfg.n_nodes; i++) {
         node_slot *s = &o->nodes[i];
         if (!s->p) continue;
         if (s->need_state) continue; /* it gets the node side after this step, sealed */
-        /* shared memory: the sum goes into the node's gradient region, which it
-         * writes only at its next BACKWARD (after this SEALED_STEP on the stream)
-         * and reads when it applies this step; its PARAM_MAC after each such
-         * step says it has read the last sum (sealed_region_free) */
-        if (s->gshm.p && !sealed_region_free(o, s)) continue; /* lost */
-        if (s->gshm.p) memcpy(s->gshm.p, o->qsum, sizeof(uint64_t) * o->p_node);
-        q->flags = flags | (s->gshm.p ? TL_SEALED_F_MAC : 0);
-        q->sum = s->gshm.p ? tl_tensor_1d(TL_DT_U64, NULL, 0)
-                           : tl_tensor_1d(TL_DT_U64, o->qsum, (uint32_t)o->p_node);
+        /* shared memory: the sum goes into the node's gradient region when the
+         * node has read the last one there: it has, once it has written a
+         * later masked vector into the region (BACKWARD_RESULT) or sent a
+         * later PARAM_MAC, since it applies SEALED_STEPs in stream order
+         * before either. Otherwise (it sat out the step) the sum travels in
+         * the frame, and nothing waits (docs/protocol.md §8.2). */
+        const int region = s->gshm.p && !s->sum_unread;
+        if (region) {
+            memcpy(s->gshm.p, o->qsum, sizeof(uint64_t) * o->p_node);
+            s->sum_unread = 1;
+            s->sum_step = o->step;
+        }
+        q->sum = region ? tl_tensor_1d(TL_DT_U64, NULL, 0)
+                        : tl_tensor_1d(TL_DT_U64, o->qsum, (uint32_t)o->p_node);
         if (tl_peer_send(s->p, &m) < 0 || tl_peer_flush(s->p) < 0)
             tl__orch_lose_node(o, s->p, tl_errmsg()); /* it misses this step: it cannot go on */
     }

@@ -210,6 +210,7 @@ static int on_bwd_result(tl_orch *o, tl_peer *p, node_slot *s, const tl_msg_back
     if (o->sealed) {
         if (s->gshm.p) {
             s->q = (const uint64_t *)(void *)s->gshm.p;
+            if (s->sum_unread && r->step > s->sum_step) s->sum_unread = 0; /* applied it */
         } else {
             s->gbuf = tl_peer_take_payload(p, &s->gcap);
             s->q = r->grads.data;

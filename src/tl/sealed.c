@@ -1,11 +1,14 @@
 /* sealed.c - a node's node-side state in sealed mode (sealed.h). */
 #include "tl/sealed.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "tl/error.h"
 #include "tl/fixed.h"
+
+#define CHUNK 4096 /* values encoded or decoded and masked in one go (32 KB) */
 
 int tl_sealed_init_params(const tl_group_key *gk, const tl_model *m, int cut,
                           const float *init, float *out, float *tmp) {
@@ -67,10 +70,16 @@ int tl_sealed_seal(tl_sealed_node *sn, uint64_t run, uint64_t step, uint32_t att
     for (int i = 0; i < k; i++)
         if (ids[i] == my_id) pos = i;
     if (pos < 0) return tl_error(TL_EPROTO, "BACKWARD: this node is not among the participants");
-    int rc = tl_fixed_encode(grad, sn->p_node, q, "node-side gradient");
-    if (rc < 0) return rc;
+    /* encode and mask chunk by chunk, in cache (mask.h) */
     tl_mask_at at = {.run_id = run, .step = step, .attempt = attempt};
-    if ((rc = tl_mask_seal(&sn->mk, &at, ids, k, pos, q, sn->p_node)) < 0) return rc;
+    int rc = tl_mask_begin(&sn->mk, &at, ids, k, pos, sn->p_node);
+    for (size_t off = 0; rc == 0 && off < sn->p_node; off += CHUNK) {
+        const size_t c = sn->p_node - off < CHUNK ? sn->p_node - off : CHUNK;
+        if (tl_fixed_encode(grad + off, c, q + off, NULL) < 0) /* the message names the element */
+            return tl_fixed_encode(grad, sn->p_node, q, "node-side gradient");
+        rc = tl_mask_next(&sn->mk, q + off, q + off, c, +1);
+    }
+    if (rc < 0) return rc;
     sn->sealed_any = 1;
     sn->last_step = step;
     sn->last_attempt = attempt;
@@ -78,7 +87,7 @@ int tl_sealed_seal(tl_sealed_node *sn, uint64_t run, uint64_t step, uint32_t att
 }
 
 int tl_sealed_apply(tl_sealed_node *sn, uint64_t run, uint64_t step, uint32_t attempt,
-                    const uint32_t *ids, int k, uint64_t *sum, double lr) {
+                    const uint32_t *ids, int k, const uint64_t *sum, double lr) {
     if (step != sn->steps)
         return tl_error(TL_EPROTO, "SEALED_STEP for step %llu, but the node side is at step %llu",
                         (unsigned long long)step, (unsigned long long)sn->steps);
@@ -87,9 +96,17 @@ int tl_sealed_apply(tl_sealed_node *sn, uint64_t run, uint64_t step, uint32_t at
     for (int i = 1; i < k; i++)
         if (ids[i] <= ids[i - 1])
             return tl_error(TL_EPROTO, "SEALED_STEP: participants not in ascending order");
+    /* unmask and decode chunk by chunk, in cache; sum is left as it is */
     tl_mask_at at = {.run_id = run, .step = step, .attempt = attempt};
-    int rc = tl_mask_unseal(&sn->mk, &at, sum, sn->p_node);
-    if (rc == 0) rc = tl_fixed_decode(sum, sn->p_node, k, sn->grad, "SEALED_STEP sum");
+    uint64_t buf[CHUNK];
+    int rc = tl_mask_begin_total(&sn->mk, &at, sn->p_node);
+    for (size_t off = 0; rc == 0 && off < sn->p_node; off += CHUNK) {
+        const size_t c = sn->p_node - off < CHUNK ? sn->p_node - off : CHUNK;
+        char what[64];
+        snprintf(what, sizeof what, "SEALED_STEP sum (chunk from element %zu)", off);
+        if ((rc = tl_mask_next(&sn->mk, sum + off, buf, c, -1)) == 0)
+            rc = tl_fixed_decode(buf, c, k, sn->grad + off, what);
+    }
     if (rc < 0) return rc;
     if ((rc = tl_optim_step(&sn->opt, sn->params, sn->grad, lr)) < 0) return rc;
     sn->steps++;
