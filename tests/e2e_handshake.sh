@@ -8,7 +8,7 @@
 #   - a node started before the orchestrator retries and joins; the run ends
 #     with every process exiting 0;
 #   - refusals while a run waits for its nodes: id out of range, duplicate id,
-#     a HELLO with protocol version 4 (hand-made bytes over bash's /dev/tcp),
+#     a HELLO with protocol version 5 (hand-made bytes over bash's /dev/tcp),
 #     garbage instead of a frame; each refused peer is told why, the
 #     orchestrator logs it, and the legitimate nodes then complete the run;
 #   - usage errors and a node without training data.
@@ -177,13 +177,13 @@ check "--id 0: the message names --id" "$(oneline "$D/id0.err")" grep -q -- '--i
 
 refused "duplicate id 2" 2 "$P/node-2" 'already|duplicate' 'refused.*(id|node) 2\b.*(already|duplicate)'
 
-# A HELLO from a future protocol version 4 (docs/protocol.md §2, §3.3, §9, §10):
+# A HELLO from a future protocol version 5 (docs/protocol.md §2, §3.3, §9, §10):
 # frame header "TLN1", frame version 1, type 1, flags 0, reserved 0, payload_len
-# 33; payload node_id 3, proto_version 4, flags 0, sample_count 20000,
+# 33; payload node_id 3, proto_version 5, flags 0, sample_count 20000,
 # fingerprint, software_version "0.1.0" (what follows it is a newer version's).
 HELLO_NEXT='\x54\x4c\x4e\x31\x01\x00\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00'
 HELLO_NEXT+='\x21\x00\x00\x00\x00\x00\x00\x00'
-HELLO_NEXT+='\x03\x00\x00\x00\x04\x00\x00\x00\x20\x4e\x00\x00\x00\x00\x00\x00'
+HELLO_NEXT+='\x03\x00\x00\x00\x05\x00\x00\x00\x20\x4e\x00\x00\x00\x00\x00\x00'
 HELLO_NEXT+='\xef\xcd\xab\x89\x67\x45\x23\x01\x05\x00\x00\x00\x30\x2e\x31\x2e\x30'
 # raw_exchange BYTES REPLY: connect, send, read the reply until the peer closes
 # (10 s at most); status 124 if it did not close in time, 125 if the
@@ -202,21 +202,21 @@ le() { od -An -tu"$3" -j "$2" -N "$3" "$1" | tr -d ' '; }
 raw_exchange "$HELLO_NEXT" "$D/reply"
 rc=$?
 if [ "$rc" -ne 124 ] && [ "$rc" -ne 125 ]; then
-    ok "protocol v4 HELLO: the orchestrator answers and closes"
+    ok "protocol v5 HELLO: the orchestrator answers and closes"
 else
-    bad "protocol v4 HELLO: the orchestrator answers and closes" "status $rc (124: no close within 10 s, 125: no connection)"
+    bad "protocol v5 HELLO: the orchestrator answers and closes" "status $rc (124: no close within 10 s, 125: no connection)"
 fi
-check "protocol v4 HELLO: reply starts with a frame header (magic TLN1)" \
+check "protocol v5 HELLO: reply starts with a frame header (magic TLN1)" \
     "$(od -An -tx1 -N 24 "$D/reply" | tr -s ' \n' ' ')" test "$(head -c 4 "$D/reply")" = TLN1
-check "protocol v4 HELLO: reply is a REJECT (type 3 at byte 6)" \
+check "protocol v5 HELLO: reply is a REJECT (type 3 at byte 6)" \
     "type $(le "$D/reply" 6 2)" test "$(le "$D/reply" 6 2)" = 3
-check "protocol v4 HELLO: REJECT code 4 (VERSION)" "code $(le "$D/reply" 24 4)" test "$(le "$D/reply" 24 4)" = 4
-check "protocol v4 HELLO: payload_len matches the bytes received" \
+check "protocol v5 HELLO: REJECT code 4 (VERSION)" "code $(le "$D/reply" 24 4)" test "$(le "$D/reply" 24 4)" = 4
+check "protocol v5 HELLO: payload_len matches the bytes received" \
     "payload_len $(le "$D/reply" 16 4), received $(($(wc -c <"$D/reply") - 24))" \
     test "$(le "$D/reply" 16 4)" -eq $(($(wc -c <"$D/reply") - 24))
 echo "# REJECT reason: $(tail -c +33 "$D/reply")"
 wait_grep "$D/orch.err" 'refused.*version' 10
-check "protocol v4 HELLO: orchestrator logs \"refused\" with the version" "$(oneline "$D/orch.err")" \
+check "protocol v5 HELLO: orchestrator logs \"refused\" with the version" "$(oneline "$D/orch.err")" \
     grep -Eiq 'refused.*version' "$D/orch.err"
 
 # Garbage in place of a frame: the connection is closed, nothing else happens.

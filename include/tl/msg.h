@@ -35,7 +35,7 @@
 #include "tl/conn.h"
 #include "tl/frame.h"
 
-#define TL_PROTO_VERSION 3 /* 2: READY; 3: data description, STATS, EVAL, sealed mode */
+#define TL_PROTO_VERSION 4 /* 2: READY; 3: data description, STATS, EVAL, sealed mode; 4: path masks, sums in frames over shm */
 #define TL_MSG_STR_MAX 4096
 #define TL_TENSOR_MAX_RANK 4
 

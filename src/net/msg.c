@@ -610,7 +610,7 @@ int tl_msg_decode_payload(uint16_t type, const void *payload, uint64_t len, tl_m
             /* a newer node: what follows is its business; the receiver refuses
              * it by proto_version (§9) */
             c.off = c.len;
-        } else if (h->proto_version == 3) {
+        } else if (h->proto_version >= 3) {
             TRY(get_u32(&c, &h->classes, "classes"));
             TRY(get_u32(&c, &h->elem, "elem"));
             TRY(get_u32(&c, &h->rank, "rank"));
