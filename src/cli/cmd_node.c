@@ -12,10 +12,12 @@
 #include "tl/net.h"
 #include "tl/node.h"
 
+// clang-format off
 enum { OPT_CONNECT = 1, OPT_ID, OPT_NDATA, OPT_NINSECURE, OPT_NTLS, OPT_NTHREADS, OPT_GIVE_UP,
        OPT_NZSTD, OPT_QUIET, OPT_NTEST, OPT_NFRACTION, OPT_NSEED, OPT_NLABEL, OPT_NHEADER,
        OPT_NPRIVACY, OPT_GROUP_KEY, OPT_NINIT, OPT_NSAVE,
        OPT_NSTATE };
+// clang-format on
 
 #define DEFAULT_GIVE_UP_S 3600
 #define TL_STR_(x) #x
@@ -46,6 +48,7 @@ static const struct option longopts[] = {
 };
 
 static void usage(void) {
+    // clang-format off
     printf("usage: tl node --connect HOST:PORT --id K --data DIR (--tls-dir DIR | --insecure)\n\n"
            "Serves this machine's private data to a Traversal Learning orchestrator. The\n"
            "node connects out (it opens no port), retrying with backoff until the\n"
@@ -102,6 +105,7 @@ static void usage(void) {
            "                        it gets a live node's, sealed [tl-node-K.state]\n"
            "  --quiet               no progress lines on stderr (errors still)\n"
            "  -h, --help            this text\n");
+    // clang-format on
 }
 
 int cmd_node(int argc, char **argv) {

@@ -28,6 +28,7 @@ const struct option cli_orch_longopts[] = {
     {0, 0, 0, 0},
 };
 
+// clang-format off
 const char cli_orch_help[] =
     "distributed run:\n"
     "  --nodes N             number of nodes, ids 1..N (required)\n"
@@ -64,6 +65,7 @@ const char cli_orch_help[] =
     "  --no-shm              send the parameters over the socket to every node; by\n"
     "                        default nodes on a unix:PATH socket map them from\n"
     "                        shared memory the orchestrator writes once per step\n";
+// clang-format on
 
 const char cli_orch_security_help[] =
     "security (TLS 1.3 with mutual certificates is the default):\n"

@@ -77,10 +77,12 @@ int tl_checkpoint_save(const char *path, const tl_trainer *t, const tl_run_pos *
     snprintf(correct, sizeof correct, "%" PRId64, pos->correct);
     snprintf(seen, sizeof seen, "%" PRIu64, pos->seen);
     tl_st_kv meta[] = {
+        // clang-format off
         {"format", FORMAT},    {"config", sig},         {"epoch", epoch},
         {"batch", batch},      {"steps", steps},        {"optim_steps", osteps},
         {"epochs_started", started}, {"loss_sum", loss}, {"correct", correct},
         {"seen", seen},
+        // clang-format on
     };
     extra[n_opt] = (tl_st_tensor){"rng.state", TL_ST_I64, 1, {TL_MT_N + 1}, rng_state};
     return tl_params_save(path, t->model, t->params, extra, n_opt + 1, meta,
