@@ -20,8 +20,6 @@ enum { OPT_CONNECT = 1, OPT_ID, OPT_NDATA, OPT_NINSECURE, OPT_NTLS, OPT_NTHREADS
 // clang-format on
 
 #define DEFAULT_GIVE_UP_S 3600
-#define TL_STR_(x) #x
-#define TL_STR(x) TL_STR_(x)
 
 static const struct option longopts[] = {
     {"connect", required_argument, 0, OPT_CONNECT},
@@ -73,14 +71,14 @@ static void usage(void) {
            "                        (counts, a confusion matrix, score histograms) leave\n"
            "                        the node, no row, score or label\n"
            "  --test-fraction F     hold out this fraction of --data instead (per class,\n"
-           "                        seeded with --seed [1])\n"
+           "                        seeded with --seed [" TL_STR(TL_DEFAULT_SEED) "])\n"
            "  --label NAME|INDEX    CSV: the label column [the last]\n"
            "  --header yes|no       CSV: the first row names the columns [detected]\n"
            "  --tls-dir DIR         this node's own directory of the kit from\n"
            "                        'tl provision --out KIT': KIT/node-K, holding\n"
            "                        cert.pem, key.pem and ca.pem (not KIT itself)\n"
            "  --insecure            plaintext TCP, no authentication\n"
-           "  --threads N           threads for matrix products [1]\n"
+           "  --threads N           threads for matrix products [" TL_STR(TL_DEFAULT_THREADS) "]\n"
            "  --give-up SEC         exit after SEC seconds without reaching the\n"
            "                        orchestrator or being let in (a refusal because\n"
            "                        this id is still connected is retried) (0: never)\n"
@@ -112,8 +110,8 @@ int cmd_node(int argc, char **argv) {
     const char *cmd = "node", *connect = NULL, *data = NULL, *tls_dir = NULL, *test_data = NULL;
     tl_dataset_opts dopts = {0};
     double fraction = 0;
-    long seed = 1;
-    long id = 0, threads = 1, give_up = DEFAULT_GIVE_UP_S;
+    long seed = TL_DEFAULT_SEED;
+    long id = 0, threads = TL_DEFAULT_THREADS, give_up = DEFAULT_GIVE_UP_S;
     int insecure = 0, zstd = 0, quiet = 0, privacy = 1, c;
     const char *key_path = NULL, *init_path = NULL, *save_path = NULL, *state_path = NULL;
     optind = 1;

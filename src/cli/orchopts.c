@@ -34,7 +34,7 @@ const char cli_orch_help[] =
     "  --nodes N             number of nodes, ids 1..N (required)\n"
     "  --cut C               nodes run the model up to the C-th linear layer and the\n"
     "                        activation after it; 1 <= C < linear layers\n"
-    "                        [" TL_STR(CLI_DEFAULT_CUT) "]\n"
+    "                        [" TL_STR(TL_DEFAULT_CUT) "]\n"
     "  --mode MODE           traverse: nodes get the whole model and return cut\n"
     "                        activations and output gradients (reveal labels);\n"
     "                        split: nodes get their side only and return cut\n"
@@ -164,7 +164,7 @@ int cli_parse_options(int argc, char **argv, const char *cmd, cli_trainopts *t, 
         return 1;
     }
     int c, status = -1;
-    if (oo) t->cfg.cut = CLI_DEFAULT_CUT; /* the default the help text shows */
+    if (oo) t->cfg.cut = TL_DEFAULT_CUT; /* the default the help text shows */
     optind = 1;
     opterr = 0; /* our own one-line messages */
     while (status < 0 && (c = getopt_long(argc, argv, ":h", all, NULL)) != -1) {

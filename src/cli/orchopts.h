@@ -11,15 +11,13 @@
 #include "cli/trainopts.h"
 
 /* The defaults of the distributed options, written once: cli_orchopts_init
- * uses the numbers, the help text their strings (TL_STR). */
-#define CLI_DEFAULT_CUT 2
+ * uses the numbers, the help text their strings (TL_STR, config.h; the cut's
+ * is TL_DEFAULT_CUT there). */
 #define CLI_DEFAULT_HEARTBEAT_MS 2000
 #define CLI_DEFAULT_TASK_TIMEOUT_S 120
 #define CLI_DEFAULT_RECONNECT_TIMEOUT_S 120
 #define CLI_DEFAULT_MAX_REPLAYS 5
 #define CLI_DEFAULT_WAIT_TIMEOUT_S 0
-#define TL_STR_(x) #x
-#define TL_STR(x) TL_STR_(x)
 
 enum {
     // clang-format off
