@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PKGS=(cmake make gcc clang libclang-rt-14-dev pkg-config
+PKGS=(cmake make gcc clang libclang-rt-14-dev clang-format pkg-config
       libdnnl-dev zlib1g-dev libzstd-dev libdeflate-dev libssl-dev libcmocka-dev
       dataset-fashion-mnist)
 

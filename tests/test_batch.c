@@ -388,7 +388,8 @@ static void test_plan(void **state) {
     assert_int_equal(tl_batcher_write_plan(b, f), 0);
     char *s = slurp(f);
     assert_string_equal(
-        s, "{\"epoch\":1,\"batch\":1,\"parts\":[{\"node\":1,\"rows\":[0,1]},{\"node\":2,\"rows\":[0,1,2]}]}\n");
+        s, "{\"epoch\":1,\"batch\":1,\"parts\":[{\"node\":1,\"rows\":[0,1]},"
+           "{\"node\":2,\"rows\":[0,1,2]}]}\n");
     free(s);
     fclose(f);
     tl_batcher_free(b);

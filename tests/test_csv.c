@@ -102,6 +102,7 @@ static void check_cell(const char *s) {
 }
 
 static void test_float_edges(void **state) {
+    // clang-format off
     static const char *cells[] = {
         "0", "-0", "+0", "0.0", "-0.0", "00000", ".5", "5.", "-.5", "+5.", "1", "-1", "1e0",
         "1E+0", "1e-0", "0.1", "0.2", "0.3", "1.17549435e-38", "1.1754942e-38", "1.4e-45",
@@ -121,6 +122,7 @@ static void test_float_edges(void **state) {
         "2.5e-45", "2.1019476964872256e-45", "2.1019476964872257e-45", "1.401298464324817e-45",
         "0.7006492321624085354618647916449580656401e-45",
     };
+    // clang-format on
     for (size_t i = 0; i < sizeof cells / sizeof *cells; i++) check_cell(cells[i]);
     float v;
     assert_int_equal(tl_csv_parse_float("3.5e38", 6, &v), TL_ERANGE);

@@ -186,11 +186,13 @@ static void run_paths(run *r, const char *name) {
  * (NULL or a NULL-terminated list) is appended. --max-replays 20: run 2's
  * rogues fail the same batch 8 times. */
 static void start_orch_x(run *r, const char *const *extra) {
-    const char *argv[40] = {"tl", "orchestrator", "--privacy", "open", "--nodes", "3", "--insecure", "--listen",
-                            "127.0.0.1:0", "--port-file", r->portf, "--threads", "1",
-                            "--max-steps", STEPS, "--heartbeat", "300", "--reconnect-timeout",
-                            "30", "--save", r->out, "--metrics", r->metrics, "--batch-metrics",
+    // clang-format off
+    const char *argv[40] = {"tl", "orchestrator", "--privacy", "open", "--nodes", "3", "--insecure",
+                            "--listen", "127.0.0.1:0", "--port-file", r->portf, "--threads", "1",
+                            "--max-steps", STEPS, "--heartbeat", "300", "--reconnect-timeout", "30",
+                            "--save", r->out, "--metrics", r->metrics, "--batch-metrics",
                             "--max-replays", "20", NULL};
+    // clang-format on
     int n = 0;
     while (argv[n]) n++;
     for (int i = 0; extra && extra[i] && n < 38; i++) argv[n++] = extra[i];
@@ -1257,10 +1259,12 @@ static void test_supersede_tls(void **state) {
     const char *pargv[] = {"tl", "provision", "--nodes", "3", "--out", kits, NULL};
     assert_int_equal(run_capture(plog, pargv, out, sizeof out, 60000), 0);
     /* heartbeats every 10 s: the dead connection would be noticed only after 40 s */
-    const char *argv[] = {"tl", "orchestrator", "--privacy", "open", "--nodes", "3", "--tls-dir", okit, "--listen",
-                          "127.0.0.1:0", "--port-file", r.portf, "--threads", "1",
-                          "--max-steps", STEPS, "--heartbeat", "10000", "--reconnect-timeout",
-                          "30", "--save", r.out, "--metrics", r.metrics, "--batch-metrics", NULL};
+    // clang-format off
+    const char *argv[] = {"tl", "orchestrator", "--privacy", "open", "--nodes", "3", "--tls-dir",
+                          okit, "--listen", "127.0.0.1:0", "--port-file", r.portf, "--threads", "1",
+                          "--max-steps", STEPS, "--heartbeat", "10000", "--reconnect-timeout", "30",
+                          "--save", r.out, "--metrics", r.metrics, "--batch-metrics", NULL};
+    // clang-format on
     r.orch = spawn(r.log, argv);
     r.port = wait_port(r.portf, r.orch, 20000);
     if (r.port <= 0) fail_msg("no port file");

@@ -272,8 +272,10 @@ static void test_roundtrip_handshake(void **state) {
     (void)state;
     tl_msg *m = calloc(1, sizeof *m);
     m->type = TL_MSG_HELLO;
-    m->u.hello = (tl_msg_hello){7, TL_PROTO_VERSION, TL_HELLO_F_ZSTD, 60000, 0xdeadbeefcafef00dull, "",
-                                10, TL_ELEM_WIRE_U8, 3, {1, 28, 28}, 10000, 0, 0, {0}};
+    // clang-format off
+    m->u.hello = (tl_msg_hello){7, TL_PROTO_VERSION, TL_HELLO_F_ZSTD, 60000, 0xdeadbeefcafef00dull,
+                                "", 10, TL_ELEM_WIRE_U8, 3, {1, 28, 28}, 10000, 0, 0, {0}};
+    // clang-format on
     strcpy(m->u.hello.version, "0.1.0");
     roundtrip(m);
     m->u.hello.labels_hash = 0x8877665544332211ull; /* string labels */
@@ -292,8 +294,11 @@ static void test_roundtrip_handshake(void **state) {
 
     memset(m, 0, sizeof *m);
     m->type = TL_MSG_WELCOME;
+    // clang-format off
     m->u.welcome = (tl_msg_welcome){0x1122334455667788ull, TL_WELCOME_F_ZSTD, 4, 1, 10, 784,
-                                    0.1307f, 0.3081f, 2000, "", 0, 0, {0, 0, 0}, {0}, {0}, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+                                    0.1307f, 0.3081f, 2000, "", 0, 0, {0, 0, 0}, {0}, {0}, 0, 0, 0,
+                                    0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+    // clang-format on
     strcpy(m->u.welcome.model, "linear:256,linear:128,linear:64,linear:10");
     roundtrip(m); /* what a protocol-2 orchestrator filled in: scalar norm, no shape */
     m->u.welcome.privacy = TL_PRIVACY_SEALED; /* sealed: MAC period, node-side optimizer */
@@ -529,10 +534,12 @@ static void test_doc_examples(void **state) {
         0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xa0, 0xa1, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6,
         0xa7, 0xa8, 0xa9, 0xaa, 0xab, 0xac, 0xad, 0xae, 0xaf};
     m->type = TL_MSG_HELLO;
+    // clang-format off
     m->u.hello = (tl_msg_hello){2, TL_PROTO_VERSION, 1, 20000, 0x0123456789ABCDEFull, "0.1.0",
                                 2, TL_ELEM_WIRE_F32, 1, {30, 0, 0}, 57, 0, TL_PRIVACY_SEALED,
                                 {0xa0, 0xa1, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6, 0xa7, 0xa8, 0xa9, 0xaa,
                                  0xab, 0xac, 0xad, 0xae, 0xaf}};
+    // clang-format on
     check_golden(m, hello, sizeof hello);
 
     static const uint8_t welcome[] = {
@@ -556,11 +563,13 @@ static void test_doc_examples(void **state) {
     float wmean[2] = {10.0f, -0.5f}, wstd[2] = {2.0f, 0.25f};
     memset(m, 0, sizeof *m);
     m->type = TL_MSG_WELCOME;
+    // clang-format off
     m->u.welcome = (tl_msg_welcome){0x1122334455667788ull, 0, 1, 0, 2, 2, 0.0f, 1.0f, 0,
                                     "linear:2,relu,linear:2", TL_WELCOME_NORM_FEATURE, 1,
                                     {2, 0, 0}, tl_tensor_1d(TL_DT_F32, wmean, 2),
                                     tl_tensor_1d(TL_DT_F32, wstd, 2), TL_PRIVACY_SEALED, 50,
                                     TL_OPT_ADADELTA, 0, 1.0, 0.9, 1e-6, 0, 0, 0, 0.9, 0.999, 0};
+    // clang-format on
     check_golden(m, welcome, sizeof welcome);
 
     static const uint8_t sealed_step[] = {

@@ -31,8 +31,10 @@ static void write_npy_v(const char *path, int major, const char *dict, const voi
     size_t pre = major == 1 ? 10 : 12, dl = strlen(dict), hlen = dl + 1;
     if (align) hlen = ((pre + dl + 1 + 63) / 64) * 64 - pre;
     assert_non_null(f);
-    uint8_t h[12] = {0x93, 'N', 'U', 'M', 'P', 'Y', (uint8_t)major, 0,
-                     (uint8_t)hlen, (uint8_t)(hlen >> 8), (uint8_t)(hlen >> 16), (uint8_t)(hlen >> 24)};
+    // clang-format off
+    uint8_t h[12] = {0x93, 'N', 'U', 'M', 'P', 'Y', (uint8_t)major, 0, (uint8_t)hlen,
+                     (uint8_t)(hlen >> 8), (uint8_t)(hlen >> 16), (uint8_t)(hlen >> 24)};
+    // clang-format on
     fwrite(h, 1, pre, f);
     fwrite(dict, 1, dl, f);
     for (size_t i = dl; i + 1 < hlen; i++) fputc(' ', f);

@@ -234,10 +234,12 @@ static void test_dirichlet_distribution(void **state) {
 static void test_rejects(void **state) {
     tl_dataset d = make_ds(10, mod3);
     size_t *rows = (size_t *)&d, counts[11];
+    // clang-format off
     static const char *bad[] = {"",           "foo",          "IID",           "contiguous ",
                                 "dirichlet",  "dirichlet:",   "dirichlet:0",   "dirichlet:-1",
                                 "dirichlet:abc", "dirichlet:1x", "dirichlet:nan", "dirichlet:inf",
                                 "dirichlet: 1", "dirichlet:1e-400", "label:3"};
+    // clang-format on
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         assert_int_equal(tl_partition(&d, 3, bad[i], 1, &rows, counts), TL_EINVAL);
         assert_null(rows);

@@ -159,10 +159,12 @@ static void scenario(const char *name, rogue_kind kind, const char *expect) {
     mkdir(dir, 0755);
     const char *log = pathf("%s/orch.log", dir), *portf = pathf("%s/orch.port", dir);
     const char *ck = pathf("%s/ck.st", dir);
-    const char *argv[] = {"tl", "orchestrator", "--privacy", "open", "--nodes", "3", "--insecure", "--listen",
-                          "127.0.0.1:0", "--port-file", portf, "--threads", "1", "--optimizer",
-                          "sgd", "--max-steps", "40", "--heartbeat", "300",
+    // clang-format off
+    const char *argv[] = {"tl", "orchestrator", "--privacy", "open", "--nodes", "3", "--insecure",
+                          "--listen", "127.0.0.1:0", "--port-file", portf, "--threads", "1",
+                          "--optimizer", "sgd", "--max-steps", "40", "--heartbeat", "300",
                           "--reconnect-timeout", "3", "--checkpoint", ck, NULL};
+    // clang-format on
     pid_t orch = spawn(log, argv);
     int port = wait_port(portf, orch, 20000);
     if (port <= 0) fail_msg("no port file: %s", slurp(log));

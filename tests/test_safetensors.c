@@ -393,7 +393,9 @@ static void test_accept(void **state) {
     assert_non_null(tl_st_find(st, "a\"\\/\b\f\n\r\t\xc3\xa9\xf0\x9f\x98\x80"));
     tl_st_free(st);
 
-    st = accept(" \n{ \"x\" : { \"dtype\" : \"F32\" , \"shape\" : [ 2 ] , \"data_offsets\" : [ 0 , 8 ] } }  \t\r\n", 8);
+    st = accept(" \n{ \"x\" : { \"dtype\" : \"F32\" , \"shape\" : [ 2 ] , "
+                "\"data_offsets\" : [ 0 , 8 ] } }  \t\r\n",
+                8);
     assert_int_equal(tl_st_count(st), 1);
     tl_st_free(st);
 

@@ -80,6 +80,31 @@ static void test_share_both_ways(void **state) {
 
 /* What a node must refuse: another byte, too few fds, the wrong size, an
  * unsealed region, a closed socket, silence. */
+/* The same through tl_conn (conn.h), as the orchestrator and the node do it. */
+static void test_through_conn(void **state) {
+    (void)state;
+    int sv[2], got[2] = {-1, -1};
+    tl_conn *a, *b;
+    tl_shm params;
+    pair(sv);
+    assert_int_equal(tl_conn_tcp_new(sv[0], "a", &a), 0);
+    assert_int_equal(tl_conn_tcp_new(sv[1], "b", &b), 0);
+    assert_true(tl_conn_can_pass_fds(a) && tl_conn_can_pass_fds(b));
+    assert_int_equal(tl_shm_create_readonly(N * sizeof(float), &params), 0);
+    int fds[2] = {params.fd_ro, params.fd_ro};
+    assert_int_equal(tl_conn_send_fds(a, fds, 2), 0);
+    assert_int_equal(tl_conn_recv_fds(b, tl_now_ms() + 2000, got, 2), 0);
+    void *p;
+    assert_int_equal(tl_shm_map(got[0], N * sizeof(float), 0, &p), 0);
+    params.p[3] = 3.0f;
+    assert_true(((float *)p)[3] == 3.0f);
+    munmap(p, N * sizeof(float));
+    close(got[1]);
+    tl_shm_free(&params);
+    tl_conn_free(a);
+    tl_conn_free(b);
+}
+
 static void test_refusals(void **state) {
     (void)state;
     int sv[2], got[2];
@@ -328,6 +353,7 @@ static int group_setup(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_share_both_ways),
+        cmocka_unit_test(test_through_conn),
         cmocka_unit_test(test_refusals),
         cmocka_unit_test_teardown(test_node_cannot_write_parameters, kids_teardown),
         cmocka_unit_test_teardown(test_no_seals_no_sharing, kids_teardown),

@@ -88,11 +88,13 @@ static void orch_start(orch *o, const char *name, const char *kit) {
     snprintf(o->log, sizeof o->log, "%s/orch.log", o->dir);
     snprintf(o->out, sizeof o->out, "%s/out.st", o->dir);
     const char *pf = pathf("%s/port", o->dir);
-    const char *argv[] = {"tl", "orchestrator", "--privacy", "open", "--listen", "127.0.0.1:0", "--port-file", pf,
-                          "--nodes", "3", "--max-steps", "5", "--heartbeat", "500",
-                          "--wait-timeout", "60", "--test-data", fmnist_dir(), "--save", o->out,
-                          kit ? "--tls-dir" : "--insecure",
+    // clang-format off
+    const char *argv[] = {"tl", "orchestrator", "--privacy", "open", "--listen", "127.0.0.1:0",
+                          "--port-file", pf, "--nodes", "3", "--max-steps", "5", "--heartbeat",
+                          "500", "--wait-timeout", "60", "--test-data", fmnist_dir(), "--save",
+                          o->out, kit ? "--tls-dir" : "--insecure",
                           kit ? pathf("%s/orchestrator", kit) : NULL, NULL};
+    // clang-format on
     o->pid = spawn(o->log, argv);
     o->port = wait_port(pf, o->pid, 15000);
     if (!o->port && !alive(o->pid)) {

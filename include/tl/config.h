@@ -12,8 +12,27 @@
 #include "tl/norm.h"
 #include "tl/optim.h"
 
+/* The defaults of a run, written once: tl_runcfg_defaults uses the values, the CLI's
+ * help texts their spelling (TL_STR). The optimizers' own are in optim.h. */
 #define TL_DEFAULT_DATA "/usr/share/datasets/fashion-mnist"
 #define TL_DEFAULT_MODEL "linear:256,linear:128,linear:64,linear:10"
+#define TL_DEFAULT_EPOCHS 1
+#define TL_DEFAULT_BATCH_SIZE 64
+#define TL_DEFAULT_OPTIMIZER "adadelta"
+#define TL_DEFAULT_SCHEDULE "step"
+#define TL_DEFAULT_GAMMA 0.7
+#define TL_DEFAULT_STEP_SIZE 1
+#define TL_DEFAULT_SEED 1
+#define TL_DEFAULT_MEAN 0.1307 /* a float: TL_FLOAT(TL_DEFAULT_MEAN) is 0.1307f */
+#define TL_DEFAULT_STD 0.3081
+#define TL_DEFAULT_THREADS 1
+#define TL_DEFAULT_CUT 2 /* distributed runs */
+
+/* TL_STR(M): macro M's value as a string literal; TL_FLOAT(M): as a float literal. */
+#define TL_STR_(x) #x
+#define TL_STR(x) TL_STR_(x)
+#define TL_FLOAT_(x) x##f
+#define TL_FLOAT(x) TL_FLOAT_(x)
 
 typedef enum tl_mode { TL_MODE_TRAVERSE = 0, TL_MODE_SPLIT = 1 } tl_mode;
 

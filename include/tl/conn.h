@@ -73,6 +73,16 @@ int tl_conn_open(int fd, tl_tls_ctx *tls, int is_server, const char *peer,
 /* Whether descriptors can travel on c (a unix socket: shm.h). */
 int tl_conn_can_pass_fds(const tl_conn *c);
 
+/* Descriptors on c's socket, beside the transport's byte stream (shm.h's
+ * tl_shm_send_fds / tl_shm_recv_fds on c's fd; only where tl_conn_can_pass_fds).
+ * send: n fds (n <= 4); 0, TL_EAGAIN (wait for POLLOUT, call again) or TL_ENET.
+ * recv: exactly n fds, waiting until deadline_ms (tl_now_ms clock); 0, or
+ * TL_EPROTO when the transport already holds bytes read past them (the fds must
+ * be the next thing on the socket), or tl_shm_recv_fds's codes. The caller owns
+ * the fds received. */
+int tl_conn_send_fds(tl_conn *c, const int *fds, int n);
+int tl_conn_recv_fds(tl_conn *c, int64_t deadline_ms, int *fds, int n);
+
 static inline ssize_t tl_conn_read(tl_conn *c, void *buf, size_t len) {
     return c->ops->read(c, buf, len);
 }

@@ -30,7 +30,8 @@
 #include <stdio.h>
 #include <sys/types.h>
 
-#define TL_FILE_NOSYNC 1 /* flags: skip the fsyncs (scratch files that need not survive a crash) */
+/* flags: skip the fsyncs (scratch files that need not survive a crash) */
+#define TL_FILE_NOSYNC 1
 
 /* A file being written atomically. Owned by the caller; between begin and
  * commit/abort, fd is the temporary's descriptor. */

@@ -103,8 +103,8 @@ enum {
 #define TL_WELCOME_NORM_FEATURE 1 /* WELCOME.norm: x = (v - mean_f[f]) / std_f[f] */
 #define TL_STATS_NORM 1     /* STATS_REQUEST.what: the sums for --normalize standardize */
 #define TL_WELCOME_F_ZSTD 0x1u /* WELCOME.flags: compression on for this connection */
-#define TL_WELCOME_F_SHM 0x2u  /* WELCOME.flags: the shared-parameters fd follows (shm.h);
-                                  FORWARD then carries no parameters */
+#define TL_WELCOME_F_SHM 0x2u  /* WELCOME.flags: the shared-parameters fd follows (shm.h) */
+/* (with TL_WELCOME_F_SHM, FORWARD carries no parameters) */
 
 /* A tensor: on encode, the caller's data to send; on decode, a view into the
  * frame's payload (valid as long as the payload). data is 8-byte aligned on

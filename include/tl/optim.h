@@ -60,8 +60,15 @@ typedef struct tl_optim {
     int64_t steps;   /* steps taken */
 } tl_optim;
 
-/* Fills cfg with kind's PyTorch defaults (adadelta lr 1.0; sgd lr 0.01;
- * adam/adamw lr 1e-3, adamw weight decay 1e-2). name: adadelta, sgd, adam, adamw. */
+/* PyTorch's defaults, written once: tl_optim_defaults uses the numbers, the CLI's
+ * help text their spelling (TL_STR, config.h). */
+#define TL_OPTIM_ADADELTA_LR 1.0
+#define TL_OPTIM_SGD_LR 0.01
+#define TL_OPTIM_ADAM_LR 0.001 /* adam and adamw */
+#define TL_OPTIM_ADAMW_WEIGHT_DECAY 0.01
+
+/* Fills cfg with kind's PyTorch defaults (the lr and weight decay above; weight decay
+ * 0 but for adamw). name: adadelta, sgd, adam, adamw. */
 int tl_optim_defaults(const char *name, tl_optim_cfg *cfg);
 const char *tl_optim_name(tl_optim_kind kind);
 

@@ -24,8 +24,8 @@
  * process of a node cannot touch what its successor sends.
  *
  *     orchestrator:  tl_shm_create_readonly(bytes, &s); ... memcpy(s.p, params, bytes);
- *                    tl_shm_send_fds(sock, fds, 2);   // after WELCOME is out
- *     node:          tl_shm_recv_fds(sock, deadline, fds, 2);  // after WELCOME
+ *                    tl_conn_send_fds(c, fds, 2);   // after WELCOME is out (conn.h)
+ *     node:          tl_conn_recv_fds(c, deadline, fds, 2);  // after WELCOME
  *                    tl_shm_map(fds[0], bytes, 0, &p);
  */
 #ifndef TL_SHM_H

@@ -12,14 +12,14 @@
 #include "tl/net.h"
 #include "tl/node.h"
 
+// clang-format off
 enum { OPT_CONNECT = 1, OPT_ID, OPT_NDATA, OPT_NINSECURE, OPT_NTLS, OPT_NTHREADS, OPT_GIVE_UP,
        OPT_NZSTD, OPT_QUIET, OPT_NTEST, OPT_NFRACTION, OPT_NSEED, OPT_NLABEL, OPT_NHEADER,
        OPT_NPRIVACY, OPT_GROUP_KEY, OPT_NINIT, OPT_NSAVE,
        OPT_NSTATE };
+// clang-format on
 
 #define DEFAULT_GIVE_UP_S 3600
-#define TL_STR_(x) #x
-#define TL_STR(x) TL_STR_(x)
 
 static const struct option longopts[] = {
     {"connect", required_argument, 0, OPT_CONNECT},
@@ -46,6 +46,7 @@ static const struct option longopts[] = {
 };
 
 static void usage(void) {
+    // clang-format off
     printf("usage: tl node --connect HOST:PORT --id K --data DIR (--tls-dir DIR | --insecure)\n\n"
            "Serves this machine's private data to a Traversal Learning orchestrator. The\n"
            "node connects out (it opens no port), retrying with backoff until the\n"
@@ -70,14 +71,14 @@ static void usage(void) {
            "                        (counts, a confusion matrix, score histograms) leave\n"
            "                        the node, no row, score or label\n"
            "  --test-fraction F     hold out this fraction of --data instead (per class,\n"
-           "                        seeded with --seed [1])\n"
+           "                        seeded with --seed [" TL_STR(TL_DEFAULT_SEED) "])\n"
            "  --label NAME|INDEX    CSV: the label column [the last]\n"
            "  --header yes|no       CSV: the first row names the columns [detected]\n"
            "  --tls-dir DIR         this node's own directory of the kit from\n"
            "                        'tl provision --out KIT': KIT/node-K, holding\n"
            "                        cert.pem, key.pem and ca.pem (not KIT itself)\n"
            "  --insecure            plaintext TCP, no authentication\n"
-           "  --threads N           threads for matrix products [1]\n"
+           "  --threads N           threads for matrix products [" TL_STR(TL_DEFAULT_THREADS) "]\n"
            "  --give-up SEC         exit after SEC seconds without reaching the\n"
            "                        orchestrator or being let in (a refusal because\n"
            "                        this id is still connected is retried) (0: never)\n"
@@ -102,14 +103,15 @@ static void usage(void) {
            "                        it gets a live node's, sealed [tl-node-K.state]\n"
            "  --quiet               no progress lines on stderr (errors still)\n"
            "  -h, --help            this text\n");
+    // clang-format on
 }
 
 int cmd_node(int argc, char **argv) {
     const char *cmd = "node", *connect = NULL, *data = NULL, *tls_dir = NULL, *test_data = NULL;
     tl_dataset_opts dopts = {0};
     double fraction = 0;
-    long seed = 1;
-    long id = 0, threads = 1, give_up = DEFAULT_GIVE_UP_S;
+    long seed = TL_DEFAULT_SEED;
+    long id = 0, threads = TL_DEFAULT_THREADS, give_up = DEFAULT_GIVE_UP_S;
     int insecure = 0, zstd = 0, quiet = 0, privacy = 1, c;
     const char *key_path = NULL, *init_path = NULL, *save_path = NULL, *state_path = NULL;
     optind = 1;

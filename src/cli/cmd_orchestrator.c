@@ -14,6 +14,8 @@
 
 enum { OPT_LISTEN = OPT_CMD_BASE, OPT_PORT_FILE };
 
+#define DEFAULT_LISTEN "127.0.0.1:7000" /* --listen */
+
 static const struct option own_longopts[] = {
     {"listen", required_argument, 0, OPT_LISTEN},
     {"port-file", required_argument, 0, OPT_PORT_FILE},
@@ -26,7 +28,7 @@ static void usage(void) {
            "trains on their data without seeing it, with the result of centralized\n"
            "training on the pooled data. The orchestrator holds only the test set.\n\n"
            "  --listen HOST:PORT    address to listen on; port 0 picks a free one\n"
-           "                        [127.0.0.1:7000; 0.0.0.0:PORT for other machines;\n"
+           "                        [" DEFAULT_LISTEN "; 0.0.0.0:PORT for other machines;\n"
            "                        unix:PATH for nodes on this machine only]\n"
            "  --port-file FILE      write the port listened on into FILE\n"
            "  --test-data DIR       MNIST-layout directory with the t10k-* files\n"
@@ -67,7 +69,7 @@ int cmd_orchestrator(int argc, char **argv) {
     cli_orchopts oo;
     cli_trainopts_init(&t);
     cli_orchopts_init(&oo);
-    listen_ctx lc = {"127.0.0.1:7000", NULL};
+    listen_ctx lc = {DEFAULT_LISTEN, NULL};
     int rc = cli_parse_options(argc, argv, cmd, &t, &oo, own_longopts, own_option, &lc, usage);
     if (rc >= 0) return rc;
     if (!oo.nodes) return cli_usage_error(cmd, "--nodes N is required");

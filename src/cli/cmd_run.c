@@ -28,6 +28,8 @@
 
 enum { OPT_PARTITION = OPT_CMD_BASE, OPT_KEEP };
 
+#define DEFAULT_SCHEME "contiguous" /* --scheme */
+
 /* --scheme, as in `tl partition`; --partition is accepted as its old name */
 static const struct option own_longopts[] = {
     {"scheme", required_argument, 0, OPT_PARTITION},
@@ -55,7 +57,7 @@ static void usage(void) {
            "                        standardize uses the nodes' training rows\n"
            "  --scheme SCHEME       how the data is split, as in 'tl partition':\n"
            "                        contiguous (the reference's split), iid, label,\n"
-           "                        dirichlet:ALPHA [contiguous]; seeded by --seed\n"
+           "                        dirichlet:ALPHA [" DEFAULT_SCHEME "]; seeded by --seed\n"
            "  --keep                keep the temporary directory (printed at the end)\n"
            "  --insecure            no TLS between the processes (they still talk over a\n"
            "                        unix socket in a private directory; a warning is printed)\n\n"
@@ -369,7 +371,7 @@ int cmd_run(int argc, char **argv) {
     const char *cmd = "run";
     cli_trainopts t;
     cli_orchopts oo;
-    run_opts ro = {"contiguous", 0};
+    run_opts ro = {DEFAULT_SCHEME, 0};
     cli_trainopts_init(&t);
     cli_orchopts_init(&oo);
     int rc0 = cli_parse_options(argc, argv, cmd, &t, &oo, own_longopts, own_option, &ro, usage);

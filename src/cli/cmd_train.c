@@ -68,8 +68,8 @@ int cmd_train(int argc, char **argv) {
         goto fail;
     lg_ok = 1;
     tl_local_grad_set_norm(&lg, &nm);
-    if (tl_trainer_init(&t, &o.cfg, &r.model, r.params, &count, 1, r.have_test ? &r.test : NULL) < 0)
-        goto fail;
+    const tl_dataset *test = r.have_test ? &r.test : NULL;
+    if (tl_trainer_init(&t, &o.cfg, &r.model, r.params, &count, 1, test) < 0) goto fail;
     t_ok = 1;
     t.prefetch = tl_local_grad_prefetch;
     /* the data's identity, for the signature of a checkpoint or the recovery

@@ -60,9 +60,8 @@ static int sealed_take_model(cli_run *r, const cli_orchopts *oo, const tl_runcfg
     if (rc < 0) return rc;
     if (r->have_test && prog->have_last) {
         double loss, acc;
-        if ((rc = tl_evaluate(&r->model, r->params, &r->test, cfg->mean, cfg->std, &loss,
-                              &acc)) < 0)
-            return rc;
+        rc = tl_evaluate(&r->model, r->params, &r->test, cfg->mean, cfg->std, &loss, &acc);
+        if (rc < 0) return rc;
         prog->last.test_accuracy = acc;
         prog->last.test_loss = loss;
         fprintf(stderr, "tl %s: test accuracy %.2f%% (loss %.4f) of the final model from node "

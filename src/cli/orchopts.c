@@ -28,12 +28,13 @@ const struct option cli_orch_longopts[] = {
     {0, 0, 0, 0},
 };
 
+// clang-format off
 const char cli_orch_help[] =
     "distributed run:\n"
     "  --nodes N             number of nodes, ids 1..N (required)\n"
     "  --cut C               nodes run the model up to the C-th linear layer and the\n"
     "                        activation after it; 1 <= C < linear layers\n"
-    "                        [" TL_STR(CLI_DEFAULT_CUT) "]\n"
+    "                        [" TL_STR(TL_DEFAULT_CUT) "]\n"
     "  --mode MODE           traverse: nodes get the whole model and return cut\n"
     "                        activations and output gradients (reveal labels);\n"
     "                        split: nodes get their side only and return cut\n"
@@ -64,6 +65,7 @@ const char cli_orch_help[] =
     "  --no-shm              send the parameters over the socket to every node; by\n"
     "                        default nodes on a unix:PATH socket map them from\n"
     "                        shared memory the orchestrator writes once per step\n";
+// clang-format on
 
 const char cli_orch_security_help[] =
     "security (TLS 1.3 with mutual certificates is the default):\n"
@@ -162,7 +164,7 @@ int cli_parse_options(int argc, char **argv, const char *cmd, cli_trainopts *t, 
         return 1;
     }
     int c, status = -1;
-    if (oo) t->cfg.cut = CLI_DEFAULT_CUT; /* the default the help text shows */
+    if (oo) t->cfg.cut = TL_DEFAULT_CUT; /* the default the help text shows */
     optind = 1;
     opterr = 0; /* our own one-line messages */
     while (status < 0 && (c = getopt_long(argc, argv, ":h", all, NULL)) != -1) {

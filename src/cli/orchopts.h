@@ -11,20 +11,20 @@
 #include "cli/trainopts.h"
 
 /* The defaults of the distributed options, written once: cli_orchopts_init
- * uses the numbers, the help text their strings (TL_STR). */
-#define CLI_DEFAULT_CUT 2
+ * uses the numbers, the help text their strings (TL_STR, config.h; the cut's
+ * is TL_DEFAULT_CUT there). */
 #define CLI_DEFAULT_HEARTBEAT_MS 2000
 #define CLI_DEFAULT_TASK_TIMEOUT_S 120
 #define CLI_DEFAULT_RECONNECT_TIMEOUT_S 120
 #define CLI_DEFAULT_MAX_REPLAYS 5
 #define CLI_DEFAULT_WAIT_TIMEOUT_S 0
-#define TL_STR_(x) #x
-#define TL_STR(x) TL_STR_(x)
 
 enum {
+    // clang-format off
     OPT_NODES = 1200, OPT_CUT, OPT_MODE, OPT_INSECURE, OPT_TLS_DIR, OPT_HEARTBEAT,
     OPT_TASK_TIMEOUT, OPT_RECONNECT_TIMEOUT, OPT_WAIT_TIMEOUT, OPT_ZSTD, OPT_NO_SHM,
     OPT_MAX_REPLAYS, OPT_PRIVACY, OPT_MAC_EVERY,
+    // clang-format on
 };
 #define CLI_DEFAULT_MAC_EVERY 50
 

@@ -11,6 +11,7 @@
 #include "cli/outputs.h"
 #include "tl/error.h"
 #include "tl/model.h"
+#include "tl/optim.h"
 #include "tl/sched.h"
 
 const struct option cli_train_longopts[] = {
@@ -46,27 +47,33 @@ const struct option cli_train_longopts[] = {
     {0, 0, 0, 0},
 };
 
+// clang-format off
 const char cli_train_help[] =
     "training (defaults reproduce the reference configuration):\n"
     "  --model SPEC          comma list of linear:N, relu, tanh, sigmoid; the input\n"
     "                        width comes from the data, the last linear layer gives\n"
     "                        the classes [" TL_DEFAULT_MODEL "]\n"
-    "  --epochs N            epochs [1]\n"
+    "  --epochs N            epochs [" TL_STR(TL_DEFAULT_EPOCHS) "]\n"
     "  --max-steps N         stop after N optimizer steps, then evaluate and save [no limit]\n"
-    "  --batch-size N        virtual batch size [64]\n"
-    "  --optimizer NAME      adadelta, sgd, adam, adamw [adadelta]\n"
-    "  --lr X                learning rate [adadelta 1.0, sgd 0.01, adam(w) 0.001]\n"
-    "  --schedule NAME       step (StepLR), cosine (annealing over the epochs), none [step]\n"
-    "  --gamma X             StepLR decay factor [0.7]\n"
-    "  --step-size N         epochs between StepLR decays [1]\n"
+    "  --batch-size N        virtual batch size [" TL_STR(TL_DEFAULT_BATCH_SIZE) "]\n"
+    "  --optimizer NAME      adadelta, sgd, adam, adamw [" TL_DEFAULT_OPTIMIZER "]\n"
+    "  --lr X                learning rate [adadelta " TL_STR(TL_OPTIM_ADADELTA_LR)
+    ", sgd " TL_STR(TL_OPTIM_SGD_LR) ", adam(w) " TL_STR(TL_OPTIM_ADAM_LR) "]\n"
+    "  --schedule NAME       step (StepLR), cosine (annealing over the epochs), none ["
+    TL_DEFAULT_SCHEDULE "]\n"
+    "  --gamma X             StepLR decay factor [" TL_STR(TL_DEFAULT_GAMMA) "]\n"
+    "  --step-size N         epochs between StepLR decays [" TL_STR(TL_DEFAULT_STEP_SIZE) "]\n"
     "  --momentum X          SGD momentum [0]\n"
     "  --nesterov            SGD Nesterov momentum (needs --momentum)\n"
-    "  --weight-decay X      L2 penalty (decoupled for adamw) [0; adamw 0.01]\n"
-    "  --seed N              seed of the batch order and of the initialization [1]\n"
+    "  --weight-decay X      L2 penalty (decoupled for adamw) [0; adamw "
+    TL_STR(TL_OPTIM_ADAMW_WEIGHT_DECAY) "]\n"
+    "  --seed N              seed of the batch order and of the initialization ["
+    TL_STR(TL_DEFAULT_SEED) "]\n"
     "  --reshuffle MODE      epoch: new order each epoch; none: epoch 1's order every\n"
     "                        epoch (what the Python reference does) [epoch]\n"
     "  --normalize MODE      MEAN,STD: (x-MEAN)/STD, x the stored value (bytes scaled\n"
-    "                        to [0,1]) [0.1307,0.3081]; standardize: per feature, the\n"
+    "                        to [0,1]) [" TL_STR(TL_DEFAULT_MEAN) "," TL_STR(TL_DEFAULT_STD)
+    "]; standardize: per feature, the\n"
     "                        mean and standard deviation of the training rows; none\n"
     "  --label NAME|INDEX    CSV data: the label column [the last column]\n"
     "  --header yes|no       CSV data: whether the first row names the columns\n"
@@ -87,7 +94,7 @@ const char cli_train_help[] =
     "  --plan FILE           write each epoch's virtual batches as JSON lines, one\n"
     "                        batch a line: epoch and batch (from 1, as in the\n"
     "                        metrics), which node gives which of its rows\n"
-    "  --threads N           threads for matrix products [1]\n"
+    "  --threads N           threads for matrix products [" TL_STR(TL_DEFAULT_THREADS) "]\n"
     "  --checkpoint FILE     save the whole run state (parameters, optimizer, schedule,\n"
     "                        position, generator) to FILE after every epoch, atomically\n"
     "                        (sealed mode: the orchestrator's side; each node keeps\n"
@@ -101,11 +108,12 @@ const char cli_train_help[] =
     "atomically, never written through a symbolic link. SIGINT, SIGTERM or SIGHUP\n"
     "stop after the current batch and save the state (to --checkpoint FILE, or\n"
     "tl-recovery.safetensors) for --resume; a second signal kills.\n";
+// clang-format on
 
 void cli_trainopts_init(cli_trainopts *o) {
     memset(o, 0, sizeof *o);
     tl_runcfg_defaults(&o->cfg);
-    snprintf(o->optimizer, sizeof o->optimizer, "adadelta");
+    snprintf(o->optimizer, sizeof o->optimizer, "%s", TL_DEFAULT_OPTIMIZER);
     o->lr = o->momentum = o->weight_decay = NAN;
     o->nesterov = 0;
 }

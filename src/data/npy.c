@@ -275,12 +275,18 @@ static int64_t label_at(const tl_npy *y, size_t i) {
     switch (y->dtype) {
     case TL_NPY_U8: return p[0];
     case TL_NPY_I8: return (int8_t)p[0];
+    // clang-format off
     case TL_NPY_I16: { int16_t v; memcpy(&v, p, 2); return v; }
     case TL_NPY_U16: { uint16_t v; memcpy(&v, p, 2); return v; }
     case TL_NPY_I32: { int32_t v; memcpy(&v, p, 4); return v; }
     case TL_NPY_U32: { uint32_t v; memcpy(&v, p, 4); return v; }
     case TL_NPY_I64: { int64_t v; memcpy(&v, p, 8); return v; }
-    case TL_NPY_U64: { uint64_t v; memcpy(&v, p, 8); return v > INT64_MAX ? INT64_MAX : (int64_t)v; }
+    // clang-format on
+    case TL_NPY_U64: {
+        uint64_t v;
+        memcpy(&v, p, 8);
+        return v > INT64_MAX ? INT64_MAX : (int64_t)v;
+    }
     default: return -1; /* not an integer type: rejected before */
     }
 }

@@ -154,3 +154,11 @@ int tl_conn_open(int fd, tl_tls_ctx *tls, int is_server, const char *peer,
 }
 
 int tl_conn_can_pass_fds(const tl_conn *c) { return tl_shm_possible(c->fd); }
+
+int tl_conn_send_fds(tl_conn *c, const int *fds, int n) { return tl_shm_send_fds(c->fd, fds, n); }
+
+int tl_conn_recv_fds(tl_conn *c, int64_t deadline_ms, int *fds, int n) {
+    if (tl_conn_pending(c))
+        return tl_error(TL_EPROTO, "%s: bytes buffered where descriptors belong", c->peer);
+    return tl_shm_recv_fds(c->fd, deadline_ms, fds, n);
+}

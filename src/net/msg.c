@@ -40,12 +40,14 @@ static const char *dtype_name(int dtype) {
 }
 
 const char *tl_msg_type_name(int type) {
+    // clang-format off
     static const char *names[] = {NULL,          "HELLO",          "WELCOME",  "REJECT",
                                   "FORWARD",     "FORWARD_RESULT", "BACKWARD", "BACKWARD_RESULT",
                                   "HEARTBEAT",   "DONE",           "ERROR",    "READY",
                                   "STATS_REQUEST", "STATS",        "EVAL",     "EVAL_RESULT",
                                   "SEALED_STEP", "PARAM_MAC",      "FINAL",
                                   "STATE_REQUEST", "STATE_BLOB",   "CHECKPOINT"};
+    // clang-format on
     static_assert(sizeof names / sizeof names[0] == TL_MSG_CHECKPOINT + 1, "a name per type");
     static _Thread_local char other[24];
     if (type >= 1 && type <= TL_MSG_CHECKPOINT)

@@ -118,7 +118,7 @@ int tl_peer_flush(tl_peer *p) {
         }
         if (p->fds == TL_FDS_NEXT) { /* the first frame is out: the fds go next */
             int fds[2] = {p->fd_params->fd_ro, p->fd_grads->fd};
-            int rc = tl_shm_send_fds(p->c->fd, fds, 2);
+            int rc = tl_conn_send_fds(p->c, fds, 2);
             if (rc == TL_EAGAIN) return 0;
             if (rc < 0) return rc;
             p->fds = TL_FDS_NONE;

@@ -15,21 +15,21 @@ int tl_optim_defaults(const char *name, tl_optim_cfg *cfg) {
     cfg->beta2 = 0.999;
     if (!strcmp(name, "adadelta")) {
         cfg->kind = TL_OPT_ADADELTA;
-        cfg->lr = 1.0;
+        cfg->lr = TL_OPTIM_ADADELTA_LR;
         cfg->rho = 0.9;
         cfg->eps = 1e-6;
     } else if (!strcmp(name, "sgd")) {
         cfg->kind = TL_OPT_SGD;
-        cfg->lr = 0.01;
+        cfg->lr = TL_OPTIM_SGD_LR;
     } else if (!strcmp(name, "adam")) {
         cfg->kind = TL_OPT_ADAM;
-        cfg->lr = 1e-3;
+        cfg->lr = TL_OPTIM_ADAM_LR;
         cfg->eps = 1e-8;
     } else if (!strcmp(name, "adamw")) {
         cfg->kind = TL_OPT_ADAMW;
-        cfg->lr = 1e-3;
+        cfg->lr = TL_OPTIM_ADAM_LR;
         cfg->eps = 1e-8;
-        cfg->weight_decay = 1e-2;
+        cfg->weight_decay = TL_OPTIM_ADAMW_WEIGHT_DECAY;
     } else {
         return tl_error(TL_EINVAL, "unknown optimizer '%s' (adadelta, sgd, adam, adamw)", name);
     }

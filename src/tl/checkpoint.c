@@ -77,10 +77,12 @@ int tl_checkpoint_save(const char *path, const tl_trainer *t, const tl_run_pos *
     snprintf(correct, sizeof correct, "%" PRId64, pos->correct);
     snprintf(seen, sizeof seen, "%" PRIu64, pos->seen);
     tl_st_kv meta[] = {
+        // clang-format off
         {"format", FORMAT},    {"config", sig},         {"epoch", epoch},
         {"batch", batch},      {"steps", steps},        {"optim_steps", osteps},
         {"epochs_started", started}, {"loss_sum", loss}, {"correct", correct},
         {"seen", seen},
+        // clang-format on
     };
     extra[n_opt] = (tl_st_tensor){"rng.state", TL_ST_I64, 1, {TL_MT_N + 1}, rng_state};
     return tl_params_save(path, t->model, t->params, extra, n_opt + 1, meta,
@@ -211,8 +213,9 @@ int tl_checkpoint_load(const char *path, tl_trainer *t, tl_run_pos *pos) {
     tl_checkpoint_signature(t, sig, sizeof sig);
     if ((rc = check_config(st, path, sig, 0)) < 0 || (rc = st_finite(st, path, t->model)) < 0)
         goto out;
+    const long long batches = (long long)tl_batcher_batches(t->batcher);
     if ((rc = meta_int(st, path, "epoch", 0, t->cfg->epochs - 1, &epoch)) < 0 ||
-        (rc = meta_int(st, path, "batch", 0, (long long)tl_batcher_batches(t->batcher), &batch)) < 0 ||
+        (rc = meta_int(st, path, "batch", 0, batches, &batch)) < 0 ||
         (rc = meta_int(st, path, "steps", 0, INT64_MAX, &steps)) < 0 ||
         (rc = meta_int(st, path, "optim_steps", 0, INT64_MAX, &osteps)) < 0 ||
         (rc = meta_int(st, path, "epochs_started", 1, 1 << 30, &started)) < 0 ||

@@ -7,20 +7,20 @@
 void tl_runcfg_defaults(tl_runcfg *c) {
     memset(c, 0, sizeof *c);
     snprintf(c->model, sizeof c->model, "%s", TL_DEFAULT_MODEL);
-    c->epochs = 1;
-    c->batch_size = 64;
-    tl_optim_defaults("adadelta", &c->optim);
-    snprintf(c->sched, sizeof c->sched, "step");
-    c->gamma = 0.7;
-    c->step_size = 1;
-    c->seed = 1;
+    c->epochs = TL_DEFAULT_EPOCHS;
+    c->batch_size = TL_DEFAULT_BATCH_SIZE;
+    tl_optim_defaults(TL_DEFAULT_OPTIMIZER, &c->optim);
+    snprintf(c->sched, sizeof c->sched, "%s", TL_DEFAULT_SCHEDULE);
+    c->gamma = TL_DEFAULT_GAMMA;
+    c->step_size = TL_DEFAULT_STEP_SIZE;
+    c->seed = TL_DEFAULT_SEED;
     c->reshuffle = 1;
-    c->mean = 0.1307f;
-    c->std = 0.3081f;
+    c->mean = TL_FLOAT(TL_DEFAULT_MEAN);
+    c->std = TL_FLOAT(TL_DEFAULT_STD);
     c->norm.kind = TL_NORM_SCALAR;
-    c->threads = 1;
+    c->threads = TL_DEFAULT_THREADS;
     c->data_dir = TL_DEFAULT_DATA;
-    c->cut = 2;
+    c->cut = TL_DEFAULT_CUT;
     c->mode = TL_MODE_TRAVERSE;
 }
 

@@ -695,7 +695,7 @@ static int take_shared_memory(session *s, int64_t deadline) {
     void *pp, *gp;
     if (tl_conn_pending(s->c)) /* nothing of that byte may sit in a buffer */
         return tl_error(TL_EPROTO, "bytes after WELCOME where the shared memory belongs");
-    if ((rc = tl_shm_recv_fds(s->c->fd, deadline, fds, 2)) < 0) return rc;
+    if ((rc = tl_conn_recv_fds(s->c, deadline, fds, 2)) < 0) return rc;
     if ((rc = tl_shm_map(fds[0], sizeof(float) * s->p_recv, 0, &pp)) < 0) {
         close(fds[1]);
         return rc;
