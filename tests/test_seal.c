@@ -19,7 +19,6 @@
 #include <unistd.h>
 
 #include "harness.h"
-#include "tl/ahead.h"
 #include "tl/error.h"
 #include "tl/fixed.h"
 #include "tl/groupkey.h"
@@ -410,57 +409,6 @@ static void test_mask_unique(void **state) {
     tl_mask_free(&mk2);
 }
 
-/* Masks drawn ahead by the worker are the masks drawn in turn; a query for
- * anything but the posted job gets NULL (the caller then draws). */
-static void test_mask_ahead(void **state) {
-    (void)state;
-    enum { N = 10007 };
-    tl_group_key gk;
-    assert_int_equal(tl_group_key_generate(&gk), 0);
-    tl_mask mk;
-    tl_mask_ahead a;
-    assert_int_equal(tl_mask_init(&mk, &gk), 0);
-    assert_int_equal(tl_mask_ahead_start(&a, &gk, N), 0);
-    uint64_t *want = malloc(N * 8), *r = malloc(N * 8);
-    assert_non_null(want);
-    assert_non_null(r);
-    const uint32_t ids[3] = {1, 4, 6}, other[3] = {1, 4, 7};
-    tl_mask_at at = {.run_id = 77, .step = 5, .attempt = 0};
-    assert_null(tl_mask_ahead_seal(&a, &at, ids, 3, 0)); /* nothing posted */
-    assert_int_equal(tl_mask_fill(&mk, &at, TL_MASK_TOTAL, r, N), 0);
-    for (int pos = -1; pos < 3; pos++) {
-        tl_mask_ahead_post(&a, &at, ids, 3, pos);
-        const uint64_t *t = tl_mask_ahead_total(&a, &at);
-        assert_non_null(t);
-        assert_memory_equal(t, r, N * 8);
-        if (pos < 0) {
-            assert_null(tl_mask_ahead_seal(&a, &at, ids, 3, 0));
-            continue;
-        }
-        memset(want, 0, N * 8);
-        assert_int_equal(tl_mask_seal(&mk, &at, ids, 3, pos, want, N), 0);
-        const uint64_t *m = tl_mask_ahead_seal(&a, &at, ids, 3, pos);
-        assert_non_null(m);
-        assert_memory_equal(m, want, N * 8);
-        assert_null(tl_mask_ahead_seal(&a, &at, other, 3, pos));
-        assert_null(tl_mask_ahead_seal(&a, &at, ids, 3, (pos + 1) % 3));
-        assert_null(tl_mask_ahead_seal(&a, &at, ids, 2, pos < 2 ? pos : 0));
-        tl_mask_at later = at;
-        later.attempt = 1;
-        assert_null(tl_mask_ahead_seal(&a, &later, ids, 3, pos));
-        assert_null(tl_mask_ahead_total(&a, &later));
-    }
-    /* posting twice without asking, then stopping with a job maybe in flight */
-    tl_mask_ahead_post(&a, &at, ids, 3, 1);
-    tl_mask_ahead_post(&a, &at, ids, 3, 2);
-    tl_mask_ahead_stop(&a);
-    tl_mask_ahead_stop(&a); /* twice: safe */
-    assert_null(tl_mask_ahead_total(&a, &at));
-    free(want);
-    free(r);
-    tl_mask_free(&mk);
-}
-
 /* N in 1..5 nodes out of 8, random participant subsets: the masked vectors
  * add up to Q + R, unsealing gives exactly the ring sum of the plain
  * encodings, decoding it matches the float sum to rounding; every proper
@@ -729,7 +677,6 @@ int main(void) {
         cmocka_unit_test(test_fixed_paths),
         cmocka_unit_test(test_mask_known_answer),
         cmocka_unit_test(test_mask_unique),
-        cmocka_unit_test(test_mask_ahead),
         cmocka_unit_test(test_masked_sum),
         cmocka_unit_test(test_param_mac),
         cmocka_unit_test(test_transfer),

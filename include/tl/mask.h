@@ -99,8 +99,8 @@ int tl_mask_begin(tl_mask *mk, const tl_mask_at *at, const uint32_t *ids, int k,
 int tl_mask_begin_total(tl_mask *mk, const tl_mask_at *at, size_t n);
 
 /* The next m values of the mask being drawn: out[i] = in[i] + sign * mask[i]
- * (mod 2^64), sign +1 or -1; in may equal out, or be NULL for zeros.
- * TL_EINVAL past the end or with no mask begun. */
+ * (mod 2^64), sign +1 or -1; in may equal out. TL_EINVAL past the end or with
+ * no mask begun. */
 int tl_mask_next(tl_mask *mk, const uint64_t *in, uint64_t *out, size_t m, int sign);
 
 /* out[0..n) = S_index for at (one stream; tests and tools). */

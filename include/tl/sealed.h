@@ -22,7 +22,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "tl/ahead.h"
 #include "tl/groupkey.h"
 #include "tl/mask.h"
 #include "tl/model.h"
@@ -40,8 +39,6 @@ typedef struct tl_sealed_node {
     int sealed_any;     /* a BACKWARD was sealed: (last_step, last_attempt) are set */
     uint64_t last_step;
     uint32_t last_attempt;
-    tl_mask_ahead ahead; /* the next step's masks, drawn by a worker (tl_sealed_ahead) */
-    uint32_t my_id;      /* this node's index in participant lists (for the guess) */
 } tl_sealed_node;
 
 /* The node side of model m (the first cut modules): from init (the whole
@@ -78,13 +75,6 @@ int tl_sealed_seal(tl_sealed_node *sn, uint64_t run, uint64_t step, uint32_t att
  * changes nothing. */
 int tl_sealed_apply(tl_sealed_node *sn, uint64_t run, uint64_t step, uint32_t attempt,
                     const uint32_t *ids, int k, const uint64_t *sum, double lr);
-
-/* Starts drawing masks ahead (ahead.h) for node my_id: after each applied
- * step, the next step's masks are drawn by a worker thread, guessing attempt
- * 0 and the same participants; seal and apply use them when the guess holds.
- * The results are the same bits either way. TL_ENOMEM if no thread could be
- * had (the node works on without). */
-int tl_sealed_ahead(tl_sealed_node *sn, uint32_t my_id);
 
 /* The parameter MAC of the node side at sn->steps (seal.h). */
 int tl_sealed_mac(const tl_sealed_node *sn, uint8_t mac[TL_PARAM_MAC_LEN]);

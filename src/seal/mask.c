@@ -137,13 +137,9 @@ int tl_mask_begin_total(tl_mask *mk, const tl_mask_at *at, size_t n) {
     return 0;
 }
 
-/* out = in + k (sign +1) or in - k (sign -1), mod 2^64; in NULL: zeros */
+/* out = in + k (sign +1) or in - k (sign -1), mod 2^64 */
 static void add_signed(const uint64_t *in, uint64_t *out, const uint64_t *k, size_t m, int sign) {
-    if (!in && sign > 0)
-        memcpy(out, k, m * sizeof(uint64_t));
-    else if (!in)
-        for (size_t i = 0; i < m; i++) out[i] = 0 - k[i];
-    else if (sign > 0)
+    if (sign > 0)
         for (size_t i = 0; i < m; i++) out[i] = in[i] + k[i];
     else
         for (size_t i = 0; i < m; i++) out[i] = in[i] - k[i];
@@ -160,7 +156,7 @@ int tl_mask_next(tl_mask *mk, const uint64_t *in, uint64_t *out, size_t m, int s
     }
     for (size_t off = 0; off < m; off += CHUNK) {
         const size_t c = m - off < CHUNK ? m - off : CHUNK;
-        const uint64_t *src = in ? in + off : NULL;
+        const uint64_t *src = in + off;
         for (int t = 0; t < mk->terms; t++) {
             int rc = stream_next(mk, t, c);
             if (rc < 0) return rc;

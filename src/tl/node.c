@@ -224,9 +224,6 @@ static int sealed_welcome(session *s, const tl_msg_welcome *w) {
         rc = tl_sealed_init(&sc->sn, s->cfg->group_key, m, s->cut, init, &oc);
         free(init);
         if (rc < 0) return rc;
-        /* the next step's masks drawn while we wait; without a thread we draw them in turn */
-        if (getenv("TL_NO_MASK_AHEAD") == NULL && tl_sealed_ahead(&sc->sn, (uint32_t)s->cfg->id) < 0)
-            logf_(s->cfg, "masks are drawn in turn: %s", tl_errmsg());
         const char *perturb = getenv("TL_TEST_PERTURB_NODE_SIDE"); /* tests: force divergence */
         if (perturb && atoi(perturb) == s->cfg->id && sc->sn.p_node)
             sc->sn.params[0] += 0x1p-10f; /* survives the steps (one ulp may round away) */

@@ -48,7 +48,6 @@ int tl_sealed_init(tl_sealed_node *sn, const tl_group_key *gk, const tl_model *m
 
 void tl_sealed_free(tl_sealed_node *sn) {
     if (!sn) return;
-    tl_mask_ahead_stop(&sn->ahead);
     tl_mask_free(&sn->mk);
     tl_optim_free(&sn->opt);
     free(sn->params);
@@ -71,17 +70,14 @@ int tl_sealed_seal(tl_sealed_node *sn, uint64_t run, uint64_t step, uint32_t att
     for (int i = 0; i < k; i++)
         if (ids[i] == my_id) pos = i;
     if (pos < 0) return tl_error(TL_EPROTO, "BACKWARD: this node is not among the participants");
-    /* encode and mask chunk by chunk, in cache (mask.h), with the mask drawn
-     * ahead when the guess held */
+    /* encode and mask chunk by chunk, in cache (mask.h) */
     tl_mask_at at = {.run_id = run, .step = step, .attempt = attempt};
-    const uint64_t *pre = tl_mask_ahead_seal(&sn->ahead, &at, ids, k, pos);
-    int rc = pre ? 0 : tl_mask_begin(&sn->mk, &at, ids, k, pos, sn->p_node);
+    int rc = tl_mask_begin(&sn->mk, &at, ids, k, pos, sn->p_node);
     for (size_t off = 0; rc == 0 && off < sn->p_node; off += CHUNK) {
         const size_t c = sn->p_node - off < CHUNK ? sn->p_node - off : CHUNK;
         if (tl_fixed_encode(grad + off, c, q + off, NULL) < 0) /* the message names the element */
             return tl_fixed_encode(grad, sn->p_node, q, "node-side gradient");
-        if (pre) tl_ring_add(q + off, pre + off, c);
-        else rc = tl_mask_next(&sn->mk, q + off, q + off, c, +1);
+        rc = tl_mask_next(&sn->mk, q + off, q + off, c, +1);
     }
     if (rc < 0) return rc;
     sn->sealed_any = 1;
@@ -103,36 +99,18 @@ int tl_sealed_apply(tl_sealed_node *sn, uint64_t run, uint64_t step, uint32_t at
     /* unmask and decode chunk by chunk, in cache; sum is left as it is */
     tl_mask_at at = {.run_id = run, .step = step, .attempt = attempt};
     uint64_t buf[CHUNK];
-    const uint64_t *pre = tl_mask_ahead_total(&sn->ahead, &at);
-    int rc = pre ? 0 : tl_mask_begin_total(&sn->mk, &at, sn->p_node);
+    int rc = tl_mask_begin_total(&sn->mk, &at, sn->p_node);
     for (size_t off = 0; rc == 0 && off < sn->p_node; off += CHUNK) {
         const size_t c = sn->p_node - off < CHUNK ? sn->p_node - off : CHUNK;
         char what[64];
         snprintf(what, sizeof what, "SEALED_STEP sum (chunk from element %zu)", off);
-        if (pre) {
-            memcpy(buf, sum + off, c * sizeof(uint64_t));
-            tl_ring_sub(buf, pre + off, c);
-        } else {
-            rc = tl_mask_next(&sn->mk, sum + off, buf, c, -1);
-        }
-        if (rc == 0) rc = tl_fixed_decode(buf, c, k, sn->grad + off, what);
+        if ((rc = tl_mask_next(&sn->mk, sum + off, buf, c, -1)) == 0)
+            rc = tl_fixed_decode(buf, c, k, sn->grad + off, what);
     }
     if (rc < 0) return rc;
     if ((rc = tl_optim_step(&sn->opt, sn->params, sn->grad, lr)) < 0) return rc;
     sn->steps++;
-    if (sn->ahead.started) { /* guess: the next step, first attempt, the same participants */
-        int pos = -1;
-        for (int i = 0; i < k; i++)
-            if (ids[i] == sn->my_id) pos = i;
-        tl_mask_at next = {.run_id = run, .step = sn->steps, .attempt = 0};
-        tl_mask_ahead_post(&sn->ahead, &next, ids, k, pos);
-    }
     return 0;
-}
-
-int tl_sealed_ahead(tl_sealed_node *sn, uint32_t my_id) {
-    sn->my_id = my_id;
-    return sn->ahead.started ? 0 : tl_mask_ahead_start(&sn->ahead, &sn->gk, sn->p_node);
 }
 
 int tl_sealed_mac(const tl_sealed_node *sn, uint8_t mac[TL_PARAM_MAC_LEN]) {
