@@ -102,10 +102,12 @@ int tl_sealed_apply(tl_sealed_node *sn, uint64_t run, uint64_t step, uint32_t at
     int rc = tl_mask_begin_total(&sn->mk, &at, sn->p_node);
     for (size_t off = 0; rc == 0 && off < sn->p_node; off += CHUNK) {
         const size_t c = sn->p_node - off < CHUNK ? sn->p_node - off : CHUNK;
-        char what[64];
-        snprintf(what, sizeof what, "SEALED_STEP sum (chunk from element %zu)", off);
-        if ((rc = tl_mask_next(&sn->mk, sum + off, buf, c, -1)) == 0)
-            rc = tl_fixed_decode(buf, c, k, sn->grad + off, what);
+        if ((rc = tl_mask_next(&sn->mk, sum + off, buf, c, -1)) == 0 &&
+            (rc = tl_fixed_decode(buf, c, k, sn->grad + off, "SEALED_STEP sum")) == TL_ERANGE) {
+            char msg[512]; /* the element index counts from the chunk: say where it starts */
+            snprintf(msg, sizeof msg, "%s", tl_errmsg());
+            return tl_error(TL_ERANGE, "%s (in the chunk from element %zu)", msg, off);
+        }
     }
     if (rc < 0) return rc;
     if ((rc = tl_optim_step(&sn->opt, sn->params, sn->grad, lr)) < 0) return rc;
