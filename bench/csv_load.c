@@ -98,7 +98,9 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--gz")) gz = 1;
         else if (!strcmp(argv[i], "--keep")) keep = 1;
         else {
-            fprintf(stderr, "usage: csv_load [--rows N] [--cols F] [--digits D] [--reps R] [--gz] [--keep]\n");
+            fprintf(
+                stderr,
+                "usage: csv_load [--rows N] [--cols F] [--digits D] [--reps R] [--gz] [--keep]\n");
             return 2;
         }
     }

@@ -77,7 +77,9 @@ int main(int argc, char **argv) {
         if (el < best) best = el;
     }
     printf("%.4f\n", best);
-    fprintf(stderr, "gemm_floor: %s, %ld samples, batch %ld, %ld thread(s), backend %s: best of %ld = %.4f s\n",
-            spec, samples, batch, threads, tl_gemm_backend(), reps, best);
+    fprintf(
+        stderr,
+        "gemm_floor: %s, %ld samples, batch %ld, %ld thread(s), backend %s: best of %ld = %.4f s\n",
+        spec, samples, batch, threads, tl_gemm_backend(), reps, best);
     return 0;
 }

@@ -49,10 +49,8 @@ static void touch_tensor(const tl_tensor *t, const uint8_t *payload, uint64_t le
     CHECK(t->numel * es <= len - (uint64_t)(d - payload));
     CHECK(((uintptr_t)d & 7) == 0);
     touch(d, (size_t)(t->numel * es));
-    if (t->dtype == TL_DT_F32)
-        (void)tl_tensor_check_finite(t, "fuzz");
-    else
-        (void)tl_tensor_check_below(t, 1000, "fuzz");
+    if (t->dtype == TL_DT_F32) (void)tl_tensor_check_finite(t, "fuzz");
+    else (void)tl_tensor_check_below(t, 1000, "fuzz");
     uint32_t dims[TL_TENSOR_MAX_RANK] = {1, 2, 3, 4};
     (void)tl_tensor_check(t, (tl_dtype)t->dtype, t->rank, dims, "fuzz");
     (void)tl_tensor_check(t, (tl_dtype)t->dtype, t->rank, t->dims, "fuzz");
@@ -147,8 +145,9 @@ static void check_frame(const tl_frame *f) {
         CHECK(m.type == f->type);
         touch_msg(&m, f->payload, f->len);
         int rc = tl_msg_encode(&m, &e);
-        if (rc != 0) fprintf(stderr, "re-encoding a decoded %s: %s\n",
-                             tl_msg_type_name(m.type), tl_errmsg());
+        if (rc != 0)
+            fprintf(stderr, "re-encoding a decoded %s: %s\n", tl_msg_type_name(m.type),
+                    tl_errmsg());
         CHECK(rc == 0);
         CHECK(e.len == f->len);
         uint8_t *b = flatten(&e);

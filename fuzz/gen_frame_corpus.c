@@ -67,8 +67,8 @@ static void write_file(const char *dir, const char *name, uint8_t settings, uint
         exit(1);
     }
     uint8_t head[2] = {settings, seed};
-    if (fwrite(head, 1, 2, f) != 2 || (stream->n && fwrite(stream->p, 1, stream->n, f) != stream->n) ||
-        fclose(f) != 0) {
+    if (fwrite(head, 1, 2, f) != 2 ||
+        (stream->n && fwrite(stream->p, 1, stream->n, f) != stream->n) || fclose(f) != 0) {
         fprintf(stderr, "gen_frame_corpus: %s: write failed\n", path);
         exit(1);
     }
@@ -90,18 +90,30 @@ static int make_msgs(tl_msg *ms) {
     tl_msg *m;
     m = &ms[n++];
     m->type = TL_MSG_HELLO;
-    m->u.hello = (tl_msg_hello){.node_id = 1, .proto_version = TL_PROTO_VERSION,
-                                .flags = TL_HELLO_F_ZSTD, .sample_count = 30000,
-                                .fingerprint = 0x0123456789abcdefull, .classes = 2,
-                                .elem = TL_ELEM_WIRE_F32, .rank = 1, .shape = {3, 0, 0},
+    m->u.hello = (tl_msg_hello){.node_id = 1,
+                                .proto_version = TL_PROTO_VERSION,
+                                .flags = TL_HELLO_F_ZSTD,
+                                .sample_count = 30000,
+                                .fingerprint = 0x0123456789abcdefull,
+                                .classes = 2,
+                                .elem = TL_ELEM_WIRE_F32,
+                                .rank = 1,
+                                .shape = {3, 0, 0},
                                 .test_count = 100};
     strcpy(m->u.hello.version, "0.1.0");
     m = &ms[n++];
     m->type = TL_MSG_WELCOME;
-    m->u.welcome = (tl_msg_welcome){.run_id = 42, .flags = TL_WELCOME_F_ZSTD, .cut = 2, .mode = 0,
-                                    .n_classes = 2, .input_dim = 3, .mean = 0.1307f,
-                                    .std = 0.3081f, .heartbeat_ms = 1000,
-                                    .norm = TL_WELCOME_NORM_FEATURE, .rank = 1,
+    m->u.welcome = (tl_msg_welcome){.run_id = 42,
+                                    .flags = TL_WELCOME_F_ZSTD,
+                                    .cut = 2,
+                                    .mode = 0,
+                                    .n_classes = 2,
+                                    .input_dim = 3,
+                                    .mean = 0.1307f,
+                                    .std = 0.3081f,
+                                    .heartbeat_ms = 1000,
+                                    .norm = TL_WELCOME_NORM_FEATURE,
+                                    .rank = 1,
                                     .shape = {3, 0, 0},
                                     .mean_f = tl_tensor_1d(TL_DT_F32, mean_f, 3),
                                     .std_f = tl_tensor_1d(TL_DT_F32, std_f, 3)};
@@ -165,8 +177,8 @@ static int make_msgs(tl_msg *ms) {
     m->type = TL_MSG_EVAL_RESULT;
     m->u.eval_result.step = 9;
     /* 3 rows: true 0 -> 0, true 1 -> 1, true 1 -> 0; loss 1.5 */
-    const uint64_t w[17] = {TL_EVAL_MAGIC, 2, 2, 3, 0x3ff8000000000000ull, 1, 0, 1, 1,
-                            0, 1, 1, 1, 1, 1, 0, 1};
+    const uint64_t w[17] = {
+        TL_EVAL_MAGIC, 2, 2, 3, 0x3ff8000000000000ull, 1, 0, 1, 1, 0, 1, 1, 1, 1, 1, 0, 1};
     memcpy(words, w, sizeof w);
     m->u.eval_result.stats = tl_tensor_1d(TL_DT_U64, words, 17);
     return n;
@@ -237,8 +249,8 @@ int main(int argc, char **argv) {
             size_t off;
             uint8_t val;
         } bad[] = {
-            {"bad_magic", 0, 'X'},        {"bad_version", 4, 2},      {"bad_type_0", 6, 0},
-            {"bad_type_16", 6, 16},       {"bad_flags", 9, 1},        {"bad_reserved", 12, 1},
+            {"bad_magic", 0, 'X'},       {"bad_version", 4, 2}, {"bad_type_0", 6, 0},
+            {"bad_type_16", 6, 16},      {"bad_flags", 9, 1},   {"bad_reserved", 12, 1},
             {"bad_len_over_cap", 19, 1}, /* payload_len += 16 MiB */
         };
         for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -269,27 +281,27 @@ int main(int argc, char **argv) {
     {
         struct {
             const char *name;
-            int msg;      /* index into ms */
-            size_t off;   /* payload offset to change */
+            int msg;    /* index into ms */
+            size_t off; /* payload offset to change */
             uint8_t val;
         } bad[] = {
-            {"bad_fwd_dtype", 3, 8, TL_DT_I64},        /* rows must be U32 */
-            {"bad_fwd_rank", 3, 9, 0},                 /* rank 0 */
-            {"bad_fwd_reserved", 3, 10, 1},            /* tensor reserved byte */
-            {"bad_fwdres_hpad", 4, 36, 1},             /* h header padding */
-            {"bad_fwd_dim", 3, 12, 0xff},              /* data runs past the end */
-            {"bad_fwdres_pad", 4, 20, 1},              /* FORWARD_RESULT pad field */
-            {"bad_fwdres_g_short", 4, 92, 5},          /* g data runs past the end */
-            {"bad_welcome_mode", 1, 16, 2},            /* unknown mode */
-            {"bad_welcome_flags", 1, 8, 4},            /* unknown flag (bit 2) */
-            {"bad_hello_strlen", 0, 24, 0xff},         /* string past the end */
-            {"bad_hello_nul", 0, 29, 0},               /* NUL in the string */
-            {"bad_welcome_norm", 1, 66, 2},            /* unknown norm kind */
-            {"bad_welcome_rank", 1, 70, 2},            /* sample rank 2 */
-            {"bad_stats_what", 12, 0, 2},              /* STATS_REQUEST of an unknown kind */
-            {"bad_stats_sumsq_dim", 13, 44, 2},        /* sumsq [2] after sum [3] */
-            {"bad_eval_pad", 14, 12, 1},               /* EVAL pad field */
-            {"bad_evalres_dtype", 15, 8, TL_DT_F64},   /* words must be U64 */
+            {"bad_fwd_dtype", 3, 8, TL_DT_I64},      /* rows must be U32 */
+            {"bad_fwd_rank", 3, 9, 0},               /* rank 0 */
+            {"bad_fwd_reserved", 3, 10, 1},          /* tensor reserved byte */
+            {"bad_fwdres_hpad", 4, 36, 1},           /* h header padding */
+            {"bad_fwd_dim", 3, 12, 0xff},            /* data runs past the end */
+            {"bad_fwdres_pad", 4, 20, 1},            /* FORWARD_RESULT pad field */
+            {"bad_fwdres_g_short", 4, 92, 5},        /* g data runs past the end */
+            {"bad_welcome_mode", 1, 16, 2},          /* unknown mode */
+            {"bad_welcome_flags", 1, 8, 4},          /* unknown flag (bit 2) */
+            {"bad_hello_strlen", 0, 24, 0xff},       /* string past the end */
+            {"bad_hello_nul", 0, 29, 0},             /* NUL in the string */
+            {"bad_welcome_norm", 1, 66, 2},          /* unknown norm kind */
+            {"bad_welcome_rank", 1, 70, 2},          /* sample rank 2 */
+            {"bad_stats_what", 12, 0, 2},            /* STATS_REQUEST of an unknown kind */
+            {"bad_stats_sumsq_dim", 13, 44, 2},      /* sumsq [2] after sum [3] */
+            {"bad_eval_pad", 14, 12, 1},             /* EVAL pad field */
+            {"bad_evalres_dtype", 15, 8, TL_DT_F64}, /* words must be U64 */
         };
         for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
             bytes b = {0};

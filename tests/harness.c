@@ -171,8 +171,7 @@ int alive(pid_t p) {
     return waitid(P_PID, (id_t)p, &si, WEXITED | WNOHANG | WNOWAIT) == 0 && si.si_pid == 0;
 }
 
-int run_capture(const char *log, const char *const *argv, char *out, size_t cap,
-                int timeout_ms) {
+int run_capture(const char *log, const char *const *argv, char *out, size_t cap, int timeout_ms) {
     pid_t p = spawn(log, argv);
     int rc = wait_exit(p, timeout_ms);
     char *s = slurp(log);
@@ -412,8 +411,10 @@ int require_fmnist(void) {
     if (access(pathf("%s/train-images-idx3-ubyte.gz", d), R_OK) == 0 ||
         access(pathf("%s/train-images-idx3-ubyte", d), R_OK) == 0)
         return 0;
-    fprintf(stderr, "%s: FAIL: Fashion-MNIST not found in %s (install the package "
-                    "dataset-fashion-mnist: scripts/setup.sh does)\n", prog_name, d);
+    fprintf(stderr,
+            "%s: FAIL: Fashion-MNIST not found in %s (install the package "
+            "dataset-fashion-mnist: scripts/setup.sh does)\n",
+            prog_name, d);
     return -1;
 }
 
@@ -528,8 +529,8 @@ int client_hello(client *k, uint32_t id, uint64_t count, uint64_t fp, const char
     return 0;
 }
 
-int client_join(client *k, int port, uint32_t id, uint64_t count, uint64_t fp,
-                const char *version, int ready, tl_msg *w, char *why, size_t cap) {
+int client_join(client *k, int port, uint32_t id, uint64_t count, uint64_t fp, const char *version,
+                int ready, tl_msg *w, char *why, size_t cap) {
     snprintf(why, cap, "no connection");
     if (client_open(k, port) < 0) {
         snprintf(why, cap, "cannot connect: %s", tl_errmsg());

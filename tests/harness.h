@@ -80,8 +80,7 @@ int wait_exit(pid_t p, int timeout_ms);
 int alive(pid_t p);
 /* Runs TL_BIN argv to completion (bounded) with its output, also written to
  * log, into out (NUL-terminated); its exit code as wait_exit. */
-int run_capture(const char *log, const char *const *argv, char *out, size_t cap,
-                int timeout_ms);
+int run_capture(const char *log, const char *const *argv, char *out, size_t cap, int timeout_ms);
 
 /* ---- files ----------------------------------------------------------------------- */
 
@@ -120,8 +119,7 @@ int wait_port(const char *portf, pid_t p, int timeout_ms);
  * NULL), from after "orchestrator: " if there is one, into out. 1 if found. */
 int log_find(const char *path, const char *a, const char *b, char *out, size_t cap);
 /* log_find, retried until timeout_ms has passed. */
-int log_wait(const char *path, const char *a, const char *b, char *out, size_t cap,
-             int timeout_ms);
+int log_wait(const char *path, const char *a, const char *b, char *out, size_t cap, int timeout_ms);
 /* Lines holding a (and b if not NULL). */
 int log_count(const char *path, const char *a, const char *b);
 /* The first line of text that contains needle (in a static buffer), or NULL. */
@@ -171,10 +169,11 @@ void client_outcome(client *k, int timeout_ms, char *out, size_t cap);
 int client_hello(client *k, uint32_t id, uint64_t count, uint64_t fp, const char *version,
                  int ready, int timeout_ms, tl_msg *w, char *why, size_t cap);
 /* client_open on port, then client_hello (20 s). */
-int client_join(client *k, int port, uint32_t id, uint64_t count, uint64_t fp,
-                const char *version, int ready, tl_msg *w, char *why, size_t cap);
+int client_join(client *k, int port, uint32_t id, uint64_t count, uint64_t fp, const char *version,
+                int ready, tl_msg *w, char *why, size_t cap);
 
-/* ---- forged files and frames ----------------------------------------------------------------------- */
+/* ---- forged files and frames
+ * ----------------------------------------------------------------------- */
 
 /* The encoded payload of m flattened into buf (asserts it fits); its length. */
 size_t encode_flat(const tl_msg *m, uint8_t *buf, size_t cap);

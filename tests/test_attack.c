@@ -56,14 +56,14 @@
  * the masked sum. See "SEALED MODE HALF" below for where that attack goes. */
 typedef struct orch_view {
     const tl_model *m;
-    int cut_modules;              /* node-side modules (WELCOME's cut) */
-    const float *params;          /* whole model; node side NULL-able in sealed mode */
-    int n;                        /* the node's rows in this batch */
-    const float *hc;              /* (n, d_c): FORWARD_RESULT h */
-    const float *g;               /* (n, classes): FORWARD_RESULT g (traverse mode) */
-    const float *dh;              /* (n, d_c): the node's rows of dL/dH_c (BACKWARD) */
-    const float *grads;           /* node-side gradient (BACKWARD_RESULT), open protocol */
-    const uint64_t *masked;       /* sealed: the node's masked vector, p_node values */
+    int cut_modules;        /* node-side modules (WELCOME's cut) */
+    const float *params;    /* whole model; node side NULL-able in sealed mode */
+    int n;                  /* the node's rows in this batch */
+    const float *hc;        /* (n, d_c): FORWARD_RESULT h */
+    const float *g;         /* (n, classes): FORWARD_RESULT g (traverse mode) */
+    const float *dh;        /* (n, d_c): the node's rows of dL/dH_c (BACKWARD) */
+    const float *grads;     /* node-side gradient (BACKWARD_RESULT), open protocol */
+    const uint64_t *masked; /* sealed: the node's masked vector, p_node values */
 } orch_view;
 
 /* Solves (D D^T) A = D G for A: D is (n, out), G is (out, in) as float, A
@@ -151,9 +151,9 @@ static int attack_open(const orch_view *v, double *x) {
             thr = recovered ? RELU_THR * amax : 0.0;
             for (size_t i = 0; i < (size_t)n * w; i++) {
                 double y = out[i];
-                D[i] *= mod->kind == TL_MOD_RELU      ? (y > thr ? 1.0 : 0.0)
-                        : mod->kind == TL_MOD_TANH    ? 1.0 - y * y
-                                                      : y * (1.0 - y);
+                D[i] *= mod->kind == TL_MOD_RELU   ? (y > thr ? 1.0 : 0.0)
+                        : mod->kind == TL_MOD_TANH ? 1.0 - y * y
+                                                   : y * (1.0 - y);
             }
             continue;
         }
@@ -208,8 +208,8 @@ static void attack_labels(const orch_view *v, int32_t *labels) {
  * generously, the true node-side weights, which in sealed mode it never
  * holds. It must recover nothing usable (PSNR under 15 dB, correlation near
  * 0). Returns what attack_open returns. */
-static int attack_sealed(const orch_view *v, const uint64_t *masked, size_t p_node,
-                         float *as_grad, double *x) {
+static int attack_sealed(const orch_view *v, const uint64_t *masked, size_t p_node, float *as_grad,
+                         double *x) {
     for (size_t i = 0; i < p_node; i++) /* read as fixed point, no range check */
         as_grad[i] = (float)(int64_t)masked[i] * 0x1p-32f;
     orch_view s = *v;
@@ -384,15 +384,22 @@ static void attack_at_cut(int cut, double *worst_open_psnr, double *worst_open_e
         const int n = res.n[j];
         double *x = calloc((size_t)n * data.dim, sizeof *x), psnr, err, corr;
         assert_non_null(x);
-        orch_view v = {.m = &m, .cut_modules = cm, .params = params, .n = n,
-                       .hc = res.hc[j], .g = res.g[j], .dh = res.dh[j], .grads = res.grads[j]};
+        orch_view v = {.m = &m,
+                       .cut_modules = cm,
+                       .params = params,
+                       .n = n,
+                       .hc = res.hc[j],
+                       .g = res.g[j],
+                       .dh = res.dh[j],
+                       .grads = res.grads[j]};
         int32_t labels[BATCH];
         attack_labels(&v, labels);
         assert_memory_equal(labels, res.y[j], sizeof(int32_t) * n);
         assert_int_equal(attack_open(&v, x), 0);
         score(&data, res.rows[j], n, x, &psnr, &err, &corr);
         print_message("cut %d node %d (%d rows), open protocol: PSNR %.1f dB, max error %.2g "
-                      "of 255, correlation %.6f\n", cut, j + 1, n, psnr, err, corr);
+                      "of 255, correlation %.6f\n",
+                      cut, j + 1, n, psnr, err, corr);
         *worst_open_psnr = fmin(*worst_open_psnr, psnr);
         *worst_open_err = fmax(*worst_open_err, err);
 

@@ -89,11 +89,12 @@ static void test_printed_auc_vs_exact(void **state) {
     snprintf(model, sizeof model, "%s/m.st", scratch_dir);
     snprintf(metrics, sizeof metrics, "%s/m.jsonl", scratch_dir);
     snprintf(log, sizeof log, "%s/run.log", scratch_dir);
-    const char *argv[] = {"tl", "run", "--nodes", "3", "--insecure", "--data", csv, "--label",
-                          "target", "--normalize", "standardize", "--test-fraction", "0.2",
-                          "--model", SPEC, "--cut", "1", "--optimizer", "sgd", "--lr", "0.05",
-                          "--schedule", "none", "--epochs", "10", "--save", model, "--metrics",
-                          metrics, NULL};
+    const char *argv[] = {
+        "tl",  "run",     "--nodes", "3",           "--insecure",  "--data",
+        csv,   "--label", "target",  "--normalize", "standardize", "--test-fraction",
+        "0.2", "--model", SPEC,      "--cut",       "1",           "--optimizer",
+        "sgd", "--lr",    "0.05",    "--schedule",  "none",        "--epochs",
+        "10",  "--save",  model,     "--metrics",   metrics,       NULL};
     static char out[1 << 16];
     int rc = run_capture(log, argv, out, sizeof out, 300000);
     if (rc != 0) fail_msg("tl run exited %d:\n%s", rc, out);

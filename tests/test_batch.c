@@ -25,8 +25,7 @@ static void fixture_line(const char *prefix, uint64_t v[64]) {
     size_t plen = strlen(prefix);
     int found = 0;
     while (fgets(line, sizeof line, f)) {
-        if (strncmp(line, prefix, plen) != 0)
-            continue;
+        if (strncmp(line, prefix, plen) != 0) continue;
         char *p = line + plen;
         for (int i = 0; i < 64; i++) {
             char *end;
@@ -38,8 +37,7 @@ static void fixture_line(const char *prefix, uint64_t v[64]) {
         break;
     }
     fclose(f);
-    if (!found)
-        fail_msg("fixture line '%s' not found", prefix);
+    if (!found) fail_msg("fixture line '%s' not found", prefix);
 }
 
 static int cmp_u64(const void *a, const void *b) {
@@ -85,8 +83,7 @@ static void test_numpy_batches(void **state) {
         tl_batcher_get(b, 937, &bt);
         assert_int_equal(bt.n, 32);
         assert_int_equal(bt.index, 937);
-        for (int i = 0; i < 32; i++)
-            assert_int_equal(bt.global[i], tail[32 + i]);
+        for (int i = 0; i < 32; i++) assert_int_equal(bt.global[i], tail[32 + i]);
     }
     tl_batcher_free(b);
 }
@@ -99,8 +96,7 @@ static void check_epoch(tl_batcher *b, const uint64_t *counts, int n_nodes, size
                         const uint64_t *p, int epoch) {
     uint64_t off[16];
     off[0] = 0;
-    for (int i = 0; i < n_nodes; i++)
-        off[i + 1] = off[i] + counts[i];
+    for (int i = 0; i < n_nodes; i++) off[i + 1] = off[i] + counts[i];
     uint64_t N = off[n_nodes];
     assert_int_equal(tl_batcher_total(b), N);
     size_t nb = tl_batcher_batches(b);
@@ -123,15 +119,13 @@ static void check_epoch(tl_batcher *b, const uint64_t *counts, int n_nodes, size
         for (int q = 0; q < bt.n_parts; q++) {
             const tl_batch_part *pt = &bt.parts[q];
             assert_true(pt->node >= 0 && pt->node < n_nodes);
-            if (q > 0)
-                assert_true(pt->node > bt.parts[q - 1].node);
+            if (q > 0) assert_true(pt->node > bt.parts[q - 1].node);
             assert_true(pt->count > 0);
             assert_int_equal(pt->first, sum);
             for (size_t i = pt->first; i < pt->first + pt->count; i++) {
                 assert_true(bt.local[i] < counts[pt->node]);
                 assert_int_equal(bt.global[i], off[pt->node] + bt.local[i]);
-                if (i > pt->first)
-                    assert_true(bt.local[i] > bt.local[i - 1]);
+                if (i > pt->first) assert_true(bt.local[i] > bt.local[i - 1]);
             }
             sum += pt->count;
         }
@@ -142,8 +136,7 @@ static void check_epoch(tl_batcher *b, const uint64_t *counts, int n_nodes, size
             seen[bt.global[i]] = 1;
         }
     }
-    for (uint64_t i = 0; i < N; i++)
-        assert_int_equal(seen[i], 1);
+    for (uint64_t i = 0; i < N; i++) assert_int_equal(seen[i], 1);
     free(seen);
     free(want);
 }
@@ -163,8 +156,7 @@ static void test_multi_node(void **state) {
         tl_rng_seed(&r, 3);
         uint64_t p[66];
         for (int e = 0; e < 2; e++) {
-            for (uint64_t i = 0; i < N; i++)
-                p[i] = i;
+            for (uint64_t i = 0; i < N; i++) p[i] = i;
             tl_rng_shuffle(&r, p, N);
             tl_batcher_start_epoch(b);
             check_epoch(b, counts, n_nodes, sizes[s], p, e);
@@ -183,8 +175,7 @@ static void test_large_batches(void **state) {
     assert_non_null(p);
     tl_rng r;
     tl_rng_seed(&r, 77);
-    for (uint64_t i = 0; i < 60001; i++)
-        p[i] = i;
+    for (uint64_t i = 0; i < 60001; i++) p[i] = i;
     tl_rng_shuffle(&r, p, 60001);
     tl_batcher_start_epoch(b);
     check_epoch(b, counts, 5, 4096, p, 0);
@@ -229,8 +220,7 @@ static void test_reshuffle_off(void **state) {
             tl_batcher_get(off, k, &bt);
             assert_int_equal(bt.epoch, e);
             n = batch_rows(on, k, x, 16);
-            if (memcmp(first[k], x, n * sizeof x[0]) != 0)
-                differs = 1;
+            if (memcmp(first[k], x, n * sizeof x[0]) != 0) differs = 1;
         }
     }
     assert_true(differs);
@@ -337,41 +327,32 @@ static long plan_line_rows(const char *s, long want_epoch, long want_batch) {
     int used = 0;
     if (sscanf(s, "{\"epoch\":%ld,\"batch\":%ld,\"parts\":[%n", &e, &k, &used) != 2 || used == 0)
         return -1;
-    if (e != want_epoch || k != want_batch)
-        return -1;
+    if (e != want_epoch || k != want_batch) return -1;
     s += used;
     long prev_node = 0;
     for (int first_part = 1; *s != ']'; first_part = 0) {
-        if (!first_part && *s++ != ',')
-            return -1;
+        if (!first_part && *s++ != ',') return -1;
         long node;
         used = 0;
-        if (sscanf(s, "{\"node\":%ld,\"rows\":[%n", &node, &used) != 1 || used == 0)
-            return -1;
-        if (node <= prev_node)
-            return -1;
+        if (sscanf(s, "{\"node\":%ld,\"rows\":[%n", &node, &used) != 1 || used == 0) return -1;
+        if (node <= prev_node) return -1;
         prev_node = node;
         s += used;
         long prev = -1;
         for (int first_row = 1; *s != ']'; first_row = 0) {
-            if (!first_row && *s++ != ',')
-                return -1;
-            if (*s < '0' || *s > '9')
-                return -1;
+            if (!first_row && *s++ != ',') return -1;
+            if (*s < '0' || *s > '9') return -1;
             char *end;
             long x = strtol(s, &end, 10);
-            if (x <= prev)
-                return -1;
+            if (x <= prev) return -1;
             prev = x;
             s = end;
             rows++;
         }
-        if (strncmp(s, "]}", 2) != 0)
-            return -1;
+        if (strncmp(s, "]}", 2) != 0) return -1;
         s += 2;
     }
-    if (strcmp(s, "]}") != 0)
-        return -1;
+    if (strcmp(s, "]}") != 0) return -1;
     return rows;
 }
 
@@ -387,9 +368,8 @@ static void test_plan(void **state) {
     assert_non_null(f);
     assert_int_equal(tl_batcher_write_plan(b, f), 0);
     char *s = slurp(f);
-    assert_string_equal(
-        s, "{\"epoch\":1,\"batch\":1,\"parts\":[{\"node\":1,\"rows\":[0,1]},"
-           "{\"node\":2,\"rows\":[0,1,2]}]}\n");
+    assert_string_equal(s, "{\"epoch\":1,\"batch\":1,\"parts\":[{\"node\":1,\"rows\":[0,1]},"
+                           "{\"node\":2,\"rows\":[0,1,2]}]}\n");
     free(s);
     fclose(f);
     tl_batcher_free(b);
@@ -408,8 +388,7 @@ static void test_plan(void **state) {
         assert_non_null(nl);
         *nl = '\0';
         long r = plan_line_rows(line, 2, lines + 1); /* counted from 1, as the metrics */
-        if (r < 0)
-            fail_msg("malformed plan line %ld: %s", lines, line);
+        if (r < 0) fail_msg("malformed plan line %ld: %s", lines, line);
         assert_int_equal(r, lines < 6 ? 64 : 3); /* 387 = 6 x 64 + 3 */
         rows += r;
         lines++;

@@ -211,8 +211,9 @@ static void test_poison_is_named(void **state) {
         assert_int_equal(tl_bounds_check_grads(&s.b, s.grads, 0, s.p_node, "BACKWARD_RESULT grads"),
                          TL_EPROTO);
         char want[80];
-        snprintf(want, sizeof want, "BACKWARD_RESULT grads: 0.weight[%zu,%zu] = ",
-                 e / (size_t)m->mod[0].in, e % (size_t)m->mod[0].in);
+        snprintf(want, sizeof want,
+                 "BACKWARD_RESULT grads: 0.weight[%zu,%zu] = ", e / (size_t)m->mod[0].in,
+                 e % (size_t)m->mod[0].in);
         if (!strstr(tl_errmsg(), want) || !strstr(tl_errmsg(), "any honest node can produce"))
             fail_msg("message '%s' lacks '%s'", tl_errmsg(), want);
         /* the same found by a chunked check that holds the element */
@@ -273,8 +274,10 @@ static void test_finite(void **state) {
 int main(void) {
     tl_rng_seed(&rng, 2026);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_honest_never_fails), cmocka_unit_test(test_honest_default_model),
-        cmocka_unit_test(test_tight),              cmocka_unit_test(test_poison_is_named),
+        cmocka_unit_test(test_honest_never_fails),
+        cmocka_unit_test(test_honest_default_model),
+        cmocka_unit_test(test_tight),
+        cmocka_unit_test(test_poison_is_named),
         cmocka_unit_test(test_finite),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

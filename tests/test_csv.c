@@ -130,9 +130,10 @@ static void test_float_edges(void **state) {
     assert_true(v == FLT_MAX);
     assert_int_equal(tl_csv_parse_float("-0", 2, &v), 0);
     assert_true(v == 0 && signbit(v));
-    static const char *bad[] = {"", "-", "+", ".", "-.", "e5", ".e5", "1e", "1e+", "1e-",
-                                "1.5.2", "1,5", "nan", "NaN", "inf", "-inf", "Infinity",
-                                "0x1p3", "1 2", " 1", "1 ", "--1", "+-1", "1d5", "١"};
+    static const char *bad[] = {"",    "-",    "+",        ".",     "-.",  "e5",  ".e5",
+                                "1e",  "1e+",  "1e-",      "1.5.2", "1,5", "nan", "NaN",
+                                "inf", "-inf", "Infinity", "0x1p3", "1 2", " 1",  "1 ",
+                                "--1", "+-1",  "1d5",      "١"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
         if (tl_csv_parse_float(bad[i], strlen(bad[i]), &v) != TL_EFORMAT)
             fail_msg("\"%s\" accepted", bad[i]);
@@ -178,7 +179,8 @@ static void test_float_random(void **state) {
     /* halfway cases between adjacent floats, and just around them, as decimals */
     for (int i = 0; i < 40000; i++) {
         uint32_t bits = (uint32_t)rnd(&s) & 0x7f7fffff;
-        if (i % 2) bits = (bits & 0x807fffff) | (uint32_t)(100 + rnd(&s) % 56) << 23; /* 2^-27..2^28 */
+        if (i % 2)
+            bits = (bits & 0x807fffff) | (uint32_t)(100 + rnd(&s) % 56) << 23; /* 2^-27..2^28 */
         float lo, hi;
         memcpy(&lo, &bits, 4);
         hi = nextafterf(lo, INFINITY);
@@ -199,7 +201,8 @@ static void test_float_random(void **state) {
 static void test_table_basic(void **state) {
     tl_table t;
     /* header detected, label last by default, CRLF, no final newline, blanks, quotes */
-    assert_int_equal(read_text("a,b,label\r\n1.5, -2 ,0\r\n\"3\",4e1,2\r\n.5,5.,\"1\"", NULL, -1, &t), 0);
+    assert_int_equal(
+        read_text("a,b,label\r\n1.5, -2 ,0\r\n\"3\",4e1,2\r\n.5,5.,\"1\"", NULL, -1, &t), 0);
     assert_int_equal(t.n, 3);
     assert_int_equal(t.features, 2);
     float want[] = {1.5f, -2, 3, 40, 0.5f, 5};
@@ -231,9 +234,9 @@ static void test_table_basic(void **state) {
     tl_table_free(&t);
 
     /* string labels sorted by byte value; first row with a string label is data */
-    assert_int_equal(read_text("5.1,3.5,setosa\n4.9,3,virginica\n6,2.2,versicolor\n7,3,setosa\n",
-                               NULL, -1, &t),
-                     0);
+    assert_int_equal(
+        read_text("5.1,3.5,setosa\n4.9,3,virginica\n6,2.2,versicolor\n7,3,setosa\n", NULL, -1, &t),
+        0);
     assert_int_equal(t.n, 4);
     assert_null(t.feature_names);
     assert_int_equal(t.classes, 3);
@@ -334,8 +337,10 @@ static void test_reject(void **state) {
     expect_reject("a,b,c\n1,2,0\n\n1,2,3\n", NULL, -1, TL_EFORMAT, "t.csv:3: empty line");
     expect_reject("a,b,c\n1,2,\n", NULL, -1, TL_EFORMAT, "t.csv:2:3: empty label");
     expect_reject("a,b,c\n1,\"2,0\n", NULL, -1, TL_EFORMAT, "t.csv:2:2: unterminated quote");
-    expect_reject("a,b,c\n1,\"2\"3,0\n", NULL, -1, TL_EFORMAT, "t.csv:2:2: text after a closing quote");
-    expect_reject("a,b,c\n1,\"2\"\"3\",0\n", NULL, -1, TL_EFORMAT, "t.csv:2:2: text after a closing quote");
+    expect_reject("a,b,c\n1,\"2\"3,0\n", NULL, -1, TL_EFORMAT,
+                  "t.csv:2:2: text after a closing quote");
+    expect_reject("a,b,c\n1,\"2\"\"3\",0\n", NULL, -1, TL_EFORMAT,
+                  "t.csv:2:2: text after a closing quote");
     expect_reject("a,b,c\n1,2\"3,0\n", NULL, -1, TL_EFORMAT, "t.csv:2:2: a quote inside a cell");
     expect_reject("a,b,c\n1,12abc,0\n", NULL, -1, TL_EFORMAT, "t.csv:2:2: not a number: \"12abc\"");
     expect_reject("a,b,c\n1,0x10,0\n", NULL, -1, TL_EFORMAT, "t.csv:2:2: not a number");
@@ -408,7 +413,8 @@ static void test_sklearn_tables(void **state) {
         snprintf(path, sizeof path, "%s/%s", dir ? dir : "", tabs[i].file);
         if (!dir || access(path, R_OK) != 0) {
             print_message("SKIPPED: %s not found (run scripts/sklearn-data.sh DIR and set "
-                          "TL_SKLEARN_DIR=DIR)\n", tabs[i].file);
+                          "TL_SKLEARN_DIR=DIR)\n",
+                          tabs[i].file);
             skip();
         }
         assert_int_equal(tl_csv_read(path, NULL, &t), 0);
@@ -423,9 +429,9 @@ static void test_sklearn_tables(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_float_edges),  cmocka_unit_test(test_float_random),
-        cmocka_unit_test(test_table_basic),  cmocka_unit_test(test_table_label_column),
-        cmocka_unit_test(test_gzip),         cmocka_unit_test(test_reject),
+        cmocka_unit_test(test_float_edges),   cmocka_unit_test(test_float_random),
+        cmocka_unit_test(test_table_basic),   cmocka_unit_test(test_table_label_column),
+        cmocka_unit_test(test_gzip),          cmocka_unit_test(test_reject),
         cmocka_unit_test(test_breast_cancer), cmocka_unit_test(test_sklearn_tables),
     };
     return cmocka_run_group_tests(tests, scratch_setup, scratch_teardown);

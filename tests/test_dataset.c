@@ -1,9 +1,9 @@
 /* test_dataset.c - MNIST-layout data sets: load/save, error paths, gather
  * numerics, subset, fingerprint, and the real Fashion-MNIST if installed. */
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
-#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,7 +28,8 @@ static tl_dataset make_ds(size_t n, uint32_t r, uint32_t c) {
     d.labels = malloc(n);
     for (size_t i = 0; i < n; i++) {
         d.labels[i] = (uint8_t)(i % 3);
-        for (size_t j = 0; j < d.dim; j++) d.images[i * d.dim + j] = (uint8_t)((i * 13 + j * 7) & 255);
+        for (size_t j = 0; j < d.dim; j++)
+            d.images[i * d.dim + j] = (uint8_t)((i * 13 + j * 7) & 255);
     }
     d.classes = n >= 3 ? 3 : (int)n;
     return d;
@@ -231,7 +232,10 @@ static void test_fashion_mnist(void **state) {
     harness_init("test_dataset", 0, 0);
     if (require_fmnist() < 0) fail();
     tl_dataset d;
-    static const struct { const char *split; size_t n; } want[2] = {{"train", 60000}, {"t10k", 10000}};
+    static const struct {
+        const char *split;
+        size_t n;
+    } want[2] = {{"train", 60000}, {"t10k", 10000}};
     for (int k = 0; k < 2; k++) {
         assert_int_equal(tl_dataset_load(fmnist_dir(), want[k].split, &d), 0);
         assert_int_equal(d.n, want[k].n);
@@ -263,7 +267,12 @@ static void put_text(const char *path, const char *text) {
 /* A float32 data set of n samples of rank 1 {f}: value (i * 7 + j * 3) % 11
  * - 4.25 (exact in float), label i % 4. */
 static tl_dataset make_f32(size_t n, uint32_t f) {
-    tl_dataset d = {.n = n, .dim = f, .rows = 1, .cols = f, .dtype = TL_ELEM_F32, .rank = 1,
+    tl_dataset d = {.n = n,
+                    .dim = f,
+                    .rows = 1,
+                    .cols = f,
+                    .dtype = TL_ELEM_F32,
+                    .rank = 1,
                     .shape = {f, 0, 0}};
     d.feats = malloc(n * f * sizeof *d.feats);
     d.labels = malloc(n);
@@ -457,8 +466,8 @@ static void test_f32_subset_fingerprint(void **state) {
     assert_true(tl_dataset_fingerprint(&d) == f0);
     /* the same bytes as uint8 data are another data set */
     tl_dataset u = {.n = 1, .dim = 4, .rows = 1, .cols = 4, .rank = 1, .shape = {4}};
-    tl_dataset g = {.n = 1, .dim = 1, .rows = 1, .cols = 1, .rank = 1, .shape = {1},
-                    .dtype = TL_ELEM_F32};
+    tl_dataset g = {
+        .n = 1, .dim = 1, .rows = 1, .cols = 1, .rank = 1, .shape = {1}, .dtype = TL_ELEM_F32};
     float one = 1.0f;
     uint8_t lab = 0;
     u.images = (uint8_t *)&one, g.feats = &one, u.labels = g.labels = &lab;
@@ -522,16 +531,11 @@ static void test_split(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_save_load),
-        cmocka_unit_test(test_load_raw),
-        cmocka_unit_test(test_load_errors),
-        cmocka_unit_test(test_gather),
-        cmocka_unit_test(test_subset),
-        cmocka_unit_test(test_fingerprint),
-        cmocka_unit_test(test_fashion_mnist),
-        cmocka_unit_test(test_csv_source),
-        cmocka_unit_test(test_npy_source),
-        cmocka_unit_test(test_f32_subset_fingerprint),
+        cmocka_unit_test(test_save_load),     cmocka_unit_test(test_load_raw),
+        cmocka_unit_test(test_load_errors),   cmocka_unit_test(test_gather),
+        cmocka_unit_test(test_subset),        cmocka_unit_test(test_fingerprint),
+        cmocka_unit_test(test_fashion_mnist), cmocka_unit_test(test_csv_source),
+        cmocka_unit_test(test_npy_source),    cmocka_unit_test(test_f32_subset_fingerprint),
         cmocka_unit_test(test_split),
     };
     return cmocka_run_group_tests(tests, scratch_setup, scratch_teardown);

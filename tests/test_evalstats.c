@@ -50,10 +50,8 @@ static double exact_auc(scored *v, size_t n) {
         size_t j = i;
         double gp = 0, gn = 0;
         while (j < n && v[j].s == v[i].s) {
-            if (v[j].pos)
-                gp++;
-            else
-                gn++;
+            if (v[j].pos) gp++;
+            else gn++;
             j++;
         }
         num += gp * below + 0.5 * gp * gn;
@@ -454,13 +452,13 @@ static void test_hostile_decode(void **state) {
     assert_int_equal(tl_evalstats_add(&d, z, y, 3), 0);
     assert_int_equal(tl_evalstats_add(&ref, z, y, 3), 0);
 
-#define REFUSED(L, what)                                                                           \
-    do {                                                                                           \
-        assert_int_equal(tl_evalstats_decode(&d, bad, (L)), TL_EPROTO);                            \
-        assert_non_null(strstr(tl_errmsg(), what));                                                \
-        assert_same_sums(&d, &ref);                                                                \
-        assert_true(d.loss_sum == ref.loss_sum);                                                   \
-        memcpy(bad, good, len);                                                                    \
+#define REFUSED(L, what)                                                \
+    do {                                                                \
+        assert_int_equal(tl_evalstats_decode(&d, bad, (L)), TL_EPROTO); \
+        assert_non_null(strstr(tl_errmsg(), what));                     \
+        assert_same_sums(&d, &ref);                                     \
+        assert_true(d.loss_sum == ref.loss_sum);                        \
+        memcpy(bad, good, len);                                         \
     } while (0)
 
     memcpy(bad, good, len);
@@ -576,9 +574,12 @@ static void test_json(void **state) {
 int main(void) {
     tl_rng_seed(&rng, 10);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_auc_within_bound), cmocka_unit_test(test_sklearn_example),
-        cmocka_unit_test(test_degenerate),       cmocka_unit_test(test_scores_and_bins),
-        cmocka_unit_test(test_bad_calls),        cmocka_unit_test(test_hostile_decode),
+        cmocka_unit_test(test_auc_within_bound),
+        cmocka_unit_test(test_sklearn_example),
+        cmocka_unit_test(test_degenerate),
+        cmocka_unit_test(test_scores_and_bins),
+        cmocka_unit_test(test_bad_calls),
+        cmocka_unit_test(test_hostile_decode),
         cmocka_unit_test(test_json),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

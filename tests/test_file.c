@@ -170,10 +170,8 @@ static void test_read_full(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_atomic),
-        cmocka_unit_test(test_stream),
-        cmocka_unit_test(test_check),
-        cmocka_unit_test(test_read_all),
+        cmocka_unit_test(test_atomic),    cmocka_unit_test(test_stream),
+        cmocka_unit_test(test_check),     cmocka_unit_test(test_read_all),
         cmocka_unit_test(test_read_full),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

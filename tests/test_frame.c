@@ -28,8 +28,7 @@ static uint8_t *make_frame(uint16_t type, const void *p, size_t n, size_t *len) 
     uint8_t *b = malloc(24 + n + 1);
     assert_non_null(b);
     hdr_bytes(b, type, 0, n);
-    if (n)
-        memcpy(b + 24, p, n);
+    if (n) memcpy(b + 24, p, n);
     *len = 24 + n;
     return b;
 }
@@ -64,8 +63,7 @@ static ssize_t fake_read(tl_conn *c, void *buf, size_t len) {
         return TL_EAGAIN;
     }
     size_t n = len < f->chunk ? len : f->chunk;
-    if (n > f->in_len - f->in_pos)
-        n = f->in_len - f->in_pos;
+    if (n > f->in_len - f->in_pos) n = f->in_len - f->in_pos;
     memcpy(buf, f->in + f->in_pos, n);
     f->in_pos += n;
     return (ssize_t)n;
@@ -81,8 +79,7 @@ static ssize_t fake_writev(tl_conn *c, const struct iovec *iov, int n) {
     size_t done = 0;
     for (int i = 0; i < n && done < f->chunk; i++) {
         size_t k = iov[i].iov_len;
-        if (k > f->chunk - done)
-            k = f->chunk - done;
+        if (k > f->chunk - done) k = f->chunk - done;
         assert_true(f->out_len + k <= f->out_cap);
         memcpy(f->out + f->out_len, iov[i].iov_base, k);
         f->out_len += k;
@@ -94,8 +91,8 @@ static ssize_t fake_writev(tl_conn *c, const struct iovec *iov, int n) {
 static int fake_handshake(tl_conn *c) { return 0; }
 static size_t fake_pending(tl_conn *c) { return 0; }
 static void fake_close(tl_conn *c) {}
-static const tl_conn_ops fake_ops = {"fake", fake_read, fake_writev, fake_handshake,
-                                     fake_pending, fake_close};
+static const tl_conn_ops fake_ops = {"fake",         fake_read,    fake_writev,
+                                     fake_handshake, fake_pending, fake_close};
 
 static void fake_conn(tl_conn *c, fake *f) {
     memset(c, 0, sizeof *c);
@@ -185,8 +182,7 @@ static void test_header_malformed(void **state) {
 static void test_reader_feed_bytewise_and_whole(void **state) {
     (void)state;
     uint8_t payload[100];
-    for (int i = 0; i < 100; i++)
-        payload[i] = (uint8_t)(i * 7 + 1);
+    for (int i = 0; i < 100; i++) payload[i] = (uint8_t)(i * 7 + 1);
     size_t n1, n2;
     uint8_t *f1 = make_frame(4, payload, sizeof payload, &n1);
     uint8_t *f2 = make_frame(8, payload, 8, &n2);
@@ -337,8 +333,7 @@ static void test_writer_iovecs_and_partial_writes(void **state) {
     (void)state;
     /* pieces with an empty one in the middle */
     uint8_t a[5] = {1, 2, 3, 4, 5}, c3[3000];
-    for (int i = 0; i < 3000; i++)
-        c3[i] = (uint8_t)(i ^ (i >> 3));
+    for (int i = 0; i < 3000; i++) c3[i] = (uint8_t)(i ^ (i >> 3));
     struct iovec iov[3] = {{a, 5}, {NULL, 0}, {c3, 3000}};
 
     for (size_t chunk = 1; chunk <= 4096; chunk = chunk * 3 + 1) {
@@ -354,8 +349,7 @@ static void test_writer_iovecs_and_partial_writes(void **state) {
         assert_true(tl_frame_writer_busy(&w));
         assert_int_equal(tl_frame_writer_start(&w, 4, iov, 3), TL_EINVAL); /* busy */
         int rc, calls = 0;
-        while ((rc = tl_frame_writer_flush(&w, &c)) == TL_EAGAIN)
-            calls++;
+        while ((rc = tl_frame_writer_flush(&w, &c)) == TL_EAGAIN) calls++;
         assert_int_equal(rc, 0);
         assert_false(tl_frame_writer_busy(&w));
         assert_true(calls > 0);
@@ -390,8 +384,7 @@ static void test_writer_limits(void **state) {
     tl_frame_writer_init(&w);
     uint8_t x[64] = {0};
     struct iovec iov[TL_FRAME_MAX_IOV + 1];
-    for (int i = 0; i <= TL_FRAME_MAX_IOV; i++)
-        iov[i] = (struct iovec){x, 1};
+    for (int i = 0; i <= TL_FRAME_MAX_IOV; i++) iov[i] = (struct iovec){x, 1};
     assert_int_equal(tl_frame_writer_start(&w, 4, iov, TL_FRAME_MAX_IOV + 1), TL_EINVAL);
     assert_int_equal(tl_frame_writer_start(&w, 0, iov, 1), TL_EINVAL);
     assert_int_equal(tl_frame_writer_start(&w, TL_FRAME_TYPE_MAX + 1, iov, 1), TL_EINVAL);
@@ -420,8 +413,7 @@ static void test_zstd_roundtrip(void **state) {
     (void)state;
     size_t n = 200000;
     float *v = malloc(n * sizeof *v);
-    for (size_t i = 0; i < n; i++)
-        v[i] = (float)(i % 17) * 0.25f; /* compressible */
+    for (size_t i = 0; i < n; i++) v[i] = (float)(i % 17) * 0.25f; /* compressible */
     uint8_t head[8] = {7, 0, 0, 0, 0, 0, 0, 0};
     struct iovec iov[2] = {{head, 8}, {v, n * sizeof *v}};
     tl_frame_writer w;
@@ -444,8 +436,7 @@ static void test_zstd_roundtrip(void **state) {
     /* byte by byte for the first part, then the rest */
     int rc = TL_EAGAIN;
     size_t i = 0;
-    for (; i < 40 && rc == TL_EAGAIN; i++)
-        rc = tl_frame_reader_feed(&r, out + i, 1, &used, &f);
+    for (; i < 40 && rc == TL_EAGAIN; i++) rc = tl_frame_reader_feed(&r, out + i, 1, &used, &f);
     assert_int_equal(rc, TL_EAGAIN);
     assert_int_equal(tl_frame_reader_feed(&r, out + i, len - i, &used, &f), 0);
     assert_int_equal(used, len - i);
@@ -485,8 +476,8 @@ static void test_zstd_roundtrip(void **state) {
 }
 
 /* A compressed frame by hand: [raw_len][zstd frame of src] (+ extra bytes). */
-static uint8_t *zframe(const void *src, size_t n, uint64_t declared, int content_size,
-                       size_t extra, size_t *len) {
+static uint8_t *zframe(const void *src, size_t n, uint64_t declared, int content_size, size_t extra,
+                       size_t *len) {
     size_t bound = ZSTD_compressBound(n);
     uint8_t *b = calloc(1, 24 + 8 + bound + extra);
     ZSTD_CCtx *cc = ZSTD_createCCtx();
@@ -504,8 +495,7 @@ static uint8_t *zframe(const void *src, size_t n, uint64_t declared, int content
     }
     assert_false(ZSTD_isError(z));
     ZSTD_freeCCtx(cc);
-    for (int i = 0; i < 8; i++)
-        b[24 + i] = (uint8_t)(declared >> (8 * i));
+    for (int i = 0; i < 8; i++) b[24 + i] = (uint8_t)(declared >> (8 * i));
     hdr_bytes(b, 4, TL_FRAME_F_ZSTD, 8 + z + extra);
     *len = 24 + 8 + z + extra;
     return b;

@@ -209,7 +209,8 @@ static void test_init_is_torch(void **state) {
         tl_st *st;
         if (tl_st_read(path, &st) < 0) fail_msg("%s", tl_errmsg());
         tl_model m;
-        assert_int_equal(tl_model_parse(tl_st_meta(st, "model"), (int)tl_st_find(st, "x")->shape[1], &m), 0);
+        assert_int_equal(
+            tl_model_parse(tl_st_meta(st, "model"), (int)tl_st_find(st, "x")->shape[1], &m), 0);
         float *mine = calloc(m.n_params, sizeof(float)), *torch = calloc(m.n_params, sizeof(float));
         tl_model_init(&m, mine, 7);
         load_block(st, &m, torch, "init.");

@@ -62,6 +62,7 @@
 #include <ftw.h>
 #include <limits.h>
 #include <math.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -75,7 +76,6 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
-#include <netinet/in.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -90,9 +90,9 @@
 #include "tl/net.h"
 
 #define STEPS "200"
-#define CHILD_ALARM_S 240     /* SIGALRM bound on every child */
-#define PROGRAM_ALARM_S 900   /* bound on this whole program */
-#define RELAY_DELAY_MS 75     /* per FORWARD to node 3 in run 1 */
+#define CHILD_ALARM_S 240          /* SIGALRM bound on every child */
+#define PROGRAM_ALARM_S 900        /* bound on this whole program */
+#define RELAY_DELAY_MS 75          /* per FORWARD to node 3 in run 1 */
 #define HANDSHAKE_TIMEOUT_MS 10000 /* the orchestrator's (tl_orch_cfg_defaults) */
 #define FLOOD 200
 #define ME "test_hostile" /* the version string of our HELLOs */
@@ -213,8 +213,8 @@ static void start_node(run *r, int id, int port) {
     snprintf(idarg, sizeof idarg, "%d", id);
     snprintf(data, sizeof data, "%s/parts/node-%d", scratch_dir, id);
     snprintf(log, sizeof log, "%s/node%d.log", r->dir, id);
-    const char *argv[] = {"tl", "node", "--privacy", "open", "--connect", portarg, "--id", idarg, "--data", data,
-                          "--insecure", "--threads", "1", NULL};
+    const char *argv[] = {"tl",  "node",   "--privacy", "open",       "--connect", portarg, "--id",
+                          idarg, "--data", data,        "--insecure", "--threads", "1",     NULL};
     r->node[id] = spawn(log, argv);
 }
 
@@ -262,8 +262,8 @@ static void finish_run(run *r, const char *what, const char *may_lose, int timeo
     if (fb) fclose(fb);
     free(a);
     free(b);
-    add_row(crc == 0 && strstr(out, "(bit-identical)") != NULL, "final model vs. reference",
-            out, "tl compare exit %d; files %s", crc,
+    add_row(crc == 0 && strstr(out, "(bit-identical)") != NULL, "final model vs. reference", out,
+            "tl compare exit %d; files %s", crc,
             same_bytes ? "byte-for-byte equal" : "differ byte-wise");
 
     /* nodes declared lost */
@@ -294,8 +294,8 @@ static void finish_run(run *r, const char *what, const char *may_lose, int timeo
 /* One hostile connection: send bytes (then optionally shut down our side),
  * read what comes back, find the orchestrator's log line naming us and
  * containing `expect`. */
-static void hostile_case(run *r, const char *input, const uint8_t *bytes, size_t n,
-                         int shut, const char *expect) {
+static void hostile_case(run *r, const char *input, const uint8_t *bytes, size_t n, int shut,
+                         const char *expect) {
     client k;
     char outcome[300], line[400] = "";
     if (client_open(&k, r->port) < 0) {
@@ -416,8 +416,8 @@ static int group_setup(void **state) {
     char parts[PATH_MAX + 16], log[PATH_MAX + 32], out[4096];
     snprintf(parts, sizeof parts, "%s/parts", scratch_dir);
     snprintf(log, sizeof log, "%s/partition.log", scratch_dir);
-    const char *pargv[] = {"tl",  "partition", "--data", fmnist_dir(), "--nodes", "3",
-                           "--out", parts, NULL};
+    const char *pargv[] = {"tl", "partition", "--data", fmnist_dir(), "--nodes",
+                           "3",  "--out",     parts,    NULL};
     if (run_capture(log, pargv, out, sizeof out, 120000) != 0) {
         fprintf(stderr, "tl partition failed: %s\n", out);
         return -1;
@@ -446,10 +446,14 @@ static int group_setup(void **state) {
     run r;
     run_paths(&r, "ref");
     r.orch = 0;
-    const char *argv[] = {"tl", "orchestrator", "--privacy", "open", "--nodes", "3", "--insecure", "--listen",
-                          "127.0.0.1:0", "--port-file", r.portf, "--threads", "1",
-                          "--max-steps", STEPS, "--heartbeat", "300", "--reconnect-timeout",
-                          "30", "--save", r.out, NULL};
+    const char *argv[] = {"tl",          "orchestrator", "--privacy",
+                          "open",        "--nodes",      "3",
+                          "--insecure",  "--listen",     "127.0.0.1:0",
+                          "--port-file", r.portf,        "--threads",
+                          "1",           "--max-steps",  STEPS,
+                          "--heartbeat", "300",          "--reconnect-timeout",
+                          "30",          "--save",       r.out,
+                          NULL};
     r.orch = spawn(r.log, argv);
     r.port = wait_port(r.portf, r.orch, 20000);
     if (r.port <= 0) return -1;
@@ -541,14 +545,15 @@ static void test_framing_and_handshake(void **state) {
                  "exceeds the limit of 65536");
 
     n = frame(buf, TL_FRAME_MAGIC, 1, TL_MSG_HELLO, 0, 0, hl, hp, hl / 2);
-    snprintf(label, sizeof label, "length past the data: header says %zu, %zu sent, then close",
-             hl, hl / 2);
+    snprintf(label, sizeof label, "length past the data: header says %zu, %zu sent, then close", hl,
+             hl / 2);
     hostile_case(&r, label, buf, n, 1, "closed");
 
     {
         uint8_t hb[8] = {42};
         n = frame(buf, TL_FRAME_MAGIC, 1, TL_MSG_HEARTBEAT, 0, 0, 8, hb, 8);
-        hostile_case(&r, "HEARTBEAT as the first frame", buf, n, 0, "expected HELLO, got HEARTBEAT");
+        hostile_case(&r, "HEARTBEAT as the first frame", buf, n, 0,
+                     "expected HELLO, got HEARTBEAT");
     }
 
     {
@@ -567,7 +572,8 @@ static void test_framing_and_handshake(void **state) {
         uint32_t bad = 5000;
         memcpy(g + 24, &bad, 4); /* software_version length at payload offset 24 */
         n = frame(buf, TL_FRAME_MAGIC, 1, TL_MSG_HELLO, 0, 0, hl, g, hl);
-        hostile_case(&r, "HELLO string length 5000 (cap 4096)", buf, n, 0, "over the 4096-byte limit");
+        hostile_case(&r, "HELLO string length 5000 (cap 4096)", buf, n, 0,
+                     "over the 4096-byte limit");
     }
 
     {
@@ -680,14 +686,14 @@ static void test_framing_and_handshake(void **state) {
 /* ---- run 2: rogue nodes ------------------------------------------------------------ */
 
 typedef enum rogue_kind {
-    R_H_SHAPE,    /* h [n, d_c - 1] */
-    R_G_NAN,      /* NaN in g */
-    R_H_DTYPE,    /* h as i32 */
-    R_H_INF,      /* +Inf in h */
-    R_BAD_STEP,   /* step + 1000 */
-    R_SEND_FWD,   /* a FORWARD (orchestrator -> node only) */
-    R_GRAD_LEN,   /* good-looking FORWARD_RESULT, then grads of P_node - 1 */
-    R_GRAD_NAN,   /* good-looking FORWARD_RESULT, then NaN in grads */
+    R_H_SHAPE,  /* h [n, d_c - 1] */
+    R_G_NAN,    /* NaN in g */
+    R_H_DTYPE,  /* h as i32 */
+    R_H_INF,    /* +Inf in h */
+    R_BAD_STEP, /* step + 1000 */
+    R_SEND_FWD, /* a FORWARD (orchestrator -> node only) */
+    R_GRAD_LEN, /* good-looking FORWARD_RESULT, then grads of P_node - 1 */
+    R_GRAD_NAN, /* good-looking FORWARD_RESULT, then NaN in grads */
 } rogue_kind;
 
 static const struct {
@@ -703,8 +709,7 @@ static const struct {
     {R_SEND_FWD, "rogue node 3: answers with a FORWARD", "may not send FORWARD"},
     {R_GRAD_LEN, "rogue node 3: zero FORWARD_RESULT, then grads of P_node-1",
      "BACKWARD_RESULT grads: expected"},
-    {R_GRAD_NAN, "rogue node 3: zero FORWARD_RESULT, then NaN in grads",
-     "BACKWARD_RESULT grads: "},
+    {R_GRAD_NAN, "rogue node 3: zero FORWARD_RESULT, then NaN in grads", "BACKWARD_RESULT grads: "},
 };
 
 /* Registers as node 3, waits for a FORWARD, misbehaves as told. Adds a row. */
@@ -839,15 +844,16 @@ static void rogue(run *r, rogue_kind kind, const char *input, const char *expect
         }
         break;
     }
-    if (rc < 0) snprintf(what + strlen(what), sizeof what - strlen(what), "send: %s; ", tl_errmsg());
+    if (rc < 0)
+        snprintf(what + strlen(what), sizeof what - strlen(what), "send: %s; ", tl_errmsg());
     client_outcome(&k, 5000, outcome, sizeof outcome);
     char tag[48];
     snprintf(tag, sizeof tag, "node 3 (%s) lost: ", k.name);
     int found = log_wait(r->log, tag, expect, line, sizeof line, 5000);
     if (!found && !log_find(r->log, tag, NULL, line, sizeof line))
         log_find(r->log, k.name, NULL, line, sizeof line);
-    add_row(found, input, line, "step %llu, %u rows; %s%s%s", (unsigned long long)step, nrows,
-            what, outcome,
+    add_row(found, input, line, "step %llu, %u rows; %s%s%s", (unsigned long long)step, nrows, what,
+            outcome,
             !found && strstr(line, "unexpected")
                 ? " [the step was abandoned before this reply was judged: another node was "
                   "dropped meanwhile, see 'healthy nodes' below]"
@@ -884,8 +890,8 @@ static void test_rogue_nodes(void **state) {
     log_find(r.log, "discarded partial results", NULL, line, sizeof line);
     int replays = log_count(r.log, "discarded partial results", NULL);
     add_row(replays >= (int)(sizeof rogues / sizeof rogues[0]) && alive(r.orch),
-            "while node 3 is away", line, "%d batch replays announced; orchestrator %s",
-            replays, alive(r.orch) ? "waiting" : "GONE");
+            "while node 3 is away", line, "%d batch replays announced; orchestrator %s", replays,
+            alive(r.orch) ? "waiting" : "GONE");
     start_node(&r, 3, r.port);
     finish_run(&r, "run 2 completes with the real node 3", "3", 120000);
     printf("run 2: %.1f s\n", (now_ms() - t0) / 1000.0);
@@ -913,16 +919,15 @@ static void test_identity(void **state) {
     int welcomed = client_join(&k, r.port, 1, count1 + 7, fp1 ^ 0x5555, ME " raw", 0, &w, why,
                                sizeof why) == 0;
     client_close(&k);
-    add_row(welcomed, "stranger: HELLO as node 1 with other data, closes before READY", "",
-            "%s", welcomed ? "welcomed, then gone: nothing of it may be recorded" : why);
+    add_row(welcomed, "stranger: HELLO as node 1 with other data, closes before READY", "", "%s",
+            welcomed ? "welcomed, then gone: nothing of it may be recorded" : why);
 
     /* HELLO with sample_count 2^40 */
     {
         uint8_t p[512], buf[600];
         size_t l = hello_payload(p, sizeof p, 2, TL_PROTO_VERSION, UINT64_C(1) << 40, 0x1234, ME);
         size_t n = frame(buf, TL_FRAME_MAGIC, 1, TL_MSG_HELLO, 0, 0, l, p, l);
-        hostile_case(&r, "HELLO as node 2 with sample_count 2^40", buf, n, 0,
-                     "rows travel as u32");
+        hostile_case(&r, "HELLO as node 2 with sample_count 2^40", buf, n, 0, "rows travel as u32");
     }
 
     /* the real node 1 joins (before the fix: "came back with different data") */
@@ -961,9 +966,9 @@ static void test_identity(void **state) {
             break;
         }
     }
-    add_row(held && refused, "node 3's id held by a live-looking connection", line,
-            "%s", held ? (refused ? "the real node 3 was refused (DUPLICATE_ID)" : "no refusal seen")
-                       : why);
+    add_row(held && refused, "node 3's id held by a live-looking connection", line, "%s",
+            held ? (refused ? "the real node 3 was refused (DUPLICATE_ID)" : "no refusal seen")
+                 : why);
     /* now silent: the orchestrator drops it after 4 heartbeats; node 3 retries */
     line[0] = 0;
     int joined3 = log_wait(r.log, "node 3 joined", ", tl ", line, sizeof line, 60000);
@@ -993,7 +998,8 @@ static void test_bounded_replays(void **state) {
     start_node(&r, 2, r.port);
     /* node 3 always answers BACKWARD with NaN: 3 failures of one batch */
     for (int i = 0; i < 3 && alive(r.orch); i++)
-        rogue(&r, R_GRAD_NAN, "rogue node 3: NaN in grads, every attempt", "BACKWARD_RESULT grads: ");
+        rogue(&r, R_GRAD_NAN, "rogue node 3: NaN in grads, every attempt",
+              "BACKWARD_RESULT grads: ");
     int rc = wait_exit(r.orch, 60000);
     int named = log_find(r.log, "failed 3 times", "node 3 each time (BACKWARD_RESULT grads", line,
                          sizeof line);
@@ -1007,8 +1013,8 @@ static void test_bounded_replays(void **state) {
     char n1[PATH_MAX + 32];
     snprintf(n1, sizeof n1, "%s/node1.log", r.dir);
     line[0] = 0;
-    int told = log_wait(n1, "the orchestrator stops: batch 0 of epoch 1 failed 3 times", NULL,
-                        line, sizeof line, 10000);
+    int told = log_wait(n1, "the orchestrator stops: batch 0 of epoch 1 failed 3 times", NULL, line,
+                        sizeof line, 10000);
     add_row(told && alive(r.node[1]), "... node 1 is told why", line, "node 1 %s",
             alive(r.node[1]) ? "keeps retrying" : "exited");
     print_table("Run 4: bounded replays");
@@ -1098,8 +1104,8 @@ static void test_floods(void **state) {
     S.stop = 1;
     pthread_join(S.th, NULL);
     add_row(s1 > s0 && S.bytes > 0, "a refused stranger keeps sending during training", "",
-            "%ld connections, %.1f MB sent; steps %ld -> %ld meanwhile", S.conns, S.bytes / 1e6,
-            s0, s1);
+            "%ld connections, %.1f MB sent; steps %ld -> %ld meanwhile", S.conns, S.bytes / 1e6, s0,
+            s1);
     finish_run(&r, "run 5 completes", "3", 120000);
     print_table("Run 5: floods");
     assert_int_equal(n_bad, 0);
@@ -1148,7 +1154,8 @@ static void expect_error(client *k, char *out, size_t cap) {
 static void test_hostile_orchestrator(void **state) {
     (void)state;
     NEED_SETUP();
-    char dir[PATH_MAX + 16], log[PATH_MAX + 32], data[PATH_MAX + 32], addr[64], err[TL_MSG_STR_MAX + 1];
+    char dir[PATH_MAX + 16], log[PATH_MAX + 32], data[PATH_MAX + 32], addr[64],
+        err[TL_MSG_STR_MAX + 1];
     snprintf(dir, sizeof dir, "%s/fake", scratch_dir);
     mkdir(dir, 0755);
     snprintf(log, sizeof log, "%s/node.log", dir);
@@ -1156,8 +1163,9 @@ static void test_hostile_orchestrator(void **state) {
     int lfd, port;
     assert_int_equal(tl_net_listen("127.0.0.1", 0, 8, &lfd, &port), 0);
     snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
-    const char *argv[] = {"tl", "node", "--privacy", "open", "--connect", addr, "--id", "1", "--data", data,
-                          "--insecure", "--threads", "1", "--give-up", "3", NULL};
+    const char *argv[] = {"tl",   "node",      "--privacy", "open", "--connect",  addr,
+                          "--id", "1",         "--data",    data,   "--insecure", "--threads",
+                          "1",    "--give-up", "3",         NULL};
 
     /* 1: a model of more than 2^32 parameters */
     pid_t node = spawn(log, argv);
@@ -1171,8 +1179,8 @@ static void test_hostile_orchestrator(void **state) {
     int st = wait_status(node, 30000);
     add_row(ok && strstr(err, "more than a tensor can carry") && WIFEXITED(st) && WEXITSTATUS(st),
             "WELCOME: a model of 4.9e9 parameters", err, "node %s %d",
-            WIFSIGNALED(st) ? "killed by signal" : "exit", WIFSIGNALED(st) ? WTERMSIG(st)
-                                                                           : WEXITSTATUS(st));
+            WIFSIGNALED(st) ? "killed by signal" : "exit",
+            WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
 
     /* 2: FORWARD whose parameter tensor is shorter than the model; 3: NaN params */
     node = spawn(log, argv);
@@ -1183,8 +1191,9 @@ static void test_hostile_orchestrator(void **state) {
         fake_welcome(&m, "linear:16,relu,linear:10");
         uint64_t run_id = m.u.welcome.run_id;
         if (ok) ok = tl_msg_send(k.c, &k.w, &m, tl_now_ms() + 5000) == 0;
-        if (ok) ok = tl_msg_recv(k.c, &k.r, &m, tl_now_ms() + 20000) == 0 &&
-                     m.type == TL_MSG_READY && m.u.ready.run_id == run_id;
+        if (ok)
+            ok = tl_msg_recv(k.c, &k.r, &m, tl_now_ms() + 20000) == 0 && m.type == TL_MSG_READY &&
+                 m.u.ready.run_id == run_id;
         const uint32_t p = 784 * 16 + 16 + 16 * 10 + 10;
         float *params = calloc(p, sizeof(float));
         uint32_t rows[2] = {0, 1};
@@ -1223,8 +1232,9 @@ static void test_big_batch(void **state) {
     snprintf(log, sizeof log, "%s/run.log", dir);
     /* before: the node's cap forgot dh (4500 x 128 x 4 bytes), it dropped
      * the connection at every BACKWARD and the batch was replayed forever */
-    const char *argv[] = {"tl", "run", "--nodes", "1", "--batch-size", "4500", "--insecure",
-                          "--max-steps", "3", "--threads", "1", "--data", fmnist_dir(), NULL};
+    const char *argv[] = {"tl",   "run",        "--nodes",     "1", "--batch-size",
+                          "4500", "--insecure", "--max-steps", "3", "--threads",
+                          "1",    "--data",     fmnist_dir(),  NULL};
     int rc = run_capture(log, argv, out, sizeof out, 120000);
     log_find(log, "batches, ", NULL, line, sizeof line);
     add_row(rc == 0 && strstr(line, "3 batches, 0 replayed"),
@@ -1242,8 +1252,9 @@ static void start_node_tls(run *r, int id, const char *kits, const char *logname
     snprintf(data, sizeof data, "%s/parts/node-%d", scratch_dir, id);
     snprintf(log, sizeof log, "%s/%s", r->dir, logname);
     snprintf(kit, sizeof kit, "%s/node-%d", kits, id);
-    const char *argv[] = {"tl", "node", "--privacy", "open", "--connect", portarg, "--id", idarg, "--data", data,
-                          "--tls-dir", kit, "--threads", "1", NULL};
+    const char *argv[] = {"tl",        "node", "--privacy", "open",   "--connect",
+                          portarg,     "--id", idarg,       "--data", data,
+                          "--tls-dir", kit,    "--threads", "1",      NULL};
     *pid = spawn(log, argv);
 }
 

@@ -329,14 +329,10 @@ static void test_write_rejects(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_roundtrip),
-        cmocka_unit_test(test_read_mem_and_multimember),
-        cmocka_unit_test(test_large_gzip),
-        cmocka_unit_test(test_bad_header),
-        cmocka_unit_test(test_too_large),
-        cmocka_unit_test(test_truncated_and_trailing),
-        cmocka_unit_test(test_corrupt_gzip),
-        cmocka_unit_test(test_empty_missing),
+        cmocka_unit_test(test_roundtrip),     cmocka_unit_test(test_read_mem_and_multimember),
+        cmocka_unit_test(test_large_gzip),    cmocka_unit_test(test_bad_header),
+        cmocka_unit_test(test_too_large),     cmocka_unit_test(test_truncated_and_trailing),
+        cmocka_unit_test(test_corrupt_gzip),  cmocka_unit_test(test_empty_missing),
         cmocka_unit_test(test_write_rejects),
     };
     return cmocka_run_group_tests(tests, scratch_setup, scratch_teardown);

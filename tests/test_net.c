@@ -36,8 +36,7 @@ static int wait_child(pid_t pid, int timeout_ms) {
     int st;
     while (tl_now_ms() < end) {
         pid_t r = waitpid(pid, &st, WNOHANG);
-        if (r == pid)
-            return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+        if (r == pid) return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
         usleep(10000);
     }
     kill(pid, SIGKILL);
@@ -50,11 +49,9 @@ static int accept_within(int lfd, int timeout_ms, int *fd, char *peer, int peerl
     int64_t end = tl_now_ms() + timeout_ms;
     for (;;) {
         int rc = tl_net_accept(lfd, fd, peer, peerlen);
-        if (rc != TL_EAGAIN)
-            return rc;
+        if (rc != TL_EAGAIN) return rc;
         int left = (int)(end - tl_now_ms());
-        if (left <= 0)
-            return TL_ETIMEDOUT;
+        if (left <= 0) return TL_ETIMEDOUT;
         struct pollfd p = {lfd, POLLIN, 0};
         poll(&p, 1, left);
     }
@@ -112,10 +109,8 @@ static int child_node(int port, int zstd) {
     int fd, rc;
     tl_conn *c = NULL;
     alarm(30);
-    if (tl_net_connect("127.0.0.1", port, 2000, &fd) < 0 || tl_net_tune(fd, 10) < 0)
-        return 2;
-    if (tl_conn_tcp_new(fd, "orch", &c) < 0)
-        return 3;
+    if (tl_net_connect("127.0.0.1", port, 2000, &fd) < 0 || tl_net_tune(fd, 10) < 0) return 2;
+    if (tl_conn_tcp_new(fd, "orch", &c) < 0) return 3;
     int small = 32 << 10; /* small receive buffer: the reader sees many pieces */
     setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
     tl_frame_reader r;
@@ -128,49 +123,37 @@ static int child_node(int port, int zstd) {
      * not asserted here: test_frame covers the piecewise reader exactly. */
     usleep(200 * 1000);
     while ((rc = tl_frame_read(&r, c, &f)) == TL_EAGAIN)
-        if (tl_conn_wait(c, tl_now_ms() + 10000) < 0)
-            return 4;
-    if (rc < 0 || f.type != TL_MSG_FORWARD)
-        return 5;
-    if (zstd != !!(f.flags & TL_FRAME_F_ZSTD))
-        return 16;
+        if (tl_conn_wait(c, tl_now_ms() + 10000) < 0) return 4;
+    if (rc < 0 || f.type != TL_MSG_FORWARD) return 5;
+    if (zstd != !!(f.flags & TL_FRAME_F_ZSTD)) return 16;
     tl_msg *m = malloc(sizeof *m);
-    if (tl_msg_decode(&f, m) < 0)
-        return 7;
+    if (tl_msg_decode(&f, m) < 0) return 7;
     const tl_tensor *rows = &m->u.forward.rows, *params = &m->u.forward.params;
-    if (m->u.forward.step != 42 || rows->numel != ROWS || params->numel != BIG_N)
-        return 8;
+    if (m->u.forward.step != 42 || rows->numel != ROWS || params->numel != BIG_N) return 8;
     const uint32_t *rp = rows->data, *pp = params->data;
     for (uint32_t i = 0; i < ROWS; i++)
-        if (rp[i] != i * 3)
-            return 9;
+        if (rp[i] != i * 3) return 9;
     for (uint32_t i = 0; i < BIG_N; i++)
-        if (pp[i] != (zstd ? i % 1000 : pattern(i, 1)))
-            return 10;
+        if (pp[i] != (zstd ? i % 1000 : pattern(i, 1))) return 10;
 
     /* reply, non-blocking, with the grads straight from our buffer */
     uint32_t *g = malloc(BIG_N * 4);
-    for (uint32_t i = 0; i < BIG_N; i++)
-        g[i] = pattern(i, 2);
+    for (uint32_t i = 0; i < BIG_N; i++) g[i] = pattern(i, 2);
     tl_msg_enc *e = malloc(sizeof *e);
     tl_frame_writer w;
     tl_frame_writer_init(&w);
     m->type = TL_MSG_BACKWARD_RESULT;
     m->u.bwd_result.step = 42;
     m->u.bwd_result.grads = tl_tensor_1d(TL_DT_F32, g, BIG_N);
-    if (tl_msg_start(&w, e, m) < 0)
-        return 11;
+    if (tl_msg_start(&w, e, m) < 0) return 11;
     while ((rc = tl_frame_writer_flush(&w, c)) == TL_EAGAIN)
-        if (tl_conn_wait(c, tl_now_ms() + 10000) < 0)
-            return 12;
-    if (rc < 0)
-        return 13;
+        if (tl_conn_wait(c, tl_now_ms() + 10000) < 0) return 12;
+    if (rc < 0) return 13;
     if (tl_msg_recv(c, &r, m, tl_now_ms() + 10000) < 0 || m->type != TL_MSG_DONE ||
         strcmp(m->u.done.reason, "bye") != 0)
         return 14;
     /* then the orchestrator closes */
-    if (tl_frame_recv(&r, c, &f, tl_now_ms() + 10000) != TL_ECLOSED)
-        return 15;
+    if (tl_frame_recv(&r, c, &f, tl_now_ms() + 10000) != TL_ECLOSED) return 15;
     tl_frame_writer_free(&w);
     tl_frame_reader_free(&r);
     tl_conn_free(c);
@@ -201,11 +184,9 @@ static void big_exchange(int zstd) {
     assert_int_equal(tl_conn_tcp_new(fd, peer, &c), 0);
 
     uint32_t rows[ROWS];
-    for (uint32_t i = 0; i < ROWS; i++)
-        rows[i] = i * 3;
+    for (uint32_t i = 0; i < ROWS; i++) rows[i] = i * 3;
     uint32_t *params = malloc(BIG_N * 4);
-    for (uint32_t i = 0; i < BIG_N; i++)
-        params[i] = zstd ? i % 1000 : pattern(i, 1);
+    for (uint32_t i = 0; i < BIG_N; i++) params[i] = zstd ? i % 1000 : pattern(i, 1);
     tl_msg *m = calloc(1, sizeof *m);
     tl_msg_enc *e = malloc(sizeof *e);
     m->type = TL_MSG_FORWARD;
@@ -223,8 +204,7 @@ static void big_exchange(int zstd) {
         assert_int_equal(tl_conn_wait(c, tl_now_ms() + 10000), 0);
     }
     assert_int_equal(rc, 0);
-    if (!zstd)
-        assert_true(eagains > 0); /* the frame really went out in pieces */
+    if (!zstd) assert_true(eagains > 0); /* the frame really went out in pieces */
 
     tl_frame_reader r;
     tl_frame_reader_init(&r, 8 << 20);
@@ -240,8 +220,7 @@ static void big_exchange(int zstd) {
     assert_int_equal(tl_tensor_check(&m->u.bwd_result.grads, TL_DT_F32, 1, &dim, "grads"), 0);
     const uint32_t *g = m->u.bwd_result.grads.data;
     for (uint32_t i = 0; i < BIG_N; i++)
-        if (g[i] != pattern(i, 2))
-            fail_msg("grads[%u] differs", i);
+        if (g[i] != pattern(i, 2)) fail_msg("grads[%u] differs", i);
 
     m->type = TL_MSG_DONE;
     strcpy(m->u.done.reason, "bye");
@@ -304,11 +283,9 @@ static void test_connect_timeout(void **state) {
         assert_int_equal(rc, 0);
         n++;
     }
-    for (int i = 0; i < n; i++)
-        close(fds[i]);
+    for (int i = 0; i < n; i++) close(fds[i]);
     close(s);
-    if (rc != TL_ETIMEDOUT)
-        skip(); /* this kernel queues connections past the backlog */
+    if (rc != TL_ETIMEDOUT) skip(); /* this kernel queues connections past the backlog */
 }
 
 static void test_peer_close(void **state) {

@@ -29,11 +29,11 @@ static double dot(const float *a, const float *b, size_t n) {
 }
 
 /* Central difference of f at x[i], in float arithmetic with step h. */
-#define CHECK_CLOSE(analytic, numeric, what, i)                                                 \
-    do {                                                                                       \
-        double a_ = (analytic), n_ = (numeric);                                                \
-        if (fabs(a_ - n_) > 2e-2 * fmax(fabs(a_), fabs(n_)) + 2e-3)                            \
-            fail_msg("%s[%d]: analytic %.6f vs numeric %.6f", what, (int)(i), a_, n_);         \
+#define CHECK_CLOSE(analytic, numeric, what, i)                                        \
+    do {                                                                               \
+        double a_ = (analytic), n_ = (numeric);                                        \
+        if (fabs(a_ - n_) > 2e-2 * fmax(fabs(a_), fabs(n_)) + 2e-3)                    \
+            fail_msg("%s[%d]: analytic %.6f vs numeric %.6f", what, (int)(i), a_, n_); \
     } while (0)
 
 /* Objective for the linear check: L = sum(r .* linear(x)). */
@@ -201,8 +201,9 @@ static void test_parse(void **s) {
     assert_int_equal(off, 784 * 256 + 256);
     assert_int_equal(tl_model_tensor(&m, 8, name, &rank, shape, &off), -1);
 
-    const char *bad[] = {"", "linear:0", "linear:x", "linear:10,", "relu", "linear:10,relu",
-                         "linear:1", "conv:3", "linear:-5", "linear:10,,linear:3"};
+    const char *bad[] = {"",          "linear:0",           "linear:x", "linear:10,",
+                         "relu",      "linear:10,relu",     "linear:1", "conv:3",
+                         "linear:-5", "linear:10,,linear:3"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         if (tl_model_parse(bad[i], 784, &m) >= 0) fail_msg("accepted bad spec '%s'", bad[i]);
 }
@@ -266,10 +267,10 @@ static void test_split_equals_whole(void **s) {
 int main(void) {
     tl_rng_seed(&rng, 12345);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_linear_grad),     cmocka_unit_test(test_activation_grads),
-        cmocka_unit_test(test_loss_grad),       cmocka_unit_test(test_loss_values),
-        cmocka_unit_test(test_model_grad),      cmocka_unit_test(test_parse),
-        cmocka_unit_test(test_cut),             cmocka_unit_test(test_split_equals_whole),
+        cmocka_unit_test(test_linear_grad), cmocka_unit_test(test_activation_grads),
+        cmocka_unit_test(test_loss_grad),   cmocka_unit_test(test_loss_values),
+        cmocka_unit_test(test_model_grad),  cmocka_unit_test(test_parse),
+        cmocka_unit_test(test_cut),         cmocka_unit_test(test_split_equals_whole),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

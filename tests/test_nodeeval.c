@@ -82,8 +82,12 @@ static pid_t start_node(int lfd, int port, const tl_dataset *train, const tl_dat
     assert_true(pid >= 0);
     if (pid == 0) {
         close(lfd); /* only the parent listens: a node coming back finds nobody */
-        tl_node_cfg cfg = {.host = "127.0.0.1", .port = port, .id = 1, .data = train,
-                           .test = test, .give_up_s = 2};
+        tl_node_cfg cfg = {.host = "127.0.0.1",
+                           .port = port,
+                           .id = 1,
+                           .data = train,
+                           .test = test,
+                           .give_up_s = 2};
         int rc = tl_node_run(&cfg);
         _exit(rc == 0 ? 0 : rc == TL_EREFUSED ? 3 : rc == TL_ETIMEDOUT ? 4 : 1);
     }
@@ -310,8 +314,9 @@ static void test_node_eval_without_test_rows(void **state) {
     orch_recv(&o, m, TL_MSG_EVAL_RESULT);
     tl_evalstats got;
     assert_int_equal(tl_evalstats_init(&got, CLASSES, 16), 0);
-    assert_int_equal(tl_evalstats_decode(&got, m->u.eval_result.stats.data,
-                                         m->u.eval_result.stats.numel * 8), 0);
+    assert_int_equal(
+        tl_evalstats_decode(&got, m->u.eval_result.stats.data, m->u.eval_result.stats.numel * 8),
+        0);
     assert_int_equal(got.n, 0);
     /* one parameter short */
     memset(m, 0, sizeof *m);

@@ -65,8 +65,11 @@ static void node_init(node *nd, const char *optname, int steps, uint32_t seed) {
         }
         assert_int_equal(tl_optim_step(&nd->opt, nd->params, nd->grads, 1e-3), 0);
     }
-    nd->s = (tl_nodestate){.params = nd->params, .n = N, .optim = &nd->opt,
-                           .run_id = 0x1122334455667788ull, .step = (uint64_t)steps};
+    nd->s = (tl_nodestate){.params = nd->params,
+                           .n = N,
+                           .optim = &nd->opt,
+                           .run_id = 0x1122334455667788ull,
+                           .step = (uint64_t)steps};
 }
 
 /* Whether a and b hold the same bits: params, every state buffer, steps. */
@@ -166,8 +169,7 @@ static void test_refusals(void **state) {
     assert_true(same_state(b, b0));
     free(buf);
 
-    assert_int_equal(tl_nodestate_decode((const uint8_t *)"nonsense", 8, "x", &b->s),
-                     TL_EFORMAT);
+    assert_int_equal(tl_nodestate_decode((const uint8_t *)"nonsense", 8, "x", &b->s), TL_EFORMAT);
     /* a model file is not a node state */
     tl_st_tensor t = {"params", TL_ST_F32, 1, {N}, a->params};
     assert_int_equal(tl_st_write_mem(&t, 1, NULL, 0, &buf, &len), 0);
@@ -176,8 +178,7 @@ static void test_refusals(void **state) {
     free(buf);
 
     a->params[5] = NAN; /* never saved */
-    assert_int_equal(tl_nodestate_save(pathf("%s/nan.safetensors", tmpdir), &a->s),
-                     TL_ENUMERIC);
+    assert_int_equal(tl_nodestate_save(pathf("%s/nan.safetensors", tmpdir), &a->s), TL_ENUMERIC);
     assert_int_equal(access(pathf("%s/nan.safetensors", tmpdir), F_OK), -1);
     tl_optim_free(&a->opt);
     tl_optim_free(&b->opt);
@@ -248,12 +249,12 @@ static void test_seal_open(void **state) {
         uint64_t run, step;
         uint32_t from, to;
     } wrong[] = {
-        {&gk, run, step, 2, 3},     {&gk, run, step, 1, 4}, {&gk, run, step - 1, 2, 4},
+        {&gk, run, step, 2, 3},     {&gk, run, step, 1, 4},    {&gk, run, step - 1, 2, 4},
         {&gk, run + 1, step, 2, 4}, {&other, run, step, 2, 4},
     };
     for (size_t i = 0; i < sizeof wrong / sizeof wrong[0]; i++) {
-        assert_int_equal(tl_nodestate_open(wrong[i].gk, wrong[i].run, wrong[i].step,
-                                           wrong[i].from, wrong[i].to, box, len, &b->s),
+        assert_int_equal(tl_nodestate_open(wrong[i].gk, wrong[i].run, wrong[i].step, wrong[i].from,
+                                           wrong[i].to, box, len, &b->s),
                          TL_EPROTO);
         assert_non_null(strstr(tl_errmsg(), "fails authentication"));
         assert_true(same_state(b, b0));

@@ -19,8 +19,14 @@
 
 /* n float32 samples of f features, value(i, j); label i % 3. */
 static tl_dataset make_f32(size_t n, size_t f, float (*value)(size_t, size_t)) {
-    tl_dataset d = {.n = n, .dim = f, .rows = 1, .cols = (uint32_t)f, .dtype = TL_ELEM_F32,
-                    .rank = 1, .shape = {(uint32_t)f}, .classes = 3};
+    tl_dataset d = {.n = n,
+                    .dim = f,
+                    .rows = 1,
+                    .cols = (uint32_t)f,
+                    .dtype = TL_ELEM_F32,
+                    .rank = 1,
+                    .shape = {(uint32_t)f},
+                    .classes = 3};
     d.feats = malloc(n * f * sizeof *d.feats);
     d.labels = malloc(n);
     for (size_t i = 0; i < n; i++) {
@@ -49,8 +55,8 @@ static void test_parse(void **state) {
     assert_int_equal(tl_norm_parse("0.1307,0.3081", &n), 0);
     assert_int_equal(n.kind, TL_NORM_SCALAR);
     assert_true(n.mean == 0.1307f && n.std == 0.3081f);
-    static const char *bad[] = {"", "standard", "0.5", "0.5,", "0.5,0", "0.5,-1", "nan,1",
-                                "1,inf", "1,2,3", "1;2", "0.5,1e-50"};
+    static const char *bad[] = {"",      "standard", "0.5",   "0.5,", "0.5,0",    "0.5,-1",
+                                "nan,1", "1,inf",    "1,2,3", "1;2",  "0.5,1e-50"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         assert_int_equal(tl_norm_parse(bad[i], &n), TL_EINVAL);
         assert_non_null(strstr(tl_errmsg(), "MEAN,STD"));
@@ -235,10 +241,8 @@ static void test_gather_f32(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_parse),
-        cmocka_unit_test(test_combine),
-        cmocka_unit_test(test_constant),
-        cmocka_unit_test(test_gather_u8),
+        cmocka_unit_test(test_parse),      cmocka_unit_test(test_combine),
+        cmocka_unit_test(test_constant),   cmocka_unit_test(test_gather_u8),
         cmocka_unit_test(test_gather_f32),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

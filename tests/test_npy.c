@@ -25,8 +25,8 @@
 /* Writes a .npy file: version major, header dict text (padded as numpy pads,
  * to align the data to 64 bytes, unless align is 0: then no padding, and the
  * header ends right after its '\n'), then n bytes of data. */
-static void write_npy_v(const char *path, int major, const char *dict, const void *data,
-                        size_t n, int align) {
+static void write_npy_v(const char *path, int major, const char *dict, const void *data, size_t n,
+                        int align) {
     FILE *f = fopen(path, "wb");
     size_t pre = major == 1 ? 10 : 12, dl = strlen(dict), hlen = dl + 1;
     if (align) hlen = ((pre + dl + 1 + 63) / 64) * 64 - pre;
@@ -117,7 +117,8 @@ static void test_read_versions_and_dtypes(void **state) {
 static void test_read_reject(void **state) {
     float xf[16] = {0}; /* 64 bytes: enough for every case below */
     const char *p = tpath("r.npy");
-#define DICT(descr, fo, shape) "{'descr': '" descr "', 'fortran_order': " fo ", 'shape': " shape ", }"
+#define DICT(descr, fo, shape) \
+    "{'descr': '" descr "', 'fortran_order': " fo ", 'shape': " shape ", }"
     write_npy(p, DICT("<f4", "True", "(2, 3)"), xf, 24);
     expect_read_reject(p, TL_EFORMAT, "Fortran order is not supported");
     write_npy(p, DICT("|O", "False", "(2, 3)"), xf, 24);
@@ -199,7 +200,8 @@ static void expect_load_reject(const char *dir, const char *file, int code, cons
     tl_npy_set s;
     int rc = tl_npy_load(dir, &s);
     if (rc != code || !strstr(tl_errmsg(), in(dir, file)) || !strstr(tl_errmsg(), want))
-        fail_msg("%s: got %d \"%s\", want %d \"%s\" about %s", dir, rc, tl_errmsg(), code, want, file);
+        fail_msg("%s: got %d \"%s\", want %d \"%s\" about %s", dir, rc, tl_errmsg(), code, want,
+                 file);
     assert_null(s.y);
     assert_null(s.x.data);
 }
@@ -308,7 +310,9 @@ static void test_write(void **state) {
     } cases[] = {
         {TL_NPY_F32, 2, {3, 2}, "{'descr': '<f4', 'fortran_order': False, 'shape': (3, 2), }"},
         {TL_NPY_U8, 1, {6}, "{'descr': '|u1', 'fortran_order': False, 'shape': (6,), }"},
-        {TL_NPY_U8, 4, {1, 2, 1, 3},
+        {TL_NPY_U8,
+         4,
+         {1, 2, 1, 3},
          "{'descr': '|u1', 'fortran_order': False, 'shape': (1, 2, 1, 3), }"},
         {TL_NPY_I64, 1, {3}, "{'descr': '<i8', 'fortran_order': False, 'shape': (3,), }"},
     };

@@ -37,7 +37,8 @@ static int mod7sq(size_t i) { return (int)((i * i) % 7); }
 
 /* Checks the invariants of every partition: counts >= 1 summing to n, each
  * row exactly once, ascending within each node. */
-static void check_valid(const tl_dataset *d, int n_nodes, const size_t *rows, const size_t *counts) {
+static void check_valid(const tl_dataset *d, int n_nodes, const size_t *rows,
+                        const size_t *counts) {
     uint8_t *seen = calloc(d->n, 1);
     size_t k = 0;
     for (int i = 0; i < n_nodes; i++) {
@@ -146,7 +147,8 @@ static void test_label(void **state) {
 }
 
 /* Average number of classes present per node. */
-static double classes_per_node(const tl_dataset *d, int n_nodes, const size_t *rows, const size_t *counts) {
+static double classes_per_node(const tl_dataset *d, int n_nodes, const size_t *rows,
+                               const size_t *counts) {
     size_t *cl = calloc((size_t)n_nodes * d->classes, sizeof *cl);
     int seen = 0;
     tl_partition_class_counts(d, n_nodes, rows, counts, cl);
@@ -158,8 +160,8 @@ static double classes_per_node(const tl_dataset *d, int n_nodes, const size_t *r
 static void test_dirichlet(void **state) {
     tl_dataset d = make_ds(1000, mod10);
     size_t *a, *b, *c, ca[5], cb[5], cc[5];
-    static const char *schemes[] = {"dirichlet:0.1", "dirichlet:1", "dirichlet:100", "dirichlet:1e-300",
-                                    "dirichlet:1e300", "dirichlet:0.5"};
+    static const char *schemes[] = {"dirichlet:0.1",    "dirichlet:1",     "dirichlet:100",
+                                    "dirichlet:1e-300", "dirichlet:1e300", "dirichlet:0.5"};
     for (int s = 0; s < 6; s++) {
         for (uint32_t seed = 0; seed < 4; seed++) {
             assert_int_equal(tl_partition(&d, 5, schemes[s], seed, &a, ca), 0);
@@ -247,7 +249,8 @@ static void test_rejects(void **state) {
         assert_int_equal(tl_partition_check_scheme(bad[i]), TL_EINVAL);
     }
     assert_int_equal(tl_partition(&d, 3, NULL, 1, &rows, counts), TL_EINVAL);
-    static const char *good[] = {"contiguous", "iid", "label", "dirichlet:0.5", "dirichlet:2", "dirichlet:1e-3"};
+    static const char *good[] = {"contiguous",    "iid",         "label",
+                                 "dirichlet:0.5", "dirichlet:2", "dirichlet:1e-3"};
     for (size_t i = 0; i < sizeof good / sizeof good[0]; i++)
         assert_int_equal(tl_partition_check_scheme(good[i]), 0);
     /* node counts outside 1..n */
@@ -267,8 +270,8 @@ static void test_f32_save_load(void **state) {
     char dir[64] = "/tmp/tl_test_partition_XXXXXX", sub[128], cmd[128];
     assert_non_null(mkdtemp(dir));
     const size_t n = 200, f = 5;
-    tl_dataset d = {.n = n, .dim = f, .rows = 1, .cols = f, .dtype = TL_ELEM_F32, .rank = 1,
-                    .shape = {f}};
+    tl_dataset d = {
+        .n = n, .dim = f, .rows = 1, .cols = f, .dtype = TL_ELEM_F32, .rank = 1, .shape = {f}};
     d.feats = malloc(n * f * sizeof *d.feats);
     d.labels = malloc(n);
     tl_rng r;

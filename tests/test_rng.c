@@ -23,8 +23,7 @@ static void test_mt_reference(void **state) {
     assert_int_equal(tl_rng_u32(&r), 3499211612u);
     assert_int_equal(tl_rng_u32(&r), 581869302u);
     assert_int_equal(tl_rng_u32(&r), 3890346734u);
-    for (int i = 3; i < 9999; i++)
-        tl_rng_u32(&r);
+    for (int i = 3; i < 9999; i++) tl_rng_u32(&r);
     assert_int_equal(tl_rng_u32(&r), 4123659995u); /* the 10000th output */
 }
 
@@ -52,8 +51,7 @@ static void test_numpy_fixture(void **state) {
     int checked = 0, heads = 0, tails = 0;
     while (fgets(line, (int)cap, f)) {
         assert_non_null(strchr(line, '\n')); /* the line buffer is large enough */
-        if (line[0] == '#' || line[0] == '\n')
-            continue;
+        if (line[0] == '#' || line[0] == '\n') continue;
         unsigned long long seed, n;
         long call;
         int used = 0;
@@ -64,8 +62,7 @@ static void test_numpy_fixture(void **state) {
         if (*p == ' ') {
             int k = 0;
             p++;
-            while (*p && *p != ':' && k < 7)
-                kind[k++] = *p++;
+            while (*p && *p != ':' && k < 7) kind[k++] = *p++;
             kind[k] = '\0';
         }
         assert_int_equal(*p, ':');
@@ -82,8 +79,7 @@ static void test_numpy_fixture(void **state) {
         }
         assert_true(call >= s.call); /* the file lists calls in order */
         while (s.call < call) {
-            for (size_t i = 0; i < s.n; i++)
-                s.a[i] = i;
+            for (size_t i = 0; i < s.n; i++) s.a[i] = i;
             tl_rng_shuffle(&s.rng, s.a, s.n);
             s.call++;
         }
@@ -93,10 +89,8 @@ static void test_numpy_fixture(void **state) {
         assert_non_null(v);
         for (;;) {
             char *end;
-            while (*p == ' ')
-                p++;
-            if (*p == '\n' || *p == '\0')
-                break;
+            while (*p == ' ') p++;
+            if (*p == '\n' || *p == '\0') break;
             unsigned long long x = strtoull(p, &end, 10);
             assert_true(end != p);
             p = end;
@@ -145,15 +139,14 @@ static void test_interval_bounds(void **state) {
     tl_rng r;
     tl_rng_seed(&r, 123);
     assert_int_equal(tl_rng_interval(&r, 0), 0);
-    const uint64_t maxes[] = {1, 2, 3, 7, 8, 1000, 0xffffffffu, 0x100000000ull, 0x1ffffffffull,
-                              UINT64_MAX};
+    const uint64_t maxes[] = {
+        1, 2, 3, 7, 8, 1000, 0xffffffffu, 0x100000000ull, 0x1ffffffffull, UINT64_MAX};
     for (size_t m = 0; m < sizeof maxes / sizeof maxes[0]; m++) {
         int seen_high_half = 0;
         for (int i = 0; i < 2000; i++) {
             uint64_t x = tl_rng_interval(&r, maxes[m]);
             assert_true(x <= maxes[m]);
-            if (x > maxes[m] / 2)
-                seen_high_half = 1;
+            if (x > maxes[m] / 2) seen_high_half = 1;
         }
         assert_true(seen_high_half);
     }
@@ -174,10 +167,8 @@ static void test_uniform(void **state) {
     for (int i = 0; i < 10000; i++) {
         float x = tl_rng_uniform(&r, -0.25f, 0.25f);
         assert_true(x >= -0.25f && x < 0.25f);
-        if (x < mn)
-            mn = x;
-        if (x > mx)
-            mx = x;
+        if (x < mn) mn = x;
+        if (x > mx) mx = x;
     }
     assert_true(mn < -0.24f && mx > 0.24f);
 }

@@ -104,8 +104,7 @@ static int rogue(int port, rogue_kind kind, char *why, size_t cap) {
             out.u.bwd_result.step = m.u.backward.step;
             if (kind == ROGUE_GRAD_3E38)
                 out.u.bwd_result.grads = tl_tensor_1d(TL_DT_F32, grads, p_node);
-            else
-                out.u.bwd_result.grads = tl_tensor_1d(TL_DT_F32, calloc(p_node, 4), p_node);
+            else out.u.bwd_result.grads = tl_tensor_1d(TL_DT_F32, calloc(p_node, 4), p_node);
         } else if (m.type == TL_MSG_HEARTBEAT) {
             out = m;
         } else {
@@ -170,9 +169,13 @@ static void scenario(const char *name, rogue_kind kind, const char *expect) {
     if (port <= 0) fail_msg("no port file: %s", slurp(log));
     pid_t nodes[2];
     for (int k = 1; k <= 2; k++) {
-        const char *nargv[] = {"tl", "node", "--privacy", "open", "--connect", pathf("127.0.0.1:%d", port), "--id",
-                               pathf("%d", k), "--data", pathf("%s/parts/node-%d", scratch_dir, k),
-                               "--insecure", "--threads", "1", NULL};
+        const char *nargv[] = {"tl",         "node",
+                               "--privacy",  "open",
+                               "--connect",  pathf("127.0.0.1:%d", port),
+                               "--id",       pathf("%d", k),
+                               "--data",     pathf("%s/parts/node-%d", scratch_dir, k),
+                               "--insecure", "--threads",
+                               "1",          NULL};
         nodes[k - 1] = spawn(pathf("%s/node%d.log", dir, k), nargv);
     }
     char why[512];
@@ -180,8 +183,8 @@ static void scenario(const char *name, rogue_kind kind, const char *expect) {
     /* the run must end by itself: lost rogue + reconnect timeout, no livelock */
     int rc = wait_exit(orch, 60000);
     char *text = slurp(log);
-    printf("%s: the rogue answered %d request(s), then %s; orchestrator exit %d\n", name,
-           answered, why, rc);
+    printf("%s: the rogue answered %d request(s), then %s; orchestrator exit %d\n", name, answered,
+           why, rc);
     if (rc == -1) fail_msg("the orchestrator did not stop within 60 s (livelock?):\n%s", text);
     assert_int_not_equal(rc, 0); /* node 3 never came back */
     int named = log_count(log, "node 3 (", expect) > 0 &&
@@ -216,14 +219,17 @@ static void test_resume_nan_refused(void **state) {
     (void)state;
     assert_true(have_setup);
     const char *ck = pathf("%s/g/ck.st", scratch_dir), *bad = pathf("%s/g/nan.st", scratch_dir);
-    const char *log = pathf("%s/g/resume.log", scratch_dir), *portf = pathf("%s/g/resume.port", scratch_dir);
+    const char *log = pathf("%s/g/resume.log", scratch_dir),
+               *portf = pathf("%s/g/resume.port", scratch_dir);
     struct stat st;
     if (stat(ck, &st) != 0) fail_msg("no checkpoint from the g run");
     st_forge(ck, bad, "2.weight", 5 * 128 + 7, NAN); /* 2.weight [64, 128]: [5,7] */
-    const char *argv[] = {"tl", "orchestrator", "--privacy", "open", "--nodes", "3", "--insecure", "--listen",
-                          "127.0.0.1:0", "--port-file", portf, "--threads", "1", "--optimizer",
-                          "sgd", "--max-steps", "40", "--heartbeat", "300",
-                          "--reconnect-timeout", "3", "--checkpoint", bad, "--resume", NULL};
+    const char *argv[] = {
+        "tl",          "orchestrator", "--privacy",   "open",        "--nodes",
+        "3",           "--insecure",   "--listen",    "127.0.0.1:0", "--port-file",
+        portf,         "--threads",    "1",           "--optimizer", "sgd",
+        "--max-steps", "40",           "--heartbeat", "300",         "--reconnect-timeout",
+        "3",           "--checkpoint", bad,           "--resume",    NULL};
     int rc = wait_exit(spawn(log, argv), 20000);
     char *text = slurp(log);
     printf("--resume from a checkpoint with a NaN: exit %d: %s", rc, text);
@@ -238,8 +244,9 @@ static int group_setup(void **state) {
     harness_init("test_rogue", 180, 400);
     if (require_fmnist() < 0) return -1;
     if (make_root(scratch_dir, PATH_MAX, "tl-rogue") < 0) return -1;
-    const char *argv[] = {"tl", "partition", "--data", fmnist_dir(), "--nodes", "3", "--out",
-                          pathf("%s/parts", scratch_dir), NULL};
+    const char *argv[] = {"tl",      "partition", "--data", fmnist_dir(),
+                          "--nodes", "3",         "--out",  pathf("%s/parts", scratch_dir),
+                          NULL};
     int rc = wait_exit(spawn(pathf("%s/partition.log", scratch_dir), argv), 120000);
     if (rc != 0) {
         fprintf(stderr, "tl partition failed (%d)\n", rc);

@@ -42,11 +42,9 @@ static int teardown(void **state) {
         struct dirent *e;
         char p[512];
         while ((e = readdir(d))) {
-            if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-                continue;
+            if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
             snprintf(p, sizeof p, "%s/%s", tmpdir, e->d_name);
-            if (unlink(p) < 0)
-                rmdir(p);
+            if (unlink(p) < 0) rmdir(p);
         }
         closedir(d);
     }
@@ -82,8 +80,7 @@ static int temporaries(const char *name) {
     DIR *d = opendir(tmpdir);
     assert_non_null(d);
     struct dirent *e;
-    while ((e = readdir(d)))
-        n += strncmp(e->d_name, prefix, strlen(prefix)) == 0;
+    while ((e = readdir(d))) n += strncmp(e->d_name, prefix, strlen(prefix)) == 0;
     closedir(d);
     return n;
 }
@@ -114,8 +111,7 @@ static void test_round_trip(void **state) {
     size_t len;
     uint8_t *raw = read_bytes(path, &len);
     uint64_t h = 0;
-    for (int k = 7; k >= 0; k--)
-        h = h << 8 | raw[k];
+    for (int k = 7; k >= 0; k--) h = h << 8 | raw[k];
     assert_int_equal(h % 8, 0);
     assert_int_equal(len, 8 + h + 24 + 32 + 4);
     assert_memory_equal(raw + 8, "{\"__metadata__\":{", 17); /* metadata first */
@@ -130,13 +126,11 @@ static void test_round_trip(void **state) {
         assert_string_equal(r->name, t[i].name);
         assert_int_equal(r->dtype, t[i].dtype);
         assert_int_equal(r->rank, t[i].rank);
-        for (int k = 0; k < r->rank; k++)
-            assert_int_equal(r->shape[k], t[i].shape[k]);
+        for (int k = 0; k < r->rank; k++) assert_int_equal(r->shape[k], t[i].shape[k]);
         assert_ptr_equal(tl_st_find(st, t[i].name), r);
         size_t size = r->dtype == TL_ST_F32 ? 4 : 8;
         assert_int_equal((uintptr_t)r->data % size, 0);
-        if (tl_st_numel(r) > 0)
-            assert_memory_equal(r->data, t[i].data, tl_st_numel(r) * size);
+        if (tl_st_numel(r) > 0) assert_memory_equal(r->data, t[i].data, tl_st_numel(r) * size);
     }
     assert_null(tl_st_get(st, 4));
     assert_null(tl_st_get(st, -1));
@@ -179,13 +173,11 @@ static void test_torch_golden(void **state) {
     char path[1024];
     while ((e = readdir(d))) {
         size_t n = strlen(e->d_name);
-        if (n < 12 || strcmp(e->d_name + n - 12, ".safetensors") != 0)
-            continue;
+        if (n < 12 || strcmp(e->d_name + n - 12, ".safetensors") != 0) continue;
         snprintf(path, sizeof path, "%s/%s", TL_TEST_DATA "/torch_golden", e->d_name);
         tl_st *st;
         int rc = tl_st_read(path, &st);
-        if (rc < 0)
-            fail_msg("%s", tl_errmsg());
+        if (rc < 0) fail_msg("%s", tl_errmsg());
         assert_true(tl_st_count(st) > 10);
         assert_non_null(tl_st_find(st, "x"));
         assert_non_null(tl_st_find(st, "loss"));
@@ -198,7 +190,8 @@ static void test_torch_golden(void **state) {
     assert_int_equal(files, 15);
 
     tl_st *st;
-    assert_int_equal(tl_st_read(TL_TEST_DATA "/torch_golden/linear4__adadelta.safetensors", &st), 0);
+    assert_int_equal(tl_st_read(TL_TEST_DATA "/torch_golden/linear4__adadelta.safetensors", &st),
+                     0);
     const tl_st_tensor *x = tl_st_find(st, "x"), *y = tl_st_find(st, "y");
     const tl_st_tensor *loss = tl_st_find(st, "loss"), *w = tl_st_find(st, "init.0.weight");
     assert_non_null(x);
@@ -237,11 +230,9 @@ static uint8_t *image(const char *hdr, size_t dlen, size_t *len) {
     *len = 8 + h + dlen;
     uint8_t *b = malloc(*len);
     assert_non_null(b);
-    for (int k = 0; k < 8; k++)
-        b[k] = (uint8_t)((uint64_t)h >> (8 * k));
+    for (int k = 0; k < 8; k++) b[k] = (uint8_t)((uint64_t)h >> (8 * k));
     memcpy(b + 8, hdr, h);
-    for (size_t i = 0; i < dlen; i++)
-        b[8 + h + i] = (uint8_t)i;
+    for (size_t i = 0; i < dlen; i++) b[8 + h + i] = (uint8_t)i;
     return b;
 }
 
@@ -258,8 +249,7 @@ static void reject(const char *hdr, size_t dlen, const char *want) {
     assert_null(st);
     if (!strstr(tl_errmsg(), want))
         fail_msg("header %s: message '%s' lacks '%s'", hdr, tl_errmsg(), want);
-    if (strchr(tl_errmsg(), '\n'))
-        fail_msg("multi-line message: %s", tl_errmsg());
+    if (strchr(tl_errmsg(), '\n')) fail_msg("multi-line message: %s", tl_errmsg());
 }
 
 /* Expects hdr to be accepted; returns the loaded file. */
@@ -269,8 +259,7 @@ static tl_st *accept(const char *hdr, size_t dlen) {
     tl_st *st = NULL;
     int rc = tl_st_read_mem(b, len, &st);
     free(b);
-    if (rc != 0)
-        fail_msg("header %s: rejected: %s", hdr, tl_errmsg());
+    if (rc != 0) fail_msg("header %s: rejected: %s", hdr, tl_errmsg());
     return st;
 }
 
@@ -319,14 +308,17 @@ static void test_reject(void **state) {
     reject("{\"a\\udc00\":" T1 "}", 8, "surrogate");
     reject("{\"a\\ud800\\u0041\":" T1 "}", 8, "surrogate");
     reject("{\"a\xff\":" T1 "}", 8, "UTF-8");
-    reject("{\"a\xc0\x80\":" T1 "}", 8, "UTF-8"); /* overlong */
+    reject("{\"a\xc0\x80\":" T1 "}", 8, "UTF-8");     /* overlong */
     reject("{\"a\xed\xa0\x80\":" T1 "}", 8, "UTF-8"); /* encoded surrogate */
     reject("{\"abc", 0, "unterminated");
 
     /* dtype, keys. */
-    reject("{\"x\":{\"dtype\":\"F16\",\"shape\":[2],\"data_offsets\":[0,4]}}", 4, "unsupported dtype");
-    reject("{\"x\":{\"dtype\":\"BF16\",\"shape\":[2],\"data_offsets\":[0,4]}}", 4, "unsupported dtype");
-    reject("{\"x\":{\"dtype\":32,\"shape\":[2],\"data_offsets\":[0,8]}}", 8, "dtype is not a string");
+    reject("{\"x\":{\"dtype\":\"F16\",\"shape\":[2],\"data_offsets\":[0,4]}}", 4,
+           "unsupported dtype");
+    reject("{\"x\":{\"dtype\":\"BF16\",\"shape\":[2],\"data_offsets\":[0,4]}}", 4,
+           "unsupported dtype");
+    reject("{\"x\":{\"dtype\":32,\"shape\":[2],\"data_offsets\":[0,8]}}", 8,
+           "dtype is not a string");
     reject("{\"x\":{\"shape\":[2],\"data_offsets\":[0,8]}}", 8, "missing 'dtype'");
     reject("{\"x\":{\"dtype\":\"F32\",\"data_offsets\":[0,8]}}", 8, "missing 'shape'");
     reject("{\"x\":{\"dtype\":\"F32\",\"shape\":[2]}}", 8, "missing 'data_offsets'");
@@ -337,31 +329,41 @@ static void test_reject(void **state) {
            "unknown key");
 
     /* Shapes. */
-    reject("{\"x\":{\"dtype\":\"F32\",\"shape\":[2,-1],\"data_offsets\":[0,8]}}", 8, "negative dimension");
-    reject("{\"x\":{\"dtype\":\"F32\",\"shape\":\"2\",\"data_offsets\":[0,8]}}", 8, "shape is not an array");
+    reject("{\"x\":{\"dtype\":\"F32\",\"shape\":[2,-1],\"data_offsets\":[0,8]}}", 8,
+           "negative dimension");
+    reject("{\"x\":{\"dtype\":\"F32\",\"shape\":\"2\",\"data_offsets\":[0,8]}}", 8,
+           "shape is not an array");
     reject("{\"x\":{\"dtype\":\"F32\",\"shape\":[2.0],\"data_offsets\":[0,8]}}", 8, "fractional");
     reject("{\"x\":{\"dtype\":\"F32\",\"shape\":[2e0],\"data_offsets\":[0,8]}}", 8, "fractional");
     reject("{\"x\":{\"dtype\":\"F32\",\"shape\":[02],\"data_offsets\":[0,8]}}", 8, "leading zero");
-    reject("{\"x\":{\"dtype\":\"F32\",\"shape\":[\"2\"],\"data_offsets\":[0,8]}}", 8, "expected an integer");
-    reject("{\"x\":{\"dtype\":\"F32\",\"shape\":[2,],\"data_offsets\":[0,8]}}", 8, "expected an integer");
-    reject("{\"x\":{\"dtype\":\"F32\",\"shape\":[2 1],\"data_offsets\":[0,8]}}", 8, "expected ',' or ']'");
+    reject("{\"x\":{\"dtype\":\"F32\",\"shape\":[\"2\"],\"data_offsets\":[0,8]}}", 8,
+           "expected an integer");
+    reject("{\"x\":{\"dtype\":\"F32\",\"shape\":[2,],\"data_offsets\":[0,8]}}", 8,
+           "expected an integer");
+    reject("{\"x\":{\"dtype\":\"F32\",\"shape\":[2 1],\"data_offsets\":[0,8]}}", 8,
+           "expected ',' or ']'");
     reject("{\"x\":{\"dtype\":\"F32\",\"shape\":[1,1,1,1,1,1,1,1,2],\"data_offsets\":[0,8]}}", 8,
            "more than 8");
     reject("{\"x\":{\"dtype\":\"F32\",\"shape\":[99999999999999999999],\"data_offsets\":[0,8]}}", 8,
            "too large");
-    reject("{\"x\":{\"dtype\":\"F32\",\"shape\":[4294967296,4294967296],\"data_offsets\":[0,8]}}", 8,
-           "needs more than");
+    reject("{\"x\":{\"dtype\":\"F32\",\"shape\":[4294967296,4294967296],\"data_offsets\":[0,8]}}",
+           8, "needs more than");
 
     /* Offsets. */
-    reject("{\"x\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 4, "past the data block");
-    reject("{\"x\":{\"dtype\":\"F32\",\"shape\":[100],\"data_offsets\":[0,400]}}", 16, "past the data block");
-    reject("{\"x\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,12]}}", 16, "span 12 bytes");
+    reject("{\"x\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 4,
+           "past the data block");
+    reject("{\"x\":{\"dtype\":\"F32\",\"shape\":[100],\"data_offsets\":[0,400]}}", 16,
+           "past the data block");
+    reject("{\"x\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,12]}}", 16,
+           "span 12 bytes");
     reject("{\"x\":{\"dtype\":\"I64\",\"shape\":[2],\"data_offsets\":[0,8]}}", 16, "span 8 bytes");
     reject("{\"x\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,0]}}", 16, "end before");
     reject("{\"x\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0]}}", 16, "2 entries");
     reject("{\"x\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,4,8]}}", 16, "more than 2");
-    reject("{\"x\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[-8,0]}}", 16, "negative data offset");
-    reject("{\"x\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[20,20]}}", 16, "past the data block");
+    reject("{\"x\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[-8,0]}}", 16,
+           "negative data offset");
+    reject("{\"x\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[20,20]}}", 16,
+           "past the data block");
 
     /* Overlaps and duplicates. */
     reject("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
@@ -428,11 +430,9 @@ static void test_accept(void **state) {
     assert_int_equal((uintptr_t)o->data % 8, 0);
     uint8_t want[8] = {2, 3, 4, 5};
     assert_memory_equal(m->data, want, 4);
-    for (int i = 0; i < 8; i++)
-        want[i] = (uint8_t)(6 + i);
+    for (int i = 0; i < 8; i++) want[i] = (uint8_t)(6 + i);
     assert_memory_equal(n->data, want, 8);
-    for (int i = 0; i < 8; i++)
-        want[i] = (uint8_t)(16 + i);
+    for (int i = 0; i < 8; i++) want[i] = (uint8_t)(16 + i);
     assert_memory_equal(o->data, want, 8);
     tl_st_free(st);
 }
@@ -454,8 +454,7 @@ static void test_reject_files(void **state) {
     assert_int_equal(tl_st_read(p, &st), TL_EFORMAT);
 
     float w[16];
-    for (int i = 0; i < 16; i++)
-        w[i] = (float)i;
+    for (int i = 0; i < 16; i++) w[i] = (float)i;
     tl_st_tensor t[1] = {{"w", TL_ST_F32, 2, {4, 4}, w}};
     char good[512];
     snprintf(good, sizeof good, "%s", tmp_path("good.safetensors"));
@@ -611,10 +610,10 @@ static void test_no_follow(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_round_trip),  cmocka_unit_test(test_torch_golden),
-        cmocka_unit_test(test_reject),      cmocka_unit_test(test_accept),
+        cmocka_unit_test(test_round_trip),   cmocka_unit_test(test_torch_golden),
+        cmocka_unit_test(test_reject),       cmocka_unit_test(test_accept),
         cmocka_unit_test(test_reject_files), cmocka_unit_test(test_write_args),
-        cmocka_unit_test(test_atomic),      cmocka_unit_test(test_no_follow),
+        cmocka_unit_test(test_atomic),       cmocka_unit_test(test_no_follow),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

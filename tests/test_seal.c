@@ -148,12 +148,12 @@ static void test_key_file(void **state) {
     assert_int_equal(tl_group_key_load(p2, &back), 0);
     assert_memory_equal(&back, &ref, sizeof ref);
     const char *bad[] = {
-        pathf("%.62s\n", hex),   /* 31 bytes */
-        pathf("%s00\n", hex),    /* 33 bytes */
-        pathf("%s \n", hex),     /* trailing space */
-        pathf("%s\n\n", hex),    /* two lines */
-        pathf(" %s\n", hex),     /* leading space */
-        "",                      /* empty */
+        pathf("%.62s\n", hex), /* 31 bytes */
+        pathf("%s00\n", hex),  /* 33 bytes */
+        pathf("%s \n", hex),   /* trailing space */
+        pathf("%s\n\n", hex),  /* two lines */
+        pathf(" %s\n", hex),   /* leading space */
+        "",                    /* empty */
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         write_raw(p2, bad[i], strlen(bad[i]), 0600);
@@ -203,10 +203,10 @@ static void test_fixed_roundtrip_and_range(void **state) {
     }
     x[0] = 0.0f;
     x[1] = -0.0f;
-    x[2] = 1048575.9375f;  /* largest float below 2^20 */
+    x[2] = 1048575.9375f; /* largest float below 2^20 */
     x[3] = -1048575.9375f;
-    x[4] = 0x1p-33f;       /* a tie: rounds to even (0) */
-    x[5] = 0x3p-33f;       /* a tie: rounds to even (2 units) */
+    x[4] = 0x1p-33f; /* a tie: rounds to even (0) */
+    x[5] = 0x3p-33f; /* a tie: rounds to even (2 units) */
     assert_int_equal(tl_fixed_encode(x, N, q, "test"), 0);
     assert_int_equal((int64_t)q[4], 0);
     assert_int_equal((int64_t)q[5], 2);
@@ -670,16 +670,11 @@ static void test_mask_rate(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_key_known_answers),
-        cmocka_unit_test(test_key_file),
-        cmocka_unit_test(test_wrong_key_id),
-        cmocka_unit_test(test_fixed_roundtrip_and_range),
-        cmocka_unit_test(test_fixed_paths),
-        cmocka_unit_test(test_mask_known_answer),
-        cmocka_unit_test(test_mask_unique),
-        cmocka_unit_test(test_masked_sum),
-        cmocka_unit_test(test_param_mac),
-        cmocka_unit_test(test_transfer),
+        cmocka_unit_test(test_key_known_answers), cmocka_unit_test(test_key_file),
+        cmocka_unit_test(test_wrong_key_id),      cmocka_unit_test(test_fixed_roundtrip_and_range),
+        cmocka_unit_test(test_fixed_paths),       cmocka_unit_test(test_mask_known_answer),
+        cmocka_unit_test(test_mask_unique),       cmocka_unit_test(test_masked_sum),
+        cmocka_unit_test(test_param_mac),         cmocka_unit_test(test_transfer),
         cmocka_unit_test(test_mask_rate),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -20,8 +20,8 @@
 static uint8_t *make_frame(size_t len, int seed, size_t *total) {
     uint8_t *b = malloc(TL_FRAME_HEADER_SIZE + len);
     assert_non_null(b);
-    tl_frame_header h = {.magic = TL_FRAME_MAGIC, .version = TL_FRAME_VERSION, .type = 1,
-                         .payload_len = len};
+    tl_frame_header h = {
+        .magic = TL_FRAME_MAGIC, .version = TL_FRAME_VERSION, .type = 1, .payload_len = len};
     tl_frame_header_encode(&h, b);
     for (size_t i = 0; i < len; i++) b[TL_FRAME_HEADER_SIZE + i] = (uint8_t)(i * 7 + seed);
     *total = TL_FRAME_HEADER_SIZE + len;
@@ -95,7 +95,9 @@ static void cb_dropped(void *ud, tl_peer *p) {
 static void test_drop_other_peer_in_round(void **state) {
     (void)state;
     ctx c = {0};
-    tl_server_cfg cfg = {.host = "127.0.0.1", .max_pending = 8, .tick_ms = 50,
+    tl_server_cfg cfg = {.host = "127.0.0.1",
+                         .max_pending = 8,
+                         .tick_ms = 50,
                          .user_size = 16,
                          .cb = {.ud = &c, .frame = cb_frame, .dropped = cb_dropped}};
     assert_int_equal(tl_server_new(&cfg, &c.s), 0);

@@ -11,17 +11,17 @@
 
 #include <cmocka.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
-#include <fcntl.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
-#include <sys/syscall.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -256,7 +256,8 @@ static void test_node_cannot_write_parameters(void **state) {
     for (int i = 0; i < NP; i++) params.p[i] = want[i] = 0.5f * (float)i;
     for (int i = 0; i < NP; i++) grads.p[i] = 1.0f;
     /* (vm.memfd_noexec may add F_SEAL_EXEC: only these bits are checked) */
-    const int seals = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL | F_SEAL_WRITE | F_SEAL_FUTURE_WRITE;
+    const int seals = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL | F_SEAL_WRITE |
+                      F_SEAL_FUTURE_WRITE;
     assert_int_equal(fcntl(params.fd, F_GET_SEALS) & seals, seals & ~F_SEAL_WRITE);
     assert_int_equal(fcntl(grads.fd, F_GET_SEALS) & seals,
                      F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);

@@ -44,7 +44,6 @@
 #include "harness.h"
 #include "kits.h"
 
-
 static void nonblock(int fd) { fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK); }
 
 /* ---- one end of a connection under test ------------------------------- */
@@ -151,10 +150,8 @@ static void raw_end(side *s, int server, const char *cert, const char *key, int 
     s->raw = SSL_new(x);
     SSL_CTX_free(x);
     SSL_set_fd(s->raw, fd);
-    if (server)
-        SSL_set_accept_state(s->raw);
-    else
-        SSL_set_connect_state(s->raw);
+    if (server) SSL_set_accept_state(s->raw);
+    else SSL_set_connect_state(s->raw);
     s->fd = fd;
 }
 
@@ -184,8 +181,7 @@ static void pump(tl_conn *w, tl_conn *r, const struct iovec *iov_in, int iovcnt,
                     n -= (ssize_t)k;
                     if (iov[first].iov_len == 0) first++;
                 }
-                while (first < iovcnt && iov[first].iov_len == 0)
-                    first++;
+                while (first < iovcnt && iov[first].iov_len == 0) first++;
             }
         }
         do {
@@ -780,8 +776,7 @@ static void test_tcp_child_process(void **state) {
     assert_int_equal(read_full(c, got, len), 0);
     assert_memory_equal(want, got, len);
     assert_int_equal(write_full(c, "ok", 2), 0);
-    while ((r = tl_conn_read(c, b, sizeof b)) == TL_EAGAIN)
-        assert_int_equal(wait_for(c), 0);
+    while ((r = tl_conn_read(c, b, sizeof b)) == TL_EAGAIN) assert_int_equal(wait_for(c), 0);
     assert_int_equal(r, TL_ECLOSED);
     tl_conn_free(c);
     tl_tls_ctx_free(ctx);

@@ -55,7 +55,7 @@
 #include "tl/provision.h"
 #include "tl/tls.h"
 
-#define CASE_ALARM_S 90     /* hard bound on one case */
+#define CASE_ALARM_S 90 /* hard bound on one case */
 #define NODE_TIMEOUT_MS 60000
 /* Cases where the node's reaction depends on timing (whether its HELLO goes
  * out before the orchestrator's alert and reset arrive) run it this often. */
@@ -110,12 +110,13 @@ static void orch_start(orch *o, const char *name, const char *kit) {
 static const char *addr(const orch *o) { return pathf("127.0.0.1:%d", o->port); }
 
 /* `tl node` as node `id` with kit dir `kitdir` and node-`data_k`'s data. */
-static pid_t node_start(const orch *o, const char *log, int id, const char *kitdir,
-                        int data_k, const char *extra) {
+static pid_t node_start(const orch *o, const char *log, int id, const char *kitdir, int data_k,
+                        const char *extra) {
     char ids[16];
     snprintf(ids, sizeof ids, "%d", id);
-    const char *argv[16] = {"tl", "node", "--privacy", "open", "--connect", addr(o), "--id", ids,
-                            "--data", pathf("%s/parts/node-%d", scratch_dir, data_k)};
+    const char *argv[16] = {
+        "tl",    "node", "--privacy", "open",   "--connect",
+        addr(o), "--id", ids,         "--data", pathf("%s/parts/node-%d", scratch_dir, data_k)};
     int n = 10;
     if (kitdir) {
         argv[n++] = "--tls-dir";
@@ -139,8 +140,7 @@ static void finish_with_legit_nodes(orch *o, const char *kit) {
         int code = wait_exit(p[k - 1], NODE_TIMEOUT_MS);
         if (code != 0) {
             char *s = slurp(pathf("%s/node%d.log", o->dir, k)), *l = slurp(o->log);
-            print_error("legitimate node %d: exit %d\n%s\norchestrator log:\n%s\n", k, code, s,
-                        l);
+            print_error("legitimate node %d: exit %d\n%s\norchestrator log:\n%s\n", k, code, s, l);
             free(s);
             free(l);
             fail();
@@ -181,8 +181,7 @@ static void bad_wait(bad *b, int timeout_ms) {
     b->ms = now_ms() - b->t0;
     if (b->code == -1)
         print_message("    %s: still running after %lld ms: killed\n", b->name, (long long)b->ms);
-    else
-        print_message("    %s: exit %d after %lld ms\n", b->name, b->code, (long long)b->ms);
+    else print_message("    %s: exit %d after %lld ms\n", b->name, b->code, (long long)b->ms);
 }
 
 /* Asserts that the bad node stopped by itself with a non-zero exit and that
@@ -205,8 +204,8 @@ static void bad_check_no_retry(const bad *b) {
     char *s = slurp(b->log);
     int retried = strstr(s, "retrying") != NULL;
     if (retried)
-        print_error("%s: a certificate refusal must be final, but the node retried:\n%s\n",
-                    b->name, s);
+        print_error("%s: a certificate refusal must be final, but the node retried:\n%s\n", b->name,
+                    s);
     free(s);
     if (retried) fail();
 }
@@ -225,8 +224,9 @@ static int group_setup(void **state) {
     snprintf(hyb, sizeof hyb, "%s/hybrid", scratch_dir);
     const char *prov1[] = {"tl", "provision", "--nodes", "3", "--out", kit, NULL};
     const char *prov2[] = {"tl", "provision", "--nodes", "3", "--out", other, NULL};
-    const char *part[] = {"tl", "partition", "--nodes", "3", "--data", fmnist_dir(), "--out",
-                          pathf("%s/parts", scratch_dir), NULL};
+    const char *part[] = {"tl",     "partition",  "--nodes", "3",
+                          "--data", fmnist_dir(), "--out",   pathf("%s/parts", scratch_dir),
+                          NULL};
     pid_t pp = spawn(pathf("%s/partition.log", scratch_dir), part);
     if (run_tl(pathf("%s/provision.log", scratch_dir), 30000, prov1) != 0) return -1;
     if (run_tl(pathf("%s/provision2.log", scratch_dir), 30000, prov2) != 0) return -1;
@@ -383,7 +383,8 @@ static void test_kit_from_another_ca(void **state) {
     bad_wait(&b1, 10000);
     expect_in_file(o.log, "alert unknown ca", "orchestrator");
     for (int i = 0; i < REPEAT; i++) {
-        bad_start(&b2[i], &o, pathf("hybrid%d", i + 1), 1, pathf("%s/hybrid", scratch_dir), 1, NULL);
+        bad_start(&b2[i], &o, pathf("hybrid%d", i + 1), 1, pathf("%s/hybrid", scratch_dir), 1,
+                  NULL);
         bad_wait(&b2[i], 10000);
     }
     expect_in_file(o.log, "certificate verify failed for 'tl-node-1'", "orchestrator");
@@ -407,8 +408,8 @@ static void test_expired_certificate(void **state) {
     orch_start(&o, "d_expired", KIT());
     bad b[REPEAT];
     for (int i = 0; i < REPEAT; i++) {
-        bad_start(&b[i], &o, pathf("expired%d", i + 1), 1, pathf("%s/expired/node-1", scratch_dir), 1,
-                  NULL);
+        bad_start(&b[i], &o, pathf("expired%d", i + 1), 1, pathf("%s/expired/node-1", scratch_dir),
+                  1, NULL);
         bad_wait(&b[i], 10000);
     }
     expect_in_file(o.log, "certificate has expired", "orchestrator");
@@ -454,7 +455,8 @@ static void test_wrong_node_id(void **state) {
     assert_int_equal(m.type, TL_MSG_REJECT);
     print_message("    raw client: REJECT code %u: %s\n", m.u.reject.code, m.u.reject.reason);
     assert_int_equal(m.u.reject.code, TL_REJECT_NOT_AUTHENTICATED);
-    assert_non_null(strstr(m.u.reject.reason, "claims node id 3 but its certificate is for node 2"));
+    assert_non_null(
+        strstr(m.u.reject.reason, "claims node id 3 but its certificate is for node 2"));
     client_close(&k);
     tl_tls_ctx_free(ctx);
 
@@ -488,13 +490,14 @@ static void test_orchestrator_security_flags(void **state) {
     const char *dir = pathf("%s/flags", scratch_dir);
     assert_int_equal(mkdir(dir, 0700), 0);
     const char *log = pathf("%s/usage.log", dir);
-    const char *a1[] = {"tl", "orchestrator", "--privacy", "open", "--nodes", "3", "--listen", "127.0.0.1:0", NULL};
+    const char *a1[] = {"tl", "orchestrator", "--privacy",   "open", "--nodes",
+                        "3",  "--listen",     "127.0.0.1:0", NULL};
     assert_int_equal(run_tl(log, 10000, a1), 2);
     expect_in_file(log, "--tls-dir", "usage");
 
     const char *log2 = pathf("%s/insecure.log", dir), *pf = pathf("%s/port", dir);
-    const char *a2[] = {"tl", "orchestrator", "--privacy", "open", "--nodes", "3", "--listen", "127.0.0.1:0",
-                        "--port-file", pf, "--insecure", NULL};
+    const char *a2[] = {"tl",       "orchestrator", "--privacy",   "open", "--nodes",    "3",
+                        "--listen", "127.0.0.1:0",  "--port-file", pf,     "--insecure", NULL};
     pid_t p = spawn(log2, a2);
     int64_t end = now_ms() + 10000;
     while (access(pf, R_OK) != 0 && now_ms() < end) sleep_ms(20);
@@ -507,7 +510,8 @@ static void test_orchestrator_security_flags(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_orchestrator_security_flags, case_setup, case_teardown),
+        cmocka_unit_test_setup_teardown(test_orchestrator_security_flags, case_setup,
+                                        case_teardown),
         cmocka_unit_test_setup_teardown(test_plaintext_node, case_setup, case_teardown),
         cmocka_unit_test_setup_teardown(test_tls_node_plaintext_orchestrator, case_setup,
                                         case_teardown),

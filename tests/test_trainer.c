@@ -76,8 +76,7 @@ typedef struct fixture {
 
 /* A 5-4-3 relu model (39 parameters), 40 samples in batches of 4, optimizer
  * opt ("sgd", or "sgd+momentum": momentum 0.9) at lr, over `epochs` epochs. */
-static void fixture_init_opt(fixture *f, const char *opt, double lr, int epochs,
-                             const char *ckpt) {
+static void fixture_init_opt(fixture *f, const char *opt, double lr, int epochs, const char *ckpt) {
     memset(f, 0, sizeof *f);
     tl_runcfg_defaults(&f->cfg);
     snprintf(f->cfg.model, sizeof f->cfg.model, "linear:4,relu,linear:3");
@@ -230,8 +229,7 @@ static void test_checkpoint_refuses_nonfinite(void **state) {
     assert_int_equal(tl_optim_state(&f.t.optim, 1, NULL, &sq, NULL), 0);
     sq[3] = -INFINITY; /* the second buffer's element 3 */
     assert_int_equal(tl_checkpoint_save(nope, &f.t, &pos), TL_ENUMERIC);
-    if (!strstr(tl_errmsg(), "optim.exp_avg_sq[3] is -Inf"))
-        fail_msg("message: %s", tl_errmsg());
+    if (!strstr(tl_errmsg(), "optim.exp_avg_sq[3] is -Inf")) fail_msg("message: %s", tl_errmsg());
     assert_false(exists(nope));
     sq[3] = 0;
 
@@ -265,7 +263,8 @@ static void test_checkpoint_refuses_nonfinite(void **state) {
     p[24] = INFINITY; /* 0.bias is [20, 24); 2.weight starts at 24: [0,0] */
     if (tl_params_save(init, &f.m, p, NULL, 0, NULL, 0) < 0) fail_msg("%s", tl_errmsg());
     assert_int_equal(tl_params_load(init, &f.m, p), TL_ENUMERIC);
-    if (!strstr(tl_errmsg(), "init.st: 2.weight[0,0] is +Inf")) fail_msg("message: %s", tl_errmsg());
+    if (!strstr(tl_errmsg(), "init.st: 2.weight[0,0] is +Inf"))
+        fail_msg("message: %s", tl_errmsg());
     tl_trainer_free(&f.t);
 }
 
@@ -298,8 +297,9 @@ static void test_large_parameters_step(void **state) {
 static void test_optim_state_interface(void **state) {
     (void)state;
     static const char *const want[][3] = {
-        {"square_avg", "acc_delta", NULL}, {NULL}, {"momentum_buffer", NULL},
-        {"exp_avg", "exp_avg_sq", NULL},   {"exp_avg", "exp_avg_sq", NULL},
+        {"square_avg", "acc_delta", NULL}, {NULL},
+        {"momentum_buffer", NULL},         {"exp_avg", "exp_avg_sq", NULL},
+        {"exp_avg", "exp_avg_sq", NULL},
     };
     for (int k = 0; k < 5; k++) {
         tl_optim_cfg c;
@@ -475,14 +475,15 @@ static void test_eval_hook(void **state) {
 
 static int setup(void **state) {
     (void)state;
-    snprintf(dir, sizeof dir, "%s/test_trainer.XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+    snprintf(dir, sizeof dir, "%s/test_trainer.XXXXXX",
+             getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
     return mkdtemp(dir) ? 0 : -1;
 }
 
 static int teardown(void **state) {
     (void)state;
-    const char *names[] = {"recovery.st", "overflow.st", "good.st", "nan.st", "nan-optim.st",
-                           "init.st", "never.st", "nan-v1.st", "resume.st", "resume-v1.st"};
+    const char *names[] = {"recovery.st", "overflow.st", "good.st",   "nan.st",    "nan-optim.st",
+                           "init.st",     "never.st",    "nan-v1.st", "resume.st", "resume-v1.st"};
     char p[PATH_MAX + 32];
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         path_in(p, sizeof p, names[i]);

@@ -36,19 +36,19 @@
 #define TL_MAX_NODES 1024
 
 typedef struct tl_batch_part {
-    int node;       /* node index 0..n_nodes-1 (node id = index + 1) */
-    size_t first;   /* offset into tl_batch.local / .global */
-    size_t count;   /* rows of this node in the batch (> 0) */
+    int node;     /* node index 0..n_nodes-1 (node id = index + 1) */
+    size_t first; /* offset into tl_batch.local / .global */
+    size_t count; /* rows of this node in the batch (> 0) */
 } tl_batch_part;
 
 typedef struct tl_batch {
-    size_t n;                 /* rows in the batch */
-    const uint64_t *global;   /* n sorted global indices */
-    const uint64_t *local;    /* n local indices (index within the owning node) */
-    int n_parts;              /* nodes with rows in this batch, ascending */
+    size_t n;               /* rows in the batch */
+    const uint64_t *global; /* n sorted global indices */
+    const uint64_t *local;  /* n local indices (index within the owning node) */
+    int n_parts;            /* nodes with rows in this batch, ascending */
     const tl_batch_part *parts;
-    int epoch;                /* 0-based */
-    size_t index;             /* batch index within the epoch */
+    int epoch;    /* 0-based */
+    size_t index; /* batch index within the epoch */
 } tl_batch;
 
 typedef struct tl_batcher tl_batcher;

@@ -39,25 +39,25 @@ typedef enum tl_mode { TL_MODE_TRAVERSE = 0, TL_MODE_SPLIT = 1 } tl_mode;
 typedef struct tl_runcfg {
     char model[TL_MAX_SPEC];
     int epochs;
-    int64_t max_steps;   /* 0: no limit */
+    int64_t max_steps; /* 0: no limit */
     int batch_size;
     tl_optim_cfg optim;
-    char sched[16];      /* step, cosine, none */
+    char sched[16]; /* step, cosine, none */
     double gamma;
-    int step_size;       /* epochs between StepLR decays */
+    int step_size; /* epochs between StepLR decays */
     uint32_t seed;
-    int reshuffle;       /* 1: new permutation each epoch; 0: epoch 1's order every epoch */
-    float mean, std;     /* TL_NORM_SCALAR's values: x = (v - mean) / std (norm.h) */
-    tl_norm norm;        /* the kind of input normalization: TL_NORM_SCALAR (the default)
-                          * uses mean and std above, not norm's own fields; TL_NORM_NONE;
-                          * TL_NORM_FEATURE ("standardize") uses norm.mean_f / std_f, with
-                          * dim 0 until they are computed from the training rows (tl train)
-                          * or the nodes' STATS (the orchestrator). The arrays belong to
-                          * whoever filled them. Read it through tl_runcfg_norm. */
+    int reshuffle;        /* 1: new permutation each epoch; 0: epoch 1's order every epoch */
+    float mean, std;      /* TL_NORM_SCALAR's values: x = (v - mean) / std (norm.h) */
+    tl_norm norm;         /* the kind of input normalization: TL_NORM_SCALAR (the default)
+                           * uses mean and std above, not norm's own fields; TL_NORM_NONE;
+                           * TL_NORM_FEATURE ("standardize") uses norm.mean_f / std_f, with
+                           * dim 0 until they are computed from the training rows (tl train)
+                           * or the nodes' STATS (the orchestrator). The arrays belong to
+                           * whoever filled them. Read it through tl_runcfg_norm. */
     double test_fraction; /* rows held out of the training data for testing
                            * (tl_dataset_split with seed); 0: none */
     int threads;
-    int batch_metrics;   /* also write one metrics line per batch */
+    int batch_metrics; /* also write one metrics line per batch */
     const char *data_dir, *test_dir;
     tl_dataset_opts data_opts; /* how a CSV is read: label column, header row (dataset.h) */
     const char *init_path, *save_path, *metrics_path, *plan_path;

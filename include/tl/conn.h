@@ -51,10 +51,10 @@ typedef struct tl_conn_ops {
 struct tl_conn {
     const tl_conn_ops *ops;
     int fd;
-    short want;          /* POLLIN/POLLOUT the last TL_EAGAIN was waiting for */
-    char peer[64];       /* "host:port", for log lines */
-    char identity[64];   /* TLS: the peer certificate's CN once verified; "" for TCP */
-    void *impl;          /* transport state */
+    short want;        /* POLLIN/POLLOUT the last TL_EAGAIN was waiting for */
+    char peer[64];     /* "host:port", for log lines */
+    char identity[64]; /* TLS: the peer certificate's CN once verified; "" for TCP */
+    void *impl;        /* transport state */
 };
 
 /* Monotonic milliseconds. */
@@ -67,8 +67,8 @@ int tl_conn_tcp_new(int fd, const char *peer, tl_conn **out);
  * (tl_conn_tls_new; server_name: the name the server's certificate must
  * carry, client side only), plaintext TCP with tls NULL. Owns fd from then on. */
 typedef struct tl_tls_ctx tl_tls_ctx;
-int tl_conn_open(int fd, tl_tls_ctx *tls, int is_server, const char *peer,
-                 const char *server_name, tl_conn **out);
+int tl_conn_open(int fd, tl_tls_ctx *tls, int is_server, const char *peer, const char *server_name,
+                 tl_conn **out);
 
 /* Whether descriptors can travel on c (a unix socket: shm.h). */
 int tl_conn_can_pass_fds(const tl_conn *c);

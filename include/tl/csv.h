@@ -7,8 +7,8 @@
  * cells. One column holds the label; every other column is a feature. A cell
  * may be wrapped in double quotes ("1.5", "benign") only if it contains no
  * quote itself and no line break (no "" escapes). Spaces and tabs around a
- * cell are ignored, and so is a UTF-8 byte order mark at the start. A gzip file is recognised by its magic (1f 8b), not by
- * its name; concatenated gzip members are read as one stream.
+ * cell are ignored, and so is a UTF-8 byte order mark at the start. A gzip file is recognised by
+ * its magic (1f 8b), not by its name; concatenated gzip members are read as one stream.
  *
  * Features. Each feature cell must be a decimal number: [+-] digits [. digits]
  * [e|E [+-] digits] (".5" and "5." are fine). It becomes the float32
@@ -70,24 +70,24 @@ typedef struct tl_csv_opts {
 } tl_csv_opts;
 
 typedef struct tl_table {
-    size_t n;             /* rows (samples), >= 1 */
-    size_t features;      /* feature columns, >= 1 */
-    float *x;             /* n x features, row-major, in file order (owned) */
-    int32_t *y;           /* n labels, each in 0..classes-1 (owned) */
-    int classes;          /* number of classes (see "Labels") */
-    char **class_names;   /* classes sorted strings if labels are strings, else NULL (owned) */
-    char **feature_names; /* features header cells in column order, or NULL without header (owned) */
-    char *label_name;     /* the label column's header cell, or NULL without header (owned) */
+    size_t n;           /* rows (samples), >= 1 */
+    size_t features;    /* feature columns, >= 1 */
+    float *x;           /* n x features, row-major, in file order (owned) */
+    int32_t *y;         /* n labels, each in 0..classes-1 (owned) */
+    int classes;        /* number of classes (see "Labels") */
+    char **class_names; /* classes sorted strings if labels are strings, else NULL (owned) */
+    char *
+        *feature_names; /* features header cells in column order, or NULL without header (owned) */
+    char *label_name;   /* the label column's header cell, or NULL without header (owned) */
 } tl_table;
 
 /* Reads the CSV file at path (raw or gzip) into *out; o may be NULL (label:
  * last column; header: detect). On failure *out is left empty (every pointer
  * NULL) and the message names the file. Returns 0 or: TL_EIO (cannot open,
- * map or read; not a regular file), TL_EFORMAT (a bad cell or row as listed above, no data rows, fewer
- * than 2 columns, a label name not in the header, an index out of range,
- * corrupt gzip), TL_ERANGE (more than TL_CSV_MAX_COLUMNS columns,
- * TL_CSV_MAX_BYTES bytes or TL_DATASET_MAX_CLASSES classes), TL_EINVAL (o's
- * header not -1, 0 or 1), TL_ENOMEM. */
+ * map or read; not a regular file), TL_EFORMAT (a bad cell or row as listed above, no data rows,
+ * fewer than 2 columns, a label name not in the header, an index out of range, corrupt gzip),
+ * TL_ERANGE (more than TL_CSV_MAX_COLUMNS columns, TL_CSV_MAX_BYTES bytes or TL_DATASET_MAX_CLASSES
+ * classes), TL_EINVAL (o's header not -1, 0 or 1), TL_ENOMEM. */
 int tl_csv_read(const char *path, const tl_csv_opts *o, tl_table *out);
 
 /* The same from memory (raw or gzip bytes); name is used in messages. buf is

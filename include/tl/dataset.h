@@ -55,12 +55,12 @@ typedef enum tl_elem {
 } tl_elem;
 
 typedef struct tl_dataset {
-    size_t n;           /* number of samples */
-    size_t dim;         /* features per sample (the product of the sample shape) */
+    size_t n;            /* number of samples */
+    size_t dim;          /* features per sample (the product of the sample shape) */
     uint32_t rows, cols; /* 2-D view, rows * cols == dim: (C*H, W) at rank 3, (1, dim) at 1 */
-    int classes;        /* max label + 1, or the number of class_names */
-    uint8_t *images;    /* owned, n x dim bytes (TL_ELEM_U8), else NULL */
-    uint8_t *labels;    /* owned, n bytes */
+    int classes;         /* max label + 1, or the number of class_names */
+    uint8_t *images;     /* owned, n x dim bytes (TL_ELEM_U8), else NULL */
+    uint8_t *labels;     /* owned, n bytes */
     /* added for tables and arrays; all zero means a uint8 image of rows x cols */
     tl_elem dtype;      /* element type */
     float *feats;       /* owned, n x dim floats (TL_ELEM_F32), else NULL */
@@ -86,8 +86,7 @@ typedef struct tl_dataset_opts {
  * (tl_idx_read, tl_csv_read, tl_npy_load) give them; TL_EFORMAT also for
  * the nodes of a partition directory disagreeing in element type or sample
  * shape (the message names the node directory). split is not NULL. */
-int tl_dataset_open(const char *path, const char *split, const tl_dataset_opts *o,
-                    tl_dataset *out);
+int tl_dataset_open(const char *path, const char *split, const tl_dataset_opts *o, tl_dataset *out);
 
 /* 1 when path holds split as tl_dataset_open would load it from a file or
  * directory of its own kind: the MNIST files "<split>-images-idx3-ubyte[.gz]"
@@ -139,8 +138,8 @@ int tl_dataset_subset(const tl_dataset *src, const size_t *rows, size_t n, tl_da
  * exactly the float32 expression ((float)byte / 255.0f - mean) / std for
  * uint8 data, (value - mean) / std for float32 data. The scalar case of
  * tl_dataset_gather_norm (norm.h), which gives the same floats. */
-void tl_dataset_gather(const tl_dataset *d, const size_t *rows, size_t n, float mean,
-                       float std, float *x, int32_t *y);
+void tl_dataset_gather(const tl_dataset *d, const size_t *rows, size_t n, float mean, float std,
+                       float *x, int32_t *y);
 
 /* A 64-bit FNV-1a fingerprint of the samples and labels (and shape and
  * element type), so that a node coming back can be recognised as holding the

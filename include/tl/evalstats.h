@@ -28,12 +28,11 @@
  * (width 2 * TL_EVAL_RANGE / B); the first and last bin also take everything
  * below and above. The bound below needs only that the bin is a nondecreasing
  * function of the score (pairs in different bins are then ordered as their
- * scores), which the rounding of floor((s + R) B / 2R) keeps. Why log-odds and not p itself: softmax outputs of a trained
- * model pile up next to 0 and 1, where uniform bins in p would put most rows
- * of both groups into the two end bins and the AUC error bound below would be
- * useless; log-odds bins spread those rows out, and computing them from the
- * logits keeps resolution where float32 p has rounded to 0 or 1. Range 32:
- * p within 1.3e-14 of 0 or 1.
+ * scores), which the rounding of floor((s + R) B / 2R) keeps. Why log-odds and not p itself:
+ * softmax outputs of a trained model pile up next to 0 and 1, where uniform bins in p would put
+ * most rows of both groups into the two end bins and the AUC error bound below would be useless;
+ * log-odds bins spread those rows out, and computing them from the logits keeps resolution where
+ * float32 p has rounded to 0 or 1. Range 32: p within 1.3e-14 of 0 or 1.
  *
  * B (TL_EVAL_BINS = 4096, width 1/64 in log-odds, about 1.6% in odds): the
  * histograms are 2 C B counts, 64 KiB per class per node per evaluation (once
@@ -101,12 +100,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define TL_EVAL_BINS 4096      /* default B */
-#define TL_EVAL_RANGE 32.0     /* bins cover log-odds [-32, 32) */
+#define TL_EVAL_BINS 4096  /* default B */
+#define TL_EVAL_RANGE 32.0 /* bins cover log-odds [-32, 32) */
 #define TL_EVAL_MAX_CLASSES 1024
 #define TL_EVAL_MAX_BINS 65536
-#define TL_EVAL_MAX_WORDS (UINT64_C(1) << 25) /* 256 MiB serialized */
-#define TL_EVAL_MAX_ROWS (UINT64_C(1) << 53)  /* n stays exact in a double */
+#define TL_EVAL_MAX_WORDS (UINT64_C(1) << 25)      /* 256 MiB serialized */
+#define TL_EVAL_MAX_ROWS (UINT64_C(1) << 53)       /* n stays exact in a double */
 #define TL_EVAL_MAGIC UINT64_C(0x31306c6176656c74) /* "tleval01" little-endian */
 #define TL_EVAL_HEADER_WORDS 5
 
@@ -165,13 +164,13 @@ int tl_evalstats_decode(tl_evalstats *s, const uint8_t *buf, size_t len);
 typedef struct tl_eval_metrics {
     int classes;
     uint64_t n;
-    double loss;      /* loss_sum / n */
-    double accuracy;  /* trace / n */
-    double macro_f1;  /* mean F1 over f1_classes classes */
-    int f1_classes;   /* classes occurring as true or predicted label */
-    double auc;       /* binary: class 1; C > 2: macro one-vs-rest */
-    double auc_bound; /* |auc - exact AUC| <= auc_bound */
-    int auc_classes;  /* classes averaged into auc (binary: 1 or 0) */
+    double loss;                     /* loss_sum / n */
+    double accuracy;                 /* trace / n */
+    double macro_f1;                 /* mean F1 over f1_classes classes */
+    int f1_classes;                  /* classes occurring as true or predicted label */
+    double auc;                      /* binary: class 1; C > 2: macro one-vs-rest */
+    double auc_bound;                /* |auc - exact AUC| <= auc_bound */
+    int auc_classes;                 /* classes averaged into auc (binary: 1 or 0) */
     double *precision, *recall, *f1; /* per class */
     double *auc_k, *auc_bound_k;     /* per class, one-vs-rest */
 } tl_eval_metrics;

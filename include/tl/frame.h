@@ -192,8 +192,8 @@ int tl_frame_writer_flush(tl_frame_writer *w, tl_conn *c);
 static inline int tl_frame_writer_busy(const tl_frame_writer *w) { return w->busy; }
 
 /* Blocking: start + flush/wait until sent or the deadline (TL_ETIMEDOUT). */
-int tl_frame_send(tl_frame_writer *w, tl_conn *c, uint16_t type, const struct iovec *iov,
-                  int n, int64_t deadline_ms);
+int tl_frame_send(tl_frame_writer *w, tl_conn *c, uint16_t type, const struct iovec *iov, int n,
+                  int64_t deadline_ms);
 
 /* "Sends" the queued frame into a new malloc'd buffer (*out, *len; the caller
  * frees it) instead of a connection, leaving the writer idle. For tests,

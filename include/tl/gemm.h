@@ -15,8 +15,8 @@
 
 #include <stdbool.h>
 
-void tl_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float *A,
-             int lda, const float *B, int ldb, float beta, float *C, int ldc);
+void tl_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float *A, int lda,
+             const float *B, int ldb, float beta, float *C, int ldc);
 
 /* Threads the backend may use (>= 1). Call before the first product. */
 void tl_gemm_set_threads(int n);

@@ -28,7 +28,7 @@
 typedef struct tl_idx {
     int rank;
     uint32_t dims[TL_IDX_MAX_RANK];
-    size_t count; /* product of dims: number of bytes in data */
+    size_t count;  /* product of dims: number of bytes in data */
     uint8_t *data; /* owned; freed by tl_idx_free */
 } tl_idx;
 

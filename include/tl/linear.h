@@ -10,8 +10,8 @@
 #define TL_LINEAR_H
 
 /* out = inp . w^T + b */
-void tl_linear_forward(float *out, const float *inp, const float *w, const float *b, int n,
-                       int in, int out_dim);
+void tl_linear_forward(float *out, const float *inp, const float *w, const float *b, int n, int in,
+                       int out_dim);
 
 /* dinp = dout . w        (skipped if dinp is NULL: the first layer needs none)
  * dw  += dout^T . inp

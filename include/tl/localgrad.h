@@ -33,7 +33,7 @@ typedef struct tl_local_grad {
     const tl_model *model;
     const tl_dataset *data;
     float mean, std;
-    const tl_norm *norm;    /* tl_local_grad_set_norm: used instead of mean/std */
+    const tl_norm *norm; /* tl_local_grad_set_norm: used instead of mean/std */
     int max_rows;
     tl_ws ws;
     float *dz;
@@ -43,7 +43,7 @@ typedef struct tl_local_grad {
     int have_thread;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    int state;              /* 0 idle, 1 requested, 2 ready, 3 quit */
+    int state; /* 0 idle, 1 requested, 2 ready, 3 quit */
     int next_epoch;
     size_t next_index, next_n;
     size_t *next_rows;

@@ -53,7 +53,7 @@
 #include "tl/groupkey.h"
 
 #define TL_MASK_TOTAL UINT32_C(0xFFFFFFFF) /* the index of the total mask R */
-#define TL_MASK_MAX_TERMS 2                 /* streams in one node's mask */
+#define TL_MASK_MAX_TERMS 2                /* streams in one node's mask */
 
 /* What makes a mask unique (with the index). */
 typedef struct tl_mask_at {
@@ -65,19 +65,19 @@ typedef struct tl_mask_at {
 /* The derived key, OpenSSL state and the mask being drawn; init/free pair. */
 typedef struct tl_mask {
     uint8_t key[TL_DERIVED_KEY_LEN];
-    void *cipher;                  /* EVP_CIPHER * (AES-128-CTR) */
-    void *ctx[TL_MASK_MAX_TERMS];  /* EVP_CIPHER_CTX *, one per stream drawn */
-    int sign[TL_MASK_MAX_TERMS];   /* +1 or -1 */
-    int terms;                     /* streams in the mask being drawn (0: none) */
-    int from_kept;                 /* the mask being drawn is the kept R */
-    int keeping;                   /* stream 0 of the mask being drawn is R: keep it */
-    size_t n, done;                /* its length, values drawn so far */
-    uint8_t *zeros;                /* plaintext of the keystream */
-    uint64_t *ks;                  /* keystream chunk */
-    uint64_t *kept;                /* R of kept_at (kept_n values), drawn while sealing */
+    void *cipher;                 /* EVP_CIPHER * (AES-128-CTR) */
+    void *ctx[TL_MASK_MAX_TERMS]; /* EVP_CIPHER_CTX *, one per stream drawn */
+    int sign[TL_MASK_MAX_TERMS];  /* +1 or -1 */
+    int terms;                    /* streams in the mask being drawn (0: none) */
+    int from_kept;                /* the mask being drawn is the kept R */
+    int keeping;                  /* stream 0 of the mask being drawn is R: keep it */
+    size_t n, done;               /* its length, values drawn so far */
+    uint8_t *zeros;               /* plaintext of the keystream */
+    uint64_t *ks;                 /* keystream chunk */
+    uint64_t *kept;               /* R of kept_at (kept_n values), drawn while sealing */
     size_t kept_cap, kept_n;
     tl_mask_at kept_at;
-    int kept_ok;                   /* kept holds all kept_n values of kept_at's R */
+    int kept_ok; /* kept holds all kept_n values of kept_at's R */
 } tl_mask;
 
 /* Takes gk's mask key. TL_ENOMEM if OpenSSL or memory fails. */
@@ -91,8 +91,7 @@ void tl_mask_free(tl_mask *mk);
  * k >= 1 participants' node indices in plan order, which is ascending
  * (DESIGN §3): strictly ascending and below TL_MASK_TOTAL, and 0 <= pos < k;
  * else TL_EINVAL. At pos 0 the R drawn is kept for tl_mask_begin_total. */
-int tl_mask_begin(tl_mask *mk, const tl_mask_at *at, const uint32_t *ids, int k, int pos,
-                  size_t n);
+int tl_mask_begin(tl_mask *mk, const tl_mask_at *at, const uint32_t *ids, int k, int pos, size_t n);
 
 /* Starts drawing the total mask R (n values) of at: from the kept copy when
  * this tl_mask drew all of it while sealing, else from its stream. */

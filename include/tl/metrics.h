@@ -6,9 +6,9 @@
  * no test set; with an evaluation, its fields from tl_eval_json with the
  * prefix "test_" take their place: test_n, test_loss, test_accuracy,
  * test_macro_f1, test_auc, test_auc_bound, test_auc_classes, test_precision,
- * test_recall, test_confusion) and, if asked, one per batch {"epoch":1,"batch":12,"steps":..,"loss":..}.
- * Each line is flushed as it is written, so a crashed run keeps what it had.
- * README.md ("Metrics") documents every field.
+ * test_recall, test_confusion) and, if asked, one per batch
+ * {"epoch":1,"batch":12,"steps":..,"loss":..}. Each line is flushed as it is written, so a crashed
+ * run keeps what it had. README.md ("Metrics") documents every field.
  */
 #ifndef TL_METRICS_H
 #define TL_METRICS_H

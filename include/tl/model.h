@@ -43,17 +43,17 @@ typedef enum tl_module_kind {
 
 typedef struct tl_module {
     tl_module_kind kind;
-    int in, out;        /* widths of h[k] and h[k+1] */
+    int in, out;         /* widths of h[k] and h[k+1] */
     size_t w_off, b_off; /* offsets into the parameter block (linear only) */
 } tl_module;
 
 typedef struct tl_model {
     int n_modules;
     tl_module mod[TL_MAX_MODULES];
-    int in_dim;       /* width of the input */
-    int n_classes;    /* width of the output */
-    int n_linear;     /* parameterized layers */
-    size_t n_params;  /* floats in the parameter block */
+    int in_dim;      /* width of the input */
+    int n_classes;   /* width of the output */
+    int n_linear;    /* parameterized layers */
+    size_t n_params; /* floats in the parameter block */
     char spec[TL_MAX_SPEC];
 } tl_model;
 
@@ -104,8 +104,7 @@ void tl_ws_free(tl_ws *ws);
 void tl_model_warmup(const tl_model *m, int rows);
 
 /* Runs modules from..to-1 on n rows: reads ws->h[from], writes h[from+1..to]. */
-void tl_model_forward(const tl_model *m, const float *params, tl_ws *ws, int n, int from,
-                      int to);
+void tl_model_forward(const tl_model *m, const float *params, tl_ws *ws, int n, int from, int to);
 
 /* Back-propagates dout = dL/dh[to] (n, width(to)) through modules to-1..from,
  * using the outputs the last forward left in ws. ADDS parameter gradients into

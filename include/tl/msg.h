@@ -35,7 +35,9 @@
 #include "tl/conn.h"
 #include "tl/frame.h"
 
-#define TL_PROTO_VERSION 4 /* 2: READY; 3: data description, STATS, EVAL, sealed mode; 4: path masks, sums in frames over shm */
+#define TL_PROTO_VERSION                                                                        \
+    4 /* 2: READY; 3: data description, STATS, EVAL, sealed mode; 4: path masks, sums in frames \
+         over shm */
 #define TL_MSG_STR_MAX 4096
 #define TL_TENSOR_MAX_RANK 4
 
@@ -60,7 +62,7 @@ typedef enum tl_msg_type {
     TL_MSG_FINAL = 18,          /* orch -> node: the orchestrator side at the end (sealed) */
     TL_MSG_STATE_REQUEST = 19,  /* orch -> node: seal your node side for node `to` (sealed) */
     TL_MSG_STATE_BLOB = 20,     /* node -> orch -> node: a node side, sealed for `to` (sealed) */
-    TL_MSG_CHECKPOINT = 21,     /* orch -> node: save your node side of `step`; node -> orch: saved */
+    TL_MSG_CHECKPOINT = 21, /* orch -> node: save your node side of `step`; node -> orch: saved */
 } tl_msg_type;
 
 /* Privacy mode of a run (HELLO, WELCOME; docs/protocol.md §4, docs/security.md). */
@@ -95,15 +97,15 @@ enum {
     TL_REJECT_PRIVACY = 10,  /* the node's privacy mode differs from the run's */
 };
 
-#define TL_HELLO_F_ZSTD 0x1u   /* HELLO.flags: node can do zstd */
-#define TL_HELLO_F_SHM 0x2u    /* HELLO.flags: node can share memory (unix socket) */
-#define TL_ELEM_WIRE_U8 0   /* HELLO.elem: uint8 samples (scaled by 1/255) */
-#define TL_ELEM_WIRE_F32 1  /* HELLO.elem: float32 samples */
+#define TL_HELLO_F_ZSTD 0x1u      /* HELLO.flags: node can do zstd */
+#define TL_HELLO_F_SHM 0x2u       /* HELLO.flags: node can share memory (unix socket) */
+#define TL_ELEM_WIRE_U8 0         /* HELLO.elem: uint8 samples (scaled by 1/255) */
+#define TL_ELEM_WIRE_F32 1        /* HELLO.elem: float32 samples */
 #define TL_WELCOME_NORM_SCALAR 0  /* WELCOME.norm: x = (v - mean) / std ("none" is 0, 1) */
 #define TL_WELCOME_NORM_FEATURE 1 /* WELCOME.norm: x = (v - mean_f[f]) / std_f[f] */
-#define TL_STATS_NORM 1     /* STATS_REQUEST.what: the sums for --normalize standardize */
-#define TL_WELCOME_F_ZSTD 0x1u /* WELCOME.flags: compression on for this connection */
-#define TL_WELCOME_F_SHM 0x2u  /* WELCOME.flags: the shared-parameters fd follows (shm.h) */
+#define TL_STATS_NORM 1           /* STATS_REQUEST.what: the sums for --normalize standardize */
+#define TL_WELCOME_F_ZSTD 0x1u    /* WELCOME.flags: compression on for this connection */
+#define TL_WELCOME_F_SHM 0x2u     /* WELCOME.flags: the shared-parameters fd follows (shm.h) */
 /* (with TL_WELCOME_F_SHM, FORWARD carries no parameters) */
 
 /* A tensor: on encode, the caller's data to send; on decode, a view into the
@@ -122,8 +124,7 @@ static inline tl_tensor tl_tensor_1d(tl_dtype dt, const void *data, uint32_t n) 
     tl_tensor t = {(uint8_t)dt, 1, {n, 0, 0, 0}, n, data};
     return t;
 }
-static inline tl_tensor tl_tensor_2d(tl_dtype dt, const void *data, uint32_t rows,
-                                     uint32_t cols) {
+static inline tl_tensor tl_tensor_2d(tl_dtype dt, const void *data, uint32_t rows, uint32_t cols) {
     tl_tensor t = {(uint8_t)dt, 2, {rows, cols, 0, 0}, (uint64_t)rows * cols, data};
     return t;
 }
@@ -140,14 +141,14 @@ typedef struct tl_msg_hello {
     char version[TL_MSG_STR_MAX + 1]; /* software version, NUL-terminated */
     /* protocol 3: what the node's data is (docs/protocol.md §4). Decoded only
      * when proto_version is 3; zero for an older node (refused by version). */
-    uint32_t classes;       /* the node's class count (largest label + 1, or its names) */
-    uint32_t elem;          /* TL_ELEM_WIRE_* */
-    uint32_t rank;          /* sample rank: 1 (features) or 3 (C, H, W) */
-    uint32_t shape[3];      /* rank 1: {features, 0, 0}; rank 3: {C, H, W} */
-    uint64_t test_count;    /* held-out rows the node can evaluate (0: none) */
-    uint64_t labels_hash;   /* FNV-1a of the class names (string labels), 0: integer labels */
-    uint32_t privacy;       /* tl_privacy the node insists on */
-    uint8_t key_id[16];     /* sealed: the group key's id (groupkey.h); open: zeros */
+    uint32_t classes;     /* the node's class count (largest label + 1, or its names) */
+    uint32_t elem;        /* TL_ELEM_WIRE_* */
+    uint32_t rank;        /* sample rank: 1 (features) or 3 (C, H, W) */
+    uint32_t shape[3];    /* rank 1: {features, 0, 0}; rank 3: {C, H, W} */
+    uint64_t test_count;  /* held-out rows the node can evaluate (0: none) */
+    uint64_t labels_hash; /* FNV-1a of the class names (string labels), 0: integer labels */
+    uint32_t privacy;     /* tl_privacy the node insists on */
+    uint8_t key_id[16];   /* sealed: the group key's id (groupkey.h); open: zeros */
 } tl_msg_hello;
 
 typedef struct tl_msg_welcome {
@@ -161,20 +162,20 @@ typedef struct tl_msg_welcome {
     uint32_t heartbeat_ms; /* 0: no heartbeats */
     char model[TL_MSG_STR_MAX + 1];
     /* protocol 3 */
-    uint32_t norm;          /* TL_WELCOME_NORM_*: 0 scalar (mean, std above) */
-    uint32_t rank;          /* expected sample shape; 0: not stated (input_dim only) */
+    uint32_t norm; /* TL_WELCOME_NORM_*: 0 scalar (mean, std above) */
+    uint32_t rank; /* expected sample shape; 0: not stated (input_dim only) */
     uint32_t shape[3];
-    tl_tensor mean_f;       /* F32 [input_dim] with TL_WELCOME_NORM_FEATURE, else F32 [0] */
-    tl_tensor std_f;        /* F32 [input_dim] with TL_WELCOME_NORM_FEATURE, else F32 [0] */
+    tl_tensor mean_f; /* F32 [input_dim] with TL_WELCOME_NORM_FEATURE, else F32 [0] */
+    tl_tensor std_f;  /* F32 [input_dim] with TL_WELCOME_NORM_FEATURE, else F32 [0] */
     /* sealed mode (docs/protocol.md §8.2) */
-    uint32_t privacy;      /* tl_privacy; decode rejects others */
-    uint32_t mac_every;    /* sealed: SEALED_STEP asks for PARAM_MAC every this many steps */
+    uint32_t privacy;   /* tl_privacy; decode rejects others */
+    uint32_t mac_every; /* sealed: SEALED_STEP asks for PARAM_MAC every this many steps */
     /* sealed: the optimizer the nodes run on the node side (optim.h's tl_optim_cfg) */
-    uint32_t opt_kind;     /* tl_optim_kind */
+    uint32_t opt_kind; /* tl_optim_kind */
     uint32_t opt_nesterov;
-    double opt_lr, opt_rho, opt_eps, opt_momentum, opt_dampening, opt_weight_decay,
-        opt_beta1, opt_beta2;
-    uint64_t opt_steps;    /* optimizer steps already taken by the run (resume) */
+    double opt_lr, opt_rho, opt_eps, opt_momentum, opt_dampening, opt_weight_decay, opt_beta1,
+        opt_beta2;
+    uint64_t opt_steps; /* optimizer steps already taken by the run (resume) */
 } tl_msg_welcome;
 
 typedef struct tl_msg_reject {
@@ -199,8 +200,8 @@ typedef struct tl_msg_forward_result {
 
 typedef struct tl_msg_backward {
     uint64_t step;
-    uint32_t attempt;     /* sealed: the mask attempt (mask.h); open: 0 */
-    tl_tensor dh;         /* F32 [n, d_c] */
+    uint32_t attempt;       /* sealed: the mask attempt (mask.h); open: 0 */
+    tl_tensor dh;           /* F32 [n, d_c] */
     tl_tensor participants; /* sealed: U32 [k] node ids (1-based) in plan order; open: U32 [0] */
 } tl_msg_backward;
 
@@ -249,14 +250,14 @@ typedef struct tl_msg_stats_request {
 } tl_msg_stats_request;
 
 typedef struct tl_msg_stats {
-    uint64_t count; /* rows summed: the node's training rows */
+    uint64_t count;  /* rows summed: the node's training rows */
     tl_tensor sum;   /* F64 [features]: per-feature sums of v (norm.h) */
     tl_tensor sumsq; /* F64 [features]: per-feature sums of v * v */
 } tl_msg_stats;
 
 typedef struct tl_msg_eval {
-    uint64_t step;   /* optimizer steps so far (echoed) */
-    uint32_t bins;   /* B of the histograms (evalstats.h), 2..TL_EVAL_MAX_BINS */
+    uint64_t step;    /* optimizer steps so far (echoed) */
+    uint32_t bins;    /* B of the histograms (evalstats.h), 2..TL_EVAL_MAX_BINS */
     tl_tensor params; /* F32 [P] all the model's parameters; F32 [0]: the shared block */
 } tl_msg_eval;
 

@@ -18,12 +18,11 @@
  * If the connection is lost it reconnects and goes on (the orchestrator
  * replays the interrupted batch), until give_up_s passes without a working
  * connection; a REJECT DUPLICATE_ID (its old connection may still look open
- * at the orchestrator) is retried the same way, any other REJECT is final. No message it sends carries its raw
- * files, but the open protocol lets the orchestrator rebuild the inputs from
- * what it receives (docs/security.md section 2). In sealed mode (privacy
- * TL_PRIVACY_SEALED) the node side of the model lives here (sealed.h): the
- * node sends only masked gradients and applies every SEALED_STEP, and its
- * privacy setting is authoritative: it never joins an open run.
+ * at the orchestrator) is retried the same way, any other REJECT is final. No message it sends
+ * carries its raw files, but the open protocol lets the orchestrator rebuild the inputs from what
+ * it receives (docs/security.md section 2). In sealed mode (privacy TL_PRIVACY_SEALED) the node
+ * side of the model lives here (sealed.h): the node sends only masked gradients and applies every
+ * SEALED_STEP, and its privacy setting is authoritative: it never joins an open run.
  *
  *     tl_node_cfg cfg = {.host = "10.0.0.1", .port = 7000, .id = 2, .data = &ds};
  *     rc = tl_node_run(&cfg);   // 0 when the orchestrator said DONE
@@ -42,14 +41,14 @@ typedef void (*tl_log_fn)(void *ud, const char *msg);
 typedef struct tl_node_cfg {
     const char *host;
     int port;
-    int id;                  /* 1..N */
-    const tl_dataset *data;  /* the node's own training data */
-    const tl_dataset *test;  /* its held-out rows, evaluated on EVAL; NULL: none (EVAL then
-                              * gets empty sums). Same sample shape and classes as data. */
-    tl_tls_ctx *tls;         /* NULL: plaintext (--insecure) */
-    int give_up_s;           /* stop after this long without a connection; 0: never */
-    int zstd;                /* offer zstd compression */
-    tl_log_fn log;           /* progress and problems, one line each; may be NULL */
+    int id;                 /* 1..N */
+    const tl_dataset *data; /* the node's own training data */
+    const tl_dataset *test; /* its held-out rows, evaluated on EVAL; NULL: none (EVAL then
+                             * gets empty sums). Same sample shape and classes as data. */
+    tl_tls_ctx *tls;        /* NULL: plaintext (--insecure) */
+    int give_up_s;          /* stop after this long without a connection; 0: never */
+    int zstd;               /* offer zstd compression */
+    tl_log_fn log;          /* progress and problems, one line each; may be NULL */
     void *log_ud;
     /* sealed mode (DESIGN §4, docs/protocol.md §8.2) */
     int privacy;                   /* tl_privacy (msg.h) this node insists on; 0: open */

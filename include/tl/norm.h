@@ -58,10 +58,10 @@ typedef enum tl_norm_kind {
 
 typedef struct tl_norm {
     tl_norm_kind kind;
-    float mean, std;     /* TL_NORM_SCALAR */
-    size_t dim;          /* TL_NORM_FEATURE: length of mean_f and std_f */
-    float *mean_f;       /* TL_NORM_FEATURE: dim means (owned) */
-    float *std_f;        /* TL_NORM_FEATURE: dim standard deviations, each > 0 (owned) */
+    float mean, std; /* TL_NORM_SCALAR */
+    size_t dim;      /* TL_NORM_FEATURE: length of mean_f and std_f */
+    float *mean_f;   /* TL_NORM_FEATURE: dim means (owned) */
+    float *std_f;    /* TL_NORM_FEATURE: dim standard deviations, each > 0 (owned) */
 } tl_norm;
 
 typedef struct tl_norm_stats {

@@ -44,8 +44,8 @@ typedef enum tl_optim_kind {
 
 typedef struct tl_optim_cfg {
     tl_optim_kind kind;
-    double lr;           /* base learning rate */
-    double rho, eps;     /* adadelta: 0.9, 1e-6; adam/adamw eps: 1e-8 */
+    double lr;       /* base learning rate */
+    double rho, eps; /* adadelta: 0.9, 1e-6; adam/adamw eps: 1e-8 */
     double momentum, dampening, weight_decay;
     int nesterov;
     double beta1, beta2; /* adam/adamw: 0.9, 0.999 */
@@ -54,10 +54,10 @@ typedef struct tl_optim_cfg {
 /* Fields are private: read and write the state through the functions below. */
 typedef struct tl_optim {
     tl_optim_cfg cfg;
-    size_t n;        /* parameters */
-    int n_state;     /* buffers in state */
-    float *state;    /* n_state x n floats, one allocation (owned) */
-    int64_t steps;   /* steps taken */
+    size_t n;      /* parameters */
+    int n_state;   /* buffers in state */
+    float *state;  /* n_state x n floats, one allocation (owned) */
+    int64_t steps; /* steps taken */
 } tl_optim;
 
 /* PyTorch's defaults, written once: tl_optim_defaults uses the numbers, the CLI's

@@ -14,16 +14,14 @@
  * of dL/dH_c, and sums the nodes' parameter gradients in plan order.
  *
  * All socket I/O is non-blocking, multiplexed with poll() by the server
- * (server.h): a slow, silent or hostile peer never stalls the others. A node lost in the middle of a batch
- * (closed, silent past 4 heartbeats, past the task deadline, or sending
- * anything invalid) is dropped; the batch's partial results are discarded, the
- * orchestrator waits up to reconnect_timeout_s for the node to come back with
- * the same id and data fingerprint, and replays the batch. Parameters change
- * only after a complete batch, so the result is the same as without the loss.
- * A batch that fails more than max_replays times stops the run with a message
- * naming, per attempt, the node lost and why. Each peer's reads are budgeted
- * per loop round, and a node sending heartbeats far faster than the interval
- * is lost as flooding.
+ * (server.h): a slow, silent or hostile peer never stalls the others. A node lost in the middle of
+ * a batch (closed, silent past 4 heartbeats, past the task deadline, or sending anything invalid)
+ * is dropped; the batch's partial results are discarded, the orchestrator waits up to
+ * reconnect_timeout_s for the node to come back with the same id and data fingerprint, and replays
+ * the batch. Parameters change only after a complete batch, so the result is the same as without
+ * the loss. A batch that fails more than max_replays times stops the run with a message naming, per
+ * attempt, the node lost and why. Each peer's reads are budgeted per loop round, and a node sending
+ * heartbeats far faster than the interval is lost as flooding.
  *
  *     tl_orch *o;
  *     tl_orch_new(&cfg, &o);                       // listens
@@ -47,34 +45,34 @@
 #include "tl/tls.h"
 
 typedef struct tl_orch_cfg {
-    const char *host;           /* listen address */
-    int port;                   /* 0: pick a free port (tl_orch_port tells which) */
+    const char *host; /* listen address */
+    int port;         /* 0: pick a free port (tl_orch_port tells which) */
     int n_nodes;
-    const tl_runcfg *run;       /* batch size, cut, mode, normalization */
+    const tl_runcfg *run; /* batch size, cut, mode, normalization */
     const tl_model *model;
-    tl_tls_ctx *tls;            /* NULL: plaintext */
-    int heartbeat_ms;           /* 0: none */
-    int task_timeout_ms;        /* longest wait for one reply */
-    int reconnect_timeout_s;    /* wait for a lost node this long, then fail */
-    int handshake_timeout_ms;   /* accept -> HELLO must take less */
-    int max_pending;            /* connections not yet registered, at most */
-    int max_replays;            /* a batch that fails more often than this stops the run
-                                 * (tl_orch_grad_fn fails, naming the nodes lost) */
-    int zstd;                   /* allow zstd frames when a node offers it */
-    int no_shm;                 /* never share the parameters in memory (shm.h) with
-                                 * nodes on a unix socket, which is otherwise done */
+    tl_tls_ctx *tls;                   /* NULL: plaintext */
+    int heartbeat_ms;                  /* 0: none */
+    int task_timeout_ms;               /* longest wait for one reply */
+    int reconnect_timeout_s;           /* wait for a lost node this long, then fail */
+    int handshake_timeout_ms;          /* accept -> HELLO must take less */
+    int max_pending;                   /* connections not yet registered, at most */
+    int max_replays;                   /* a batch that fails more often than this stops the run
+                                        * (tl_orch_grad_fn fails, naming the nodes lost) */
+    int zstd;                          /* allow zstd frames when a node offers it */
+    int no_shm;                        /* never share the parameters in memory (shm.h) with
+                                        * nodes on a unix socket, which is otherwise done */
     const volatile sig_atomic_t *stop; /* may be NULL; nonzero (a signal arrived): waits
-                                 * for nodes, and for lost nodes, end with TL_ESTATE */
-    tl_log_fn log;              /* one line per event; may be NULL */
+                                        * for nodes, and for lost nodes, end with TL_ESTATE */
+    tl_log_fn log;                     /* one line per event; may be NULL */
     void *log_ud;
     /* sealed mode (DESIGN §4, docs/protocol.md §8.2): the node side stays at
      * the nodes; the orchestrator sums masked gradients and sends SEALED_STEP */
-    int privacy;                /* tl_privacy (msg.h); 0 (open) by default */
-    int have_key_id;            /* sealed: key_id is the group's (its kit's group-key.id);
-                                 * else the first registered node's is taken */
+    int privacy;     /* tl_privacy (msg.h); 0 (open) by default */
+    int have_key_id; /* sealed: key_id is the group's (its kit's group-key.id);
+                      * else the first registered node's is taken */
     uint8_t key_id[16];
-    int mac_every;              /* sealed: PARAM_MAC every this many steps (0: only at
-                                 * the end) */
+    int mac_every; /* sealed: PARAM_MAC every this many steps (0: only at
+                    * the end) */
 } tl_orch_cfg;
 
 /* Fills the tunables with their defaults (heartbeat 2 s, task timeout 120 s,

@@ -74,9 +74,9 @@ void tl_st_free(tl_st *st); /* NULL-safe */
 
 /* Writes atomically (file.h: a temporary with a random name, fsync, rename,
  * which replaces a link planted at path instead of following it; on failure
- * path is untouched and the temporary removed). meta may be NULL with n_meta 0; __metadata__ is omitted
- * then. TL_EINVAL for bad arguments (duplicate names, rank > 8, negative dims,
- * NULL data of a non-empty tensor, strings not UTF-8), TL_EIO, TL_ENOMEM. */
+ * path is untouched and the temporary removed). meta may be NULL with n_meta 0; __metadata__ is
+ * omitted then. TL_EINVAL for bad arguments (duplicate names, rank > 8, negative dims, NULL data of
+ * a non-empty tensor, strings not UTF-8), TL_EIO, TL_ENOMEM. */
 int tl_st_write(const char *path, const tl_st_tensor *tensors, int n, const tl_st_kv *meta,
                 int n_meta);
 

@@ -31,12 +31,12 @@
 typedef struct tl_sealed_node {
     tl_group_key gk;
     tl_mask mk;
-    size_t p_node;      /* node-side parameters */
-    float *params;      /* the node side, p_node */
-    float *grad;        /* decoded sum, p_node */
-    tl_optim opt;       /* over the node side */
-    uint64_t steps;     /* SEALED_STEPs applied (the next expected step) */
-    int sealed_any;     /* a BACKWARD was sealed: (last_step, last_attempt) are set */
+    size_t p_node;  /* node-side parameters */
+    float *params;  /* the node side, p_node */
+    float *grad;    /* decoded sum, p_node */
+    tl_optim opt;   /* over the node side */
+    uint64_t steps; /* SEALED_STEPs applied (the next expected step) */
+    int sealed_any; /* a BACKWARD was sealed: (last_step, last_attempt) are set */
     uint64_t last_step;
     uint32_t last_attempt;
 } tl_sealed_node;
@@ -47,8 +47,8 @@ typedef struct tl_sealed_node {
  * then tl_model_init's PyTorch initialization, so every node of the group
  * gets the same. out has tl_model_param_offset(m, cut) floats; tmp is
  * scratch of m->n_params floats. */
-int tl_sealed_init_params(const tl_group_key *gk, const tl_model *m, int cut,
-                          const float *init, float *out, float *tmp);
+int tl_sealed_init_params(const tl_group_key *gk, const tl_model *m, int cut, const float *init,
+                          float *out, float *tmp);
 
 /* Sets sn up: copies gk, the node side as above, the optimizer (zeroed state,
  * then `steps` steps taken, for a run that has already taken them). 0,
@@ -69,10 +69,9 @@ int tl_sealed_seal(tl_sealed_node *sn, uint64_t run, uint64_t step, uint32_t att
                    const uint32_t *ids, int k, uint32_t my_id, const float *grad, uint64_t *q);
 
 /* SEALED_STEP: removes the total mask from sum (p_node u64, left as it
- * is: it may be the shared region), decodes the sum of k terms and takes one optimizer step on the node
- * side with lr. step must be the next one (TL_EPROTO); a sum out of the
- * fixed-point range (a wrong key or a corrupted vector) is TL_ERANGE and
- * changes nothing. */
+ * is: it may be the shared region), decodes the sum of k terms and takes one optimizer step on the
+ * node side with lr. step must be the next one (TL_EPROTO); a sum out of the fixed-point range (a
+ * wrong key or a corrupted vector) is TL_ERANGE and changes nothing. */
 int tl_sealed_apply(tl_sealed_node *sn, uint64_t run, uint64_t step, uint32_t attempt,
                     const uint32_t *ids, int k, const uint64_t *sum, double lr);
 

@@ -38,9 +38,9 @@ typedef enum tl_peer_state {
 /* The shared-memory hand-over of a peer (shm.h): descriptors travel right
  * after the first frame queued on the peer (WELCOME), before any other. */
 typedef enum tl_fd_handover {
-    TL_FDS_NONE,    /* nothing owed */
-    TL_FDS_OWED,    /* owed after the first frame queued */
-    TL_FDS_NEXT,    /* that frame is being written: the descriptors go when it is out */
+    TL_FDS_NONE, /* nothing owed */
+    TL_FDS_OWED, /* owed after the first frame queued */
+    TL_FDS_NEXT, /* that frame is being written: the descriptors go when it is out */
 } tl_fd_handover;
 
 typedef struct tl_server_cb {
@@ -65,13 +65,13 @@ typedef struct tl_server_cb {
 } tl_server_cb;
 
 typedef struct tl_server_cfg {
-    const char *host;           /* listen address: host or unix:PATH (net.h) */
-    int port;                   /* 0: a free one */
-    tl_tls_ctx *tls;            /* NULL: plaintext */
-    int max_pending;            /* connections not registered at once, at most (beyond: closed) */
-    int handshake_timeout_ms;   /* unused by the server; for the user's timers */
-    int tick_ms;                /* a round waits at most this long (timers); 0: no wait */
-    size_t user_size;           /* bytes of user state per peer */
+    const char *host;         /* listen address: host or unix:PATH (net.h) */
+    int port;                 /* 0: a free one */
+    tl_tls_ctx *tls;          /* NULL: plaintext */
+    int max_pending;          /* connections not registered at once, at most (beyond: closed) */
+    int handshake_timeout_ms; /* unused by the server; for the user's timers */
+    int tick_ms;              /* a round waits at most this long (timers); 0: no wait */
+    size_t user_size;         /* bytes of user state per peer */
     tl_server_cb cb;
 } tl_server_cfg;
 
@@ -99,9 +99,9 @@ uint64_t tl_server_bytes_out(const tl_server *s);
 
 void *tl_peer_user(tl_peer *p);
 tl_peer_state tl_peer_get_state(const tl_peer *p);
-const char *tl_peer_name(const tl_peer *p);       /* "host:port", for logs */
-const char *tl_peer_transport(const tl_peer *p);  /* "tcp" or "tls" */
-tl_conn *tl_peer_conn(tl_peer *p);                /* for TLS identity checks */
+const char *tl_peer_name(const tl_peer *p);      /* "host:port", for logs */
+const char *tl_peer_transport(const tl_peer *p); /* "tcp" or "tls" */
+tl_conn *tl_peer_conn(tl_peer *p);               /* for TLS identity checks */
 int64_t tl_peer_last_recv(const tl_peer *p);
 int64_t tl_peer_last_sent(const tl_peer *p);
 /* Nothing queued or being written. */

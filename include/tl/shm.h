@@ -35,10 +35,10 @@
 #include <stdint.h>
 
 typedef struct tl_shm {
-    float *p;     /* the writable mapping (orchestrator) */
+    float *p; /* the writable mapping (orchestrator) */
     size_t bytes;
-    int fd;       /* the memfd, size sealed */
-    int fd_ro;    /* a read-only descriptor of it */
+    int fd;    /* the memfd, size sealed */
+    int fd_ro; /* a read-only descriptor of it */
 } tl_shm;
 
 /* Whether sock is a unix-domain socket (the only kind fds can travel on). */

@@ -45,22 +45,22 @@ typedef int (*tl_grad_fn)(void *ctx, const tl_batch *b, const float *params, flo
                           double *loss_sum, int64_t *correct);
 
 typedef struct tl_progress {
-    int epoch, epochs;        /* 0-based epoch and total */
-    size_t batch, batches;    /* batch just done (1-based count) and per epoch */
-    int64_t steps;            /* optimizer steps so far */
-    double loss;              /* mean training loss of the epoch so far */
-    double samples_per_s;     /* this epoch */
-    double elapsed_s;         /* this epoch */
+    int epoch, epochs;     /* 0-based epoch and total */
+    size_t batch, batches; /* batch just done (1-based count) and per epoch */
+    int64_t steps;         /* optimizer steps so far */
+    double loss;           /* mean training loss of the epoch so far */
+    double samples_per_s;  /* this epoch */
+    double elapsed_s;      /* this epoch */
 } tl_progress;
 
 typedef struct tl_epoch_report {
-    int epoch;                /* 1-based */
+    int epoch; /* 1-based */
     int64_t steps;
     double train_loss, train_accuracy;
     double test_loss, test_accuracy; /* -1 if no test set */
     double lr;
     double seconds;
-    int partial;              /* stopped early by max_steps */
+    int partial; /* stopped early by max_steps */
     /* the evaluation's sums and the metrics from them (accuracy, macro-F1,
      * AUC, confusion matrix); NULL without evaluation. Owned by the trainer,
      * valid during on_epoch. test_loss and test_accuracy are theirs. */
@@ -88,15 +88,15 @@ typedef void (*tl_prefetch_fn)(void *ctx, const tl_batch *b);
 typedef struct tl_trainer {
     const tl_runcfg *cfg;
     const tl_model *model;
-    float *params;           /* caller's, n_params */
-    float *grads;            /* owned */
-    tl_optim optim;          /* over params[opt_from, n_params) */
-    size_t opt_from;         /* 0, or sealed mode's node-side size (tl_trainer_set_opt_from) */
+    float *params;   /* caller's, n_params */
+    float *grads;    /* owned */
+    tl_optim optim;  /* over params[opt_from, n_params) */
+    size_t opt_from; /* 0, or sealed mode's node-side size (tl_trainer_set_opt_from) */
     tl_sched sched;
     tl_batcher *batcher;
-    const tl_dataset *test;  /* may be NULL: evaluated after each epoch with tl_evaluate_sums
-                              * and the run's normalization, unless eval is set */
-    tl_eval_fn eval;         /* optional: evaluation after each epoch (replaces test) */
+    const tl_dataset *test; /* may be NULL: evaluated after each epoch with tl_evaluate_sums
+                             * and the run's normalization, unless eval is set */
+    tl_eval_fn eval;        /* optional: evaluation after each epoch (replaces test) */
     void *eval_ctx;
     tl_evalstats sums;       /* the last evaluation's (owned) */
     tl_eval_metrics metrics; /* ... and its metrics (owned) */
@@ -107,17 +107,17 @@ typedef struct tl_trainer {
      * the state after `steps` steps is written (sealed mode: the nodes save
      * their side of that step first) */
     void (*checkpointing)(void *ctx, int64_t steps);
-    char data_sig[512];      /* what the data is (counts, fingerprints), for checkpoints */
+    char data_sig[512]; /* what the data is (counts, fingerprints), for checkpoints */
     /* optional: fills data_sig when it is first needed (a checkpoint is written
      * or loaded), for a signature that costs something to compute, such as a
      * fingerprint of the whole data set; called at most once */
     void (*data_sig_fn)(void *ud, char *sig, size_t cap);
     void *data_sig_ud;
-    const char *recovery_path; /* without cfg->checkpoint_path, where a failing run saves */
-    const char *saved_path;  /* set when a failing run saved its state there */
+    const char *recovery_path;   /* without cfg->checkpoint_path, where a failing run saves */
+    const char *saved_path;      /* set when a failing run saved its state there */
     volatile sig_atomic_t *stop; /* optional: nonzero (a signal handler) stops the run between
                                   * batches as a failure does: state saved, TL_ESTATE */
-    int resumed;             /* state came from a checkpoint: continue at `start` */
+    int resumed;                 /* state came from a checkpoint: continue at `start` */
     int start_epoch;
     size_t start_batch;
     double start_loss_sum;
@@ -151,8 +151,8 @@ int tl_trainer_run(tl_trainer *t, tl_grad_fn fn, void *ctx, const tl_trainer_hoo
 void tl_trainer_free(tl_trainer *t);
 
 /* Mean loss and accuracy of params on all of d (in chunks). */
-int tl_evaluate(const tl_model *m, const float *params, const tl_dataset *d, float mean,
-                float std, double *loss, double *accuracy);
+int tl_evaluate(const tl_model *m, const float *params, const tl_dataset *d, float mean, float std,
+                double *loss, double *accuracy);
 
 /* Adds the evaluation of params on all of d to s (evalstats.h): the rows in
  * order, in chunks of TL_EVAL_CHUNK normalized with nm (tl_dataset_gather_norm),
@@ -164,10 +164,9 @@ int tl_evaluate(const tl_model *m, const float *params, const tl_dataset *d, flo
  * label of d is not below them; TL_ENOMEM; what tl_evalstats_add returns
  * (TL_ENUMERIC for a non-finite logit). On an input error s is unchanged; after a
  * failing chunk it holds the chunks before it (reset before reuse). */
-int tl_evaluate_sums(const tl_model *m, const float *params, const tl_dataset *d,
-                     const tl_norm *nm, tl_evalstats *s);
+int tl_evaluate_sums(const tl_model *m, const float *params, const tl_dataset *d, const tl_norm *nm,
+                     tl_evalstats *s);
 
 #define TL_EVAL_CHUNK 1000
-
 
 #endif

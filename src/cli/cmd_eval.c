@@ -73,7 +73,8 @@ static int parse_norm(const char *s, const tl_dataset *d, tl_norm *nm) {
         return tl_error(TL_EFORMAT, "the model's normalize metadata '%.40s' has no scale", s);
     if (strncmp(s, want, strlen(want)))
         return tl_error(TL_EFORMAT, "the model was trained on %s data, this data is %s",
-                        d->dtype == TL_ELEM_F32 ? "byte" : "float", d->dtype == TL_ELEM_F32 ? "float" : "byte");
+                        d->dtype == TL_ELEM_F32 ? "byte" : "float",
+                        d->dtype == TL_ELEM_F32 ? "float" : "byte");
     s += strlen(want);
     if (!strcmp(s, "none")) return 0;
     const char *st = strstr(s, ",std=");
@@ -84,7 +85,8 @@ static int parse_norm(const char *s, const tl_dataset *d, tl_norm *nm) {
     for (const char *p = s; p < st; p++) n += *p == ';';
     if (n == 1 && !strchr(st, ';')) {
         float m, sd;
-        if (parse_floats(s, st, &m, 1) || parse_floats(st + 5, st + strlen(st), &sd, 1) || !(sd > 0))
+        if (parse_floats(s, st, &m, 1) || parse_floats(st + 5, st + strlen(st), &sd, 1) ||
+            !(sd > 0))
             return tl_error(TL_EFORMAT, "the model's normalize metadata does not parse");
         nm->kind = TL_NORM_SCALAR;
         nm->mean = m;
@@ -92,7 +94,8 @@ static int parse_norm(const char *s, const tl_dataset *d, tl_norm *nm) {
         return 0;
     }
     if (n != d->dim)
-        return tl_error(TL_EFORMAT, "the model normalizes %zu features, the data has %zu", n, d->dim);
+        return tl_error(TL_EFORMAT, "the model normalizes %zu features, the data has %zu", n,
+                        d->dim);
     nm->kind = TL_NORM_FEATURE;
     nm->dim = n;
     nm->mean_f = malloc(n * sizeof(float));
@@ -121,8 +124,9 @@ static int check_names(const tl_dataset *d, const char *classes) {
     for (int c = 0; c < d->classes; c++) {
         size_t len = strlen(d->class_names[c]);
         if (strncmp(p, d->class_names[c], len) || (p[len] != ',' && p[len] != 0))
-            return tl_error(TL_EFORMAT, "the data's label '%s' is not the model's class %d "
-                                        "(the model's classes: %.200s)",
+            return tl_error(TL_EFORMAT,
+                            "the data's label '%s' is not the model's class %d "
+                            "(the model's classes: %.200s)",
                             d->class_names[c], c, classes ? classes : "none recorded");
         p += len + (p[len] == ',');
     }
@@ -195,8 +199,9 @@ int cmd_eval(int argc, char **argv) {
     if (tl_st_read(model_path, &st) < 0) goto fail;
     const char *spec = tl_st_meta(st, "model"), *norm = tl_st_meta(st, "normalize");
     if (!spec || !norm) {
-        fprintf(stderr, "tl %s: %s has no \"%s\" metadata: save the model with 'tl train "
-                        "--save' or 'tl run --save'\n",
+        fprintf(stderr,
+                "tl %s: %s has no \"%s\" metadata: save the model with 'tl train "
+                "--save' or 'tl run --save'\n",
                 cmd, model_path, spec ? "normalize" : "model");
         goto cleanup;
     }
@@ -227,8 +232,9 @@ int cmd_eval(int argc, char **argv) {
             if (e == p) break;
         }
         if (want != d.dim) {
-            fprintf(stderr, "tl %s: the model takes %zu inputs (input_shape %s), the data has %zu "
-                            "features\n",
+            fprintf(stderr,
+                    "tl %s: the model takes %zu inputs (input_shape %s), the data has %zu "
+                    "features\n",
                     cmd, want, shape, d.dim);
             goto cleanup;
         }
@@ -256,7 +262,8 @@ int cmd_eval(int argc, char **argv) {
     printf("\nconfusion (rows: true class, columns: predicted):\n");
     for (int t = 0; t < sums.classes; t++) {
         for (int p = 0; p < sums.classes; p++)
-            printf("%s%llu", p ? " " : "", (unsigned long long)sums.confusion[t * sums.classes + p]);
+            printf("%s%llu", p ? " " : "",
+                   (unsigned long long)sums.confusion[t * sums.classes + p]);
         printf("\n");
     }
     if (fflush(stdout) != 0) {

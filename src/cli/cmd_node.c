@@ -200,7 +200,8 @@ int cmd_node(int argc, char **argv) {
     if (privacy && tl_group_key_load(key_path, &gk) < 0) {
         fprintf(stderr, "tl node: %s%s\n", tl_errmsg(),
                 key_path == kit_key ? " (kits from an older 'tl provision' have no group key: "
-                                      "provision again, or give --group-key FILE)" : "");
+                                      "provision again, or give --group-key FILE)"
+                                    : "");
         return 1;
     }
     tl_gemm_set_threads((int)threads);
@@ -236,11 +237,20 @@ int cmd_node(int argc, char **argv) {
     cli_log lg;
     snprintf(lg.tag, sizeof lg.tag, "%s", tag);
     lg.quiet = quiet;
-    tl_node_cfg nc = {.host = host, .port = port, .id = (int)id, .data = &ds,
-                      .test = test.n ? &test : NULL, .tls = tls,
-                      .give_up_s = (int)give_up, .zstd = zstd, .log = cli_log_line, .log_ud = &lg,
-                      .privacy = privacy, .group_key = privacy ? &gk : NULL,
-                      .init_path = init_path, .save_path = save_path,
+    tl_node_cfg nc = {.host = host,
+                      .port = port,
+                      .id = (int)id,
+                      .data = &ds,
+                      .test = test.n ? &test : NULL,
+                      .tls = tls,
+                      .give_up_s = (int)give_up,
+                      .zstd = zstd,
+                      .log = cli_log_line,
+                      .log_ud = &lg,
+                      .privacy = privacy,
+                      .group_key = privacy ? &gk : NULL,
+                      .init_path = init_path,
+                      .save_path = save_path,
                       .state_path = privacy ? state_path : NULL};
     if (tl_node_run(&nc) < 0) goto fail;
     rc = 0;

@@ -157,7 +157,8 @@ int cmd_partition(int argc, char **argv) {
         }
     }
     if (optind < argc) return cli_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
-    if (tl_partition_check_scheme(scheme) < 0) return cli_usage_error(cmd, "--scheme: %s", tl_errmsg());
+    if (tl_partition_check_scheme(scheme) < 0)
+        return cli_usage_error(cmd, "--scheme: %s", tl_errmsg());
     if (!nodes) return cli_usage_error(cmd, "--nodes N is required");
     if (!out) return cli_usage_error(cmd, "--out DIR is required");
     if (fraction > 0 && strcmp(split, "train"))
@@ -178,8 +179,8 @@ int cmd_partition(int argc, char **argv) {
     }
     if (tl_dataset_load(data, split, &d) < 0) goto fail;
     if ((size_t)nodes > d.n) {
-        rc = cli_usage_error(cmd, "--nodes: %ld nodes for %zu samples (each node needs at least one)",
-                             nodes, d.n);
+        rc = cli_usage_error(
+            cmd, "--nodes: %ld nodes for %zu samples (each node needs at least one)", nodes, d.n);
         goto cleanup;
     }
     counts = malloc((size_t)nodes * sizeof *counts);
@@ -213,7 +214,8 @@ int cmd_partition(int argc, char **argv) {
     printf(", %ld nodes written to %s/node-1 .. node-%ld\n", nodes, out, nodes);
     print_table(counts, cc, nodes, d.classes);
     if (fraction > 0) {
-        printf("held out (--test-fraction %g, seed %ld), as each node's t10k split:", fraction, seed);
+        printf("held out (--test-fraction %g, seed %ld), as each node's t10k split:", fraction,
+               seed);
         for (long k = 0; k < nodes; k++) printf(" %zu", test_counts[k]);
         printf("\n");
     }

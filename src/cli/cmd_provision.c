@@ -147,7 +147,8 @@ int cmd_provision(int argc, char **argv) {
             char hex[2 * TL_GROUP_KEY_ID_LEN + 1];
             tl_group_key_id_hex(gk.id, hex);
             printf("created %s (mode 0600): a node group key, id %s; copy it to every node "
-                   "(tl node --group-key %s)\n", key_only, hex, key_only);
+                   "(tl node --group-key %s)\n",
+                   key_only, hex, key_only);
         }
         tl_group_key_wipe(&gk);
         goto cleanup;
@@ -193,8 +194,7 @@ int cmd_provision(int argc, char **argv) {
         for (int i = 0; i < nhosts; i++) {
             int dup = !strcasecmp(hosts[i], "localhost") || !strcmp(hosts[i], "127.0.0.1") ||
                       !strcmp(hosts[i], "::1");
-            for (int j = 0; j < i && !dup; j++)
-                dup = !strcasecmp(hosts[i], hosts[j]);
+            for (int j = 0; j < i && !dup; j++) dup = !strcasecmp(hosts[i], hosts[j]);
             if (!dup) printf(" %s", hosts[i]);
         }
         printf("\n");

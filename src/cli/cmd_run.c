@@ -213,8 +213,7 @@ static int load_nodes(const tl_runcfg *cfg, int nodes, const char *scheme, node_
         if (rc == 0 && cfg->test_fraction > 0) {
             tl_dataset share = nd[k].train;
             memset(&nd[k].train, 0, sizeof nd[k].train);
-            rc = tl_dataset_split(&share, cfg->test_fraction, cfg->seed, &nd[k].train,
-                                  &nd[k].test);
+            rc = tl_dataset_split(&share, cfg->test_fraction, cfg->seed, &nd[k].train, &nd[k].test);
             tl_dataset_free(&share);
             if (rc < 0) rc = tl_error(rc, "node %d: %s", k + 1, tl_errmsg());
         }
@@ -253,9 +252,9 @@ typedef struct run_ctx {
     const char *self, *dir;
     const cli_trainopts *t;
     const cli_orchopts *oo;
-    int port_pipe;    /* orchestrator child -> parent: it listens */
-    int listening;    /* parent: 1 once the orchestrator said so, -1 if it never will */
-    int node_tests;   /* nodes get their held-out rows (--test-data node-k) */
+    int port_pipe;  /* orchestrator child -> parent: it listens */
+    int listening;  /* parent: 1 once the orchestrator said so, -1 if it never will */
+    int node_tests; /* nodes get their held-out rows (--test-data node-k) */
 } run_ctx;
 
 /* In the orchestrator child: tell the parent our port. */
@@ -329,8 +328,8 @@ static pid_t spawn_node(const run_ctx *r, int k) {
         /* the node sides of the orchestrator's checkpoints, next to them, so that
          * --resume (new node processes) rolls back to them */
         snprintf(state, sizeof state, "%s.node-%d",
-                 r->t->cfg.checkpoint_path ? r->t->cfg.checkpoint_path
-                                           : "tl-recovery.safetensors", k);
+                 r->t->cfg.checkpoint_path ? r->t->cfg.checkpoint_path : "tl-recovery.safetensors",
+                 k);
         argv[a++] = "--state";
         argv[a++] = state;
         if (k == 1 && r->oo->model_from) {
@@ -380,8 +379,9 @@ int cmd_run(int argc, char **argv) {
     const int keep = ro.keep;
     if (!oo.nodes) return cli_usage_error(cmd, "--nodes N is required");
     if (oo.tls_dir)
-        return cli_usage_error(cmd, "--tls-dir: tl run provisions its own TLS kits (--tls-dir is for "
-                                    "'tl orchestrator' and 'tl node')");
+        return cli_usage_error(cmd,
+                               "--tls-dir: tl run provisions its own TLS kits (--tls-dir is for "
+                               "'tl orchestrator' and 'tl node')");
     if (tl_partition_check_scheme(scheme) < 0)
         return cli_usage_error(cmd, "--scheme: %s", tl_errmsg());
     if (cli_trainopts_finish(&t, cmd) || cli_orchopts_finish(&oo, &t, cmd)) return 2;
@@ -407,8 +407,10 @@ int cmd_run(int argc, char **argv) {
                 const int classes = nd[k].train.classes;
                 free_nodes(nd, oo.nodes);
                 tl_norm_free(&norm);
-                return cli_usage_error(cmd, "--model: %d outputs, but node %d's data has %d "
-                                            "classes", m.n_classes, k + 1, classes);
+                return cli_usage_error(cmd,
+                                       "--model: %d outputs, but node %d's data has %d "
+                                       "classes",
+                                       m.n_classes, k + 1, classes);
             }
         if (bad) {
             free_nodes(nd, oo.nodes);
@@ -463,8 +465,9 @@ int cmd_run(int argc, char **argv) {
         char key_path[4200];
         snprintf(key_path, sizeof key_path, "%s/group.key", dir);
         tl_group_key gk;
-        int krc = !oo.insecure ? 0
-                  : tl_group_key_generate(&gk) < 0 ? -1 : tl_group_key_save(key_path, &gk, 0);
+        int krc = !oo.insecure                     ? 0
+                  : tl_group_key_generate(&gk) < 0 ? -1
+                                                   : tl_group_key_save(key_path, &gk, 0);
         if (oo.insecure) tl_group_key_wipe(&gk);
         if (krc < 0) {
             fprintf(stderr, "tl run: %s\n", tl_errmsg());

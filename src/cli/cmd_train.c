@@ -80,15 +80,15 @@ int cmd_train(int argc, char **argv) {
     t.recovery_path = "tl-recovery.safetensors";
     t.stop = &cli_stop_signal;
     if (o.cfg.resume && tl_trainer_resume(&t) < 0) goto fail;
-    if (cli_progress_init(&prog, &o.cfg, cmd))
-        goto cleanup;
+    if (cli_progress_init(&prog, &o.cfg, cmd)) goto cleanup;
     prog_ok = 1;
     tl_trainer_hooks hooks = cli_progress_hooks(&prog);
     if (tl_trainer_run(&t, tl_local_grad_fn, &lg, &hooks) < 0) {
         fprintf(stderr, "tl %s: %s\n", cmd, tl_errmsg());
         if (t.saved_path)
-            fprintf(stderr, "tl %s: the run's state is saved in %s; to continue, run the same "
-                            "command plus --checkpoint %s --resume\n",
+            fprintf(stderr,
+                    "tl %s: the run's state is saved in %s; to continue, run the same "
+                    "command plus --checkpoint %s --resume\n",
                     cmd, t.saved_path, t.saved_path);
         if (cli_stop_signal) rc = 128 + cli_stop_signal;
         goto cleanup;

@@ -33,8 +33,10 @@ static int sealed_key_id(const char *dir, tl_orch_cfg *oc, const char *cmd) {
     snprintf(path, sizeof path, "%s/group-key.id", dir);
     FILE *f = fopen(path, "r");
     if (!f) {
-        fprintf(stderr, "tl %s: note: no %s: the first node's group key is taken as the "
-                        "group's\n", cmd, path);
+        fprintf(stderr,
+                "tl %s: note: no %s: the first node's group key is taken as the "
+                "group's\n",
+                cmd, path);
         return 0;
     }
     size_t n = fread(hex, 1, sizeof hex - 1, f);
@@ -64,8 +66,10 @@ static int sealed_take_model(cli_run *r, const cli_orchopts *oo, const tl_runcfg
         if (rc < 0) return rc;
         prog->last.test_accuracy = acc;
         prog->last.test_loss = loss;
-        fprintf(stderr, "tl %s: test accuracy %.2f%% (loss %.4f) of the final model from node "
-                        "1\n", cmd, 100 * acc, loss);
+        fprintf(stderr,
+                "tl %s: test accuracy %.2f%% (loss %.4f) of the final model from node "
+                "1\n",
+                cmd, 100 * acc, loss);
     }
     return 0;
 }
@@ -83,9 +87,11 @@ int cli_orchestrate(const cli_trainopts *t, const cli_orchopts *oo, const char *
     uint64_t *counts = NULL;
     cli_stop_on_signals(); /* before any thread starts */
     if (oo->privacy && cfg->save_path && !oo->model_from) {
-        fprintf(stderr, "tl %s: --save: in sealed mode the orchestrator does not hold the node "
-                        "side of the model; the nodes' 'tl node --save FILE' writes the whole "
-                        "model (or use --privacy open)\n", cmd);
+        fprintf(stderr,
+                "tl %s: --save: in sealed mode the orchestrator does not hold the node "
+                "side of the model; the nodes' 'tl node --save FILE' writes the whole "
+                "model (or use --privacy open)\n",
+                cmd);
         return 2;
     }
     if (cli_run_setup_dim(&r, cfg, cmd, oo->in_dim) != 0) return 1;
@@ -93,15 +99,21 @@ int cli_orchestrate(const cli_trainopts *t, const cli_orchopts *oo, const char *
     if (cfg->resume && tl_checkpoint_check(cfg->checkpoint_path, cfg, &r.model) < 0) goto fail;
     if (oo->tls_dir && tl_tls_ctx_new(oo->tls_dir, TL_TLS_ORCHESTRATOR, &tls) < 0) goto fail;
     if (!tls && !strcmp(cmd, "run"))
-        fprintf(stderr, "tl %s: warning: --insecure: no TLS; the nodes connect over a unix "
-                        "socket in a private directory (mode 0700), so only processes of this "
-                        "user can join\n", cmd);
+        fprintf(stderr,
+                "tl %s: warning: --insecure: no TLS; the nodes connect over a unix "
+                "socket in a private directory (mode 0700), so only processes of this "
+                "user can join\n",
+                cmd);
     else if (!tls && tl_addr_is_unix(host))
-        fprintf(stderr, "tl %s: warning: --insecure: no TLS; any process that can open the "
-                        "socket %s may join as a node\n", cmd, host + 5);
+        fprintf(stderr,
+                "tl %s: warning: --insecure: no TLS; any process that can open the "
+                "socket %s may join as a node\n",
+                cmd, host + 5);
     else if (!tls)
-        fprintf(stderr, "tl %s: warning: --insecure: traffic is plaintext and any peer that "
-                        "can reach the port may join as a node\n", cmd);
+        fprintf(stderr,
+                "tl %s: warning: --insecure: traffic is plaintext and any peer that "
+                "can reach the port may join as a node\n",
+                cmd);
     tl_orch_cfg oc;
     tl_orch_cfg_defaults(&oc);
     oc.host = host;
@@ -144,8 +156,9 @@ int cli_orchestrate(const cli_trainopts *t, const cli_orchopts *oo, const char *
                         r.have_test && !oo->privacy ? &r.test : NULL) < 0)
         goto fail;
     tr_ok = 1;
-    if (oo->privacy && tl_trainer_set_opt_from(&tr, tl_model_param_offset(&r.model, cut_modules(
-                                                         &r.model, cfg->cut))) < 0)
+    if (oo->privacy &&
+        tl_trainer_set_opt_from(
+            &tr, tl_model_param_offset(&r.model, cut_modules(&r.model, cfg->cut))) < 0)
         goto fail;
     if ((!r.have_test || oo->privacy) && tl_orch_test_rows(o) > 0) {
         /* the nodes hold the test rows: they evaluate, the orchestrator adds sums */
@@ -173,8 +186,7 @@ int cli_orchestrate(const cli_trainopts *t, const cli_orchopts *oo, const char *
         lg.quiet = 0;
         cli_log_line(&lg, "resumed from the checkpoint");
     }
-    if (cli_progress_init(&prog, cfg, cmd))
-        goto cleanup;
+    if (cli_progress_init(&prog, cfg, cmd)) goto cleanup;
     prog_ok = 1;
     tl_trainer_hooks hooks = cli_progress_hooks(&prog);
     if (tl_trainer_run(&tr, tl_orch_grad_fn, o, &hooks) < 0) {
@@ -194,12 +206,13 @@ int cli_orchestrate(const cli_trainopts *t, const cli_orchopts *oo, const char *
          * a second ERROR finds no connection): resume possible or not. */
         char told[1400];
         if (tr.saved_path)
-            snprintf(told, sizeof told, "%s; the state is saved in %s and the run can be resumed "
+            snprintf(told, sizeof told,
+                     "%s; the state is saved in %s and the run can be resumed "
                      "(keep this node running: it rejoins by itself)",
                      cli_stop_signal ? "stopped by the operator" : why, tr.saved_path);
         else
-            snprintf(told, sizeof told, "%s; nothing was saved", cli_stop_signal
-                     ? "stopped by the operator" : why);
+            snprintf(told, sizeof told, "%s; nothing was saved",
+                     cli_stop_signal ? "stopped by the operator" : why);
         tl_orch_stop(o, told);
         goto cleanup;
     }

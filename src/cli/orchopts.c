@@ -96,8 +96,7 @@ int cli_orchopts_finish(const cli_orchopts *o, const cli_trainopts *t, const cha
     return 0;
 }
 
-int cli_orchopts_parse(cli_orchopts *o, tl_runcfg *cfg, int key, const char *arg,
-                       const char *cmd) {
+int cli_orchopts_parse(cli_orchopts *o, tl_runcfg *cfg, int key, const char *arg, const char *cmd) {
     long v;
     switch (key) {
     case OPT_NODES:

@@ -29,9 +29,9 @@ enum {
 #define CLI_DEFAULT_MAC_EVERY 50
 
 typedef struct cli_orchopts {
-    int nodes;               /* required */
+    int nodes; /* required */
     int insecure;
-    const char *tls_dir;     /* the orchestrator's kit */
+    const char *tls_dir; /* the orchestrator's kit */
     int heartbeat_ms;
     int task_timeout_s;
     int reconnect_timeout_s;
@@ -39,11 +39,11 @@ typedef struct cli_orchopts {
     int wait_timeout_s;
     int zstd;
     int no_shm;
-    int privacy;             /* tl_privacy: sealed by default */
+    int privacy; /* tl_privacy: sealed by default */
     int mac_every;
-    const char *model_from;  /* sealed `tl run`: node 1 saves the whole model here */
-    int in_dim;              /* tl run: the data's width, for an orchestrator without a
-                              * test set of its own (0: from the test set) */
+    const char *model_from; /* sealed `tl run`: node 1 saves the whole model here */
+    int in_dim;             /* tl run: the data's width, for an orchestrator without a
+                             * test set of its own (0: from the test set) */
 } cli_orchopts;
 
 extern const struct option cli_orch_longopts[];
@@ -55,8 +55,7 @@ extern const char cli_orch_security_help[];
 
 void cli_orchopts_init(cli_orchopts *o);
 /* 1 handled, 0 not ours, 2 reported a bad value. cfg gets --cut and --mode. */
-int cli_orchopts_parse(cli_orchopts *o, tl_runcfg *cfg, int key, const char *arg,
-                       const char *cmd);
+int cli_orchopts_parse(cli_orchopts *o, tl_runcfg *cfg, int key, const char *arg, const char *cmd);
 
 /* Checks what needs the model: --cut must name a linear layer the model has
  * (1 <= C < linear layers). 0, or 2 after reporting. Call after

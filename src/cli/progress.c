@@ -21,10 +21,8 @@ static double mono_s(void) {
 
 const char *cli_progress_hms(double s, char *buf, size_t size) {
     long t = s > 0 ? (long)(s + 0.5) : 0;
-    if (t >= 3600)
-        snprintf(buf, size, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
-    else
-        snprintf(buf, size, "%ld:%02ld", t / 60, t % 60);
+    if (t >= 3600) snprintf(buf, size, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
+    else snprintf(buf, size, "%ld:%02ld", t / 60, t % 60);
     return buf;
 }
 
@@ -61,8 +59,7 @@ static double eta_s(cli_progress *p, const tl_progress *pr, double now, int64_t 
     double rate = 0;
     if (pr->steps > p->rate_steps && now > p->rate_t)
         rate = (pr->steps - p->rate_steps) / (now - p->rate_t);
-    else if (pr->elapsed_s > 0)
-        rate = pr->batch / pr->elapsed_s;
+    else if (pr->elapsed_s > 0) rate = pr->batch / pr->elapsed_s;
     if (rate <= 0) return -1;
     return total > pr->steps ? (total - pr->steps) / rate : 0;
 }
@@ -73,8 +70,8 @@ static void draw_bar(const tl_progress *pr, double eta) {
     char bar[64], e[32];
     for (int i = 0; i < width; i++) bar[i] = i < filled ? '=' : (i == filled ? '>' : ' ');
     bar[width] = 0;
-    fprintf(stderr, "\repoch %d/%d [%s] %zu/%zu loss %.4f %.0f samples/s ETA %s ",
-            pr->epoch + 1, pr->epochs, bar, pr->batch, pr->batches, pr->loss, pr->samples_per_s,
+    fprintf(stderr, "\repoch %d/%d [%s] %zu/%zu loss %.4f %.0f samples/s ETA %s ", pr->epoch + 1,
+            pr->epochs, bar, pr->batch, pr->batches, pr->loss, pr->samples_per_s,
             eta < 0 ? "?" : cli_progress_hms(eta, e, sizeof e));
     fflush(stderr);
 }
@@ -104,8 +101,7 @@ static void log_line(cli_progress *p, const tl_progress *pr, double now, double 
 
 static void on_batch(void *ud, const tl_progress *pr) {
     cli_progress *p = ud;
-    if (p->metrics && p->cfg->batch_metrics && !p->failed &&
-        tl_metrics_batch(p->metrics, pr) < 0) {
+    if (p->metrics && p->cfg->batch_metrics && !p->failed && tl_metrics_batch(p->metrics, pr) < 0) {
         fprintf(stderr, "%stl: %s\n", p->tty ? "\n" : "", tl_errmsg());
         p->failed = 1;
     }
@@ -162,21 +158,16 @@ tl_trainer_hooks cli_progress_hooks(cli_progress *p) {
 void cli_progress_summary(const cli_progress *p) {
     char wall[32], acc[64], saved[600];
     double s = mono_s() - p->start;
-    if (!p->have_last)
-        snprintf(acc, sizeof acc, "no epoch ran");
-    else if (p->last.test_accuracy < 0)
-        snprintf(acc, sizeof acc, "test not evaluated");
-    else
-        snprintf(acc, sizeof acc, "test accuracy %.2f%%", 100.0 * p->last.test_accuracy);
-    if (p->cfg->save_path)
-        snprintf(saved, sizeof saved, "model saved to %s", p->cfg->save_path);
-    else
-        snprintf(saved, sizeof saved, "model not saved (no --save)");
-    fprintf(stderr, "tl %s: done in %s (%.1f s): %lld steps, epoch %d of %d%s, %s; %s\n",
-            p->cmd, cli_progress_hms(s, wall, sizeof wall), s,
+    if (!p->have_last) snprintf(acc, sizeof acc, "no epoch ran");
+    else if (p->last.test_accuracy < 0) snprintf(acc, sizeof acc, "test not evaluated");
+    else snprintf(acc, sizeof acc, "test accuracy %.2f%%", 100.0 * p->last.test_accuracy);
+    if (p->cfg->save_path) snprintf(saved, sizeof saved, "model saved to %s", p->cfg->save_path);
+    else snprintf(saved, sizeof saved, "model not saved (no --save)");
+    fprintf(stderr, "tl %s: done in %s (%.1f s): %lld steps, epoch %d of %d%s, %s; %s\n", p->cmd,
+            cli_progress_hms(s, wall, sizeof wall), s,
             (long long)(p->have_last ? p->last.steps : 0), p->have_last ? p->last.epoch : 0,
-            p->cfg->epochs, p->have_last && p->last.partial ? " (stopped at --max-steps)" : "",
-            acc, saved);
+            p->cfg->epochs, p->have_last && p->last.partial ? " (stopped at --max-steps)" : "", acc,
+            saved);
 }
 
 void cli_progress_free(cli_progress *p) {

@@ -26,19 +26,19 @@
 #include "tl/trainer.h"
 
 typedef struct cli_progress {
-    const tl_runcfg *cfg;  /* the caller's, outlives the progress */
-    const char *cmd;       /* "train", "orchestrator", ...: the log lines' tag */
-    int tty;               /* draw the bar; else write log lines */
-    double start;          /* monotonic seconds at init */
-    double last_draw;      /* monotonic seconds of the last redraw or log line */
-    long last_tick;        /* log lines: the tenth of the epoch (or run) last reported */
-    int have_rate;         /* rate_steps/rate_t hold the first batch of this process */
+    const tl_runcfg *cfg; /* the caller's, outlives the progress */
+    const char *cmd;      /* "train", "orchestrator", ...: the log lines' tag */
+    int tty;              /* draw the bar; else write log lines */
+    double start;         /* monotonic seconds at init */
+    double last_draw;     /* monotonic seconds of the last redraw or log line */
+    long last_tick;       /* log lines: the tenth of the epoch (or run) last reported */
+    int have_rate;        /* rate_steps/rate_t hold the first batch of this process */
     int64_t rate_steps;
     double rate_t;
-    tl_metrics *metrics;   /* NULL: none */
-    int failed;            /* a metrics write failed (reported once) */
-    int have_last;         /* an epoch ended: last is valid */
-    tl_epoch_report last;  /* the last epoch's report */
+    tl_metrics *metrics;  /* NULL: none */
+    int failed;           /* a metrics write failed (reported once) */
+    int have_last;        /* an epoch ended: last is valid */
+    tl_epoch_report last; /* the last epoch's report */
 } cli_progress;
 
 /* Starts the clock and opens cfg->metrics_path if set (appending when

@@ -28,8 +28,9 @@ static int load_test(cli_run *r, const tl_runcfg *cfg, const char *cmd) {
     if (!dir) {
         /* a CSV file or a NumPy directory without t10k/ is one data set */
         if (!cfg->data_dir || !tl_dataset_has_split(cfg->data_dir, "t10k")) {
-            fprintf(stderr, "tl %s: note: no t10k split in %s and no --test-data or "
-                            "--test-fraction: not evaluating\n",
+            fprintf(stderr,
+                    "tl %s: note: no t10k split in %s and no --test-data or "
+                    "--test-fraction: not evaluating\n",
                     cmd, cfg->data_dir ? cfg->data_dir : "(none)");
             return 0;
         }
@@ -118,8 +119,9 @@ int cli_run_setup(cli_run *r, const tl_runcfg *cfg, const char *cmd, int with_tr
         for (int c = 0; same && c < r->train.classes; c++)
             same = !strcmp(r->train.class_names[c], r->test.class_names[c]);
         if (!same) {
-            fprintf(stderr, "tl %s: the test data's label names are not the training data's "
-                            "(%d and %d classes): their class numbers would differ\n",
+            fprintf(stderr,
+                    "tl %s: the test data's label names are not the training data's "
+                    "(%d and %d classes): their class numbers would differ\n",
                     cmd, r->test.classes, r->train.classes);
             rc = 1;
             goto out;
@@ -192,7 +194,8 @@ int cli_run_save(const cli_run *r, const tl_runcfg *cfg, const tl_epoch_report *
         size_t used = (size_t)snprintf(norm, sizeof norm, "scale=%s,mean=", scale);
         for (int pass = 0; pass < 2; pass++) {
             const float *v = pass ? cfg->norm.std_f : cfg->norm.mean_f;
-            if (pass && used < sizeof norm) used += (size_t)snprintf(norm + used, sizeof norm - used, ",std=");
+            if (pass && used < sizeof norm)
+                used += (size_t)snprintf(norm + used, sizeof norm - used, ",std=");
             for (size_t f = 0; f < cfg->norm.dim && used < sizeof norm; f++)
                 used += (size_t)snprintf(norm + used, sizeof norm - used, "%s%.9g", f ? ";" : "",
                                          (double)v[f]);
@@ -203,16 +206,11 @@ int cli_run_save(const cli_run *r, const tl_runcfg *cfg, const tl_epoch_report *
     shape_str(d, r->model.in_dim, shape, sizeof shape);
     classes_str(d, r->model.n_classes, classes, sizeof classes);
     tl_st_kv meta[] = {
-        {"format", "pt"},
-        {"optimizer", tl_optim_name(cfg->optim.kind)},
-        {"steps", steps},
-        {"epochs", epochs},
-        {"batch_size", bs},
-        {"seed", seed},
-        {"normalize", norm},
-        {"input_shape", shape},
-        {"classes", classes},
-        {"producer", "tl " TL_VERSION},
+        {"format", "pt"},       {"optimizer", tl_optim_name(cfg->optim.kind)},
+        {"steps", steps},       {"epochs", epochs},
+        {"batch_size", bs},     {"seed", seed},
+        {"normalize", norm},    {"input_shape", shape},
+        {"classes", classes},   {"producer", "tl " TL_VERSION},
         {"test_accuracy", acc}, /* last: left out when there was no test set */
     };
     const int n_meta = (int)(sizeof meta / sizeof meta[0]) - (last->test_accuracy < 0);

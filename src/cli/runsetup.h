@@ -14,7 +14,7 @@
 typedef struct cli_run {
     tl_dataset train, test;
     int have_train, have_test;
-    tl_norm norm;     /* standardize: the training rows' means and deviations (owned) */
+    tl_norm norm; /* standardize: the training rows' means and deviations (owned) */
     tl_model model;
     float *params;
 } cli_run;

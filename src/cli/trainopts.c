@@ -118,8 +118,7 @@ void cli_trainopts_init(cli_trainopts *o) {
     o->nesterov = 0;
 }
 
-int cli_parse_long(const char *cmd, const char *opt, const char *arg, long lo, long hi,
-                   long *out) {
+int cli_parse_long(const char *cmd, const char *opt, const char *arg, long lo, long hi, long *out) {
     char *end;
     errno = 0;
     long v = strtol(arg, &end, 10);
@@ -168,7 +167,8 @@ int cli_trainopts_parse(cli_trainopts *o, int key, const char *arg, const char *
         return 1;
     case OPT_OPTIMIZER: {
         tl_optim_cfg tmp;
-        if (tl_optim_defaults(arg, &tmp) < 0) return cli_usage_error(cmd, "--optimizer: %s", tl_errmsg());
+        if (tl_optim_defaults(arg, &tmp) < 0)
+            return cli_usage_error(cmd, "--optimizer: %s", tl_errmsg());
         snprintf(o->optimizer, sizeof o->optimizer, "%s", arg);
         return 1;
     }
@@ -180,7 +180,8 @@ int cli_trainopts_parse(cli_trainopts *o, int key, const char *arg, const char *
         return 1;
     case OPT_SCHEDULE: {
         tl_sched s;
-        if (tl_sched_init(&s, arg, 1, 1, 1, 1) < 0) return cli_usage_error(cmd, "--schedule: %s", tl_errmsg());
+        if (tl_sched_init(&s, arg, 1, 1, 1, 1) < 0)
+            return cli_usage_error(cmd, "--schedule: %s", tl_errmsg());
         snprintf(c->sched, sizeof c->sched, "%s", arg);
         return 1;
     }

@@ -36,7 +36,7 @@ typedef struct cli_trainopts {
     char optimizer[16];
     double lr, momentum, weight_decay; /* NaN: not given, keep the optimizer's default */
     int nesterov;
-    int data_given;   /* --data appeared */
+    int data_given; /* --data appeared */
 } cli_trainopts;
 
 extern const struct option cli_train_longopts[];

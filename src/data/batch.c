@@ -9,18 +9,18 @@
 
 struct tl_batcher {
     int n_nodes;
-    uint64_t *offsets;   /* n_nodes + 1 entries: node i owns [offsets[i], offsets[i+1]) */
-    uint64_t total;      /* N */
-    size_t batch_size;   /* B */
-    size_t buf_rows;     /* min(B, N): the largest batch */
+    uint64_t *offsets; /* n_nodes + 1 entries: node i owns [offsets[i], offsets[i+1]) */
+    uint64_t total;    /* N */
+    size_t batch_size; /* B */
+    size_t buf_rows;   /* min(B, N): the largest batch */
     int reshuffle;
-    int epochs;          /* epochs started */
-    tl_rng rng;          /* the stream, after the current epoch's draw */
-    tl_rng rng_before;   /* the stream as it was before the current permutation's draw */
-    uint64_t *perm;      /* N entries: the current epoch's permutation */
-    uint64_t *global;    /* buf_rows: the current batch, sorted */
-    uint64_t *local;     /* buf_rows: local indices of global[] */
-    uint64_t *scratch;   /* buf_rows: radix sort buffer */
+    int epochs;           /* epochs started */
+    tl_rng rng;           /* the stream, after the current epoch's draw */
+    tl_rng rng_before;    /* the stream as it was before the current permutation's draw */
+    uint64_t *perm;       /* N entries: the current epoch's permutation */
+    uint64_t *global;     /* buf_rows: the current batch, sorted */
+    uint64_t *local;      /* buf_rows: local indices of global[] */
+    uint64_t *scratch;    /* buf_rows: radix sort buffer */
     tl_batch_part *parts; /* min(n_nodes, buf_rows) */
 };
 
@@ -41,27 +41,23 @@ static void sort_u64(uint64_t *a, uint64_t *tmp, size_t n) {
         return;
     }
     uint64_t maxv = 0;
-    for (size_t i = 0; i < n; i++)
-        maxv |= a[i];
+    for (size_t i = 0; i < n; i++) maxv |= a[i];
     uint64_t *src = a, *dst = tmp;
     for (int shift = 0; shift < 64 && (maxv >> shift) != 0; shift += 8) {
         size_t count[256] = {0};
-        for (size_t i = 0; i < n; i++)
-            count[(src[i] >> shift) & 0xff]++;
+        for (size_t i = 0; i < n; i++) count[(src[i] >> shift) & 0xff]++;
         size_t pos = 0;
         for (int d = 0; d < 256; d++) {
             size_t c = count[d];
             count[d] = pos;
             pos += c;
         }
-        for (size_t i = 0; i < n; i++)
-            dst[count[(src[i] >> shift) & 0xff]++] = src[i];
+        for (size_t i = 0; i < n; i++) dst[count[(src[i] >> shift) & 0xff]++] = src[i];
         uint64_t *t = src;
         src = dst;
         dst = t;
     }
-    if (src != a)
-        memcpy(a, src, n * sizeof *a);
+    if (src != a) memcpy(a, src, n * sizeof *a);
 }
 
 /* Index of the node owning global row g: the last i with offsets[i] <= g, found
@@ -71,10 +67,8 @@ static int owner_of(const tl_batcher *b, uint64_t g, int lo) {
     int hi = b->n_nodes - 1;
     while (lo < hi) {
         int mid = lo + (hi - lo + 1) / 2;
-        if (b->offsets[mid] <= g)
-            lo = mid;
-        else
-            hi = mid - 1;
+        if (b->offsets[mid] <= g) lo = mid;
+        else hi = mid - 1;
     }
     return lo;
 }
@@ -89,13 +83,10 @@ int tl_batcher_new(const uint64_t *counts, int n_nodes, size_t batch_size, uint3
     *out = NULL;
     if (n_nodes < 1 || n_nodes > TL_MAX_NODES)
         return tl_error(TL_EINVAL, "batcher: %d nodes (must be 1..%d)", n_nodes, TL_MAX_NODES);
-    if (batch_size < 1)
-        return tl_error(TL_EINVAL, "batcher: batch size must be at least 1");
-    if (!counts)
-        return tl_error(TL_EINVAL, "batcher: no sample counts");
+    if (batch_size < 1) return tl_error(TL_EINVAL, "batcher: batch size must be at least 1");
+    if (!counts) return tl_error(TL_EINVAL, "batcher: no sample counts");
     b = calloc(1, sizeof *b);
-    if (!b)
-        return tl_error(TL_ENOMEM, "batcher: out of memory");
+    if (!b) return tl_error(TL_ENOMEM, "batcher: out of memory");
     b->n_nodes = n_nodes;
     b->offsets = malloc(((size_t)n_nodes + 1) * sizeof *b->offsets);
     if (!b->offsets) {
@@ -116,8 +107,7 @@ int tl_batcher_new(const uint64_t *counts, int n_nodes, size_t batch_size, uint3
         goto cleanup;
     }
     if (b->total > SIZE_MAX / sizeof(uint64_t)) {
-        rc = tl_error(TL_ERANGE, "batcher: %llu samples is too many",
-                      (unsigned long long)b->total);
+        rc = tl_error(TL_ERANGE, "batcher: %llu samples is too many", (unsigned long long)b->total);
         goto cleanup;
     }
     b->batch_size = batch_size;
@@ -147,16 +137,14 @@ cleanup:
  * stream's state before the draw. */
 static void draw_permutation(tl_batcher *b) {
     b->rng_before = b->rng;
-    for (uint64_t i = 0; i < b->total; i++)
-        b->perm[i] = i;
+    for (uint64_t i = 0; i < b->total; i++) b->perm[i] = i;
     tl_rng_shuffle(&b->rng, b->perm, (size_t)b->total);
 }
 
 /* Starts the next epoch: draws its permutation (only the first epoch draws when
  * reshuffle is off). Invalidates the pointers of the last tl_batcher_get. */
 void tl_batcher_start_epoch(tl_batcher *b) {
-    if (b->epochs == 0 || b->reshuffle)
-        draw_permutation(b);
+    if (b->epochs == 0 || b->reshuffle) draw_permutation(b);
     b->epochs++;
 }
 
@@ -225,19 +213,17 @@ int tl_batcher_restore(tl_batcher *b, const tl_rng *rng_before_epoch, int epochs
     b->rng = *rng_before_epoch;
     b->rng_before = *rng_before_epoch;
     b->epochs = epochs_started;
-    if (epochs_started > 0)
-        draw_permutation(b);
+    if (epochs_started > 0) draw_permutation(b);
     return 0;
 }
 
 /* Writes every batch of the current epoch to f, one JSON object a line:
  * {"epoch":E,"batch":K,"parts":[{"node":ID,"rows":[...]}...]} with E and K
- * counted from 1 (as in the metrics), ID = node index + 1 and rows the node's local indices ascending.
- * TL_EINVAL before the first epoch, TL_EIO if writing fails. Invalidates the
- * pointers of the last tl_batcher_get. */
+ * counted from 1 (as in the metrics), ID = node index + 1 and rows the node's local indices
+ * ascending. TL_EINVAL before the first epoch, TL_EIO if writing fails. Invalidates the pointers of
+ * the last tl_batcher_get. */
 int tl_batcher_write_plan(tl_batcher *b, FILE *f) {
-    if (b->epochs == 0)
-        return tl_error(TL_EINVAL, "batcher: no epoch started, no plan to write");
+    if (b->epochs == 0) return tl_error(TL_EINVAL, "batcher: no epoch started, no plan to write");
     size_t nb = tl_batcher_batches(b);
     for (size_t k = 0; k < nb; k++) {
         tl_batch bt;
@@ -251,18 +237,15 @@ int tl_batcher_write_plan(tl_batcher *b, FILE *f) {
             fputs("]}", f);
         }
         fputs("]}\n", f);
-        if (ferror(f))
-            return tl_error(TL_EIO, "batcher: writing the plan failed");
+        if (ferror(f)) return tl_error(TL_EIO, "batcher: writing the plan failed");
     }
-    if (fflush(f) != 0 || ferror(f))
-        return tl_error(TL_EIO, "batcher: writing the plan failed");
+    if (fflush(f) != 0 || ferror(f)) return tl_error(TL_EIO, "batcher: writing the plan failed");
     return 0;
 }
 
 /* Frees b and everything it owns. NULL-safe. */
 void tl_batcher_free(tl_batcher *b) {
-    if (!b)
-        return;
+    if (!b) return;
     free(b->offsets);
     free(b->perm);
     free(b->global);

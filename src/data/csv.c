@@ -55,10 +55,10 @@ static const double pow10_exact[23] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6, 
 
 #if LDBL_MANT_DIG >= 64
 /* 10^0..10^27: exact in an x87 long double (5^27 < 2^64). */
-static const long double pow10_ld[28] = {
-    1e0L,  1e1L,  1e2L,  1e3L,  1e4L,  1e5L,  1e6L,  1e7L,  1e8L,  1e9L,
-    1e10L, 1e11L, 1e12L, 1e13L, 1e14L, 1e15L, 1e16L, 1e17L, 1e18L, 1e19L,
-    1e20L, 1e21L, 1e22L, 1e23L, 1e24L, 1e25L, 1e26L, 1e27L};
+static const long double pow10_ld[28] = {1e0L,  1e1L,  1e2L,  1e3L,  1e4L,  1e5L,  1e6L,
+                                         1e7L,  1e8L,  1e9L,  1e10L, 1e11L, 1e12L, 1e13L,
+                                         1e14L, 1e15L, 1e16L, 1e17L, 1e18L, 1e19L, 1e20L,
+                                         1e21L, 1e22L, 1e23L, 1e24L, 1e25L, 1e26L, 1e27L};
 
 /* w * 10^e10 rounded to float as (float)strtod would, for |e10| <= 27, when
  * that can be decided from a 64-bit-mantissa approximation: returns 1 with
@@ -230,7 +230,8 @@ static int scan_cell(const csv *c, const char *p, cell *out) {
         const char *s = q + 1, *e = s;
         while (e < c->end && *e != '"' && *e != '\n') e++;
         if (e >= c->end || *e != '"')
-            return tl_error(TL_EFORMAT, "%s:%zu:%zu: unterminated quote (quoted cells cannot span lines)",
+            return tl_error(TL_EFORMAT,
+                            "%s:%zu:%zu: unterminated quote (quoted cells cannot span lines)",
                             c->name, c->line, column_of(c, p));
         q = e + 1;
         while (q < c->end && is_blank(*q)) q++;
@@ -279,14 +280,14 @@ static int bad_number(const csv *c, size_t col, const char *s, const char *e, in
     if (is_nan_inf(s, (size_t)(e - s)))
         return tl_error(TL_EFORMAT, "%s:%zu:%zu: NaN or Inf is not allowed: \"%.*s%s\"", c->name,
                         c->line, col, n, s, more);
-    return tl_error(TL_EFORMAT, "%s:%zu:%zu: not a number: \"%.*s%s\"", c->name, c->line, col, n,
-                    s, more);
+    return tl_error(TL_EFORMAT, "%s:%zu:%zu: not a number: \"%.*s%s\"", c->name, c->line, col, n, s,
+                    more);
 }
 
 /* Records the message for a row with the wrong number of cells. */
 static int ragged(const csv *c, size_t ncols) {
-    return tl_error(TL_EFORMAT, "%s:%zu: %zu cells, expected %zu (as on line 1)", c->name,
-                    c->line, count_cells(c), ncols);
+    return tl_error(TL_EFORMAT, "%s:%zu: %zu cells, expected %zu (as on line 1)", c->name, c->line,
+                    count_cells(c), ncols);
 }
 
 /* Per-row label cells, kept until the label kind is known. */
@@ -312,7 +313,8 @@ static int parse_row(const csv *c, size_t ncols, size_t label_col, float *x, lab
             if ((r = scan_cell(c, p, &k)) < 0) return r;
             if (col == label_col) {
                 if (k.s == k.e)
-                    return tl_error(TL_EFORMAT, "%s:%zu:%zu: empty label", c->name, c->line, col + 1);
+                    return tl_error(TL_EFORMAT, "%s:%zu:%zu: empty label", c->name, c->line,
+                                    col + 1);
                 lab->off = (size_t)(k.s - c->buf);
                 lab->len = (uint32_t)(k.e - k.s > UINT32_MAX ? UINT32_MAX : k.e - k.s);
             } else {
@@ -410,7 +412,8 @@ static int make_labels(const csv *c, label_ref *lab, size_t n, size_t label_col,
         if (maxv >= TL_DATASET_MAX_CLASSES) {
             for (size_t i = 0; i < n; i++)
                 if (t->y[i] == maxv)
-                    return tl_error(TL_ERANGE, "%s:%zu:%zu: label %.*s is over the limit of %d classes",
+                    return tl_error(TL_ERANGE,
+                                    "%s:%zu:%zu: label %.*s is over the limit of %d classes",
                                     c->name, first_data_line + i, label_col + 1, (int)lab[i].len,
                                     c->buf + lab[i].off, TL_DATASET_MAX_CLASSES);
         }
@@ -454,8 +457,8 @@ static int find_label(const csv *c, const cell *cells, size_t ncols, const tl_cs
     if (*l && !*end && errno == 0 && !isspace((unsigned char)*l)) {
         if (v < 0) v += (long long)ncols;
         if (v < 0 || v >= (long long)ncols)
-            return tl_error(TL_EFORMAT, "%s: label column %s is out of range (%zu columns)", c->name,
-                            l, ncols);
+            return tl_error(TL_EFORMAT, "%s: label column %s is out of range (%zu columns)",
+                            c->name, l, ncols);
         *col = (size_t)v;
         return 0;
     }
@@ -472,8 +475,7 @@ static int find_label(const csv *c, const cell *cells, size_t ncols, const tl_cs
 }
 
 /* Parses the whole text [buf, buf+len). */
-static int parse(const char *buf, size_t len, const char *name, const tl_csv_opts *o,
-                 tl_table *t) {
+static int parse(const char *buf, size_t len, const char *name, const tl_csv_opts *o, tl_table *t) {
     csv c;
     cell *cells = NULL;
     label_ref *lab = NULL;
@@ -486,14 +488,15 @@ static int parse(const char *buf, size_t len, const char *name, const tl_csv_opt
     if (len == 0 || at_eol(&c, buf))
         return tl_error(TL_EFORMAT, "%s:1: %s", name, len ? "empty first line" : "empty file");
     /* the first line, generically */
-    if (!(cells = malloc(cap * sizeof *cells))) return tl_error(TL_ENOMEM, "%s: out of memory", name);
+    if (!(cells = malloc(cap * sizeof *cells)))
+        return tl_error(TL_ENOMEM, "%s: out of memory", name);
     for (p = buf;;) {
         if (ncols == cap) {
             cell *nc = ncols >= TL_CSV_MAX_COLUMNS ? NULL : realloc(cells, 2 * cap * sizeof *cells);
             if (!nc) {
-                rc = ncols >= TL_CSV_MAX_COLUMNS
-                         ? tl_error(TL_ERANGE, "%s:1: more than %d columns", name, TL_CSV_MAX_COLUMNS)
-                         : tl_error(TL_ENOMEM, "%s: out of memory", name);
+                rc = ncols >= TL_CSV_MAX_COLUMNS ? tl_error(TL_ERANGE, "%s:1: more than %d columns",
+                                                            name, TL_CSV_MAX_COLUMNS)
+                                                 : tl_error(TL_ENOMEM, "%s: out of memory", name);
                 goto cleanup;
             }
             cells = nc, cap *= 2;
@@ -522,7 +525,8 @@ static int parse(const char *buf, size_t len, const char *name, const tl_csv_opt
     if (header) {
         t->feature_names = calloc(t->features, sizeof *t->feature_names);
         if (!t->feature_names ||
-            !(t->label_name = strndup(cells[label_col].s, cells[label_col].e - cells[label_col].s))) {
+            !(t->label_name = strndup(cells[label_col].s,
+                                      cells[label_col].e - cells[label_col].s))) {
             rc = tl_error(TL_ENOMEM, "%s: out of memory", name);
             goto cleanup;
         }
@@ -625,7 +629,8 @@ static int gunzip(const uint8_t *in, size_t len, const char *name, char **out, s
         pos += in_used, used += out_got;
     }
     if (used > TL_CSV_MAX_BYTES) {
-        rc = tl_error(TL_ERANGE, "%s: inflates to more than %zu bytes", name, (size_t)TL_CSV_MAX_BYTES);
+        rc = tl_error(TL_ERANGE, "%s: inflates to more than %zu bytes", name,
+                      (size_t)TL_CSV_MAX_BYTES);
         goto done;
     }
 done:

@@ -11,8 +11,8 @@
 
 #include "tl/csv.h"
 #include "tl/error.h"
-#include "tl/le.h"
 #include "tl/idx.h"
+#include "tl/le.h"
 #include "tl/norm.h"
 #include "tl/npy.h"
 #include "tl/rng.h"
@@ -59,7 +59,8 @@ static int load_idx(const char *dir, const char *split, tl_dataset *out) {
     if ((rc = find_file(dir, split, "labels", "idx1", &lb_path)) < 0) goto cleanup;
     if ((rc = tl_idx_read(im_path, &im)) < 0) goto cleanup;
     if (im.rank != 3) {
-        rc = tl_error(TL_EFORMAT, "%s: images must have rank 3 (n, rows, cols), not %d", im_path, im.rank);
+        rc = tl_error(TL_EFORMAT, "%s: images must have rank 3 (n, rows, cols), not %d", im_path,
+                      im.rank);
         goto cleanup;
     }
     if ((rc = tl_idx_read(lb_path, &lb)) < 0) goto cleanup;
@@ -165,8 +166,10 @@ static int load_csv(const char *path, const tl_dataset_opts *o, tl_dataset *out)
         size_t got = fread(magic, 1, sizeof magic, f);
         fclose(f);
         if (got == sizeof magic && memcmp(magic, "\x93NUMPY", 6) == 0)
-            return tl_error(TL_EFORMAT, "%s: a .npy file: give the directory that holds x.npy "
-                                        "and y.npy", path);
+            return tl_error(TL_EFORMAT,
+                            "%s: a .npy file: give the directory that holds x.npy "
+                            "and y.npy",
+                            path);
     }
     if (o && o->header == 1) co.header = 1;
     if (o && o->header == -1) co.header = 0;
@@ -223,9 +226,7 @@ static int is_idx_kind(const tl_dataset *d) {
 }
 
 /* Bytes per element of d. */
-static size_t elsize(const tl_dataset *d) {
-    return d->dtype == TL_ELEM_F32 ? sizeof(float) : 1;
-}
+static size_t elsize(const tl_dataset *d) { return d->dtype == TL_ELEM_F32 ? sizeof(float) : 1; }
 
 /* The sample buffer of d (images or feats). */
 static const uint8_t *samples(const tl_dataset *d) {
@@ -378,7 +379,9 @@ int tl_dataset_save(const char *dir, const char *split, const tl_dataset *d) {
     size_t len = strlen(dir) + strlen(split) + 40;
     char *path = malloc(len);
     if (!path) return tl_error(TL_ENOMEM, "out of memory");
-    tl_idx im = {.rank = 3, .dims = {(uint32_t)d->n, d->rows, d->cols}, .count = d->n * d->dim,
+    tl_idx im = {.rank = 3,
+                 .dims = {(uint32_t)d->n, d->rows, d->cols},
+                 .count = d->n * d->dim,
                  .data = d->images};
     tl_idx lb = {.rank = 1, .dims = {(uint32_t)d->n}, .count = d->n, .data = d->labels};
     snprintf(path, len, "%s/%s-images-idx3-ubyte.gz", dir, split);
@@ -414,7 +417,8 @@ int tl_dataset_subset(const tl_dataset *src, const size_t *rows, size_t n, tl_da
     if (n == 0) return tl_error(TL_EINVAL, "a data set subset needs at least one row");
     for (size_t i = 0; i < n; i++)
         if (rows[i] >= src->n)
-            return tl_error(TL_EINVAL, "subset row %zu out of range (data set has %zu)", rows[i], src->n);
+            return tl_error(TL_EINVAL, "subset row %zu out of range (data set has %zu)", rows[i],
+                            src->n);
     const size_t es = elsize(src), row = src->dim * es;
     if (n > SIZE_MAX / (row ? row : 1))
         return tl_error(TL_ERANGE, "subset of %zu rows too large", n);

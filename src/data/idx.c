@@ -184,10 +184,11 @@ static int gunzip(const uint8_t *in, size_t len, const char *name, uint8_t **out
             size_t lim = min_size(OUT_LIMIT, have + inflate_bound(len - pos));
             if (cap >= lim) {
                 if (lim == OUT_LIMIT)
-                    rc = tl_error(TL_ERANGE, "%s: gzip data inflates to over %zu bytes (no IDX "
-                                  "file is that large)", name, (size_t)OUT_LIMIT - 1);
-                else
-                    rc = tl_error(TL_EFORMAT, "%s: corrupt gzip stream", name);
+                    rc = tl_error(TL_ERANGE,
+                                  "%s: gzip data inflates to over %zu bytes (no IDX "
+                                  "file is that large)",
+                                  name, (size_t)OUT_LIMIT - 1);
+                else rc = tl_error(TL_EFORMAT, "%s: corrupt gzip stream", name);
                 goto cleanup;
             }
             size_t ncap = min_size(lim, cap < 4096 ? 8192 : 2 * cap);
@@ -258,7 +259,8 @@ static int read_raw_file(int fd, const uint8_t *h, size_t got, size_t hlen, uint
     memcpy(t->data, h + hlen, pre);
     if ((rc = tl_file_read_full(fd, t->data + pre, t->count - pre, &n, name)) < 0) return rc;
     if (pre + n < t->count) /* the file shrank under us */
-        return tl_error(TL_EFORMAT, "%s: truncated data (%zu of %zu bytes)", name, pre + n, t->count);
+        return tl_error(TL_EFORMAT, "%s: truncated data (%zu of %zu bytes)", name, pre + n,
+                        t->count);
     uint8_t extra;
     if ((rc = tl_file_read_full(fd, &extra, 1, &n, name)) < 0) return rc;
     if (n) return tl_error(TL_EFORMAT, "%s: trailing bytes after the data", name);
@@ -326,7 +328,7 @@ int tl_idx_read(const char *path, tl_idx *out) {
         rc = tl_error(TL_EFORMAT, "%s: empty file", path);
         goto cleanup;
     }
-    if (file_len < got) file_len = got; /* it grew after fstat */
+    if (file_len < got) file_len = got;                /* it grew after fstat */
     if (!(got >= 2 && h[0] == 0x1f && h[1] == 0x8b)) { /* raw */
         if ((rc = parse_header(h, got, path, &t, &hlen)) < 0) goto cleanup;
         if (reg) {
@@ -339,7 +341,8 @@ int tl_idx_read(const char *path, tl_idx *out) {
         }
     } else { /* gzip: the whole file in memory, then inflate */
         if (file_len > READ_LIMIT) {
-            rc = tl_error(TL_ERANGE, "%s: file too large (over %zu bytes)", path, (size_t)READ_LIMIT);
+            rc = tl_error(TL_ERANGE, "%s: file too large (over %zu bytes)", path,
+                          (size_t)READ_LIMIT);
             goto cleanup;
         }
         void *map = reg ? mmap(NULL, file_len, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0)
@@ -353,7 +356,8 @@ int tl_idx_read(const char *path, tl_idx *out) {
         }
         rc = slurp(fd, h, got, file_len, READ_LIMIT + 1, path, &all, &all_len);
         if (rc == 0 && all_len > READ_LIMIT)
-            rc = tl_error(TL_ERANGE, "%s: file too large (over %zu bytes)", path, (size_t)READ_LIMIT);
+            rc = tl_error(TL_ERANGE, "%s: file too large (over %zu bytes)", path,
+                          (size_t)READ_LIMIT);
         if (rc == 0) rc = parse_mem(all, all_len, path, &t);
     }
 cleanup:
@@ -381,7 +385,8 @@ int tl_idx_read_mem(const uint8_t *buf, size_t len, const char *name, tl_idx *ou
 }
 
 /* Compresses header then data as one gzip member and writes it to fd. */
-static int write_gz(tl_file_w *w, const uint8_t *hdr, size_t hlen, const tl_idx *t, const char *path) {
+static int write_gz(tl_file_w *w, const uint8_t *hdr, size_t hlen, const tl_idx *t,
+                    const char *path) {
     struct libdeflate_compressor *c = libdeflate_alloc_compressor(GZ_LEVEL);
     uint8_t *in = malloc(hlen + t->count), *out = NULL;
     size_t bound = 0, n;
@@ -424,7 +429,8 @@ int tl_idx_write(const char *path, const tl_idx *t, int flags) {
         tl_be_store32(hdr + 4 + 4 * i, d);
     }
     if (count != t->count || !t->data)
-        return tl_error(TL_EINVAL, "%s: count %zu does not match dimensions (%zu)", path, t->count, count);
+        return tl_error(TL_EINVAL, "%s: count %zu does not match dimensions (%zu)", path, t->count,
+                        count);
     size_t hlen = 4 + 4 * (size_t)t->rank;
 
     tl_file_w w;

@@ -30,8 +30,10 @@ int tl_norm_parse(const char *s, tl_norm *out) {
     out->std = (float)sd;
     return 0;
 bad:
-    return tl_error(TL_EINVAL, "normalization '%s': expected none, standardize or MEAN,STD "
-                               "(finite numbers, STD > 0)", s);
+    return tl_error(TL_EINVAL,
+                    "normalization '%s': expected none, standardize or MEAN,STD "
+                    "(finite numbers, STD > 0)",
+                    s);
 }
 
 /* Contract in norm.h. */

@@ -24,7 +24,8 @@
 #include "tl/file.h"
 #include "tl/le.h"
 
-_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "npy.c reads little-endian data in place");
+_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
+               "npy.c reads little-endian data in place");
 
 #define HEADER_MAX 65536 /* longest header dict accepted (numpy itself stops at 10,000) */
 
@@ -92,7 +93,9 @@ static int parse_dict(hdr *h, char *descr, size_t cap, int *fortran, tl_npy *a) 
             size_t left = (size_t)(h->end - h->p);
             if (left >= 4 && !memcmp(h->p, "True", 4)) *fortran = 1, h->p += 4;
             else if (left >= 5 && !memcmp(h->p, "False", 5)) *fortran = 0, h->p += 5;
-            else return tl_error(TL_EFORMAT, "%s: bad header: fortran_order is not True or False", h->path);
+            else
+                return tl_error(TL_EFORMAT, "%s: bad header: fortran_order is not True or False",
+                                h->path);
             seen |= 2;
         } else if (!strcmp(key, "shape") && !(seen & 4)) {
             if ((rc = expect(h, '(')) < 0) return rc;
@@ -101,7 +104,8 @@ static int parse_dict(hdr *h, char *descr, size_t cap, int *fortran, tl_npy *a) 
                 skip_ws(h);
                 if (h->p < h->end && *h->p == ')') break;
                 if (h->p >= h->end || (unsigned)(*h->p - '0') >= 10)
-                    return tl_error(TL_EFORMAT, "%s: bad header: shape is not a tuple of integers", h->path);
+                    return tl_error(TL_EFORMAT, "%s: bad header: shape is not a tuple of integers",
+                                    h->path);
                 uint64_t v = 0;
                 for (; h->p < h->end && (unsigned)(*h->p - '0') < 10; h->p++) {
                     if (v > TL_NPY_MAX_BYTES)
@@ -114,12 +118,14 @@ static int parse_dict(hdr *h, char *descr, size_t cap, int *fortran, tl_npy *a) 
                 skip_ws(h);
                 if (h->p < h->end && *h->p == ',') h->p++;
                 else if (h->p < h->end && *h->p != ')')
-                    return tl_error(TL_EFORMAT, "%s: bad header: shape is not a tuple of integers", h->path);
+                    return tl_error(TL_EFORMAT, "%s: bad header: shape is not a tuple of integers",
+                                    h->path);
             }
             h->p++;
             seen |= 4;
         } else {
-            return tl_error(TL_EFORMAT, "%s: bad header: unexpected or repeated key '%s'", h->path, key);
+            return tl_error(TL_EFORMAT, "%s: bad header: unexpected or repeated key '%s'", h->path,
+                            key);
         }
         skip_ws(h);
         if (h->p < h->end && *h->p == ',') h->p++;
@@ -129,10 +135,13 @@ static int parse_dict(hdr *h, char *descr, size_t cap, int *fortran, tl_npy *a) 
     h->p++; /* '}' */
     skip_ws(h);
     if (h->p != h->end - 1 || *h->p != '\n')
-        return tl_error(TL_EFORMAT, "%s: bad header: text after the dict or no final newline", h->path);
+        return tl_error(TL_EFORMAT, "%s: bad header: text after the dict or no final newline",
+                        h->path);
     if (seen != 7)
         return tl_error(TL_EFORMAT, "%s: bad header: missing %s", h->path,
-                        !(seen & 1) ? "'descr'" : !(seen & 2) ? "'fortran_order'" : "'shape'");
+                        !(seen & 1)   ? "'descr'"
+                        : !(seen & 2) ? "'fortran_order'"
+                                      : "'shape'");
     return 0;
 }
 
@@ -214,8 +223,10 @@ int tl_npy_read(const char *path, tl_npy *a) {
     if ((rc = parse_dict(&h, descr, sizeof descr, &fortran, a)) < 0) goto cleanup;
     if ((rc = parse_descr(path, descr, a)) < 0) goto cleanup;
     if (fortran) {
-        rc = tl_error(TL_EFORMAT, "%s: Fortran order is not supported (save a C-ordered array: "
-                                  "numpy.ascontiguousarray)", path);
+        rc = tl_error(TL_EFORMAT,
+                      "%s: Fortran order is not supported (save a C-ordered array: "
+                      "numpy.ascontiguousarray)",
+                      path);
         goto cleanup;
     }
     if (a->rank == 0) {
@@ -229,7 +240,8 @@ int tl_npy_read(const char *path, tl_npy *a) {
             goto cleanup;
         }
         if (a->shape[i] > TL_NPY_MAX_BYTES / a->elsize / a->count) {
-            rc = tl_error(TL_ERANGE, "%s: more than %zu bytes of data", path, (size_t)TL_NPY_MAX_BYTES);
+            rc = tl_error(TL_ERANGE, "%s: more than %zu bytes of data", path,
+                          (size_t)TL_NPY_MAX_BYTES);
             goto cleanup;
         }
         a->count *= (size_t)a->shape[i];

@@ -35,9 +35,10 @@ static int parse_scheme(const char *scheme, int *kind, double *alpha) {
         *alpha = v;
         return 0;
     }
-    return tl_error(TL_EINVAL,
-                    "unknown partition scheme '%s' (expected contiguous, iid, label or dirichlet:ALPHA)",
-                    scheme);
+    return tl_error(
+        TL_EINVAL,
+        "unknown partition scheme '%s' (expected contiguous, iid, label or dirichlet:ALPHA)",
+        scheme);
 }
 
 /* Contract in partition.h. */
@@ -98,7 +99,8 @@ static double log_gamma_variate(tl_rng *r, double alpha) {
 
 /* Dirichlet(alpha) split: fills assign (see partition.h for the exact steps).
  * 0 or TL_ENOMEM. */
-static int dirichlet(const tl_dataset *d, int n_nodes, double alpha, uint32_t seed, uint32_t *assign) {
+static int dirichlet(const tl_dataset *d, int n_nodes, double alpha, uint32_t seed,
+                     uint32_t *assign) {
     size_t n = d->n, N = (size_t)n_nodes, classes = 0;
     for (size_t r = 0; r < n; r++) /* from the labels: d->classes is not trusted */
         if ((size_t)d->labels[r] + 1 > classes) classes = (size_t)d->labels[r] + 1;
@@ -205,8 +207,9 @@ int tl_partition(const tl_dataset *d, int n_nodes, const char *scheme, uint32_t 
     *rows_out = NULL;
     if ((rc = parse_scheme(scheme, &kind, &alpha)) < 0) return rc;
     if (n_nodes < 1 || (size_t)n_nodes > d->n)
-        return tl_error(TL_EINVAL, "cannot partition %zu samples among %d nodes (need 1 to %zu nodes)",
-                        d->n, n_nodes, d->n);
+        return tl_error(TL_EINVAL,
+                        "cannot partition %zu samples among %d nodes (need 1 to %zu nodes)", d->n,
+                        n_nodes, d->n);
     uint32_t *assign = malloc(d->n * sizeof *assign);
     size_t *rows = malloc(d->n * sizeof *rows);
     if (!assign || !rows) {

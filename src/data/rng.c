@@ -38,8 +38,7 @@ static void regenerate(tl_rng *r) {
 
 /* Next tempered 32-bit output of the stream. */
 uint32_t tl_rng_u32(tl_rng *r) {
-    if (r->mti >= TL_MT_N)
-        regenerate(r);
+    if (r->mti >= TL_MT_N) regenerate(r);
     uint32_t y = r->mt[r->mti++];
     y ^= y >> 11;
     y ^= (y << 7) & 0x9d2c5680u;
@@ -54,8 +53,7 @@ uint32_t tl_rng_u32(tl_rng *r) {
  * mt19937_next64 evaluates it). */
 uint64_t tl_rng_interval(tl_rng *r, uint64_t max) {
     uint64_t mask = max, value;
-    if (max == 0)
-        return 0;
+    if (max == 0) return 0;
     mask |= mask >> 1;
     mask |= mask >> 2;
     mask |= mask >> 4;
@@ -91,8 +89,7 @@ void tl_rng_shuffle(tl_rng *r, uint64_t *a, size_t n) {
 float tl_rng_uniform(tl_rng *r, float lo, float hi) {
     float u = (float)(tl_rng_u32(r) >> 8) * (1.0f / 16777216.0f);
     float v = lo + (hi - lo) * u;
-    if (v >= hi && hi > lo)
-        v = nextafterf(hi, lo); /* only through rounding; keeps [lo, hi) */
+    if (v >= hi && hi > lo) v = nextafterf(hi, lo); /* only through rounding; keeps [lo, hi) */
     return v;
 }
 

@@ -214,7 +214,8 @@ int tl_file_open_stream(const char *path, int append, FILE **out) {
         /* a new empty file renamed into place; its descriptor stays ours */
         char *tmp;
         fd = create_tmp(path, 0644, &tmp);
-        if (fd < 0) return tl_error(TL_EIO, "%s: cannot create a file there: %s", path, strerror(errno));
+        if (fd < 0)
+            return tl_error(TL_EIO, "%s: cannot create a file there: %s", path, strerror(errno));
         if (rename(tmp, path) < 0) {
             int e = errno;
             close(fd);

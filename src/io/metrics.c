@@ -38,10 +38,8 @@ static int finish_line(tl_metrics *m) {
 /* Writes ,"name":value with %.*g, or ,"name":null for the trainer's -1 (no
  * test set) and for a value JSON cannot hold (NaN, infinity). */
 static void put_opt(FILE *f, const char *name, double v, int digits) {
-    if (v < 0 || !isfinite(v))
-        fprintf(f, ",\"%s\":null", name);
-    else
-        fprintf(f, ",\"%s\":%.*g", name, digits, v);
+    if (v < 0 || !isfinite(v)) fprintf(f, ",\"%s\":null", name);
+    else fprintf(f, ",\"%s\":%.*g", name, digits, v);
 }
 
 int tl_metrics_epoch(tl_metrics *m, const tl_epoch_report *r) {

@@ -36,8 +36,7 @@ static int peek(st_parser *p) {
 
 /* Consumes the byte c after optional whitespace, or fails. */
 static int expect(st_parser *p, char c) {
-    if (peek(p) != (unsigned char)c)
-        return perr(p, "expected '%c'", c);
+    if (peek(p) != (unsigned char)c) return perr(p, "expected '%c'", c);
     p->i++;
     return 0;
 }
@@ -45,32 +44,26 @@ static int expect(st_parser *p, char c) {
 /* Appends a byte to the string arena (sized so it cannot overflow on valid
  * input; checked anyway). */
 static int put(st_parser *p, uint8_t c) {
-    if (p->used >= p->cap)
-        return perr(p, "string storage exhausted");
+    if (p->used >= p->cap) return perr(p, "string storage exhausted");
     p->arena[p->used++] = (char)c;
     return 0;
 }
 
 /* Value of one hex digit, or -1. */
 static int hexval(uint8_t c) {
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
     return -1;
 }
 
 /* Parses the 4 hex digits of a \u escape at p->i. */
 static int parse_hex4(st_parser *p, uint32_t *out) {
     uint32_t v = 0;
-    if (p->n - p->i < 4)
-        return perr(p, "truncated \\u escape");
+    if (p->n - p->i < 4) return perr(p, "truncated \\u escape");
     for (int k = 0; k < 4; k++) {
         int h = hexval(p->s[p->i + k]);
-        if (h < 0)
-            return perr(p, "bad hex digit in \\u escape");
+        if (h < 0) return perr(p, "bad hex digit in \\u escape");
         v = v << 4 | (uint32_t)h;
     }
     p->i += 4;
@@ -104,29 +97,18 @@ size_t tl__st_utf8_len(const uint8_t *s, size_t avail) {
     uint8_t c = s[0];
     size_t len;
     uint8_t lo = 0x80, hi = 0xbf;
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xc2 && c <= 0xdf)
-        len = 2;
-    else if (c >= 0xe0 && c <= 0xef)
-        len = 3;
-    else if (c >= 0xf0 && c <= 0xf4)
-        len = 4;
-    else
-        return 0;
-    if (c == 0xe0)
-        lo = 0xa0;
-    else if (c == 0xed)
-        hi = 0x9f;
-    else if (c == 0xf0)
-        lo = 0x90;
-    else if (c == 0xf4)
-        hi = 0x8f;
-    if (avail < len || s[1] < lo || s[1] > hi)
-        return 0;
+    if (c < 0x80) return 1;
+    if (c >= 0xc2 && c <= 0xdf) len = 2;
+    else if (c >= 0xe0 && c <= 0xef) len = 3;
+    else if (c >= 0xf0 && c <= 0xf4) len = 4;
+    else return 0;
+    if (c == 0xe0) lo = 0xa0;
+    else if (c == 0xed) hi = 0x9f;
+    else if (c == 0xf0) lo = 0x90;
+    else if (c == 0xf4) hi = 0x8f;
+    if (avail < len || s[1] < lo || s[1] > hi) return 0;
     for (size_t k = 2; k < len; k++)
-        if (s[k] < 0x80 || s[k] > 0xbf)
-            return 0;
+        if (s[k] < 0x80 || s[k] > 0xbf) return 0;
     return len;
 }
 
@@ -134,23 +116,19 @@ size_t tl__st_utf8_len(const uint8_t *s, size_t avail) {
  * Rejects raw control characters, bad escapes, invalid UTF-8 and NUL. */
 static int parse_string(st_parser *p, const char **out) {
     int rc;
-    if ((rc = expect(p, '"')) < 0)
-        return rc;
+    if ((rc = expect(p, '"')) < 0) return rc;
     char *start = p->arena + p->used;
     for (;;) {
-        if (p->i >= p->n)
-            return perr(p, "unterminated string");
+        if (p->i >= p->n) return perr(p, "unterminated string");
         uint8_t c = p->s[p->i];
         if (c == '"') {
             p->i++;
             break;
         }
-        if (c < 0x20)
-            return perr(p, "control character 0x%02x in a string", c);
+        if (c < 0x20) return perr(p, "control character 0x%02x in a string", c);
         if (c == '\\') {
             p->i++;
-            if (p->i >= p->n)
-                return perr(p, "unterminated string");
+            if (p->i >= p->n) return perr(p, "unterminated string");
             uint8_t e = p->s[p->i++];
             uint32_t cp;
             switch (e) {
@@ -163,8 +141,7 @@ static int parse_string(st_parser *p, const char **out) {
             case 'r': rc = put(p, '\r'); break;
             case 't': rc = put(p, '\t'); break;
             case 'u':
-                if ((rc = parse_hex4(p, &cp)) < 0)
-                    return rc;
+                if ((rc = parse_hex4(p, &cp)) < 0) return rc;
                 if (cp >= 0xdc00 && cp <= 0xdfff)
                     return perr(p, "unpaired low surrogate in \\u escape");
                 if (cp >= 0xd800 && cp <= 0xdbff) {
@@ -172,34 +149,28 @@ static int parse_string(st_parser *p, const char **out) {
                     if (p->n - p->i < 2 || p->s[p->i] != '\\' || p->s[p->i + 1] != 'u')
                         return perr(p, "unpaired high surrogate in \\u escape");
                     p->i += 2;
-                    if ((rc = parse_hex4(p, &lo)) < 0)
-                        return rc;
+                    if ((rc = parse_hex4(p, &lo)) < 0) return rc;
                     if (lo < 0xdc00 || lo > 0xdfff)
                         return perr(p, "unpaired high surrogate in \\u escape");
                     cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
                 }
-                if (cp == 0)
-                    return perr(p, "NUL character (\\u0000) in a string");
+                if (cp == 0) return perr(p, "NUL character (\\u0000) in a string");
                 rc = put_utf8(p, cp);
                 break;
             default:
                 p->i--;
                 return perr(p, "bad escape '\\%c' in a string", e >= 0x20 && e < 0x7f ? e : '?');
             }
-            if (rc < 0)
-                return rc;
+            if (rc < 0) return rc;
             continue;
         }
         size_t len = tl__st_utf8_len(p->s + p->i, p->n - p->i);
-        if (len == 0)
-            return perr(p, "invalid UTF-8 in a string");
+        if (len == 0) return perr(p, "invalid UTF-8 in a string");
         for (size_t k = 0; k < len; k++)
-            if ((rc = put(p, p->s[p->i + k])) < 0)
-                return rc;
+            if ((rc = put(p, p->s[p->i + k])) < 0) return rc;
         p->i += len;
     }
-    if ((rc = put(p, '\0')) < 0)
-        return rc;
+    if ((rc = put(p, '\0')) < 0) return rc;
     *out = start;
     return 0;
 }
@@ -214,14 +185,12 @@ static int parse_int(st_parser *p, int64_t *out) {
         neg = 1;
         p->i++;
     }
-    if (p->i >= p->n || p->s[p->i] < '0' || p->s[p->i] > '9')
-        return perr(p, "expected an integer");
+    if (p->i >= p->n || p->s[p->i] < '0' || p->s[p->i] > '9') return perr(p, "expected an integer");
     if (p->s[p->i] == '0' && p->i + 1 < p->n && p->s[p->i + 1] >= '0' && p->s[p->i + 1] <= '9')
         return perr(p, "integer with a leading zero");
     while (p->i < p->n && p->s[p->i] >= '0' && p->s[p->i] <= '9') {
         uint64_t d = (uint64_t)(p->s[p->i] - '0');
-        if (v > ((uint64_t)INT64_MAX - d) / 10)
-            return perr(p, "integer too large");
+        if (v > ((uint64_t)INT64_MAX - d) / 10) return perr(p, "integer too large");
         v = v * 10 + d;
         p->i++;
     }
@@ -236,8 +205,7 @@ static int parse_int_array(st_parser *p, int64_t *out, int max, int *count, cons
                            const char *name) {
     int rc;
     *count = 0;
-    if (peek(p) != '[')
-        return perr(p, "tensor '%s': %s is not an array", name, what);
+    if (peek(p) != '[') return perr(p, "tensor '%s': %s is not an array", name, what);
     p->i++;
     if (peek(p) == ']') {
         p->i++;
@@ -246,13 +214,11 @@ static int parse_int_array(st_parser *p, int64_t *out, int max, int *count, cons
     for (;;) {
         if (*count == max)
             return perr(p, "tensor '%s': %s has more than %d entries", name, what, max);
-        if ((rc = parse_int(p, &out[*count])) < 0)
-            return rc;
+        if ((rc = parse_int(p, &out[*count])) < 0) return rc;
         (*count)++;
         int c = peek(p);
         p->i++;
-        if (c == ']')
-            return 0;
+        if (c == ']') return 0;
         if (c != ',') {
             p->i--;
             return perr(p, "tensor '%s': expected ',' or ']' in %s", name, what);
@@ -277,11 +243,9 @@ static int member_end(st_parser *p) {
 /* Parses "__metadata__"'s value: an object of string values. */
 static int parse_metadata(st_parser *p) {
     int rc;
-    if (p->seen_meta)
-        return perr(p, "duplicate key '__metadata__'");
+    if (p->seen_meta) return perr(p, "duplicate key '__metadata__'");
     p->seen_meta = 1;
-    if (peek(p) != '{')
-        return perr(p, "__metadata__ is not an object");
+    if (peek(p) != '{') return perr(p, "__metadata__ is not an object");
     p->i++;
     if (peek(p) == '}') {
         p->i++;
@@ -289,27 +253,21 @@ static int parse_metadata(st_parser *p) {
     }
     for (;;) {
         const char *key, *val;
-        if ((rc = parse_string(p, &key)) < 0)
-            return rc;
-        if ((rc = expect(p, ':')) < 0)
-            return rc;
-        if (peek(p) != '"')
-            return perr(p, "metadata value of '%s' is not a string", key);
-        if ((rc = parse_string(p, &val)) < 0)
-            return rc;
+        if ((rc = parse_string(p, &key)) < 0) return rc;
+        if ((rc = expect(p, ':')) < 0) return rc;
+        if (peek(p) != '"') return perr(p, "metadata value of '%s' is not a string", key);
+        if ((rc = parse_string(p, &val)) < 0) return rc;
         if (p->n_meta == p->cap_meta) {
             int cap = p->cap_meta ? 2 * p->cap_meta : 16;
             tl_st_kv *m = realloc(p->meta, (size_t)cap * sizeof *m);
-            if (!m)
-                return tl_error(TL_ENOMEM, "%s: out of memory reading the header", p->path);
+            if (!m) return tl_error(TL_ENOMEM, "%s: out of memory reading the header", p->path);
             p->meta = m;
             p->cap_meta = cap;
         }
         p->meta[p->n_meta].key = key;
         p->meta[p->n_meta].value = val;
         p->n_meta++;
-        if ((rc = member_end(p)) <= 0)
-            return rc;
+        if ((rc = member_end(p)) <= 0) return rc;
     }
 }
 
@@ -320,36 +278,27 @@ static int parse_tensor(st_parser *p, const char *name) {
     tl_st_tensor t = {0};
     int64_t off[2] = {0, 0};
     t.name = name;
-    if (peek(p) != '{')
-        return perr(p, "tensor '%s': description is not an object", name);
+    if (peek(p) != '{') return perr(p, "tensor '%s': description is not an object", name);
     p->i++;
     if (peek(p) == '}') {
         p->i++;
     } else {
         for (;;) {
             const char *key;
-            if ((rc = parse_string(p, &key)) < 0)
-                return rc;
-            if ((rc = expect(p, ':')) < 0)
-                return rc;
+            if ((rc = parse_string(p, &key)) < 0) return rc;
+            if ((rc = expect(p, ':')) < 0) return rc;
             if (strcmp(key, "dtype") == 0) {
                 const char *dt;
-                if (have_dtype++)
-                    return perr(p, "tensor '%s': duplicate key 'dtype'", name);
-                if (peek(p) != '"')
-                    return perr(p, "tensor '%s': dtype is not a string", name);
-                if ((rc = parse_string(p, &dt)) < 0)
-                    return rc;
-                if (strcmp(dt, "F32") == 0)
-                    t.dtype = TL_ST_F32;
-                else if (strcmp(dt, "I64") == 0)
-                    t.dtype = TL_ST_I64;
+                if (have_dtype++) return perr(p, "tensor '%s': duplicate key 'dtype'", name);
+                if (peek(p) != '"') return perr(p, "tensor '%s': dtype is not a string", name);
+                if ((rc = parse_string(p, &dt)) < 0) return rc;
+                if (strcmp(dt, "F32") == 0) t.dtype = TL_ST_F32;
+                else if (strcmp(dt, "I64") == 0) t.dtype = TL_ST_I64;
                 else
                     return perr(p, "tensor '%s': unsupported dtype '%.32s' (F32 and I64 only)",
                                 name, dt);
             } else if (strcmp(key, "shape") == 0) {
-                if (have_shape++)
-                    return perr(p, "tensor '%s': duplicate key 'shape'", name);
+                if (have_shape++) return perr(p, "tensor '%s': duplicate key 'shape'", name);
                 if ((rc = parse_int_array(p, t.shape, TL_ST_MAX_RANK, &t.rank, "shape", name)) < 0)
                     return rc;
                 for (int k = 0; k < t.rank; k++)
@@ -360,34 +309,29 @@ static int parse_tensor(st_parser *p, const char *name) {
                 int cnt;
                 if (have_offsets++)
                     return perr(p, "tensor '%s': duplicate key 'data_offsets'", name);
-                if ((rc = parse_int_array(p, off, 2, &cnt, "data_offsets", name)) < 0)
-                    return rc;
-                if (cnt != 2)
-                    return perr(p, "tensor '%s': data_offsets must have 2 entries", name);
+                if ((rc = parse_int_array(p, off, 2, &cnt, "data_offsets", name)) < 0) return rc;
+                if (cnt != 2) return perr(p, "tensor '%s': data_offsets must have 2 entries", name);
                 if (off[0] < 0 || off[1] < 0)
                     return perr(p, "tensor '%s': negative data offset", name);
             } else {
                 return perr(p, "tensor '%s': unknown key '%.32s'", name, key);
             }
-            if ((rc = member_end(p)) < 0)
-                return rc;
-            if (rc == 0)
-                break;
+            if ((rc = member_end(p)) < 0) return rc;
+            if (rc == 0) break;
         }
     }
     if (!have_dtype || !have_shape || !have_offsets)
         return perr(p, "tensor '%s': missing '%s'", name,
-                    !have_dtype ? "dtype" : !have_shape ? "shape" : "data_offsets");
+                    !have_dtype   ? "dtype"
+                    : !have_shape ? "shape"
+                                  : "data_offsets");
     if (p->n_t == p->cap_t) {
-        if (p->cap_t > INT32_MAX / 2)
-            return perr(p, "too many tensors");
+        if (p->cap_t > INT32_MAX / 2) return perr(p, "too many tensors");
         int cap = p->cap_t ? 2 * p->cap_t : 64;
         tl_st_tensor *nt = realloc(p->t, (size_t)cap * sizeof *nt);
-        if (nt)
-            p->t = nt;
+        if (nt) p->t = nt;
         st_span *ns = nt ? realloc(p->span, (size_t)cap * sizeof *ns) : NULL;
-        if (!ns)
-            return tl_error(TL_ENOMEM, "%s: out of memory reading the header", p->path);
+        if (!ns) return tl_error(TL_ENOMEM, "%s: out of memory reading the header", p->path);
         p->span = ns;
         p->cap_t = cap;
     }
@@ -401,34 +345,24 @@ static int parse_tensor(st_parser *p, const char *name) {
 /* Contract in st_int.h. */
 int tl__st_parse_header(st_parser *p) {
     int rc;
-    if (peek(p) != '{')
-        return perr(p, "the header is not a JSON object");
+    if (peek(p) != '{') return perr(p, "the header is not a JSON object");
     p->i++;
     if (peek(p) == '}') {
         p->i++;
     } else {
         for (;;) {
             const char *key;
-            if (peek(p) != '"')
-                return perr(p, "expected a string key");
-            if ((rc = parse_string(p, &key)) < 0)
-                return rc;
-            if ((rc = expect(p, ':')) < 0)
-                return rc;
-            if (strcmp(key, "__metadata__") == 0)
-                rc = parse_metadata(p);
-            else
-                rc = parse_tensor(p, key);
-            if (rc < 0)
-                return rc;
-            if ((rc = member_end(p)) < 0)
-                return rc;
-            if (rc == 0)
-                break;
+            if (peek(p) != '"') return perr(p, "expected a string key");
+            if ((rc = parse_string(p, &key)) < 0) return rc;
+            if ((rc = expect(p, ':')) < 0) return rc;
+            if (strcmp(key, "__metadata__") == 0) rc = parse_metadata(p);
+            else rc = parse_tensor(p, key);
+            if (rc < 0) return rc;
+            if ((rc = member_end(p)) < 0) return rc;
+            if (rc == 0) break;
         }
     }
     skip_ws(p);
-    if (p->i != p->n)
-        return perr(p, "trailing characters after the header object");
+    if (p->i != p->n) return perr(p, "trailing characters after the header object");
     return 0;
 }

@@ -19,22 +19,21 @@
 
 struct tl_st {
     int n;
-    tl_st_tensor *t;   /* n tensors in file order */
-    int *by_name;      /* n indices sorted by name, for tl_st_find */
+    tl_st_tensor *t; /* n tensors in file order */
+    int *by_name;    /* n indices sorted by name, for tl_st_find */
     int n_meta;
-    tl_st_kv *meta;    /* n_meta pairs in file order */
-    int *meta_by_key;  /* n_meta indices sorted by key */
-    char *arena;       /* every decoded string */
-    uint8_t *data;     /* the data block (malloc'd, so 16-byte aligned) */
-    void **copies;     /* aligned copies of misaligned tensors (n entries, mostly NULL) */
+    tl_st_kv *meta;   /* n_meta pairs in file order */
+    int *meta_by_key; /* n_meta indices sorted by key */
+    char *arena;      /* every decoded string */
+    uint8_t *data;    /* the data block (malloc'd, so 16-byte aligned) */
+    void **copies;    /* aligned copies of misaligned tensors (n entries, mostly NULL) */
 };
 
 /* Number of elements of t (product of shape; 1 for rank 0). Assumes a
  * validated shape (no overflow). */
 size_t tl_st_numel(const tl_st_tensor *t) {
     size_t n = 1;
-    for (int k = 0; k < t->rank; k++)
-        n *= (size_t)t->shape[k];
+    for (int k = 0; k < t->rank; k++) n *= (size_t)t->shape[k];
     return n;
 }
 
@@ -57,20 +56,17 @@ typedef struct idx_span {
 
 static int cmp_idx_span(const void *a, const void *b) {
     const idx_span *x = a, *y = b;
-    if (x->begin != y->begin)
-        return x->begin < y->begin ? -1 : 1;
-    if (x->end != y->end)
-        return x->end < y->end ? -1 : 1;
+    if (x->begin != y->begin) return x->begin < y->begin ? -1 : 1;
+    if (x->end != y->end) return x->end < y->end ? -1 : 1;
     return (x->idx > y->idx) - (x->idx < y->idx);
 }
 
 /* Sorts n >= 1 strings (strs[i * stride] viewed as const char *) and stores
  * the sorted order in order[]; fails with TL_EFORMAT naming a duplicate. */
-static int sort_unique(const char *path, int n, const char *const *strs, size_t stride,
-                       int *order, const char *what) {
+static int sort_unique(const char *path, int n, const char *const *strs, size_t stride, int *order,
+                       const char *what) {
     idx_str *v = malloc((size_t)(n ? n : 1) * sizeof *v);
-    if (!v)
-        return tl_error(TL_ENOMEM, "%s: out of memory", path);
+    if (!v) return tl_error(TL_ENOMEM, "%s: out of memory", path);
     for (int i = 0; i < n; i++) {
         v[i].idx = i;
         v[i].s = *(const char *const *)((const char *)strs + (size_t)i * stride);
@@ -117,7 +113,8 @@ static int finish(st_parser *p, uint8_t *data, size_t dlen, tl_st *st) {
         uint64_t b = p->span[i].begin, e = p->span[i].end;
         int ok;
         if (b > e) {
-            rc = tl_error(TL_EFORMAT, "%s: tensor '%.64s': data_offsets [%llu, %llu] end before they begin",
+            rc = tl_error(TL_EFORMAT,
+                          "%s: tensor '%.64s': data_offsets [%llu, %llu] end before they begin",
                           p->path, t->name, (unsigned long long)b, (unsigned long long)e);
             goto cleanup;
         }
@@ -134,8 +131,8 @@ static int finish(st_parser *p, uint8_t *data, size_t dlen, tl_st *st) {
                           "%s: tensor '%.64s': data_offsets [%llu, %llu] span %llu bytes but %s of "
                           "its shape needs %s%zu",
                           p->path, t->name, (unsigned long long)b, (unsigned long long)e,
-                          (unsigned long long)(e - b), tl__st_dtype_name(t->dtype), ok ? "" : "more than ",
-                          ok ? bytes : SIZE_MAX);
+                          (unsigned long long)(e - b), tl__st_dtype_name(t->dtype),
+                          ok ? "" : "more than ", ok ? bytes : SIZE_MAX);
             goto cleanup;
         }
         sp[i].idx = i;
@@ -148,8 +145,7 @@ static int finish(st_parser *p, uint8_t *data, size_t dlen, tl_st *st) {
     uint64_t reach = 0;
     int reach_idx = -1;
     for (int i = 0; i < st->n; i++) {
-        if (sp[i].begin == sp[i].end)
-            continue;
+        if (sp[i].begin == sp[i].end) continue;
         if (reach_idx >= 0 && sp[i].begin < reach) {
             rc = tl_error(TL_EFORMAT, "%s: tensors '%.64s' and '%.64s' overlap in the data block",
                           p->path, st->t[reach_idx].name, st->t[sp[i].idx].name);
@@ -158,12 +154,12 @@ static int finish(st_parser *p, uint8_t *data, size_t dlen, tl_st *st) {
         reach = sp[i].end;
         reach_idx = sp[i].idx;
     }
-    if (st->n > 0 && (rc = sort_unique(p->path, st->n, &st->t[0].name, sizeof st->t[0],
-                                       st->by_name, "tensor name")) < 0)
+    if (st->n > 0 && (rc = sort_unique(p->path, st->n, &st->t[0].name, sizeof st->t[0], st->by_name,
+                                       "tensor name")) < 0)
         goto cleanup;
-    if (st->n_meta > 0 && (rc = sort_unique(p->path, st->n_meta, &st->meta[0].key,
-                                            sizeof st->meta[0], st->meta_by_key,
-                                            "metadata key")) < 0)
+    if (st->n_meta > 0 &&
+        (rc = sort_unique(p->path, st->n_meta, &st->meta[0].key, sizeof st->meta[0],
+                          st->meta_by_key, "metadata key")) < 0)
         goto cleanup;
     /* Data pointers: into the block, or an aligned copy if misaligned. */
     for (int i = 0; i < st->n; i++) {
@@ -210,8 +206,7 @@ static int load(const char *path, const uint8_t *hdr, size_t hlen, uint8_t *data
         goto cleanup;
     }
     rc = finish(&p, data, dlen, st);
-    if (rc < 0)
-        goto cleanup;
+    if (rc < 0) goto cleanup;
     *out = st;
     st = NULL;
 cleanup:
@@ -226,8 +221,9 @@ cleanup:
 /* Checks the header length h against the limit and the total size. */
 static int check_header_len(const char *path, uint64_t h, uint64_t size) {
     if (h > TL_ST_MAX_HEADER)
-        return tl_error(TL_EFORMAT, "%s: safetensors header length %llu exceeds the limit of %u bytes",
-                        path, (unsigned long long)h, (unsigned)TL_ST_MAX_HEADER);
+        return tl_error(TL_EFORMAT,
+                        "%s: safetensors header length %llu exceeds the limit of %u bytes", path,
+                        (unsigned long long)h, (unsigned)TL_ST_MAX_HEADER);
     if (h > size - 8)
         return tl_error(TL_EFORMAT,
                         "%s: safetensors header length %llu runs past the end of the file "
@@ -244,8 +240,7 @@ int tl_st_read_mem(const uint8_t *buf, size_t len, tl_st **out) {
     if (len < 8)
         return tl_error(TL_EFORMAT, "%s: %zu bytes is too short for a safetensors file", path, len);
     uint64_t h = tl_le_load64(buf);
-    if ((rc = check_header_len(path, h, len)) < 0)
-        return rc;
+    if ((rc = check_header_len(path, h, len)) < 0) return rc;
     size_t dlen = len - 8 - (size_t)h;
     uint8_t *data = malloc(dlen ? dlen : 1);
     if (!data)
@@ -272,8 +267,7 @@ int tl_st_read(const char *path, tl_st **out) {
     struct stat sb;
     *out = NULL;
     fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return tl_error(TL_EIO, "%s: cannot open: %s", path, strerror(errno));
+    if (fd < 0) return tl_error(TL_EIO, "%s: cannot open: %s", path, strerror(errno));
     if (fstat(fd, &sb) < 0) {
         rc = tl_error(TL_EIO, "%s: cannot stat: %s", path, strerror(errno));
         goto cleanup;
@@ -288,11 +282,9 @@ int tl_st_read(const char *path, tl_st **out) {
                       (unsigned long long)size);
         goto cleanup;
     }
-    if ((rc = read_exact(fd, lenbuf, 8, path)) < 0)
-        goto cleanup;
+    if ((rc = read_exact(fd, lenbuf, 8, path)) < 0) goto cleanup;
     uint64_t h = tl_le_load64(lenbuf);
-    if ((rc = check_header_len(path, h, size)) < 0)
-        goto cleanup;
+    if ((rc = check_header_len(path, h, size)) < 0) goto cleanup;
     uint64_t dlen64 = size - 8 - h;
     if (dlen64 > SIZE_MAX - 1) {
         rc = tl_error(TL_ERANGE, "%s: file too large", path);
@@ -312,8 +304,7 @@ int tl_st_read(const char *path, tl_st **out) {
     rc = load(path, hdr, (size_t)h, data, dlen, out);
     data = NULL; /* owned by load now */
 cleanup:
-    if (fd >= 0)
-        close(fd);
+    if (fd >= 0) close(fd);
     free(hdr);
     free(data);
     return rc;
@@ -336,28 +327,23 @@ static int lookup(const int *order, int n, const char *const *strs, size_t strid
         int mid = lo + (hi - lo) / 2;
         const char *s = *(const char *const *)((const char *)strs + (size_t)order[mid] * stride);
         int c = strcmp(key, s);
-        if (c == 0)
-            return order[mid];
-        if (c < 0)
-            hi = mid - 1;
-        else
-            lo = mid + 1;
+        if (c == 0) return order[mid];
+        if (c < 0) hi = mid - 1;
+        else lo = mid + 1;
     }
     return -1;
 }
 
 /* The tensor called name, or NULL. O(log n). */
 const tl_st_tensor *tl_st_find(const tl_st *st, const char *name) {
-    if (st->n == 0)
-        return NULL;
+    if (st->n == 0) return NULL;
     int i = lookup(st->by_name, st->n, &st->t[0].name, sizeof st->t[0], name);
     return i < 0 ? NULL : &st->t[i];
 }
 
 /* The metadata value of key, or NULL. */
 const char *tl_st_meta(const tl_st *st, const char *key) {
-    if (st->n_meta == 0)
-        return NULL;
+    if (st->n_meta == 0) return NULL;
     int i = lookup(st->meta_by_key, st->n_meta, &st->meta[0].key, sizeof st->meta[0], key);
     return i < 0 ? NULL : st->meta[i].value;
 }
@@ -372,11 +358,9 @@ const tl_st_kv *tl_st_meta_get(const tl_st *st, int i) {
 
 /* Frees st and everything it owns. NULL-safe. */
 void tl_st_free(tl_st *st) {
-    if (!st)
-        return;
+    if (!st) return;
     if (st->copies)
-        for (int i = 0; i < st->n; i++)
-            free(st->copies[i]);
+        for (int i = 0; i < st->n; i++) free(st->copies[i]);
     free(st->copies);
     free(st->t);
     free(st->by_name);

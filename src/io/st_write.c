@@ -17,12 +17,10 @@ typedef struct sbuf {
 
 /* Appends n bytes (remembers an allocation failure instead of reporting it). */
 static void sb_put(sbuf *b, const char *s, size_t n) {
-    if (b->oom)
-        return;
+    if (b->oom) return;
     if (b->len + n + 1 > b->cap) {
         size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n + 1)
-            cap *= 2;
+        while (cap < b->len + n + 1) cap *= 2;
         char *np = realloc(b->p, cap);
         if (!np) {
             b->oom = 1;
@@ -71,8 +69,7 @@ static int valid_utf8(const char *s) {
     size_t n = strlen(s);
     for (size_t i = 0; i < n;) {
         size_t len = tl__st_utf8_len(u + i, n - i);
-        if (len == 0)
-            return 0;
+        if (len == 0) return 0;
         i += len;
     }
     return 1;
@@ -96,8 +93,7 @@ static int check_write_args(const char *path, const tl_st_tensor *t, int n, cons
                 return tl_error(TL_EINVAL, "%s: tensor '%s' has a negative dimension", path,
                                 t[i].name);
         size_t bytes = tl__st_checked_bytes(t[i].dtype, t[i].rank, t[i].shape, &ok);
-        if (!ok)
-            return tl_error(TL_EINVAL, "%s: tensor '%s' is too large", path, t[i].name);
+        if (!ok) return tl_error(TL_EINVAL, "%s: tensor '%s' is too large", path, t[i].name);
         if (bytes > 0 && !t[i].data)
             return tl_error(TL_EINVAL, "%s: tensor '%s' has no data", path, t[i].name);
         for (int j = 0; j < i; j++)
@@ -125,8 +121,7 @@ static int build_header(const char *path, const tl_st_tensor *t, int n, const tl
     if (n_meta > 0) {
         sb_str(h, "\"__metadata__\":{");
         for (int i = 0; i < n_meta; i++) {
-            if (i)
-                sb_str(h, ",");
+            if (i) sb_str(h, ",");
             sb_json_str(h, meta[i].key);
             sb_str(h, ":");
             sb_json_str(h, meta[i].value);
@@ -136,8 +131,7 @@ static int build_header(const char *path, const tl_st_tensor *t, int n, const tl
     for (int i = 0; i < n; i++) {
         int ok;
         size_t bytes = tl__st_checked_bytes(t[i].dtype, t[i].rank, t[i].shape, &ok);
-        if (n_meta > 0 || i > 0)
-            sb_str(h, ",");
+        if (n_meta > 0 || i > 0) sb_str(h, ",");
         sb_json_str(h, t[i].name);
         sb_str(h, ":{\"dtype\":\"");
         sb_str(h, tl__st_dtype_name(t[i].dtype));
@@ -146,18 +140,15 @@ static int build_header(const char *path, const tl_st_tensor *t, int n, const tl
             snprintf(num, sizeof num, "%s%lld", k ? "," : "", (long long)t[i].shape[k]);
             sb_str(h, num);
         }
-        if (off > UINT64_MAX - bytes)
-            return tl_error(TL_EINVAL, "%s: tensors too large", path);
+        if (off > UINT64_MAX - bytes) return tl_error(TL_EINVAL, "%s: tensors too large", path);
         snprintf(num, sizeof num, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)off,
                  (unsigned long long)(off + bytes));
         sb_str(h, num);
         off += bytes;
     }
     sb_str(h, "}");
-    while (h->len % 8 != 0)
-        sb_str(h, " ");
-    if (h->oom)
-        return tl_error(TL_ENOMEM, "%s: out of memory building the header", path);
+    while (h->len % 8 != 0) sb_str(h, " ");
+    if (h->oom) return tl_error(TL_ENOMEM, "%s: out of memory building the header", path);
     if (h->len > TL_ST_MAX_HEADER)
         return tl_error(TL_EINVAL, "%s: header of %zu bytes exceeds the format's limit", path,
                         h->len);
@@ -175,10 +166,8 @@ int tl_st_write_mem(const tl_st_tensor *tensors, int n, const tl_st_kv *meta, in
     const char *what = "safetensors buffer";
     *out = NULL;
     *len = 0;
-    if ((rc = check_write_args(what, tensors, n, meta, n_meta)) < 0)
-        return rc;
-    if ((rc = build_header(what, tensors, n, meta, n_meta, &h, &data_len)) < 0)
-        goto cleanup;
+    if ((rc = check_write_args(what, tensors, n, meta, n_meta)) < 0) return rc;
+    if ((rc = build_header(what, tensors, n, meta, n_meta, &h, &data_len)) < 0) goto cleanup;
     if (data_len > SIZE_MAX - 8 - h.len) {
         rc = tl_error(TL_ERANGE, "%s: too large for memory", what);
         goto cleanup;
@@ -193,9 +182,9 @@ int tl_st_write_mem(const tl_st_tensor *tensors, int n, const tl_st_kv *meta, in
     size_t off = 8 + h.len;
     for (int i = 0; i < n; i++) {
         int ok;
-        size_t bytes = tl__st_checked_bytes(tensors[i].dtype, tensors[i].rank, tensors[i].shape, &ok);
-        if (bytes > 0)
-            memcpy(buf + off, tensors[i].data, bytes);
+        size_t bytes = tl__st_checked_bytes(tensors[i].dtype, tensors[i].rank, tensors[i].shape,
+                                            &ok);
+        if (bytes > 0) memcpy(buf + off, tensors[i].data, bytes);
         off += bytes;
     }
     *out = buf;
@@ -215,27 +204,21 @@ int tl_st_write(const char *path, const tl_st_tensor *tensors, int n, const tl_s
     uint64_t data_len;
     uint8_t lenbuf[8];
     tl_file_w w;
-    if ((rc = check_write_args(path, tensors, n, meta, n_meta)) < 0)
-        return rc;
-    if ((rc = build_header(path, tensors, n, meta, n_meta, &h, &data_len)) < 0)
-        goto cleanup;
-    if ((rc = tl_file_begin(&w, path, 0644, 0)) < 0)
-        goto cleanup;
+    if ((rc = check_write_args(path, tensors, n, meta, n_meta)) < 0) return rc;
+    if ((rc = build_header(path, tensors, n, meta, n_meta, &h, &data_len)) < 0) goto cleanup;
+    if ((rc = tl_file_begin(&w, path, 0644, 0)) < 0) goto cleanup;
     tl_le_store64(lenbuf, (uint64_t)h.len);
     rc = tl_file_write(&w, lenbuf, 8);
-    if (rc == 0)
-        rc = tl_file_write(&w, h.p, h.len);
+    if (rc == 0) rc = tl_file_write(&w, h.p, h.len);
     for (int i = 0; rc == 0 && i < n; i++) {
         int ok;
-        size_t bytes = tl__st_checked_bytes(tensors[i].dtype, tensors[i].rank, tensors[i].shape, &ok);
-        if (bytes > 0)
-            rc = tl_file_write(&w, tensors[i].data, bytes);
+        size_t bytes = tl__st_checked_bytes(tensors[i].dtype, tensors[i].rank, tensors[i].shape,
+                                            &ok);
+        if (bytes > 0) rc = tl_file_write(&w, tensors[i].data, bytes);
     }
     (void)data_len;
-    if (rc == 0)
-        rc = tl_file_commit(&w);
-    else
-        tl_file_abort(&w);
+    if (rc == 0) rc = tl_file_commit(&w);
+    else tl_file_abort(&w);
 cleanup:
     free(h.p);
     return rc;

@@ -23,25 +23,19 @@ static ssize_t sock_error(tl_conn *c, int err, short ev, const char *op) {
         return TL_EAGAIN;
     }
     if (err == ECONNRESET || err == EPIPE || err == ENOTCONN)
-        return tl_error(TL_ECLOSED, "%s: connection closed by peer (%s)", c->peer,
-                        strerror(err));
+        return tl_error(TL_ECLOSED, "%s: connection closed by peer (%s)", c->peer, strerror(err));
     return tl_error(TL_ENET, "%s: %s: %s", c->peer, op, strerror(err));
 }
 
 /* recv(): bytes read (> 0), TL_EAGAIN, TL_ECLOSED on EOF or reset, TL_ENET. */
 static ssize_t tcp_read(tl_conn *c, void *buf, size_t len) {
-    if (len == 0)
-        return 0;
-    if (len > SSIZE_MAX)
-        len = SSIZE_MAX;
+    if (len == 0) return 0;
+    if (len > SSIZE_MAX) len = SSIZE_MAX;
     for (;;) {
         ssize_t n = recv(c->fd, buf, len, 0);
-        if (n > 0)
-            return n;
-        if (n == 0)
-            return tl_error(TL_ECLOSED, "%s: connection closed by peer", c->peer);
-        if (errno == EINTR)
-            continue;
+        if (n > 0) return n;
+        if (n == 0) return tl_error(TL_ECLOSED, "%s: connection closed by peer", c->peer);
+        if (errno == EINTR) continue;
         return sock_error(c, errno, POLLIN, "recv");
     }
 }
@@ -49,17 +43,14 @@ static ssize_t tcp_read(tl_conn *c, void *buf, size_t len) {
 /* sendmsg() with MSG_NOSIGNAL (a closed peer gives TL_ECLOSED, never
  * SIGPIPE): bytes written (> 0, possibly short), TL_EAGAIN, or an error. */
 static ssize_t tcp_writev(tl_conn *c, const struct iovec *iov, int iovcnt) {
-    if (iovcnt > IOV_MAX)
-        iovcnt = IOV_MAX; /* a short write, as the contract allows */
+    if (iovcnt > IOV_MAX) iovcnt = IOV_MAX; /* a short write, as the contract allows */
     struct msghdr mh = {0};
     mh.msg_iov = (struct iovec *)iov;
     mh.msg_iovlen = (size_t)iovcnt;
     for (;;) {
         ssize_t n = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
-        if (n >= 0)
-            return n;
-        if (errno == EINTR)
-            continue;
+        if (n >= 0) return n;
+        if (errno == EINTR) continue;
         return sock_error(c, errno, POLLOUT, "send");
     }
 }
@@ -75,8 +66,7 @@ static size_t tcp_pending(tl_conn *c) {
 }
 
 static void tcp_close(tl_conn *c) {
-    if (c->fd >= 0)
-        close(c->fd);
+    if (c->fd >= 0) close(c->fd);
     c->fd = -1;
 }
 

@@ -34,15 +34,13 @@ static uint64_t clamp_cap(uint64_t max) {
 /* 64-byte-aligned buffer of at least n bytes (n > 0), or NULL. */
 static uint8_t *alloc_buf(size_t n) {
     void *p = NULL;
-    if (posix_memalign(&p, BUF_ALIGN, n) != 0)
-        return NULL;
+    if (posix_memalign(&p, BUF_ALIGN, n) != 0) return NULL;
     return p;
 }
 
 /* Makes *buf hold at least n bytes; the old contents are not kept (no copy). */
 static int ensure_buf(uint8_t **buf, size_t *cap, size_t n) {
-    if (*cap >= n && *buf)
-        return 0;
+    if (*cap >= n && *buf) return 0;
     free(*buf);
     *buf = NULL;
     *cap = 0;
@@ -105,8 +103,7 @@ void tl_frame_reader_init(tl_frame_reader *r, uint64_t max_payload) {
 }
 
 void tl_frame_reader_free(tl_frame_reader *r) {
-    if (!r)
-        return;
+    if (!r) return;
     free(r->buf);
     free(r->zbuf);
     ZSTD_freeDCtx(r->dctx);
@@ -129,16 +126,14 @@ void tl_frame_reader_set_max(tl_frame_reader *r, uint64_t max_payload) {
 
 void *tl_frame_reader_take(tl_frame_reader *r, size_t *cap) {
     void *b = r->buf;
-    if (cap)
-        *cap = b ? r->cap : 0;
+    if (cap) *cap = b ? r->cap : 0;
     r->buf = NULL;
     r->cap = 0;
     return b;
 }
 
 void tl_frame_reader_recycle(tl_frame_reader *r, void *buf, size_t cap) {
-    if (!buf)
-        return;
+    if (!buf) return;
     if (cap > r->cap && !r->in_payload) { /* never under half a frame */
         free(r->buf);
         r->buf = buf;
@@ -153,7 +148,8 @@ void tl_frame_reader_recycle(tl_frame_reader *r, void *buf, size_t cap) {
 static int decompress_payload(tl_frame_reader *r) {
     uint64_t n = r->h.payload_len;
     if (n < ZSTD_PREFIX)
-        return tl_error(TL_EPROTO, "compressed payload of %llu bytes is shorter than its size field",
+        return tl_error(TL_EPROTO,
+                        "compressed payload of %llu bytes is shorter than its size field",
                         (unsigned long long)n);
     uint64_t raw = tl_le_load64(r->buf);
     const uint8_t *src = r->buf + ZSTD_PREFIX;
@@ -177,8 +173,7 @@ static int decompress_payload(tl_frame_reader *r) {
         return tl_error(TL_EPROTO, "%zu bytes after the zstd frame in a compressed payload",
                         srclen - fsz);
     int rc = ensure_buf(&r->zbuf, &r->zcap, raw ? (size_t)raw : 1);
-    if (rc < 0)
-        return rc;
+    if (rc < 0) return rc;
     if (!r->dctx && !(r->dctx = ZSTD_createDCtx()))
         return tl_error(TL_ENOMEM, "out of memory for a zstd decompression context");
     size_t got = ZSTD_decompressDCtx(r->dctx, r->zbuf, (size_t)raw, src, srclen);
@@ -202,8 +197,7 @@ static int finish_frame(tl_frame_reader *r, tl_frame *f) {
     uint64_t wire = TL_FRAME_HEADER_SIZE + r->h.payload_len;
     if (r->h.flags & TL_FRAME_F_ZSTD) {
         int rc = decompress_payload(r);
-        if (rc < 0)
-            return rc;
+        if (rc < 0) return rc;
     }
     f->type = r->h.type;
     f->flags = r->h.flags;
@@ -224,28 +218,21 @@ static int advance(tl_frame_reader *r, source_fn src, void *ctx, tl_frame *f) {
     for (;;) {
         if (!r->in_payload) {
             ssize_t n = src(ctx, r->hdr + r->hdr_got, TL_FRAME_HEADER_SIZE - r->hdr_got);
-            if (n < 0)
-                return (int)n;
+            if (n < 0) return (int)n;
             r->hdr_got += (size_t)n;
-            if (r->hdr_got < TL_FRAME_HEADER_SIZE)
-                continue;
+            if (r->hdr_got < TL_FRAME_HEADER_SIZE) continue;
             int rc = tl_frame_header_decode(r->hdr, r->max_payload, r->zstd, &r->h);
-            if (rc < 0)
-                return rc;
+            if (rc < 0) return rc;
             r->in_payload = 1;
             r->got = 0;
-            if (r->h.payload_len == 0)
-                return finish_frame(r, f);
-            if ((rc = ensure_buf(&r->buf, &r->cap, (size_t)r->h.payload_len)) < 0)
-                return rc;
+            if (r->h.payload_len == 0) return finish_frame(r, f);
+            if ((rc = ensure_buf(&r->buf, &r->cap, (size_t)r->h.payload_len)) < 0) return rc;
         }
         size_t want = (size_t)(r->h.payload_len - r->got);
         ssize_t n = src(ctx, r->buf + r->got, want);
-        if (n < 0)
-            return (int)n;
+        if (n < 0) return (int)n;
         r->got += (uint64_t)n;
-        if (r->got == r->h.payload_len)
-            return finish_frame(r, f);
+        if (r->got == r->h.payload_len) return finish_frame(r, f);
     }
 }
 
@@ -261,10 +248,8 @@ typedef struct mem_source {
 static ssize_t mem_read(void *ctx, void *buf, size_t len) {
     mem_source *m = ctx;
     size_t left = m->len - m->pos;
-    if (left == 0)
-        return TL_EAGAIN;
-    if (len > left)
-        len = left;
+    if (left == 0) return TL_EAGAIN;
+    if (len > left) len = left;
     memcpy(buf, m->p + m->pos, len);
     m->pos += len;
     return (ssize_t)len;
@@ -281,8 +266,7 @@ static int name_peer(int rc, const tl_conn *c) {
 
 int tl_frame_read(tl_frame_reader *r, tl_conn *c, tl_frame *f) {
     int rc = advance(r, conn_source, c, f);
-    if (rc < 0 && rc != TL_EAGAIN)
-        return name_peer(rc, c);
+    if (rc < 0 && rc != TL_EAGAIN) return name_peer(rc, c);
     return rc;
 }
 
@@ -290,16 +274,14 @@ int tl_frame_reader_feed(tl_frame_reader *r, const void *data, size_t len, size_
                          tl_frame *f) {
     mem_source m = {data, len, 0};
     int rc = advance(r, mem_read, &m, f);
-    if (used)
-        *used = m.pos;
+    if (used) *used = m.pos;
     return rc;
 }
 
 int tl_frame_recv(tl_frame_reader *r, tl_conn *c, tl_frame *f, int64_t deadline_ms) {
     for (;;) {
         int rc = tl_frame_read(r, c, f);
-        if (rc != TL_EAGAIN)
-            return rc;
+        if (rc != TL_EAGAIN) return rc;
         if ((rc = tl_conn_wait(c, deadline_ms)) < 0)
             return rc == TL_ETIMEDOUT ? tl_error(rc, "%s: timed out waiting for a frame", c->peer)
                                       : rc;
@@ -315,8 +297,7 @@ void tl_frame_writer_init(tl_frame_writer *w) {
 }
 
 void tl_frame_writer_free(tl_frame_writer *w) {
-    if (!w)
-        return;
+    if (!w) return;
     free(w->zbuf);
     ZSTD_freeCCtx(w->cctx);
     w->zbuf = NULL;
@@ -337,18 +318,14 @@ static int compress_payload(tl_frame_writer *w, const struct iovec *iov, int n, 
                             size_t *out_len) {
     *out_len = 0;
     int rc = ensure_buf(&w->zbuf, &w->zcap, (size_t)total);
-    if (rc < 0)
-        return rc;
+    if (rc < 0) return rc;
     if (!w->cctx && !(w->cctx = ZSTD_createCCtx()))
         return tl_error(TL_ENOMEM, "out of memory for a zstd compression context");
     ZSTD_CCtx_reset(w->cctx, ZSTD_reset_session_and_parameters);
     size_t e = ZSTD_CCtx_setParameter(w->cctx, ZSTD_c_compressionLevel, w->zstd_level);
-    if (!ZSTD_isError(e))
-        e = ZSTD_CCtx_setParameter(w->cctx, ZSTD_c_contentSizeFlag, 1);
-    if (!ZSTD_isError(e))
-        e = ZSTD_CCtx_setPledgedSrcSize(w->cctx, total);
-    if (ZSTD_isError(e))
-        return tl_error(TL_EINVAL, "zstd setup: %s", ZSTD_getErrorName(e));
+    if (!ZSTD_isError(e)) e = ZSTD_CCtx_setParameter(w->cctx, ZSTD_c_contentSizeFlag, 1);
+    if (!ZSTD_isError(e)) e = ZSTD_CCtx_setPledgedSrcSize(w->cctx, total);
+    if (ZSTD_isError(e)) return tl_error(TL_EINVAL, "zstd setup: %s", ZSTD_getErrorName(e));
     /* Output room: one byte less than the plain payload, so a full buffer
      * means "incompressible". */
     ZSTD_outBuffer out = {w->zbuf + ZSTD_PREFIX, (size_t)total - ZSTD_PREFIX - 1, 0};
@@ -360,10 +337,8 @@ static int compress_payload(tl_frame_writer *w, const struct iovec *iov, int n, 
             if (ZSTD_isError(left))
                 return tl_error(TL_EINVAL, "zstd compression: %s", ZSTD_getErrorName(left));
             int done = mode == ZSTD_e_end ? left == 0 : in.pos == in.size;
-            if (done)
-                break;
-            if (out.pos == out.size)
-                return 0; /* incompressible: send plain */
+            if (done) break;
+            if (out.pos == out.size) return 0; /* incompressible: send plain */
         }
     }
     tl_le_store64(w->zbuf, total);
@@ -395,8 +370,7 @@ int tl_frame_writer_start(tl_frame_writer *w, uint16_t type, const struct iovec 
     size_t zlen = 0;
     if (w->zstd && total >= TL_FRAME_ZSTD_MIN) {
         int rc = compress_payload(w, iov, n, total, &zlen);
-        if (rc < 0)
-            return rc;
+        if (rc < 0) return rc;
     }
     if (zlen) {
         h.flags = TL_FRAME_F_ZSTD;
@@ -404,8 +378,7 @@ int tl_frame_writer_start(tl_frame_writer *w, uint16_t type, const struct iovec 
         w->iov[w->iovcnt++] = (struct iovec){w->zbuf, zlen};
     } else {
         for (int i = 0; i < n; i++)
-            if (iov[i].iov_len)
-                w->iov[w->iovcnt++] = iov[i];
+            if (iov[i].iov_len) w->iov[w->iovcnt++] = iov[i];
     }
     tl_frame_header_encode(&h, w->hdr);
     w->cur = 0;
@@ -432,39 +405,33 @@ static void writer_advance(tl_frame_writer *w, size_t n) {
 int tl_frame_writer_flush(tl_frame_writer *w, tl_conn *c) {
     while (w->busy && w->left > 0) {
         ssize_t n = tl_conn_writev(c, w->iov + w->cur, w->iovcnt - w->cur);
-        if (n < 0)
-            return (int)n;
+        if (n < 0) return (int)n;
         writer_advance(w, (size_t)n);
     }
     w->busy = 0;
     return 0;
 }
 
-int tl_frame_send(tl_frame_writer *w, tl_conn *c, uint16_t type, const struct iovec *iov,
-                  int n, int64_t deadline_ms) {
+int tl_frame_send(tl_frame_writer *w, tl_conn *c, uint16_t type, const struct iovec *iov, int n,
+                  int64_t deadline_ms) {
     int rc = tl_frame_writer_start(w, type, iov, n);
-    if (rc < 0)
-        return rc;
+    if (rc < 0) return rc;
     for (;;) {
         rc = tl_frame_writer_flush(w, c);
-        if (rc != TL_EAGAIN)
-            break;
+        if (rc != TL_EAGAIN) break;
         if ((rc = tl_conn_wait(c, deadline_ms)) < 0) {
-            if (rc == TL_ETIMEDOUT)
-                tl_error(rc, "%s: timed out sending a frame", c->peer);
+            if (rc == TL_ETIMEDOUT) tl_error(rc, "%s: timed out sending a frame", c->peer);
             break;
         }
     }
-    if (rc < 0)
-        w->busy = 0; /* the stream is broken anyway: the caller closes */
+    if (rc < 0) w->busy = 0; /* the stream is broken anyway: the caller closes */
     return rc;
 }
 
 int tl_frame_writer_flush_mem(tl_frame_writer *w, uint8_t **out, size_t *len) {
     *out = NULL;
     *len = 0;
-    if (!w->busy)
-        return tl_error(TL_EINVAL, "no frame queued");
+    if (!w->busy) return tl_error(TL_EINVAL, "no frame queued");
     uint8_t *b = malloc(w->left ? (size_t)w->left : 1);
     if (!b)
         return tl_error(TL_ENOMEM, "out of memory for a %llu-byte frame",

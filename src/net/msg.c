@@ -50,8 +50,7 @@ const char *tl_msg_type_name(int type) {
     // clang-format on
     static_assert(sizeof names / sizeof names[0] == TL_MSG_CHECKPOINT + 1, "a name per type");
     static _Thread_local char other[24];
-    if (type >= 1 && type <= TL_MSG_CHECKPOINT)
-        return names[type];
+    if (type >= 1 && type <= TL_MSG_CHECKPOINT) return names[type];
     snprintf(other, sizeof other, "type %d", type);
     return other;
 }
@@ -61,8 +60,7 @@ static const char *shape_str(char *buf, size_t n, int dtype, int rank, const uin
     int k = snprintf(buf, n, "%s [", dtype_name(dtype));
     for (int i = 0; i < rank && k > 0 && (size_t)k < n; i++)
         k += snprintf(buf + k, n - k, i ? ", %u" : "%u", dims[i]);
-    if (k > 0 && (size_t)k < n)
-        snprintf(buf + k, n - k, "]");
+    if (k > 0 && (size_t)k < n) snprintf(buf + k, n - k, "]");
     return buf;
 }
 
@@ -97,9 +95,10 @@ static int welcome_check(const tl_msg_welcome *w, int code) {
         return tl_error(code, "WELCOME: scalar norm with per-feature arrays (%llu, %llu)",
                         (unsigned long long)nm, (unsigned long long)ns);
     if (w->norm == TL_WELCOME_NORM_FEATURE && (nm != w->input_dim || ns != w->input_dim))
-        return tl_error(code, "WELCOME: per-feature norm needs mean_f and std_f of input_dim "
-                        "%u, got %llu and %llu", w->input_dim, (unsigned long long)nm,
-                        (unsigned long long)ns);
+        return tl_error(code,
+                        "WELCOME: per-feature norm needs mean_f and std_f of input_dim "
+                        "%u, got %llu and %llu",
+                        w->input_dim, (unsigned long long)nm, (unsigned long long)ns);
     uint64_t p = (uint64_t)w->shape[0] * w->shape[1] * w->shape[2];
     if (w->rank == 0 && (w->shape[0] || w->shape[1] || w->shape[2]))
         return tl_error(code, "WELCOME: a shape without a rank");
@@ -107,8 +106,8 @@ static int welcome_check(const tl_msg_welcome *w, int code) {
         return tl_error(code, "WELCOME: rank-1 shape [%u] is not input_dim %u", w->shape[0],
                         w->input_dim);
     if (w->rank == 3 && p != w->input_dim)
-        return tl_error(code, "WELCOME: shape [%u, %u, %u] does not make input_dim %u",
-                        w->shape[0], w->shape[1], w->shape[2], w->input_dim);
+        return tl_error(code, "WELCOME: shape [%u, %u, %u] does not make input_dim %u", w->shape[0],
+                        w->shape[1], w->shape[2], w->input_dim);
     if (w->rank != 0 && w->rank != 1 && w->rank != 3)
         return tl_error(code, "WELCOME: sample rank %u (must be 0, 1 or 3)", w->rank);
     return 0;
@@ -124,8 +123,7 @@ typedef struct packer {
 
 static void put_bytes(packer *k, const void *p, size_t n) {
     tl_msg_enc *e = k->e;
-    if (k->rc)
-        return;
+    if (k->rc) return;
     if (n > sizeof e->buf - e->used) {
         k->rc = tl_error(TL_ERANGE, "%s: fixed fields over %zu bytes", tl_msg_type_name(e->type),
                          sizeof e->buf);
@@ -164,8 +162,7 @@ static void put_f64(packer *k, double v) {
 }
 
 static void put_str(packer *k, const char *s, const char *field) {
-    if (k->rc)
-        return;
+    if (k->rc) return;
     size_t n = strnlen(s, TL_MSG_STR_MAX + 1);
     if (n > TL_MSG_STR_MAX) {
         k->rc = tl_error(TL_ERANGE, "%s: %s longer than %d bytes", tl_msg_type_name(k->e->type),
@@ -179,8 +176,7 @@ static void put_str(packer *k, const char *s, const char *field) {
 /* Ends the current buf piece (if any bytes) as an iovec. */
 static void close_piece(packer *k) {
     tl_msg_enc *e = k->e;
-    if (k->rc || e->used == k->piece)
-        return;
+    if (k->rc || e->used == k->piece) return;
     if (e->iovcnt >= TL_MSG_MAX_IOV) {
         k->rc = tl_error(TL_ERANGE, "%s: too many pieces", tl_msg_type_name(e->type));
         return;
@@ -194,8 +190,7 @@ static void close_piece(packer *k) {
 static void put_tensor(packer *k, const tl_tensor *t, int dtype, int rank, const char *field) {
     tl_msg_enc *e = k->e;
     const char *mn = tl_msg_type_name(e->type);
-    if (k->rc)
-        return;
+    if (k->rc) return;
     if (t->dtype != dtype || t->rank != rank) {
         k->rc = tl_error(TL_EINVAL, "%s: %s must be %s rank %d, got %s rank %u", mn, field,
                          dtype_name(dtype), rank, dtype_name(t->dtype), t->rank);
@@ -209,8 +204,8 @@ static void put_tensor(packer *k, const tl_tensor *t, int dtype, int rank, const
         return;
     }
     if (numel != t->numel) {
-        k->rc = tl_error(TL_EINVAL, "%s: %s: numel %llu is not the product of its dims (%llu)",
-                         mn, field, (unsigned long long)t->numel, (unsigned long long)numel);
+        k->rc = tl_error(TL_EINVAL, "%s: %s: numel %llu is not the product of its dims (%llu)", mn,
+                         field, (unsigned long long)t->numel, (unsigned long long)numel);
         return;
     }
     if (numel > 0 && !t->data) {
@@ -220,15 +215,12 @@ static void put_tensor(packer *k, const tl_tensor *t, int dtype, int rank, const
     put_u8(k, (uint8_t)dtype);
     put_u8(k, (uint8_t)rank);
     put_u16(k, 0);
-    for (int i = 0; i < rank; i++)
-        put_u32(k, t->dims[i]);
+    for (int i = 0; i < rank; i++) put_u32(k, t->dims[i]);
     static const uint8_t zeros[8];
     put_bytes(k, zeros, (size_t)((8 - (e->len & 7)) & 7));
-    if (bytes == 0 || k->rc)
-        return;
+    if (bytes == 0 || k->rc) return;
     close_piece(k);
-    if (k->rc)
-        return;
+    if (k->rc) return;
     if (e->iovcnt >= TL_MSG_MAX_IOV) {
         k->rc = tl_error(TL_ERANGE, "%s: too many pieces", mn);
         return;
@@ -257,8 +249,7 @@ int tl_msg_encode(const tl_msg *m, tl_msg_enc *e) {
             put_u32(&k, h->classes);
             put_u32(&k, h->elem);
             put_u32(&k, h->rank);
-            for (int i = 0; i < 3; i++)
-                put_u32(&k, h->shape[i]);
+            for (int i = 0; i < 3; i++) put_u32(&k, h->shape[i]);
             put_u64(&k, h->test_count);
             put_u64(&k, h->labels_hash);
             put_u32(&k, h->privacy);
@@ -271,8 +262,7 @@ int tl_msg_encode(const tl_msg *m, tl_msg_enc *e) {
         const tl_msg_welcome *w = &m->u.welcome;
         if (w->flags & ~(TL_WELCOME_F_ZSTD | TL_WELCOME_F_SHM))
             return tl_error(TL_EINVAL, "WELCOME: unknown flags 0x%x", w->flags);
-        if (w->mode > 1)
-            return tl_error(TL_EINVAL, "WELCOME: unknown mode %u", w->mode);
+        if (w->mode > 1) return tl_error(TL_EINVAL, "WELCOME: unknown mode %u", w->mode);
         if (w->privacy > TL_PRIVACY_SEALED)
             return tl_error(TL_EINVAL, "WELCOME: unknown privacy %u", w->privacy);
         put_u64(&k, w->run_id);
@@ -285,13 +275,11 @@ int tl_msg_encode(const tl_msg *m, tl_msg_enc *e) {
         put_f32(&k, w->std);
         put_u32(&k, w->heartbeat_ms);
         int rc = welcome_check(w, TL_EINVAL);
-        if (rc < 0)
-            return rc;
+        if (rc < 0) return rc;
         put_str(&k, w->model, "model");
         put_u32(&k, w->norm);
         put_u32(&k, w->rank);
-        for (int i = 0; i < 3; i++)
-            put_u32(&k, w->shape[i]);
+        for (int i = 0; i < 3; i++) put_u32(&k, w->shape[i]);
         put_u32(&k, w->privacy);
         put_u32(&k, w->mac_every);
         put_u32(&k, w->opt_kind);
@@ -326,17 +314,15 @@ int tl_msg_encode(const tl_msg *m, tl_msg_enc *e) {
             return tl_error(TL_EINVAL, "FORWARD_RESULT: needs exactly one of g and labels");
         uint32_t n2 = has_g ? r->g.dims[0] : r->labels.dims[0];
         if (r->h.rank >= 1 && n2 != r->h.dims[0])
-            return tl_error(TL_EINVAL, "FORWARD_RESULT: h has %u rows but %s has %u",
-                            r->h.dims[0], has_g ? "g" : "labels", n2);
+            return tl_error(TL_EINVAL, "FORWARD_RESULT: h has %u rows but %s has %u", r->h.dims[0],
+                            has_g ? "g" : "labels", n2);
         put_u64(&k, r->step);
         put_f64(&k, r->loss_sum);
         put_u32(&k, r->correct);
         put_u32(&k, 0);
         put_tensor(&k, &r->h, TL_DT_F32, 2, "h");
-        if (has_g)
-            put_tensor(&k, &r->g, TL_DT_F32, 2, "g");
-        else
-            put_tensor(&k, &r->labels, TL_DT_I32, 1, "labels");
+        if (has_g) put_tensor(&k, &r->g, TL_DT_F32, 2, "g");
+        else put_tensor(&k, &r->labels, TL_DT_I32, 1, "labels");
         break;
     }
     case TL_MSG_BACKWARD:
@@ -347,7 +333,7 @@ int tl_msg_encode(const tl_msg *m, tl_msg_enc *e) {
         { /* open mode callers may leave it unset: U32 [0] */
             const tl_tensor none = tl_tensor_1d(TL_DT_U32, NULL, 0);
             const tl_tensor *pt = m->u.backward.participants.dtype ? &m->u.backward.participants
-                                                                    : &none;
+                                                                   : &none;
             put_tensor(&k, pt, TL_DT_U32, 1, "participants");
         }
         break;
@@ -374,12 +360,8 @@ int tl_msg_encode(const tl_msg *m, tl_msg_enc *e) {
         put_u64(&k, m->u.final.step);
         put_tensor(&k, &m->u.final.params, TL_DT_F32, 1, "params");
         break;
-    case TL_MSG_HEARTBEAT:
-        put_u64(&k, m->u.heartbeat.nonce);
-        break;
-    case TL_MSG_DONE:
-        put_str(&k, m->u.done.reason, "reason");
-        break;
+    case TL_MSG_HEARTBEAT: put_u64(&k, m->u.heartbeat.nonce); break;
+    case TL_MSG_DONE: put_str(&k, m->u.done.reason, "reason"); break;
     case TL_MSG_ERROR:
         put_u32(&k, m->u.error.code);
         put_str(&k, m->u.error.message, "message");
@@ -399,9 +381,7 @@ int tl_msg_encode(const tl_msg *m, tl_msg_enc *e) {
         put_u32(&k, m->u.state_blob.to);
         put_tensor(&k, &m->u.state_blob.blob, TL_DT_U8, 1, "blob");
         break;
-    case TL_MSG_CHECKPOINT:
-        put_u64(&k, m->u.checkpoint.step);
-        break;
+    case TL_MSG_CHECKPOINT: put_u64(&k, m->u.checkpoint.step); break;
     case TL_MSG_STATS_REQUEST:
         if (m->u.stats_request.what != TL_STATS_NORM)
             return tl_error(TL_EINVAL, "STATS_REQUEST: unknown what %u", m->u.stats_request.what);
@@ -428,8 +408,7 @@ int tl_msg_encode(const tl_msg *m, tl_msg_enc *e) {
         put_u64(&k, m->u.eval_result.step);
         put_tensor(&k, &m->u.eval_result.stats, TL_DT_U64, 1, "stats");
         break;
-    default:
-        return tl_error(TL_EINVAL, "cannot encode %s", mn);
+    default: return tl_error(TL_EINVAL, "cannot encode %s", mn);
     }
     close_piece(&k);
     return k.rc;
@@ -437,18 +416,15 @@ int tl_msg_encode(const tl_msg *m, tl_msg_enc *e) {
 
 int tl_msg_start(tl_frame_writer *w, tl_msg_enc *e, const tl_msg *m) {
     int rc = tl_msg_encode(m, e);
-    if (rc < 0)
-        return rc;
+    if (rc < 0) return rc;
     return tl_frame_writer_start(w, e->type, e->iov, e->iovcnt);
 }
 
 int tl_msg_send(tl_conn *c, tl_frame_writer *w, const tl_msg *m, int64_t deadline_ms) {
     tl_msg_enc *e = malloc(sizeof *e);
-    if (!e)
-        return tl_error(TL_ENOMEM, "out of memory encoding %s", tl_msg_type_name(m->type));
+    if (!e) return tl_error(TL_ENOMEM, "out of memory encoding %s", tl_msg_type_name(m->type));
     int rc = tl_msg_encode(m, e);
-    if (rc == 0)
-        rc = tl_frame_send(w, c, e->type, e->iov, e->iovcnt, deadline_ms);
+    if (rc == 0) rc = tl_frame_send(w, c, e->type, e->iov, e->iovcnt, deadline_ms);
     free(e);
     return rc;
 }
@@ -472,24 +448,21 @@ static int need(cursor *c, uint64_t n, const char *field) {
 
 static int get_u16(cursor *c, uint16_t *v, const char *field) {
     int rc = need(c, 2, field);
-    if (rc < 0)
-        return rc;
+    if (rc < 0) return rc;
     *v = tl_le_load16(c->p + c->off);
     c->off += 2;
     return 0;
 }
 static int get_u32(cursor *c, uint32_t *v, const char *field) {
     int rc = need(c, 4, field);
-    if (rc < 0)
-        return rc;
+    if (rc < 0) return rc;
     *v = tl_le_load32(c->p + c->off);
     c->off += 4;
     return 0;
 }
 static int get_u64(cursor *c, uint64_t *v, const char *field) {
     int rc = need(c, 8, field);
-    if (rc < 0)
-        return rc;
+    if (rc < 0) return rc;
     *v = tl_le_load64(c->p + c->off);
     c->off += 8;
     return 0;
@@ -497,15 +470,13 @@ static int get_u64(cursor *c, uint64_t *v, const char *field) {
 static int get_f32(cursor *c, float *v, const char *field) {
     uint32_t u;
     int rc = get_u32(c, &u, field);
-    if (rc == 0)
-        memcpy(v, &u, 4);
+    if (rc == 0) memcpy(v, &u, 4);
     return rc;
 }
 static int get_f64(cursor *c, double *v, const char *field) {
     uint64_t u;
     int rc = get_u64(c, &u, field);
-    if (rc == 0)
-        memcpy(v, &u, 8);
+    if (rc == 0) memcpy(v, &u, 8);
     return rc;
 }
 
@@ -513,13 +484,11 @@ static int get_f64(cursor *c, double *v, const char *field) {
 static int get_str(cursor *c, char *out, const char *field) {
     uint32_t n;
     int rc = get_u32(c, &n, field);
-    if (rc < 0)
-        return rc;
+    if (rc < 0) return rc;
     if (n > TL_MSG_STR_MAX)
-        return tl_error(TL_EPROTO, "%s: %s of %u bytes is over the %d-byte limit", c->mn, field,
-                        n, TL_MSG_STR_MAX);
-    if ((rc = need(c, n, field)) < 0)
-        return rc;
+        return tl_error(TL_EPROTO, "%s: %s of %u bytes is over the %d-byte limit", c->mn, field, n,
+                        TL_MSG_STR_MAX);
+    if ((rc = need(c, n, field)) < 0) return rc;
     if (memchr(c->p + c->off, 0, n))
         return tl_error(TL_EPROTO, "%s: %s contains a NUL byte", c->mn, field);
     memcpy(out, c->p + c->off, n);
@@ -530,12 +499,11 @@ static int get_str(cursor *c, char *out, const char *field) {
 
 /* A tensor whose dtype and rank must be (dtype, rank); dtype2/rank2 is an
  * accepted alternative (0: none). The view points into the payload. */
-static int get_tensor(cursor *c, tl_tensor *t, const char *field, int dtype, int rank,
-                      int dtype2, int rank2) {
+static int get_tensor(cursor *c, tl_tensor *t, const char *field, int dtype, int rank, int dtype2,
+                      int rank2) {
     memset(t, 0, sizeof *t);
     int rc = need(c, 4, field);
-    if (rc < 0)
-        return rc;
+    if (rc < 0) return rc;
     const uint8_t *h = c->p + c->off;
     int dt = h[0], rk = h[1];
     if (!tl_dtype_size(dt))
@@ -543,8 +511,7 @@ static int get_tensor(cursor *c, tl_tensor *t, const char *field, int dtype, int
     if (rk < 1 || rk > TL_TENSOR_MAX_RANK)
         return tl_error(TL_EPROTO, "%s: %s has rank %d (must be 1..%d)", c->mn, field, rk,
                         TL_TENSOR_MAX_RANK);
-    if (h[2] || h[3])
-        return tl_error(TL_EPROTO, "%s: %s has nonzero reserved bytes", c->mn, field);
+    if (h[2] || h[3]) return tl_error(TL_EPROTO, "%s: %s has nonzero reserved bytes", c->mn, field);
     if (!((dt == dtype && rk == rank) || (dtype2 && dt == dtype2 && rk == rank2))) {
         if (dtype2)
             return tl_error(TL_EPROTO, "%s: %s must be %s rank %d or %s rank %d, got %s rank %d",
@@ -554,24 +521,20 @@ static int get_tensor(cursor *c, tl_tensor *t, const char *field, int dtype, int
                         dtype_name(dtype), rank, dtype_name(dt), rk);
     }
     c->off += 4;
-    if ((rc = need(c, 4 * (uint64_t)rk, field)) < 0)
-        return rc;
+    if ((rc = need(c, 4 * (uint64_t)rk, field)) < 0) return rc;
     t->dtype = (uint8_t)dt;
     t->rank = (uint8_t)rk;
-    for (int i = 0; i < rk; i++)
-        t->dims[i] = tl_le_load32(c->p + c->off + 4 * i);
+    for (int i = 0; i < rk; i++) t->dims[i] = tl_le_load32(c->p + c->off + 4 * i);
     c->off += 4 * (uint64_t)rk;
     uint64_t pad = (8 - (c->off & 7)) & 7;
-    if ((rc = need(c, pad, field)) < 0)
-        return rc;
+    if ((rc = need(c, pad, field)) < 0) return rc;
     for (uint64_t i = 0; i < pad; i++)
         if (c->p[c->off + i])
             return tl_error(TL_EPROTO, "%s: %s has nonzero padding", c->mn, field);
     c->off += pad;
     int ok;
     uint64_t bytes = data_bytes(rk, t->dims, tl_dtype_size(dt), &t->numel, &ok);
-    if (!ok)
-        return tl_error(TL_EPROTO, "%s: %s: the product of its dims overflows", c->mn, field);
+    if (!ok) return tl_error(TL_EPROTO, "%s: %s: the product of its dims overflows", c->mn, field);
     if (bytes > c->len - c->off)
         return tl_error(TL_EPROTO,
                         "%s: %s: %llu data bytes at offset %llu run past the end of the "
@@ -589,10 +552,9 @@ int tl_msg_decode_payload(uint16_t type, const void *payload, uint64_t len, tl_m
     cursor c = {payload, len, 0, tl_msg_type_name(type)};
     int rc = 0;
     m->type = type;
-#define TRY(x)              \
-    do {                    \
-        if ((rc = (x)) < 0) \
-            return rc;      \
+#define TRY(x)                         \
+    do {                               \
+        if ((rc = (x)) < 0) return rc; \
     } while (0)
     switch (type) {
     case TL_MSG_HELLO: {
@@ -616,8 +578,7 @@ int tl_msg_decode_payload(uint16_t type, const void *payload, uint64_t len, tl_m
             TRY(get_u32(&c, &h->classes, "classes"));
             TRY(get_u32(&c, &h->elem, "elem"));
             TRY(get_u32(&c, &h->rank, "rank"));
-            for (int i = 0; i < 3; i++)
-                TRY(get_u32(&c, &h->shape[i], "shape"));
+            for (int i = 0; i < 3; i++) TRY(get_u32(&c, &h->shape[i], "shape"));
             TRY(get_u64(&c, &h->test_count, "test_count"));
             TRY(get_u64(&c, &h->labels_hash, "labels_hash"));
             uint32_t pad;
@@ -646,8 +607,7 @@ int tl_msg_decode_payload(uint16_t type, const void *payload, uint64_t len, tl_m
         TRY(get_str(&c, w->model, "model"));
         TRY(get_u32(&c, &w->norm, "norm"));
         TRY(get_u32(&c, &w->rank, "rank"));
-        for (int i = 0; i < 3; i++)
-            TRY(get_u32(&c, &w->shape[i], "shape"));
+        for (int i = 0; i < 3; i++) TRY(get_u32(&c, &w->shape[i], "shape"));
         TRY(get_u32(&c, &w->privacy, "privacy"));
         TRY(get_u32(&c, &w->mac_every, "mac_every"));
         TRY(get_u32(&c, &w->opt_kind, "opt_kind"));
@@ -668,8 +628,7 @@ int tl_msg_decode_payload(uint16_t type, const void *payload, uint64_t len, tl_m
             return tl_error(TL_EPROTO, "WELCOME: unknown privacy %u", w->privacy);
         if (w->flags & ~(TL_WELCOME_F_ZSTD | TL_WELCOME_F_SHM))
             return tl_error(TL_EPROTO, "WELCOME: unknown flags 0x%x", w->flags);
-        if (w->mode > 1)
-            return tl_error(TL_EPROTO, "WELCOME: unknown mode %u", w->mode);
+        if (w->mode > 1) return tl_error(TL_EPROTO, "WELCOME: unknown mode %u", w->mode);
         break;
     }
     case TL_MSG_REJECT:
@@ -689,19 +648,16 @@ int tl_msg_decode_payload(uint16_t type, const void *payload, uint64_t len, tl_m
         TRY(get_f64(&c, &r->loss_sum, "loss_sum"));
         TRY(get_u32(&c, &r->correct, "correct"));
         TRY(get_u32(&c, &pad, "pad"));
-        if (pad)
-            return tl_error(TL_EPROTO, "FORWARD_RESULT: nonzero pad field");
+        if (pad) return tl_error(TL_EPROTO, "FORWARD_RESULT: nonzero pad field");
         TRY(get_tensor(&c, &r->h, "h", TL_DT_F32, 2, 0, 0));
         TRY(get_tensor(&c, &t, "g/labels", TL_DT_F32, 2, TL_DT_I32, 1));
         memset(&r->g, 0, sizeof r->g);
         memset(&r->labels, 0, sizeof r->labels);
-        if (t.dtype == TL_DT_F32)
-            r->g = t;
-        else
-            r->labels = t;
+        if (t.dtype == TL_DT_F32) r->g = t;
+        else r->labels = t;
         if (t.dims[0] != r->h.dims[0])
-            return tl_error(TL_EPROTO, "FORWARD_RESULT: h has %u rows but %s has %u",
-                            r->h.dims[0], t.dtype == TL_DT_F32 ? "g" : "labels", t.dims[0]);
+            return tl_error(TL_EPROTO, "FORWARD_RESULT: h has %u rows but %s has %u", r->h.dims[0],
+                            t.dtype == TL_DT_F32 ? "g" : "labels", t.dims[0]);
         break;
     }
     case TL_MSG_BACKWARD: {
@@ -740,12 +696,8 @@ int tl_msg_decode_payload(uint16_t type, const void *payload, uint64_t len, tl_m
         TRY(get_u64(&c, &m->u.final.step, "step"));
         TRY(get_tensor(&c, &m->u.final.params, "params", TL_DT_F32, 1, 0, 0));
         break;
-    case TL_MSG_HEARTBEAT:
-        TRY(get_u64(&c, &m->u.heartbeat.nonce, "nonce"));
-        break;
-    case TL_MSG_DONE:
-        TRY(get_str(&c, m->u.done.reason, "reason"));
-        break;
+    case TL_MSG_HEARTBEAT: TRY(get_u64(&c, &m->u.heartbeat.nonce, "nonce")); break;
+    case TL_MSG_DONE: TRY(get_str(&c, m->u.done.reason, "reason")); break;
     case TL_MSG_ERROR:
         TRY(get_u32(&c, &m->u.error.code, "code"));
         TRY(get_str(&c, m->u.error.message, "message"));
@@ -768,18 +720,14 @@ int tl_msg_decode_payload(uint16_t type, const void *payload, uint64_t len, tl_m
         TRY(get_u32(&c, &m->u.state_blob.to, "to"));
         TRY(get_tensor(&c, &m->u.state_blob.blob, "blob", TL_DT_U8, 1, 0, 0));
         break;
-    case TL_MSG_CHECKPOINT:
-        TRY(get_u64(&c, &m->u.checkpoint.step, "step"));
-        break;
+    case TL_MSG_CHECKPOINT: TRY(get_u64(&c, &m->u.checkpoint.step, "step")); break;
     case TL_MSG_STATS_REQUEST: {
         uint32_t pad;
         TRY(get_u32(&c, &m->u.stats_request.what, "what"));
         TRY(get_u32(&c, &pad, "pad"));
         if (m->u.stats_request.what != TL_STATS_NORM)
-            return tl_error(TL_EPROTO, "STATS_REQUEST: unknown what %u",
-                            m->u.stats_request.what);
-        if (pad)
-            return tl_error(TL_EPROTO, "STATS_REQUEST: nonzero pad field");
+            return tl_error(TL_EPROTO, "STATS_REQUEST: unknown what %u", m->u.stats_request.what);
+        if (pad) return tl_error(TL_EPROTO, "STATS_REQUEST: nonzero pad field");
         break;
     }
     case TL_MSG_STATS: {
@@ -788,8 +736,8 @@ int tl_msg_decode_payload(uint16_t type, const void *payload, uint64_t len, tl_m
         TRY(get_tensor(&c, &st->sum, "sum", TL_DT_F64, 1, 0, 0));
         TRY(get_tensor(&c, &st->sumsq, "sumsq", TL_DT_F64, 1, 0, 0));
         if (st->sum.dims[0] != st->sumsq.dims[0])
-            return tl_error(TL_EPROTO, "STATS: sum has %u features but sumsq %u",
-                            st->sum.dims[0], st->sumsq.dims[0]);
+            return tl_error(TL_EPROTO, "STATS: sum has %u features but sumsq %u", st->sum.dims[0],
+                            st->sumsq.dims[0]);
         break;
     }
     case TL_MSG_EVAL: {
@@ -797,8 +745,7 @@ int tl_msg_decode_payload(uint16_t type, const void *payload, uint64_t len, tl_m
         TRY(get_u64(&c, &m->u.eval.step, "step"));
         TRY(get_u32(&c, &m->u.eval.bins, "bins"));
         TRY(get_u32(&c, &pad, "pad"));
-        if (pad)
-            return tl_error(TL_EPROTO, "EVAL: nonzero pad field");
+        if (pad) return tl_error(TL_EPROTO, "EVAL: nonzero pad field");
         TRY(get_tensor(&c, &m->u.eval.params, "params", TL_DT_F32, 1, 0, 0));
         break;
     }
@@ -806,8 +753,7 @@ int tl_msg_decode_payload(uint16_t type, const void *payload, uint64_t len, tl_m
         TRY(get_u64(&c, &m->u.eval_result.step, "step"));
         TRY(get_tensor(&c, &m->u.eval_result.stats, "stats", TL_DT_U64, 1, 0, 0));
         break;
-    default:
-        return tl_error(TL_EPROTO, "unknown message type %u", type);
+    default: return tl_error(TL_EPROTO, "unknown message type %u", type);
     }
 #undef TRY
     if (c.off != c.len)
@@ -823,8 +769,7 @@ int tl_msg_decode(const tl_frame *f, tl_msg *m) {
 int tl_msg_recv(tl_conn *c, tl_frame_reader *r, tl_msg *m, int64_t deadline_ms) {
     tl_frame f;
     int rc = tl_frame_recv(r, c, &f, deadline_ms);
-    if (rc < 0)
-        return rc;
+    if (rc < 0) return rc;
     if ((rc = tl_msg_decode(&f, m)) < 0) {
         char msg[400];
         snprintf(msg, sizeof msg, "%s", tl_errmsg());
@@ -838,10 +783,8 @@ int tl_msg_recv(tl_conn *c, tl_frame_reader *r, tl_msg *m, int64_t deadline_ms) 
 int tl_tensor_check(const tl_tensor *t, tl_dtype dtype, int rank, const uint32_t *dims,
                     const char *what) {
     int same = t->dtype == dtype && t->rank == rank;
-    for (int i = 0; same && i < rank; i++)
-        same = t->dims[i] == dims[i];
-    if (same)
-        return 0;
+    for (int i = 0; same && i < rank; i++) same = t->dims[i] == dims[i];
+    if (same) return 0;
     char want[96], got[96];
     return tl_error(TL_EPROTO, "%s: expected %s, got %s", what,
                     shape_str(want, sizeof want, dtype, rank, dims),
@@ -861,15 +804,16 @@ int tl_tensor_check_finite(const tl_tensor *t, const char *what) {
             memcpy(&u, p + 4 * (i0 + i), 4);
             bad |= (u & 0x7f800000u) == 0x7f800000u;
         }
-        if (!bad)
-            continue;
+        if (!bad) continue;
         for (uint64_t i = 0; i < n; i++) {
             uint32_t u;
             memcpy(&u, p + 4 * (i0 + i), 4);
             if ((u & 0x7f800000u) == 0x7f800000u)
                 return tl_error(TL_ENUMERIC, "%s: element %llu is %s", what,
                                 (unsigned long long)(i0 + i),
-                                (u & 0x007fffffu) ? "NaN" : (u >> 31) ? "-Inf" : "+Inf");
+                                (u & 0x007fffffu) ? "NaN"
+                                : (u >> 31)       ? "-Inf"
+                                                  : "+Inf");
         }
     }
     return 0;

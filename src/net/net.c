@@ -55,8 +55,7 @@ static int unix_addr(const char *path, struct sockaddr_un *sa) {
 int tl_net_parse_addr(const char *addr, char *host, int hostlen, int *port) {
     const char *h, *colon;
     size_t hl;
-    if (!addr || hostlen < 1)
-        return tl_error(TL_EINVAL, "no address given");
+    if (!addr || hostlen < 1) return tl_error(TL_EINVAL, "no address given");
     if (unix_path(addr)) {
         struct sockaddr_un sa;
         int rc = unix_addr(unix_path(addr), &sa);
@@ -76,8 +75,7 @@ int tl_net_parse_addr(const char *addr, char *host, int hostlen, int *port) {
         colon = end + 1;
     } else {
         colon = strrchr(addr, ':');
-        if (!colon)
-            return tl_error(TL_EINVAL, "bad address \"%s\": expected HOST:PORT", addr);
+        if (!colon) return tl_error(TL_EINVAL, "bad address \"%s\": expected HOST:PORT", addr);
         h = addr;
         hl = (size_t)(colon - addr);
         if (memchr(h, ':', hl))
@@ -109,10 +107,8 @@ static void format_addr(const struct sockaddr *sa, socklen_t len, char *out, int
         snprintf(out, (size_t)outlen, "?");
         return;
     }
-    if (sa->sa_family == AF_INET6)
-        snprintf(out, (size_t)outlen, "[%s]:%s", h, s);
-    else
-        snprintf(out, (size_t)outlen, "%s:%s", h, s);
+    if (sa->sa_family == AF_INET6) snprintf(out, (size_t)outlen, "[%s]:%s", h, s);
+    else snprintf(out, (size_t)outlen, "%s:%s", h, s);
 }
 
 static int set_nonblock(int fd) {
@@ -131,7 +127,8 @@ static int listen_unix(const char *path, int backlog, int *fd, int *bound_port) 
     if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode)) unlink(path);
     int s = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (s < 0) return tl_error(TL_ENET, "listen on unix:%s: %s", path, strerror(errno));
-    if (bind(s, (struct sockaddr *)&sa, sizeof sa) < 0 || listen(s, backlog > 0 ? backlog : 64) < 0) {
+    if (bind(s, (struct sockaddr *)&sa, sizeof sa) < 0 ||
+        listen(s, backlog > 0 ? backlog : 64) < 0) {
         int err = errno;
         close(s);
         return tl_error(TL_ENET, "listen on unix:%s: %s", path, strerror(err));
@@ -169,8 +166,7 @@ int tl_net_listen(const char *host, int port, int backlog, int *fd, int *bound_p
         s = -1;
     }
     freeaddrinfo(res);
-    if (s < 0)
-        return tl_error(TL_ENET, "listen on %s:%d: %s", hn ? hn : "*", port, strerror(err));
+    if (s < 0) return tl_error(TL_ENET, "listen on %s:%d: %s", hn ? hn : "*", port, strerror(err));
     if (bound_port) {
         struct sockaddr_storage ss;
         socklen_t sl = sizeof ss;
@@ -193,15 +189,12 @@ int tl_net_accept(int lfd, int *fd, char *peer, int peerlen) {
         socklen_t sl = sizeof ss;
         int s = accept4(lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (s >= 0) {
-            if (peer && peerlen > 0)
-                format_addr((struct sockaddr *)&ss, sl, peer, peerlen);
+            if (peer && peerlen > 0) format_addr((struct sockaddr *)&ss, sl, peer, peerlen);
             *fd = s;
             return 0;
         }
-        if (errno == EINTR)
-            continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ECONNABORTED)
-            return TL_EAGAIN;
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ECONNABORTED) return TL_EAGAIN;
         return tl_error(TL_ENET, "accept: %s", strerror(errno));
     }
 }
@@ -213,24 +206,20 @@ static int finish_connect(int s, int64_t deadline, int *err) {
         int timeout = -1;
         if (deadline >= 0) {
             int64_t left = deadline - tl_now_ms();
-            if (left <= 0)
-                return TL_ETIMEDOUT;
+            if (left <= 0) return TL_ETIMEDOUT;
             timeout = (int)left;
         }
         struct pollfd p = {s, POLLOUT, 0};
         int n = poll(&p, 1, timeout);
-        if (n < 0 && errno == EINTR)
-            continue;
+        if (n < 0 && errno == EINTR) continue;
         if (n < 0) {
             *err = errno;
             return TL_ENET;
         }
-        if (n == 0)
-            continue;
+        if (n == 0) continue;
         int e = 0;
         socklen_t el = sizeof e;
-        if (getsockopt(s, SOL_SOCKET, SO_ERROR, &e, &el) < 0)
-            e = errno;
+        if (getsockopt(s, SOL_SOCKET, SO_ERROR, &e, &el) < 0) e = errno;
         if (e) {
             *err = e;
             return TL_ENET;
@@ -283,20 +272,17 @@ int tl_net_connect(const char *host, int port, int timeout_ms, int *fd) {
             err = errno;
             continue;
         }
-        if (connect(s, ai->ai_addr, ai->ai_addrlen) == 0)
-            break;
+        if (connect(s, ai->ai_addr, ai->ai_addrlen) == 0) break;
         if (errno == EINPROGRESS) {
             last = finish_connect(s, deadline, &err);
-            if (last == 0)
-                break;
+            if (last == 0) break;
         } else {
             err = errno;
             last = TL_ENET;
         }
         close(s);
         s = -1;
-        if (last == TL_ETIMEDOUT)
-            break;
+        if (last == TL_ETIMEDOUT) break;
     }
     freeaddrinfo(res);
     if (s < 0) {
@@ -315,18 +301,15 @@ int tl_net_connect(const char *host, int port, int timeout_ms, int *fd) {
 static int buf_allowed(const char *proc, int bytes) {
     FILE *f = fopen(proc, "r");
     long v = -1;
-    if (!f)
-        return 1;
-    if (fscanf(f, "%ld", &v) != 1)
-        v = -1;
+    if (!f) return 1;
+    if (fscanf(f, "%ld", &v) != 1) v = -1;
     fclose(f);
     return v < 0 || v >= bytes;
 }
 
 int tl_net_tune(int fd, int keepalive_idle_s) {
     int one = 1, rc;
-    if ((rc = set_nonblock(fd)) < 0)
-        return rc;
+    if ((rc = set_nonblock(fd)) < 0) return rc;
     struct sockaddr_storage ss;
     socklen_t sl = sizeof ss;
     if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0 && ss.ss_family == AF_UNIX) {

@@ -23,8 +23,8 @@
 
 #include "net/tls_int.h"
 #include "tl/error.h"
-#include "tl/groupkey.h"
 #include "tl/file.h"
+#include "tl/groupkey.h"
 #include "tl/provision.h"
 #include "tl/tls.h"
 

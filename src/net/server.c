@@ -23,16 +23,16 @@ struct tl_peer {
     tl_frame_reader r;
     tl_frame_writer w;
     tl_peer_state st;
-    int registered;        /* does not count against max_pending */
-    int dead;              /* dropped during a round: freed after the handlers */
-    int sniffed;           /* TL_PEER_TLS: the first byte has been looked at */
-    int64_t deadline;      /* closing deadline */
+    int registered;   /* does not count against max_pending */
+    int dead;         /* dropped during a round: freed after the handlers */
+    int sniffed;      /* TL_PEER_TLS: the first byte has been looked at */
+    int64_t deadline; /* closing deadline */
     int64_t last_recv, last_sent;
     tl_fd_handover fds;
     const tl_shm *fd_params, *fd_grads;
     tl_msg_enc q[QUEUE_LEN];
     int qhead, qlen;
-    max_align_t user[];    /* cfg.user_size bytes */
+    max_align_t user[]; /* cfg.user_size bytes */
 };
 
 struct tl_server {
@@ -229,8 +229,10 @@ static void accept_all(tl_server *s) {
             s->flood_dropped++;
             int64_t now = tl_now_ms();
             if (now - s->last_flood_log > 5000) {
-                slog(s, "too many connections still in handshake (%d): dropping new ones "
-                        "(latest from %s)", pending, addr);
+                slog(s,
+                     "too many connections still in handshake (%d): dropping new ones "
+                     "(latest from %s)",
+                     pending, addr);
                 s->last_flood_log = now;
             }
             continue;

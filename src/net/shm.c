@@ -98,7 +98,9 @@ int tl_shm_send_fds(int sock, const int *fds, int n) {
     } u;
     if (n < 1 || n > MAX_FDS) return tl_error(TL_EINVAL, "tl_shm_send_fds: %d fds", n);
     memset(&u, 0, sizeof u);
-    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
+    struct msghdr mh = {.msg_iov = &iov,
+                        .msg_iovlen = 1,
+                        .msg_control = u.buf,
                         .msg_controllen = CMSG_SPACE((size_t)n * sizeof(int))};
     struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
     c->cmsg_level = SOL_SOCKET;
@@ -140,8 +142,8 @@ int tl_shm_recv_fds(int sock, int64_t deadline, int *fds, int n) {
         char buf[CMSG_SPACE(MAX_FDS * sizeof(int))];
     } u;
     for (;;) {
-        struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
-                            .msg_controllen = sizeof u.buf};
+        struct msghdr mh = {
+            .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof u.buf};
         ssize_t k = recvmsg(sock, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
         if (k < 0 && errno == EINTR) continue;
         if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {

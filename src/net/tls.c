@@ -21,12 +21,9 @@
 const char *tl__tls_reason(char *buf, size_t len) {
     unsigned long e = ERR_peek_last_error();
     const char *r = e ? ERR_reason_error_string(e) : NULL;
-    if (r)
-        snprintf(buf, len, "%s", r);
-    else if (e)
-        snprintf(buf, len, "OpenSSL error %lx", e);
-    else
-        snprintf(buf, len, "unknown error");
+    if (r) snprintf(buf, len, "%s", r);
+    else if (e) snprintf(buf, len, "OpenSSL error %lx", e);
+    else snprintf(buf, len, "unknown error");
     ERR_clear_error();
     return buf;
 }

@@ -10,16 +10,15 @@
 #include <oneapi/dnnl/dnnl.h>
 #endif
 
-void tl_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float *A,
-             int lda, const float *B, int ldb, float beta, float *C, int ldc) {
+void tl_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float *A, int lda,
+             const float *B, int ldb, float beta, float *C, int ldc) {
     if (M == 0 || N == 0) return;
 #if defined(TL_GEMM_CBLAS)
     cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
-                trans_b ? CblasTrans : CblasNoTrans, M, N, K, alpha, A, lda, B, ldb, beta, C,
-                ldc);
+                trans_b ? CblasTrans : CblasNoTrans, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 #else
-    dnnl_status_t st = dnnl_sgemm(trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', M, N, K, alpha, A,
-                                  lda, B, ldb, beta, C, ldc);
+    dnnl_status_t st = dnnl_sgemm(trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', M, N, K, alpha, A, lda,
+                                  B, ldb, beta, C, ldc);
     assert(st == dnnl_success); /* only fails on bad arguments: a programmer error */
     (void)st;
 #endif

@@ -5,8 +5,8 @@
 
 #include "tl/gemm.h"
 
-void tl_linear_forward(float *out, const float *inp, const float *w, const float *b, int n,
-                       int in, int out_dim) {
+void tl_linear_forward(float *out, const float *inp, const float *w, const float *b, int n, int in,
+                       int out_dim) {
     // out is (n, out_dim): start from the bias in every row, then add inp (n, in) times
     // w^T (in, out_dim): w is stored (out_dim, in), so B is transposed.
     for (int i = 0; i < n; i++) memcpy(out + (size_t)i * out_dim, b, sizeof(float) * out_dim);

@@ -18,7 +18,8 @@
 /* Parses one module token of len bytes into *mod (kind and, for linear, out). */
 static int parse_module(const char *tok, size_t len, tl_module *mod) {
     char buf[64];
-    if (len == 0 || len >= sizeof buf) return tl_error(TL_EINVAL, "model: empty or overlong module");
+    if (len == 0 || len >= sizeof buf)
+        return tl_error(TL_EINVAL, "model: empty or overlong module");
     memcpy(buf, tok, len);
     buf[len] = 0;
     memset(mod, 0, sizeof *mod);
@@ -38,15 +39,16 @@ static int parse_module(const char *tok, size_t len, tl_module *mod) {
     } else if (!strcmp(buf, "sigmoid")) {
         mod->kind = TL_MOD_SIGMOID;
     } else {
-        return tl_error(TL_EINVAL, "model: unknown module '%s' (know linear:N, relu, tanh, sigmoid)",
-                        buf);
+        return tl_error(TL_EINVAL,
+                        "model: unknown module '%s' (know linear:N, relu, tanh, sigmoid)", buf);
     }
     return 0;
 }
 
 int tl_model_parse(const char *spec, int in_dim, tl_model *m) {
     memset(m, 0, sizeof *m);
-    if (!spec || strlen(spec) >= TL_MAX_SPEC) return tl_error(TL_EINVAL, "model: spec missing or too long");
+    if (!spec || strlen(spec) >= TL_MAX_SPEC)
+        return tl_error(TL_EINVAL, "model: spec missing or too long");
     if (in_dim < 1) return tl_error(TL_EINVAL, "model: input width %d", in_dim);
     snprintf(m->spec, sizeof m->spec, "%s", spec);
     m->in_dim = in_dim;
@@ -183,8 +185,7 @@ void tl_ws_free(tl_ws *ws) {
     memset(ws, 0, sizeof *ws);
 }
 
-void tl_model_forward(const tl_model *m, const float *params, tl_ws *ws, int n, int from,
-                      int to) {
+void tl_model_forward(const tl_model *m, const float *params, tl_ws *ws, int n, int from, int to) {
     assert(n <= ws->max_rows && from >= 0 && to <= m->n_modules);
     for (int k = from; k < to; k++) {
         const tl_module *mod = &m->mod[k];

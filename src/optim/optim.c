@@ -104,7 +104,7 @@ int tl_optim_set_steps(tl_optim *o, int64_t steps) {
 /* Whether float bits u are NaN or Inf (exponent all ones). Test each value
  * on its own: the OR of two finite values' bits can have an all-ones exponent
  * (3.0f | 1.0f), which once made any parameter >= 2 look like an overflow. */
-#define NONFINITE(u) (((u) & 0x7f800000u) == 0x7f800000u)
+#define NONFINITE(u) (((u)&0x7f800000u) == 0x7f800000u)
 
 /* Each step function also clears the gradient it consumed (ready for the next
  * batch) and returns nonzero if any parameter or state entry it wrote is NaN
@@ -114,8 +114,8 @@ int tl_optim_set_steps(tl_optim *o, int64_t steps) {
  * vectorizes the OR-reduction as well). The gradient itself is checked before
  * (grads_finite), so that a bad one changes nothing. */
 TL_CLONES static uint32_t adadelta_step(const tl_optim_cfg *c, size_t n, float *restrict p,
-                              float *restrict grad, float *restrict sq, float *restrict acc,
-                              float lr) {
+                                        float *restrict grad, float *restrict sq,
+                                        float *restrict acc, float lr) {
     const float rho = (float)c->rho, one_rho = (float)(1.0 - c->rho), eps = (float)c->eps;
     const float wd = (float)c->weight_decay;
     uint32_t bad = 0;
@@ -142,7 +142,7 @@ TL_CLONES static uint32_t adadelta_step(const tl_optim_cfg *c, size_t n, float *
 }
 
 TL_CLONES static uint32_t sgd_step(const tl_optim_cfg *c, int first, size_t n, float *restrict p,
-                         float *restrict grad, float *restrict buf, float lr) {
+                                   float *restrict grad, float *restrict buf, float lr) {
     const float wd = (float)c->weight_decay, mom = (float)c->momentum;
     const float keep = (float)(1.0 - c->dampening);
     uint32_t bad = 0;
@@ -166,7 +166,8 @@ TL_CLONES static uint32_t sgd_step(const tl_optim_cfg *c, int first, size_t n, f
 }
 
 TL_CLONES static uint32_t adam_step(const tl_optim_cfg *c, int64_t t, size_t n, float *restrict p,
-                          float *restrict grad, float *restrict m, float *restrict v, double lr) {
+                                    float *restrict grad, float *restrict m, float *restrict v,
+                                    double lr) {
     const float b1 = (float)c->beta1, b2 = (float)c->beta2;
     const float one_b1 = (float)(1.0 - c->beta1), one_b2 = (float)(1.0 - c->beta2);
     const float eps = (float)c->eps;
@@ -180,10 +181,8 @@ TL_CLONES static uint32_t adam_step(const tl_optim_cfg *c, int64_t t, size_t n, 
     for (size_t i = 0; i < n; i++) {
         float g = grad[i];
         grad[i] = 0.0f;
-        if (decoupled)
-            p[i] = p[i] * shrink;
-        else if (wd != 0.0f)
-            g = g + wd * p[i];
+        if (decoupled) p[i] = p[i] * shrink;
+        else if (wd != 0.0f) g = g + wd * p[i];
         m[i] = m[i] * b1 + one_b1 * g;
         v[i] = v[i] * b2 + one_b2 * (g * g);
         float denom = sqrtf(v[i]) / bc2_sqrt + eps;
@@ -219,7 +218,9 @@ int tl_optim_step(tl_optim *o, float *params, float *grads, double lr) {
     size_t e = first_nonfinite(grads, o->n);
     if (e < o->n)
         return tl_error(TL_ENUMERIC, "gradient element %zu is %s", e,
-                        isnan(grads[e]) ? "NaN" : grads[e] > 0 ? "+Inf" : "-Inf");
+                        isnan(grads[e]) ? "NaN"
+                        : grads[e] > 0  ? "+Inf"
+                                        : "-Inf");
     o->steps++;
     switch (c->kind) {
     case TL_OPT_ADADELTA:

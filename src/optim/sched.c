@@ -28,8 +28,7 @@ double tl_sched_lr(const tl_sched *s, int epoch) {
             if (e % s->step_size == 0) lr *= s->gamma;
         return lr;
     }
-    case TL_SCHED_COSINE:
-        return s->base_lr * (1.0 + cos(M_PI * epoch / s->t_max)) / 2.0;
+    case TL_SCHED_COSINE: return s->base_lr * (1.0 + cos(M_PI * epoch / s->t_max)) / 2.0;
     case TL_SCHED_NONE: break;
     }
     return s->base_lr;

@@ -7,7 +7,7 @@
 #include "tl/error.h"
 #include "tl/simd.h"
 
-#define SCALE 0x1p32  /* 2^TL_FIXED_FRAC_BITS */
+#define SCALE 0x1p32 /* 2^TL_FIXED_FRAC_BITS */
 #define UNSCALE 0x1p-32f
 #define TERM_LIMIT (INT64_C(1) << 52) /* |q| of one encoded value stays below */
 

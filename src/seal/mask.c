@@ -147,8 +147,8 @@ static void add_signed(const uint64_t *in, uint64_t *out, const uint64_t *k, siz
 
 int tl_mask_next(tl_mask *mk, const uint64_t *in, uint64_t *out, size_t m, int sign) {
     if ((!mk->terms && !mk->from_kept) || m > mk->n - mk->done)
-        return tl_error(TL_EINVAL, "masks: %zu values asked, %zu of %zu left", m,
-                        mk->n - mk->done, mk->n);
+        return tl_error(TL_EINVAL, "masks: %zu values asked, %zu of %zu left", m, mk->n - mk->done,
+                        mk->n);
     if (mk->from_kept) {
         add_signed(in, out, mk->kept + mk->done, m, sign);
         mk->done += m;

@@ -115,7 +115,8 @@ void tl_bounds_forward(tl_bounds *b, const float *params) {
             const float *W = params + md->w_off, *bias = params + md->b_off; /* W is (out, in) */
             const double s = slack((size_t)md->in + 1);
             for (int i = 0; i < md->out; i++)
-                uo[i] = clean((fabs((double)bias[i]) + abs_dot(W + (size_t)i * md->in, uif, md->in)) * s);
+                uo[i] = clean(
+                    (fabs((double)bias[i]) + abs_dot(W + (size_t)i * md->in, uif, md->in)) * s);
             break;
         }
         case TL_MOD_RELU:
@@ -160,7 +161,8 @@ int tl_bounds_check_loss(const tl_bounds *b, double loss_sum, size_t rows, const
     double zmax = 0;
     for (int j = 0; j < m->n_classes; j++)
         if (!(uz[j] <= zmax)) zmax = uz[j];
-    double lim = (double)rows * (2 * zmax + log((double)m->n_classes)) * slack((size_t)m->n_classes) +
+    double lim = (double)rows * (2 * zmax + log((double)m->n_classes)) *
+                     slack((size_t)m->n_classes) +
                  1e-6;
     if (loss_sum > lim)
         return tl_error(TL_EPROTO,
@@ -208,7 +210,7 @@ void tl_bounds_backward(tl_bounds *b, const float *dh, size_t rows) {
                 double f = clean((double)rows * dout[i] * s);
                 rf[i] = f > FLT_MAX ? INFINITY : (float)f;
             }
-            if (k == 0) break; /* nothing below needs dL/dx */
+            if (k == 0) break;                      /* nothing below needs dL/dx */
             const float *W = b->params + md->w_off; /* (out, in) */
             const double sd = slack((size_t)md->out);
             for (int j = 0; j < md->in; j++) din[j] = 0.0;
@@ -314,7 +316,9 @@ int tl_bounds_check_tensor(const char *what, const char *name, const float *x, i
     for (int i = 0, len = 0; i < rank; i++)
         len += snprintf(idx + len, sizeof idx - (size_t)len, "%s%zu", i ? "," : "", ix[i]);
     return tl_error(TL_ENUMERIC, "%s: %s[%s] is %s", what, name, idx,
-                    isnan(v) ? "NaN" : v > 0 ? "+Inf" : "-Inf");
+                    isnan(v) ? "NaN"
+                    : v > 0  ? "+Inf"
+                             : "-Inf");
 }
 
 int tl_bounds_check_finite(const tl_model *m, const float *params, const char *what) {

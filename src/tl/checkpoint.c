@@ -90,8 +90,8 @@ int tl_checkpoint_save(const char *path, const tl_trainer *t, const tl_run_pos *
 }
 
 /* Reads metadata key as a signed integer in [lo, hi]. */
-static int meta_int(const tl_st *st, const char *path, const char *key, long long lo,
-                    long long hi, long long *out) {
+static int meta_int(const tl_st *st, const char *path, const char *key, long long lo, long long hi,
+                    long long *out) {
     const char *v = tl_st_meta(st, key);
     char *end;
     if (!v) return tl_error(TL_EFORMAT, "%s: checkpoint lacks '%s'", path, key);

@@ -70,10 +70,8 @@ void tl_evalstats_scores(const float *z, int classes, double *s) {
         for (int j = 0; j < classes; j++)
             if (j != top) rest2 += exp((double)z[j] - M2);
     for (int k = 0; k < classes; k++) {
-        if (k == top && ties == 1)
-            s[k] = ((double)z[k] - M2) - log(rest2);
-        else
-            s[k] = ((double)z[k] - M) - log(S - s[k]);
+        if (k == top && ties == 1) s[k] = ((double)z[k] - M2) - log(rest2);
+        else s[k] = ((double)z[k] - M) - log(S - s[k]);
     }
 }
 
@@ -187,8 +185,7 @@ int tl_evalstats_decode(tl_evalstats *s, const uint8_t *buf, size_t len) {
     if (c != (uint64_t)C || b != (uint64_t)B)
         return tl_error(TL_EPROTO, "evaluation: %llu classes x %llu bins, expected %d x %d",
                         (unsigned long long)c, (unsigned long long)b, C, B);
-    if (len != want)
-        return tl_error(TL_EPROTO, "evaluation: %zu bytes, expected %zu", len, want);
+    if (len != want) return tl_error(TL_EPROTO, "evaluation: %zu bytes, expected %zu", len, want);
     const uint64_t n = tl_le_load64(buf + 24);
     const double loss = bits_f64(tl_le_load64(buf + 32));
     if (n >= TL_EVAL_MAX_ROWS)
@@ -227,8 +224,7 @@ int tl_evalstats_decode(tl_evalstats *s, const uint8_t *buf, size_t len) {
 /* AUC and its binning bound of one class from its two histograms; NaN, NaN
  * when there are no positives or no negatives. Counts are < 2^53, the pair
  * counts go through double (relative rounding ~1e-16, far below any bound). */
-static void class_auc(const uint64_t *pos, const uint64_t *neg, int B, double *auc,
-                      double *bound) {
+static void class_auc(const uint64_t *pos, const uint64_t *neg, int B, double *auc, double *bound) {
     double P = 0, N = 0, below = 0, wins = 0, ties = 0;
     for (int b = 0; b < B; b++) {
         P += (double)pos[b];
@@ -320,8 +316,8 @@ __attribute__((format(printf, 2, 3))) static void put(appender *a, const char *f
     for (;;) {
         va_list ap;
         va_start(ap, fmt);
-        const int k = vsnprintf(a->buf ? a->buf + a->len : NULL, a->buf ? a->cap - a->len : 0,
-                                fmt, ap);
+        const int k = vsnprintf(a->buf ? a->buf + a->len : NULL, a->buf ? a->cap - a->len : 0, fmt,
+                                ap);
         va_end(ap);
         if (k < 0) {
             a->failed = 1;
@@ -344,10 +340,8 @@ __attribute__((format(printf, 2, 3))) static void put(appender *a, const char *f
 }
 
 static void put_num(appender *a, double v) {
-    if (isnan(v) || isinf(v))
-        put(a, "null");
-    else
-        put(a, "%.9g", v);
+    if (isnan(v) || isinf(v)) put(a, "null");
+    else put(a, "%.9g", v);
 }
 
 static void put_field(appender *a, const char *prefix, const char *name, int first) {

@@ -14,17 +14,17 @@
 #include "tl/config.h"
 #include "tl/conn.h"
 #include "tl/error.h"
-#include "tl/fixed.h"
 #include "tl/evalstats.h"
+#include "tl/fixed.h"
 #include "tl/frame.h"
 #include "tl/loss.h"
 #include "tl/model.h"
 #include "tl/msg.h"
 #include "tl/net.h"
 #include "tl/nodestate.h"
+#include "tl/norm.h"
 #include "tl/params.h"
 #include "tl/sealed.h"
-#include "tl/norm.h"
 #include "tl/shm.h"
 #include "tl/trainer.h"
 
@@ -43,32 +43,32 @@ typedef struct session {
     tl_frame_reader r;
     tl_frame_writer w;
     tl_model model;
-    int cut;           /* node-side modules */
+    int cut; /* node-side modules */
     tl_mode mode;
-    tl_norm norm;      /* WELCOME's descriptor (per-feature arrays owned) */
-    uint64_t run_id;   /* WELCOME's, echoed in READY */
-    size_t p_node;     /* node-side parameters */
-    size_t p_recv;     /* parameters FORWARD carries */
+    tl_norm norm;    /* WELCOME's descriptor (per-feature arrays owned) */
+    uint64_t run_id; /* WELCOME's, echoed in READY */
+    size_t p_node;   /* node-side parameters */
+    size_t p_recv;   /* parameters FORWARD carries */
     int hb_ms;
     int64_t last_sent, last_recv;
     /* step state */
     tl_ws ws;
     int ws_rows;
-    float *g;          /* (rows, classes), traverse mode */
+    float *g; /* (rows, classes), traverse mode */
     int32_t *y;
     size_t *rows;
-    float *grads;      /* p_node */
-    void *params_buf;  /* the FORWARD payload holding the parameters, kept until BACKWARD */
+    float *grads;     /* p_node */
+    void *params_buf; /* the FORWARD payload holding the parameters, kept until BACKWARD */
     size_t params_cap;
     const float *shm_params; /* the orchestrator's shared parameters, mapped (p_recv); */
     int shm_grads;           /* then grads is our shared gradient region, mapped (p_node) */
     const float *params;
     uint64_t step;
-    int n;             /* rows of the kept FORWARD; 0: none */
+    int n; /* rows of the kept FORWARD; 0: none */
     /* sealed mode: the node side outlives connections (tl_node_run's) */
     struct sealed_ctx *sc;
-    float *full;       /* the whole parameter vector for our passes (sealed) */
-    uint64_t *q;       /* the masked gradient (sealed), p_node; shared region when q_shm */
+    float *full; /* the whole parameter vector for our passes (sealed) */
+    uint64_t *q; /* the masked gradient (sealed), p_node; shared region when q_shm */
     int q_shm;
 } session;
 
@@ -77,12 +77,13 @@ typedef struct sealed_ctx {
     tl_sealed_node sn;
     int ok;
     uint64_t run_id;
-    int need_state;    /* the node side of the run's step comes from a live node (STATE_BLOB) */
+    int need_state;     /* the node side of the run's step comes from a live node (STATE_BLOB) */
     uint64_t want_step; /* ... of this step */
-    char sig[256];     /* model, cut and optimizer the node side is for (WELCOME's) */
+    char sig[256];      /* model, cut and optimizer the node side is for (WELCOME's) */
 } sealed_ctx;
 
-static void logf_(const tl_node_cfg *cfg, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void logf_(const tl_node_cfg *cfg, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 static void logf_(const tl_node_cfg *cfg, const char *fmt, ...) {
     if (!cfg->log) return;
     char buf[1024];
@@ -199,10 +200,15 @@ static int sealed_welcome(session *s, const tl_msg_welcome *w) {
     const int keep = sc->ok && !sc->need_state && sc->sn.steps == w->opt_steps &&
                      !strcmp(sc->sig, sig);
     if (!keep) {
-        tl_optim_cfg oc = {.kind = (tl_optim_kind)w->opt_kind, .lr = w->opt_lr,
-                           .rho = w->opt_rho, .eps = w->opt_eps, .momentum = w->opt_momentum,
-                           .dampening = w->opt_dampening, .weight_decay = w->opt_weight_decay,
-                           .nesterov = (int)w->opt_nesterov, .beta1 = w->opt_beta1,
+        tl_optim_cfg oc = {.kind = (tl_optim_kind)w->opt_kind,
+                           .lr = w->opt_lr,
+                           .rho = w->opt_rho,
+                           .eps = w->opt_eps,
+                           .momentum = w->opt_momentum,
+                           .dampening = w->opt_dampening,
+                           .weight_decay = w->opt_weight_decay,
+                           .nesterov = (int)w->opt_nesterov,
+                           .beta1 = w->opt_beta1,
                            .beta2 = w->opt_beta2};
         if (w->opt_kind < TL_OPT_ADADELTA || w->opt_kind > TL_OPT_ADAMW)
             return tl_error(TL_EPROTO, "WELCOME: unknown optimizer %u", w->opt_kind);
@@ -237,8 +243,7 @@ static int sealed_welcome(session *s, const tl_msg_welcome *w) {
         snprintf(sc->sig, sizeof sc->sig, "%s", sig);
         /* a run already under way: our saved node side of its step, or a live node's */
         if (w->opt_steps != 0 && (rc = sealed_restore(s, w->opt_steps)) < 0) return rc;
-    }
-    else if (sc->run_id != w->run_id)
+    } else if (sc->run_id != w->run_id)
         logf_(s->cfg, "kept its node side of step %llu for the resumed run",
               (unsigned long long)sc->sn.steps);
     sc->run_id = w->run_id;
@@ -275,7 +280,8 @@ static int apply_welcome(session *s, const tl_msg_welcome *w) {
     if (w->cut < 1 || (int)w->cut >= s->model.n_modules)
         return tl_error(TL_ESTATE, "WELCOME: cut %u out of range for %s", w->cut, w->model);
     if ((int)w->privacy != s->cfg->privacy)
-        return tl_error(TL_EREFUSED, "the orchestrator runs %s mode, this node is %s (its "
+        return tl_error(TL_EREFUSED,
+                        "the orchestrator runs %s mode, this node is %s (its "
                         "--privacy decides for it)",
                         w->privacy ? "sealed" : "open", s->cfg->privacy ? "sealed" : "open");
     if (w->rank) { /* the run states its sample shape: ours must be it */
@@ -301,13 +307,16 @@ static int apply_welcome(session *s, const tl_msg_welcome *w) {
         for (size_t f = 0; f < dim; f++)
             if (!isfinite(s->norm.mean_f[f]) || !isfinite(s->norm.std_f[f]) ||
                 !(s->norm.std_f[f] > 0))
-                return tl_error(TL_ESTATE, "WELCOME: feature %zu normalizes with mean %g, "
-                                "std %g (must be finite, std > 0)", f,
-                                (double)s->norm.mean_f[f], (double)s->norm.std_f[f]);
+                return tl_error(TL_ESTATE,
+                                "WELCOME: feature %zu normalizes with mean %g, "
+                                "std %g (must be finite, std > 0)",
+                                f, (double)s->norm.mean_f[f], (double)s->norm.std_f[f]);
     } else {
         if (!isfinite(w->mean) || !isfinite(w->std) || !(w->std > 0))
-            return tl_error(TL_ESTATE, "WELCOME: normalization mean %g, std %g (must be "
-                            "finite, std > 0)", (double)w->mean, (double)w->std);
+            return tl_error(TL_ESTATE,
+                            "WELCOME: normalization mean %g, std %g (must be "
+                            "finite, std > 0)",
+                            (double)w->mean, (double)w->std);
         s->norm.kind = TL_NORM_SCALAR;
         s->norm.mean = w->mean;
         s->norm.std = w->std;
@@ -322,8 +331,10 @@ static int apply_welcome(session *s, const tl_msg_welcome *w) {
         s->p_recv = s->mode == TL_MODE_TRAVERSE ? s->model.n_params - s->p_node : 0;
     s->grads = malloc(sizeof(float) * (s->p_node ? s->p_node : 1));
     if (!s->grads)
-        return tl_error(TL_ENOMEM, "the run's model has %zu node-side parameters: more than "
-                        "this node can hold", s->p_node);
+        return tl_error(TL_ENOMEM,
+                        "the run's model has %zu node-side parameters: more than "
+                        "this node can hold",
+                        s->p_node);
     if (w->privacy && (rc = sealed_welcome(s, w)) < 0) return rc;
     /* Largest frame we accept: FORWARD (every parameter and the rows) or
      * BACKWARD (dh, rows x d_c), whichever is larger. WELCOME does not say the
@@ -331,9 +342,9 @@ static int apply_welcome(session *s, const tl_msg_welcome *w) {
     const uint64_t rows = (uint64_t)d->n, dc = (uint64_t)tl_model_width(&s->model, s->cut);
     const uint64_t fwd = (uint64_t)s->p_recv * 4 + rows * 4, bwd = rows * dc * 4 + 4096,
                    eval = (uint64_t)s->model.n_params * 4, /* EVAL, FINAL: all parameters */
-                   sum = w->privacy ? (uint64_t)s->p_node * 4 * (1 + TL_OPTIM_MAX_STATE) +
-                                          64 * 1024 /* a SEALED_STEP, or a STATE_BLOB */
-                                    : 0;
+        sum = w->privacy ? (uint64_t)s->p_node * 4 * (1 + TL_OPTIM_MAX_STATE) +
+                               64 * 1024 /* a SEALED_STEP, or a STATE_BLOB */
+                         : 0;
     uint64_t big = fwd > bwd ? fwd : bwd;
     big = big > eval ? big : eval;
     tl_frame_reader_set_max(&s->r, (big > sum ? big : sum) + (1 << 20));
@@ -423,8 +434,8 @@ static int sealed_backward(session *s, const tl_msg_backward *b) {
     if (ids->dtype != TL_DT_U32 || ids->numel < 1 || ids->numel > TL_FIXED_MAX_TERMS)
         return tl_error(TL_EPROTO, "BACKWARD: participants must be u32 [1..%d]",
                         TL_FIXED_MAX_TERMS);
-    int rc = tl_sealed_seal(&s->sc->sn, s->run_id, b->step, b->attempt, ids->data,
-                            (int)ids->numel, (uint32_t)s->cfg->id, s->grads, s->q);
+    int rc = tl_sealed_seal(&s->sc->sn, s->run_id, b->step, b->attempt, ids->data, (int)ids->numel,
+                            (uint32_t)s->cfg->id, s->grads, s->q);
     if (rc < 0) return rc;
     tl_msg out = {.type = TL_MSG_BACKWARD_RESULT};
     out.u.bwd_result.step = b->step;
@@ -475,8 +486,7 @@ static int on_final(session *s, const tl_msg_final *f) {
         char steps[32];
         snprintf(steps, sizeof steps, "%llu", (unsigned long long)f->step);
         tl_st_kv meta[] = {{"format", "pt"}, {"steps", steps}, {"producer", "tl node " TL_VERSION}};
-        if ((rc = tl_params_save(s->cfg->save_path, m, s->full, NULL, 0, meta, 3)) < 0)
-            return rc;
+        if ((rc = tl_params_save(s->cfg->save_path, m, s->full, NULL, 0, meta, 3)) < 0) return rc;
         logf_(s->cfg, "saved the whole model (step %llu) to %s", (unsigned long long)f->step,
               s->cfg->save_path);
     }
@@ -493,8 +503,11 @@ static int on_final(session *s, const tl_msg_final *f) {
 /* A view of our node side for nodestate.h. */
 static tl_nodestate state_view(session *s) {
     tl_sealed_node *sn = &s->sc->sn;
-    tl_nodestate v = {.params = sn->params, .n = sn->p_node, .optim = &sn->opt,
-                      .run_id = s->run_id, .step = sn->steps};
+    tl_nodestate v = {.params = sn->params,
+                      .n = sn->p_node,
+                      .optim = &sn->opt,
+                      .run_id = s->run_id,
+                      .step = sn->steps};
     return v;
 }
 
@@ -510,8 +523,10 @@ static int sealed_restore(session *s, uint64_t step) {
         int rc = tl_nodestate_find(s->cfg->state_path, step, &v);
         if (rc == 0) {
             sc->sn.steps = v.step;
-            logf_(s->cfg, "took the node side of step %llu from %s.* (saved at the "
-                  "orchestrator's checkpoint)", (unsigned long long)step, s->cfg->state_path);
+            logf_(s->cfg,
+                  "took the node side of step %llu from %s.* (saved at the "
+                  "orchestrator's checkpoint)",
+                  (unsigned long long)step, s->cfg->state_path);
             return 0;
         }
         if (rc == TL_ENOMEM) return rc;
@@ -520,8 +535,10 @@ static int sealed_restore(session *s, uint64_t step) {
     }
     sc->need_state = 1;
     sc->want_step = step;
-    logf_(s->cfg, "the run is at step %llu and this node holds no node side of it (%s): a live "
-          "node's comes, sealed", (unsigned long long)step, why);
+    logf_(s->cfg,
+          "the run is at step %llu and this node holds no node side of it (%s): a live "
+          "node's comes, sealed",
+          (unsigned long long)step, why);
     return 0;
 }
 
@@ -530,11 +547,12 @@ static int sealed_restore(session *s, uint64_t step) {
 static int on_state_request(session *s, const tl_msg_state_request *r) {
     if (!s->full) return tl_error(TL_EPROTO, "STATE_REQUEST in an open run");
     if (s->sc->need_state || r->step != s->sc->sn.steps)
-        return tl_error(TL_EPROTO, "STATE_REQUEST for step %llu, but this node's node side is %s "
-                        "%llu", (unsigned long long)r->step,
-                        s->sc->need_state ? "missing, wanted at step" : "at step",
-                        (unsigned long long)(s->sc->need_state ? s->sc->want_step
-                                                               : s->sc->sn.steps));
+        return tl_error(
+            TL_EPROTO,
+            "STATE_REQUEST for step %llu, but this node's node side is %s "
+            "%llu",
+            (unsigned long long)r->step, s->sc->need_state ? "missing, wanted at step" : "at step",
+            (unsigned long long)(s->sc->need_state ? s->sc->want_step : s->sc->sn.steps));
     if (r->to < 1 || r->to == (uint32_t)s->cfg->id)
         return tl_error(TL_EPROTO, "STATE_REQUEST for node %u", r->to);
     tl_nodestate v = state_view(s);
@@ -544,7 +562,8 @@ static int on_state_request(session *s, const tl_msg_state_request *r) {
     if (rc < 0) return rc;
     if (len > UINT32_MAX) {
         free(blob);
-        return tl_error(TL_ERANGE, "the sealed node side is %zu bytes: too large for a tensor", len);
+        return tl_error(TL_ERANGE, "the sealed node side is %zu bytes: too large for a tensor",
+                        len);
     }
     tl_msg out = {.type = TL_MSG_STATE_BLOB};
     out.u.state_blob.step = r->step;
@@ -567,12 +586,14 @@ static int on_state_blob(session *s, const tl_msg_state_blob *b) {
     if (!s->full || !sc->need_state)
         return tl_error(TL_EPROTO, "STATE_BLOB that this node did not ask for");
     if (b->to != (uint32_t)s->cfg->id || b->step != sc->want_step)
-        return tl_error(TL_EPROTO, "STATE_BLOB for node %u at step %llu, but this is node %d "
-                        "waiting for step %llu", b->to, (unsigned long long)b->step, s->cfg->id,
+        return tl_error(TL_EPROTO,
+                        "STATE_BLOB for node %u at step %llu, but this is node %d "
+                        "waiting for step %llu",
+                        b->to, (unsigned long long)b->step, s->cfg->id,
                         (unsigned long long)sc->want_step);
     tl_nodestate v = state_view(s);
-    int rc = tl_nodestate_open(s->cfg->group_key, s->run_id, b->step, b->from, b->to,
-                               b->blob.data, (size_t)b->blob.numel, &v);
+    int rc = tl_nodestate_open(s->cfg->group_key, s->run_id, b->step, b->from, b->to, b->blob.data,
+                               (size_t)b->blob.numel, &v);
     if (rc < 0) return rc;
     sc->sn.steps = v.step;
     sc->need_state = 0;
@@ -589,8 +610,10 @@ static int on_checkpoint(session *s, const tl_msg_checkpoint *c) {
     if (!sc->need_state && sc->sn.steps == c->step && s->cfg->state_path) {
         tl_nodestate v = state_view(s);
         if (tl_nodestate_keep(s->cfg->state_path, &v) < 0)
-            logf_(s->cfg, "could not save the node side of step %llu: %s (a resumed run takes "
-                  "it from another node)", (unsigned long long)c->step, tl_errmsg());
+            logf_(s->cfg,
+                  "could not save the node side of step %llu: %s (a resumed run takes "
+                  "it from another node)",
+                  (unsigned long long)c->step, tl_errmsg());
     }
     tl_msg out = {.type = TL_MSG_CHECKPOINT};
     out.u.checkpoint.step = c->step;
@@ -793,8 +816,10 @@ static int session_open(session *s) {
     /* the first FORWARD comes once every node has joined: generate the
      * matrix-product kernels now rather than then */
     tl_model_warmup(&s->model, 64);
-    logf_(cfg, "joined the run at %s as node %d (%zu samples, %s, cut after module %d, %s mode, "
-          "%s)", peer, cfg->id, cfg->data->n, s->c->ops->name, s->cut,
+    logf_(cfg,
+          "joined the run at %s as node %d (%zu samples, %s, cut after module %d, %s mode, "
+          "%s)",
+          peer, cfg->id, cfg->data->n, s->c->ops->name, s->cut,
           s->mode == TL_MODE_TRAVERSE ? "traverse" : "split", cfg->privacy ? "sealed" : "open");
     return 0;
 }
@@ -834,9 +859,7 @@ static int session_serve(session *s) {
         case TL_MSG_STATE_BLOB: rc = on_state_blob(s, &m.u.state_blob); break;
         case TL_MSG_CHECKPOINT: rc = on_checkpoint(s, &m.u.checkpoint); break;
         case TL_MSG_HEARTBEAT: break;
-        case TL_MSG_DONE:
-            logf_(s->cfg, "run finished: %s", m.u.done.reason);
-            return 0;
+        case TL_MSG_DONE: logf_(s->cfg, "run finished: %s", m.u.done.reason); return 0;
         case TL_MSG_ERROR:
             return tl_error(TL_EPROTO, "the orchestrator closed our connection: %s",
                             m.u.error.message);
@@ -860,8 +883,10 @@ static int check_test(const tl_node_cfg *cfg) {
     sample_shape(d, &rd, sd);
     sample_shape(t, &rt, st);
     if (t->dim != d->dim || rd != rt || memcmp(sd, st, sizeof sd) || t->dtype != d->dtype)
-        return tl_error(TL_EINVAL, "the node's test rows (%zu features) are not shaped as its "
-                        "training rows (%zu features)", t->dim, d->dim);
+        return tl_error(TL_EINVAL,
+                        "the node's test rows (%zu features) are not shaped as its "
+                        "training rows (%zu features)",
+                        t->dim, d->dim);
     return 0;
 }
 
@@ -909,8 +934,8 @@ static int node_loop(const tl_node_cfg *cfg, sealed_ctx *sc) {
         }
         session_free(&s);
         if (cfg->give_up_s > 0 && tl_now_ms() - since > (int64_t)cfg->give_up_s * 1000)
-            return tl_error(TL_ETIMEDOUT, "no orchestrator at %s:%d for %d s, giving up",
-                            cfg->host, cfg->port, cfg->give_up_s);
+            return tl_error(TL_ETIMEDOUT, "no orchestrator at %s:%d for %d s, giving up", cfg->host,
+                            cfg->port, cfg->give_up_s);
         sleep_ms(backoff);
         backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
     }

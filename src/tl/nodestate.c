@@ -74,8 +74,7 @@ static int find_vec(const tl_st *st, const char *what, const char *name, size_t 
     if (!t || t->dtype != TL_ST_F32 || t->rank != 1 || t->shape[0] != (int64_t)n)
         return tl_error(TL_EFORMAT, "%s: node state lacks a valid %s (F32 [%zu])", what, name, n);
     int rc = tl_bounds_check_tensor(what, name, t->data, 1, t->shape);
-    if (rc < 0)
-        return rc;
+    if (rc < 0) return rc;
     *out = t->data;
     return 0;
 }
@@ -83,8 +82,7 @@ static int find_vec(const tl_st *st, const char *what, const char *name, size_t 
 int tl_nodestate_decode(const uint8_t *buf, size_t len, const char *what, tl_nodestate *s) {
     tl_st *st;
     int rc = tl_st_read_mem(buf, len, &st);
-    if (rc < 0)
-        return tl_error(rc, "%s: not a node state: %s", what, tl_errmsg());
+    if (rc < 0) return tl_error(rc, "%s: not a node state: %s", what, tl_errmsg());
     const char *fmt = tl_st_meta(st, "format"), *opt = tl_st_meta(st, "optimizer");
     const char *want_opt = tl_optim_name(s->optim->cfg.kind);
     uint64_t n = 0, osteps = 0, run = 0, step = 0;
@@ -110,15 +108,13 @@ int tl_nodestate_decode(const uint8_t *buf, size_t len, const char *what, tl_nod
         rc = tl_error(TL_EFORMAT, "%s: node state optim_steps out of range", what);
         goto cleanup;
     }
-    if ((rc = find_vec(st, what, "params", s->n, &src[0])) < 0)
-        goto cleanup;
+    if ((rc = find_vec(st, what, "params", s->n, &src[0])) < 0) goto cleanup;
     for (int i = 0; i < count; i++) {
         const char *name;
         char key[64];
         tl_optim_state(s->optim, i, &name, NULL, NULL);
         snprintf(key, sizeof key, "optim.%s", name);
-        if ((rc = find_vec(st, what, key, s->n, &src[1 + i])) < 0)
-            goto cleanup;
+        if ((rc = find_vec(st, what, key, s->n, &src[1 + i])) < 0) goto cleanup;
     }
     if (tl_st_count(st) != 1 + count) {
         rc = tl_error(TL_EFORMAT, "%s: node state holds %d tensors, expected %d", what,
@@ -144,8 +140,7 @@ int tl_nodestate_save(const char *path, const tl_nodestate *s) {
     uint8_t *buf;
     size_t len;
     int rc = tl_nodestate_encode(s, &buf, &len);
-    if (rc < 0)
-        return tl_error(rc, "%s: not written: %s", path, tl_errmsg());
+    if (rc < 0) return tl_error(rc, "%s: not written: %s", path, tl_errmsg());
     rc = tl_file_write_atomic(path, buf, len, 0600, 0);
     free(buf);
     return rc;
@@ -155,8 +150,7 @@ int tl_nodestate_load(const char *path, tl_nodestate *s) {
     uint8_t *buf;
     size_t len;
     int rc = tl_file_read_all(path, MAX_FILE, &buf, &len);
-    if (rc < 0)
-        return rc;
+    if (rc < 0) return rc;
     rc = tl_nodestate_decode(buf, len, path, s);
     free(buf);
     return rc;
@@ -167,13 +161,10 @@ int tl_nodestate_load(const char *path, tl_nodestate *s) {
 static int peek_step(const char *path, uint64_t *step) {
     tl_st *st;
     int rc = tl_st_read(path, &st);
-    if (rc < 0)
-        return rc;
+    if (rc < 0) return rc;
     const char *fmt = tl_st_meta(st, "format");
-    if (!fmt || strcmp(fmt, FORMAT) != 0)
-        rc = tl_error(TL_EFORMAT, "%s: not a node state", path);
-    else
-        rc = meta_u64(st, path, "step", step);
+    if (!fmt || strcmp(fmt, FORMAT) != 0) rc = tl_error(TL_EFORMAT, "%s: not a node state", path);
+    else rc = meta_u64(st, path, "step", step);
     tl_st_free(st);
     return rc;
 }
@@ -181,8 +172,7 @@ static int peek_step(const char *path, uint64_t *step) {
 /* "<base>.<slot>" into buf. TL_EINVAL if it does not fit. */
 static int slot_path(const char *base, int slot, char *buf, size_t len) {
     int k = snprintf(buf, len, "%s.%d", base, slot);
-    if (k < 0 || (size_t)k >= len)
-        return tl_error(TL_EINVAL, "%s: path too long", base);
+    if (k < 0 || (size_t)k >= len) return tl_error(TL_EINVAL, "%s: path too long", base);
     return 0;
 }
 
@@ -191,21 +181,15 @@ int tl_nodestate_keep(const char *base, const tl_nodestate *s) {
     uint64_t step[2];
     int ok[2], rc;
     for (int i = 0; i < 2; i++) {
-        if ((rc = slot_path(base, i, path[i], sizeof path[i])) < 0)
-            return rc;
+        if ((rc = slot_path(base, i, path[i], sizeof path[i])) < 0) return rc;
         ok[i] = peek_step(path[i], &step[i]) == 0;
     }
     int slot;
-    if (ok[0] && step[0] == s->step)
-        slot = 0;
-    else if (ok[1] && step[1] == s->step)
-        slot = 1;
-    else if (!ok[0])
-        slot = 0;
-    else if (!ok[1])
-        slot = 1;
-    else
-        slot = step[0] <= step[1] ? 0 : 1;
+    if (ok[0] && step[0] == s->step) slot = 0;
+    else if (ok[1] && step[1] == s->step) slot = 1;
+    else if (!ok[0]) slot = 0;
+    else if (!ok[1]) slot = 1;
+    else slot = step[0] <= step[1] ? 0 : 1;
     return tl_nodestate_save(path[slot], s);
 }
 
@@ -215,15 +199,11 @@ int tl_nodestate_find(const char *base, uint64_t step, tl_nodestate *s) {
     for (int i = 0; i < 2; i++) {
         uint64_t st;
         int rc = slot_path(base, i, path, sizeof path);
-        if (rc < 0)
-            return rc;
-        if (peek_step(path, &st) < 0)
-            continue;
-        if (st == step)
-            return tl_nodestate_load(path, s);
+        if (rc < 0) return rc;
+        if (peek_step(path, &st) < 0) continue;
+        if (st == step) return tl_nodestate_load(path, s);
         int k = snprintf(found + fl, sizeof found - fl, "%s%" PRIu64, fl ? ", " : "", st);
-        if (k > 0 && (size_t)k < sizeof found - fl)
-            fl += (size_t)k;
+        if (k > 0 && (size_t)k < sizeof found - fl) fl += (size_t)k;
     }
     return tl_error(TL_ESTATE, "%s: no saved node state of step %" PRIu64 " (found: %s)", base,
                     step, fl ? found : "none");
@@ -249,8 +229,7 @@ int tl_nodestate_seal(const tl_group_key *gk, const tl_nodestate *s, uint32_t fr
     int rc = tl_nodestate_encode(s, &pt, &n);
     *out = NULL;
     *len = 0;
-    if (rc < 0)
-        return rc;
+    if (rc < 0) return rc;
     uint8_t *box = malloc(n + TL_TRANSFER_OVERHEAD);
     if (!box) {
         rc = tl_error(TL_ENOMEM, "node state transfer: out of memory");
@@ -275,8 +254,7 @@ int tl_nodestate_open(const tl_group_key *gk, uint64_t run_id, uint64_t step, ui
         return tl_error(TL_EPROTO, "node state from node %u: %zu bytes, too short", from, len);
     size_t n = len - TL_TRANSFER_OVERHEAD;
     uint8_t *pt = malloc(n ? n : 1);
-    if (!pt)
-        return tl_error(TL_ENOMEM, "node state transfer: out of memory");
+    if (!pt) return tl_error(TL_ENOMEM, "node state transfer: out of memory");
     make_ad(ad, run_id, step, from, to);
     int rc = tl_transfer_open(gk, ad, sizeof ad, blob, len, pt);
     if (rc < 0) {
@@ -290,14 +268,11 @@ int tl_nodestate_open(const tl_group_key *gk, uint64_t run_id, uint64_t step, ui
     /* the state inside must name the run and step authenticated */
     tl_st *st;
     uint64_t in_run = 0, in_step = 0;
-    if ((rc = tl_st_read_mem(pt, n, &st)) < 0)
-        goto cleanup;
+    if ((rc = tl_st_read_mem(pt, n, &st)) < 0) goto cleanup;
     rc = meta_u64(st, "node state transfer", "run_id", &in_run);
-    if (rc == 0)
-        rc = meta_u64(st, "node state transfer", "step", &in_step);
+    if (rc == 0) rc = meta_u64(st, "node state transfer", "step", &in_step);
     tl_st_free(st);
-    if (rc < 0)
-        goto cleanup;
+    if (rc < 0) goto cleanup;
     if (in_run != run_id || in_step != step) {
         rc = tl_error(TL_EPROTO,
                       "node state from node %u holds run %" PRIu64 " step %" PRIu64

@@ -77,10 +77,13 @@ int tl_orch_eval_fn(void *ctx, const float *params, int64_t steps, tl_evalstats 
             s->exp = s->p && s->exp == EXPECT_EVAL ? EXPECT_STALE : EXPECT_NONE;
         }
         if (++failures > o->cfg.max_replays)
-            return tl__orch_stop_run(o, tl_error(TL_ESTATE, "the evaluation at the nodes failed %d times "
-                                        "(--max-replays %d); last: node %d (%s)", failures,
-                                        o->cfg.max_replays, o->lost_node + 1, o->lost_why));
-        tl__orch_log(o, "evaluation: node %d lost (%s); waiting up to %d s for it, then asking again",
-             o->lost_node + 1, o->lost_why, o->cfg.reconnect_timeout_s);
+            return tl__orch_stop_run(o, tl_error(TL_ESTATE,
+                                                 "the evaluation at the nodes failed %d times "
+                                                 "(--max-replays %d); last: node %d (%s)",
+                                                 failures, o->cfg.max_replays, o->lost_node + 1,
+                                                 o->lost_why));
+        tl__orch_log(o,
+                     "evaluation: node %d lost (%s); waiting up to %d s for it, then asking again",
+                     o->lost_node + 1, o->lost_why, o->cfg.reconnect_timeout_s);
     }
 }

@@ -23,9 +23,10 @@ static uint32_t data_conflict(tl_orch *o, int k, uint64_t count, uint64_t fp, ch
         const node_slot *t = &o->nodes[j];
         if (j == k || !t->seen) continue;
         if (t->fingerprint == fp && t->count == count) {
-            snprintf(why, cap, "node %d holds the same data as node %d (%llu samples, "
-                     "fingerprint %016llx)", k + 1, j + 1, (unsigned long long)count,
-                     (unsigned long long)fp);
+            snprintf(why, cap,
+                     "node %d holds the same data as node %d (%llu samples, "
+                     "fingerprint %016llx)",
+                     k + 1, j + 1, (unsigned long long)count, (unsigned long long)fp);
             return TL_REJECT_FINGERPRINT;
         }
         total += t->count; /* each count is below 2^32: no overflow */
@@ -33,9 +34,10 @@ static uint32_t data_conflict(tl_orch *o, int k, uint64_t count, uint64_t fp, ch
     long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
     uint64_t mem = pages > 0 && psize > 0 ? (uint64_t)pages * (uint64_t)psize : UINT64_MAX;
     if (total > mem / 2 / sizeof(uint64_t)) {
-        snprintf(why, cap, "with node %d's %llu samples the run would hold %llu, more than "
-                 "this orchestrator can index in memory", k + 1, (unsigned long long)count,
-                 (unsigned long long)total);
+        snprintf(why, cap,
+                 "with node %d's %llu samples the run would hold %llu, more than "
+                 "this orchestrator can index in memory",
+                 k + 1, (unsigned long long)count, (unsigned long long)total);
         return TL_REJECT_BAD_HELLO;
     }
     return 0;
@@ -54,13 +56,15 @@ static const char *shape_str(char *buf, size_t n, uint32_t rank, const uint32_t 
  * sample shape, class names). 1 with the reason in why, else 0. */
 static int data_mismatch(const tl_orch *o, const tl_msg_hello *h, char *why, size_t cap) {
     char a[64], b[64];
-    uint64_t dim = h->rank == 3 ? (uint64_t)h->shape[0] * h->shape[1] * h->shape[2]
-                                : h->shape[0];
-    if (h->rank == 0) return 0; /* not described (a hand-made client): WELCOME is checked
-                                 * by the node against its data all the same */
+    uint64_t dim = h->rank == 3 ? (uint64_t)h->shape[0] * h->shape[1] * h->shape[2] : h->shape[0];
+    if (h->rank == 0)
+        return 0; /* not described (a hand-made client): WELCOME is checked
+                   * by the node against its data all the same */
     if ((h->rank != 1 && h->rank != 3) || h->elem > TL_ELEM_WIRE_F32) {
-        snprintf(why, cap, "HELLO describes samples of rank %u, element type %u (want rank 1 "
-                 "or 3, type 0 or 1)", h->rank, h->elem);
+        snprintf(why, cap,
+                 "HELLO describes samples of rank %u, element type %u (want rank 1 "
+                 "or 3, type 0 or 1)",
+                 h->rank, h->elem);
         return 1;
     }
     if (dim != (uint64_t)o->cfg.model->in_dim) {
@@ -70,8 +74,8 @@ static int data_mismatch(const tl_orch *o, const tl_msg_hello *h, char *why, siz
         return 1;
     }
     if (h->classes > (uint32_t)o->classes) {
-        snprintf(why, cap, "node %u has %u classes, the model's output %d", h->node_id,
-                 h->classes, o->classes);
+        snprintf(why, cap, "node %u has %u classes, the model's output %d", h->node_id, h->classes,
+                 o->classes);
         return 1;
     }
     if (!o->have_desc) return 0;
@@ -82,8 +86,10 @@ static int data_mismatch(const tl_orch *o, const tl_msg_hello *h, char *why, siz
         return 1;
     }
     if (h->labels_hash != o->labels_hash) {
-        snprintf(why, cap, "node %u's label names differ from the other nodes' (their class "
-                 "numbers would not agree)", h->node_id);
+        snprintf(why, cap,
+                 "node %u's label names differ from the other nodes' (their class "
+                 "numbers would not agree)",
+                 h->node_id);
         return 1;
     }
     return 0;
@@ -107,9 +113,10 @@ static void send_welcome(tl_orch *o, tl_peer *p) {
     if (s->grads && s->grads == s->gshm.p) s->grads = NULL; /* that batch is replayed */
     if (s->q && (const void *)s->q == (const void *)s->gshm.p) s->q = NULL;
     if (s->gshm.p) tl_shm_free(&s->gshm);
-    if (shm && tl_shm_create((o->sealed ? sizeof(uint64_t) : sizeof(float)) * o->p_node,
-                             &s->gshm) < 0) {
-        tl__orch_log(o, "node %d: no shared memory (%s): using the socket", u->node + 1, tl_errmsg());
+    if (shm &&
+        tl_shm_create((o->sealed ? sizeof(uint64_t) : sizeof(float)) * o->p_node, &s->gshm) < 0) {
+        tl__orch_log(o, "node %d: no shared memory (%s): using the socket", u->node + 1,
+                     tl_errmsg());
         shm = 0;
     }
     w->run_id = o->run_id;
@@ -165,15 +172,18 @@ void tl__orch_on_hello(tl_orch *o, tl_peer *p, const tl_msg_hello *h) {
         return;
     }
     if (h->sample_count > UINT32_MAX) { /* FORWARD's rows are u32 local indices */
-        snprintf(why, sizeof why, "%llu samples: rows travel as u32, so a node holds at most "
-                 "%u", (unsigned long long)h->sample_count, UINT32_MAX);
+        snprintf(why, sizeof why,
+                 "%llu samples: rows travel as u32, so a node holds at most "
+                 "%u",
+                 (unsigned long long)h->sample_count, UINT32_MAX);
         tl__orch_reject(o, p, TL_REJECT_BAD_HELLO, why);
         return;
     }
     if ((int)h->privacy != o->cfg.privacy) {
-        snprintf(why, sizeof why, "node %u wants %s mode, this run is %s (both sides' "
-                 "--privacy must agree)", h->node_id, h->privacy ? "sealed" : "open",
-                 o->cfg.privacy ? "sealed" : "open");
+        snprintf(why, sizeof why,
+                 "node %u wants %s mode, this run is %s (both sides' "
+                 "--privacy must agree)",
+                 h->node_id, h->privacy ? "sealed" : "open", o->cfg.privacy ? "sealed" : "open");
         tl__orch_reject(o, p, TL_REJECT_PRIVACY, why);
         return;
     }
@@ -181,8 +191,10 @@ void tl__orch_on_hello(tl_orch *o, tl_peer *p, const tl_msg_hello *h) {
         char mine[33], theirs[33];
         tl_group_key_id_hex(o->key_id, mine);
         tl_group_key_id_hex(h->key_id, theirs);
-        snprintf(why, sizeof why, "node %u holds another group's key (key id %s, the run's is "
-                 "%s%s)", h->node_id, theirs, mine,
+        snprintf(why, sizeof why,
+                 "node %u holds another group's key (key id %s, the run's is "
+                 "%s%s)",
+                 h->node_id, theirs, mine,
                  o->cfg.have_key_id ? ", from the orchestrator's kit" : ", the first node's");
         tl__orch_reject(o, p, TL_REJECT_GROUP_KEY, why);
         return;
@@ -279,7 +291,7 @@ void tl__orch_on_ready(tl_orch *o, tl_peer *p, const tl_msg_ready *r) {
      * ERROR (a string). */
     uint64_t big = (uint64_t)o->p_node * (o->sealed ? 4 * (1 + TL_OPTIM_MAX_STATE) : 4) +
                    (o->sealed ? 64 * 1024 : 0), /* sealed: a STATE_BLOB */
-             rows = (uint64_t)run->batch_size * ((uint64_t)o->dc + (uint64_t)o->classes) * 4;
+        rows = (uint64_t)run->batch_size * ((uint64_t)o->dc + (uint64_t)o->classes) * 4;
     uint64_t cap = (big > rows ? big : rows) + 4096;
     const uint64_t ev = tl_evalstats_size(o->classes, TL_EVAL_BINS) + 64; /* EVAL_RESULT */
     if (cap < ev) cap = ev;
@@ -313,12 +325,11 @@ void tl__orch_on_ready(tl_orch *o, tl_peer *p, const tl_msg_ready *r) {
     s->need_state = o->sealed && r->state_step != o->step;
     if (s->need_state && r->state_step != TL_STATE_NONE)
         tl__orch_log(o, "node %d holds the node side of step %llu, the run is at step %llu", k + 1,
-             (unsigned long long)r->state_step, (unsigned long long)o->step);
+                     (unsigned long long)r->state_step, (unsigned long long)o->step);
     tl__orch_log(o, "node %d joined from %s (%llu samples, %s%s, %s%s)", k + 1, tl_peer_name(p),
-         (unsigned long long)u->count, tl_peer_transport(p), s->gshm.p ? ", shared memory" : "",
-         u->version, o->sealed ? ", sealed" : "");
+                 (unsigned long long)u->count, tl_peer_transport(p),
+                 s->gshm.p ? ", shared memory" : "", u->version, o->sealed ? ", sealed" : "");
 }
-
 
 /* STATS: a node's count, per-feature sums and sums of squares (its training
  * rows; docs/protocol.md §5.2), checked: the run's width, HELLO's count,
@@ -338,8 +349,8 @@ int tl__orch_on_stats(tl_orch *o, tl_peer *p, const tl_msg_stats *st) {
     const double *sum = st->sum.data, *sq = st->sumsq.data;
     for (uint32_t f = 0; rc == 0 && f < dim; f++)
         if (!isfinite(sum[f]) || !isfinite(sq[f]) || sq[f] < 0)
-            rc = tl_error(TL_EPROTO, "STATS: feature %u has sum %g, sum of squares %g", f,
-                          sum[f], sq[f]);
+            rc = tl_error(TL_EPROTO, "STATS: feature %u has sum %g, sum of squares %g", f, sum[f],
+                          sq[f]);
     if (rc < 0) {
         snprintf(why, sizeof why, "%s", tl_errmsg());
         tl__orch_reject(o, p, TL_REJECT_BAD_HELLO, why);
@@ -369,8 +380,10 @@ int tl__orch_on_stats(tl_orch *o, tl_peer *p, const tl_msg_stats *st) {
         return -1;
     }
     o->norm_ready = 1;
-    tl__orch_log(o, "standardize: per-feature means and deviations of the nodes' %llu training rows, "
-            "from their sums", (unsigned long long)rows);
+    tl__orch_log(o,
+                 "standardize: per-feature means and deviations of the nodes' %llu training rows, "
+                 "from their sums",
+                 (unsigned long long)rows);
     const int64_t now = tl_now_ms();
     for (int i = 0; i < tl_server_npeers(o->srv); i++) {
         tl_peer *q = tl_server_peer(o->srv, i);

@@ -15,47 +15,47 @@
 
 #include "tl/bounds.h"
 #include "tl/conn.h"
-#include "tl/fixed.h"
-#include "tl/groupkey.h"
-#include "tl/sched.h"
-#include "tl/seal.h"
 #include "tl/error.h"
+#include "tl/fixed.h"
 #include "tl/frame.h"
+#include "tl/groupkey.h"
 #include "tl/loss.h"
 #include "tl/msg.h"
 #include "tl/net.h"
+#include "tl/sched.h"
+#include "tl/seal.h"
 #include "tl/server.h"
 #include "tl/shm.h"
 
-#define CLOSE_GRACE_MS 2000  /* a refused peer gets this long to read its REJECT */
-#define FLOOD_FRAMES_PER_S 100           /* heartbeats a node may send in a second, at least */
-#define FLOOD_SECONDS 3                  /* ... over that for this many seconds in a row: lost */
-#define MAX_ATTEMPTS_LOGGED 16           /* failed attempts of one batch named in the message */
+#define CLOSE_GRACE_MS 2000    /* a refused peer gets this long to read its REJECT */
+#define FLOOD_FRAMES_PER_S 100 /* heartbeats a node may send in a second, at least */
+#define FLOOD_SECONDS 3        /* ... over that for this many seconds in a row: lost */
+#define MAX_ATTEMPTS_LOGGED 16 /* failed attempts of one batch named in the message */
 
 /* Where a connection is in the TL handshake (the server's peer state says
  * where its transport is). */
 typedef enum peer_state {
-    PEER_HELLO,   /* waiting for HELLO (after the TLS handshake, if any) */
-    PEER_STATS,   /* STATS_REQUEST sent (standardize): its STATS, then every other
-                   * node's, before WELCOME; not registered */
-    PEER_WELCOMED,/* WELCOME sent, waiting for READY: not registered, leaves no trace */
-    PEER_READY,   /* a registered node */
-    PEER_GONE,    /* closed with a last message */
+    PEER_HELLO,    /* waiting for HELLO (after the TLS handshake, if any) */
+    PEER_STATS,    /* STATS_REQUEST sent (standardize): its STATS, then every other
+                    * node's, before WELCOME; not registered */
+    PEER_WELCOMED, /* WELCOME sent, waiting for READY: not registered, leaves no trace */
+    PEER_READY,    /* a registered node */
+    PEER_GONE,     /* closed with a last message */
 } peer_state;
 
 /* The orchestrator's state of a connection: the user area of its tl_peer. */
 typedef struct peer {
     peer_state st;
-    int node;              /* node index once WELCOMED, else -1 */
+    int node;                    /* node index once WELCOMED, else -1 */
     uint64_t count, fingerprint; /* from HELLO; the node's identity once READY */
-    uint64_t test_count;   /* from HELLO: the node's held-out rows */
-    uint16_t hello_flags;  /* HELLO's capabilities, for a WELCOME sent later */
-    char version[64];      /* HELLO's software version, for the log */
-    uint8_t key_id[16];    /* HELLO's group key id (sealed) */
-    int64_t hb_window;     /* start of the current second of heartbeat counting */
-    int hb_count;          /* heartbeats received in it */
-    int hb_over;           /* consecutive seconds over the flood limit */
-    int64_t deadline;      /* handshake deadline */
+    uint64_t test_count;         /* from HELLO: the node's held-out rows */
+    uint16_t hello_flags;        /* HELLO's capabilities, for a WELCOME sent later */
+    char version[64];            /* HELLO's software version, for the log */
+    uint8_t key_id[16];          /* HELLO's group key id (sealed) */
+    int64_t hb_window;           /* start of the current second of heartbeat counting */
+    int hb_count;                /* heartbeats received in it */
+    int hb_over;                 /* consecutive seconds over the flood limit */
+    int64_t deadline;            /* handshake deadline */
 } peer;
 
 #define OP(p) ((peer *)tl_peer_user(p))
@@ -73,41 +73,41 @@ typedef enum expect {
 } expect;
 
 typedef struct node_slot {
-    tl_peer *p;            /* NULL while disconnected */
-    tl_peer *pending;        /* a connection welcomed for this id, READY awaited */
-    int seen;              /* registered at least once */
+    tl_peer *p;       /* NULL while disconnected */
+    tl_peer *pending; /* a connection welcomed for this id, READY awaited */
+    int seen;         /* registered at least once */
     uint64_t count, fingerprint;
-    uint64_t test_count;   /* held-out rows (HELLO) */
-    tl_evalstats ev;       /* its last EVAL_RESULT (ev.classes 0: not set up) */
-    tl_norm_stats st;      /* its STATS (standardize), once st_in */
+    uint64_t test_count; /* held-out rows (HELLO) */
+    tl_evalstats ev;     /* its last EVAL_RESULT (ev.classes 0: not set up) */
+    tl_norm_stats st;    /* its STATS (standardize), once st_in */
     int st_in;
     /* batch state */
     expect exp;
-    size_t first, n;       /* the node's rows in the batch */
+    size_t first, n; /* the node's rows in the batch */
     int64_t task_deadline;
     double loss_sum;
     uint32_t correct;
-    uint32_t *rows_u32;    /* the node's rows of the batch as sent (batch_size) */
-    void *gbuf;            /* BACKWARD_RESULT payload kept until the plan-order sum */
+    uint32_t *rows_u32; /* the node's rows of the batch as sent (batch_size) */
+    void *gbuf;         /* BACKWARD_RESULT payload kept until the plan-order sum */
     size_t gcap;
     const float *grads;
-    tl_shm gshm;           /* the node's gradient region, created for this connection
-                            * when it shares memory (gshm.p NULL: it does not) */
+    tl_shm gshm; /* the node's gradient region, created for this connection
+                  * when it shares memory (gshm.p NULL: it does not) */
     /* sealed mode */
-    const uint64_t *q;     /* the node's masked vector (payload kept in gbuf, or gshm) */
-    int have_mac;          /* mac is the node's PARAM_MAC at mac_step */
-    int sum_unread;        /* gshm holds the sum of sum_step, maybe not read yet */
+    const uint64_t *q; /* the node's masked vector (payload kept in gbuf, or gshm) */
+    int have_mac;      /* mac is the node's PARAM_MAC at mac_step */
+    int sum_unread;    /* gshm holds the sum of sum_step, maybe not read yet */
     uint64_t sum_step;
     uint64_t mac_step;
     uint8_t mac[32];
     /* sealed mode, faults: a node without the node side of the run's step
      * gets a live node's, sealed, relayed by us (docs/protocol.md §8.2) */
-    int need_state;        /* READY said it holds no node side of o->step */
-    int donor;             /* the node asked for it (index); -1: none yet */
-    int64_t state_until;   /* the donor answers by then or is lost */
-    void *blob_buf;        /* the relayed STATE_BLOB's payload, kept until it is sent */
+    int need_state;      /* READY said it holds no node side of o->step */
+    int donor;           /* the node asked for it (index); -1: none yet */
+    int64_t state_until; /* the donor answers by then or is lost */
+    void *blob_buf;      /* the relayed STATE_BLOB's payload, kept until it is sent */
     size_t blob_cap;
-    int ckpt_wait;         /* a CHECKPOINT is not confirmed yet */
+    int ckpt_wait; /* a CHECKPOINT is not confirmed yet */
 } node_slot;
 
 struct tl_orch {
@@ -117,8 +117,8 @@ struct tl_orch {
     int registered;
     uint64_t run_id;
     /* model split */
-    int cut;               /* node-side modules */
-    size_t p_node;         /* node-side parameters */
+    int cut;       /* node-side modules */
+    size_t p_node; /* node-side parameters */
     int dc, classes;
     /* central step buffers, batch_size rows */
     tl_ws ws;
@@ -127,33 +127,33 @@ struct tl_orch {
     uint64_t step;
     const tl_batch *cur_batch; /* the batch in progress and its gradient block */
     float *cur_grads;
-    int acc_next;              /* parts already added into cur_grads */
+    int acc_next; /* parts already added into cur_grads */
     tl_orch_stats stats;
-    tl_shm shm;            /* the parameters for nodes on a unix socket (shm.p NULL: none) */
-    size_t p_sent;         /* parameters a FORWARD carries */
-    tl_bounds bounds;      /* what an honest node can send this step (bounds.h) */
+    tl_shm shm;       /* the parameters for nodes on a unix socket (shm.p NULL: none) */
+    size_t p_sent;    /* parameters a FORWARD carries */
+    tl_bounds bounds; /* what an honest node can send this step (bounds.h) */
     /* sealed mode */
     int sealed;
-    uint32_t attempt;      /* of the current step: grows on every replay (fresh masks) */
-    uint64_t *qsum;        /* the masked sum of the step, p_node */
-    uint32_t *ids;         /* the step's participants (node ids, plan order) */
-    tl_sched sched;        /* the learning rate SEALED_STEP carries */
+    uint32_t attempt; /* of the current step: grows on every replay (fresh masks) */
+    uint64_t *qsum;   /* the masked sum of the step, p_node */
+    uint32_t *ids;    /* the step's participants (node ids, plan order) */
+    tl_sched sched;   /* the learning rate SEALED_STEP carries */
     int have_key_id;
     uint8_t key_id[16];
-    char diverged[512];    /* set when two nodes' PARAM_MACs differ */
+    char diverged[512]; /* set when two nodes' PARAM_MACs differ */
     /* the last node lost (lose_node), for the replay bound's message */
-    int lost_node;         /* index, -1: none since the attempt began */
+    int lost_node; /* index, -1: none since the attempt began */
     char lost_why[256];
     /* what the nodes' data is (HELLO, protocol 3): the first registered node's,
      * which every other must match */
     int have_desc;
     uint32_t elem, rank, shape[3];
     uint64_t labels_hash;
-    uint64_t eval_step;    /* the step EVAL was sent for */
+    uint64_t eval_step; /* the step EVAL was sent for */
     /* --normalize standardize: the nodes' STATS, combined once all are in */
     int std_pending;
     int norm_ready;
-    tl_norm norm;          /* owned, once norm_ready */
+    tl_norm norm; /* owned, once norm_ready */
 };
 
 /* orchestrator.c: logging, peers, the event loop */

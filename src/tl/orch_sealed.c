@@ -52,7 +52,8 @@ int tl__orch_on_param_mac(tl_orch *o, int k, const tl_msg_param_mac *m) {
             int a = j < k ? k : j, b = j < k ? j : k;
             snprintf(o->diverged, sizeof o->diverged,
                      "node %d's node-side parameters differ from node %d's at step %llu "
-                     "(divergence is a bug)", a + 1, b + 1, (unsigned long long)m->step);
+                     "(divergence is a bug)",
+                     a + 1, b + 1, (unsigned long long)m->step);
             tl__orch_log(o, "%s", o->diverged);
         }
     }
@@ -73,7 +74,8 @@ void tl__orch_sealed_drain(tl_orch *o) {
         for (int i = 0; i < o->cfg.n_nodes; i++) {
             node_slot *s = &o->nodes[i];
             if (!s->p || tl_peer_idle(s->p)) continue;
-            if (tl_now_ms() > until) tl__orch_lose_node(o, s->p, "did not take SEALED_STEP in time");
+            if (tl_now_ms() > until)
+                tl__orch_lose_node(o, s->p, "did not take SEALED_STEP in time");
             else busy = 1;
         }
         if (!busy) return;
@@ -88,7 +90,8 @@ void tl__orch_sealed_send_step(tl_orch *o, const tl_batch *b) {
     q->step = o->step;
     q->attempt = o->attempt;
     q->flags = o->cfg.mac_every > 0 && (o->step + 1) % (uint64_t)o->cfg.mac_every == 0
-                   ? TL_SEALED_F_MAC : 0;
+                   ? TL_SEALED_F_MAC
+                   : 0;
     q->lr = tl_sched_lr(&o->sched, b->epoch);
     q->participants = tl_tensor_1d(TL_DT_U32, o->ids, (uint32_t)b->n_parts);
     for (int i = 0; i < o->cfg.n_nodes; i++) {
@@ -121,9 +124,11 @@ int tl__orch_on_state_blob(tl_orch *o, tl_peer *p, int k, const tl_msg *m) {
     if (!o->sealed) return tl_error(TL_EPROTO, "STATE_BLOB in an open run");
     if (b->from != (uint32_t)k + 1 || b->to < 1 || b->to > (uint32_t)o->cfg.n_nodes ||
         b->step != o->step)
-        return tl_error(TL_EPROTO, "STATE_BLOB from node %u to node %u at step %llu on node %d's "
-                        "connection at step %llu", b->from, b->to, (unsigned long long)b->step,
-                        k + 1, (unsigned long long)o->step);
+        return tl_error(TL_EPROTO,
+                        "STATE_BLOB from node %u to node %u at step %llu on node %d's "
+                        "connection at step %llu",
+                        b->from, b->to, (unsigned long long)b->step, k + 1,
+                        (unsigned long long)o->step);
     node_slot *t = &o->nodes[b->to - 1];
     if (t->donor != k) return tl_error(TL_EPROTO, "STATE_BLOB for node %u, not asked", b->to);
     t->donor = -1;
@@ -135,9 +140,10 @@ int tl__orch_on_state_blob(tl_orch *o, tl_peer *p, int k, const tl_msg *m) {
         return 0;
     }
     t->need_state = 0; /* it installs it before anything we send after it */
-    tl__orch_log(o, "node %u: gets the node side of step %llu from node %d (sealed, %llu bytes, "
-         "relayed)", b->to, (unsigned long long)b->step, k + 1,
-         (unsigned long long)b->blob.numel);
+    tl__orch_log(o,
+                 "node %u: gets the node side of step %llu from node %d (sealed, %llu bytes, "
+                 "relayed)",
+                 b->to, (unsigned long long)b->step, k + 1, (unsigned long long)b->blob.numel);
     return 0;
 }
 
@@ -182,7 +188,7 @@ int tl__orch_sealed_sync(tl_orch *o, int *orphan) {
         s->donor = j;
         s->state_until = now + o->cfg.task_timeout_ms;
         tl__orch_log(o, "node %d holds no node side of step %llu: node %d's is sent to it, sealed",
-             i + 1, (unsigned long long)o->step, j + 1);
+                     i + 1, (unsigned long long)o->step, j + 1);
         if (!pending) pending = 1;
     }
     return pending;
@@ -210,8 +216,10 @@ void tl_orch_checkpointing(void *ctx, int64_t steps) {
             if (o->nodes[i].p && o->nodes[i].ckpt_wait) waiting = i;
         if (waiting < 0) return;
         if (tl_now_ms() > until) {
-            tl__orch_log(o, "node %d did not confirm saving its node side of step %lld (a resumed run "
-                 "gives it another node's)", waiting + 1, (long long)steps);
+            tl__orch_log(o,
+                         "node %d did not confirm saving its node side of step %lld (a resumed run "
+                         "gives it another node's)",
+                         waiting + 1, (long long)steps);
             return;
         }
         tl__orch_pump(o, until);
@@ -245,8 +253,10 @@ int tl_orch_final(tl_orch *o, const float *params) {
             return 0;
         }
         if (tl_now_ms() > until)
-            return tl_error(TL_ETIMEDOUT, "node %d did not confirm its final node side within "
-                            "%d ms", waiting + 1, o->cfg.task_timeout_ms);
+            return tl_error(TL_ETIMEDOUT,
+                            "node %d did not confirm its final node side within "
+                            "%d ms",
+                            waiting + 1, o->cfg.task_timeout_ms);
         tl__orch_pump(o, until);
     }
 }

@@ -98,15 +98,16 @@ static int on_fwd_result(tl_orch *o, node_slot *s, const tl_msg_forward_result *
     } else {
         uint32_t ld = (uint32_t)s->n;
         if ((rc = tl_tensor_check(&r->labels, TL_DT_I32, 1, &ld, "FORWARD_RESULT labels")) < 0 ||
-            (rc = tl_tensor_check_below(&r->labels, (uint64_t)o->classes, "FORWARD_RESULT labels")) < 0)
+            (rc = tl_tensor_check_below(&r->labels, (uint64_t)o->classes,
+                                        "FORWARD_RESULT labels")) < 0)
             return rc;
         memcpy(o->labels + s->first, r->labels.data, sizeof(int32_t) * s->n);
     }
     memcpy(o->ws.h[o->cut] + s->first * o->dc, r->h.data, sizeof(float) * s->n * o->dc);
     /* finite is not enough (FLT_MAX overflows the step): no more than an honest node can send */
     /* sealed: without the node side there is no bound on h or the loss, only on g */
-    if ((!o->sealed && (rc = tl_bounds_check_h(&o->bounds, o->ws.h[o->cut] + s->first * o->dc,
-                                               s->n, "FORWARD_RESULT h")) < 0) ||
+    if ((!o->sealed && (rc = tl_bounds_check_h(&o->bounds, o->ws.h[o->cut] + s->first * o->dc, s->n,
+                                               "FORWARD_RESULT h")) < 0) ||
         (o->cfg.run->mode == TL_MODE_TRAVERSE &&
          ((rc = tl_bounds_check_g(o->G + s->first * o->classes, s->n * o->classes,
                                   "FORWARD_RESULT g")) < 0 ||
@@ -176,7 +177,7 @@ static void accumulate(tl_orch *o) {
         int rc = s->gbuf ? tl_bounds_check_grads(&o->bounds, s->grads, 0, o->p_node,
                                                  "BACKWARD_RESULT grads")
                          : 0;
-        int bad = rc < 0 ? 1
+        int bad = rc < 0    ? 1
                   : s->gbuf ? add_checked(o->cur_grads, s->grads, o->p_node, o->acc_next == 0)
                             : add_checked_shared(o->cur_grads, s->grads, o->p_node,
                                                  o->acc_next == 0, &o->bounds, &rc);
@@ -186,7 +187,8 @@ static void accumulate(tl_orch *o) {
         s->grads = NULL;
         if (bad) {
             if (s->p)
-                tl__orch_lose_node(o, s->p, rc < 0 ? tl_errmsg()
+                tl__orch_lose_node(o, s->p,
+                                   rc < 0 ? tl_errmsg()
                                           : "BACKWARD_RESULT grads: not all finite (NaN or Inf)");
             return;
         }
@@ -242,9 +244,10 @@ static int on_eval_result(tl_orch *o, node_slot *s, const tl_msg_eval_result *r)
     if (rc == 0) rc = tl_evalstats_decode(&s->ev, r->stats.data, (size_t)words * 8);
     if (rc < 0) return rc;
     if (s->ev.n != s->test_count)
-        return tl_error(TL_EPROTO, "EVAL_RESULT: %llu rows evaluated, but the node has %llu "
-                        "held-out rows", (unsigned long long)s->ev.n,
-                        (unsigned long long)s->test_count);
+        return tl_error(TL_EPROTO,
+                        "EVAL_RESULT: %llu rows evaluated, but the node has %llu "
+                        "held-out rows",
+                        (unsigned long long)s->ev.n, (unsigned long long)s->test_count);
     s->exp = EXPECT_DONE;
     return 0;
 }
@@ -318,8 +321,7 @@ static int on_frame(void *ud, tl_peer *p, const tl_frame *f) {
         if (!o->sealed || !s->ckpt_wait || m.u.checkpoint.step != o->step)
             rc = tl_error(TL_EPROTO, "unexpected CHECKPOINT (step %llu)",
                           (unsigned long long)m.u.checkpoint.step);
-        else
-            s->ckpt_wait = 0;
+        else s->ckpt_wait = 0;
         break;
     case TL_MSG_HEARTBEAT: {
         /* a node sends one per heartbeat interval when it has nothing else to
@@ -335,15 +337,15 @@ static int on_frame(void *ud, tl_peer *p, const tl_frame *f) {
             u->hb_window = now;
             u->hb_count = 0;
             if (u->hb_over >= FLOOD_SECONDS)
-                rc = tl_error(TL_EPROTO, "flooding: more than %d heartbeats a second for %d "
-                              "seconds (the interval is %d ms)", limit, FLOOD_SECONDS, hb);
+                rc = tl_error(TL_EPROTO,
+                              "flooding: more than %d heartbeats a second for %d "
+                              "seconds (the interval is %d ms)",
+                              limit, FLOOD_SECONDS, hb);
         }
         u->hb_count++;
         break;
     }
-    case TL_MSG_ERROR:
-        rc = tl_error(TL_EPROTO, "the node reported: %s", m.u.error.message);
-        break;
+    case TL_MSG_ERROR: rc = tl_error(TL_EPROTO, "the node reported: %s", m.u.error.message); break;
     default: rc = tl_error(TL_EPROTO, "a node may not send %s", tl_msg_type_name(m.type));
     }
     if (rc < 0) {
@@ -356,10 +358,12 @@ static int on_frame(void *ud, tl_peer *p, const tl_frame *f) {
 /* ------------------------------------------------- the server's callbacks */
 
 /* The reasons given to a node whose setting does not match ours. */
-#define WANT_TLS "this orchestrator requires TLS 1.3 with certificates: run the node with " \
-                 "--tls-dir, not --insecure"
-#define WANT_PLAIN "this orchestrator runs --insecure (plaintext): give the node --insecure " \
-                   "too, or the orchestrator --tls-dir"
+#define WANT_TLS                                                               \
+    "this orchestrator requires TLS 1.3 with certificates: run the node with " \
+    "--tls-dir, not --insecure"
+#define WANT_PLAIN                                                             \
+    "this orchestrator runs --insecure (plaintext): give the node --insecure " \
+    "too, or the orchestrator --tls-dir"
 
 static void on_accepted(void *ud, tl_peer *p) {
     tl_orch *o = ud;
@@ -382,8 +386,10 @@ static void on_failed(void *ud, tl_peer *p, int rc, int writing) {
 /* A plaintext node at a TLS orchestrator: refused in its own protocol. */
 static void on_plaintext(void *ud, tl_peer *p) {
     tl_orch *o = ud;
-    tl__orch_log(o, "refused %s: the node speaks plaintext (it runs --insecure) and this orchestrator "
-            "requires TLS", tl_peer_name(p));
+    tl__orch_log(o,
+                 "refused %s: the node speaks plaintext (it runs --insecure) and this orchestrator "
+                 "requires TLS",
+                 tl_peer_name(p));
     tl_msg m = {.type = TL_MSG_REJECT};
     m.u.reject.code = TL_REJECT_NOT_AUTHENTICATED;
     snprintf(m.u.reject.reason, sizeof m.u.reject.reason, "%s", WANT_TLS);
@@ -403,7 +409,7 @@ static void on_timer(void *ud) {
             (u->st == PEER_HELLO || u->st == PEER_WELCOMED)) {
             if (now > u->deadline) {
                 tl__orch_log(o, "closed %s: no handshake within %d ms", tl_peer_name(p),
-                     o->cfg.handshake_timeout_ms);
+                             o->cfg.handshake_timeout_ms);
                 tl__orch_close_with_error(o, p, TL_ETIMEDOUT, "handshake timed out");
             }
         } else if (u->st == PEER_STATS) {
@@ -438,8 +444,7 @@ int tl_orch_new(const tl_orch_cfg *cfg, tl_orch **out) {
     o->lost_node = -1;
     const tl_model *m = cfg->model;
     const tl_runcfg *run = cfg->run;
-    if (run->norm.kind == TL_NORM_FEATURE && run->norm.dim &&
-        run->norm.dim != (size_t)m->in_dim) {
+    if (run->norm.kind == TL_NORM_FEATURE && run->norm.dim && run->norm.dim != (size_t)m->in_dim) {
         rc = tl_error(TL_EINVAL, "the normalization has %zu features, the model's input %d",
                       run->norm.dim, m->in_dim);
         goto fail;
@@ -460,8 +465,8 @@ int tl_orch_new(const tl_orch_cfg *cfg, tl_orch **out) {
             rc = tl_error(TL_ENOMEM, "orchestrator: out of memory");
             goto fail;
         }
-        if ((rc = tl_sched_init(&o->sched, run->sched, run->optim.lr, run->gamma,
-                                run->step_size, run->epochs)) < 0)
+        if ((rc = tl_sched_init(&o->sched, run->sched, run->optim.lr, run->gamma, run->step_size,
+                                run->epochs)) < 0)
             goto fail;
     }
     o->dc = tl_model_width(m, o->cut);
@@ -485,8 +490,7 @@ int tl_orch_new(const tl_orch_cfg *cfg, tl_orch **out) {
     const double x_max = run->norm.kind == TL_NORM_FEATURE ? INFINITY
                          : run->norm.kind == TL_NORM_NONE  ? tl_bounds_x_max(0.0f, 1.0f)
                                                            : tl_bounds_x_max(run->mean, run->std);
-    if ((rc = tl_bounds_init(&o->bounds, m, o->cut, x_max)) < 0)
-        goto fail;
+    if ((rc = tl_bounds_init(&o->bounds, m, o->cut, x_max)) < 0) goto fail;
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     o->run_id = ((uint64_t)ts.tv_sec << 20) ^ (uint64_t)ts.tv_nsec ^ ((uint64_t)getpid() << 40);
@@ -497,8 +501,13 @@ int tl_orch_new(const tl_orch_cfg *cfg, tl_orch **out) {
         .max_pending = cfg->max_pending,
         .tick_ms = cfg->heartbeat_ms > 0 ? cfg->heartbeat_ms / 4 : 500,
         .user_size = sizeof(peer),
-        .cb = {.ud = o, .accepted = on_accepted, .frame = on_frame, .failed = on_failed,
-               .plaintext = on_plaintext, .dropped = on_dropped, .timer = on_timer,
+        .cb = {.ud = o,
+               .accepted = on_accepted,
+               .frame = on_frame,
+               .failed = on_failed,
+               .plaintext = on_plaintext,
+               .dropped = on_dropped,
+               .timer = on_timer,
                .log = o->cfg.log ? server_log : NULL},
     };
     if ((rc = tl_server_new(&sc, &o->srv)) < 0) goto fail;
@@ -529,7 +538,7 @@ int tl_orch_wait_nodes(tl_orch *o, int timeout_s, uint64_t *counts, uint64_t *fi
     char where[600];
     tl_addr_format(o->cfg.host, tl_orch_port(o), where, sizeof where);
     tl__orch_log(o, "listening on %s for %d node%s (%s)", where, n, n == 1 ? "" : "s",
-         o->cfg.tls ? "TLS" : "plaintext");
+                 o->cfg.tls ? "TLS" : "plaintext");
     while (o->registered < n) {
         tl__orch_pump(o, -1);
         if (o->cfg.stop && *o->cfg.stop)
@@ -543,7 +552,8 @@ int tl_orch_wait_nodes(tl_orch *o, int timeout_s, uint64_t *counts, uint64_t *fi
             char missing[256] = "";
             size_t len = 0;
             for (int i = 0; i < n && len < sizeof missing - 16; i++)
-                if (!o->nodes[i].p) len += snprintf(missing + len, sizeof missing - len, " %d", i + 1);
+                if (!o->nodes[i].p)
+                    len += snprintf(missing + len, sizeof missing - len, " %d", i + 1);
             tl__orch_log(o, "waiting for node%s%s", strchr(missing + 1, ' ') ? "s" : "", missing);
             last_note = now;
         }
@@ -644,7 +654,8 @@ static void batch_reset(tl_orch *o, const tl_batch *b) {
         s->grads = NULL;
         s->q = NULL;
         /* a node that still owes a reply keeps owing it */
-        s->exp = s->p && (s->exp == EXPECT_FWD || s->exp == EXPECT_BWD) ? EXPECT_STALE : EXPECT_NONE;
+        s->exp = s->p && (s->exp == EXPECT_FWD || s->exp == EXPECT_BWD) ? EXPECT_STALE
+                                                                        : EXPECT_NONE;
     }
 }
 
@@ -690,7 +701,8 @@ int tl__orch_await_nodes(tl_orch *o, const tl_batch *b) {
             if (!s->p) {
                 if (missing < 0) missing = k;
             } else if (s->exp == EXPECT_STALE) {
-                if (now > stale_until) tl__orch_lose_node(o, s->p, "no reply to an abandoned request");
+                if (now > stale_until)
+                    tl__orch_lose_node(o, s->p, "no reply to an abandoned request");
                 else stale = 1;
             }
         }
@@ -720,9 +732,10 @@ static int replay_bound(tl_orch *o, const tl_batch *b, int failures, const int *
     for (int i = 1; i < n; i++)
         if (who[i] != who[0] || strcmp(why[i], why[0])) same = 0;
     char msg[3072];
-    size_t len = (size_t)snprintf(msg, sizeof msg, "batch %zu of epoch %d failed %d times "
-                                  "(--max-replays %d): ", b->index, b->epoch + 1, failures,
-                                  o->cfg.max_replays);
+    size_t len = (size_t)snprintf(msg, sizeof msg,
+                                  "batch %zu of epoch %d failed %d times "
+                                  "(--max-replays %d): ",
+                                  b->index, b->epoch + 1, failures, o->cfg.max_replays);
     for (int i = 0; i < (same ? 1 : n) && len < sizeof msg; i++) {
         if (who[i] < 0)
             len += (size_t)snprintf(msg + len, sizeof msg - len, "%sattempt %d: no node named",
@@ -764,7 +777,8 @@ int tl_orch_grad_fn(void *ctx, const tl_batch *b, const float *params, float *gr
     const size_t n_params = o->cfg.model->n_params;
     int failures = 0, who[MAX_ATTEMPTS_LOGGED];
     char why[MAX_ATTEMPTS_LOGGED][256];
-    if (o->sealed) tl__orch_sealed_drain(o); /* the last SEALED_STEP is out: qsum and ids are free */
+    if (o->sealed)
+        tl__orch_sealed_drain(o); /* the last SEALED_STEP is out: qsum and ids are free */
     for (;;) {
         if (o->diverged[0]) return tl__orch_stop_run(o, tl_error(TL_ESTATE, "%s", o->diverged));
         int rc = tl__orch_await_nodes(o, b);
@@ -805,9 +819,11 @@ int tl_orch_grad_fn(void *ctx, const tl_batch *b, const float *params, float *gr
         if (++failures > o->cfg.max_replays)
             return tl__orch_stop_run(o, replay_bound(o, b, failures, who, why));
         o->stats.replays++;
-        tl__orch_log(o, "epoch %d batch %zu: discarded partial results; waiting up to %d s for the "
-                "node to return, then replaying the batch (replay %d of at most %d)",
-             b->epoch + 1, b->index, o->cfg.reconnect_timeout_s, failures, o->cfg.max_replays);
+        tl__orch_log(o,
+                     "epoch %d batch %zu: discarded partial results; waiting up to %d s for the "
+                     "node to return, then replaying the batch (replay %d of at most %d)",
+                     b->epoch + 1, b->index, o->cfg.reconnect_timeout_s, failures,
+                     o->cfg.max_replays);
     }
 }
 

@@ -10,8 +10,8 @@
 
 #define CHUNK 4096 /* values encoded or decoded and masked in one go (32 KB) */
 
-int tl_sealed_init_params(const tl_group_key *gk, const tl_model *m, int cut,
-                          const float *init, float *out, float *tmp) {
+int tl_sealed_init_params(const tl_group_key *gk, const tl_model *m, int cut, const float *init,
+                          float *out, float *tmp) {
     const size_t p_node = tl_model_param_offset(m, cut);
     if (init) {
         memcpy(out, init, sizeof(float) * p_node);
@@ -20,8 +20,9 @@ int tl_sealed_init_params(const tl_group_key *gk, const tl_model *m, int cut,
     uint8_t seed[4];
     int rc = tl_group_key_derive(gk->key, "init", seed, sizeof seed);
     if (rc < 0) return rc;
-    tl_model_init(m, tmp, (uint32_t)seed[0] | (uint32_t)seed[1] << 8 | (uint32_t)seed[2] << 16 |
-                              (uint32_t)seed[3] << 24);
+    tl_model_init(m, tmp,
+                  (uint32_t)seed[0] | (uint32_t)seed[1] << 8 | (uint32_t)seed[2] << 16 |
+                      (uint32_t)seed[3] << 24);
     memcpy(out, tmp, sizeof(float) * p_node);
     return 0;
 }

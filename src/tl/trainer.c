@@ -55,7 +55,6 @@ void tl_trainer_free(tl_trainer *t) {
     memset(t, 0, sizeof *t);
 }
 
-
 void tl_trainer_set_data_sig(tl_trainer *t, const char *sig) {
     snprintf(t->data_sig, sizeof t->data_sig, "%s", sig);
 }
@@ -129,8 +128,8 @@ static int evaluate_epoch(tl_trainer *t, tl_epoch_report *r) {
 static int checkpoint(tl_trainer *t, void *ctx, int epoch, size_t batch, double loss_sum,
                       int64_t correct, uint64_t seen, int failing) {
     const char *path = t->cfg->checkpoint_path ? t->cfg->checkpoint_path
-                       : failing                 ? t->recovery_path
-                                                 : NULL;
+                       : failing               ? t->recovery_path
+                                               : NULL;
     if (!path) return 0;
     need_data_sig(t);
     tl_run_pos pos = {epoch, batch, t->steps, loss_sum, correct, seen};
@@ -224,12 +223,19 @@ int tl_trainer_run(tl_trainer *t, tl_grad_fn fn, void *ctx, const tl_trainer_hoo
             seen += rows;
             if (hooks && hooks->on_batch) {
                 double el = now_s() - t0;
-                tl_progress p = {e, cfg->epochs, k + 1, batches, t->steps,
-                                 loss_sum / (double)seen, el > 0 ? (seen - seen0) / el : 0, el};
+                tl_progress p = {e,
+                                 cfg->epochs,
+                                 k + 1,
+                                 batches,
+                                 t->steps,
+                                 loss_sum / (double)seen,
+                                 el > 0 ? (seen - seen0) / el : 0,
+                                 el};
                 hooks->on_batch(hooks->ud, &p);
             }
             if (cfg->checkpoint_every > 0 && t->steps % cfg->checkpoint_every == 0 &&
-                k + 1 < batches && (rc = checkpoint(t, ctx, e, k + 1, loss_sum, correct, seen, 0)) < 0)
+                k + 1 < batches &&
+                (rc = checkpoint(t, ctx, e, k + 1, loss_sum, correct, seen, 0)) < 0)
                 return rc;
         }
         tl_epoch_report r = {0};
@@ -250,8 +256,8 @@ int tl_trainer_run(tl_trainer *t, tl_grad_fn fn, void *ctx, const tl_trainer_hoo
     return 0;
 }
 
-int tl_evaluate(const tl_model *m, const float *params, const tl_dataset *d, float mean,
-                float std, double *loss, double *accuracy) {
+int tl_evaluate(const tl_model *m, const float *params, const tl_dataset *d, float mean, float std,
+                double *loss, double *accuracy) {
     /* the sums of tl_evaluate_sums (same chunks, same bits), with the fewest bins */
     tl_evalstats s;
     tl_norm nm = {.kind = TL_NORM_SCALAR, .mean = mean, .std = std};
@@ -267,8 +273,8 @@ int tl_evaluate(const tl_model *m, const float *params, const tl_dataset *d, flo
     return rc;
 }
 
-int tl_evaluate_sums(const tl_model *m, const float *params, const tl_dataset *d,
-                     const tl_norm *nm, tl_evalstats *s) {
+int tl_evaluate_sums(const tl_model *m, const float *params, const tl_dataset *d, const tl_norm *nm,
+                     tl_evalstats *s) {
     tl_ws ws;
     int rc;
     int32_t *y = NULL;
@@ -277,11 +283,11 @@ int tl_evaluate_sums(const tl_model *m, const float *params, const tl_dataset *d
         return tl_error(TL_EINVAL, "test set has %zu features, the model expects %d", d->dim,
                         m->in_dim);
     if (nm->kind == TL_NORM_FEATURE && nm->dim != d->dim)
-        return tl_error(TL_EINVAL, "the normalization has %zu features, the test set %zu",
-                        nm->dim, d->dim);
+        return tl_error(TL_EINVAL, "the normalization has %zu features, the test set %zu", nm->dim,
+                        d->dim);
     if (s->classes != m->n_classes)
-        return tl_error(TL_EINVAL, "evaluation sums for %d classes, the model has %d",
-                        s->classes, m->n_classes);
+        return tl_error(TL_EINVAL, "evaluation sums for %d classes, the model has %d", s->classes,
+                        m->n_classes);
     if (d->classes > m->n_classes)
         return tl_error(TL_EINVAL, "test labels go up to %d, the model has %d classes",
                         d->classes - 1, m->n_classes);
