@@ -8,18 +8,24 @@
 # median are printed. Ratios compare like with like: best with best (the least
 # disturbed runs; this machine is a VM whose neighbours add +-5% of noise),
 # median with median.
-# Usage: bench/epoch.sh [--build DIR] [--reps R] [--nodes N] [--insecure]
+# Options after `--` go to `tl run` as they are, e.g. `-- --privacy open` to time
+# the open protocol (sealed is the default since protocol 3; builds older than
+# that know only the open one and take no --privacy).
+# Usage: bench/epoch.sh [--build DIR] [--reps R] [--nodes N] [--insecure] [-- RUN-OPTIONS]
 set -euo pipefail
 build=build reps=3 nodes=3 insecure=""
+usage="usage: bench/epoch.sh [--build DIR] [--reps R] [--nodes N] [--insecure] [-- RUN-OPTIONS]"
 while [ $# -gt 0 ]; do
   case "$1" in
     --build) build=$2; shift 2 ;;
     --reps) reps=$2; shift 2 ;;
     --nodes) nodes=$2; shift 2 ;;
     --insecure) insecure=--insecure; shift ;;
-    *) echo "usage: bench/epoch.sh [--build DIR] [--reps R] [--nodes N] [--insecure]" >&2; exit 2 ;;
+    --) shift; break ;;
+    *) echo "$usage" >&2; exit 2 ;;
   esac
 done
+extra=("$@")
 tl=$build/tl
 wall() { local s e; s=$(date +%s.%N); "$@" >/dev/null 2>&1; e=$(date +%s.%N); awk -v a="$s" -v b="$e" 'BEGIN {print b - a}'; }
 div() { awk -v a="$1" -v b="$2" 'BEGIN {print a / b}'; }
@@ -29,7 +35,7 @@ floor=$("$build/gemm_floor" --reps "$reps" 2>/dev/null)
 t_train=() t_run=()
 for _ in $(seq "$reps"); do
   t_train+=("$(wall "$tl" train --epochs 1 --threads 1)")
-  t_run+=("$(wall "$tl" run --nodes "$nodes" --epochs 1 --threads 1 $insecure)")
+  t_run+=("$(wall "$tl" run --nodes "$nodes" --epochs 1 --threads 1 $insecure "${extra[@]}")")
 done
 best() { sort -g | head -1; }
 train=$(printf '%s\n' "${t_train[@]}" | best)
@@ -40,4 +46,4 @@ printf 'floor (matrix products of one epoch)    %.3f s   (best of %s)\n' "$floor
 printf 'tl train --epochs 1 --threads 1          best %.3f s (%.2fx the floor)   median %.3f s (%.2fx)\n' \
   "$train" "$(div "$train" "$floor")" "$train_med" "$(div "$train_med" "$floor")"
 printf 'tl run --nodes %s --epochs 1 %-10s  best %.3f s (%.2fx tl train)    median %.3f s (%.2fx)\n' \
-  "$nodes" "$insecure" "$run" "$(div "$run" "$train")" "$run_med" "$(div "$run_med" "$train_med")"
+  "$nodes" "$insecure${extra[*]:+ ${extra[*]}}" "$run" "$(div "$run" "$train")" "$run_med" "$(div "$run_med" "$train_med")"

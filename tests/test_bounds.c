@@ -18,6 +18,7 @@
 
 #include "tl/bounds.h"
 #include "tl/error.h"
+#include "tl/finite.h"
 #include "tl/loss.h"
 #include "tl/model.h"
 #include "tl/rng.h"
@@ -266,9 +267,9 @@ static void test_finite(void **state) {
     assert_int_equal(tl_bounds_check_finite(&m, p, "ck.st"), TL_ENUMERIC);
     assert_string_equal(tl_errmsg(), "ck.st: 2.bias[2] is -Inf");
     float big[10000] = {0};
-    assert_int_equal(tl_bounds_first_nonfinite(big, 10000), 10000);
+    assert_int_equal(tl_first_nonfinite(big, 10000), 10000);
     big[9999] = INFINITY;
-    assert_int_equal(tl_bounds_first_nonfinite(big, 10000), 9999);
+    assert_int_equal(tl_first_nonfinite(big, 10000), 9999);
 }
 
 int main(void) {

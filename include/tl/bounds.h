@@ -98,9 +98,6 @@ void tl_bounds_backward(tl_bounds *b, const float *dh, size_t rows);
 int tl_bounds_check_grads(const tl_bounds *b, const float *g, size_t off, size_t n,
                           const char *what);
 
-/* Index of the first NaN or Inf in x[0, n), or n if there is none. */
-size_t tl_bounds_first_nonfinite(const float *x, size_t n);
-
 /* Checks that tensor `name` (float32, rank dims of shape, row-major, at x) is
  * all finite. 0, or TL_ENUMERIC naming the element: "what: optim.state[0,7]
  * is NaN". */

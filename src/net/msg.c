@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "tl/error.h"
+#include "tl/finite.h"
 #include "tl/le.h"
 
 static_assert(TL_MSG_CHECKPOINT == TL_FRAME_TYPE_MAX, "frame.h knows every message type");
@@ -794,29 +795,14 @@ int tl_tensor_check(const tl_tensor *t, tl_dtype dtype, int rank, const uint32_t
 int tl_tensor_check_finite(const tl_tensor *t, const char *what) {
     if (t->dtype != TL_DT_F32)
         return tl_error(TL_EINVAL, "%s: finite check on a %s tensor", what, dtype_name(t->dtype));
-    const uint8_t *p = t->data;
-    const uint64_t chunk = 4096;
-    for (uint64_t i0 = 0; i0 < t->numel; i0 += chunk) {
-        uint64_t n = t->numel - i0 < chunk ? t->numel - i0 : chunk;
-        uint32_t bad = 0;
-        for (uint64_t i = 0; i < n; i++) {
-            uint32_t u;
-            memcpy(&u, p + 4 * (i0 + i), 4);
-            bad |= (u & 0x7f800000u) == 0x7f800000u;
-        }
-        if (!bad) continue;
-        for (uint64_t i = 0; i < n; i++) {
-            uint32_t u;
-            memcpy(&u, p + 4 * (i0 + i), 4);
-            if ((u & 0x7f800000u) == 0x7f800000u)
-                return tl_error(TL_ENUMERIC, "%s: element %llu is %s", what,
-                                (unsigned long long)(i0 + i),
-                                (u & 0x007fffffu) ? "NaN"
-                                : (u >> 31)       ? "-Inf"
-                                                  : "+Inf");
-        }
-    }
-    return 0;
+    const uint64_t e = tl_first_nonfinite(t->data, t->numel);
+    if (e == t->numel) return 0;
+    uint32_t u;
+    memcpy(&u, (const uint8_t *)t->data + 4 * e, sizeof u);
+    return tl_error(TL_ENUMERIC, "%s: element %llu is %s", what, (unsigned long long)e,
+                    (u & 0x007fffffu) ? "NaN"
+                    : (u >> 31)       ? "-Inf"
+                                      : "+Inf");
 }
 
 int tl_tensor_check_below(const tl_tensor *t, uint64_t bound, const char *what) {

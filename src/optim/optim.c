@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "tl/error.h"
+#include "tl/finite.h"
 #include "tl/simd.h"
 
 int tl_optim_defaults(const char *name, tl_optim_cfg *cfg) {
@@ -197,25 +198,10 @@ TL_CLONES static uint32_t adam_step(const tl_optim_cfg *c, int64_t t, size_t n, 
     return bad;
 }
 
-/* Index of the first NaN or Inf in g[0, n), or n: an OR-reduction over the
- * exponent bits (vectorized), then a scan only if something was found. */
-TL_CLONES static size_t first_nonfinite(const float *g, size_t n) {
-    uint32_t bad = 0;
-    for (size_t i = 0; i < n; i++) {
-        uint32_t u;
-        memcpy(&u, g + i, sizeof u);
-        bad |= NONFINITE(u);
-    }
-    if (!bad) return n;
-    for (size_t i = 0; i < n; i++)
-        if (!isfinite(g[i])) return i;
-    return n;
-}
-
 int tl_optim_step(tl_optim *o, float *params, float *grads, double lr) {
     const tl_optim_cfg *c = &o->cfg;
     uint32_t bad = 0;
-    size_t e = first_nonfinite(grads, o->n);
+    size_t e = tl_first_nonfinite(grads, o->n);
     if (e < o->n)
         return tl_error(TL_ENUMERIC, "gradient element %zu is %s", e,
                         isnan(grads[e]) ? "NaN"

@@ -9,6 +9,8 @@
 #include <string.h>
 
 #include "tl/error.h"
+#include "tl/finite.h"
+#include "tl/simd.h"
 
 /* Absolute slack added to every bound: covers results that underflow to
  * subnormals (absolute errors of ~1e-45 per operation), nothing else. */
@@ -243,8 +245,8 @@ static int over(const char *what, int k, const char *kind, long long i, long lon
                     what, k, kind, idx, (double)v, (double)lim);
 }
 
-int tl_bounds_check_grads(const tl_bounds *b, const float *g, size_t off, size_t n,
-                          const char *what) {
+TL_CLONES int tl_bounds_check_grads(const tl_bounds *b, const float *g, size_t off, size_t n,
+                                    const char *what) {
     const tl_model *m = b->m;
     const size_t end = off + n;
     for (int k = 0; k < b->cut; k++) {
@@ -282,28 +284,11 @@ int tl_bounds_check_grads(const tl_bounds *b, const float *g, size_t off, size_t
     return 0;
 }
 
-size_t tl_bounds_first_nonfinite(const float *x, size_t n) {
-    enum { CHUNK = 4096 };
-    for (size_t i0 = 0; i0 < n; i0 += CHUNK) {
-        size_t k = n - i0 < CHUNK ? n - i0 : CHUNK;
-        uint32_t bad = 0;
-        for (size_t i = 0; i < k; i++) {
-            uint32_t u;
-            memcpy(&u, x + i0 + i, sizeof u);
-            bad |= (u & 0x7f800000u) == 0x7f800000u;
-        }
-        if (!bad) continue;
-        for (size_t i = 0; i < k; i++)
-            if (!isfinite(x[i0 + i])) return i0 + i;
-    }
-    return n;
-}
-
 int tl_bounds_check_tensor(const char *what, const char *name, const float *x, int rank,
                            const int64_t *shape) {
     size_t numel = 1;
     for (int i = 0; i < rank; i++) numel *= (size_t)shape[i];
-    size_t e = tl_bounds_first_nonfinite(x, numel);
+    size_t e = tl_first_nonfinite(x, numel);
     if (e == numel) return 0;
     float v = x[e];
     size_t ix[8], rest = e;
