@@ -10,6 +10,8 @@
 #    --plan are replaced, their targets untouched;
 #  - `tl run ... 2>&1 | head -2` completes (status 0, model saved) and leaves
 #    no temporary directory; SIGTERM to `tl run` removes it and its children;
+#  - Ctrl-C (SIGINT to its process group) on a sealed `tl run`: exit 130, the
+#    state and the node sides saved, and --resume gives the undisturbed model;
 #  - SIGTERM to `tl train` saves the recovery checkpoint, and resuming from it
 #    gives the uninterrupted run's model bit for bit;
 #  - `tl orchestrator ... 2>&1 | head -3` completes and saves (status 0);
@@ -112,6 +114,34 @@ alive=""
 for k in $kids; do kill -0 "$k" 2>/dev/null && alive="$alive $k"; done
 check "SIGTERM: no child left" "alive:$alive" [ -z "$alive" ]
 check "SIGTERM: no temporary directory left" "$(ls "$W/runtmp")" [ -z "$(ls -A "$W/runtmp")" ]
+
+# ---- 4b. Ctrl-C on a sealed tl run: the state saved, node sides too --------
+# A terminal's Ctrl-C goes to the whole foreground process group. tl run keeps
+# its children out of that group, asks the orchestrator alone to stop (it saves
+# the state, and the nodes their sides beside it), then stops the nodes.
+timeout $TMO "$TL" train --max-steps 1 --lr 0 --threads 1 --save init4b.st >/dev/null 2>&1
+run4b=(run --nodes 2 --insecure --epochs 4 --batch-size 256 --threads 1 --init init4b.st)
+setsid "$TL" "${run4b[@]}" --checkpoint ck4b.st >int.out 2>int.err &
+RP=$!
+PIDS+=("$RP")
+for ((i = 0; i < 300; i++)); do # until it trains (or it died)
+    grep -q 'step [0-9]' int.err 2>/dev/null && break
+    kill -0 "$RP" 2>/dev/null || break
+    sleep 0.05
+done
+kill -INT -- "-$(ps -o pgid= "$RP" | tr -d ' ')"
+wait "$RP"
+st=$?
+check "Ctrl-C (SIGINT to the process group): tl run exits 130" "status $st: $(tail -n 3 int.err | tr '\n' '|')" \
+    [ "$st" -eq 130 ]
+check "Ctrl-C: the state is saved, the node sides beside it, and the way to resume is printed" \
+    "$(ls ck4b.st* 2>&1 | tr '\n' ' ') $(tail -n 1 int.err)" \
+    [ -s ck4b.st -a -s ck4b.st.node-1.0 -a -s ck4b.st.node-2.0 ] && grep -q -- '--checkpoint ck4b.st --resume' int.err
+timeout $TMO "$TL" "${run4b[@]}" --checkpoint ck4b.st --resume --save res4b.st >res4b.out 2>&1
+timeout $TMO "$TL" "${run4b[@]}" --save und4b.st >und4b.out 2>&1
+timeout $TMO "$TL" compare res4b.st und4b.st >cmp4b.txt 2>&1
+check "Ctrl-C: the resumed run gives the undisturbed model bit for bit" \
+    "$(cat cmp4b.txt) $(tail -n 2 res4b.out | tr '\n' '|')" grep -q 'bit-identical' cmp4b.txt
 
 # ---- 5. SIGTERM to tl train: recovery checkpoint, exact resume ------------
 mkdir -p sig && cd sig || exit 1

@@ -112,6 +112,34 @@ static void stop_children(int grace_ms) {
     while (running() && (pid = waitpid(-1, &st, 0)) > 0) reap(pid);
 }
 
+/* After the first signal: the orchestrator (children[0]) alone gets it and
+ * stops after its current batch, saving the run's state (in sealed mode
+ * the nodes, still running, save their side with it); up to STOP_GRACE_S
+ * seconds, or until a second signal. Returns tl run's exit status: the
+ * orchestrator's (128 + its signal, or 1), or 128 + sig if it had to be killed. */
+#define STOP_GRACE_S 60
+static int stop_orchestrator(int sig, int status) {
+    fprintf(stderr,
+            "\ntl run: interrupted (%s); the orchestrator stops after the current batch and "
+            "saves the run's state (up to %d s; a second signal stops everything at once)\n",
+            strsignal(sig), STOP_GRACE_S);
+    got_signal = 0;
+    kill(children[0], sig); /* the same signal: it reports it, and exits 128 + sig */
+    struct timespec ts = {0, 20 * 1000000L};
+    for (int waited = 0; children[0] > 0 && !got_signal && waited < STOP_GRACE_S * 1000;
+         waited += 20) {
+        pid_t pid;
+        int st;
+        while ((pid = waitpid(-1, &st, WNOHANG)) > 0)
+            if (reap(pid) == 0) status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        if (children[0] > 0) nanosleep(&ts, NULL);
+    }
+    if (children[0] > 0)
+        fprintf(stderr, "tl run: %s; stopping everything now\n",
+                got_signal ? "a second signal" : "the orchestrator did not stop in time");
+    return status == 0 ? 128 + sig : status;
+}
+
 static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
     return remove(path);
 }
@@ -345,12 +373,14 @@ static pid_t spawn_node(const run_ctx *r, int k) {
     pid_t pid = fork();
     if (pid == 0) {
         prctl(PR_SET_PDEATHSIG, SIGKILL);
+        setpgid(0, 0); /* not in the terminal's group: signals come from tl run */
         int devnull = open("/dev/null", O_RDONLY);
         if (devnull >= 0) dup2(devnull, STDIN_FILENO);
         execv(r->self, argv);
         fprintf(stderr, "tl run: cannot start %s: %s\n", r->self, strerror(errno));
         _exit(127);
     }
+    if (pid > 0) setpgid(pid, pid); /* also here: no window for a Ctrl-C (EACCES after exec) */
     return pid;
 }
 
@@ -488,6 +518,10 @@ int cmd_run(int argc, char **argv) {
     if (orch < 0) goto out;
     if (orch == 0) {
         prctl(PR_SET_PDEATHSIG, SIGKILL);
+        /* Its own process group, like the nodes: a Ctrl-C in the terminal
+         * reaches only tl run, which then asks the orchestrator (once) to
+         * stop with the state saved, and stops the nodes after it. */
+        setpgid(0, 0);
         signal(SIGINT, SIG_DFL);
         signal(SIGTERM, SIG_DFL);
         signal(SIGHUP, SIG_DFL);
@@ -498,6 +532,7 @@ int cmd_run(int argc, char **argv) {
         snprintf(addr, sizeof addr, "unix:%s/orchestrator.sock", dir);
         _exit(cli_orchestrate(&t, &oo, addr, 0, "run", send_port, &rc));
     }
+    setpgid(orch, orch);
     children[n_children++] = orch;
     close(pipefd[1]);
     pipefd[1] = -1;
@@ -521,13 +556,16 @@ int cmd_run(int argc, char **argv) {
             fprintf(stderr, "tl run: node %d exited with status %d\n", slot,
                     WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
     }
-    if (got_signal) {
-        fprintf(stderr, "\ntl run: interrupted; stopping the orchestrator and the nodes\n");
-        status = 128 + got_signal;
+    const int interrupted = got_signal;
+    if (interrupted) {
+        status = 128 + interrupted;
+        if (children[0] > 0) status = stop_orchestrator(interrupted, status);
     }
 out:
-    /* Nodes that got DONE are exiting; give them a moment, then make sure. */
-    stop_children(got_signal ? 500 : 3000);
+    /* Nodes that got DONE are exiting; give them a moment, then make sure.
+     * After a signal, the orchestrator has told them it stopped (they would
+     * wait to rejoin): they are stopped at once. */
+    stop_children(interrupted || got_signal ? 500 : 3000);
     if (pipefd[0] >= 0) close(pipefd[0]);
     if (pipefd[1] >= 0) close(pipefd[1]);
     if (keep) fprintf(stderr, "tl run: kept %s\n", dir);

@@ -195,7 +195,13 @@ int cli_orchestrate(const cli_trainopts *t, const cli_orchopts *oo, const char *
         /* No DONE: the nodes see the connection close and keep retrying, so that
          * the orchestrator restarted with --resume finds them. */
         fprintf(stderr, "tl %s: %s\n", cmd, why);
-        if (tr.saved_path)
+        if (tr.saved_path && !strcmp(cmd, "run"))
+            fprintf(stderr,
+                    "tl run: the run's state is saved in %s%s; to continue, run the same "
+                    "tl run again with --checkpoint %s --resume\n",
+                    tr.saved_path, oo->privacy ? " (the node sides beside it, .node-K.*)" : "",
+                    tr.saved_path);
+        else if (tr.saved_path)
             fprintf(stderr,
                     "tl %s: the run's state is saved in %s; to continue, start the "
                     "orchestrator again with the same options plus --checkpoint %s --resume "
