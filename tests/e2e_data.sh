@@ -59,7 +59,7 @@ for PN in open:3 open:1 sealed:3; do
         --save run$N.safetensors --metrics run$N.jsonl
     rc=$?
     D=$(sed -n 's/^tl run: kept //p' run$N.err)
-    check "$P, $N node(s): tl run exits 0 and keeps its partition" "rc $rc; $(tail -n 2 run$N.err | tr '\n' '|')" \
+    check "$P, $N node(s): tl run exits 0 and keeps its partition" "rc $rc; $(grep -v " run: epoch .* batch " run$N.err | tail -n 12 | tr '\n' '|')" \
         test "$rc" -eq 0 -a -d "$D"
     check "$P, $N node(s): the orchestrator evaluates at the nodes" "$(grep -c 'evaluating at the nodes' run$N.err)" \
         grep -Eq 'evaluating at the nodes: [0-9]+ held-out rows' run$N.err
@@ -67,8 +67,9 @@ for PN in open:3 open:1 sealed:3; do
     run train$N train --data "$D" --test-data "$D" --model $MODEL --normalize standardize \
         --optimizer sgd --lr 0.05 --epochs 2 --init init.safetensors \
         --save train$N.safetensors --metrics train$N.jsonl
-    check "$N node(s): tl train on the same rows exits 0" "$(tail -n 2 train$N.err | tr '\n' '|')" \
-        test $? -eq 0
+    rc=$? # (before the check: its message's $(...) would reset $?)
+    check "$N node(s): tl train on the same rows exits 0" "rc $rc; $(tail -n 12 train$N.err | tr '\n' '|')" \
+        test "$rc" -eq 0
     "$TL" compare run$N.safetensors train$N.safetensors >cmp$N 2>&1
     if [ "$N" -eq 1 ]; then
         check "1 node: bit-identical to tl train" "$(cat cmp$N)" test "$(maxdiff cmp$N)" = 0
@@ -107,7 +108,7 @@ if PORT=$(wait_port sport "$OPID"); then
     done
     wait "$OPID"
     rc=$?
-    check "standardize by STATS: the orchestrator exits 0" "rc $rc; $(tail -n 2 so.err | tr '\n' '|')" \
+    check "standardize by STATS: the orchestrator exits 0" "rc $rc; $(tail -n 12 so.err | tr '\n' '|')" \
         test "$rc" -eq 0
     check "... combined the nodes' sums" "$(grep -c standardize so.err)" \
         grep -q "standardize: per-feature means and deviations of the nodes' 455 training rows" so.err
@@ -115,7 +116,7 @@ if PORT=$(wait_port sport "$OPID"); then
     check "... and trains what tl run trains (<= 1e-5)" "$(cat cmps)" \
         awk -v r="$(relative cmps)" 'BEGIN { exit !(r != "" && r + 0 <= 1e-5) }'
 else
-    bad "orchestrator collecting STATS" "$(tail -n 2 so.err | tr '\n' '|')"
+    bad "orchestrator collecting STATS" "$(tail -n 12 so.err | tr '\n' '|')"
 fi
 rm -rf "$D3"
 
@@ -136,7 +137,7 @@ if PORT=$(wait_port port "$OPID"); then
     check "... and the orchestrator logs the refusal" "$(grep refused o.err | tail -n 1)" \
         grep -q 'refused.*13 features' o.err
 else
-    bad "orchestrator for the hostile node" "$(tail -n 2 o.err | tr '\n' '|')"
+    bad "orchestrator for the hostile node" "$(tail -n 12 o.err | tr '\n' '|')"
 fi
 
 # Hostile: a bad cell is an error naming line and column, before any training.
