@@ -70,6 +70,11 @@ typedef struct tl_tls_ctx tl_tls_ctx;
 int tl_conn_open(int fd, tl_tls_ctx *tls, int is_server, const char *peer, const char *server_name,
                  tl_conn **out);
 
+/* The client side in one call: connects to host:port (net.h's forms,
+ * unix:PATH included) within timeout_ms, tunes the socket and opens the
+ * transport over it (TLS with tls, checking the name the host implies). */
+int tl_conn_connect(const char *host, int port, int timeout_ms, tl_tls_ctx *tls, tl_conn **out);
+
 /* Whether descriptors can travel on c (a unix socket: shm.h). */
 int tl_conn_can_pass_fds(const tl_conn *c);
 

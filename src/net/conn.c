@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "tl/error.h"
+#include "tl/net.h"
 #include "tl/shm.h"
 #include "tl/tls.h"
 
@@ -132,6 +133,15 @@ int tl_conn_open(int fd, tl_tls_ctx *tls, int is_server, const char *peer, const
                  tl_conn **out) {
     return tls ? tl_conn_tls_new(fd, tls, is_server, peer, server_name, out)
                : tl_conn_tcp_new(fd, peer, out);
+}
+
+int tl_conn_connect(const char *host, int port, int timeout_ms, tl_tls_ctx *tls, tl_conn **out) {
+    int fd, rc;
+    char peer[300];
+    tl_addr_format(host, port, peer, sizeof peer);
+    if ((rc = tl_net_connect(host, port, timeout_ms, &fd)) < 0) return rc;
+    tl_net_tune(fd, 10);
+    return tl_conn_open(fd, tls, 0, peer, tl_addr_tls_name(host), out);
 }
 
 int tl_conn_can_pass_fds(const tl_conn *c) { return tl_shm_possible(c->fd); }

@@ -739,12 +739,7 @@ static int take_shared_memory(session *s, int64_t deadline) {
  * (final); another code for a connection problem (retry). */
 static int session_open(session *s) {
     const tl_node_cfg *cfg = s->cfg;
-    int fd, rc;
-    char peer[300];
-    tl_addr_format(cfg->host, cfg->port, peer, sizeof peer);
-    if ((rc = tl_net_connect(cfg->host, cfg->port, CONNECT_TIMEOUT_MS, &fd)) < 0) return rc;
-    tl_net_tune(fd, 10);
-    rc = tl_conn_open(fd, cfg->tls, 0, peer, tl_addr_tls_name(cfg->host), &s->c);
+    int rc = tl_conn_connect(cfg->host, cfg->port, CONNECT_TIMEOUT_MS, cfg->tls, &s->c);
     if (rc < 0) return rc;
     int64_t deadline = tl_now_ms() + HANDSHAKE_TIMEOUT_MS;
     if ((rc = tl_conn_handshake_full(s->c, deadline)) < 0) return rc;
@@ -819,7 +814,7 @@ static int session_open(session *s) {
     logf_(cfg,
           "joined the run at %s as node %d (%zu samples, %s, cut after module %d, %s mode, "
           "%s)",
-          peer, cfg->id, cfg->data->n, s->c->ops->name, s->cut,
+          s->c->peer, cfg->id, cfg->data->n, s->c->ops->name, s->cut,
           s->mode == TL_MODE_TRAVERSE ? "traverse" : "split", cfg->privacy ? "sealed" : "open");
     return 0;
 }
