@@ -10,7 +10,8 @@
  * The stream is fed in chunks of pseudo-random sizes (1 byte to a few KiB,
  * drawn from the seed) as a non-blocking socket would deliver it. Every
  * complete frame is then:
- *   - decoded as its own type and as every other type (0..11), so each
+ *   - decoded as its own type and as every other type (0..TL_FRAME_TYPE_MAX
+ *     + 1), so each
  *     decoder sees every payload; decoded tensors and strings are read in
  *     full and run through the receiver checks (ASan catches bad views);
  *   - when it decodes as its own type, re-encoded: the bytes must equal the
@@ -67,7 +68,6 @@ static void touch_msg(const tl_msg *m, const uint8_t *payload, uint64_t len) {
     CHECK(tl_msg_type_name(m->type) != NULL);
     switch (m->type) {
     case TL_MSG_HELLO: touch_str(m->u.hello.version); break;
-    case TL_MSG_WELCOME: touch_str(m->u.welcome.model); break;
     case TL_MSG_REJECT: touch_str(m->u.reject.reason); break;
     case TL_MSG_DONE: touch_str(m->u.done.reason); break;
     case TL_MSG_ERROR: touch_str(m->u.error.message); break;
@@ -81,8 +81,29 @@ static void touch_msg(const tl_msg *m, const uint8_t *payload, uint64_t len) {
         touch_tensor(&m->u.fwd_result.labels, payload, len);
         CHECK((m->u.fwd_result.g.dtype != 0) != (m->u.fwd_result.labels.dtype != 0));
         break;
-    case TL_MSG_BACKWARD: touch_tensor(&m->u.backward.dh, payload, len); break;
+    case TL_MSG_BACKWARD:
+        touch_tensor(&m->u.backward.dh, payload, len);
+        touch_tensor(&m->u.backward.participants, payload, len);
+        break;
     case TL_MSG_BACKWARD_RESULT: touch_tensor(&m->u.bwd_result.grads, payload, len); break;
+    case TL_MSG_STATS:
+        touch_tensor(&m->u.stats.sum, payload, len);
+        touch_tensor(&m->u.stats.sumsq, payload, len);
+        break;
+    case TL_MSG_EVAL: touch_tensor(&m->u.eval.params, payload, len); break;
+    case TL_MSG_EVAL_RESULT: touch_tensor(&m->u.eval_result.stats, payload, len); break;
+    case TL_MSG_WELCOME:
+        touch_str(m->u.welcome.model);
+        touch_tensor(&m->u.welcome.mean_f, payload, len);
+        touch_tensor(&m->u.welcome.std_f, payload, len);
+        break;
+    case TL_MSG_SEALED_STEP:
+        touch_tensor(&m->u.sealed_step.participants, payload, len);
+        touch_tensor(&m->u.sealed_step.sum, payload, len);
+        break;
+    case TL_MSG_PARAM_MAC: touch(m->u.param_mac.mac, sizeof m->u.param_mac.mac); break;
+    case TL_MSG_FINAL: touch_tensor(&m->u.final.params, payload, len); break;
+    case TL_MSG_STATE_BLOB: touch_tensor(&m->u.state_blob.blob, payload, len); break;
     default: break;
     }
 }

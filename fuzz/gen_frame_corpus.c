@@ -82,10 +82,16 @@ static int32_t labels[4] = {0, 1, 1, 0};
 static float mean_f[3] = {0.5f, 1.0f, -2.0f}, std_f[3] = {1.0f, 0.25f, 3.0f};
 static double sums[3] = {1.5, 30.0, -4.0}, sumsq[3] = {2.25, 900.0, 16.0};
 static uint64_t words[5 + 4 + 8]; /* an evaluation of 2 classes, 2 bins (evalstats.h) */
+static uint32_t ids[2] = {1, 2};  /* a sealed step's participants, in plan order */
+static uint64_t masked[5];        /* masked fixed-point vectors (mod 2^64) */
+static uint8_t blob[13];          /* a sealed node side (its length is not a multiple of 8) */
 
-/* One message of each type, in protocol order. */
+#define N_MSGS 24
+
+/* One message of each type, in protocol order, then the sealed forms of
+ * BACKWARD and BACKWARD_RESULT. */
 static int make_msgs(tl_msg *ms) {
-    memset(ms, 0, 16 * sizeof *ms);
+    memset(ms, 0, N_MSGS * sizeof *ms);
     int n = 0;
     tl_msg *m;
     m = &ms[n++];
@@ -181,6 +187,46 @@ static int make_msgs(tl_msg *ms) {
         TL_EVAL_MAGIC, 2, 2, 3, 0x3ff8000000000000ull, 1, 0, 1, 1, 0, 1, 1, 1, 1, 1, 0, 1};
     memcpy(words, w, sizeof w);
     m->u.eval_result.stats = tl_tensor_1d(TL_DT_U64, words, 17);
+    /* sealed mode (docs/protocol.md §8.2) */
+    m = &ms[n++];
+    m->type = TL_MSG_SEALED_STEP;
+    m->u.sealed_step.step = 10;
+    m->u.sealed_step.attempt = 1;
+    m->u.sealed_step.flags = TL_SEALED_F_MAC;
+    m->u.sealed_step.lr = 0.01;
+    m->u.sealed_step.participants = tl_tensor_1d(TL_DT_U32, ids, 2);
+    m->u.sealed_step.sum = tl_tensor_1d(TL_DT_U64, masked, 5);
+    m = &ms[n++];
+    m->type = TL_MSG_PARAM_MAC;
+    m->u.param_mac.step = 10;
+    for (int i = 0; i < 32; i++) m->u.param_mac.mac[i] = (uint8_t)(0xa0 + i);
+    m = &ms[n++];
+    m->type = TL_MSG_FINAL;
+    m->u.final.step = 11;
+    m->u.final.params = tl_tensor_1d(TL_DT_F32, params, 11);
+    m = &ms[n++];
+    m->type = TL_MSG_STATE_REQUEST;
+    m->u.state_request.step = 10;
+    m->u.state_request.to = 2;
+    m = &ms[n++];
+    m->type = TL_MSG_STATE_BLOB;
+    m->u.state_blob.step = 10;
+    m->u.state_blob.from = 1;
+    m->u.state_blob.to = 2;
+    m->u.state_blob.blob = tl_tensor_1d(TL_DT_U8, blob, 13);
+    m = &ms[n++];
+    m->type = TL_MSG_CHECKPOINT;
+    m->u.checkpoint.step = 10;
+    m = &ms[n++];
+    m->type = TL_MSG_BACKWARD; /* sealed: the mask attempt and the participants */
+    m->u.backward.step = 10;
+    m->u.backward.attempt = 1;
+    m->u.backward.dh = tl_tensor_2d(TL_DT_F32, dh, 4, 3);
+    m->u.backward.participants = tl_tensor_1d(TL_DT_U32, ids, 2);
+    m = &ms[n++];
+    m->type = TL_MSG_BACKWARD_RESULT; /* sealed: U64 masked gradient */
+    m->u.bwd_result.step = 10;
+    m->u.bwd_result.grads = tl_tensor_1d(TL_DT_U64, masked, 5);
     return n;
 }
 
@@ -193,8 +239,10 @@ int main(int argc, char **argv) {
     for (int i = 0; i < 300; i++) params[i] = (float)(i % 17) * 0.25f - 1.0f;
     for (int i = 0; i < 12; i++) h[i] = (float)i * 0.5f, dh[i] = -(float)i;
     for (int i = 0; i < 8; i++) g[i] = (float)i - 4.0f;
+    for (int i = 0; i < 5; i++) masked[i] = 0x9e3779b97f4a7c15ull * (uint64_t)(i + 1);
+    for (int i = 0; i < 13; i++) blob[i] = (uint8_t)(i * 29 + 7);
 
-    static tl_msg ms[16];
+    static tl_msg ms[N_MSGS];
     int n = make_msgs(ms);
     char name[64];
 
@@ -249,8 +297,12 @@ int main(int argc, char **argv) {
             size_t off;
             uint8_t val;
         } bad[] = {
-            {"bad_magic", 0, 'X'},       {"bad_version", 4, 2}, {"bad_type_0", 6, 0},
-            {"bad_type_16", 6, 16},      {"bad_flags", 9, 1},   {"bad_reserved", 12, 1},
+            {"bad_magic", 0, 'X'},
+            {"bad_version", 4, 2},
+            {"bad_type_0", 6, 0},
+            {"bad_type_22", 6, TL_FRAME_TYPE_MAX + 1}, /* the first unknown type */
+            {"bad_flags", 9, 1},
+            {"bad_reserved", 12, 1},
             {"bad_len_over_cap", 19, 1}, /* payload_len += 16 MiB */
         };
         for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -302,6 +354,22 @@ int main(int argc, char **argv) {
             {"bad_stats_sumsq_dim", 13, 44, 2},      /* sumsq [2] after sum [3] */
             {"bad_eval_pad", 14, 12, 1},             /* EVAL pad field */
             {"bad_evalres_dtype", 15, 8, TL_DT_F64}, /* words must be U64 */
+            /* sealed mode: SEALED_STEP is step, attempt, flags, lr, participants
+             * (header at 24, data at 32), sum (header at 40, data at 48) */
+            {"bad_sealed_flags", 16, 12, 2},             /* unknown flag (bit 1) */
+            {"bad_sealed_participants_n", 16, 28, 3},    /* participants [3]: runs into sum */
+            {"bad_sealed_participants_rank", 16, 25, 2}, /* participants must be rank 1 */
+            {"bad_sealed_sum_dtype", 16, 40, TL_DT_F32}, /* sum must be U64 */
+            {"bad_sealed_sum_len", 16, 44, 6},           /* sum [6]: runs past the end */
+            {"bad_final_dtype", 18, 8, TL_DT_U64},       /* params must be F32 */
+            {"bad_statereq_pad", 19, 12, 1},             /* STATE_REQUEST pad field */
+            {"bad_blob_dtype", 20, 16, TL_DT_U32},       /* blob must be U8 */
+            {"bad_blob_len", 20, 20, 14},                /* blob [14]: one byte past the end */
+            {"bad_blob_reserved", 20, 18, 1},            /* tensor reserved byte */
+            /* sealed BACKWARD: dh data at 32..80, participants header at 80 */
+            {"bad_bwd_participants_dtype", 22, 80, TL_DT_I32}, /* participants must be U32 */
+            {"bad_bwd_participants_n", 22, 84, 9},             /* participants [9]: past the end */
+            {"bad_bwdres_u64_dtype", 23, 8, TL_DT_I64},        /* grads: F32 or U64 */
         };
         for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
             bytes b = {0};
@@ -327,6 +395,27 @@ int main(int argc, char **argv) {
         append(&b, &z, 1);
         write_file(dir, "bad_trailing_byte", 0, 7, &b);
         free(b.p);
+        /* The sealed fixed-size messages with one byte too many or too few
+         * (payload_len adjusted to match): CHECKPOINT, PARAM_MAC's mac,
+         * STATE_REQUEST, and a STATE_BLOB whose blob ends one byte early. */
+        const struct {
+            const char *name;
+            int msg;
+            int delta; /* +1: a trailing zero byte; -1: the last byte cut */
+        } len_bad[] = {
+            {"bad_checkpoint_trailing", 21, +1}, {"bad_parammac_short", 17, -1},
+            {"bad_parammac_trailing", 17, +1},   {"bad_statereq_short", 19, -1},
+            {"bad_blob_short", 20, -1},
+        };
+        for (size_t i = 0; i < sizeof len_bad / sizeof len_bad[0]; i++) {
+            b = (bytes){0};
+            append_msg(&b, &ms[len_bad[i].msg], 0);
+            b.p[16] = (uint8_t)(b.p[16] + len_bad[i].delta); /* payload_len's low byte */
+            if (len_bad[i].delta > 0) append(&b, &z, 1);
+            else b.n--;
+            write_file(dir, len_bad[i].name, 0, (uint8_t)(i + 120), &b);
+            free(b.p);
+        }
     }
     return 0;
 }
