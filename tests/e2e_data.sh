@@ -23,6 +23,35 @@ TL=${1:?usage: e2e_data.sh <tl> <tests/data dir>}
 TL=$(realpath "$TL")
 ROOT=$(realpath "$(dirname "$0")/..")
 
+# A small table of our own (no package needed): string labels in the first
+# column, a header row. tl partition reads it with --label and --header.
+cd "$W" || exit 1
+{
+    echo "species,weight,height"
+    for i in $(seq 0 35); do
+        case $((i % 3)) in 0) s=cat ;; 1) s=dog ;; *) s=owl ;; esac
+        echo "$s,$((i % 3)).$((i % 7)),$((i % 5)).25"
+    done
+} >pets.csv
+run() { # run LOG cmd...: tl under timeout, stdout into LOG.out, stderr into LOG.err
+    local log=$1
+    shift
+    timeout "$TMO" "$TL" "$@" >"$log.out" 2>"$log.err"
+}
+run part1 partition --data pets.csv --label species --header yes --nodes 2 --out p1
+rc=$?
+check "tl partition --label species --header yes: exits 0" "rc $rc; $(tr '\n' '|' <part1.err)" \
+    test "$rc" -eq 0
+check "... the label column is species: 3 classes, 18 rows a node" "$(tr '\n' '|' <part1.out)" \
+    grep -Eq '^ +1 +18 +6 +6 +6$' part1.out
+run part1i partition --data pets.csv --label 0 --nodes 2 --out p1i
+check "tl partition --label 0 (header detected): exits 0" "$(tr '\n' '|' <part1i.err)" \
+    grep -Eq '^ +2 +18 +6 +6 +6$' part1i.out
+run part1h partition --data pets.csv --header maybe --nodes 2 --out p1h
+rc=$?
+check "tl partition --header maybe: usage error (2), train's message" "rc $rc; $(cat part1h.err)" \
+    test "$rc" -eq 2 -a "$(cat part1h.err)" = "tl partition: --header: 'maybe' (want yes or no)"
+
 SK=${TL_SKLEARN_DIR:-}
 if [ -z "$SK" ] || [ ! -r "$SK/breast_cancer.csv" ]; then
     SK=$W/sk
@@ -32,14 +61,6 @@ if [ -z "$SK" ] || [ ! -r "$SK/breast_cancer.csv" ]; then
     fi
 fi
 BC=$SK/breast_cancer.csv
-cd "$W" || exit 1
-
-# run LOG cmd...: tl under timeout, stdout into LOG.out, stderr into LOG.err.
-run() {
-    local log=$1
-    shift
-    timeout "$TMO" "$TL" "$@" >"$log.out" 2>"$log.err"
-}
 relative() { sed -n 's/.*relative \([^ ]*\).*/\1/p' "$1" | head -n 1; }
 maxdiff() { sed -n 's/.*max|A-B| \([^ ,]*\).*/\1/p' "$1" | head -n 1; }
 # The epoch lines' test figures (accuracy, macro-F1, AUC) of a log.

@@ -14,7 +14,7 @@
 
 // clang-format off
 enum { OPT_CONNECT = 1, OPT_ID, OPT_NDATA, OPT_NINSECURE, OPT_NTLS, OPT_NTHREADS, OPT_GIVE_UP,
-       OPT_NZSTD, OPT_QUIET, OPT_NTEST, OPT_NFRACTION, OPT_NSEED, OPT_NLABEL, OPT_NHEADER,
+       OPT_NZSTD, OPT_QUIET, OPT_NTEST, OPT_NFRACTION, OPT_NSEED,
        OPT_NPRIVACY, OPT_GROUP_KEY, OPT_NINIT, OPT_NSAVE,
        OPT_NSTATE };
 // clang-format on
@@ -28,8 +28,8 @@ static const struct option longopts[] = {
     {"test-data", required_argument, 0, OPT_NTEST},
     {"test-fraction", required_argument, 0, OPT_NFRACTION},
     {"seed", required_argument, 0, OPT_NSEED},
-    {"label", required_argument, 0, OPT_NLABEL},
-    {"header", required_argument, 0, OPT_NHEADER},
+    {"label", required_argument, 0, OPT_LABEL},
+    {"header", required_argument, 0, OPT_HEADER},
     {"insecure", no_argument, 0, OPT_NINSECURE},
     {"tls-dir", required_argument, 0, OPT_NTLS},
     {"threads", required_argument, 0, OPT_NTHREADS},
@@ -72,8 +72,7 @@ static void usage(void) {
            "                        the node, no row, score or label\n"
            "  --test-fraction F     hold out this fraction of --data instead (per class,\n"
            "                        seeded with --seed [" TL_STR(TL_DEFAULT_SEED) "])\n"
-           "  --label NAME|INDEX    CSV: the label column [the last]\n"
-           "  --header yes|no       CSV: the first row names the columns [detected]\n"
+           CLI_CSV_HELP
            "  --tls-dir DIR         this node's own directory of the kit from\n"
            "                        'tl provision --out KIT': KIT/node-K, holding\n"
            "                        cert.pem, key.pem and ca.pem (not KIT itself)\n"
@@ -130,11 +129,9 @@ int cmd_node(int argc, char **argv) {
         case OPT_NSEED:
             if (cli_parse_long(cmd, "seed", optarg, 0, 4294967295L, &seed)) return 2;
             break;
-        case OPT_NLABEL: dopts.label = optarg; break;
-        case OPT_NHEADER:
-            if (!strcmp(optarg, "yes")) dopts.header = 1;
-            else if (!strcmp(optarg, "no")) dopts.header = -1;
-            else return cli_usage_error(cmd, "--header: '%s' (want yes or no)", optarg);
+        case OPT_LABEL:
+        case OPT_HEADER:
+            if (cli_dataopts_parse(&dopts, c, optarg, cmd) == 2) return 2;
             break;
         case OPT_NINSECURE: insecure = 1; break;
         case OPT_NTLS: tls_dir = optarg; break;
