@@ -52,6 +52,38 @@ rc=$?
 check "tl partition --header maybe: usage error (2), train's message" "rc $rc; $(cat part1h.err)" \
     test "$rc" -eq 2 -a "$(cat part1h.err)" = "tl partition: --header: 'maybe' (want yes or no)"
 
+# Class names through a NumPy partition: classes.txt beside x.npy (and in
+# t10k/), read back by the loader, so a model trained from it is named.
+check "p1/node-1/classes.txt names the classes, one a line" "$(cat p1/node-1/classes.txt 2>&1 | tr '\n' '|')" \
+    test "$(cat p1/node-1/classes.txt 2>/dev/null)" = "$(printf 'cat\ndog\nowl')"
+# metadata "classes" of a saved model
+classes() { grep -ao '"classes":"[^"]*"' "$1" | head -n 1; }
+PET=(--model linear:4,relu,linear:3 --optimizer sgd --epochs 1)
+run names train --data p1/node-1 "${PET[@]}" --save names.st
+check "tl train --data p1/node-1: the model's classes are cat,dog,owl" "$(classes names.st); $(tail -n 1 names.err)" \
+    test "$(classes names.st)" = '"classes":"cat,dog,owl"'
+run namesev eval --model names.st --data pets.csv --label species
+check "... so tl eval takes the CSV's named labels against it" "$(tail -n 1 namesev.err)" \
+    grep -q '^pets.csv: 36 rows: test loss' namesev.out
+run part2 partition --data pets.csv --label species --nodes 2 --out p2 --test-fraction 0.25
+check "tl partition --test-fraction: t10k/classes.txt too" "$(find p2 | tr '\n' ' ')" \
+    cmp -s p2/node-1/classes.txt p2/node-2/t10k/classes.txt
+run names2 train --data p2 --test-data p2 "${PET[@]}" --save names2.st
+check "tl train --data p2 --test-data p2 (partition directory): classes cat,dog,owl" \
+    "$(classes names2.st); $(tail -n 1 names2.err)" test "$(classes names2.st)" = '"classes":"cat,dog,owl"'
+cp -r p1 p1old && rm p1old/node-*/classes.txt
+run old train --data p1old "${PET[@]}" --save old.st
+check "a NumPy directory without classes.txt still trains: classes 0,1,2" "$(classes old.st); $(tail -n 1 old.err)" \
+    test "$(classes old.st)" = '"classes":"0,1,2"'
+cp p1/node-1/classes.txt p1old/node-1/ # node-1 named, node-2 not
+run mixed train --data p1old "${PET[@]}"
+check "a partition whose nodes disagree on class names is refused, naming the node" \
+    "$(tail -n 1 mixed.err)" grep -q 'p1old/node-2: its class names (classes.txt) are not' mixed.err
+printf 'cat\n' >p1old/node-1/classes.txt
+run short train --data p1old/node-1 "${PET[@]}"
+check "a classes.txt naming fewer classes than the labels is refused" "$(tail -n 1 short.err)" \
+    grep -q 'classes.txt: 1 class names, but label 1 in row 1' short.err
+
 SK=${TL_SKLEARN_DIR:-}
 if [ -z "$SK" ] || [ ! -r "$SK/breast_cancer.csv" ]; then
     SK=$W/sk
