@@ -3,6 +3,13 @@
 #
 #   bash tests/e2e_data.sh <path to tl> <tests/data dir>
 #
+# With a small table it writes (string labels in the first column):
+#   - tl partition --label/--header (the same options as tl train);
+#   - its NumPy node directories carry classes.txt, so a model trained from
+#     them has the names in its "classes" metadata (old directories without
+#     the file still load; nodes naming classes differently are refused);
+#   - nodes started by hand with --data DIR/node-K evaluate the held-out rows
+#     tl partition --test-fraction wrote there, unless --test-data none.
 # With breast_cancer.csv from Debian's python3-sklearn (scripts/sklearn-data.sh;
 # the test says SKIP and passes if the package cannot be had):
 #   - tl run, 3 nodes, --normalize standardize --test-fraction 0.2: the nodes hold
@@ -83,6 +90,43 @@ printf 'cat\n' >p1old/node-1/classes.txt
 run short train --data p1old/node-1 "${PET[@]}"
 check "a classes.txt naming fewer classes than the labels is refused" "$(tail -n 1 short.err)" \
     grep -q 'classes.txt: 1 class names, but label 1 in row 1' short.err
+
+# Nodes started by hand with only --data p2/node-K evaluate the held-out rows
+# tl partition --test-fraction wrote there (its t10k split), saying so once;
+# --test-data none turns it off. Sealed, so that the orchestrator (whose
+# --test-data only gives the input width) cannot evaluate by itself.
+# by_hand TAG [node options...]
+"$TL" provision --group-key-only pets.key >/dev/null 2>&1
+by_hand() {
+    local tag=$1 k rc
+    shift
+    timeout "$TMO" "$TL" orchestrator --nodes 2 --insecure --listen 127.0.0.1:0 --port-file $tag.port \
+        --test-data pets.csv --label species "${PET[@]}" --cut 1 >$tag.out 2>$tag.err &
+    local opid=$!
+    PIDS+=("$opid")
+    if ! PORT=$(wait_port $tag.port "$opid"); then
+        bad "$tag: the orchestrator listens" "$(tail -n 2 $tag.err | tr '\n' '|')"
+        return
+    fi
+    for k in 1 2; do
+        timeout "$TMO" "$TL" node --connect 127.0.0.1:"$PORT" --id $k --data p2/node-$k \
+            --insecure --group-key pets.key --give-up 30 "$@" >$tag-n$k.out 2>$tag-n$k.err &
+        PIDS+=("$!")
+    done
+    wait "$opid"
+    rc=$?
+    check "$tag: the orchestrator exits 0" "rc $rc; $(tail -n 2 $tag.err | tr '\n' '|')" test "$rc" -eq 0
+}
+by_hand own
+check "... each node evaluates its own held-out rows by default, and says so" "$(grep -h held-out own-n*.err | tr '\n' '|')" \
+    test "$(grep -c 'evaluating on 6 held-out rows, the t10k split of p2/node-[12] ' own-n1.err own-n2.err | tr '\n' ' ')" = "own-n1.err:1 own-n2.err:1 "
+check "... the orchestrator evaluates at the nodes: 12 held-out rows" "$(grep -h evaluat own.err | tr '\n' '|')" \
+    grep -q 'evaluating at the nodes: 12 held-out rows' own.err
+check "... and prints the nodes' figures" "$(cat own.out)" grep -q 'test accuracy [0-9.]*%, macro-F1' own.out
+by_hand none --test-data none
+check "... --test-data none: the nodes hold no test rows" "$(grep -h evaluat none.err none-n*.err | tr '\n' '|')" \
+    test "$(grep -c held-out none.err none-n1.err none-n2.err | tr '\n' ' ')" = "none.err:0 none-n1.err:0 none-n2.err:0 "
+check "... and nothing is evaluated" "$(cat none.out)" grep -q 'test not evaluated' none.out
 
 SK=${TL_SKLEARN_DIR:-}
 if [ -z "$SK" ] || [ ! -r "$SK/breast_cancer.csv" ]; then
