@@ -3,6 +3,13 @@
 #
 #   bash tests/e2e_data.sh <path to tl> <tests/data dir>
 #
+# With a small table it writes (string labels in the first column):
+#   - tl partition --label/--header (the same options as tl train);
+#   - its NumPy node directories carry classes.txt, so a model trained from
+#     them has the names in its "classes" metadata (old directories without
+#     the file still load; nodes naming classes differently are refused);
+#   - nodes started by hand with --data DIR/node-K evaluate the held-out rows
+#     tl partition --test-fraction wrote there, unless --test-data none.
 # With breast_cancer.csv from Debian's python3-sklearn (scripts/sklearn-data.sh;
 # the test says SKIP and passes if the package cannot be had):
 #   - tl run, 3 nodes, --normalize standardize --test-fraction 0.2: the nodes hold
@@ -23,6 +30,104 @@ TL=${1:?usage: e2e_data.sh <tl> <tests/data dir>}
 TL=$(realpath "$TL")
 ROOT=$(realpath "$(dirname "$0")/..")
 
+# A small table of our own (no package needed): string labels in the first
+# column, a header row. tl partition reads it with --label and --header.
+cd "$W" || exit 1
+{
+    echo "species,weight,height"
+    for i in $(seq 0 35); do
+        case $((i % 3)) in 0) s=cat ;; 1) s=dog ;; *) s=owl ;; esac
+        echo "$s,$((i % 3)).$((i % 7)),$((i % 5)).25"
+    done
+} >pets.csv
+run() { # run LOG cmd...: tl under timeout, stdout into LOG.out, stderr into LOG.err
+    local log=$1
+    shift
+    timeout "$TMO" "$TL" "$@" >"$log.out" 2>"$log.err"
+}
+run part1 partition --data pets.csv --label species --header yes --nodes 2 --out p1
+rc=$?
+check "tl partition --label species --header yes: exits 0" "rc $rc; $(tr '\n' '|' <part1.err)" \
+    test "$rc" -eq 0
+check "... the label column is species: 3 classes, 18 rows a node" "$(tr '\n' '|' <part1.out)" \
+    grep -Eq '^ +1 +18 +6 +6 +6$' part1.out
+run part1i partition --data pets.csv --label 0 --nodes 2 --out p1i
+check "tl partition --label 0 (header detected): exits 0" "$(tr '\n' '|' <part1i.err)" \
+    grep -Eq '^ +2 +18 +6 +6 +6$' part1i.out
+run part1h partition --data pets.csv --header maybe --nodes 2 --out p1h
+rc=$?
+check "tl partition --header maybe: usage error (2), train's message" "rc $rc; $(cat part1h.err)" \
+    test "$rc" -eq 2 -a "$(cat part1h.err)" = "tl partition: --header: 'maybe' (want yes or no)"
+
+# Class names through a NumPy partition: classes.txt beside x.npy (and in
+# t10k/), read back by the loader, so a model trained from it is named.
+check "p1/node-1/classes.txt names the classes, one a line" "$(cat p1/node-1/classes.txt 2>&1 | tr '\n' '|')" \
+    test "$(cat p1/node-1/classes.txt 2>/dev/null)" = "$(printf 'cat\ndog\nowl')"
+# metadata "classes" of a saved model
+classes() { grep -ao '"classes":"[^"]*"' "$1" | head -n 1; }
+PET=(--model linear:4,relu,linear:3 --optimizer sgd --epochs 1)
+run names train --data p1/node-1 "${PET[@]}" --save names.st
+check "tl train --data p1/node-1: the model's classes are cat,dog,owl" "$(classes names.st); $(tail -n 1 names.err)" \
+    test "$(classes names.st)" = '"classes":"cat,dog,owl"'
+run namesev eval --model names.st --data pets.csv --label species
+check "... so tl eval takes the CSV's named labels against it" "$(tail -n 1 namesev.err)" \
+    grep -q '^pets.csv: 36 rows: test loss' namesev.out
+run part2 partition --data pets.csv --label species --nodes 2 --out p2 --test-fraction 0.25
+check "tl partition --test-fraction: t10k/classes.txt too" "$(find p2 | tr '\n' ' ')" \
+    cmp -s p2/node-1/classes.txt p2/node-2/t10k/classes.txt
+run names2 train --data p2 --test-data p2 "${PET[@]}" --save names2.st
+check "tl train --data p2 --test-data p2 (partition directory): classes cat,dog,owl" \
+    "$(classes names2.st); $(tail -n 1 names2.err)" test "$(classes names2.st)" = '"classes":"cat,dog,owl"'
+cp -r p1 p1old && rm p1old/node-*/classes.txt
+run old train --data p1old "${PET[@]}" --save old.st
+check "a NumPy directory without classes.txt still trains: classes 0,1,2" "$(classes old.st); $(tail -n 1 old.err)" \
+    test "$(classes old.st)" = '"classes":"0,1,2"'
+cp p1/node-1/classes.txt p1old/node-1/ # node-1 named, node-2 not
+run mixed train --data p1old "${PET[@]}"
+check "a partition whose nodes disagree on class names is refused, naming the node" \
+    "$(tail -n 1 mixed.err)" grep -q 'p1old/node-2: its class names (classes.txt) are not' mixed.err
+printf 'cat\n' >p1old/node-1/classes.txt
+run short train --data p1old/node-1 "${PET[@]}"
+check "a classes.txt naming fewer classes than the labels is refused" "$(tail -n 1 short.err)" \
+    grep -q 'classes.txt: 1 class names, but label 1 in row 1' short.err
+
+# Nodes started by hand with only --data p2/node-K evaluate the held-out rows
+# tl partition --test-fraction wrote there (its t10k split), saying so once;
+# --test-data none turns it off. Sealed, so that the orchestrator (whose
+# --test-data only gives the input width) cannot evaluate by itself.
+# by_hand TAG [node options...]
+"$TL" provision --group-key-only pets.key >/dev/null 2>&1
+by_hand() {
+    local tag=$1 k rc
+    shift
+    timeout "$TMO" "$TL" orchestrator --nodes 2 --insecure --listen 127.0.0.1:0 --port-file $tag.port \
+        --test-data pets.csv --label species "${PET[@]}" --cut 1 >$tag.out 2>$tag.err &
+    local opid=$!
+    PIDS+=("$opid")
+    if ! PORT=$(wait_port $tag.port "$opid"); then
+        bad "$tag: the orchestrator listens" "$(tail -n 2 $tag.err | tr '\n' '|')"
+        return
+    fi
+    for k in 1 2; do
+        timeout "$TMO" "$TL" node --connect 127.0.0.1:"$PORT" --id $k --data p2/node-$k \
+            --insecure --group-key pets.key --give-up 30 "$@" >$tag-n$k.out 2>$tag-n$k.err &
+        PIDS+=("$!")
+    done
+    wait "$opid"
+    rc=$?
+    check "$tag: the orchestrator exits 0" "rc $rc; $(tail -n 2 $tag.err | tr '\n' '|')" test "$rc" -eq 0
+}
+by_hand own
+check "... each node evaluates its own held-out rows by default, and says so" "$(grep -h held-out own-n*.err | tr '\n' '|')" \
+    test "$(grep -c 'evaluating on 6 held-out rows, the t10k split of p2/node-[12] ' own-n1.err own-n2.err | tr '\n' ' ')" = "own-n1.err:1 own-n2.err:1 "
+check "... the orchestrator evaluates at the nodes: 12 held-out rows" "$(grep -h evaluat own.err | tr '\n' '|')" \
+    grep -q 'evaluating at the nodes: 12 held-out rows' own.err
+check "... and prints the nodes' figures" "$(cat own.out)" grep -q 'test accuracy [0-9.]*%, macro-F1' own.out
+by_hand none --test-data none
+check "... --test-data none: the nodes hold no test rows" "$(grep -h evaluat none.err none-n*.err | tr '\n' '|')" \
+    test "$(grep -c held-out none.err none-n1.err none-n2.err | tr '\n' ' ')" = "none.err:0 none-n1.err:0 none-n2.err:0 "
+check "... and nothing is evaluated" "$(cat none.out)" grep -q 'test not evaluated' none.out
+
 SK=${TL_SKLEARN_DIR:-}
 if [ -z "$SK" ] || [ ! -r "$SK/breast_cancer.csv" ]; then
     SK=$W/sk
@@ -32,14 +137,6 @@ if [ -z "$SK" ] || [ ! -r "$SK/breast_cancer.csv" ]; then
     fi
 fi
 BC=$SK/breast_cancer.csv
-cd "$W" || exit 1
-
-# run LOG cmd...: tl under timeout, stdout into LOG.out, stderr into LOG.err.
-run() {
-    local log=$1
-    shift
-    timeout "$TMO" "$TL" "$@" >"$log.out" 2>"$log.err"
-}
 relative() { sed -n 's/.*relative \([^ ]*\).*/\1/p' "$1" | head -n 1; }
 maxdiff() { sed -n 's/.*max|A-B| \([^ ,]*\).*/\1/p' "$1" | head -n 1; }
 # The epoch lines' test figures (accuracy, macro-F1, AUC) of a log.

@@ -9,17 +9,22 @@
  *     A split ("train" or "t10k") needs only its own two files. uint8, sample
  *     shape 1 x rows x cols.
  *   - a NumPy directory: x.npy ([N, features] or [N, C, H, W], float32 or
- *     uint8) and y.npy ([N] integers), read by tl_npy_load (npy.h). It holds
- *     one data set: split S loads DIR/S/x.npy + DIR/S/y.npy when DIR/S/x.npy
+ *     uint8) and y.npy ([N] integers), read by tl_npy_load (npy.h), and
+ *     optionally classes.txt beside them: the class names, one a line (each
+ *     ended by '\n'), line c naming label c; every label must have a line,
+ *     and classes is then the number of lines. Without it the labels are
+ *     plain numbers (class_names NULL). It holds one data set: split S loads
+ *     DIR/S/x.npy + DIR/S/y.npy (+ DIR/S/classes.txt) when DIR/S/x.npy
  *     exists (what tl_dataset_save writes for a split other than "train"),
- *     else DIR/x.npy + DIR/y.npy whatever the split.
+ *     else DIR/x.npy + DIR/y.npy (+ DIR/classes.txt) whatever the split.
  *   - a CSV file (raw or gzip), read by tl_csv_read (csv.h) with the label
  *     column and header rule of the options: float32 features, rank 1, and
  *     the class names when labels are strings. A file is one data set and the
  *     split is ignored.
  *   - a partition directory (what `tl partition` writes: DIR/node-1,
  *     DIR/node-2, ..., each an MNIST-layout or NumPy directory): its nodes'
- *     data concatenated in node order.
+ *     data concatenated in node order; the nodes must agree on their class
+ *     names (all the same classes.txt, or none).
  * There is no test split inside a CSV file or a NumPy directory: a test set
  * is its own file or directory (--test-data), or rows held out with
  * tl_dataset_split.
@@ -118,10 +123,12 @@ int tl_dataset_load(const char *dir, const char *split, tl_dataset *out);
  * other data (float32, or uint8 of rank 1 or C > 1) as NumPy files: x.npy
  * ([n, features] or [n, C, H, W], the element type of d) and y.npy ([n]
  * uint8) in dir for split "train", in dir/<split>/ for another split, so
- * that tl_dataset_open loads back exactly the same values. Class names are
- * not written (a TODO for the model metadata, issue 10). TL_EINVAL for an
- * empty data set, more than 2^32-1 samples or an inconsistent shape; TL_EIO
- * on file errors. */
+ * that tl_dataset_open loads back exactly the same values; with
+ * d->class_names also classes.txt beside them (one name a line; a
+ * classes.txt already there is removed when d has none). IDX files carry no
+ * names: uint8 one-channel images lose theirs. TL_EINVAL for an empty data
+ * set, more than 2^32-1 samples, an inconsistent shape or a class name
+ * holding a newline; TL_EIO on file errors. */
 int tl_dataset_save(const char *dir, const char *split, const tl_dataset *d);
 
 /* Builds *out from rows[0..n) of src, in that order (copies the samples,

@@ -28,10 +28,8 @@ static void usage(void) {
            "options:\n"
            "  --model FILE          the saved model (.safetensors with tl's metadata)\n"
            "  --data PATH           MNIST-layout directory (its t10k split), CSV file or\n"
-           "                        NumPy directory (all its rows) [" TL_DEFAULT_DATA "]\n"
-           "  --label NAME|INDEX    CSV data: the label column [the last]\n"
-           "  --header yes|no       CSV data: whether the first row names the columns\n"
-           "                        [detected]\n"
+           "                        NumPy directory (all its rows) [" TL_DEFAULT_DATA
+           "]\n" CLI_CSV_HELP
            "  --test-fraction F     evaluate only the rows 'tl train --test-fraction F\n"
            "                        --seed N' holds out of PATH's training rows\n"
            "  --seed N              the seed of that split [1]\n"
@@ -159,11 +157,9 @@ int cmd_eval(int argc, char **argv) {
         switch (c) {
         case OPT_MODEL: model_path = optarg; break;
         case OPT_DATA: data = optarg; break;
-        case OPT_LABEL: dopts.label = optarg; break;
+        case OPT_LABEL:
         case OPT_HEADER:
-            if (!strcmp(optarg, "yes")) dopts.header = 1;
-            else if (!strcmp(optarg, "no")) dopts.header = -1;
-            else return cli_usage_error(cmd, "--header: '%s' (want yes or no)", optarg);
+            if (cli_dataopts_parse(&dopts, c, optarg, cmd) == 2) return 2;
             break;
         case OPT_TEST_FRACTION:
             if (cli_parse_double(cmd, "test-fraction", optarg, 0, 0.99, &fraction)) return 2;

@@ -14,7 +14,7 @@
 
 // clang-format off
 enum { OPT_CONNECT = 1, OPT_ID, OPT_NDATA, OPT_NINSECURE, OPT_NTLS, OPT_NTHREADS, OPT_GIVE_UP,
-       OPT_NZSTD, OPT_QUIET, OPT_NTEST, OPT_NFRACTION, OPT_NSEED, OPT_NLABEL, OPT_NHEADER,
+       OPT_NZSTD, OPT_QUIET, OPT_NTEST, OPT_NFRACTION, OPT_NSEED,
        OPT_NPRIVACY, OPT_GROUP_KEY, OPT_NINIT, OPT_NSAVE,
        OPT_NSTATE };
 // clang-format on
@@ -28,8 +28,8 @@ static const struct option longopts[] = {
     {"test-data", required_argument, 0, OPT_NTEST},
     {"test-fraction", required_argument, 0, OPT_NFRACTION},
     {"seed", required_argument, 0, OPT_NSEED},
-    {"label", required_argument, 0, OPT_NLABEL},
-    {"header", required_argument, 0, OPT_NHEADER},
+    {"label", required_argument, 0, OPT_LABEL},
+    {"header", required_argument, 0, OPT_HEADER},
     {"insecure", no_argument, 0, OPT_NINSECURE},
     {"tls-dir", required_argument, 0, OPT_NTLS},
     {"threads", required_argument, 0, OPT_NTHREADS},
@@ -69,12 +69,14 @@ static void usage(void) {
            "  --test-data PATH      held-out rows (PATH's t10k split) that the node\n"
            "                        evaluates when the orchestrator asks: only sums\n"
            "                        (counts, a confusion matrix, score histograms) leave\n"
-           "                        the node, no row, score or label\n"
+           "                        the node, no row, score or label. Default: --data's\n"
+           "                        own t10k split when it has one (what 'tl partition\n"
+           "                        --test-fraction' writes; said once in the log);\n"
+           "                        none: no held-out rows (./none for a file so named)\n"
            "  --test-fraction F     hold out this fraction of --data instead (per class,\n"
            "                        seeded with --seed [" TL_STR(TL_DEFAULT_SEED) "])\n"
-           "  --label NAME|INDEX    CSV: the label column [the last]\n"
-           "  --header yes|no       CSV: the first row names the columns [detected]\n"
-           "  --tls-dir DIR         this node's own directory of the kit from\n"
+           CLI_CSV_HELP);
+    printf("  --tls-dir DIR         this node's own directory of the kit from\n"
            "                        'tl provision --out KIT': KIT/node-K, holding\n"
            "                        cert.pem, key.pem and ca.pem (not KIT itself)\n"
            "  --insecure            plaintext TCP, no authentication\n"
@@ -130,11 +132,9 @@ int cmd_node(int argc, char **argv) {
         case OPT_NSEED:
             if (cli_parse_long(cmd, "seed", optarg, 0, 4294967295L, &seed)) return 2;
             break;
-        case OPT_NLABEL: dopts.label = optarg; break;
-        case OPT_NHEADER:
-            if (!strcmp(optarg, "yes")) dopts.header = 1;
-            else if (!strcmp(optarg, "no")) dopts.header = -1;
-            else return cli_usage_error(cmd, "--header: '%s' (want yes or no)", optarg);
+        case OPT_LABEL:
+        case OPT_HEADER:
+            if (cli_dataopts_parse(&dopts, c, optarg, cmd) == 2) return 2;
             break;
         case OPT_NINSECURE: insecure = 1; break;
         case OPT_NTLS: tls_dir = optarg; break;
@@ -164,6 +164,8 @@ int cmd_node(int argc, char **argv) {
     if (!connect) return cli_usage_error(cmd, "--connect HOST:PORT is required");
     if (!id) return cli_usage_error(cmd, "--id K is required");
     if (!data) return cli_usage_error(cmd, "--data PATH is required");
+    const int no_test = test_data && !strcmp(test_data, "none");
+    if (no_test) test_data = NULL;
     if (test_data && fraction > 0)
         return cli_usage_error(cmd, "--test-fraction and --test-data exclude each other");
     if (!tls_dir == !insecure)
@@ -223,6 +225,11 @@ int cmd_node(int argc, char **argv) {
                         "orchestrator is not authenticated\n");
     }
     if (tl_dataset_open(data, "train", &dopts, &ds) < 0) goto fail;
+    /* by default the held-out rows that come with --data (tl partition
+     * --test-fraction writes them as its t10k split) */
+    const int own_test = !test_data && !no_test && !(fraction > 0) &&
+                         tl_dataset_has_split(data, "t10k");
+    if (own_test) test_data = data;
     if (fraction > 0) {
         tl_dataset all = ds;
         memset(&ds, 0, sizeof ds);
@@ -237,6 +244,14 @@ int cmd_node(int argc, char **argv) {
     cli_log lg;
     snprintf(lg.tag, sizeof lg.tag, "%s", tag);
     lg.quiet = quiet;
+    if (own_test) {
+        char note[4300];
+        snprintf(note, sizeof note,
+                 "evaluating on %zu held-out rows, the t10k split of %s (--test-data none "
+                 "turns this off)",
+                 test.n, data);
+        cli_log_line(&lg, note);
+    }
     tl_node_cfg nc = {.host = host,
                       .port = port,
                       .id = (int)id,

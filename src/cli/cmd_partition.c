@@ -21,14 +21,16 @@ static void usage(void) {
     printf("usage: tl partition --nodes N --out DIR [options]\n"
            "\n"
            "Splits a data set among N nodes and writes each node's share as its own\n"
-           "MNIST-layout directory, DIR/node-1 .. DIR/node-N, holding\n"
-           "<split>-images-idx3-ubyte.gz and <split>-labels-idx1-ubyte.gz (for\n"
-           "'tl node --data DIR/node-K'). Within a node, samples keep their original\n"
+           "directory, DIR/node-1 .. DIR/node-N (for 'tl node --data DIR/node-K'):\n"
+           "MNIST-layout, <split>-images-idx3-ubyte.gz and <split>-labels-idx1-ubyte.gz,\n"
+           "for one-channel byte images; NumPy, x.npy and y.npy, for other data (CSV\n"
+           "tables: float32 features). Within a node, samples keep their original\n"
            "order. Prints each node's sample count per class.\n"
            "\n"
            "options:\n"
-           "  --data DIR            MNIST-layout directory to split\n"
-           "                        [" TL_DEFAULT_DATA "]\n"
+           "  --data PATH           what to split: an MNIST-layout directory, a CSV file\n"
+           "                        (--label, --header) or a NumPy directory\n"
+           "                        [" TL_DEFAULT_DATA "]\n" CLI_CSV_HELP
            "  --split SPLIT         which of its splits to split and write: train or t10k\n"
            "                        [train]\n"
            "  --nodes N             number of nodes, 1..%d (and at most the sample count)\n"
@@ -44,8 +46,8 @@ static void usage(void) {
            "                        (tl_dataset_split: stratified by class, seeded with\n"
            "                        --seed), written as the node's t10k split (IDX files,\n"
            "                        or t10k/x.npy and t10k/y.npy for other data), which\n"
-           "                        'tl node --data DIR/node-K --test-data DIR/node-K'\n"
-           "                        evaluates on (tl train --data DIR: their union); the table\n"
+           "                        'tl node --data DIR/node-K' evaluates on by default\n"
+           "                        (tl train --data DIR: their union); the table\n"
            "                        counts each node's rows before this split, a last line\n"
            "                        its held-out rows\n"
            "  --force               write into existing non-empty DIR/node-K, replacing\n"
@@ -120,11 +122,14 @@ int cmd_partition(int argc, char **argv) {
         {"split", required_argument, 0, OPT_SPLIT},
         {"force", no_argument, 0, OPT_FORCE},
         {"test-fraction", required_argument, 0, OPT_TEST_FRACTION},
+        {"label", required_argument, 0, OPT_LABEL},
+        {"header", required_argument, 0, OPT_HEADER},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
     const char *cmd = "partition";
     const char *data = TL_DEFAULT_DATA, *scheme = "contiguous", *out = NULL, *split = "train";
+    tl_dataset_opts dopts = {0};
     long nodes = 0, seed = 1;
     int force = 0, c;
 
@@ -150,6 +155,10 @@ int cmd_partition(int argc, char **argv) {
         case OPT_TEST_FRACTION:
             if (cli_parse_double(cmd, "test-fraction", optarg, 0, 0.99, &fraction)) return 2;
             if (!(fraction > 0)) return cli_usage_error(cmd, "--test-fraction: must be above 0");
+            break;
+        case OPT_LABEL:
+        case OPT_HEADER:
+            if (cli_dataopts_parse(&dopts, c, optarg, cmd) == 2) return 2;
             break;
         case 'h': usage(); return 0;
         case ':': return cli_usage_error(cmd, "option '%s' needs a value", argv[optind - 1]);
@@ -177,7 +186,7 @@ int cmd_partition(int argc, char **argv) {
         dir = NULL;
         if (bad) goto fail;
     }
-    if (tl_dataset_load(data, split, &d) < 0) goto fail;
+    if (tl_dataset_open(data, split, &dopts, &d) < 0) goto fail;
     if ((size_t)nodes > d.n) {
         rc = cli_usage_error(
             cmd, "--nodes: %ld nodes for %zu samples (each node needs at least one)", nodes, d.n);

@@ -159,8 +159,9 @@ static void shape_str(const tl_dataset *d, int in_dim, char *out, size_t len) {
     else snprintf(out, len, "1,%u,%u", d->rows, d->cols);
 }
 
-/* The class names, comma-separated: the data's names (CSV label column) or
- * the label numbers 0..classes-1 (IDX and NumPy files carry no names). */
+/* The class names, comma-separated: the data's names (CSV label column, a
+ * NumPy directory's classes.txt) or the label numbers 0..classes-1 (IDX
+ * files, NumPy directories without classes.txt). */
 static void classes_str(const tl_dataset *d, int classes, char *out, size_t len) {
     size_t used = 0;
     out[0] = 0;

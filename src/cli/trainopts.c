@@ -75,9 +75,7 @@ const char cli_train_help[] =
     "                        to [0,1]) [" TL_STR(TL_DEFAULT_MEAN) "," TL_STR(TL_DEFAULT_STD)
     "]; standardize: per feature, the\n"
     "                        mean and standard deviation of the training rows; none\n"
-    "  --label NAME|INDEX    CSV data: the label column [the last column]\n"
-    "  --header yes|no       CSV data: whether the first row names the columns\n"
-    "                        [detected: a first row with a non-numeric feature cell]\n"
+    CLI_CSV_HELP
     "  --test-fraction F     hold out this fraction of the training rows (per class,\n"
     "                        seeded with --seed) as the test set [0: none]\n"
     "  --init FILE           start from these parameters (safetensors)\n"
@@ -138,6 +136,18 @@ int cli_parse_double(const char *cmd, const char *opt, const char *arg, double l
         return cli_usage_error(cmd, "--%s: '%s' is not a number in [%g, %g]", opt, arg, lo, hi);
     *out = v;
     return 0;
+}
+
+int cli_dataopts_parse(tl_dataset_opts *o, int key, const char *arg, const char *cmd) {
+    if (key == OPT_LABEL) {
+        o->label = arg;
+        return 1;
+    }
+    if (key != OPT_HEADER) return 0;
+    if (!strcmp(arg, "yes")) o->header = 1;
+    else if (!strcmp(arg, "no")) o->header = -1;
+    else return cli_usage_error(cmd, "--header: '%s' (want yes or no)", arg);
+    return 1;
 }
 
 int cli_trainopts_parse(cli_trainopts *o, int key, const char *arg, const char *cmd) {
@@ -206,12 +216,8 @@ int cli_trainopts_parse(cli_trainopts *o, int key, const char *arg, const char *
         if (nm.kind == TL_NORM_SCALAR) c->mean = nm.mean, c->std = nm.std;
         return 1;
     }
-    case OPT_LABEL: c->data_opts.label = arg; return 1;
-    case OPT_HEADER:
-        if (!strcmp(arg, "yes")) c->data_opts.header = 1;
-        else if (!strcmp(arg, "no")) c->data_opts.header = -1;
-        else return cli_usage_error(cmd, "--header: '%s' (want yes or no)", arg);
-        return 1;
+    case OPT_LABEL:
+    case OPT_HEADER: return cli_dataopts_parse(&c->data_opts, key, arg, cmd);
     case OPT_TEST_FRACTION:
         if (cli_parse_double(cmd, "test-fraction", arg, 0, 0.99, &c->test_fraction)) return 2;
         return 1;

@@ -39,6 +39,13 @@ typedef struct cli_trainopts {
     int data_given; /* --data appeared */
 } cli_trainopts;
 
+/* Help lines of --label and --header, the same in every command that reads
+ * CSV data (train, orchestrator, run, node, eval, partition). */
+#define CLI_CSV_HELP                                                              \
+    "  --label NAME|INDEX    CSV data: the label column [the last column]\n"      \
+    "  --header yes|no       CSV data: whether the first row names the columns\n" \
+    "                        [detected: a first row with a non-numeric feature cell]\n"
+
 extern const struct option cli_train_longopts[];
 /* Help lines for the shared options (ends with a newline). */
 extern const char cli_train_help[];
@@ -46,6 +53,10 @@ extern const char cli_train_help[];
 void cli_trainopts_init(cli_trainopts *o);
 /* 1 if key was a shared option (handled), 0 if not, 2 after reporting a bad value. */
 int cli_trainopts_parse(cli_trainopts *o, int key, const char *arg, const char *cmd);
+/* --label (key OPT_LABEL) and --header (OPT_HEADER) into o, for every command
+ * that reads CSV data: 1 if key was one of them, 0 if not, 2 after reporting a
+ * bad value. */
+int cli_dataopts_parse(tl_dataset_opts *o, int key, const char *arg, const char *cmd);
 /* Applies the optimizer defaults and overrides and checks the output paths
  * (--save, --checkpoint, --metrics, --plan: outputs.h); 0, or 2 after
  * reporting. */

@@ -8,9 +8,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "tl/csv.h"
 #include "tl/error.h"
+#include "tl/file.h"
 #include "tl/idx.h"
 #include "tl/le.h"
 #include "tl/norm.h"
@@ -115,6 +117,57 @@ static int set_shape(tl_dataset *d, int rank, const uint64_t *shape, const char 
     return 0;
 }
 
+#define NAMES_FILE "classes.txt"
+#define NAMES_MAX_BYTES (1 << 20)
+
+/* Reads dir/classes.txt, if there is one, into d->class_names: one name a
+ * line, in class order (what save_names writes); d->classes becomes their
+ * number. No file: nothing (integer labels). TL_EFORMAT naming the file for
+ * no name, more than TL_DATASET_MAX_CLASSES, a label without a name, or an
+ * oversized file; TL_EIO; TL_ENOMEM. */
+static int load_names(const char *dir, tl_dataset *d) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/" NAMES_FILE, dir);
+    FILE *f = fopen(path, "rb");
+    if (!f) return errno == ENOENT ? 0 : tl_error(TL_EIO, "%s: %s", path, strerror(errno));
+    char *text = malloc(NAMES_MAX_BYTES + 1);
+    if (!text) {
+        fclose(f);
+        return tl_error(TL_ENOMEM, "%s: out of memory", path);
+    }
+    size_t len = fread(text, 1, NAMES_MAX_BYTES + 1, f);
+    int err = ferror(f);
+    fclose(f);
+    int rc = 0, n = 0;
+    char **names = calloc(TL_DATASET_MAX_CLASSES, sizeof *names);
+    if (err) rc = tl_error(TL_EIO, "%s: cannot read", path);
+    else if (len > NAMES_MAX_BYTES) rc = tl_error(TL_EFORMAT, "%s: over 1 MiB", path);
+    else if (!names) rc = tl_error(TL_ENOMEM, "%s: out of memory", path);
+    for (size_t at = 0; rc == 0 && at < len; n++) {
+        const char *nl = memchr(text + at, '\n', len - at);
+        size_t end = nl ? (size_t)(nl - text) : len;
+        if (n == TL_DATASET_MAX_CLASSES)
+            rc = tl_error(TL_EFORMAT, "%s: more than %d class names", path, TL_DATASET_MAX_CLASSES);
+        else if (!(names[n] = strndup(text + at, end - at)))
+            rc = tl_error(TL_ENOMEM, "%s: out of memory", path);
+        at = end + 1;
+    }
+    if (rc == 0 && n == 0) rc = tl_error(TL_EFORMAT, "%s: no class name", path);
+    for (size_t i = 0; rc == 0 && i < d->n; i++)
+        if (d->labels[i] >= n)
+            rc = tl_error(TL_EFORMAT, "%s: %d class names, but label %d in row %zu", path, n,
+                          d->labels[i], i);
+    free(text);
+    if (rc < 0) {
+        for (int i = 0; i < n && names; i++) free(names[i]);
+        free(names);
+        return rc;
+    }
+    d->class_names = names;
+    d->classes = n;
+    return 0;
+}
+
 /* Loads x.npy/y.npy of dir (or of dir/<split> when that holds x.npy). */
 static int load_npy(const char *dir, const char *split, tl_dataset *out) {
     char sub[4096], xp[4200];
@@ -148,6 +201,7 @@ static int load_npy(const char *dir, const char *split, tl_dataset *out) {
     if (out->dtype == TL_ELEM_F32) out->feats = buf;
     else out->images = buf;
     for (size_t i = 0; i < s.n; i++) out->labels[i] = (uint8_t)s.y[i]; /* < 256: checked */
+    rc = load_names(from, out);
 cleanup:
     tl_npy_set_free(&s);
     if (rc < 0) tl_dataset_free(out);
@@ -233,6 +287,15 @@ static const uint8_t *samples(const tl_dataset *d) {
     return d->dtype == TL_ELEM_F32 ? (const uint8_t *)d->feats : d->images;
 }
 
+/* 1 when a and b have no class names, or the same ones in the same order. */
+static int same_names(const tl_dataset *a, const tl_dataset *b) {
+    if (!a->class_names || !b->class_names) return !a->class_names && !b->class_names;
+    if (a->classes != b->classes) return 0;
+    for (int c = 0; c < a->classes; c++)
+        if (strcmp(a->class_names[c], b->class_names[c])) return 0;
+    return 1;
+}
+
 /* Appends b to a (same element type and sample shape required); b is left as it was. */
 static int append(tl_dataset *a, const tl_dataset *b, const char *bdir) {
     uint32_t sa[3], sb[3];
@@ -244,6 +307,10 @@ static int append(tl_dataset *a, const tl_dataset *b, const char *bdir) {
     if (ra != rb || memcmp(sa, sb, sizeof sa) != 0)
         return tl_error(TL_EFORMAT, "%s: samples of %ux%u, the nodes before it have %ux%u", bdir,
                         b->rows, b->cols, a->rows, a->cols);
+    if (!same_names(a, b))
+        return tl_error(TL_EFORMAT,
+                        "%s: its class names (" NAMES_FILE ") are not those of the nodes before it",
+                        bdir);
     const size_t es = elsize(a);
     uint8_t *im = realloc(a->dtype == TL_ELEM_F32 ? (void *)a->feats : (void *)a->images,
                           (a->n + b->n) * a->dim * es);
@@ -334,7 +401,38 @@ static int make_dirs(const char *dir) {
     return rc;
 }
 
-/* Writes d as x.npy / y.npy into dir (made if missing). */
+/* Writes d's class names as dir/classes.txt, one a line in class order, each
+ * ended by '\n' (atomically); without names, removes a classes.txt left
+ * there, which would name another data set's classes. TL_EINVAL for a name
+ * holding a newline; TL_EIO; TL_ENOMEM. */
+static int save_names(const char *dir, const tl_dataset *d) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/" NAMES_FILE, dir);
+    if (!d->class_names) {
+        if (unlink(path) < 0 && errno != ENOENT)
+            return tl_error(TL_EIO, "%s: cannot remove: %s", path, strerror(errno));
+        return 0;
+    }
+    size_t len = 0;
+    for (int c = 0; c < d->classes; c++) {
+        if (strchr(d->class_names[c], '\n'))
+            return tl_error(TL_EINVAL, "%s: class name %d holds a newline", path, c);
+        len += strlen(d->class_names[c]) + 1;
+    }
+    char *text = malloc(len ? len : 1), *p = text;
+    if (!text) return tl_error(TL_ENOMEM, "out of memory");
+    for (int c = 0; c < d->classes; c++) {
+        size_t l = strlen(d->class_names[c]);
+        memcpy(p, d->class_names[c], l);
+        p[l] = '\n';
+        p += l + 1;
+    }
+    int rc = tl_file_write_atomic(path, text, len, 0644, 0);
+    free(text);
+    return rc;
+}
+
+/* Writes d as x.npy / y.npy (and its class names, classes.txt) into dir (made if missing). */
 static int save_npy(const char *dir, const tl_dataset *d) {
     uint32_t sh[3];
     int rank = shape_of(d, sh), rc;
@@ -351,7 +449,7 @@ static int save_npy(const char *dir, const tl_dataset *d) {
         rc = tl_npy_write(path, TL_NPY_U8, 1, yshape, d->labels);
     }
     free(path);
-    return rc;
+    return rc == 0 ? save_names(dir, d) : rc;
 }
 
 /* Contract in dataset.h. */
