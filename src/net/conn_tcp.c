@@ -71,7 +71,7 @@ static void tcp_close(tl_conn *c) {
 }
 
 static const tl_conn_ops tcp_ops = {
-    .name = "tcp",
+    .name = "insecure", /* plaintext: TCP or a unix socket, no TLS */
     .read = tcp_read,
     .writev = tcp_writev,
     .handshake = tcp_handshake,
