@@ -358,7 +358,7 @@ static void test_deadlines_and_full_helpers(void **state) {
     assert_memory_equal(got, want, 8);
     assert_int_equal(tl_conn_handshake_full(sv, tl_now_ms() + 100), 0);
     assert_int_equal(tl_conn_pending(sv), 0);
-    assert_string_equal(sv->ops->name, "tcp");
+    assert_string_equal(sv->ops->name, "insecure");
 
     /* a garbage frame from the peer: a protocol error naming it */
     uint8_t junk[24] = "GET / HTTP/1.1\r\n\r\n";
