@@ -160,6 +160,10 @@ reap "$N2"
 timeout "$TMO" "$TL" compare "$D/model-1.st" "$D/model-2.st" >"$D/cmp" 2>&1
 check "tl node --save: both nodes write the same whole model (bit-identical)" "$(oneline "$D/cmp")" \
     grep -q 'bit-identical' "$D/cmp"
+hdr=$(head -c 4096 "$D/model-1.st" | tr -c '[:print:]' ' ')
+check "tl node --save: the model says how to feed it (normalize, input_shape, classes)" "$hdr" \
+    grep -q '"normalize":"scale=1/255,mean=0.1307,std=0.3081".*"input_shape":"1,28,28".*"classes":"0,1,2' \
+    <<<"$hdr"
 
 # --- split mode, a large orchestrator side: FINAL fits the node's frame cap ---
 # (cut activations 4 wide, an orchestrator side of 2.1 MB: FINAL is larger

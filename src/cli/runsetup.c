@@ -151,73 +151,12 @@ int cli_run_setup_dim(cli_run *r, const tl_runcfg *cfg, const char *cmd, int in_
     return rc;
 }
 
-/* The input shape of d as "C,H,W" or "FEATURES" (dataset.h's sample shape). */
-static void shape_str(const tl_dataset *d, int in_dim, char *out, size_t len) {
-    if (!d) snprintf(out, len, "%d", in_dim);
-    else if (d->rank == 1) snprintf(out, len, "%zu", d->dim);
-    else if (d->rank == 3) snprintf(out, len, "%u,%u,%u", d->shape[0], d->shape[1], d->shape[2]);
-    else snprintf(out, len, "1,%u,%u", d->rows, d->cols);
-}
-
-/* The class names, comma-separated: the data's names (CSV label column, a
- * NumPy directory's classes.txt) or the label numbers 0..classes-1 (IDX
- * files, NumPy directories without classes.txt). */
-static void classes_str(const tl_dataset *d, int classes, char *out, size_t len) {
-    size_t used = 0;
-    out[0] = 0;
-    for (int c = 0; c < classes && used < len; c++) {
-        int w = d && d->class_names && c < d->classes
-                    ? snprintf(out + used, len - used, "%s%s", c ? "," : "", d->class_names[c])
-                    : snprintf(out + used, len - used, "%s%d", c ? "," : "", c);
-        if (w < 0) break;
-        used += (size_t)w;
-    }
-}
-
-int cli_run_save(const cli_run *r, const tl_runcfg *cfg, const tl_epoch_report *last,
-                 const char *cmd) {
-    if (!cfg->save_path) return 0;
-    char steps[32], acc[32], seed[32], epochs[32], bs[32], shape[64], classes[4096];
-    static char norm[1 << 16];
-    const tl_dataset *d = r->have_train ? &r->train : r->have_test ? &r->test : NULL;
-    snprintf(steps, sizeof steps, "%lld", (long long)last->steps);
-    snprintf(acc, sizeof acc, "%.6f", last->test_accuracy);
-    snprintf(seed, sizeof seed, "%u", cfg->seed);
-    snprintf(epochs, sizeof epochs, "%d", last->epoch);
-    snprintf(bs, sizeof bs, "%d", cfg->batch_size);
-    /* x = (x_raw * scale - mean) / std, x_raw the stored values (bytes for
-     * images, floats for tables and arrays) */
-    const char *scale = d && d->dtype == TL_ELEM_F32 ? "1" : "1/255";
-    if (cfg->norm.kind == TL_NORM_NONE) {
-        snprintf(norm, sizeof norm, "scale=%s,none", scale);
-    } else if (cfg->norm.kind == TL_NORM_FEATURE) {
-        /* standardize: mean=m0;m1;...,std=s0;s1;... (float32 values, %.9g) */
-        size_t used = (size_t)snprintf(norm, sizeof norm, "scale=%s,mean=", scale);
-        for (int pass = 0; pass < 2; pass++) {
-            const float *v = pass ? cfg->norm.std_f : cfg->norm.mean_f;
-            if (pass && used < sizeof norm)
-                used += (size_t)snprintf(norm + used, sizeof norm - used, ",std=");
-            for (size_t f = 0; f < cfg->norm.dim && used < sizeof norm; f++)
-                used += (size_t)snprintf(norm + used, sizeof norm - used, "%s%.9g", f ? ";" : "",
-                                         (double)v[f]);
-        }
-    } else {
-        snprintf(norm, sizeof norm, "scale=%s,mean=%.7g,std=%.7g", scale, cfg->mean, cfg->std);
-    }
-    shape_str(d, r->model.in_dim, shape, sizeof shape);
-    classes_str(d, r->model.n_classes, classes, sizeof classes);
-    tl_st_kv meta[] = {
-        {"format", "pt"},       {"optimizer", tl_optim_name(cfg->optim.kind)},
-        {"steps", steps},       {"epochs", epochs},
-        {"batch_size", bs},     {"seed", seed},
-        {"normalize", norm},    {"input_shape", shape},
-        {"classes", classes},   {"producer", "tl " TL_VERSION},
-        {"test_accuracy", acc}, /* last: left out when there was no test set */
-    };
-    const int n_meta = (int)(sizeof meta / sizeof meta[0]) - (last->test_accuracy < 0);
+/* Saves the model to --save; if that fails although the path was checked
+ * before training (disk full, file size limit, directory removed), to a
+ * fallback path, printed. 0 when saved where asked, else 1. */
+static int save_or_fallback(const cli_run *r, const tl_runcfg *cfg, const tl_st_kv *meta,
+                            int n_meta, const char *cmd) {
     if (tl_params_save(cfg->save_path, &r->model, r->params, NULL, 0, meta, n_meta) == 0) return 0;
-    /* the path was checked before training; if it still fails (disk full,
-     * file size limit, directory removed), the model goes elsewhere */
     fprintf(stderr, "tl %s: %s\n", cmd, tl_errmsg());
     char alt[4200];
     for (int i = 0; cli_fallback_path(i, alt, sizeof alt) == 0; i++) {
@@ -230,6 +169,37 @@ int cli_run_save(const cli_run *r, const tl_runcfg *cfg, const tl_epoch_report *
     }
     fprintf(stderr, "tl %s: the model could not be saved anywhere\n", cmd);
     return 1;
+}
+
+int cli_run_save(const cli_run *r, const tl_runcfg *cfg, const tl_epoch_report *last,
+                 const char *cmd) {
+    if (!cfg->save_path) return 0;
+    char steps[32], acc[32], seed[32], epochs[32], bs[32];
+    const tl_dataset *d = r->have_train ? &r->train : r->have_test ? &r->test : NULL;
+    snprintf(steps, sizeof steps, "%lld", (long long)last->steps);
+    snprintf(acc, sizeof acc, "%.6f", last->test_accuracy);
+    snprintf(seed, sizeof seed, "%u", cfg->seed);
+    snprintf(epochs, sizeof epochs, "%d", last->epoch);
+    snprintf(bs, sizeof bs, "%d", cfg->batch_size);
+    tl_norm norm;
+    tl_runcfg_norm(cfg, &norm);
+    tl_model_desc desc;
+    if (tl_model_desc_init(&desc, &r->model, d, &norm) < 0) {
+        fprintf(stderr, "tl %s: %s\n", cmd, tl_errmsg());
+        return 1;
+    }
+    tl_st_kv meta[] = {
+        {"format", "pt"},       {"optimizer", tl_optim_name(cfg->optim.kind)},
+        {"steps", steps},       {"epochs", epochs},
+        {"batch_size", bs},     {"seed", seed},
+        desc.meta[0],           desc.meta[1],
+        desc.meta[2],           {"producer", "tl " TL_VERSION},
+        {"test_accuracy", acc}, /* last: left out when there was no test set */
+    };
+    const int n_meta = (int)(sizeof meta / sizeof meta[0]) - (last->test_accuracy < 0);
+    int rc = save_or_fallback(r, cfg, meta, n_meta, cmd);
+    tl_model_desc_free(&desc);
+    return rc;
 }
 
 int cli_run_standardize(cli_run *r, tl_runcfg *cfg, const char *cmd) {

@@ -1,6 +1,7 @@
 /* params.c - model parameters <-> safetensors. */
 #include "tl/params.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -75,4 +76,56 @@ int tl_params_load(const char *path, const tl_model *m, float *params) {
 cleanup:
     tl_st_free(st);
     return rc;
+}
+
+int tl_model_desc_init(tl_model_desc *desc, const tl_model *m, const tl_dataset *d,
+                       const tl_norm *norm) {
+    memset(desc, 0, sizeof *desc);
+    if (!d) snprintf(desc->shape, sizeof desc->shape, "%d", m->in_dim);
+    else if (d->rank == 1) snprintf(desc->shape, sizeof desc->shape, "%zu", d->dim);
+    else if (d->rank == 3)
+        snprintf(desc->shape, sizeof desc->shape, "%u,%u,%u", d->shape[0], d->shape[1],
+                 d->shape[2]);
+    else snprintf(desc->shape, sizeof desc->shape, "1,%u,%u", d->rows, d->cols);
+    size_t used = 0;
+    for (int c = 0; c < m->n_classes && used < sizeof desc->classes; c++) {
+        int w = d && d->class_names && c < d->classes
+                    ? snprintf(desc->classes + used, sizeof desc->classes - used, "%s%s",
+                               c ? "," : "", d->class_names[c])
+                    : snprintf(desc->classes + used, sizeof desc->classes - used, "%s%d",
+                               c ? "," : "", c);
+        if (w < 0) break;
+        used += (size_t)w;
+    }
+    /* x = (x_raw * scale - mean) / std, x_raw the stored values (bytes for
+     * images, floats for tables and arrays) */
+    const char *scale = d && d->dtype == TL_ELEM_F32 ? "1" : "1/255";
+    const size_t cap = 64 + (norm->kind == TL_NORM_FEATURE ? norm->dim * 2 * 18 : 0);
+    if (!(desc->norm = malloc(cap))) return tl_error(TL_ENOMEM, "model metadata: out of memory");
+    if (norm->kind == TL_NORM_NONE) {
+        snprintf(desc->norm, cap, "scale=%s,none", scale);
+    } else if (norm->kind == TL_NORM_FEATURE) {
+        /* float32 values as %.9g (round-trips), ';' between features */
+        used = (size_t)snprintf(desc->norm, cap, "scale=%s,mean=", scale);
+        for (int pass = 0; pass < 2; pass++) {
+            const float *v = pass ? norm->std_f : norm->mean_f;
+            if (pass && used < cap)
+                used += (size_t)snprintf(desc->norm + used, cap - used, ",std=");
+            for (size_t f = 0; f < norm->dim && used < cap; f++)
+                used += (size_t)snprintf(desc->norm + used, cap - used, "%s%.9g", f ? ";" : "",
+                                         (double)v[f]);
+        }
+    } else {
+        snprintf(desc->norm, cap, "scale=%s,mean=%.7g,std=%.7g", scale, (double)norm->mean,
+                 (double)norm->std);
+    }
+    desc->meta[0] = (tl_st_kv){"normalize", desc->norm};
+    desc->meta[1] = (tl_st_kv){"input_shape", desc->shape};
+    desc->meta[2] = (tl_st_kv){"classes", desc->classes};
+    return 0;
+}
+
+void tl_model_desc_free(tl_model_desc *desc) {
+    free(desc->norm);
+    memset(desc, 0, sizeof *desc);
 }

@@ -485,8 +485,14 @@ static int on_final(session *s, const tl_msg_final *f) {
     if (s->cfg->save_path) {
         char steps[32];
         snprintf(steps, sizeof steps, "%llu", (unsigned long long)f->step);
-        tl_st_kv meta[] = {{"format", "pt"}, {"steps", steps}, {"producer", "tl node " TL_VERSION}};
-        if ((rc = tl_params_save(s->cfg->save_path, m, s->full, NULL, 0, meta, 3)) < 0) return rc;
+        /* what a user needs to feed it, from our data and WELCOME's normalization */
+        tl_model_desc desc;
+        if ((rc = tl_model_desc_init(&desc, m, s->cfg->data, &s->norm)) < 0) return rc;
+        tl_st_kv meta[] = {{"format", "pt"}, {"steps", steps}, desc.meta[0],
+                           desc.meta[1],     desc.meta[2],     {"producer", "tl node " TL_VERSION}};
+        rc = tl_params_save(s->cfg->save_path, m, s->full, NULL, 0, meta, 6);
+        tl_model_desc_free(&desc);
+        if (rc < 0) return rc;
         logf_(s->cfg, "saved the whole model (step %llu) to %s", (unsigned long long)f->step,
               s->cfg->save_path);
     }
