@@ -72,6 +72,14 @@ check "tl train --data p1/node-1: the model's classes are cat,dog,owl" "$(classe
 run namesev eval --model names.st --data pets.csv --label species
 check "... so tl eval takes the CSV's named labels against it" "$(tail -n 1 namesev.err)" \
     grep -q '^pets.csv: 36 rows: test loss' namesev.out
+# tl run: its orchestrator holds no rows, but the saved model is named too
+for P in sealed open; do
+    run runnames$P run --privacy $P --nodes 2 --insecure --data pets.csv --label species \
+        --cut 1 "${PET[@]}" --save runnames$P.st
+    check "tl run --privacy $P --data pets.csv: the model's classes are cat,dog,owl" \
+        "$(classes runnames$P.st); $(tail -n 2 runnames$P.err | tr '\n' '|')" \
+        test "$(classes runnames$P.st)" = '"classes":"cat,dog,owl"'
+done
 run part2 partition --data pets.csv --label species --nodes 2 --out p2 --test-fraction 0.25
 check "tl partition --test-fraction: t10k/classes.txt too" "$(find p2 | tr '\n' ' ')" \
     cmp -s p2/node-1/classes.txt p2/node-2/t10k/classes.txt

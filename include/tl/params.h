@@ -42,6 +42,9 @@ typedef struct tl_model_desc {
 } tl_model_desc;
 int tl_model_desc_init(tl_model_desc *desc, const tl_model *m, const tl_dataset *d,
                        const tl_norm *norm);
+/* Replaces desc's classes with names[0..n) (the model's class count of them;
+ * numbers beyond n). */
+void tl_model_desc_names(tl_model_desc *desc, const tl_model *m, char *const *names, int n);
 void tl_model_desc_free(tl_model_desc *desc);
 
 /* Copies the model's tensors from an opened file into params. */

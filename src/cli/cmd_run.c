@@ -429,6 +429,9 @@ int cmd_run(int argc, char **argv) {
             return 1;
         }
         if (norm.dim) t.cfg.norm = norm; /* borrowed until the end */
+        /* the names of the classes, for the saved model (the orchestrator holds no rows) */
+        oo.class_names = nd[0].train.class_names;
+        oo.n_class_names = nd[0].train.class_names ? nd[0].train.classes : 0;
         /* a model that does not fit the data is refused before any node starts */
         tl_model m;
         int bad = tl_model_parse(t.cfg.model, oo.in_dim, &m) < 0;

@@ -95,6 +95,8 @@ int cli_orchestrate(const cli_trainopts *t, const cli_orchopts *oo, const char *
         return 2;
     }
     if (cli_run_setup_dim(&r, cfg, cmd, oo->in_dim) != 0) return 1;
+    r.class_names = oo->class_names;
+    r.n_class_names = oo->n_class_names;
     /* a wrong --resume fails now, not once every node has joined */
     if (cfg->resume && tl_checkpoint_check(cfg->checkpoint_path, cfg, &r.model) < 0) goto fail;
     if (oo->tls_dir && tl_tls_ctx_new(oo->tls_dir, TL_TLS_ORCHESTRATOR, &tls) < 0) goto fail;

@@ -41,9 +41,12 @@ typedef struct cli_orchopts {
     int no_shm;
     int privacy; /* tl_privacy: sealed by default */
     int mac_every;
-    const char *model_from; /* sealed `tl run`: node 1 saves the whole model here */
-    int in_dim;             /* tl run: the data's width, for an orchestrator without a
-                             * test set of its own (0: from the test set) */
+    const char *model_from;   /* sealed `tl run`: node 1 saves the whole model here */
+    int in_dim;               /* tl run: the data's width, for an orchestrator without a
+                               * test set of its own (0: from the test set) */
+    char *const *class_names; /* tl run: the data's class names, for the saved model's
+                               * metadata (NULL: the data the orchestrator holds, if any) */
+    int n_class_names;
 } cli_orchopts;
 
 extern const struct option cli_orch_longopts[];

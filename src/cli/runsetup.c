@@ -188,6 +188,7 @@ int cli_run_save(const cli_run *r, const tl_runcfg *cfg, const tl_epoch_report *
         fprintf(stderr, "tl %s: %s\n", cmd, tl_errmsg());
         return 1;
     }
+    if (r->class_names) tl_model_desc_names(&desc, &r->model, r->class_names, r->n_class_names);
     tl_st_kv meta[] = {
         {"format", "pt"},       {"optimizer", tl_optim_name(cfg->optim.kind)},
         {"steps", steps},       {"epochs", epochs},

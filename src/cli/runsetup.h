@@ -17,6 +17,8 @@ typedef struct cli_run {
     tl_norm norm; /* standardize: the training rows' means and deviations (owned) */
     tl_model model;
     float *params;
+    char *const *class_names; /* borrowed; if set, the saved model's classes (else the data's) */
+    int n_class_names;
 } cli_run;
 
 /* Loads the training set from cfg->data_dir if with_train (its width fixes the

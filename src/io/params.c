@@ -87,16 +87,8 @@ int tl_model_desc_init(tl_model_desc *desc, const tl_model *m, const tl_dataset 
         snprintf(desc->shape, sizeof desc->shape, "%u,%u,%u", d->shape[0], d->shape[1],
                  d->shape[2]);
     else snprintf(desc->shape, sizeof desc->shape, "1,%u,%u", d->rows, d->cols);
-    size_t used = 0;
-    for (int c = 0; c < m->n_classes && used < sizeof desc->classes; c++) {
-        int w = d && d->class_names && c < d->classes
-                    ? snprintf(desc->classes + used, sizeof desc->classes - used, "%s%s",
-                               c ? "," : "", d->class_names[c])
-                    : snprintf(desc->classes + used, sizeof desc->classes - used, "%s%d",
-                               c ? "," : "", c);
-        if (w < 0) break;
-        used += (size_t)w;
-    }
+    tl_model_desc_names(desc, m, d ? d->class_names : NULL, d ? d->classes : 0);
+    size_t used;
     /* x = (x_raw * scale - mean) / std, x_raw the stored values (bytes for
      * images, floats for tables and arrays) */
     const char *scale = d && d->dtype == TL_ELEM_F32 ? "1" : "1/255";
@@ -123,6 +115,19 @@ int tl_model_desc_init(tl_model_desc *desc, const tl_model *m, const tl_dataset 
     desc->meta[1] = (tl_st_kv){"input_shape", desc->shape};
     desc->meta[2] = (tl_st_kv){"classes", desc->classes};
     return 0;
+}
+
+void tl_model_desc_names(tl_model_desc *desc, const tl_model *m, char *const *names, int n) {
+    size_t used = 0;
+    desc->classes[0] = 0;
+    for (int c = 0; c < m->n_classes && used < sizeof desc->classes; c++) {
+        int w = names && c < n ? snprintf(desc->classes + used, sizeof desc->classes - used, "%s%s",
+                                          c ? "," : "", names[c])
+                               : snprintf(desc->classes + used, sizeof desc->classes - used, "%s%d",
+                                          c ? "," : "", c);
+        if (w < 0) break;
+        used += (size_t)w;
+    }
 }
 
 void tl_model_desc_free(tl_model_desc *desc) {

@@ -87,6 +87,11 @@ int tl_model_parse(const char *spec, int in_dim, tl_model *m) {
 }
 
 int tl_model_cut_modules(const tl_model *m, int cut, int *n_modules) {
+    if (m->n_linear < 2)
+        return tl_error(TL_EINVAL,
+                        "this model has %d linear layer%s: a cut needs a linear layer on each "
+                        "side (at least two, e.g. linear:64,relu,linear:10)",
+                        m->n_linear, m->n_linear == 1 ? "" : "s");
     if (cut < 1 || cut >= m->n_linear)
         return tl_error(TL_EINVAL, "cut %d out of range: this model has %d linear layers, so 1..%d",
                         cut, m->n_linear, m->n_linear - 1);
