@@ -373,7 +373,8 @@ static pid_t spawn_node(const run_ctx *r, int k) {
     pid_t pid = fork();
     if (pid == 0) {
         prctl(PR_SET_PDEATHSIG, SIGKILL);
-        setpgid(0, 0); /* not in the terminal's group: signals come from tl run */
+        setpgid(0, 0);            /* not in the terminal's group: signals come from tl run */
+        signal(SIGTTOU, SIG_IGN); /* and its output still reaches the terminal (stty tostop) */
         int devnull = open("/dev/null", O_RDONLY);
         if (devnull >= 0) dup2(devnull, STDIN_FILENO);
         execv(r->self, argv);
@@ -525,6 +526,7 @@ int cmd_run(int argc, char **argv) {
          * reaches only tl run, which then asks the orchestrator (once) to
          * stop with the state saved, and stops the nodes after it. */
         setpgid(0, 0);
+        signal(SIGTTOU, SIG_IGN);
         signal(SIGINT, SIG_DFL);
         signal(SIGTERM, SIG_DFL);
         signal(SIGHUP, SIG_DFL);
