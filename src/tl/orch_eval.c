@@ -32,24 +32,7 @@ static int eval_round(tl_orch *o, const float *params, int bins) {
             return 1;
         }
     }
-    for (;;) {
-        int waiting = 0;
-        int64_t now = tl_now_ms();
-        for (int i = 0; i < o->cfg.n_nodes; i++) {
-            node_slot *s = &o->nodes[i];
-            if (!s->p) return 1;
-            if (s->exp == EXPECT_DONE) continue;
-            if (now > s->task_deadline) {
-                char why[96];
-                snprintf(why, sizeof why, "no evaluation within %d ms", o->cfg.task_timeout_ms);
-                tl__orch_lose_node(o, s->p, why);
-                return 1;
-            }
-            waiting = 1;
-        }
-        if (!waiting) return 0;
-        tl__orch_pump(o, -1);
-    }
+    return tl__orch_await_replies(o, NULL, "evaluation");
 }
 
 int tl_orch_eval_fn(void *ctx, const float *params, int64_t steps, tl_evalstats *sums) {

@@ -176,6 +176,11 @@ int tl__orch_sealed_sync(tl_orch *o, int *orphan);
  * abandoned request and (sealed) hold the run's node side. 0 or < 0. */
 int tl__orch_await_nodes(tl_orch *o, const tl_batch *b);
 
+/* Pumps until every node of batch b (NULL: every node) has answered what it
+ * was asked (EXPECT_DONE); one past its task deadline is lost, "no <what>
+ * within N ms". 0, or 1 if a node was lost. */
+int tl__orch_await_replies(tl_orch *o, const tl_batch *b, const char *what);
+
 /* orch_handshake.c: HELLO, READY, STATS */
 void tl__orch_on_hello(tl_orch *o, tl_peer *p, const tl_msg_hello *h);
 void tl__orch_on_ready(tl_orch *o, tl_peer *p, const tl_msg_ready *r);

@@ -276,24 +276,11 @@ static int on_frame(void *ud, tl_peer *p, const tl_frame *f) {
         tl__orch_on_hello(o, p, &m.u.hello);
         return u->st == PEER_WELCOMED || u->st == PEER_STATS ? 0 : -1;
     }
-    if (u->st == PEER_STATS) {
+    if (u->st == PEER_STATS || u->st == PEER_WELCOMED) { /* between WELCOME and READY */
+        const int stats = u->st == PEER_STATS;
         char why[TL_MSG_STR_MAX + 64];
-        if (m.type == TL_MSG_STATS) return tl__orch_on_stats(o, p, &m.u.stats);
-        if (m.type == TL_MSG_HEARTBEAT) return 0;
-        if (m.type == TL_MSG_ERROR) {
-            snprintf(why, sizeof why, "node %d declined the run: %s", u->node + 1,
-                     m.u.error.message);
-            tl__orch_log(o, "closed %s: %s", tl_peer_name(p), why);
-            tl__orch_close_with_error(o, p, TL_ECLOSED, why);
-            return -1;
-        }
-        snprintf(why, sizeof why, "expected STATS, got %s", tl_msg_type_name(m.type));
-        tl__orch_reject(o, p, TL_REJECT_BAD_HELLO, why);
-        return -1;
-    }
-    if (u->st == PEER_WELCOMED) {
-        char why[TL_MSG_STR_MAX + 64];
-        if (m.type == TL_MSG_READY) {
+        if (stats && m.type == TL_MSG_STATS) return tl__orch_on_stats(o, p, &m.u.stats);
+        if (!stats && m.type == TL_MSG_READY) {
             tl__orch_on_ready(o, p, &m.u.ready);
             return u->st == PEER_READY ? 0 : -1;
         }
@@ -305,7 +292,8 @@ static int on_frame(void *ud, tl_peer *p, const tl_frame *f) {
             tl__orch_close_with_error(o, p, TL_ECLOSED, why);
             return -1;
         }
-        snprintf(why, sizeof why, "expected READY, got %s", tl_msg_type_name(m.type));
+        snprintf(why, sizeof why, "expected %s, got %s", stats ? "STATS" : "READY",
+                 tl_msg_type_name(m.type));
         tl__orch_reject(o, p, TL_REJECT_BAD_HELLO, why);
         return -1;
     }
@@ -565,19 +553,19 @@ int tl_orch_wait_nodes(tl_orch *o, int timeout_s, uint64_t *counts, uint64_t *fi
     return 0;
 }
 
-/* Pumps until every node of the batch reached EXPECT_DONE. 0, or 1 if one of
- * them was lost (or timed out; it is dropped). */
-static int await_batch(tl_orch *o, const tl_batch *b) {
+/* Contract in orch_int.h. */
+int tl__orch_await_replies(tl_orch *o, const tl_batch *b, const char *what) {
+    const int n = b ? b->n_parts : o->cfg.n_nodes;
     for (;;) {
         int waiting = 0;
         int64_t now = tl_now_ms();
-        for (int i = 0; i < b->n_parts; i++) {
-            node_slot *s = &o->nodes[b->parts[i].node];
+        for (int i = 0; i < n; i++) {
+            node_slot *s = &o->nodes[b ? b->parts[i].node : i];
             if (!s->p) return 1;
             if (s->exp == EXPECT_DONE) continue;
             if (now > s->task_deadline) {
                 char why[96];
-                snprintf(why, sizeof why, "no reply within %d ms", o->cfg.task_timeout_ms);
+                snprintf(why, sizeof why, "no %s within %d ms", what, o->cfg.task_timeout_ms);
                 tl__orch_lose_node(o, s->p, why);
                 return 1;
             }
@@ -636,10 +624,10 @@ static int exchange(tl_orch *o, const tl_batch *b, expect exp, const float *para
             return 1;
         }
     }
-    /* while the nodes compute (no reply is read before await_batch): what an
+    /* while the nodes compute (no reply is read before the wait): what an
      * honest node can send back for these params */
     if (exp == EXPECT_FWD && !o->sealed) tl_bounds_forward(&o->bounds, params);
-    return await_batch(o, b);
+    return tl__orch_await_replies(o, b, "reply");
 }
 
 /* Releases the kept gradient payloads and resets the batch state. */
