@@ -135,27 +135,17 @@ static int check_config(const tl_st *st, const char *path, const char *sig, int 
     return 0;
 }
 
-/* Checks that the parameters and optimizer state (every "optim.*" tensor) in
- * st (read from path) are finite, where present with the right dtype (the
- * shape checks come later). 0 or TL_ENUMERIC naming the tensor and index. */
-static int st_finite(const tl_st *st, const char *path, const tl_model *m) {
-    int rc;
-    for (int i = 0; i < 2 * m->n_linear; i++) {
-        char name[32];
-        int rank;
-        int64_t shape[2];
-        size_t off;
-        tl_model_tensor(m, i, name, &rank, shape, &off);
-        const tl_st_tensor *t = tl_st_find(st, name);
-        if (t && t->dtype == TL_ST_F32 &&
-            (rc = tl_bounds_check_tensor(path, name, t->data, t->rank, t->shape)) < 0)
-            return rc;
-    }
+/* Checks that every float tensor in st (read from path) is finite: the
+ * parameters and the optimizer state (a checkpoint's other tensor, rng.state,
+ * is integer; the shape checks come later). 0 or TL_ENUMERIC naming the
+ * tensor and index. */
+static int st_finite(const tl_st *st, const char *path) {
     for (int i = 0; i < tl_st_count(st); i++) {
         const tl_st_tensor *t = tl_st_get(st, i);
-        if (!strncmp(t->name, "optim.", 6) && t->dtype == TL_ST_F32 &&
-            (rc = tl_bounds_check_tensor(path, t->name, t->data, t->rank, t->shape)) < 0)
-            return rc;
+        int rc = t->dtype != TL_ST_F32
+                     ? 0
+                     : tl_bounds_check_tensor(path, t->name, t->data, t->rank, t->shape);
+        if (rc < 0) return rc;
     }
     return 0;
 }
@@ -168,7 +158,7 @@ int tl_checkpoint_check(const char *path, const tl_runcfg *cfg, const tl_model *
     char sig[2048];
     tl_checkpoint_signature(&t, sig, sizeof sig);
     rc = check_config(st, path, sig, 1);
-    if (rc == 0) rc = st_finite(st, path, m);
+    if (rc == 0) rc = st_finite(st, path);
     tl_st_free(st);
     return rc;
 }
@@ -211,8 +201,7 @@ int tl_checkpoint_load(const char *path, tl_trainer *t, tl_run_pos *pos) {
     char sig[2048];
     long long epoch = 0, batch = 0, steps = 0, osteps = 0, started = 0, correct = 0, seen = 0;
     tl_checkpoint_signature(t, sig, sizeof sig);
-    if ((rc = check_config(st, path, sig, 0)) < 0 || (rc = st_finite(st, path, t->model)) < 0)
-        goto out;
+    if ((rc = check_config(st, path, sig, 0)) < 0 || (rc = st_finite(st, path)) < 0) goto out;
     const long long batches = (long long)tl_batcher_batches(t->batcher);
     if ((rc = meta_int(st, path, "epoch", 0, t->cfg->epochs - 1, &epoch)) < 0 ||
         (rc = meta_int(st, path, "batch", 0, batches, &batch)) < 0 ||
