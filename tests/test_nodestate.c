@@ -26,19 +26,6 @@
 #include "tl/safetensors.h"
 #include "tl/seal.h"
 
-static char tmpdir[] = "/tmp/tl_test_nodestate.XXXXXX";
-
-static int setup(void **state) {
-    (void)state;
-    return mkdtemp(tmpdir) ? 0 : -1;
-}
-
-static int teardown(void **state) {
-    (void)state;
-    rm_tree(tmpdir);
-    return 0;
-}
-
 #define N 1000
 
 /* A node's side after a few Adam steps: params, optimizer, a view of both. */
@@ -93,7 +80,7 @@ static void test_st_write_mem(void **state) {
     int64_t k[2] = {-1, 7};
     tl_st_tensor t[2] = {{"w", TL_ST_F32, 2, {2, 3}, w}, {"k", TL_ST_I64, 1, {2}, k}};
     tl_st_kv meta[1] = {{"a", "b\"c"}};
-    const char *path = pathf("%s/m.safetensors", tmpdir);
+    const char *path = tpath("m.safetensors");
     assert_int_equal(tl_st_write(path, t, 2, meta, 1), 0);
     uint8_t *file, *mem;
     size_t flen, mlen;
@@ -120,7 +107,7 @@ static void test_save_load(void **state) {
         node_init(b, opts[o], 0, 2);
         b->s.run_id = 0;
         assert_false(same_state(a, b));
-        const char *path = pathf("%s/state-%s.safetensors", tmpdir, opts[o]);
+        const char *path = pathf("%s/state-%s.safetensors", scratch_dir, opts[o]);
         assert_int_equal(tl_nodestate_save(path, &a->s), 0);
         struct stat sb;
         assert_int_equal(stat(path, &sb), 0);
@@ -178,8 +165,8 @@ static void test_refusals(void **state) {
     free(buf);
 
     a->params[5] = NAN; /* never saved */
-    assert_int_equal(tl_nodestate_save(pathf("%s/nan.safetensors", tmpdir), &a->s), TL_ENUMERIC);
-    assert_int_equal(access(pathf("%s/nan.safetensors", tmpdir), F_OK), -1);
+    assert_int_equal(tl_nodestate_save(tpath("nan.safetensors"), &a->s), TL_ENUMERIC);
+    assert_int_equal(access(tpath("nan.safetensors"), F_OK), -1);
     tl_optim_free(&a->opt);
     tl_optim_free(&b->opt);
     tl_optim_free(&b0->opt);
@@ -193,7 +180,7 @@ static void test_keep_find(void **state) {
     node *a = calloc(1, sizeof *a), *b = calloc(1, sizeof *b);
     node_init(a, "adadelta", 0, 1);
     node_init(b, "adadelta", 0, 2);
-    const char *base = pathf("%s/node3.state", tmpdir);
+    const char *base = tpath("node3.state");
     float at20[N];
     for (uint64_t step = 10; step <= 30; step += 10) {
         a->params[0] = (float)step;
@@ -291,5 +278,5 @@ int main(void) {
         cmocka_unit_test(test_refusals),     cmocka_unit_test(test_keep_find),
         cmocka_unit_test(test_seal_open),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, scratch_setup, scratch_teardown);
 }

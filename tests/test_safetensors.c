@@ -25,40 +25,6 @@
 #define TL_TEST_DATA "tests/data"
 #endif
 
-static char tmpdir[256];
-
-/* Creates a private scratch directory for the files of this test run. */
-static int setup(void **state) {
-    (void)state;
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/tl_test_st_XXXXXX");
-    return mkdtemp(tmpdir) ? 0 : -1;
-}
-
-/* Removes the scratch directory's files and the directory. */
-static int teardown(void **state) {
-    (void)state;
-    DIR *d = opendir(tmpdir);
-    if (d) {
-        struct dirent *e;
-        char p[512];
-        while ((e = readdir(d))) {
-            if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
-            snprintf(p, sizeof p, "%s/%s", tmpdir, e->d_name);
-            if (unlink(p) < 0) rmdir(p);
-        }
-        closedir(d);
-    }
-    rmdir(tmpdir);
-    return 0;
-}
-
-/* tmpdir/name in a static buffer (one at a time). */
-static const char *tmp_path(const char *name) {
-    static char p[512];
-    snprintf(p, sizeof p, "%s/%s", tmpdir, name);
-    return p;
-}
-
 static void spit(const char *path, const void *b, size_t len) {
     FILE *f = fopen(path, "wb");
     assert_non_null(f);
@@ -77,7 +43,7 @@ static int temporaries(const char *name) {
     char prefix[300];
     snprintf(prefix, sizeof prefix, "%s.tmp", name);
     int n = 0;
-    DIR *d = opendir(tmpdir);
+    DIR *d = opendir(scratch_dir);
     assert_non_null(d);
     struct dirent *e;
     while ((e = readdir(d))) n += strncmp(e->d_name, prefix, strlen(prefix)) == 0;
@@ -104,7 +70,7 @@ static void test_round_trip(void **state) {
         {"empty", ""},
     };
     char path[512];
-    snprintf(path, sizeof path, "%s", tmp_path("rt.safetensors"));
+    snprintf(path, sizeof path, "%s", tpath("rt.safetensors"));
     assert_int_equal(tl_st_write(path, t, 4, meta, 3), 0);
     assert_int_equal(temporaries("rt.safetensors"), 0);
 
@@ -441,11 +407,11 @@ static void test_accept(void **state) {
 static void test_reject_files(void **state) {
     (void)state;
     tl_st *st;
-    assert_int_equal(tl_st_read(tmp_path("does-not-exist"), &st), TL_EIO);
+    assert_int_equal(tl_st_read(tpath("does-not-exist"), &st), TL_EIO);
     assert_non_null(strstr(tl_errmsg(), "does-not-exist"));
-    assert_int_equal(tl_st_read(tmpdir, &st), TL_EIO); /* a directory */
+    assert_int_equal(tl_st_read(scratch_dir, &st), TL_EIO); /* a directory */
 
-    const char *p = tmp_path("short.safetensors");
+    const char *p = tpath("short.safetensors");
     spit(p, "\x04\0\0\0", 4);
     assert_int_equal(tl_st_read(p, &st), TL_EFORMAT);
     assert_non_null(strstr(tl_errmsg(), "short.safetensors"));
@@ -457,12 +423,12 @@ static void test_reject_files(void **state) {
     for (int i = 0; i < 16; i++) w[i] = (float)i;
     tl_st_tensor t[1] = {{"w", TL_ST_F32, 2, {4, 4}, w}};
     char good[512];
-    snprintf(good, sizeof good, "%s", tmp_path("good.safetensors"));
+    snprintf(good, sizeof good, "%s", tpath("good.safetensors"));
     assert_int_equal(tl_st_write(good, t, 1, NULL, 0), 0);
     size_t len;
     uint8_t *b = read_bytes(good, &len);
     char cut[512];
-    snprintf(cut, sizeof cut, "%s", tmp_path("cut.safetensors"));
+    snprintf(cut, sizeof cut, "%s", tpath("cut.safetensors"));
     spit(cut, b, len - 4); /* into the data */
     assert_int_equal(tl_st_read(cut, &st), TL_EFORMAT);
     assert_non_null(strstr(tl_errmsg(), "past the data block"));
@@ -478,7 +444,7 @@ static void test_reject_files(void **state) {
 static void test_write_args(void **state) {
     (void)state;
     float w[2] = {1, 2};
-    const char *p = tmp_path("args.safetensors");
+    const char *p = tpath("args.safetensors");
     tl_st_tensor dup[2] = {{"a", TL_ST_F32, 1, {2}, w}, {"a", TL_ST_F32, 1, {2}, w}};
     assert_int_equal(tl_st_write(p, dup, 2, NULL, 0), TL_EINVAL);
     tl_st_tensor rank[1] = {{"a", TL_ST_F32, 9, {1, 1, 1, 1, 1, 1, 1, 1}, w}};
@@ -505,12 +471,12 @@ static void test_atomic(void **state) {
     float a[4] = {1, 2, 3, 4};
     tl_st_tensor t[1] = {{"a", TL_ST_F32, 1, {4}, a}};
     char nodir[512];
-    snprintf(nodir, sizeof nodir, "%s/no/such/dir/x.safetensors", tmpdir);
+    snprintf(nodir, sizeof nodir, "%s/no/such/dir/x.safetensors", scratch_dir);
     assert_int_equal(tl_st_write(nodir, t, 1, NULL, 0), TL_EIO);
     assert_non_null(strstr(tl_errmsg(), "x.safetensors"));
 
     char p[512], tmp[600];
-    snprintf(p, sizeof p, "%s", tmp_path("model.safetensors"));
+    snprintf(p, sizeof p, "%s", tpath("model.safetensors"));
     snprintf(tmp, sizeof tmp, "%s.tmp", p);
     assert_int_equal(tl_st_write(p, t, 1, NULL, 0), 0);
     size_t len0;
@@ -522,12 +488,12 @@ static void test_atomic(void **state) {
     assert_int_equal(mkdir(tmp, 0700), 0);
     float b[4] = {5, 6, 7, 8};
     tl_st_tensor t2[1] = {{"b", TL_ST_F32, 1, {4}, b}};
-    assert_int_equal(tl_st_write(tmp_path("other.safetensors"), t2, 1, NULL, 0), 0);
+    assert_int_equal(tl_st_write(tpath("other.safetensors"), t2, 1, NULL, 0), 0);
     assert_int_equal(rmdir(tmp), 0);
-    assert_int_equal(mkdir(tmp_path("dir.safetensors"), 0700), 0);
-    assert_int_equal(tl_st_write(tmp_path("dir.safetensors"), t2, 1, NULL, 0), TL_EIO);
+    assert_int_equal(mkdir(tpath("dir.safetensors"), 0700), 0);
+    assert_int_equal(tl_st_write(tpath("dir.safetensors"), t2, 1, NULL, 0), TL_EIO);
     assert_int_equal(temporaries("dir.safetensors"), 0);
-    assert_int_equal(rmdir(tmp_path("dir.safetensors")), 0);
+    assert_int_equal(rmdir(tpath("dir.safetensors")), 0);
     size_t len;
     uint8_t *now = read_bytes(p, &len);
     assert_int_equal(len, len0);
@@ -573,9 +539,9 @@ static void test_atomic(void **state) {
 static void test_no_follow(void **state) {
     (void)state;
     char victim1[512], victim2[512], p[512], tmp[600];
-    snprintf(victim1, sizeof victim1, "%s", tmp_path("victim1"));
-    snprintf(victim2, sizeof victim2, "%s", tmp_path("victim2"));
-    snprintf(p, sizeof p, "%s", tmp_path("planted.safetensors"));
+    snprintf(victim1, sizeof victim1, "%s", tpath("victim1"));
+    snprintf(victim2, sizeof victim2, "%s", tpath("victim2"));
+    snprintf(p, sizeof p, "%s", tpath("planted.safetensors"));
     snprintf(tmp, sizeof tmp, "%s.tmp", p);
     FILE *f = fopen(victim1, "w");
     assert_non_null(f);
@@ -615,5 +581,5 @@ int main(void) {
         cmocka_unit_test(test_reject_files), cmocka_unit_test(test_write_args),
         cmocka_unit_test(test_atomic),       cmocka_unit_test(test_no_follow),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, scratch_setup, scratch_teardown);
 }

@@ -25,19 +25,6 @@
 #include "tl/mask.h"
 #include "tl/seal.h"
 
-static char tmpdir[] = "/tmp/tl_test_seal.XXXXXX";
-
-static int setup(void **state) {
-    (void)state;
-    return mkdtemp(tmpdir) ? 0 : -1;
-}
-
-static int teardown(void **state) {
-    (void)state;
-    rm_tree(tmpdir);
-    return 0;
-}
-
 static void key_0_to_31(tl_group_key *gk) {
     uint8_t k[32];
     for (int i = 0; i < 32; i++) k[i] = (uint8_t)i;
@@ -101,7 +88,7 @@ static void write_raw(const char *path, const void *data, size_t n, mode_t mode)
 static void test_key_file(void **state) {
     (void)state;
     tl_group_key gk, back;
-    const char *path = pathf("%s/group.key", tmpdir);
+    const char *path = tpath("group.key");
     assert_int_equal(tl_group_key_generate(&gk), 0);
     mode_t old = umask(0);
     assert_int_equal(tl_group_key_save(path, &gk, 0), 0);
@@ -136,7 +123,7 @@ static void test_key_file(void **state) {
 
     /* formats */
     const char *hex = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
-    const char *p2 = pathf("%s/k2", tmpdir);
+    const char *p2 = tpath("k2");
     tl_group_key ref;
     key_0_to_31(&ref);
     write_raw(p2, hex, 64, 0600); /* no newline: accepted */
@@ -165,8 +152,8 @@ static void test_key_file(void **state) {
     write_raw(p2, raw, 32, 0600);
     assert_int_equal(tl_group_key_load(p2, &back), TL_EFORMAT);
     /* missing, and a directory */
-    assert_int_equal(tl_group_key_load(pathf("%s/none", tmpdir), &back), TL_EIO);
-    assert_int_equal(tl_group_key_load(tmpdir, &back), TL_EIO);
+    assert_int_equal(tl_group_key_load(tpath("none"), &back), TL_EIO);
+    assert_int_equal(tl_group_key_load(scratch_dir, &back), TL_EIO);
 }
 
 /* A node of another group shows another id; everything keyed differs. */
@@ -677,5 +664,5 @@ int main(void) {
         cmocka_unit_test(test_param_mac),         cmocka_unit_test(test_transfer),
         cmocka_unit_test(test_mask_rate),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, scratch_setup, scratch_teardown);
 }
