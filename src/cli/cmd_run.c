@@ -96,16 +96,27 @@ static int running(void) {
     return n;
 }
 
+/* Reaps children as they exit, for up to grace_ms: until none runs or, with
+ * orchestrator_only, until the orchestrator (children[0]) has exited or a
+ * new signal came. The orchestrator's exit status goes to *status (if not
+ * NULL) when it is reaped. */
+static void reap_for(int grace_ms, int orchestrator_only, int *status) {
+    struct timespec ts = {0, 20 * 1000000L};
+    for (int waited = 0; waited < grace_ms; waited += 20) {
+        pid_t pid;
+        int st;
+        while ((pid = waitpid(-1, &st, WNOHANG)) > 0)
+            if (reap(pid) == 0 && status)
+                *status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        if (orchestrator_only ? children[0] <= 0 || got_signal : !running()) return;
+        nanosleep(&ts, NULL);
+    }
+}
+
 /* Stops every child: TERM, then KILL after grace_ms. */
 static void stop_children(int grace_ms) {
     signal_children(SIGTERM);
-    struct timespec ts = {0, 20 * 1000000L};
-    for (int waited = 0; running() && waited < grace_ms; waited += 20) {
-        pid_t pid;
-        int st;
-        while ((pid = waitpid(-1, &st, WNOHANG)) > 0) reap(pid);
-        if (running()) nanosleep(&ts, NULL);
-    }
+    reap_for(grace_ms, 0, NULL);
     signal_children(SIGKILL);
     pid_t pid;
     int st;
@@ -125,15 +136,7 @@ static int stop_orchestrator(int sig, int status) {
             strsignal(sig), STOP_GRACE_S);
     got_signal = 0;
     kill(children[0], sig); /* the same signal: it reports it, and exits 128 + sig */
-    struct timespec ts = {0, 20 * 1000000L};
-    for (int waited = 0; children[0] > 0 && !got_signal && waited < STOP_GRACE_S * 1000;
-         waited += 20) {
-        pid_t pid;
-        int st;
-        while ((pid = waitpid(-1, &st, WNOHANG)) > 0)
-            if (reap(pid) == 0) status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-        if (children[0] > 0) nanosleep(&ts, NULL);
-    }
+    reap_for(STOP_GRACE_S * 1000, 1, &status);
     if (children[0] > 0)
         fprintf(stderr, "tl run: %s; stopping everything now\n",
                 got_signal ? "a second signal" : "the orchestrator did not stop in time");
