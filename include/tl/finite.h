@@ -11,6 +11,12 @@
 
 #include <stddef.h>
 
+/* Whether float bits u (a uint32_t) are NaN or Inf: exponent all ones. For
+ * fused loops that read the bits anyway (memcpy, no type punning). Test each
+ * value on its own: the OR of two finite values' bits can have an all-ones
+ * exponent (3.0f | 1.0f). */
+#define TL_NONFINITE_BITS(u) (((u)&0x7f800000u) == 0x7f800000u)
+
 /* Index of the first element of x[0, n) that is NaN or Inf, or n if none.
  * x needs no alignment (the values may sit in a frame's payload). */
 size_t tl_first_nonfinite(const void *x, size_t n);

@@ -6,17 +6,12 @@
 
 #include "tl/simd.h"
 
-/* Whether float bits u are NaN or Inf (exponent all ones). Each value is
- * tested on its own: the OR of two finite values' bits can have an all-ones
- * exponent (3.0f | 1.0f). */
-#define NONFINITE(u) (((u)&0x7f800000u) == 0x7f800000u)
-
 TL_CLONES static uint32_t any_nonfinite(const uint8_t *p, size_t n) {
     uint32_t bad = 0;
     for (size_t i = 0; i < n; i++) {
         uint32_t u;
         memcpy(&u, p + 4 * i, sizeof u);
-        bad |= NONFINITE(u);
+        bad |= TL_NONFINITE_BITS(u);
     }
     return bad;
 }
@@ -30,7 +25,7 @@ size_t tl_first_nonfinite(const void *x, size_t n) {
         for (size_t i = i0; i < i0 + k; i++) {
             uint32_t u;
             memcpy(&u, p + 4 * i, sizeof u);
-            if (NONFINITE(u)) return i;
+            if (TL_NONFINITE_BITS(u)) return i;
         }
     }
     return n;

@@ -102,11 +102,6 @@ int tl_optim_set_steps(tl_optim *o, int64_t steps) {
 
 /* The step loops are TL_CLONES (simd.h): the same bits on every path. */
 
-/* Whether float bits u are NaN or Inf (exponent all ones). Test each value
- * on its own: the OR of two finite values' bits can have an all-ones exponent
- * (3.0f | 1.0f), which once made any parameter >= 2 look like an overflow. */
-#define NONFINITE(u) (((u)&0x7f800000u) == 0x7f800000u)
-
 /* Each step function also clears the gradient it consumed (ready for the next
  * batch) and returns nonzero if any parameter or state entry it wrote is NaN
  * or Inf (the step overflowed): one pass over memory instead of three. The
@@ -137,7 +132,7 @@ TL_CLONES static uint32_t adadelta_step(const tl_optim_cfg *c, size_t n, float *
         memcpy(&us, &s, sizeof us);
         memcpy(&ua, &a, sizeof ua);
         memcpy(&uq, &q, sizeof uq);
-        bad |= NONFINITE(us) | NONFINITE(ua) | NONFINITE(uq);
+        bad |= TL_NONFINITE_BITS(us) | TL_NONFINITE_BITS(ua) | TL_NONFINITE_BITS(uq);
     }
     return bad;
 }
@@ -161,7 +156,7 @@ TL_CLONES static uint32_t sgd_step(const tl_optim_cfg *c, int first, size_t n, f
         uint32_t ug, uq;
         memcpy(&ug, &g, sizeof ug);
         memcpy(&uq, &q, sizeof uq);
-        bad |= NONFINITE(ug) | NONFINITE(uq);
+        bad |= TL_NONFINITE_BITS(ug) | TL_NONFINITE_BITS(uq);
     }
     return bad;
 }
@@ -193,7 +188,7 @@ TL_CLONES static uint32_t adam_step(const tl_optim_cfg *c, int64_t t, size_t n, 
         memcpy(&um, &m[i], sizeof um);
         memcpy(&uv, &v[i], sizeof uv);
         memcpy(&uq, &q, sizeof uq);
-        bad |= NONFINITE(um) | NONFINITE(uv) | NONFINITE(uq);
+        bad |= TL_NONFINITE_BITS(um) | TL_NONFINITE_BITS(uv) | TL_NONFINITE_BITS(uq);
     }
     return bad;
 }

@@ -16,6 +16,7 @@
 #include "tl/bounds.h"
 #include "tl/conn.h"
 #include "tl/error.h"
+#include "tl/finite.h"
 #include "tl/fixed.h"
 #include "tl/frame.h"
 #include "tl/groupkey.h"

@@ -127,14 +127,14 @@ static int add_checked(float *restrict acc, const float *restrict g, size_t n, i
             uint32_t u; /* the bits, read without type punning (compiles to a load) */
             memcpy(&u, &g[i], sizeof u);
             acc[i] = g[i];
-            bad |= (u & 0x7f800000u) == 0x7f800000u;
+            bad |= TL_NONFINITE_BITS(u);
         }
     else
         for (size_t i = 0; i < n; i++) {
             uint32_t u;
             memcpy(&u, &g[i], sizeof u);
             acc[i] += g[i];
-            bad |= (u & 0x7f800000u) == 0x7f800000u;
+            bad |= TL_NONFINITE_BITS(u);
         }
     return bad != 0;
 }
