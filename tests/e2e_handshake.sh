@@ -19,45 +19,14 @@ set -u
 TL=${1:?usage: e2e_handshake.sh <tl> <tests/data dir>}
 TL=$(realpath "$TL") # the script changes directory
 
-
-
 require_data
 
-# bg OUT ERR cmd...: start tl in the background under timeout; LAST = its pid.
-LAST=
-bg() {
-    local out=$1 err=$2
-    shift 2
-    timeout "$TMO" "$TL" "$@" >"$out" 2>"$err" &
-    LAST=$!
-    PIDS+=("$LAST")
-}
-# reap PID: wait for it, forget it; RC = its exit status.
-RC=0
-reap() {
-    wait "$1"
-    RC=$?
-    local p keep=()
-    for p in "${PIDS[@]}"; do [ "$p" != "$1" ] && keep+=("$p"); done
-    PIDS=("${keep[@]}")
-    return 0
-}
 # stop PID: kill and reap.
 stop() {
     kill "$1" 2>/dev/null
     reap "$1"
 }
-# wait_grep FILE PATTERN [SECONDS]: until FILE has a line matching PATTERN (ERE).
-wait_grep() {
-    local i n=$((${3:-30} * 10))
-    for ((i = 0; i < n; i++)); do
-        grep -Eq "$2" "$1" 2>/dev/null && return 0
-        sleep 0.1
-    done
-    return 1
-}
 alive() { kill -0 "$1" 2>/dev/null; }
-oneline() { tr '\n' '|' <"$1" | cut -c 1-400; }
 
 P=$W/parts
 if ! timeout "$TMO" "$TL" partition --data "$DATA" --nodes 3 --out "$P" >"$W/partition.log" 2>&1; then

@@ -29,22 +29,13 @@ show() {
     s=${s//"$W/"/}
     echo "# \$ $s"
 }
-LAST=
-bg() { # bg OUT ERR cmd...: start in the background under timeout; LAST = its pid
+bg() { # bg OUT ERR cmd...: any command (shown), unlike lib.sh's bg (tl); LAST = its pid
     local out=$1 err=$2
     shift 2
     show "$@" "&"
     timeout "$TMO" "$@" >"$out" 2>"$err" &
     LAST=$!
     PIDS+=("$LAST")
-}
-RC=0
-reap() { # reap PID: wait for it and forget it; RC = its exit status
-    wait "$1"
-    RC=$?
-    local p keep=()
-    for p in "${PIDS[@]}"; do [ "$p" != "$1" ] && keep+=("$p"); done
-    PIDS=("${keep[@]}")
 }
 fg() { # fg LOG cmd...: run in the foreground under timeout; RC = its status
     local log=$1
@@ -54,7 +45,6 @@ fg() { # fg LOG cmd...: run in the foreground under timeout; RC = its status
     RC=$?
     return "$RC"
 }
-oneline() { tr '\n' '|' <"$1" | cut -c 1-400; }
 
 echo "# 1. split the training data: one directory per node (copy node-K to machine K)"
 if ! fg "$W/partition.log" "$TL" partition --data "$DATA" --nodes 3 --scheme contiguous --out "$W/parts"; then

@@ -25,33 +25,6 @@ TL=$(realpath "$TL")
 require_data
 cd "$W" || exit 1 # a stopped orchestrator writes tl-recovery.safetensors here
 
-LAST=
-bg() { # bg OUT ERR cmd...: tl in the background under timeout; LAST = its pid
-    local out=$1 err=$2
-    shift 2
-    timeout "$TMO" "$TL" "$@" >"$out" 2>"$err" &
-    LAST=$!
-    PIDS+=("$LAST")
-}
-RC=0
-reap() { # reap PID: wait for it; RC = its exit status
-    wait "$1"
-    RC=$?
-    local p keep=()
-    for p in "${PIDS[@]}"; do [ "$p" != "$1" ] && keep+=("$p"); done
-    PIDS=("${keep[@]}")
-    return 0
-}
-wait_grep() { # wait_grep FILE PATTERN [SECONDS]
-    local i n=$((${3:-30} * 10))
-    for ((i = 0; i < n; i++)); do
-        grep -Eq "$2" "$1" 2>/dev/null && return 0
-        sleep 0.1
-    done
-    return 1
-}
-oneline() { tr '\n' '|' <"$1" | cut -c 1-600; }
-
 P=$W/parts
 if ! timeout "$TMO" "$TL" partition --data "$DATA" --nodes 2 --out "$P" >"$W/partition.log" 2>&1; then
     bad "tl partition --nodes 2" "$(oneline "$W/partition.log")"

@@ -7,6 +7,10 @@
 #   ok "what"; bad "what" "detail"; check "what" "detail" command...
 #   finish                         # prints "N passed, M failed"; exit 0 or 1
 #   wait_port FILE PID             # the port an orchestrator wrote to --port-file
+#   bg OUT ERR args...; reap PID   # tl in the background (LAST = its pid), and its end
+#                                  # (RC = its exit status)
+#   wait_grep FILE ERE [SECONDS]   # until FILE has a matching line (30 s at most)
+#   oneline FILE                   # FILE on one line, cut, for failure details
 #
 # Background processes go into PIDS; they are killed (with their process
 # group: run them under `timeout`, which leads its own group) and reaped on
@@ -70,3 +74,39 @@ wait_port() {
     done
     return 1
 }
+
+# bg OUT ERR args...: `tl args...` in the background under timeout, its output
+# into OUT and ERR; LAST = its pid (in PIDS until reaped).
+LAST=
+bg() {
+    local out=$1 err=$2
+    shift 2
+    timeout "$TMO" "$TL" "$@" >"$out" 2>"$err" &
+    LAST=$!
+    PIDS+=("$LAST")
+}
+
+# reap PID: waits for it and forgets it; RC = its exit status.
+RC=0
+reap() {
+    wait "$1"
+    RC=$?
+    local p keep=()
+    for p in "${PIDS[@]}"; do [ "$p" != "$1" ] && keep+=("$p"); done
+    PIDS=("${keep[@]}")
+    return 0
+}
+
+# wait_grep FILE PATTERN [SECONDS]: until FILE has a line matching PATTERN
+# (ERE), 30 s at most; status 1 if it never does.
+wait_grep() {
+    local i n=$((${3:-30} * 10))
+    for ((i = 0; i < n; i++)); do
+        grep -Eq "$2" "$1" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+# oneline FILE: the file on one line (newlines as |), its first 600 characters.
+oneline() { tr '\n' '|' <"$1" | cut -c 1-600; }
