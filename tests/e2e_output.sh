@@ -30,6 +30,21 @@ require_data
 cd "$W" || exit 1
 export TL_NO_WARMUP=1
 
+# while_alive PID cmd...: polls cmd (every 0.1 s, 30 s at most) until it
+# succeeds or PID has exited.
+while_alive() {
+    local pid=$1 i
+    shift
+    for ((i = 0; i < 300; i++)); do
+        "$@" && return 0
+        kill -0 "$pid" 2>/dev/null || return 1
+        sleep 0.1
+    done
+    return 1
+}
+lines_at_least() { [ "$(cat "$1" 2>/dev/null | wc -l)" -ge "$2" ]; }
+joined_twice() { [ "$(grep -c joined "$1" 2>/dev/null)" -ge 2 ]; }
+
 # ---- 1. bad output paths are refused before training --------------------
 refused() { # refused "what" <expected option> command...: exit 2, one line, no epoch
     local what=$1 opt=$2
@@ -98,11 +113,7 @@ rm -rf "$W/runtmp" && mkdir -p "$W/runtmp"
 TMPDIR="$W/runtmp" "$TL" run --nodes 2 --insecure --epochs 50 --batch-size 256 >run.out 2>run.err &
 RP=$!
 PIDS+=("$RP")
-for ((i = 0; i < 300; i++)); do # until the nodes have joined (or it died)
-    [ "$(grep -c joined run.err 2>/dev/null)" -ge 2 ] 2>/dev/null && break
-    kill -0 "$RP" 2>/dev/null || break
-    sleep 0.1
-done
+while_alive "$RP" joined_twice run.err # until the nodes have joined
 kids=$(cat /proc/$RP/task/$RP/children 2>/dev/null)
 check "tl run started an orchestrator and 2 nodes" "children: '$kids'" [ "$(echo $kids | wc -w)" -eq 3 ]
 kill -TERM "$RP"
@@ -124,11 +135,7 @@ run4b=(run --nodes 2 --insecure --epochs 4 --batch-size 256 --threads 1 --init i
 setsid "$TL" "${run4b[@]}" --checkpoint ck4b.st >int.out 2>int.err &
 RP=$!
 PIDS+=("$RP")
-for ((i = 0; i < 300; i++)); do # until it trains (or it died)
-    grep -q 'step [0-9]' int.err 2>/dev/null && break
-    kill -0 "$RP" 2>/dev/null || break
-    sleep 0.05
-done
+while_alive "$RP" grep -q 'step [0-9]' int.err # until it trains
 kill -INT -- "-$(ps -o pgid= "$RP" | tr -d ' ')"
 wait "$RP"
 st=$?
@@ -148,11 +155,7 @@ mkdir -p sig && cd sig || exit 1
 "$TL" train --epochs 30 --metrics m.jsonl --batch-metrics --save never.safetensors >out.txt 2>err.txt &
 TP=$!
 PIDS+=("$TP")
-for ((i = 0; i < 300; i++)); do
-    [ "$(cat m.jsonl 2>/dev/null | wc -l)" -ge 5 ] && break
-    kill -0 "$TP" 2>/dev/null || break
-    sleep 0.1
-done
+while_alive "$TP" lines_at_least m.jsonl 5
 kill -TERM "$TP"
 wait "$TP"
 st=$?
@@ -198,11 +201,7 @@ start_nodes "$W/o2.sock"
     --metrics m.jsonl --batch-metrics >out.txt 2>err.txt &
 OP=$!
 PIDS+=("$OP")
-for ((i = 0; i < 300; i++)); do
-    [ "$(cat m.jsonl 2>/dev/null | wc -l)" -ge 5 ] && break
-    kill -0 "$OP" 2>/dev/null || break
-    sleep 0.1
-done
+while_alive "$OP" lines_at_least m.jsonl 5
 kill -TERM "$OP"
 wait "$OP"
 st=$?
