@@ -74,6 +74,15 @@ typedef struct fixture {
     tl_trainer t;
 } fixture;
 
+/* The defaults of optimizer name ("sgd+momentum": sgd with momentum 0.9). */
+static tl_optim_cfg optimizer_cfg(const char *name) {
+    tl_optim_cfg c;
+    int momentum = !strcmp(name, "sgd+momentum");
+    assert_int_equal(tl_optim_defaults(momentum ? "sgd" : name, &c), 0);
+    if (momentum) c.momentum = 0.9;
+    return c;
+}
+
 /* A 5-4-3 relu model (39 parameters), 40 samples in batches of 4, optimizer
  * opt ("sgd", or "sgd+momentum": momentum 0.9) at lr, over `epochs` epochs. */
 static void fixture_init_opt(fixture *f, const char *opt, double lr, int epochs, const char *ckpt) {
@@ -82,9 +91,7 @@ static void fixture_init_opt(fixture *f, const char *opt, double lr, int epochs,
     snprintf(f->cfg.model, sizeof f->cfg.model, "linear:4,relu,linear:3");
     f->cfg.epochs = epochs;
     f->cfg.batch_size = 4;
-    int momentum = !strcmp(opt, "sgd+momentum");
-    assert_int_equal(tl_optim_defaults(momentum ? "sgd" : opt, &f->cfg.optim), 0);
-    if (momentum) f->cfg.optim.momentum = 0.9;
+    f->cfg.optim = optimizer_cfg(opt);
     f->cfg.optim.lr = lr;
     f->cfg.checkpoint_path = ckpt;
     f->cfg.checkpoint_every = 1;
@@ -276,10 +283,7 @@ static const char *const optimizers[] = {"adadelta", "sgd", "sgd+momentum", "ada
 static void test_large_parameters_step(void **state) {
     (void)state;
     for (int k = 0; k < 5; k++) {
-        tl_optim_cfg c;
-        int momentum = !strcmp(optimizers[k], "sgd+momentum");
-        assert_int_equal(tl_optim_defaults(momentum ? "sgd" : optimizers[k], &c), 0);
-        if (momentum) c.momentum = 0.9;
+        tl_optim_cfg c = optimizer_cfg(optimizers[k]);
         tl_optim o;
         assert_int_equal(tl_optim_init(&o, &c, 4), 0);
         float p[4] = {3.0f, 7.0f, -2.5f, 1.5f}, g[4] = {1.0f, 1.0f, -1.0f, 0.5f};
@@ -302,10 +306,7 @@ static void test_optim_state_interface(void **state) {
         {"exp_avg", "exp_avg_sq", NULL},
     };
     for (int k = 0; k < 5; k++) {
-        tl_optim_cfg c;
-        int momentum = !strcmp(optimizers[k], "sgd+momentum");
-        assert_int_equal(tl_optim_defaults(momentum ? "sgd" : optimizers[k], &c), 0);
-        if (momentum) c.momentum = 0.9;
+        tl_optim_cfg c = optimizer_cfg(optimizers[k]);
         tl_optim o;
         assert_int_equal(tl_optim_init(&o, &c, 7), 0);
         int count = 0;
