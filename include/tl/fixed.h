@@ -51,7 +51,4 @@ int tl_fixed_decode(const uint64_t *q, size_t n, int terms, float *x, const char
 /* acc[i] += v[i] (mod 2^64). */
 void tl_ring_add(uint64_t *acc, const uint64_t *v, size_t n);
 
-/* acc[i] -= v[i] (mod 2^64). */
-void tl_ring_sub(uint64_t *acc, const uint64_t *v, size_t n);
-
 #endif

@@ -139,7 +139,3 @@ int tl_fixed_decode(const uint64_t *q, size_t n, int terms, float *x, const char
 void tl_ring_add(uint64_t *acc, const uint64_t *v, size_t n) {
     for (size_t i = 0; i < n; i++) acc[i] += v[i];
 }
-
-void tl_ring_sub(uint64_t *acc, const uint64_t *v, size_t n) {
-    for (size_t i = 0; i < n; i++) acc[i] -= v[i];
-}
